@@ -1,0 +1,211 @@
+"""Orbax checkpoints of a training run: save, list, restore.
+
+A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManager``:
+
+* ``state``: the whole :class:`~ppo_jax.train.TrainState` of every seed (leading axis K):
+  actor/critic parameters, Adam moments and update count (the lr schedule resumes from it),
+  observation-normalization statistics, the envs mid-episode, the PRNG key, batches done;
+* ``meta`` (JSON): the full config, ``num_seeds``, frames done, env id, package versions and
+  the format version.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a run
+killed while saving leaves the previous checkpoint restorable (an unfinished one is not
+listed). Restoring builds the expected tree from the saved config and checks every array's
+shape against it: a checkpoint that does not fit gives a :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ppo_jax.config import PPOConfig
+from ppo_jax.envs import ENV_ID
+from ppo_jax.reporting import versions
+from ppo_jax.train import TrainState, Trainer, make_train, seed_keys
+
+FORMAT = "ppo_jax.checkpoint/1"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, or does not fit what was asked of it."""
+
+
+def _manager(directory: str, keep: int | None = None, create: bool = False):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(
+    directory: str,
+    trainer: Trainer,
+    states: TrainState,
+    *,
+    keep: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> int:
+    """Save ``states`` (``[K, ...]``) at step = batches done; keep the last ``keep``."""
+    step = int(np.asarray(states.batches_done).reshape(-1)[0])
+    cfg = trainer.config
+    meta = {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        "num_seeds": int(np.asarray(states.batches_done).shape[0]),
+        "batches_done": step,
+        "frames": step * cfg.frames_per_batch,
+        "env_id": ENV_ID,
+        "observation_size": trainer.env.observation_size,
+        "action_size": trainer.env.action_size,
+        "versions": versions(),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra_meta or {}),
+    }
+    state = _flat_nonempty(jax.device_get(states))
+    with _manager(directory, keep=keep, create=True) as mngr:
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        mngr.wait_until_finished()
+    return step
+
+
+def steps(directory: str) -> list[int]:
+    """Completed checkpoint steps in ``directory`` (raises if it is not a directory)."""
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no such checkpoint directory: {directory}")
+    with _manager(directory) as mngr:
+        return sorted(mngr.all_steps())
+
+
+def _pick_step(directory: str, step: int | None) -> int:
+    available = steps(directory)
+    if not available:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    if step is None:
+        return available[-1]
+    if step not in available:
+        raise CheckpointError(
+            f"no checkpoint at step {step} in {directory} (available: {available})"
+        )
+    return step
+
+
+def read_meta(directory: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
+    """``(step, metadata)`` of the latest (or given) checkpoint."""
+    step = _pick_step(directory, step)
+    try:
+        with _manager(directory) as mngr:
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
+    except Exception as e:  # orbax raises many types for unreadable files
+        raise CheckpointError(
+            f"checkpoint {directory} step {step}: metadata unreadable ({type(e).__name__})"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {directory} step {step}: not a ppo_jax checkpoint")
+    return step, meta
+
+
+def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
+    cfg = dict(meta["config"])
+    cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+    try:
+        return PPOConfig.from_dict(cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint config is invalid: {e}") from None
+
+
+def restore(
+    directory: str, step: int | None = None
+) -> tuple[Trainer, TrainState, dict[str, Any]]:
+    """Rebuild the trainer from the saved config and restore the state of every seed.
+
+    Returns ``(trainer, states [K, ...], meta)``; raises :class:`CheckpointError`.
+    """
+    step, meta = read_meta(directory, step)
+    config = config_from_meta(meta)
+    trainer = make_train(config)
+    if (meta.get("observation_size"), meta.get("action_size")) != (
+        trainer.env.observation_size,
+        trainer.env.action_size,
+    ):
+        raise CheckpointError(
+            f"checkpoint is for observation/action size {meta.get('observation_size')}/"
+            f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
+            f"{trainer.env.action_size}"
+        )
+    keys = seed_keys(config.seed, int(meta["num_seeds"]))
+    target = jax.eval_shape(trainer.init_many, keys)
+    flat_target = _flat_nonempty(target)
+    try:
+        with _manager(directory) as mngr:
+            on_disk = mngr.item_metadata(step)["state"]
+        _check_shapes(flat_target, on_disk)
+        with _manager(directory) as mngr:
+            flat = mngr.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
+            )["state"]
+        restored = _unflatten(target, flat)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint {directory} step {step} is unreadable or corrupt "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
+    if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(
+        restored.params
+    )):
+        raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
+    return trainer, restored, meta
+
+
+def _flat_nonempty(tree) -> dict[str, Any]:
+    """``{path: leaf}`` of the non-empty leaves (orbax cannot store zero-size arrays, and
+    ``mjx.Data`` has several for this model)."""
+    return {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if np.prod(leaf.shape) > 0
+    }
+
+
+def _unflatten(target, flat: dict[str, Any]):
+    """Inverse of :func:`_flat_nonempty` given the expected tree (zero-size leaves: zeros)."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+    leaves = []
+    for path, leaf in paths:
+        name = jax.tree_util.keystr(path)
+        if name in flat:
+            leaves.append(np.asarray(flat[name]))
+        else:
+            leaves.append(np.zeros(leaf.shape, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _check_shapes(target: dict[str, Any], on_disk) -> None:
+    """Compare the expected leaves with the saved ones' metadata (names and shapes)."""
+    try:
+        have = dict(on_disk)
+    except Exception:
+        return  # metadata in an unexpected form: the restore itself will check
+    missing = sorted(set(target) - set(have))
+    if missing:
+        raise CheckpointError(f"checkpoint does not fit its config: {missing[0]} is missing")
+    for name, leaf in target.items():
+        shape = getattr(have[name], "shape", None)
+        if shape is not None and tuple(shape) != tuple(leaf.shape):
+            raise CheckpointError(
+                f"checkpoint does not fit its config: {name} has shape {tuple(shape)}, "
+                f"expected {tuple(leaf.shape)}"
+            )

@@ -1,0 +1,122 @@
+"""Shared command-line plumbing for ``scripts/*.py``: flags generated from ``PPOConfig``,
+one-line errors, the persistent compilation cache."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+from typing import Any, Callable
+
+from ppo_jax.config import (
+    CRITIC_LOSSES,
+    EVAL_ACTIONS,
+    MATMUL_PRECISIONS,
+    OBS_NORM_MODES,
+    PPOConfig,
+    field_types,
+)
+
+CHOICES = {
+    "obs_norm": OBS_NORM_MODES,
+    "eval_action": EVAL_ACTIONS,
+    "critic_loss": CRITIC_LOSSES,
+    "matmul_precision": MATMUL_PRECISIONS,
+}
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``PPOConfig`` field, help from its docstring, default shown from the
+    dataclass (``default=SUPPRESS`` so only flags given on the command line are set)."""
+    group = parser.add_argument_group("PPOConfig (defaults: the TorchRL tutorial)")
+    types = field_types()
+    for f in dataclasses.fields(PPOConfig):
+        tp = types[f.name]
+        help_text = f"{f.metadata.get('doc', '')} (default: {f.default})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is tuple:
+            kwargs.update(type=int, nargs="+", metavar="N")
+        else:
+            kwargs["type"] = tp
+            if f.name in CHOICES:
+                kwargs["choices"] = CHOICES[f.name]
+        group.add_argument(flag(f.name), dest=f.name, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``PPOConfig`` fields given on the command line."""
+    names = {f.name for f in dataclasses.fields(PPOConfig)}
+    out = {k: v for k, v in vars(args).items() if k in names}
+    if "hidden_sizes" in out:
+        out["hidden_sizes"] = tuple(out["hidden_sizes"])
+    return out
+
+
+def make_config(base: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
+    try:
+        return base.replace(**overrides)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"invalid configuration: {e}") from None
+
+
+def enable_compile_cache(path: str | None) -> None:
+    """Turn on JAX's persistent compilation cache at ``path`` (None: leave it off)."""
+    if not path:
+        return
+    import jax
+
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def ensure_writable_dir(path: str) -> str:
+    """Create ``path`` if needed and check a file can be written there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".ppo_jax_write_test")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise CLIError(f"cannot write to output directory {path!r}: {e.strerror or e}") from None
+    return os.path.abspath(path)
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Run ``main`` and exit with its status; user errors become one line on stderr."""
+    prog = os.path.basename(sys.argv[0]) or "ppo_jax"
+    try:
+        code = main(argv)
+    except CLIError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        code = e.code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,224 @@
+"""``PPOConfig``: every knob of a run, defaulting to the TorchRL PPO tutorial's setup.
+
+The config is a frozen dataclass: never mutated, hashable (so it can key compiled
+functions), serialisable with :meth:`PPOConfig.to_dict` / :meth:`PPOConfig.from_dict`.
+Each field's docstring is also its ``--help`` text in ``scripts/train.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+OBS_NORM_MODES = ("reference", "safe")
+EVAL_ACTIONS = ("mean", "tanh_loc")
+CRITIC_LOSSES = ("smooth_l1", "l2", "l1")
+MATMUL_PRECISIONS = ("highest", "tf32", "default")
+
+
+def _doc(text: str) -> dict:
+    return {"doc": " ".join(text.split())}
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Hyperparameters of one training run (defaults: the TorchRL tutorial)."""
+
+    seed: int = field(default=0, metadata=_doc("Seed of the run's PRNG key."))
+    # --- collection ------------------------------------------------------------------------
+    num_envs: int = field(
+        default=1,
+        metadata=_doc(
+            """Parallel environments. A batch is num_envs x (frames_per_batch / num_envs)
+            steps. The tutorial uses 1."""
+        ),
+    )
+    frames_per_batch: int = field(
+        default=1000, metadata=_doc("Env steps (all envs together) collected per batch.")
+    )
+    total_frames: int = field(
+        default=10_000,
+        metadata=_doc("Env steps of the whole run (the tutorial: 10k; a full run: 1M)."),
+    )
+    max_episode_steps: int = field(
+        default=1000, metadata=_doc("Time limit of an episode (Gymnasium's TimeLimit).")
+    )
+    # --- observation normalization ---------------------------------------------------------
+    init_stats_frames: int = field(
+        default=1000,
+        metadata=_doc(
+            """Observations of random-action rollouts (each stopped at the first done) used
+            for the normalization statistics (TorchRL's init_stats num_iter)."""
+        ),
+    )
+    obs_norm: str = field(
+        default="reference",
+        metadata=_doc(
+            """'reference': TorchRL's statistics, where a zero-variance entry gets scale
+            1/1e-6 (the constraint-force entries: any nonzero force becomes a huge input).
+            'safe': zero-variance entries are only centred (scale 1)."""
+        ),
+    )
+    # --- networks -------------------------------------------------------------------------
+    hidden_sizes: tuple[int, ...] = field(
+        default=(256, 256, 256),
+        metadata=_doc("Hidden layer widths of the actor and of the critic (Tanh)."),
+    )
+    # --- PPO ------------------------------------------------------------------------------
+    num_epochs: int = field(default=10, metadata=_doc("Optimization epochs per batch."))
+    minibatch_size: int = field(
+        default=64,
+        metadata=_doc(
+            """Minibatch size (TorchRL's sub_batch_size); an epoch draws
+            frames_per_batch // minibatch_size minibatches without replacement."""
+        ),
+    )
+    clip_epsilon: float = field(default=0.2, metadata=_doc("PPO ratio clip."))
+    gamma: float = field(default=0.99, metadata=_doc("Discount."))
+    lmbda: float = field(default=0.95, metadata=_doc("GAE lambda."))
+    standardize_advantage: bool = field(
+        default=True,
+        metadata=_doc(
+            """Standardize advantages over the whole batch after GAE (TorchRL's
+            average_gae=True): (a - mean) / max(std, 1e-4)."""
+        ),
+    )
+    entropy_coeff: float = field(
+        default=1e-4, metadata=_doc("Entropy bonus coefficient (1-sample MC entropy).")
+    )
+    critic_coeff: float = field(default=1.0, metadata=_doc("Critic loss coefficient."))
+    critic_loss: str = field(
+        default="smooth_l1", metadata=_doc("Critic loss: smooth_l1, l2 or l1.")
+    )
+    # --- optimizer ------------------------------------------------------------------------
+    lr: float = field(default=3e-4, metadata=_doc("Adam learning rate."))
+    max_grad_norm: float = field(
+        default=1.0,
+        metadata=_doc("Clip of the GLOBAL gradient norm over actor and critic together."),
+    )
+    anneal_lr: bool = field(
+        default=True,
+        metadata=_doc(
+            """Cosine-anneal the learning rate to 0 over the run, stepped once per batch
+            (TorchRL's CosineAnnealingLR)."""
+        ),
+    )
+    # --- evaluation -----------------------------------------------------------------------
+    eval_every: int = field(
+        default=10,
+        metadata=_doc("Evaluate after batches 0, eval_every, 2*eval_every, ... (0: never)."),
+    )
+    eval_max_steps: int = field(
+        default=1000, metadata=_doc("Step limit of the deterministic evaluation rollout.")
+    )
+    eval_action: str = field(
+        default="mean",
+        metadata=_doc(
+            """Deterministic action of evaluation: 'mean' = E[tanh(X)] (what TorchRL's
+            ExplorationType.MEAN estimates from 1000 samples; computed here by quadrature) or
+            'tanh_loc' = tanh(loc) (TorchRL's ExplorationType.DETERMINISTIC)."""
+        ),
+    )
+    # --- numerics -------------------------------------------------------------------------
+    matmul_precision: str = field(
+        default="highest",
+        metadata=_doc(
+            """Matmul precision: 'highest' (full float32, as PyTorch), 'tf32' (faster on
+            recent NVIDIA GPUs; reported to hurt PPO) or 'default' (JAX's default)."""
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        self.validate()
+
+    # --- validation -----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line, naming the fields) for an inconsistent config."""
+        positive = (
+            "num_envs frames_per_batch total_frames max_episode_steps init_stats_frames "
+            "num_epochs minibatch_size eval_max_steps"
+        ).split()
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
+        for name, allowed in (
+            ("obs_norm", OBS_NORM_MODES),
+            ("eval_action", EVAL_ACTIONS),
+            ("critic_loss", CRITIC_LOSSES),
+            ("matmul_precision", MATMUL_PRECISIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.frames_per_batch % self.num_envs:
+            raise ValueError(
+                f"frames_per_batch ({self.frames_per_batch}) must be a multiple of num_envs "
+                f"({self.num_envs})"
+            )
+        if self.total_frames % self.frames_per_batch:
+            raise ValueError(
+                f"total_frames ({self.total_frames}) must be a multiple of frames_per_batch "
+                f"({self.frames_per_batch})"
+            )
+        if self.minibatch_size > self.frames_per_batch:
+            raise ValueError(
+                f"minibatch_size ({self.minibatch_size}) is larger than the batch "
+                f"(frames_per_batch={self.frames_per_batch})"
+            )
+        for name in ("clip_epsilon", "lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lmbda <= 1.0):
+            raise ValueError(f"gamma and lmbda must be in [0, 1], got {self.gamma}, {self.lmbda}")
+
+    # --- derived sizes --------------------------------------------------------------------
+    @property
+    def steps_per_env(self) -> int:
+        """Time steps of each env in a batch: ``frames_per_batch // num_envs``."""
+        return self.frames_per_batch // self.num_envs
+
+    @property
+    def num_batches(self) -> int:
+        """Batches in the run: ``total_frames // frames_per_batch``."""
+        return self.total_frames // self.frames_per_batch
+
+    @property
+    def num_minibatches(self) -> int:
+        """Minibatches per epoch: ``frames_per_batch // minibatch_size`` (the rest is unused)."""
+        return self.frames_per_batch // self.minibatch_size
+
+    @property
+    def eval_batches(self) -> tuple[int, ...]:
+        """Indices of the batches followed by an evaluation (TorchRL: ``i % 10 == 0``)."""
+        if self.eval_every == 0:
+            return ()
+        return tuple(range(0, self.num_batches, self.eval_every))
+
+    # --- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown PPOConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> PPOConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def field_types() -> dict[str, Any]:
+    """Resolved type of each ``PPOConfig`` field (for CLI generation)."""
+    hints = typing.get_type_hints(PPOConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(PPOConfig)}

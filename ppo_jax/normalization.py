@@ -1,0 +1,105 @@
+"""Observation normalization as TorchRL's ``ObservationNorm`` (``standard_normal=False``).
+
+Statistics come from ``ObservationNorm.init_stats(num_iter=N, reduce_dim=0, cat_dim=0)``'s
+procedure, reproduced inside ``jit``: random-action rollouts from fresh resets, each stopped
+at its first ``done`` (or after N steps), repeated until at least N observations are
+gathered; the observations recorded are those the actions were taken from (the reset
+observation included, the final one excluded). Then::
+
+    scale' = max(1 / max(std, eps), eps)     (std: unbiased, eps = 1e-6)
+    loc'   = -mean * (1 / max(std, eps))
+    normalized = obs * scale' + loc'
+
+Zero-variance entries (the three ``qfrc_constraint`` entries under random play) get
+``scale' = 1e6`` in ``"reference"`` mode, as in the tutorial. ``"safe"`` mode centres them
+(``scale' = 1``) instead, so a nonzero constraint force is not a 1e6-sized input.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ppo_jax.envs import InvertedDoublePendulum
+
+EPS = 1e-6
+
+
+@struct.dataclass
+class ObsNormStats:
+    """``loc``, ``scale``: ``[obs_dim]``; applied as ``obs * scale + loc``."""
+
+    loc: jax.Array
+    scale: jax.Array
+
+
+def normalize(stats: ObsNormStats, obs: jax.Array) -> jax.Array:
+    """``obs``: ``[..., obs_dim]`` -> same shape."""
+    return obs * stats.scale + stats.loc
+
+
+def stats_from_observations(
+    obs: jax.Array, mask: jax.Array | None = None, mode: str = "reference"
+) -> ObsNormStats:
+    """Statistics of the rows of ``obs`` ``[T, obs_dim]`` where ``mask`` ``[T]`` is True."""
+    if mask is None:
+        mask = jnp.ones(obs.shape[:1], bool)
+    w = mask.astype(obs.dtype)[:, None]
+    n = w.sum()
+    mean = (w * obs).sum(0) / n
+    var = (w * (obs - mean) ** 2).sum(0) / (n - 1.0)
+    std = jnp.sqrt(var)
+    inv = 1.0 / jnp.maximum(std, EPS)
+    if mode == "reference":
+        scale = jnp.maximum(inv, EPS)
+        loc = -mean * inv
+    elif mode == "safe":
+        degenerate = std < EPS
+        scale = jnp.where(degenerate, 1.0, jnp.maximum(inv, EPS))
+        loc = -mean * jnp.where(degenerate, 1.0, inv)
+    else:
+        raise ValueError(f"unknown obs_norm mode {mode!r}")
+    return ObsNormStats(loc=loc, scale=scale)
+
+
+def random_rollout_observations(
+    env: InvertedDoublePendulum, key: jax.Array, num_frames: int
+) -> tuple[jax.Array, jax.Array]:
+    """Observations of TorchRL-style random rollouts, as ``(obs [L, obs_dim], mask [L])``.
+
+    ``L = num_frames + min(num_frames, env.max_episode_steps) - 1`` bounds the count; the
+    rows where ``mask`` is True are exactly the observations TorchRL would concatenate.
+    """
+    rollout_cap = min(num_frames, env.max_episode_steps)
+    length = num_frames + rollout_cap - 1
+    k_reset, k_loop = jax.random.split(key)
+
+    def body(carry, k):
+        state, rollout_len, count, active = carry
+        k_act, k_reset = jax.random.split(k)
+        obs = state.obs
+        action = jax.random.uniform(
+            k_act, (env.action_size,), obs.dtype, minval=-1.0, maxval=1.0
+        )
+        nxt = env.step(state, action)
+        rollout_len = rollout_len + 1
+        count = count + active.astype(jnp.int32)
+        ended = nxt.done | (rollout_len >= rollout_cap)
+        still = active & ~(ended & (count >= num_frames))
+        fresh = env.reset(k_reset)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b), fresh, nxt)
+        rollout_len = jnp.where(ended, 0, rollout_len)
+        return (state, rollout_len, count, still), (obs, active)
+
+    init = (env.reset(k_reset), jnp.int32(0), jnp.int32(0), jnp.bool_(True))
+    _, (obs, mask) = jax.lax.scan(body, init, jax.random.split(k_loop, length))
+    return obs, mask
+
+
+def init_stats(
+    env: InvertedDoublePendulum, key: jax.Array, num_frames: int = 1000, mode: str = "reference"
+) -> ObsNormStats:
+    """TorchRL's ``init_stats(num_iter=num_frames)`` on ``env`` (jit-able)."""
+    obs, mask = random_rollout_observations(env, key, num_frames)
+    return stats_from_observations(obs, mask, mode)

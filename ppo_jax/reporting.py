@@ -1,0 +1,162 @@
+"""Host-side reporting: metrics JSON, the tutorial's four-panel curves, versions, device."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from ppo_jax.config import PPOConfig
+
+PER_BATCH = (
+    "reward step_count lr loss loss_objective loss_critic loss_entropy entropy "
+    "clip_fraction kl_approx ESS grad_norm"
+).split()
+PACKAGES = (
+    "ppo_jax jax jaxlib flax optax chex distrax brax mujoco mujoco-mjx orbax-checkpoint "
+    "numpy torch torchrl tensordict gymnasium"
+).split()
+
+
+def versions(packages=PACKAGES) -> dict[str, str | None]:
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict[str, Any]:
+    import jax
+
+    devs = jax.devices()
+    return {
+        "backend": jax.default_backend(),
+        "devices": [d.device_kind for d in devs],
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def metrics_to_lists(
+    config: PPOConfig, metrics, first_batch: int = 0, num_valid: int | None = None
+) -> dict[str, Any]:
+    """Per-batch metrics ``[batches, K]`` (a :class:`~ppo_jax.train.BatchMetrics` of numpy
+    arrays) -> JSON lists, ``[K][batches]`` (one list per seed)."""
+    m = {f.name: np.asarray(getattr(metrics, f.name)) for f in dataclasses.fields(metrics)}
+    n = m["reward"].shape[0] if num_valid is None else num_valid
+    k = m["reward"].shape[1]
+    batches = np.arange(first_batch, first_batch + n)
+    frames = ((batches + 1) * config.frames_per_batch).tolist()
+    out: dict[str, Any] = {"batch": batches.tolist(), "frames": frames}
+    for name in PER_BATCH:
+        out[name] = [m[name][:n, s].tolist() for s in range(k)]
+    out["eval_frames"], out["eval_return"], out["eval_steps"] = [], [], []
+    for s in range(k):
+        ev = m["evaluated"][:n, s]
+        out["eval_frames"].append(np.asarray(frames)[ev].tolist())
+        out["eval_return"].append(m["eval_return"][:n, s][ev].tolist())
+        out["eval_steps"].append(m["eval_steps"][:n, s][ev].tolist())
+    return out
+
+
+def merge_lists(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Concatenate two :func:`metrics_to_lists` results along batches."""
+    if a is None:
+        return b
+    out = {}
+    for key, val in b.items():
+        if key in ("batch", "frames"):
+            out[key] = a[key] + val
+        else:
+            out[key] = [x + y for x, y in zip(a[key], val)]
+    return out
+
+
+SHARED = ("batch", "frames")
+
+
+def lists_to_json(history: dict[str, Any] | None, num_seeds: int) -> dict[str, Any]:
+    """Internal lists -> metrics.json layout: one seed: flat ``[batches]`` lists (as the
+    TorchRL reference files); K seeds: every per-batch list is ``[K][batches]``."""
+    if not history:
+        return {}
+    out = {}
+    for key, val in history.items():
+        if key in SHARED:
+            out[key] = val if num_seeds == 1 else [list(val) for _ in range(num_seeds)]
+        else:
+            out[key] = val[0] if num_seeds == 1 else val
+    return out
+
+
+def lists_from_json(d: dict[str, Any], num_seeds: int, batches: int) -> dict[str, Any] | None:
+    """metrics.json -> internal lists, cut to the first ``batches`` batches (for --resume)."""
+    if "reward" not in d:
+        return None
+    out: dict[str, Any] = {}
+    for key in SHARED:
+        v = d[key] if num_seeds == 1 else d[key][0]
+        out[key] = list(v[:batches])
+    last_frame = batches * (out["frames"][0] // max(out["batch"][0] + 1, 1)) if out["frames"] else 0
+    for key in PER_BATCH:
+        v = [d[key]] if num_seeds == 1 else d[key]
+        out[key] = [list(s[:batches]) for s in v]
+    ef = [d["eval_frames"]] if num_seeds == 1 else d["eval_frames"]
+    out["eval_frames"] = [[f for f in s if f <= last_frame] for s in ef]
+    for key in ("eval_return", "eval_steps"):
+        v = [d[key]] if num_seeds == 1 else d[key]
+        out[key] = [list(s[: len(f)]) for s, f in zip(v, out["eval_frames"])]
+    return out
+
+
+def plot_curves(lists: dict[str, Any], path: str, title: str = "") -> None:
+    """The tutorial's four panels; several seeds drawn as mean and min-max spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 10))
+    panels = [
+        ("reward", "frames", "training rewards (average)"),
+        ("step_count", "frames", "Max step count (training)"),
+        ("eval_return", "eval_frames", "Return (test)"),
+        ("eval_steps", "eval_frames", "Max step count (test)"),
+    ]
+    for ax, (key, xkey, name) in zip(axes.flat, panels):
+        ys = lists[key]
+        xs = lists[xkey]
+        x = np.asarray(xs[0] if xkey == "eval_frames" else xs, float)
+        if len(ys) and len(ys[0]):
+            y = np.asarray(ys, float)
+            if y.shape[0] == 1:
+                ax.plot(x, y[0])
+            else:
+                ax.plot(x, y.mean(0), label=f"mean of {y.shape[0]} seeds")
+                ax.fill_between(x, y.min(0), y.max(0), alpha=0.3, label="min-max")
+                ax.legend()
+        ax.set_title(name)
+        ax.set_xlabel("frames")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

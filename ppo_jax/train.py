@@ -1,0 +1,407 @@
+"""The whole PPO training run as one jit-compiled program of nested ``lax.scan``s.
+
+``make_train(config)`` returns a :class:`Trainer` whose pure functions read top to bottom::
+
+    train(key)                      init + every batch: ONE program, vmap-able over keys
+      init(key)                     obs-norm statistics (random rollouts), networks, Adam, envs
+      batch_step(state, i)          one batch:
+        collect                       scan over steps_per_env: tanh-Normal sample, vector env step
+        update                        scan over epochs:
+                                        GAE with the current critic, standardize, shuffle,
+                                        scan over minibatches: loss, grads, clip, Adam
+        evaluate (if i % eval_every == 0)   deterministic rollout of up to eval_max_steps
+        NaN/Inf guard                 a non-finite loss or parameter keeps the last good state
+
+``run(states, start, stop)`` advances a stack of seeds (leading axis K) from batch ``start``
+to ``stop`` in a scan of static length: the same compiled program serves every checkpoint
+segment. With ``progress=True`` a ``jax.debug.callback`` reports each batch's metrics to the
+host; nothing else leaves the device until the call returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ppo_jax import distributions, gae as gae_lib
+from ppo_jax.config import PPOConfig
+from ppo_jax.envs import EnvState, InvertedDoublePendulum, VectorEnv
+from ppo_jax.evaluate import make_policy, run_episode
+from ppo_jax.losses import LossMetrics, Minibatch, Params, ppo_loss
+from ppo_jax.networks import Actor, Critic
+from ppo_jax.normalization import ObsNormStats, init_stats, normalize
+from ppo_jax.optim import lr_at_batch, make_optimizer
+
+MATMUL = {"highest": "highest", "tf32": "tensorfloat32", "default": None}
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a run carries from batch to batch (one seed; ``[K, ...]`` for K seeds).
+
+    Attributes:
+      params: actor and critic parameters.
+      opt_state: optax state (Adam moments, update count: it drives the lr schedule).
+      obs_stats: observation normalization (fixed after init).
+      env_state: ``[num_envs]`` vectorized env state (mid-episode across batches).
+      key: PRNG key for what comes next.
+      batches_done: int32, batches completed.
+      failed_batch: int32, -1, or the first batch whose loss or parameters went non-finite
+        (that batch's update was discarded and the run stopped advancing).
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    obs_stats: ObsNormStats
+    env_state: EnvState
+    key: jax.Array
+    batches_done: jax.Array
+    failed_batch: jax.Array
+
+
+@struct.dataclass
+class Transition:
+    """One batch of experience, time-major ``[T, N, ...]`` (T = steps_per_env, N = num_envs).
+
+    ``obs``/``next_obs`` are normalized; ``next_obs`` is the true next observation (the final
+    one of an episode that ended). ``step_count`` is TorchRL's ``step_count``: env steps of
+    the episode BEFORE this step.
+    """
+
+    obs: jax.Array
+    pre_tanh: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    done: jax.Array
+    step_count: jax.Array
+
+
+@struct.dataclass
+class BatchMetrics:
+    """Per-batch scalars. Loss terms are means over the batch's minibatch updates.
+
+    ``reward``: mean reward of the batch; ``step_count``: its max ``step_count`` (TorchRL's);
+    ``lr``: learning rate of the batch; ``evaluated``: whether an evaluation followed the
+    batch, with ``eval_return`` (sum of rewards) and ``eval_steps`` (TorchRL's
+    ``step_count.max()`` = episode length - 1), else 0; ``grad_norm``: mean global norm
+    before clipping; ``finite``: False if this batch produced NaN/Inf (then discarded).
+    """
+
+    reward: jax.Array
+    step_count: jax.Array
+    lr: jax.Array
+    loss: jax.Array
+    loss_objective: jax.Array
+    loss_critic: jax.Array
+    loss_entropy: jax.Array
+    entropy: jax.Array
+    clip_fraction: jax.Array
+    kl_approx: jax.Array
+    ESS: jax.Array
+    grad_norm: jax.Array
+    evaluated: jax.Array
+    eval_return: jax.Array
+    eval_steps: jax.Array
+    finite: jax.Array
+
+
+def _tree_where(pred, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Pure functions of one config (built by :func:`make_train`)."""
+
+    config: PPOConfig
+    env: InvertedDoublePendulum
+    actor: Actor
+    critic: Critic
+    optimizer: optax.GradientTransformation
+
+    # --- pieces -------------------------------------------------------------------------
+    def actor_apply(self, actor_params, obs):
+        return self.actor.apply(actor_params, obs)
+
+    def critic_apply(self, critic_params, obs):
+        return self.critic.apply(critic_params, obs)
+
+    def init_params(self, key: jax.Array) -> Params:
+        k_a, k_c = jax.random.split(key)
+        obs = jnp.zeros((self.env.observation_size,), jnp.float32)
+        return Params(actor=self.actor.init(k_a, obs), critic=self.critic.init(k_c, obs))
+
+    def init(self, key: jax.Array) -> TrainState:
+        """Statistics, parameters, optimizer and envs for a run seeded by ``key``."""
+        cfg = self.config
+        k_stats, k_params, k_env, k_run = jax.random.split(key, 4)
+        stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
+        stats = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), stats)
+        params = self.init_params(k_params)
+        return TrainState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            obs_stats=stats,
+            env_state=VectorEnv(self.env, cfg.num_envs).reset(k_env),
+            key=k_run,
+            batches_done=jnp.int32(0),
+            failed_batch=jnp.int32(-1),
+        )
+
+    def collect(
+        self, params: Params, stats: ObsNormStats, env_state: EnvState, key: jax.Array
+    ) -> tuple[EnvState, Transition]:
+        """``steps_per_env`` steps of every env with the sampling policy."""
+        venv = VectorEnv(self.env, self.config.num_envs)
+
+        def step(env_state, k):
+            k_act, k_env = jax.random.split(k)
+            obs = normalize(stats, env_state.obs.astype(jnp.float32))
+            loc, scale = self.actor_apply(params.actor, obs)
+            action, pre_tanh, log_prob = distributions.sample(k_act, loc, scale)
+            next_state, out = venv.step(env_state, action, k_env)
+            tr = Transition(
+                obs=obs,
+                pre_tanh=pre_tanh,
+                log_prob=log_prob,
+                reward=out.reward.astype(jnp.float32),
+                next_obs=normalize(stats, out.next_obs.astype(jnp.float32)),
+                terminated=out.terminated,
+                done=out.done,
+                step_count=env_state.steps,
+            )
+            return next_state, tr
+
+        keys = jax.random.split(key, self.config.steps_per_env)
+        return jax.lax.scan(step, env_state, keys)
+
+    def advantages(self, critic_params, batch: Transition) -> tuple[jax.Array, jax.Array]:
+        """GAE with the given critic on a ``[T, N]`` batch (standardized if configured)."""
+        cfg = self.config
+        values = self.critic_apply(critic_params, batch.obs)
+        next_values = self.critic_apply(critic_params, batch.next_obs)
+        adv, target = gae_lib.gae(
+            rewards=batch.reward,
+            values=values,
+            next_values=next_values,
+            terminated=batch.terminated,
+            done=batch.done,
+            gamma=cfg.gamma,
+            lmbda=cfg.lmbda,
+        )
+        if cfg.standardize_advantage:
+            adv = gae_lib.standardize(adv)
+        return adv, target
+
+    def loss_fn(self, params: Params, mb: Minibatch, key: jax.Array):
+        cfg = self.config
+        return ppo_loss(
+            params,
+            mb,
+            key,
+            actor_apply=self.actor_apply,
+            critic_apply=self.critic_apply,
+            clip_epsilon=cfg.clip_epsilon,
+            entropy_coeff=cfg.entropy_coeff,
+            critic_coeff=cfg.critic_coeff,
+            critic_loss=cfg.critic_loss,
+        )
+
+    def update(self, params: Params, opt_state, batch: Transition, key: jax.Array):
+        """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement."""
+        cfg = self.config
+        n = cfg.frames_per_batch
+        used = cfg.num_minibatches * cfg.minibatch_size
+        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+
+        def minibatch_step(carry, xs):
+            params, opt_state = carry
+            mb, k = xs
+            (_, metrics), grads = grad_fn(params, mb, k)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state), (metrics, optax.global_norm(grads))
+
+        def epoch(carry, k):
+            params, opt_state = carry
+            k_perm, k_mb = jax.random.split(k)
+            adv, target = self.advantages(params.critic, batch)
+            flat = Minibatch(
+                obs=batch.obs.reshape(n, -1),
+                pre_tanh=batch.pre_tanh.reshape(n, -1),
+                log_prob=batch.log_prob.reshape(n),
+                advantage=adv.reshape(n),
+                value_target=target.reshape(n),
+            )
+            idx = jax.random.permutation(k_perm, n)[:used]
+            idx = idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
+            mbs = jax.tree_util.tree_map(lambda x: x[idx], flat)
+            keys = jax.random.split(k_mb, cfg.num_minibatches)
+            return jax.lax.scan(minibatch_step, (params, opt_state), (mbs, keys))
+
+        (params, opt_state), (metrics, gnorm) = jax.lax.scan(
+            epoch, (params, opt_state), jax.random.split(key, cfg.num_epochs)
+        )
+        mean = jax.tree_util.tree_map(jnp.mean, metrics)
+        return params, opt_state, mean, gnorm.mean()
+
+    def evaluate(self, params: Params, stats: ObsNormStats, key: jax.Array):
+        """One deterministic episode (``config.eval_action``) of up to ``eval_max_steps``."""
+        policy = make_policy(self.actor_apply, params.actor, stats, self.config.eval_action)
+        return run_episode(self.env, policy, key, self.config.eval_max_steps)
+
+    def batch_step(self, state: TrainState, i: jax.Array) -> tuple[TrainState, BatchMetrics]:
+        """Batch ``i`` (an UNbatched int, so the eval ``cond`` stays a branch under vmap)."""
+        cfg = self.config
+        key, k_col, k_upd, k_eval = jax.random.split(state.key, 4)
+        env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
+        params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd)
+
+        finite = _all_finite((params, lm)) & (state.failed_batch < 0)
+
+        def do_eval(_):
+            res = self.evaluate(params, state.obs_stats, k_eval)
+            return res.episode_return.astype(jnp.float32), res.length - 1
+
+        def no_eval(_):
+            return jnp.float32(0.0), jnp.int32(0)
+
+        evaluated = (i % max(cfg.eval_every, 1) == 0) & (cfg.eval_every > 0)
+        eval_return, eval_steps = jax.lax.cond(evaluated, do_eval, no_eval, None)
+
+        new_state = TrainState(
+            params=params,
+            opt_state=opt_state,
+            obs_stats=state.obs_stats,
+            env_state=env_state,
+            key=key,
+            batches_done=state.batches_done + 1,
+            failed_batch=state.failed_batch,
+        )
+        failed = jnp.where(state.failed_batch >= 0, state.failed_batch, i.astype(jnp.int32))
+        bad_state = state.replace(failed_batch=failed)
+        state = _tree_where(finite, new_state, bad_state)
+        metrics = BatchMetrics(
+            reward=batch.reward.mean(),
+            step_count=batch.step_count.max(),
+            lr=lr_at_batch(cfg, i),
+            grad_norm=gnorm,
+            evaluated=evaluated & finite,
+            eval_return=eval_return,
+            eval_steps=eval_steps,
+            finite=finite,
+            **{f.name: getattr(lm, f.name) for f in dataclasses.fields(LossMetrics)},
+        )
+        return state, metrics
+
+    # --- programs -----------------------------------------------------------------------
+    def train(self, key: jax.Array) -> tuple[TrainState, BatchMetrics]:
+        """The whole run for one seed: pure, jit- and vmap-able. Metrics are ``[num_batches]``."""
+        with _precision(self.config):
+            state = self.init(key)
+            return jax.lax.scan(
+                self.batch_step, state, jnp.arange(self.config.num_batches, dtype=jnp.int32)
+            )
+
+    def run(
+        self,
+        states: TrainState,
+        start: jax.Array,
+        length: int,
+        progress: Callable | None = None,
+    ) -> tuple[TrainState, BatchMetrics]:
+        """Advance K seeds (``states``: leading axis K) by batches ``start .. start+length-1``.
+
+        Batches at or past ``config.num_batches`` are skipped (state unchanged, metrics
+        zero, ``finite`` True), so one compiled program of static ``length`` serves every
+        segment. ``progress(i, reward[K], step_count[K], lr, evaluated[K], eval_return[K],
+        eval_steps[K], finite[K])`` is called on the host after each batch when given.
+        Returns metrics ``[length, K]``.
+        """
+        num_batches = self.config.num_batches
+
+        def body(states, i):
+            def active(s):
+                return jax.vmap(self.batch_step, in_axes=(0, None))(s, i)
+
+            def skip(s):
+                k = s.batches_done.shape[0]
+                dtypes = {"step_count": jnp.int32, "eval_steps": jnp.int32,
+                          "evaluated": bool, "finite": bool}
+                m = BatchMetrics(**{
+                    f.name: jnp.zeros((k,), dtypes.get(f.name, jnp.float32))
+                    for f in dataclasses.fields(BatchMetrics)
+                })
+                return s, m.replace(finite=jnp.ones((k,), bool))
+
+            states, m = jax.lax.cond(i < num_batches, active, skip, states)
+            if progress is not None:
+                jax.debug.callback(
+                    progress,
+                    i,
+                    m.reward,
+                    m.step_count,
+                    m.lr,
+                    m.evaluated,
+                    m.eval_return,
+                    m.eval_steps,
+                    m.finite,
+                    ordered=True,
+                )
+            return states, m
+
+        with _precision(self.config):
+            idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
+            return jax.lax.scan(body, states, idx)
+
+    def init_many(self, keys: jax.Array) -> TrainState:
+        with _precision(self.config):
+            return jax.vmap(self.init)(keys)
+
+    def train_many(self, keys: jax.Array, progress: Callable | None = None):
+        """Init K seeds and run them to the end in ONE call (metrics ``[num_batches, K]``)."""
+        return self.run(self.init_many(keys), 0, self.config.num_batches, progress)
+
+
+class _precision:
+    def __init__(self, config: PPOConfig):
+        self.value = MATMUL[config.matmul_precision]
+        self.ctx = None
+
+    def __enter__(self):
+        if self.value is not None:
+            self.ctx = jax.default_matmul_precision(self.value)
+            self.ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.__exit__(*exc)
+
+
+def make_train(config: PPOConfig) -> Trainer:
+    """Build the run's :class:`Trainer` (env, networks, optimizer) from ``config``."""
+    env = InvertedDoublePendulum(max_episode_steps=config.max_episode_steps)
+    return Trainer(
+        config=config,
+        env=env,
+        actor=Actor(config.hidden_sizes, env.action_size),
+        critic=Critic(config.hidden_sizes),
+        optimizer=make_optimizer(config),
+    )
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """Keys of seeds ``seed .. seed+num_seeds-1``: seed s runs with ``PRNGKey(s)``."""
+    return jnp.stack([jax.random.PRNGKey(seed + s) for s in range(num_seeds)])

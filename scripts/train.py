@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Train PPO on InvertedDoublePendulum-v4 (MJX) as one compiled JAX program.
+
+    python scripts/train.py --out runs/demo                       # the tutorial: 10k frames
+    python scripts/train.py --total-frames 1000000 --out runs/1M  # a full run
+    python scripts/train.py --num-envs 16 --frames-per-batch 16000 --minibatch-size 1024 \
+        --total-frames 1008000 --num-seeds 4 --out runs/16envs
+    python scripts/train.py --checkpoint-every 10 --out runs/ck ; python scripts/train.py --resume runs/ck
+
+Writes OUT/metrics.json, OUT/curves.png and (with --checkpoint-every) OUT/checkpoints/.
+Runs on the GPU when JAX sees one, else on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppo_jax import cli  # noqa: E402
+from ppo_jax.config import PPOConfig  # noqa: E402
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(
+        prog="train.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=__import__("argparse").ArgumentDefaultsHelpFormatter,
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default="runs/train", help="output directory")
+    run.add_argument("--num-seeds", type=int, default=None,
+                     help="train seeds seed..seed+K-1 together in one vmapped program "
+                          "(default 1, or the saved number with --resume)")
+    run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                     help="save a checkpoint every N batches (0: one call for the whole run)")
+    run.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
+    run.add_argument("--save-final", action=__import__("argparse").BooleanOptionalAction,
+                     default=True, help="save a checkpoint at the end of the run")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue the run saved in DIR (its --out) to its total_frames")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--compile-cache-dir", default=cli.DEFAULT_CACHE_DIR,
+                     help="JAX persistent compilation cache")
+    run.add_argument("--no-compile-cache", action="store_true",
+                     help="do not use the persistent compilation cache")
+    cli.add_config_flags(p)
+    return p
+
+
+class Progress:
+    """tqdm bar over frames, described like the tutorial's; fed by jax.debug.callback."""
+
+    def __init__(self, config: PPOConfig, start_batch: int, enabled: bool):
+        self.config = config
+        self.bar = None
+        self.init_reward = None
+        self.init_eval = None
+        self.eval_str = ""
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=config.total_frames, initial=start_batch * config.frames_per_batch,
+                            unit="frames", dynamic_ncols=True)
+
+    def __call__(self, i, reward, step_count, lr, evaluated, eval_return, eval_steps, finite):
+        if self.bar is None or int(i) >= self.config.num_batches:
+            return
+        r = float(reward.mean())
+        if self.init_reward is None:
+            self.init_reward = r
+        if bool(evaluated.any()):
+            er = float(eval_return.mean())
+            if self.init_eval is None:
+                self.init_eval = er
+            self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
+                             f"eval step-count: {int(eval_steps.max())}")
+        desc = ", ".join(s for s in (
+            self.eval_str,
+            f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
+            f"step count (max): {int(step_count.max())}",
+            f"lr policy: {float(lr.mean()): 4.4f}",
+        ) if s)
+        self.bar.set_description(desc)
+        self.bar.update(self.config.frames_per_batch)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = cli.config_overrides(args)
+    if args.num_seeds is not None and args.num_seeds < 1:
+        raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+    if args.checkpoint_every < 0 or args.keep < 1:
+        raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
+
+    resume_meta = None
+    if args.resume:
+        from ppo_jax import checkpoint
+
+        try:
+            _, resume_meta = checkpoint.read_meta(os.path.join(args.resume, "checkpoints"))
+        except checkpoint.CheckpointError as e:
+            raise cli.CLIError(f"--resume: {e}") from None
+        saved = checkpoint.config_from_meta(resume_meta)
+        clash = [f"{cli.flag(k)} {v!r} (saved: {getattr(saved, k)!r})"
+                 for k, v in overrides.items() if getattr(saved, k) != v]
+        if args.num_seeds is not None and args.num_seeds != resume_meta["num_seeds"]:
+            clash.append(f"--num-seeds {args.num_seeds} (saved: {resume_meta['num_seeds']})")
+        if clash:
+            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(clash))
+        config = saved
+        out = cli.ensure_writable_dir(args.resume)
+    else:
+        config = cli.make_config(PPOConfig(), overrides)
+        out = cli.ensure_writable_dir(args.out)
+
+    if not args.no_compile_cache:
+        cli.enable_compile_cache(args.compile_cache_dir)
+
+    from ppo_jax import runner
+
+    result = runner.run_training(
+        config,
+        out=out,
+        num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
+        checkpoint_every=args.checkpoint_every,
+        keep=args.keep,
+        save_final=args.save_final,
+        resume=args.resume is not None,
+        progress_factory=lambda start: Progress(config, start, not args.no_progress),
+    )
+    summary = {k: result[k] for k in ("total_frames", "compile_seconds", "run_seconds",
+                                      "frames_per_second", "last_eval_return")}
+    print(json.dumps(summary))
+    print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
+    if result["failed_batch"] is not None:
+        raise cli.CLIError(
+            f"training stopped: NaN/Inf in the loss or parameters at batch "
+            f"{result['failed_batch']}; kept the last good state (after "
+            f"{result['failed_batch']} batches) in {out}", code=1)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)
