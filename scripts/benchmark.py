@@ -1,0 +1,34 @@
+#!/usr/bin/env python
+"""Benchmark the whole PPO training loop: TorchRL tutorial vs ppo_jax vs Brax's PPO trainer.
+
+    python scripts/benchmark.py --quick --json bench.json          # CI smoke scale (minutes)
+    python scripts/benchmark.py --envs 1,16,256 --total-frames 20000 --repeats 3 --json bench.json
+    python scripts/benchmark.py --envs 16,256,4096 --to-threshold 9000 --total-frames 512000
+
+Rows: the TorchRL tutorial (CPU; and CUDA when torch sees a GPU), ppo_jax at the tutorial
+configuration and at each --envs count, Brax's ppo.train on ppo_jax's MJX env at the same
+configurations. Every run trains the same total frames in a fresh subprocess; runs of the
+systems are interleaved and repeated. Prints markdown tables (frames/s with ratios against
+TorchRL, start-up, peak memory, and with --to-threshold the time to a return) and writes every
+figure, the exact configs, versions and the device with --json. The logic lives in
+``ppo_jax/benchmark.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppo_jax import cli  # noqa: E402
+
+
+def main(argv=None) -> int:
+    from ppo_jax import benchmark
+
+    return benchmark.main(argv, prog=os.path.basename(__file__))
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,46 @@
+"""PPOConfig: tutorial defaults, derived sizes, one-line errors for sizes that do not fit."""
+
+import dataclasses
+
+import pytest
+
+from ppo_jax.config import PPOConfig
+
+
+def test_defaults_are_the_tutorial():
+    c = PPOConfig()
+    assert (c.frames_per_batch, c.total_frames, c.num_epochs, c.minibatch_size) == (1000, 10_000, 10, 64)
+    assert (c.clip_epsilon, c.gamma, c.lmbda, c.entropy_coeff, c.lr, c.max_grad_norm) == (
+        0.2, 0.99, 0.95, 1e-4, 3e-4, 1.0)
+    assert c.hidden_sizes == (256, 256, 256) and c.num_envs == 1
+    assert c.num_batches == 10 and c.num_minibatches == 15 and c.steps_per_env == 1000
+    assert c.eval_batches == (0,)
+    assert PPOConfig(total_frames=1_000_000).eval_batches[:3] == (0, 10, 20)
+
+
+def test_every_field_is_documented():
+    for f in dataclasses.fields(PPOConfig):
+        assert f.metadata.get("doc"), f.name
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(minibatch_size=2000), "larger than the batch"),
+    (dict(num_envs=3), "multiple of num_envs"),
+    (dict(total_frames=1500), "multiple of frames_per_batch"),
+    (dict(obs_norm="maybe"), "obs_norm"),
+    (dict(num_envs=0), "num_envs"),
+    (dict(gamma=1.5), "gamma"),
+])
+def test_errors(kwargs, words):
+    with pytest.raises(ValueError, match=words) as e:
+        PPOConfig(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_frozen_and_round_trip():
+    c = PPOConfig(num_envs=4, frames_per_batch=4000, total_frames=8000, hidden_sizes=[32, 32])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.lr = 1.0
+    assert PPOConfig.from_dict(c.to_dict() | {"hidden_sizes": (32, 32)}) == c
+    with pytest.raises(ValueError, match="unknown"):
+        PPOConfig.from_dict({"nope": 1})

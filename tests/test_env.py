@@ -1,0 +1,95 @@
+"""The MJX env's API: shapes, dtypes, time limit, vectorized auto-reset, Brax adapter."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppo_jax.envs import InvertedDoublePendulum, VectorEnv
+
+
+@pytest.fixture(scope="module")
+def env():
+    return InvertedDoublePendulum(max_episode_steps=3)
+
+
+@pytest.fixture(scope="module")
+def step(env):
+    return jax.jit(env.step)
+
+
+def test_reset_shapes_and_fields(env):
+    s = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    chex.assert_shape(s.obs, (11,))
+    assert s.obs.dtype == jnp.float32
+    assert env.observation_size == 11 and env.action_size == 1
+    assert int(s.steps) == 0 and not bool(s.terminated) and not bool(s.truncated)
+    assert float(s.reward) == 0.0
+    # obs = qpos[0], sin, cos, qvel, qfrc_constraint (zero away from the rail limit)
+    q = np.asarray(s.data.qpos)
+    np.testing.assert_allclose(s.obs[:5], [q[0], *np.sin(q[1:]), *np.cos(q[1:])], rtol=1e-6)
+    np.testing.assert_array_equal(s.obs[8:], 0.0)
+
+
+def test_time_limit_truncates_without_terminating(env, step):
+    s = env.reset_to(jnp.zeros(3), jnp.zeros(3))
+    for t in range(3):
+        s = step(s, jnp.zeros(1))
+        assert bool(s.truncated) == (t == 2)
+    assert not bool(s.terminated)
+    assert int(s.steps) == 3
+
+
+def test_termination_when_tip_falls(step, env):
+    # both links nearly horizontal: the tip height is far below 1
+    s = env.reset_to(jnp.array([0.0, 1.5, 0.0]), jnp.zeros(3))
+    s = step(s, jnp.zeros(1))
+    assert bool(s.terminated)
+    assert float(s.data.site_xpos[0, 2]) <= 1.0
+
+
+def test_vector_autoreset_keeps_final_obs():
+    env = InvertedDoublePendulum(max_episode_steps=2)
+    venv = VectorEnv(env, 3)
+    s = venv.reset(jax.random.PRNGKey(1))
+    vstep = jax.jit(venv.step)
+    s1, out1 = vstep(s, jnp.zeros((3, 1)), jax.random.PRNGKey(2))
+    assert not bool(out1.done.any())
+    s2, out2 = vstep(s1, jnp.zeros((3, 1)), jax.random.PRNGKey(3))
+    assert bool(out2.truncated.all()) and not bool(out2.terminated.any())
+    # the returned state is fresh (step counter 0) and differs from the final observation
+    np.testing.assert_array_equal(s2.steps, 0)
+    np.testing.assert_array_equal(out2.steps, 2)
+    direct = jax.vmap(env.step)(s1, jnp.zeros((3, 1)))
+    np.testing.assert_allclose(out2.next_obs, direct.obs, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(s2.obs, out2.next_obs)
+
+
+def test_vmap_matches_single(env, step):
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    batched = jax.vmap(env.reset)(keys)
+    actions = jnp.linspace(-1, 1, 4)[:, None]
+    out = jax.jit(jax.vmap(env.step))(batched, actions)
+    for i in range(4):
+        single = step(env.reset(keys[i]), actions[i])
+        np.testing.assert_allclose(out.obs[i], single.obs, rtol=1e-5, atol=1e-6)
+
+
+def test_brax_registration_runs_same_physics():
+    import brax.envs
+
+    import ppo_jax.envs.brax_env as be
+
+    benv = brax.envs.get_environment(be.BRAX_ENV_NAME)
+    assert benv.observation_size == 11 and benv.action_size == 1
+    env = InvertedDoublePendulum()
+    key = jax.random.PRNGKey(5)
+    bs = benv.reset(key)
+    es = env.reset(key)
+    np.testing.assert_allclose(bs.obs, es.obs)
+    bs = jax.jit(benv.step)(bs, jnp.array([0.3]))
+    es = jax.jit(env.step)(es, jnp.array([0.3]))
+    np.testing.assert_allclose(bs.obs, es.obs, rtol=1e-6)
+    np.testing.assert_allclose(bs.reward, es.reward, rtol=1e-6)
+    assert float(bs.done) == float(es.terminated)
