@@ -62,8 +62,10 @@ DEFAULT_THRESHOLD = 9000.0
 
 BRAX_PATCH_NOTE = (
     "brax 0.14's ppo.train calls jax.device_put_replicated, which this jax no longer has: the "
-    "benchmark gave jax that function back (each leaf stacked along a new leading axis, one "
-    "slice per device) before calling it."
+    "benchmark gave jax that function back before calling it: each leaf stacked along a new "
+    "leading axis (one slice per device) and placed by an identity pmap over Brax's axis name "
+    "'i', so that Brax's training epoch compiles once (placed with another sharding, it "
+    "compiled a second time on its second call)."
 )
 BRAX_DIFFERENCES = (
     "observation normalization: Brax's running mean/std over all data collected so far "
@@ -284,6 +286,22 @@ def _jax_device_info() -> dict[str, Any]:
     return {"backend": jax.default_backend(), "devices": [d.device_kind for d in jax.devices()]}
 
 
+class _CompileLog:
+    """XLA compilations of at least ``min_s`` seconds: (seconds since ``t0`` at the end, duration)."""
+
+    def __init__(self, min_s: float = 1.0):
+        import jax
+
+        self.t0 = time.perf_counter()
+        self.min_s = min_s
+        self.events: list[tuple[float, float]] = []
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, event: str, duration: float, **_: Any) -> None:
+        if event == "/jax/core/compile/backend_compile_duration" and duration >= self.min_s:
+            self.events.append((time.perf_counter() - self.t0, float(duration)))
+
+
 def _enable_cache(path: str | None) -> None:
     if path:
         from ppo_jax.cli import enable_compile_cache
@@ -298,7 +316,8 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     _enable_cache(spec.get("compile_cache"))
     from ppo_jax.train import make_train, seed_keys
 
-    t0 = time.perf_counter()
+    compiles = _CompileLog()
+    t0 = compiles.t0 = time.perf_counter()
     cfg = PPOConfig.from_dict(spec["config"])
     marks: list[tuple[int, float]] = []
     evals: list[tuple[int, float, float]] = []
@@ -323,34 +342,32 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     failed = int(states.failed_batch[0])
     return dict(
         marks=marks, evals=evals, import_s=t0 - t_import, compile_s=compile_s,
-        call_s=call_s, call_fps=cfg.total_frames / call_s,
+        call_s=call_s, call_fps=cfg.total_frames / call_s, compiles=compiles.events,
         failed_batch=failed if failed >= 0 else None,
         peak_rss_mib=_rss_mib(), device_peak_mib=_jax_device_peak_mib(),
         device=_jax_device_info(),
     )
 
 
-def _patch_device_put_replicated() -> bool:
-    """Give jax ``device_put_replicated`` back if it is gone (brax 0.14 calls it)."""
+def _patch_device_put_replicated(axis_name: str = "i") -> bool:
+    """Give jax ``device_put_replicated`` back if it is gone (brax 0.14 calls it).
+
+    The tree is stacked along a new leading axis (one slice per device) and placed by an
+    identity ``pmap`` over ``axis_name`` (Brax's pmap axis name), so it carries the same
+    sharding as the outputs of Brax's pmapped training epoch. Placed any other way (even by a
+    pmap with another axis name) the first and the second epoch see different input shardings
+    and Brax's training epoch is compiled twice.
+    """
     import jax
 
     if hasattr(jax, "device_put_replicated"):
         return False
     import jax.numpy as jnp
-    import numpy as np
 
     def device_put_replicated(x, devices):
         devices = list(devices)
-        mesh = jax.sharding.Mesh(np.array(devices), ("d",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
-
-        def put(a):
-            a = jnp.asarray(a)[None]
-            shards = [jax.device_put(a, d) for d in devices]
-            return jax.make_array_from_single_device_arrays(
-                (len(devices),) + a.shape[1:], sharding, shards)
-
-        return jax.tree_util.tree_map(put, x)
+        stacked = jax.tree_util.tree_map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), x)
+        return jax.pmap(lambda t: t, axis_name=axis_name, devices=devices)(stacked)
 
     jax.device_put_replicated = device_put_replicated
     return True
@@ -368,10 +385,11 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
 
     if MATMUL.get(precision):
         jax.config.update("jax_default_matmul_precision", MATMUL[precision])
-    patched = _patch_device_put_replicated()
     import brax.envs
     from brax.training.agents.ppo import networks as ppo_networks
     from brax.training.agents.ppo import train as ppo
+
+    patched = _patch_device_put_replicated(getattr(ppo, "_PMAP_AXIS_NAME", "i"))
 
     from ppo_jax.envs.brax_env import BRAX_ENV_NAME
 
@@ -382,7 +400,8 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
     env = brax.envs.get_environment(BRAX_ENV_NAME)
     marks: list[tuple[int, float]] = []
     evals: list[tuple[int, float, float]] = []
-    t0 = time.perf_counter()
+    compiles = _CompileLog()
+    t0 = compiles.t0 = time.perf_counter()
 
     def progress_fn(step, metrics):
         t = time.perf_counter() - t0
@@ -397,8 +416,10 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
         ppo_networks.make_ppo_networks, policy_hidden_layer_sizes=hidden,
         value_hidden_layer_sizes=hidden, activation=jax.nn.tanh)
     ppo.train(environment=env, network_factory=network_factory, progress_fn=progress_fn, **s)
+    before_first = [d for t, d in compiles.events if marks and t <= marks[0][1]]
     return dict(
-        marks=marks, evals=evals, import_s=t0 - t_import, compile_s=None, patched=patched,
+        marks=marks, evals=evals, import_s=t0 - t_import, compiles=compiles.events,
+        compile_s=sum(before_first) if before_first else None, patched=patched,
         peak_rss_mib=_rss_mib(), device_peak_mib=_jax_device_peak_mib(),
         device=_jax_device_info(),
     )
@@ -547,6 +568,10 @@ def summarize_run(result: dict[str, Any], threshold: float | None) -> dict[str, 
     (f1, t1), (fn, tn) = marks[0], marks[-1]
     fps = (fn - f1) / (tn - t1)
     out.update(fps=fps, startup_s=t1 - f1 / fps, frames=fn, run_s=tn)
+    late = [c for c in result.get("compiles") or [] if c[0] > t1]
+    if late:
+        out["warning"] = (f"{len(late)} XLA compilation(s) of >= 1 s during the measured batches "
+                          f"({sum(d for _, d in late):.1f} s): frames/s is understated")
     if threshold is not None:
         hit = next(((f, t, r) for f, t, r in result["evals"] if r >= threshold), None)
         out["threshold_frames"] = hit[0] if hit else None
@@ -763,6 +788,9 @@ def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
             extra = f", compile {summary['compile_s']:.1f} s" if summary.get("compile_s") else ""
             log(f"    {summary['fps']:.0f} frames/s, start-up {summary['startup_s']:.1f} s{extra}, "
                 f"peak RSS {summary['peak_rss_mib']:.0f} MiB")
+            for key in ("warning", "note"):
+                if summary.get(key):
+                    log(f"    {key}: {summary[key]}")
 
 
 def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
@@ -900,6 +928,11 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
         out.append(BRAX_PATCH_NOTE if meta.get("brax_patched") else
                    "Brax PPO ran unpatched.")
         out.append("Brax settings that differ from the tutorial: " + "; ".join(BRAX_DIFFERENCES) + ".")
+    for d in results:
+        for k, r in enumerate(d["runs"]):
+            for key in ("warning", "note"):
+                if r.get(key):
+                    out.append(f"{d['label']}, run {k + 1}: {r[key]}")
     if meta["settings"]["compile_cache"]:
         out.append("A persistent compilation cache was on: start-up may be a cache load, not a compile.")
     return out

@@ -50,6 +50,8 @@ class TrainState:
       obs_stats: observation normalization (fixed after init).
       env_state: ``[num_envs]`` vectorized env state (mid-episode across batches).
       key: PRNG key for what comes next.
+      eval_key: fixed per run; evaluation after batch i starts from
+        ``eval_episode_key(eval_key, i)``, so a restored checkpoint can replay it.
       batches_done: int32, batches completed.
       failed_batch: int32, -1, or the first batch whose loss or parameters went non-finite
         (that batch's update was discarded and the run stopped advancing).
@@ -60,8 +62,14 @@ class TrainState:
     obs_stats: ObsNormStats
     env_state: EnvState
     key: jax.Array
+    eval_key: jax.Array
     batches_done: jax.Array
     failed_batch: jax.Array
+
+
+def eval_episode_key(eval_key: jax.Array, batch: jax.Array | int, episode: int = 0) -> jax.Array:
+    """Key of evaluation episode ``episode`` after batch ``batch`` (training logs episode 0)."""
+    return jax.random.fold_in(jax.random.fold_in(eval_key, batch), episode)
 
 
 @struct.dataclass
@@ -146,7 +154,7 @@ class Trainer:
     def init(self, key: jax.Array) -> TrainState:
         """Statistics, parameters, optimizer and envs for a run seeded by ``key``."""
         cfg = self.config
-        k_stats, k_params, k_env, k_run = jax.random.split(key, 4)
+        k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
         stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
         stats = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), stats)
         params = self.init_params(k_params)
@@ -156,6 +164,7 @@ class Trainer:
             obs_stats=stats,
             env_state=VectorEnv(self.env, cfg.num_envs).reset(k_env),
             key=k_run,
+            eval_key=k_eval,
             batches_done=jnp.int32(0),
             failed_batch=jnp.int32(-1),
         )
@@ -265,14 +274,14 @@ class Trainer:
     def batch_step(self, state: TrainState, i: jax.Array) -> tuple[TrainState, BatchMetrics]:
         """Batch ``i`` (an UNbatched int, so the eval ``cond`` stays a branch under vmap)."""
         cfg = self.config
-        key, k_col, k_upd, k_eval = jax.random.split(state.key, 4)
+        key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
         params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd)
 
         finite = _all_finite((params, lm)) & (state.failed_batch < 0)
 
         def do_eval(_):
-            res = self.evaluate(params, state.obs_stats, k_eval)
+            res = self.evaluate(params, state.obs_stats, eval_episode_key(state.eval_key, i))
             return res.episode_return.astype(jnp.float32), res.length - 1
 
         def no_eval(_):
@@ -287,6 +296,7 @@ class Trainer:
             obs_stats=state.obs_stats,
             env_state=env_state,
             key=key,
+            eval_key=state.eval_key,
             batches_done=state.batches_done + 1,
             failed_batch=state.failed_batch,
         )
@@ -358,7 +368,7 @@ class Trainer:
                     m.eval_return,
                     m.eval_steps,
                     m.finite,
-                    ordered=True,
+                    ordered=False,
                 )
             return states, m
 

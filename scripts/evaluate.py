@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: restore policy and normalizer, run episodes vectorized on the device.
+
+    python scripts/evaluate.py runs/demo                  # latest checkpoint, 10 episodes
+    python scripts/evaluate.py runs/demo --step 10 --episodes 100 --json
+    python scripts/evaluate.py runs/demo --stochastic --seed 3
+    MUJOCO_GL=egl python scripts/evaluate.py runs/demo --video episode.mp4
+
+Without --seed, episode 0 starts where the evaluation logged in training after the
+checkpoint's last batch started, so its return is the logged one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppo_jax import cli  # noqa: E402
+
+GL_HINT = (
+    "no offscreen OpenGL context for MuJoCo's renderer: set MUJOCO_GL=egl (NVIDIA/EGL driver) "
+    "or install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa"
+)
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to run")
+    p.add_argument("--stochastic", action="store_true", help="sample actions (training policy)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the episodes' start states (default: the run's eval keys)")
+    p.add_argument("--seed-index", type=int, default=0,
+                   help="which trained seed of a --num-seeds run to evaluate")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="step limit per episode (default: the run's eval_max_steps)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--video", metavar="FILE", help="render episode 0 to FILE (.mp4 or .gif)")
+    return p
+
+
+def checkpoint_dir(path: str) -> str:
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise cli.CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise cli.CLIError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
+        raise cli.CLIError(f"--video must end in .mp4 or .gif, got {args.video!r}")
+    if args.video:
+        cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
+
+    import jax
+    import numpy as np
+
+    from ppo_jax import checkpoint
+    from ppo_jax.evaluate import make_policy, run_episode
+    from ppo_jax.train import eval_episode_key
+
+    try:
+        trainer, states, meta = checkpoint.restore(checkpoint_dir(args.dir), args.step)
+    except checkpoint.CheckpointError as e:
+        raise cli.CLIError(str(e)) from None
+    k = int(meta["num_seeds"])
+    if not 0 <= args.seed_index < k:
+        raise cli.CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
+    state = jax.tree_util.tree_map(lambda x: x[args.seed_index], states)
+    cfg = trainer.config
+    step = int(meta["batches_done"])
+    mode = "sample" if args.stochastic else cfg.eval_action
+    max_steps = args.max_steps or cfg.eval_max_steps
+
+    if args.seed is None:
+        keys = jax.numpy.stack([eval_episode_key(state.eval_key, max(step - 1, 0), j)
+                                for j in range(args.episodes)])
+    else:
+        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
+
+    def episodes(params, stats, keys):
+        policy = make_policy(trainer.actor_apply, params.actor, stats, mode)
+        return jax.vmap(lambda kk: run_episode(trainer.env, policy, kk, max_steps))(keys)
+
+    res = jax.jit(episodes)(state.params, state.obs_stats, keys)
+    returns = np.asarray(res.episode_return, np.float64)
+    lengths = np.asarray(res.length)
+    out = {
+        "checkpoint": os.path.abspath(checkpoint_dir(args.dir)),
+        "checkpoint_step": step,
+        "frames": int(meta["frames"]),
+        "policy": mode,
+        "episodes": args.episodes,
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_steps": float(lengths.mean()),
+        "returns": returns.tolist(),
+        "steps": lengths.tolist(),
+    }
+    if args.video:
+        out["video"] = render_video(trainer, state, mode, keys[0], max_steps, args.video)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"checkpoint {out['checkpoint']} step {step} ({out['frames']} frames), "
+              f"policy: {mode}")
+        print(f"{'episode':>7} {'return':>10} {'steps':>6}")
+        for i, (r, n) in enumerate(zip(returns, lengths)):
+            print(f"{i:>7} {r:>10.2f} {int(n):>6}")
+        print(f"mean return {out['mean_return']:.2f} +- {out['std_return']:.2f}, "
+              f"mean steps {out['mean_steps']:.1f}")
+    return 0
+
+
+def render_video(trainer, state, mode, key, max_steps, path) -> str:
+    """Render one episode with MuJoCo's offscreen renderer; CLIError if GL is unavailable."""
+    import jax
+    import mujoco
+    import numpy as np
+
+    from ppo_jax.evaluate import make_policy
+
+    try:
+        renderer = mujoco.Renderer(trainer.env.mj_model, 480, 640)
+    except Exception as e:  # no GL backend
+        raise cli.CLIError(f"--video: {GL_HINT} ({type(e).__name__})") from None
+    env = trainer.env
+    policy = make_policy(trainer.actor_apply, state.params.actor, state.obs_stats, mode)
+    k_reset, k_policy = jax.random.split(key)
+    step = jax.jit(lambda s, t: env.step(s, policy(s.obs, jax.random.fold_in(k_policy, t))))
+    s = env.reset(k_reset)
+    data = mujoco.MjData(env.mj_model)
+    frames = []
+    for t in range(max_steps):
+        data.qpos[:] = np.asarray(s.data.qpos)
+        data.qvel[:] = np.asarray(s.data.qvel)
+        mujoco.mj_forward(env.mj_model, data)
+        renderer.update_scene(data)
+        frames.append(renderer.render())
+        s = step(s, t)
+        if bool(s.terminated | s.truncated):
+            break
+    import imageio
+
+    try:
+        imageio.mimsave(path, frames, fps=int(round(1 / env.dt)))
+    except Exception as e:
+        raise cli.CLIError(f"--video: could not write {path}: {e} (for .mp4 install "
+                           "imageio-ffmpeg, or use .gif)") from None
+    return os.path.abspath(path)
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

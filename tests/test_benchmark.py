@@ -1,0 +1,106 @@
+"""scripts/benchmark.py: the config rules, the figures from per-batch marks, the skip path
+without TorchRL, and one --quick smoke run (a few minutes on 2 CPU cores; speed is never
+asserted, only that every figure is there and positive)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ppo_jax import benchmark
+
+
+def test_total_frames_is_a_common_multiple():
+    assert benchmark.common_total_frames(2000, [1, 16]) == 2000
+    assert benchmark.common_total_frames(20_000, [1, 16, 256]) == 32_000
+    assert benchmark.common_total_frames(1, [1]) == 2000  # at least two tutorial batches
+    total = benchmark.common_total_frames(100_000, [1, 16, 256, 4096])
+    for n in (1, 16, 256, 4096):
+        cfg = benchmark.scaled_config(n, total)
+        assert cfg.total_frames == total and cfg.num_batches >= 2
+
+
+@pytest.mark.parametrize("envs,total", [([1, 16], 2000), ([1, 16, 256], 32_000),
+                                        ([1, 100], 20_000), ([1, 4096], 512_000)])
+def test_scaled_configs_and_brax_match(envs, total):
+    for n in envs:
+        cfg = benchmark.scaled_config(n, total)
+        if n == 1:  # the tutorial
+            assert (cfg.frames_per_batch, cfg.minibatch_size, cfg.num_epochs) == (1000, 64, 10)
+        else:
+            assert cfg.num_minibatches == 15 and cfg.num_epochs == 10
+            assert cfg.frames_per_batch - 15 * cfg.minibatch_size < 15
+            assert cfg.steps_per_env <= max(16, -(-1000 // n))
+        b = benchmark.brax_settings(cfg, evaluate=False)
+        frames = b["unroll_length"] * b["batch_size"] * b["num_minibatches"]
+        assert frames == cfg.frames_per_batch  # the same batch
+        assert (b["batch_size"] * b["num_minibatches"]) % n == 0  # Brax's own assertion
+        assert cfg.steps_per_env % b["unroll_length"] == 0
+        assert b["num_evals"] == cfg.num_batches + 1  # one progress callback per batch
+        assert b["num_timesteps"] == total and b["num_updates_per_batch"] == 10
+
+
+def test_summarize_run_excludes_the_first_batch():
+    result = {"marks": [(1000, 30.0), (2000, 31.0), (3000, 32.0)],
+              "evals": [(1000, 30.0, 50.0), (3000, 32.0, 9100.0)],
+              "compiles": [(25.0, 20.0)], "compile_s": 25.0, "peak_rss_mib": 100.0}
+    s = benchmark.summarize_run(result, threshold=9000.0)
+    assert s["fps"] == pytest.approx(1000.0)
+    assert s["startup_s"] == pytest.approx(29.0)  # 30 s to the first mark, 1 s of it steady
+    assert (s["threshold_frames"], s["threshold_s"]) == (3000, 32.0)
+    assert "warning" not in s
+    late = dict(result, compiles=[(25.0, 20.0), (31.5, 2.0)])
+    assert "compilation" in benchmark.summarize_run(late, None)["warning"]
+
+
+def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
+    reason = "TorchRL rows skipped: torchrl not installed (simulated)"
+    monkeypatch.setattr(benchmark, "torchrl_unavailable_reason", lambda: reason)
+    out = tmp_path / "skip.json"
+    code = benchmark.main(["--quick", "--systems", "torchrl", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert reason in captured.err and reason in captured.out
+    assert "| TorchRL tutorial (CPU) |" in captured.out and "skipped" in captured.out
+    d = json.loads(out.read_text())
+    assert d["skipped"] == [reason]
+    (row,) = d["rows"]
+    assert row["skipped"] == reason and row["fps"] is None and row["repeats"] == 0
+
+
+def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, os.path.join(root_dir, "scripts", "benchmark.py"), "--quick",
+           "--envs", "1", "--json", str(out), "--compile-cache", compile_cache_dir]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| system | config | frames/s |" in proc.stdout
+    assert "Warm-up (excluded from frames/s)" in proc.stdout
+    d = json.loads(out.read_text())
+    for key in ("date", "command", "settings", "versions", "device", "rows", "headline", "notes"):
+        assert key in d
+    for pkg in ("jax", "jaxlib", "mujoco", "brax", "torch", "torchrl"):
+        assert pkg in d["versions"]
+    assert d["device"]["cpu"] and d["device"]["cpu_count"] >= 1
+    assert d["settings"]["total_frames"] == 2000 and d["settings"]["repeats"] == 1
+    rows = {r["key"]: r for r in d["rows"]}
+    measured = [rows["ppo_jax_1"]]
+    if benchmark.torchrl_unavailable_reason() is None:
+        measured.append(rows["torchrl"])
+        assert rows["ppo_jax_1"]["ratio_vs_torchrl"] > 0
+        assert d["headline"]["tutorial_config"]["ratio"] > 0
+    else:
+        assert rows["torchrl"]["skipped"]
+    if not rows["brax_1"]["skipped"]:
+        measured.append(rows["brax_1"])
+    for r in measured:
+        assert r["repeats"] == 1 and not r["errors"], r["errors"]
+        assert r["fps"]["median"] > 0 and r["startup_s"] is not None
+        assert r["peak_rss_mib"]["median"] > 0
+        assert r["config"]
+    assert rows["ppo_jax_1"]["config"]["frames_per_batch"] == 1000
+    assert rows["ppo_jax_1"]["compile_s"]["median"] > 0

@@ -1,0 +1,746 @@
+"""ppo_jax against TorchRL's PPO components (the tutorial's settings), one component at a time.
+
+Two kinds of tests:
+
+(a) ``test_fixture_*``: against ``tests/data/torchrl_reference.{npz,json}``, written by
+    ``scripts/make_torchrl_reference.py`` with the TorchRL version named in the json. They
+    need only numpy/jax and always run.
+(b) ``test_live_*``: against the installed TorchRL, on fresh torch-initialized weights and
+    random inputs (seed ``PPO_JAX_PARITY_SEED``, default 0). Each skips when torchrl is not
+    installed (CI installs it).
+
+Compared: network outputs (actor loc/scale, critic value), TanhNormal log-probs, the MC
+entropy sample, GAE advantages/value targets (terminations and time-limit truncations
+mid-batch, ``average_gae`` standardization), every ``ClipPPOLoss`` term and the gradients,
+the optimizer step (global-norm clip + Adam + cosine lr), ``ObservationNorm`` statistics.
+
+Tolerances (float32 on both sides; a check passes when ``|got - want| <= atol + rtol |want|``
+elementwise; each failure message names the TorchRL version and the worst errors):
+  - networks, log-probs, entropy sample, GAE, loss terms: rtol 1e-5, with a small atol
+    (stated at each check) for entries near zero; clip_fraction: equal up to one sample.
+  - gradients: rtol 1e-5, atol 1e-5 x the leaf's largest entry (each entry is a sum over 64
+    samples: cancellations make a near-zero entry's relative error meaningless); each
+    leaf's L2 norm: rtol 1e-5.
+  - clip + Adam fed TorchRL's own gradients: rtol 1e-5, atol 4 float32 ulps of the leaf's
+    largest weight (~1e-7 = 5e-4 x lr: after - before is exact only to an ulp).
+  - parameter updates from each side's own gradients: rtol 1e-4 on each leaf's update norm;
+    per entry atol 0.25 x lr (Adam's first step g / (|g| + 1e-8) amplifies the float32
+    rounding noise of gradient entries that cancel to ~0, see ADAM_ATOL_E2E).
+  - cosine lr: rtol 1e-5 (ppo_jax evaluates the cosine in float32, torch in float64).
+  - ObservationNorm statistics: rtol 1e-12 in float64 (x64, only in the tests that need it)
+    and 1e-5 in float32.
+
+The one intended deviation: ppo_jax keeps the PRE-tanh sample ``u`` and never applies atanh
+to a sampled action; TorchRL stores the post-tanh action and re-derives ``u`` through
+``atanh(clamp(a, +-(1 - 1e-6)))``. Parity inputs therefore feed ``pre_tanh =
+safe_atanh(torch_action)``, only where ``|action| < 1 - 1e-6``; there the log-probs agree.
+Beyond (|u| > atanh(1 - 1e-6) ~ 7.25) TorchRL scores the clamped value and ppo_jax the true
+``u`` (``test_live_log_prob`` shows both sides of that line).
+
+The MC entropy is compared exactly, not in expectation: TorchRL's standard normal draw is
+patched (``torchrl_compat.fixed_standard_normal``) to the noise ppo_jax draws from the key
+given to ``ppo_loss`` (``distributions.sample(key, 0, 1)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ppo_jax import distributions, gae, losses, optim
+from ppo_jax import torchrl_compat as tc
+from ppo_jax.config import PPOConfig
+from ppo_jax.networks import Actor, Critic
+from ppo_jax.normalization import ObsNormStats, normalize, stats_from_observations
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
+SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))
+HIDDEN = (256, 256, 256)
+OBS_DIM, ACTION_DIM = 11, 1
+MB = 64
+GAMMA, LMBDA = 0.99, 0.95
+CLIP_EPS, ENTROPY_COEFF, CRITIC_COEFF = 0.2, 1e-4, 1.0
+NUM_BATCHES, LR_BATCH = 10, 3
+SATURATION = 1.0 - 1e-6  # SafeTanhTransform's clamp in float32
+# Adam's first step is g / (|g| + 1e-8). A gradient entry that cancels to ~0 (typical entries
+# are ~1e-3) is float32 rounding noise of ~1e-9 on each side (different summation orders in
+# torch and XLA), e.g. +3.8e-10 in torch vs -9.0e-10 in ppo_jax: that entry's first step is
+# then +0.04 lr vs -0.08 lr. Per-entry tolerance of updates computed from each side's OWN
+# gradients (~ lr x noise / eps); the clip + Adam step itself is checked tightly on shared
+# gradients, and each leaf's update norm at rtol 1e-4.
+ADAM_ATOL_E2E = 0.25
+
+
+# ------------------------------------------------------------------------------ helpers
+def check(name, got, want, *, rtol, atol, where=""):
+    """Elementwise ``|got - want| <= atol + rtol |want|``; prints the worst errors."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape} ({where})"
+    err = np.abs(got - want)
+    floor = atol / rtol if rtol else np.inf
+    rel = err / np.maximum(np.abs(want), floor)
+    worst_abs = float(err.max()) if err.size else 0.0
+    worst_rel = float(rel.max()) if rel.size else 0.0
+    print(f"PARITY {name}: max abs err {worst_abs:.3g}, max rel err {worst_rel:.3g} [{where}]")
+    bad = err > atol + rtol * np.abs(want)
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())}/{bad.size} entries off; max abs err {worst_abs:.3g}, "
+        f"max rel err {worst_rel:.3g} (rtol={rtol}, atol={atol}); {where}"
+    )
+
+
+def flat_leaves(tree):
+    net = tree["params"]["net"]
+    for layer in sorted(net, key=lambda k: int(k.rsplit("_", 1)[1])):
+        for leaf in ("kernel", "bias"):
+            yield f"{layer}/{leaf}", np.asarray(net[layer][leaf])
+
+
+def check_tree(name, got, want, where, *, rtol=1e-5, rel_atol=1e-5):
+    """Leafwise, atol = rel_atol x the leaf's largest |entry|."""
+    want = dict(flat_leaves(want))
+    for leaf, g in flat_leaves(got):
+        w = want[leaf]
+        check(f"{name}/{leaf}", g, w, rtol=rtol, atol=rel_atol * np.abs(w).max(), where=where)
+
+
+def to_jnp(tree):
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def with_schedule_batch(opt_state, config: PPOConfig, batch: int):
+    """Adam moments untouched, lr schedule moved to the first update of ``batch``."""
+    count = batch * optim.updates_per_batch(config)
+    found = []
+
+    def move(s):
+        if isinstance(s, optax.ScaleByScheduleState):
+            found.append(s)
+            return s._replace(count=jnp.asarray(count, s.count.dtype))
+        return s
+
+    out = jax.tree_util.tree_map(
+        move, opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState)
+    )
+    assert len(found) == 1, "make_optimizer's state has no single lr-schedule counter"
+    return out
+
+
+# ------------------------------------------------------------------------------ jax side
+class JaxSide:
+    """ppo_jax functions at the tutorial's shapes, compiled once for the module."""
+
+    def __init__(self):
+        self.actor = Actor(HIDDEN, ACTION_DIM)
+        self.critic = Critic(HIDDEN)
+        self.actor_apply = jax.jit(self.actor.apply)
+        self.critic_apply = jax.jit(self.critic.apply)
+        self.config = PPOConfig(total_frames=NUM_BATCHES * 1000, frames_per_batch=1000)
+        assert self.config.num_batches == NUM_BATCHES
+        self.opt = optim.make_optimizer(self.config)
+
+        def loss_fn(params, batch, key):
+            return losses.ppo_loss(
+                params,
+                batch,
+                key,
+                actor_apply=self.actor.apply,
+                critic_apply=self.critic.apply,
+                clip_epsilon=CLIP_EPS,
+                entropy_coeff=ENTROPY_COEFF,
+                critic_coeff=CRITIC_COEFF,
+                critic_loss="smooth_l1",
+            )
+
+        self.loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+        def step(params, opt_state, batch, key):
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
+            updates, opt_state = self.opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+
+        self.step = jax.jit(step)
+        self.gae = jax.jit(gae.gae, static_argnames=("gamma", "lmbda"))
+        self.standardize = jax.jit(gae.standardize)
+        self.log_prob_from_action = jax.jit(distributions.log_prob_from_action)
+        self.log_prob_pre_tanh = jax.jit(distributions.log_prob_pre_tanh)
+
+    def minibatch(self, obs, action, old_log_prob, advantage, value_target):
+        return losses.Minibatch(
+            obs=jnp.asarray(obs),
+            pre_tanh=distributions.safe_atanh(jnp.asarray(action)),
+            log_prob=jnp.asarray(old_log_prob),
+            advantage=jnp.asarray(advantage),
+            value_target=jnp.asarray(value_target),
+        )
+
+    def run_optimizer(self, params, batch, key, steps):
+        state = with_schedule_batch(self.opt.init(params), self.config, LR_BATCH)
+        norms = []
+        for _ in range(steps):
+            params, state, _, norm = self.step(params, state, batch, key)
+            norms.append(float(norm))
+        return params, norms
+
+
+@pytest.fixture(scope="module")
+def jx():
+    return JaxSide()
+
+
+LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy", "entropy", "kl_approx", "ESS")
+
+
+def check_loss_terms(metrics, want: dict, where):
+    for k in LOSS_TERMS:
+        check(k, getattr(metrics, k), want[k], rtol=1e-5, atol=1e-8, where=where)
+    # the share of clipped log-weights: a count, equal unless a log-weight sits on the bound
+    check("clip_fraction", metrics.clip_fraction, want["clip_fraction"], rtol=0, atol=1.5 / MB,
+          where=where)
+
+
+# ============================================================================== (a) fixtures
+@pytest.fixture(scope="module")
+def ref():
+    if not os.path.exists(DATA + ".npz"):
+        pytest.fail(f"missing {DATA}.npz: run scripts/make_torchrl_reference.py")
+    with open(DATA + ".json") as f:
+        meta = json.load(f)
+    data = dict(np.load(DATA + ".npz"))
+    assert tuple(meta["config"]["hidden_sizes"]) == HIDDEN
+    where = f"fixture from torchrl {meta['versions']['torchrl']}"
+    actor = tc.numpy_torch_default_params(
+        OBS_DIM, HIDDEN, 2 * ACTION_DIM, meta["seeds"]["actor_weights_numpy_seed"]
+    )
+    critic = tc.numpy_torch_default_params(
+        OBS_DIM, HIDDEN, 1, meta["seeds"]["critic_weights_numpy_seed"]
+    )
+    for prefix, tree in (("actor", actor), ("critic", critic)):
+        for leaf, x in flat_leaves(tree):
+            np.testing.assert_allclose(
+                x.astype(np.float64).sum(), data[f"weights_sum/{prefix}/{leaf}"], rtol=1e-12,
+                err_msg=f"fixture weights did not regenerate ({where})",
+            )
+    params = losses.Params(actor=to_jnp(actor), critic=to_jnp(critic))
+    return {"meta": meta, "d": data, "where": where, "params": params}
+
+
+def test_fixture_param_layout_matches_networks(ref, jx):
+    want = jax.eval_shape(jx.actor.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
+    chex.assert_trees_all_equal_shapes_and_dtypes(ref["params"].actor, want)
+    want = jax.eval_shape(jx.critic.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
+    chex.assert_trees_all_equal_shapes_and_dtypes(ref["params"].critic, want)
+
+
+def test_fixture_networks(ref, jx):
+    d, p, where = ref["d"], ref["params"], ref["where"]
+    loc, scale = jx.actor_apply(p.actor, d["net/obs"])
+    check("actor loc", loc, d["net/loc"], rtol=1e-5, atol=1e-6, where=where)
+    check("actor scale", scale, d["net/scale"], rtol=1e-5, atol=1e-6, where=where)
+    value = jx.critic_apply(p.critic, d["net/obs"])
+    check("critic value", value, d["net/value"], rtol=1e-5, atol=1e-6, where=where)
+
+
+def test_fixture_log_prob(ref, jx):
+    d, where = ref["d"], ref["where"]
+    loc, scale, a = d["net/loc"], d["net/scale"], d["logprob/action"]
+    # TorchRL's own path (atanh of the clamped action), everywhere, edge actions included
+    got = jx.log_prob_from_action(loc, scale, a)
+    check("log_prob_from_action", got, d["logprob/log_prob"], rtol=1e-5, atol=1e-5, where=where)
+    # ppo_jax's path (pre-tanh value), where atanh is well conditioned
+    ok = np.abs(a[:, 0]) < SATURATION
+    assert 0 < ok.sum() < len(ok)
+    got = jx.log_prob_pre_tanh(loc, scale, distributions.safe_atanh(jnp.asarray(a)))
+    check("log_prob_pre_tanh", np.asarray(got)[ok], d["logprob/log_prob"][ok], rtol=1e-5,
+          atol=1e-5, where=where)
+    # the log-probs the policy returned at sampling time (rows not replaced by edge values)
+    n = len(a) - int(d["logprob/num_edge"])
+    check("rollout log_prob", np.asarray(got)[:n], d["logprob/rollout_log_prob"][:n], rtol=1e-5,
+          atol=1e-5, where=where)
+
+
+def _check_gae(jx, d, values, next_values, where, tag):
+    adv, target = jx.gae(
+        rewards=jnp.asarray(d["gae/reward"]),
+        values=jnp.asarray(values),
+        next_values=jnp.asarray(next_values),
+        terminated=jnp.asarray(d["gae/terminated"]),
+        done=jnp.asarray(d["gae/done"]),
+        gamma=GAMMA,
+        lmbda=LMBDA,
+    )
+    check(f"GAE advantage (raw, {tag})", adv, d["gae/advantage_raw"], rtol=1e-5, atol=1e-5,
+          where=where)
+    check(f"GAE value_target ({tag})", target, d["gae/value_target"], rtol=1e-5, atol=1e-5,
+          where=where)
+    check(f"GAE advantage (average_gae, {tag})", jx.standardize(adv), d["gae/advantage"],
+          rtol=1e-5, atol=1e-5, where=where)
+
+
+def test_fixture_gae(ref, jx):
+    d, where = ref["d"], ref["where"]
+    assert d["gae/terminated"].sum() >= 3 and (d["gae/truncated"] & ~d["gae/terminated"]).any()
+    assert not d["gae/done"][-1]
+    # GAE alone, on TorchRL's values
+    _check_gae(jx, d, d["gae/state_value"], d["gae/next_state_value"], where, "torch values")
+    # end to end: ppo_jax's critic computes the values
+    p = ref["params"]
+    _check_gae(jx, d, jx.critic_apply(p.critic, d["gae/obs"]),
+               jx.critic_apply(p.critic, d["gae/next_obs"]), where, "jax values")
+
+
+def test_fixture_obs_norm_stats(ref, x64):
+    d, where = ref["d"], ref["where"]
+    data = d["norm/data"]
+    assert data.dtype == np.float64
+    # float64: the formula itself
+    s = stats_from_observations(jnp.asarray(data), None, "reference")
+    assert s.loc.dtype == jnp.float64
+    check("ObservationNorm loc (f64)", s.loc, d["norm/loc"], rtol=1e-12, atol=1e-12, where=where)
+    check("ObservationNorm scale (f64)", s.scale, d["norm/scale"], rtol=1e-12, atol=0,
+          where=where)
+    # masked-out rows do not count
+    junk = np.full((5, data.shape[1]), 1e3)
+    mask = np.r_[np.ones(len(data), bool), np.zeros(5, bool)]
+    s2 = stats_from_observations(jnp.asarray(np.r_[data, junk]), jnp.asarray(mask), "reference")
+    check("ObservationNorm loc (f64, masked)", s2.loc, d["norm/loc"], rtol=1e-12, atol=1e-12,
+          where=where)
+    # float32, as ppo_jax runs it
+    s32 = stats_from_observations(jnp.asarray(data, jnp.float32), None, "reference")
+    assert s32.loc.dtype == jnp.float32
+    check("ObservationNorm scale (f32)", s32.scale, d["norm/scale"], rtol=1e-5, atol=0,
+          where=where)
+    # loc = -mean/std: float32 cancellation in the mean; atol relative to |obs|/std
+    check("ObservationNorm loc (f32)", s32.loc, d["norm/loc"], rtol=1e-5, atol=1e-5,
+          where=where)
+
+
+def _fixture_batch(ref, jx):
+    d = ref["d"]
+    return jx.minibatch(d["loss/obs"], d["loss/action"], d["loss/old_log_prob"],
+                        d["loss/advantage"], d["loss/value_target"])
+
+
+def _fixture_key(ref, loc_shape):
+    d = ref["d"]
+    key = jax.random.PRNGKey(int(d["loss/entropy_key"]))
+    _, noise, _ = distributions.sample(key, jnp.zeros(loc_shape), jnp.ones(loc_shape))
+    np.testing.assert_array_equal(
+        np.asarray(noise), d["loss/entropy_noise"],
+        err_msg="JAX's random stream no longer reproduces the fixture's entropy noise: "
+        "regenerate the fixture (scripts/make_torchrl_reference.py)",
+    )
+    return key
+
+
+def test_fixture_loss_and_grads(ref, jx):
+    d, where = ref["d"], ref["where"]
+    assert np.all(np.abs(d["loss/action"]) < SATURATION)
+    batch = _fixture_batch(ref, jx)
+    key = _fixture_key(ref, d["loss/action"].shape)
+    (loss, m), grads = jx.loss_and_grad(ref["params"], batch, key)
+    assert 0 < float(d["loss/clip_fraction"]) < 1
+    check_loss_terms(m, {k: d[f"loss/{k}"] for k in (*LOSS_TERMS, "clip_fraction")}, where)
+    check("loss (sum of terms)", loss, d["loss/total"], rtol=1e-5, atol=1e-8, where=where)
+    for net, tree in (("actor", grads.actor), ("critic", grads.critic)):
+        for i, (leaf, g) in enumerate(flat_leaves(tree)):
+            name = f"{net}/{leaf}"
+            idx = d[f"sub/{name}/idx"]
+            want = d[f"grad/{name}/val"]
+            check(f"grad {name}", g.ravel()[idx], want, rtol=1e-5,
+                  atol=1e-5 * np.abs(want).max(), where=where)
+            check(f"grad {name} (L2 norm of all)", np.linalg.norm(g.astype(np.float64)),
+                  d[f"grad/{name}/norm"], rtol=1e-5, atol=0, where=where)
+
+
+def test_fixture_optimizer_step(ref, jx):
+    d, where = ref["d"], ref["where"]
+    lr = optim.lr_at_batch(jx.config, LR_BATCH)
+    check("cosine lr at batch 3", lr, d["opt/lr"], rtol=1e-6, atol=0, where=where)
+    batch = _fixture_batch(ref, jx)
+    key = _fixture_key(ref, d["loss/action"].shape)
+    steps = len(d["opt/grad_norm"])
+    params, norms = jx.run_optimizer(ref["params"], batch, key, steps)
+    check("pre-clip global grad norms", norms, d["opt/grad_norm"], rtol=1e-5, atol=0,
+          where=where)
+    assert max(norms) > 1.0, "the fixture should exercise the gradient clip"
+    lr = float(d["opt/lr"])
+    for net, after, before in (("actor", params.actor, ref["params"].actor),
+                               ("critic", params.critic, ref["params"].critic)):
+        b = dict(flat_leaves(before))
+        for leaf, a in flat_leaves(after):
+            name = f"{net}/{leaf}"
+            delta = (a - b[leaf]).ravel()
+            idx = d[f"sub/{name}/idx"]
+            check(f"update {name}", delta[idx], d[f"delta/{name}/val"], rtol=1e-4,
+                  atol=ADAM_ATOL_E2E * lr, where=where)
+            check(f"update {name} (L2 norm of all)", np.linalg.norm(delta.astype(np.float64)),
+                  d[f"delta/{name}/norm"], rtol=1e-4, atol=0, where=where)
+
+
+# ============================================================================== (b) live
+@pytest.fixture(scope="module")
+def trl():
+    torchrl = pytest.importorskip("torchrl")
+    import torch
+
+    torch.manual_seed(SEED)
+    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    where = f"live torchrl {torchrl.__version__}, torch {torch.__version__}, seed {SEED}"
+    params = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
+                           critic=tc.critic_params_from_torch(mods.value))
+    return {"torch": torch, "mods": mods, "where": where, "params": params,
+            "rng": np.random.RandomState(SEED)}
+
+
+def _obs(rng, n):
+    obs = rng.normal(0.0, 1.5, (n, OBS_DIM)).astype(np.float32)
+    obs[::7, 8:] = rng.normal(0.0, 1e3, (len(obs[::7]), 3))  # ObservationNorm's 1e6 inputs
+    return obs
+
+
+def test_live_param_conversion(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, mods = trl["torch"], trl["mods"]
+    p = trl["params"]
+    # layout = ppo_jax.networks' layout
+    want = jax.eval_shape(jx.actor.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
+    chex.assert_trees_all_equal_shapes_and_dtypes(p.actor, want)
+    want = jax.eval_shape(jx.critic.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
+    chex.assert_trees_all_equal_shapes_and_dtypes(p.critic, want)
+    # kernel is the transpose of torch's weight; the bare nn.Sequential gives the same tree
+    np.testing.assert_array_equal(p.actor["params"]["net"]["layers_0"]["kernel"],
+                                  mods.actor_net[0].weight.detach().numpy().T)
+    chex.assert_trees_all_equal(p.actor, tc.actor_params_from_torch(mods.actor_net))
+    chex.assert_trees_all_equal(p.critic, tc.critic_params_from_torch(mods.value_net))
+    # jax -> torch -> jax is exact, on copies of the modules
+    fresh = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    a0 = jx.actor.init(jax.random.PRNGKey(1), jnp.zeros(OBS_DIM))
+    c0 = jx.critic.init(jax.random.PRNGKey(2), jnp.zeros(OBS_DIM))
+    tc.actor_params_to_torch(a0, fresh.policy)
+    tc.critic_params_to_torch(c0, fresh.value_net)
+    chex.assert_trees_all_equal(tc.actor_params_from_torch(fresh.actor_net), a0)
+    chex.assert_trees_all_equal(tc.critic_params_from_torch(fresh.value), c0)
+    assert isinstance(fresh.actor_net[0].weight, torch.nn.Parameter)
+    assert fresh.actor_net[0].weight.requires_grad  # still trainable parameters
+    with pytest.raises(ValueError):
+        tc.actor_params_to_torch(c0, fresh.policy)  # critic tree into the actor
+
+
+def test_live_networks(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, mods, p, where = trl["torch"], trl["mods"], trl["params"], trl["where"]
+    obs = _obs(trl["rng"], 200)
+    with torch.no_grad():
+        loc, scale = mods.actor_net(torch.as_tensor(obs))
+        value = mods.value_net(torch.as_tensor(obs)).squeeze(-1)
+    jloc, jscale = jx.actor_apply(p.actor, obs)
+    check("live actor loc", jloc, loc.numpy(), rtol=1e-5, atol=1e-6, where=where)
+    check("live actor scale", jscale, scale.numpy(), rtol=1e-5, atol=1e-6, where=where)
+    check("live critic value", jx.critic_apply(p.critic, obs), value.numpy(), rtol=1e-5,
+          atol=1e-6, where=where)
+    # NormalParamExtractor alone, over a wide range of raw outputs (floor 1e-4 included)
+    from tensordict.nn.distributions import NormalParamExtractor
+
+    from ppo_jax.networks import normal_params
+
+    raw = np.concatenate([np.linspace(-30, 30, 601), [-1e4, 0.0, 1e4]]).astype(np.float32)
+    raw = np.stack([raw, raw], -1)
+    tl, ts = NormalParamExtractor()(torch.as_tensor(raw))
+    jl, js = normal_params(jnp.asarray(raw))
+    check("live NormalParamExtractor scale", js, ts.numpy(), rtol=1e-6, atol=0, where=where)
+    np.testing.assert_array_equal(jl, tl.numpy())
+
+
+def _policy_dist(trl, obs):
+    from tensordict import TensorDict
+
+    td = TensorDict({"observation": trl["torch"].as_tensor(obs)}, [len(obs)])
+    return trl["mods"].policy.get_dist(td)
+
+
+def test_live_log_prob(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, where = trl["torch"], trl["where"]
+    rng = trl["rng"]
+    obs = _obs(rng, 200)
+    with torch.no_grad():
+        dist = _policy_dist(trl, obs)
+        loc, scale = dist.root_dist.loc.numpy(), dist.root_dist.scale.numpy()
+        action = dist.sample().numpy()
+        edges = np.array([1.0, -1.0, 1 - 1e-7, -(1 - 1e-7), 1 - 1e-6, 0.99999, 0.0], np.float32)
+        action[-len(edges):, 0] = edges
+        want = dist.log_prob(torch.as_tensor(action)).numpy()
+    got = jx.log_prob_from_action(loc, scale, action)
+    check("live log_prob_from_action", got, want, rtol=1e-5, atol=1e-5, where=where)
+    ok = np.abs(action[:, 0]) < SATURATION
+    got = jx.log_prob_pre_tanh(loc, scale, distributions.safe_atanh(jnp.asarray(action)))
+    check("live log_prob_pre_tanh (|a| < 1-1e-6)", np.asarray(got)[ok], want[ok], rtol=1e-5,
+          atol=1e-5, where=where)
+
+    # The intended deviation: pre-tanh values beyond the float32 saturation point.
+    u = np.array([[0.5], [-2.0], [3.0], [9.0], [-12.0]], np.float32)
+    l5, s5 = loc[:5], scale[:5]
+    with torch.no_grad():
+        from torchrl.modules import TanhNormal
+
+        d5 = TanhNormal(torch.as_tensor(l5), torch.as_tensor(s5), low=-1.0, high=1.0)
+        torch_lp = d5.log_prob(d5._t(torch.as_tensor(u))).numpy()  # scores tanh(u), clamped
+    jax_lp = np.asarray(jx.log_prob_pre_tanh(l5, s5, jnp.asarray(u)))
+    below = np.abs(u[:, 0]) < 7.0  # atanh(1 - 1e-6) = 7.25
+    check("live log_prob at u (unsaturated)", jax_lp[below], torch_lp[below], rtol=1e-4,
+          atol=1e-4, where=where)
+    assert np.all(np.abs(jax_lp[~below] - torch_lp[~below]) > 1e-2), (
+        "expected ppo_jax (true u) and TorchRL (clamped atanh) to differ past saturation"
+    )
+
+
+def test_live_entropy_sample(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, where = trl["torch"], trl["where"]
+    obs = _obs(trl["rng"], MB)
+    key = jax.random.PRNGKey(SEED + 11)
+    with torch.no_grad():
+        dist = _policy_dist(trl, obs)
+        loc, scale = dist.root_dist.loc.numpy(), dist.root_dist.scale.numpy()
+        _, noise, _ = distributions.sample(key, jnp.zeros(loc.shape), jnp.ones(loc.shape))
+        with tc.fixed_standard_normal(noise) as calls:
+            a, lp = dist.rsample_and_log_prob((1,))  # what ClipPPOLoss's MC entropy calls
+    assert calls == [(1, MB, ACTION_DIM)]
+    ja, ju, jlp = distributions.sample(key, jnp.asarray(loc), jnp.asarray(scale))
+    check("live rsample action", ja, a[0].numpy(), rtol=1e-5, atol=1e-6, where=where)
+    check("live rsample log_prob", jlp, lp[0].numpy(), rtol=1e-5, atol=1e-5, where=where)
+    check("live entropy_estimate", distributions.entropy_estimate(key, loc, scale),
+          -lp[0].numpy(), rtol=1e-5, atol=1e-5, where=where)
+
+
+def test_live_gae(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, mods, p, where = trl["torch"], trl["mods"], trl["params"], trl["where"]
+    from tensordict import TensorDict
+
+    rng = np.random.RandomState(SEED + 1)
+    E, T = 2, 100  # TorchRL: [envs, time]; ppo_jax: time-major
+    obs = np.stack([_obs(rng, T) for _ in range(E)])
+    next_obs = np.stack([_obs(rng, T) for _ in range(E)])
+    reward = rng.normal(1.0, 2.0, (E, T)).astype(np.float32)
+    terminated = rng.rand(E, T) < 0.05
+    truncated = rng.rand(E, T) < 0.05
+    truncated[0, 40] = True  # a time-limit truncation mid-batch, for sure
+    terminated[0, 40] = False
+    terminated[1, 60] = True
+    done = terminated | truncated
+    t = torch.as_tensor
+    td = TensorDict(
+        {
+            "observation": t(obs),
+            "next": {
+                "observation": t(next_obs),
+                "reward": t(reward)[..., None],
+                "terminated": t(terminated)[..., None],
+                "truncated": t(truncated)[..., None],
+                "done": t(done)[..., None],
+            },
+        },
+        [E, T],
+    )
+    with torch.no_grad():
+        raw = tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
+            td.clone())
+        tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
+    values = jx.critic_apply(p.critic, obs.reshape(-1, OBS_DIM)).reshape(E, T)
+    next_values = jx.critic_apply(p.critic, next_obs.reshape(-1, OBS_DIM)).reshape(E, T)
+    check("live GAE state_value", values, td["state_value"][..., 0].numpy(), rtol=1e-5,
+          atol=1e-6, where=where)
+    check("live GAE next state_value", next_values, td["next", "state_value"][..., 0].numpy(),
+          rtol=1e-5, atol=1e-6, where=where)
+    adv, target = jx.gae(rewards=jnp.asarray(reward.T), values=values.T,
+                         next_values=next_values.T, terminated=jnp.asarray(terminated.T),
+                         done=jnp.asarray(done.T), gamma=GAMMA, lmbda=LMBDA)
+    check("live GAE advantage (raw)", adv.T, raw["advantage"][..., 0].numpy(), rtol=1e-5,
+          atol=1e-5, where=where)
+    check("live GAE value_target", target.T, td["value_target"][..., 0].numpy(), rtol=1e-5,
+          atol=1e-5, where=where)
+    check("live GAE advantage (average_gae)", jx.standardize(adv).T,
+          td["advantage"][..., 0].numpy(), rtol=1e-5, atol=1e-5, where=where)
+
+
+def _live_minibatch(trl, rng):
+    """A TorchRL minibatch (actions sampled by the policy, a perturbed old log-prob)."""
+    torch = trl["torch"]
+    from tensordict import TensorDict
+
+    obs = _obs(rng, MB)
+    with torch.no_grad():
+        dist = _policy_dist(trl, obs)
+        action = dist.sample()
+        action = torch.where(action.abs() < SATURATION, action, torch.zeros_like(action))
+        lp = dist.log_prob(action)
+    old = lp + torch.as_tensor(rng.normal(0.0, 0.3, MB).astype(np.float32))
+    td = TensorDict(
+        {
+            "observation": torch.as_tensor(obs),
+            "action": action,
+            "action_log_prob": old,
+            "advantage": torch.as_tensor(rng.normal(0, 1, (MB, 1)).astype(np.float32)),
+            "value_target": torch.as_tensor(rng.normal(0, 3, (MB, 1)).astype(np.float32)),
+        },
+        [MB],
+    )
+    return td
+
+
+def _jax_minibatch(jx, td):
+    return jx.minibatch(td["observation"].numpy(), td["action"].numpy(),
+                        td["action_log_prob"].numpy(), td["advantage"][:, 0].numpy(),
+                        td["value_target"][:, 0].numpy())
+
+
+def test_live_loss_and_grads(trl, jx):
+    pytest.importorskip("torchrl")
+    torch, mods, where = trl["torch"], trl["mods"], trl["where"]
+    td = _live_minibatch(trl, np.random.RandomState(SEED + 2))
+    key = jax.random.PRNGKey(SEED + 3)
+    _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
+    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
+                                   entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
+    loss_module.zero_grad(set_to_none=True)
+    with tc.fixed_standard_normal(noise) as calls:
+        out = loss_module(td)
+    assert len(calls) == 1
+    total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+    total.backward()
+    t_grads = losses.Params(
+        actor=tc.linear_tree_from_torch(mods.policy, actor=True, grad=True),
+        critic=tc.linear_tree_from_torch(mods.value, actor=False, grad=True),
+    )
+    loss_module.zero_grad(set_to_none=True)
+    (loss, m), grads = jx.loss_and_grad(trl["params"], _jax_minibatch(jx, td), key)
+    want = {k: out[k].detach().numpy() for k in (*LOSS_TERMS, "clip_fraction")}
+    assert 0 < want["clip_fraction"] < 1
+    check_loss_terms(m, want, where)
+    check("live loss", loss, total.detach().numpy(), rtol=1e-5, atol=1e-8, where=where)
+    check_tree("live grad actor", grads.actor, t_grads.actor, where)
+    check_tree("live grad critic", grads.critic, t_grads.critic, where)
+
+
+def test_live_optimizer_step(trl, jx):
+    """clip_grad_norm_ + Adam + CosineAnnealingLR vs make_optimizer + lr_at_batch.
+
+    Two comparisons: (1) the optimizer alone, fed TorchRL's own gradients (tight); (2) end to
+    end, ppo_jax's gradients (loose per entry, see ADAM_ATOL_E2E; tight on update norms).
+    """
+    pytest.importorskip("torchrl")
+    torch, where = trl["torch"], trl["where"]
+    import warnings
+
+    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)  # own weights: we train them
+    p0 = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
+                       critic=tc.critic_params_from_torch(mods.value))
+    td = _live_minibatch(dict(trl, mods=mods), np.random.RandomState(SEED + 4))
+    key = jax.random.PRNGKey(SEED + 5)
+    _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
+    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
+                                   entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
+    params = list(loss_module.parameters())
+    assert len(params) == 2 * 2 * (len(HIDDEN) + 1)  # actor + critic, nothing else
+    opt = torch.optim.Adam(params, jx.config.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, NUM_BATCHES, 0.0)
+    lrs = [opt.param_groups[0]["lr"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scheduler stepped before the optimizer
+        for _ in range(NUM_BATCHES):
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+    check("cosine lr, batches 0..10", optim.lr_at_batch(jx.config, jnp.arange(NUM_BATCHES + 1)),
+          lrs, rtol=1e-5, atol=1e-12, where=where)  # float32 cos vs torch's float64
+    lr = float(lrs[LR_BATCH])
+    opt = torch.optim.Adam(params, lr)
+    steps, norms, torch_grads = 2, [], []
+    for _ in range(steps):
+        with tc.fixed_standard_normal(noise):
+            out = loss_module(td)
+        (out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]).backward()
+        torch_grads.append(losses.Params(
+            actor=tc.linear_tree_from_torch(mods.policy, actor=True, grad=True),
+            critic=tc.linear_tree_from_torch(mods.value, actor=False, grad=True)))
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, jx.config.max_grad_norm)))
+        opt.step()
+        opt.zero_grad()
+    assert max(norms) > jx.config.max_grad_norm or min(norms) < jx.config.max_grad_norm
+    after = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
+                          critic=tc.critic_params_from_torch(mods.value))
+
+    # (1) the optimizer alone, on TorchRL's gradients
+    state = with_schedule_batch(jx.opt.init(p0), jx.config, LR_BATCH)
+    p = p0
+    for g in torch_grads:
+        updates, state = jx.opt.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+    # (2) end to end
+    p_e2e, norms_j = jx.run_optimizer(p0, _jax_minibatch(jx, td), key, steps)
+    check("live pre-clip grad norms", norms_j, norms, rtol=1e-5, atol=0, where=where)
+
+    for net in ("actor", "critic"):
+        b = dict(flat_leaves(getattr(p0, net)))
+        want = {k: v - b[k] for k, v in flat_leaves(getattr(after, net))}
+        for leaf, a in flat_leaves(getattr(p, net)):
+            # float32 parameters: after - before is exact only to an ulp of the weights
+            ulp = float(np.spacing(np.abs(b[leaf]).max().astype(np.float32)))
+            check(f"live optimizer update {net}/{leaf} (torch grads)", a - b[leaf], want[leaf],
+                  rtol=1e-5, atol=4 * ulp, where=where)
+        for leaf, a in flat_leaves(getattr(p_e2e, net)):
+            d = a - b[leaf]
+            check(f"live update {net}/{leaf} (end to end)", d, want[leaf], rtol=1e-4,
+                  atol=ADAM_ATOL_E2E * lr, where=where)
+            check(f"live update {net}/{leaf} (end to end, L2 norm)", np.linalg.norm(d),
+                  np.linalg.norm(want[leaf]), rtol=1e-4, atol=0, where=where)
+
+
+def test_live_obs_norm(trl, x64):
+    pytest.importorskip("torchrl")
+    torch, where = trl["torch"], trl["where"]
+    from tensordict import TensorDict
+    from torchrl.envs import ObservationNorm
+
+    rng = np.random.RandomState(SEED + 6)
+    obs = _obs(rng, 50)
+    loc = rng.normal(0, 1, OBS_DIM)
+    scale = rng.uniform(0.1, 3.0, OBS_DIM)
+    for standard_normal in (False, True):
+        t = ObservationNorm(loc=torch.as_tensor(loc, dtype=torch.float32),
+                            scale=torch.as_tensor(scale, dtype=torch.float32),
+                            in_keys=["observation"], standard_normal=standard_normal)
+        want = t(TensorDict({"observation": torch.as_tensor(obs)}, [50]))["observation"]
+        stats = tc.obs_norm_from_torch(t)
+        assert isinstance(stats, ObsNormStats) and stats.loc.dtype == jnp.float32
+        check(f"live ObservationNorm apply (standard_normal={standard_normal})",
+              normalize(stats, jnp.asarray(obs, jnp.float32)), want.numpy(), rtol=1e-5,
+              atol=1e-5, where=where)
+
+    # init_stats on the real environment: statistics of the observations it reduced
+    pytest.importorskip("gymnasium")
+    pytest.importorskip("mujoco")
+    try:
+        env = tc.tutorial_env(seed=SEED)
+    except Exception as e:  # noqa: BLE001 - no MuJoCo env available here
+        pytest.skip(f"cannot build {tc.ENV_NAME}: {e}")
+    norm = env.transform[0]
+    data = tc.record_init_stats(norm, 100)
+    s = stats_from_observations(jnp.asarray(data), None, "reference")
+    check("live init_stats loc (f64)", s.loc, norm.loc.numpy(), rtol=1e-12, atol=1e-12,
+          where=where)
+    check("live init_stats scale (f64)", s.scale, norm.scale.numpy(), rtol=1e-12, atol=0,
+          where=where)
+    stats = tc.obs_norm_from_torch(norm)
+    check("live obs_norm_from_torch", stats.scale, norm.scale.numpy(), rtol=1e-6, atol=0,
+          where=where)
+    env.close()
