@@ -25,7 +25,11 @@ Method (the same for every row):
   the last mark / seconds between them, so the first batch (compilation, lazy init) never counts;
   start-up = time to the first mark minus what its frames take at the steady rate;
 * runs of different systems are interleaved (one of each row per repeat, the order rotated
-  from repeat to repeat) and repeated (``--repeats``); median and min-max are reported.
+  from repeat to repeat) and repeated (``--repeats``); median and min-max are reported;
+* without ``--to-threshold`` no run evaluates; with it every run evaluates about every
+  ``--eval-every-frames`` frames (frames/s then include evaluation), and the time to the
+  threshold is the mark of the first batch whose evaluation reached it, counted from the start
+  of the run (start-up included).
 """
 
 from __future__ import annotations
@@ -72,7 +76,8 @@ BRAX_DIFFERENCES = (
     "(updated every batch) instead of fixed statistics from 1000 random steps",
     "minibatches are whole unrolls of unroll_length steps, and GAE is computed per unroll "
     "(bootstrapped at its end) inside each minibatch, instead of over the whole batch at the "
-    "start of each epoch; minibatch count/size as close to ppo_jax's as its unroll structure allows",
+    "start of each epoch; minibatch count/size as close to ppo_jax's as its unroll structure "
+    "allows",
     "time-limit truncations are masked, not bootstrapped from the critic",
     "critic loss 0.5*MSE (vf_loss_coefficient=1.0) instead of smooth-L1 (equal for |error|<1)",
     "constant learning rate (no cosine annealing: Brax offers none)",
@@ -113,13 +118,6 @@ def steps_per_env(num_envs: int, total_frames: int) -> int:
         raise ValueError(f"total_frames {total_frames} gives {num_envs} envs fewer than 2 steps")
     target = min(max(MIN_STEPS_PER_ENV, -(-TUTORIAL_FRAMES_PER_BATCH // num_envs)), per_env // 2)
     return max(t for t in range(1, target + 1) if per_env % t == 0)
-
-
-def tutorial_config(total_frames: int, *, seed: int = 0, eval_every: int = 0,
-                    matmul_precision: str = "highest") -> PPOConfig:
-    """The tutorial's configuration (``PPOConfig`` defaults) at ``total_frames``."""
-    return PPOConfig(seed=seed, total_frames=total_frames, eval_every=eval_every,
-                     matmul_precision=matmul_precision)
 
 
 def scaled_config(num_envs: int, total_frames: int, *, seed: int = 0, eval_every_frames: int = 0,
@@ -203,10 +201,13 @@ def brax_settings(cfg: PPOConfig, *, evaluate: bool) -> dict[str, Any]:
     )
 
 
-def torchrl_settings(total_frames: int, *, seed: int, eval_every: int, device: str) -> dict:
-    """The tutorial's hyperparameters, as run by :func:`worker_torchrl`."""
+def torchrl_settings(total_frames: int, *, seed: int, eval_every: int, device: str,
+                     threads: int | None = None) -> dict:
+    """The tutorial's hyperparameters, as run by :func:`worker_torchrl` (``threads``: torch's
+    intra-op threads; None: torch's default)."""
     return dict(
-        env=ENV_ID, device=device, seed=seed, frames_per_batch=TUTORIAL_FRAMES_PER_BATCH,
+        env=ENV_ID, device=device, seed=seed, torch_threads=threads,
+        frames_per_batch=TUTORIAL_FRAMES_PER_BATCH,
         total_frames=total_frames, num_cells=256, lr=3e-4, max_grad_norm=1.0,
         sub_batch_size=64, num_epochs=10, clip_epsilon=0.2, gamma=0.99, lmbda=0.95,
         entropy_eps=1e-4, critic_coeff=1.0, loss_critic_type="smooth_l1",
@@ -218,12 +219,14 @@ def describe_config(system: str, settings: dict[str, Any]) -> str:
     """One line of a row's configuration for the table."""
     if system == "brax":
         s = settings
-        fpb = s["num_envs"] * s["unroll_length"] * s["batch_size"] * s["num_minibatches"] // s["num_envs"]
+        fpb = s["unroll_length"] * s["batch_size"] * s["num_minibatches"]
         return (f"{s['num_envs']} env{'s' if s['num_envs'] > 1 else ''}, unroll "
                 f"{s['unroll_length']}, {fpb}/batch, {s['num_minibatches']} mb x "
                 f"{s['batch_size'] * s['unroll_length']}")
     if system.startswith("torchrl"):
-        return "1 env, 1000/batch, 15 mb x 64"
+        threads = settings.get("torch_threads")
+        return "1 env, 1000/batch, 15 mb x 64" + (
+            f", {threads} torch thread{'s' if threads > 1 else ''}" if threads else "")
     c = settings
     steps = c["frames_per_batch"] // c["num_envs"]
     nmb = c["frames_per_batch"] // c["minibatch_size"]
@@ -287,7 +290,7 @@ def _jax_device_info() -> dict[str, Any]:
 
 
 class _CompileLog:
-    """XLA compilations of at least ``min_s`` seconds: (seconds since ``t0`` at the end, duration)."""
+    """XLA compilations of at least ``min_s`` s: (seconds since ``t0`` at the end, duration)."""
 
     def __init__(self, min_s: float = 1.0):
         import jax
@@ -397,11 +400,11 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
     hidden = tuple(s.pop("hidden_sizes"))
     s.pop("activation")
     s.pop("batches_per_epoch")
-    env = brax.envs.get_environment(BRAX_ENV_NAME)
     marks: list[tuple[int, float]] = []
     evals: list[tuple[int, float, float]] = []
     compiles = _CompileLog()
     t0 = compiles.t0 = time.perf_counter()
+    env = brax.envs.get_environment(BRAX_ENV_NAME)
 
     def progress_fn(step, metrics):
         t = time.perf_counter() - t0
@@ -449,6 +452,8 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
     s = spec["settings"]
     t0 = time.perf_counter()
     device = torch.device(s["device"])
+    if s.get("torch_threads"):
+        torch.set_num_threads(int(s["torch_threads"]))
     torch.manual_seed(s["seed"])
     frames_per_batch, total_frames = s["frames_per_batch"], s["total_frames"]
     num_cells = s["num_cells"]
@@ -636,18 +641,19 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
     p = ArgumentParser(prog=prog, description=(
         "Frames per second of the whole PPO training loop: the TorchRL tutorial vs ppo_jax "
         "(tutorial config and more envs) vs Brax's PPO trainer, same total frames, interleaved "
-        "and repeated runs, each in a fresh subprocess."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "and repeated runs, each in a fresh subprocess."))
     p.add_argument("--systems", type=parse_systems, default=list(SYSTEMS),
-                   help=f"comma-separated subset of {','.join(SYSTEMS)} (torchrl adds a CUDA row "
-                        "when torch sees a GPU)")
+                   help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all; torchrl "
+                        "adds a CUDA row when torch sees a GPU)")
     p.add_argument("--envs", type=parse_int_list, default=None,
                    help=f"env counts for ppo_jax and Brax besides the tutorial's 1 "
                         f"(default {','.join(map(str, DEFAULT_ENVS))}; --quick: "
                         f"{','.join(map(str, QUICK_ENVS))})")
     p.add_argument("--total-frames", type=int, default=None,
-                   help=f"frames per run, rounded up to a multiple of every row's batch "
-                        f"(default {DEFAULT_TOTAL_FRAMES}; --quick: {QUICK_TOTAL_FRAMES})")
+                   help=f"frames per run, rounded up to a multiple of lcm(1000, env counts) "
+                        f"so every row splits it into whole batches (with 4096 envs: a "
+                        f"multiple of 512,000) (default {DEFAULT_TOTAL_FRAMES}; --quick: "
+                        f"{QUICK_TOTAL_FRAMES})")
     p.add_argument("--repeats", type=int, default=None, help="runs per row (default 3; --quick: 1)")
     p.add_argument("--to-threshold", type=float, nargs="?", const=DEFAULT_THRESHOLD, default=None,
                    metavar="R", help="evaluate during the runs and report seconds and frames "
@@ -655,19 +661,25 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                                      f"{DEFAULT_THRESHOLD:g}); frames/s then include evaluation")
     p.add_argument("--eval-every-frames", type=int, default=10_000,
                    help="with --to-threshold: evaluate about every this many frames (the "
-                        "tutorial: every 10 batches of 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run")
+                        "tutorial: every 10 batches of 1000; default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
-                   help="JAX matmul precision of the ppo_jax and Brax runs")
+                   help="JAX matmul precision of the ppo_jax and Brax runs (default highest: "
+                        "full float32, as PyTorch)")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke scale: 2000 frames, envs 1,16, 1 repeat (explicit flags win)")
-    p.add_argument("--json", metavar="PATH", help="write every figure, versions, device and configs")
+    p.add_argument("--json", metavar="PATH",
+                   help="write every figure, versions, device and configs")
     p.add_argument("--compile-cache", metavar="DIR", default=None,
                    help="JAX persistent compilation cache for the JAX runs (off by default, so "
                         "start-up includes a full compilation)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed per run")
+    p.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                   help="torch intra-op threads of the TorchRL runs (0: torch's default, as the "
+                        "tutorial; 1 is steadier on a machine shared with other work)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds allowed per run (default 3600)")
     p.add_argument("--keep-going", action=argparse.BooleanOptionalAction, default=True,
-                   help="after a failed run, go on with the others")
+                   help="after a failed run, go on with the others (default: yes)")
     return p
 
 
@@ -704,7 +716,7 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
             for dev in devices:
                 system = "torchrl" if dev == "cpu" else "torchrl_cuda"
                 st = torchrl_settings(total_frames, seed=args.seed, eval_every=eval_every,
-                                      device=dev)
+                                      device=dev, threads=args.torch_threads or None)
                 rows.append(Row(system, system, 1, st, describe_config(system, st)))
     brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
     if brax_reason:
@@ -768,10 +780,13 @@ def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
             if row.skipped is not None:  # skipped after a failure in an earlier repeat
                 continue
             done += 1
-            log(f"[{done}/{total}] repeat {rep + 1}/{args.repeats}: {row.label} ({row.description})")
+            log(f"[{done}/{total}] repeat {rep + 1}/{args.repeats}: {row.label} "
+                f"({row.description})")
             try:
+                load_before = os.getloadavg()[0]
                 result = run_worker(_spec(row, args), args.timeout)
                 summary = summarize_run(result, args.to_threshold)
+                summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             except (RuntimeError, ValueError) as e:
                 msg = f"repeat {rep + 1}: {e}"
                 row.errors.append(msg)
@@ -787,7 +802,8 @@ def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
             row.runs.append(summary)
             extra = f", compile {summary['compile_s']:.1f} s" if summary.get("compile_s") else ""
             log(f"    {summary['fps']:.0f} frames/s, start-up {summary['startup_s']:.1f} s{extra}, "
-                f"peak RSS {summary['peak_rss_mib']:.0f} MiB")
+                f"peak RSS {summary['peak_rss_mib']:.0f} MiB, load average "
+                f"{summary['loadavg_1m'][0]:.1f} -> {summary['loadavg_1m'][1]:.1f}")
             for key in ("warning", "note"):
                 if summary.get(key):
                     log(f"    {key}: {summary[key]}")
@@ -809,7 +825,8 @@ def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
             d["threshold_reached"] = sum(r.get("threshold_s") is not None for r in row.runs)
         d["runs"] = [{k: v for k, v in r.items() if k != "raw"} | {
             "batch_marks": r["raw"]["marks"], "evals": r["raw"]["evals"],
-            "device": r["raw"].get("device")} for r in row.runs]
+            "xla_compiles": r["raw"].get("compiles"), "device": r["raw"].get("device")}
+            for r in row.runs]
         out.append(d)
     refs = {s: next((d["fps"]["median"] for d in out if d["system"] == s and d["fps"]), None)
             for s in ("torchrl", "torchrl_cuda")}
@@ -853,17 +870,19 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     threshold = meta["settings"]["threshold"]
     lines = []
     s = meta["settings"]
-    lines.append(f"Total frames per run: {s['total_frames']:,} (requested {s['requested_frames']:,}, "
-                 f"rounded up to a multiple of every batch); {s['repeats']} repeat(s) per row, "
-                 "interleaved; median (min–max).")
-    lines.append(f"Device: {meta['device']['cpu']} ({meta['device']['cpu_count']} cores)"
-                 + (f"; GPU: {', '.join(meta['device']['gpus'])}" if meta['device']['gpus'] else "; no GPU")
-                 + f"; JAX backend: {meta['device'].get('jax_backend') or '–'}.")
+    lines.append(f"Total frames per run: {s['total_frames']:,} (requested "
+                 f"{s['requested_frames']:,}, rounded up to a multiple of every batch); "
+                 f"{s['repeats']} repeat(s) per row, interleaved; median (min–max).")
+    dev = meta["device"]
+    gpus = f"GPU: {', '.join(dev['gpus'])}" if dev["gpus"] else "no GPU"
+    lines.append(f"Device: {dev['cpu']} ({dev['cpu_count']} cores); {gpus}; "
+                 f"JAX backend: {dev.get('jax_backend') or '–'}.")
     lines.append("")
     lines.append("Throughput (collection + updates, after the first batch"
                  + (", evaluation included" if threshold is not None else ", no evaluation") + "):")
     lines.append("")
-    head = "| system | config | frames/s | × TorchRL CPU |" + (" × TorchRL CUDA |" if has_cuda_ref else "")
+    head = "| system | config | frames/s | × TorchRL CPU |"
+    head += " × TorchRL CUDA |" if has_cuda_ref else ""
     lines.append(head)
     lines.append("| --- | --- | ---: | ---: |" + (" ---: |" if has_cuda_ref else ""))
     for d in results:
@@ -885,7 +904,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for d in results:
         if not d["fps"]:
             continue
-        lines.append(f"| {d['label']} | {d['description']} | {_fmt_stat(d['startup_s'], '{:.1f}')} | "
+        lines.append(f"| {d['label']} | {d['description']} | "
+                     f"{_fmt_stat(d['startup_s'], '{:.1f}')} | "
                      f"{_fmt_stat(d['compile_s'], '{:.1f}')} | {_fmt_stat(d['peak_rss_mib'])} |"
                      + (f" {_fmt_stat(d['device_peak_mib'])} |" if has_dev_mem else ""))
     if threshold is not None:
@@ -898,7 +918,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for d in results:
             if not d["fps"]:
                 continue
-            lines.append(f"| {d['label']} | {d['description']} | {d['threshold_reached']}/{d['repeats']} | "
+            lines.append(f"| {d['label']} | {d['description']} | "
+                         f"{d['threshold_reached']}/{d['repeats']} | "
                          f"{_fmt_stat(d['threshold_s'], '{:.0f}')} | "
                          f"{_fmt_stat(d['threshold_frames'], '{:.0f}')} |")
     h = meta["headline"]
@@ -907,9 +928,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         b = h["best_env_count"]
         lines.append(f"**Headline: ppo_jax / TorchRL frames per second = "
                      f"{h['tutorial_config']['ratio']:.2f}× at the tutorial configuration, "
-                     f"{b['ratio']:.2f}× at the best env count ({b['num_envs']} envs).**")
+                     f"{b['ratio']:.2f}× at the best env count ({b['num_envs']} "
+                     f"env{'s' if b['num_envs'] > 1 else ''}).**")
     else:
-        lines.append("Headline ppo_jax / TorchRL ratio unavailable (a system was skipped or failed).")
+        lines.append("Headline ppo_jax / TorchRL ratio unavailable (a system was skipped or "
+                     "failed).")
     return "\n".join(lines)
 
 
@@ -919,7 +942,9 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
         "(JAX: host callback; TorchRL: Python loop); the first batch is warm-up.",
         "start-up: seconds to the end of the first batch minus what that batch takes at the "
         "steady rate (env and network set-up, TorchRL's init_stats, JAX compilation); "
-        "peak RSS: ru_maxrss of the run's own process, imports included.",
+        "peak RSS: ru_maxrss of the run's own process, imports included. 'of which compile': "
+        "ppo_jax: tracing + XLA compilation of the whole run (jit(...).lower().compile()); Brax: "
+        "its XLA compilations of >= 1 s before the first batch ended.",
         "configs: N envs x T steps per env = frames per batch; 'mb' = minibatches per epoch x "
         "minibatch size; 10 epochs everywhere; T = the largest divisor of total/N that is "
         "<= max(16, ceil(1000/N)) and leaves >= 2 batches; minibatch = batch // 15.",
@@ -927,14 +952,16 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     if any(d["system"] == "brax" for d in results):
         out.append(BRAX_PATCH_NOTE if meta.get("brax_patched") else
                    "Brax PPO ran unpatched.")
-        out.append("Brax settings that differ from the tutorial: " + "; ".join(BRAX_DIFFERENCES) + ".")
+        out.append("Brax settings that differ from the tutorial: "
+                   + "; ".join(BRAX_DIFFERENCES) + ".")
     for d in results:
         for k, r in enumerate(d["runs"]):
             for key in ("warning", "note"):
                 if r.get(key):
                     out.append(f"{d['label']}, run {k + 1}: {r[key]}")
     if meta["settings"]["compile_cache"]:
-        out.append("A persistent compilation cache was on: start-up may be a cache load, not a compile.")
+        out.append("A persistent compilation cache was on: start-up may be a cache load, not a "
+                   "compile.")
     return out
 
 
@@ -979,7 +1006,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     meta: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d"),
         "started_utc": started.isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.argv[0]) or prog] + list(argv if argv is not None else sys.argv[1:])),
+        "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
         "settings": {
             "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,

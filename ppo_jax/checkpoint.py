@@ -187,7 +187,13 @@ def _unflatten(target, flat: dict[str, Any]):
     for path, leaf in paths:
         name = jax.tree_util.keystr(path)
         if name in flat:
-            leaves.append(np.asarray(flat[name]))
+            value = np.asarray(flat[name])
+            if value.shape != tuple(leaf.shape):
+                raise CheckpointError(
+                    f"checkpoint does not fit its config: {name} has shape {value.shape}, "
+                    f"expected {tuple(leaf.shape)}"
+                )
+            leaves.append(value)
         else:
             leaves.append(np.zeros(leaf.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -112,6 +112,12 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     """Run ``main`` and exit with its status; user errors become one line on stderr."""
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
     try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's informational warnings
+    except ImportError:
+        pass
+    try:
         code = main(argv)
     except CLIError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -75,7 +75,8 @@ def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
 def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, os.path.join(root_dir, "scripts", "benchmark.py"), "--quick",
-           "--envs", "1", "--json", str(out), "--compile-cache", compile_cache_dir]
+           "--envs", "1", "--torch-threads", "1", "--json", str(out),
+           "--compile-cache", compile_cache_dir]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| system | config | frames/s |" in proc.stdout
@@ -97,6 +98,12 @@ def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
         assert rows["torchrl"]["skipped"]
     if not rows["brax_1"]["skipped"]:
         measured.append(rows["brax_1"])
+        import jax
+
+        # this jax lacks device_put_replicated: the run must say it gave it back
+        assert d["brax_patched"] == (not hasattr(jax, "device_put_replicated"))
+        if d["brax_patched"]:
+            assert "device_put_replicated" in proc.stdout
     for r in measured:
         assert r["repeats"] == 1 and not r["errors"], r["errors"]
         assert r["fps"]["median"] > 0 and r["startup_s"] is not None

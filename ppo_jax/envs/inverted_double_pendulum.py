@@ -25,7 +25,9 @@ the rail and ``qfrc_constraint`` is nonzero.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from importlib import resources
 from typing import Any
 
@@ -33,7 +35,9 @@ import jax
 import jax.numpy as jnp
 import mujoco
 from flax import struct
-from mujoco import mjx
+
+with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
+    from mujoco import mjx
 
 ENV_ID = "InvertedDoublePendulum-v4"
 OBSERVATION_SIZE = 11
