@@ -434,19 +434,13 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
     import warnings
 
     import torch
-    from tensordict.nn import TensorDictModule
-    from tensordict.nn.distributions import NormalParamExtractor
-    from torch import nn
     from torchrl.collectors import Collector
     from torchrl.data.replay_buffers import ReplayBuffer
     from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
     from torchrl.data.replay_buffers.storages import LazyTensorStorage
-    from torchrl.envs import Compose, DoubleToFloat, ObservationNorm, StepCounter, TransformedEnv
-    from torchrl.envs.libs.gym import GymEnv
     from torchrl.envs.utils import ExplorationType, set_exploration_type
-    from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
-    from torchrl.objectives import ClipPPOLoss
-    from torchrl.objectives.value import GAE
+
+    from ppo_jax import torchrl_compat as tc
 
     warnings.filterwarnings("ignore")
     s = spec["settings"]
@@ -456,43 +450,25 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(s["torch_threads"]))
     torch.manual_seed(s["seed"])
     frames_per_batch, total_frames = s["frames_per_batch"], s["total_frames"]
-    num_cells = s["num_cells"]
 
-    base_env = GymEnv(s["env"], device=device)
-    env = TransformedEnv(
-        base_env, Compose(ObservationNorm(in_keys=["observation"]), DoubleToFloat(), StepCounter())
-    )
-    env.set_seed(s["seed"])
+    # the tutorial's env, transforms, networks, GAE and loss (shared with the parity tests)
+    env = tc.tutorial_env(s["env"], seed=s["seed"], device=device)
     env.transform[0].init_stats(num_iter=s["init_stats_num_iter"], reduce_dim=0, cat_dim=0)
-
-    def mlp(out):
-        return [nn.LazyLinear(num_cells, device=device), nn.Tanh(),
-                nn.LazyLinear(num_cells, device=device), nn.Tanh(),
-                nn.LazyLinear(num_cells, device=device), nn.Tanh(),
-                nn.LazyLinear(out, device=device)]
-
-    actor_net = nn.Sequential(*mlp(2 * env.action_spec.shape[-1]), NormalParamExtractor())
-    policy_module = ProbabilisticActor(
-        module=TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        spec=env.action_spec,
-        in_keys=["loc", "scale"],
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": env.action_spec.space.low, "high": env.action_spec.space.high},
-        return_log_prob=True,
+    spec_ = env.action_spec
+    modules = tc.tutorial_modules(
+        env.observation_spec["observation"].shape[-1], spec_.shape[-1],
+        (s["num_cells"],) * 3, low=spec_.space.low, high=spec_.space.high, spec=spec_,
+        device=device,
     )
-    value_module = ValueOperator(module=nn.Sequential(*mlp(1)), in_keys=["observation"])
-    policy_module(env.reset())  # initializes the lazy layers, as the tutorial's print does
-    value_module(env.reset())
+    policy_module, value_module = modules.policy, modules.value
 
     collector = Collector(env, policy_module, frames_per_batch=frames_per_batch,
                           total_frames=total_frames, split_trajs=False, device=device)
     replay_buffer = ReplayBuffer(storage=LazyTensorStorage(max_size=frames_per_batch),
                                  sampler=SamplerWithoutReplacement())
-    advantage_module = GAE(gamma=s["gamma"], lmbda=s["lmbda"], value_network=value_module,
-                           average_gae=True)
-    loss_module = ClipPPOLoss(
-        actor_network=policy_module, critic_network=value_module,
-        clip_epsilon=s["clip_epsilon"], entropy_bonus=bool(s["entropy_eps"]),
+    advantage_module = tc.tutorial_gae(value_module, gamma=s["gamma"], lmbda=s["lmbda"])
+    loss_module = tc.tutorial_loss(
+        policy_module, value_module, clip_epsilon=s["clip_epsilon"],
         entropy_coeff=s["entropy_eps"], critic_coeff=s["critic_coeff"],
         loss_critic_type=s["loss_critic_type"],
     )

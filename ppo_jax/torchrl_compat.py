@@ -257,14 +257,14 @@ class TutorialModules(NamedTuple):
     value: Any  # ValueOperator
 
 
-def tutorial_env(env_name: str = ENV_NAME, seed: int | None = None):
+def tutorial_env(env_name: str = ENV_NAME, seed: int | None = None, device=None):
     """``TransformedEnv(GymEnv(env_name), Compose(ObservationNorm, DoubleToFloat, StepCounter))``
     with the ``ObservationNorm`` NOT yet initialized (see :func:`record_init_stats`)."""
     from torchrl.envs import Compose, DoubleToFloat, ObservationNorm, StepCounter, TransformedEnv
     from torchrl.envs.libs.gym import GymEnv
 
     env = TransformedEnv(
-        GymEnv(env_name),
+        GymEnv(env_name, device=device),
         Compose(ObservationNorm(in_keys=["observation"]), DoubleToFloat(), StepCounter()),
     )
     if seed is not None:
@@ -280,6 +280,7 @@ def tutorial_modules(
     low=-1.0,
     high=1.0,
     spec=None,
+    device=None,
 ) -> TutorialModules:
     """The tutorial's actor (``ProbabilisticActor`` over ``TanhNormal(low, high)``) and
     critic (``ValueOperator``), ``LazyLinear`` layers materialized with torch's default init."""
@@ -292,16 +293,16 @@ def tutorial_modules(
     def mlp(out):
         layers = []
         for h in hidden_sizes:
-            layers += [nn.LazyLinear(h), nn.Tanh()]
-        return layers + [nn.LazyLinear(out)]
+            layers += [nn.LazyLinear(h, device=device), nn.Tanh()]
+        return layers + [nn.LazyLinear(out, device=device)]
 
     actor_net = nn.Sequential(*mlp(2 * action_dim), NormalParamExtractor())
     value_net = nn.Sequential(*mlp(1))
     with torch.no_grad():  # materialize the lazy layers
-        actor_net(torch.zeros(1, obs_dim))
-        value_net(torch.zeros(1, obs_dim))
-    low = torch.as_tensor(low, dtype=torch.float32).expand(action_dim)
-    high = torch.as_tensor(high, dtype=torch.float32).expand(action_dim)
+        actor_net(torch.zeros(1, obs_dim, device=device))
+        value_net(torch.zeros(1, obs_dim, device=device))
+    low = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim)
+    high = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim)
     policy = ProbabilisticActor(
         module=TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
         spec=spec,
