@@ -147,10 +147,11 @@ def plot_curves(lists: dict[str, Any], path: str, title: str = "") -> None:
         x = np.asarray(xs[0] if xkey == "eval_frames" else xs, float)
         if len(ys) and len(ys[0]):
             y = np.asarray(ys, float)
+            marker = "o" if len(x) <= 30 else None  # a single evaluation is still visible
             if y.shape[0] == 1:
-                ax.plot(x, y[0])
+                ax.plot(x, y[0], marker=marker)
             else:
-                ax.plot(x, y.mean(0), label=f"mean of {y.shape[0]} seeds")
+                ax.plot(x, y.mean(0), marker=marker, label=f"mean of {y.shape[0]} seeds")
                 ax.fill_between(x, y.min(0), y.max(0), alpha=0.3, label="min-max")
                 ax.legend()
         ax.set_title(name)
