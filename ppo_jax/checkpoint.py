@@ -149,9 +149,6 @@ def restore(
     flat_target = _flat_nonempty(target)
     try:
         with _manager(directory) as mngr:
-            on_disk = mngr.item_metadata(step)["state"]
-        _check_shapes(flat_target, on_disk)
-        with _manager(directory) as mngr:
             flat = mngr.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
             )["state"]
@@ -197,21 +194,3 @@ def _unflatten(target, flat: dict[str, Any]):
         else:
             leaves.append(np.zeros(leaf.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def _check_shapes(target: dict[str, Any], on_disk) -> None:
-    """Compare the expected leaves with the saved ones' metadata (names and shapes)."""
-    try:
-        have = dict(on_disk)
-    except Exception:
-        return  # metadata in an unexpected form: the restore itself will check
-    missing = sorted(set(target) - set(have))
-    if missing:
-        raise CheckpointError(f"checkpoint does not fit its config: {missing[0]} is missing")
-    for name, leaf in target.items():
-        shape = getattr(have[name], "shape", None)
-        if shape is not None and tuple(shape) != tuple(leaf.shape):
-            raise CheckpointError(
-                f"checkpoint does not fit its config: {name} has shape {tuple(shape)}, "
-                f"expected {tuple(leaf.shape)}"
-            )

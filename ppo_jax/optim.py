@@ -25,7 +25,7 @@ from ppo_jax.config import PPOConfig
 def lr_at_batch(config: PPOConfig, batch):
     """Learning rate used for the updates of batch ``batch`` (int or int array)."""
     if not config.anneal_lr:
-        return jnp.asarray(config.lr, jnp.float32) + 0.0 * jnp.asarray(batch, jnp.float32)
+        return jnp.full(jnp.shape(batch), config.lr, jnp.float32)
     frac = jnp.asarray(batch, jnp.float32) / config.num_batches
     return config.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 

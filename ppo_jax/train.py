@@ -20,6 +20,7 @@ host; nothing else leaves the device until the call returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
@@ -385,19 +386,10 @@ class Trainer:
         return self.run(self.init_many(keys), 0, self.config.num_batches, progress)
 
 
-class _precision:
-    def __init__(self, config: PPOConfig):
-        self.value = MATMUL[config.matmul_precision]
-        self.ctx = None
-
-    def __enter__(self):
-        if self.value is not None:
-            self.ctx = jax.default_matmul_precision(self.value)
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
+def _precision(config: PPOConfig):
+    """Matmul precision of the traced program (``None``: JAX's default)."""
+    value = MATMUL[config.matmul_precision]
+    return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
 
 
 def make_train(config: PPOConfig) -> Trainer:

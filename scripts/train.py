@@ -13,6 +13,7 @@ Runs on the GPU when JAX sees one, else on the CPU.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(
         prog="train.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=__import__("argparse").ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
     run.add_argument("--out", default="runs/train", help="output directory")
@@ -38,7 +39,7 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                      help="save a checkpoint every N batches (0: one call for the whole run)")
     run.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
-    run.add_argument("--save-final", action=__import__("argparse").BooleanOptionalAction,
+    run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
                      default=True, help="save a checkpoint at the end of the run")
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run saved in DIR (its --out) to its total_frames")
