@@ -2,7 +2,7 @@
 
 A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManager``:
 
-* ``state``: the whole :class:`~ppo_jax.train.TrainState` of every seed (leading axis K):
+* ``state``: the whole :class:`~ppo_jax.train.PPOState` of every seed (leading axis K):
   actor/critic parameters, Adam moments and update count (the lr schedule resumes from it),
   observation-normalization statistics, the envs mid-episode, the PRNG key, batches done;
 * ``meta`` (JSON): the full config, ``num_seeds``, frames done, env id, package versions and
@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import ENV_ID
 from ppo_jax.reporting import versions
-from ppo_jax.train import TrainState, Trainer, make_train, seed_keys
+from ppo_jax.train import PPOState, Trainer, make_train, seed_keys
 
 FORMAT = "ppo_jax.checkpoint/1"
 
@@ -44,20 +44,24 @@ def _manager(directory: str, keep: int | None = None, create: bool = False):
 def save(
     directory: str,
     trainer: Trainer,
-    states: TrainState,
+    states: PPOState,
     *,
     keep: int | None = None,
     extra_meta: dict[str, Any] | None = None,
 ) -> int:
-    """Save ``states`` (``[K, ...]``) at step = batches done; keep the last ``keep``."""
-    step = int(np.asarray(states.batches_done).reshape(-1)[0])
+    """Save ``states`` (``[K, ...]``) at step = batches done (the most of any seed; each
+    seed's own count is in the metadata); keep the last ``keep``."""
+    done = [int(b) for b in np.asarray(states.batches_done).reshape(-1)]
+    step = max(done)  # seeds that hit NaN/Inf stopped earlier: see batches_done_per_seed
     cfg = trainer.config
     meta = {
         "format": FORMAT,
         "config": cfg.to_dict(),
-        "num_seeds": int(np.asarray(states.batches_done).shape[0]),
+        "num_seeds": len(done),
         "batches_done": step,
         "frames": step * cfg.frames_per_batch,
+        "batches_done_per_seed": done,
+        "frames_per_seed": [b * cfg.frames_per_batch for b in done],
         "env_id": ENV_ID,
         "observation_size": trainer.env.observation_size,
         "action_size": trainer.env.action_size,
@@ -127,7 +131,7 @@ def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
 
 def restore(
     directory: str, step: int | None = None
-) -> tuple[Trainer, TrainState, dict[str, Any]]:
+) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """Rebuild the trainer from the saved config and restore the state of every seed.
 
     Returns ``(trainer, states [K, ...], meta)``; raises :class:`CheckpointError`.
@@ -145,7 +149,7 @@ def restore(
             f"{trainer.env.action_size}"
         )
     keys = seed_keys(config.seed, int(meta["num_seeds"]))
-    target = jax.eval_shape(trainer.init_many, keys)
+    target = jax.eval_shape(trainer.init_seeds, keys)
     flat_target = _flat_nonempty(target)
     try:
         with _manager(directory) as mngr:

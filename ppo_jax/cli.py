@@ -83,16 +83,26 @@ def make_config(base: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
         raise CLIError(f"invalid configuration: {e}") from None
 
 
-def enable_compile_cache(path: str | None) -> None:
-    """Turn on JAX's persistent compilation cache at ``path`` (None: leave it off)."""
-    if not path:
-        return
-    import jax
+def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
+    group = parser.add_argument_group("compilation")
+    group.add_argument("--compile-cache-dir", default=DEFAULT_CACHE_DIR,
+                       help="JAX persistent compilation cache (default: %(default)s)")
+    group.add_argument("--no-compile-cache", action="store_true",
+                       help="do not use the persistent compilation cache")
 
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
+    """Turn the cache on as the flags say; returns its directory (None: off)."""
+    if args.no_compile_cache:
+        return None
+    from ppo_jax.programs import enable_compile_cache
+
+    try:
+        return enable_compile_cache(args.compile_cache_dir)
+    except OSError as e:
+        raise CLIError(f"cannot use compile cache directory {args.compile_cache_dir!r}: "
+                       f"{e.strerror or e} (pass --no-compile-cache to run without it)") from None
 
 
 def ensure_writable_dir(path: str) -> str:

@@ -108,7 +108,10 @@ class PPOConfig:
     # --- evaluation -----------------------------------------------------------------------
     eval_every: int = field(
         default=10,
-        metadata=_doc("Evaluate after batches 0, eval_every, 2*eval_every, ... (0: never)."),
+        metadata=_doc(
+            """Evaluate after batches 0, eval_every, 2*eval_every, ... (as the tutorial) and
+            after the last batch (so the final policy is always evaluated); 0: never."""
+        ),
     )
     eval_max_steps: int = field(
         default=1000, metadata=_doc("Step limit of the deterministic evaluation rollout.")
@@ -195,10 +198,18 @@ class PPOConfig:
 
     @property
     def eval_batches(self) -> tuple[int, ...]:
-        """Indices of the batches followed by an evaluation (TorchRL: ``i % 10 == 0``)."""
+        """Indices of the batches followed by an evaluation: TorchRL's ``i % 10 == 0``, plus
+        the last batch (so a final checkpoint's evaluation is always logged)."""
         if self.eval_every == 0:
             return ()
-        return tuple(range(0, self.num_batches, self.eval_every))
+        return tuple(sorted(set(range(0, self.num_batches, self.eval_every))
+                            | {self.num_batches - 1}))
+
+    def is_eval_batch(self, i):
+        """Whether batch ``i`` (int or traced int) is in :attr:`eval_batches`."""
+        if self.eval_every == 0:
+            return i < 0  # never (keeps i's type: bool or traced bool)
+        return (i % self.eval_every == 0) | (i == self.num_batches - 1)
 
     # --- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

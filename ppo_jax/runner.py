@@ -1,8 +1,15 @@
-"""Host driver of a training run: compile, call the program (per checkpoint segment),
-save checkpoints, write ``metrics.json`` and ``curves.png``. Used by ``scripts/train.py``."""
+"""Host driver of a training run (``scripts/train.py``, the benchmark's worker): compile the
+run's programs (:mod:`ppo_jax.programs`), call them batch by batch, save checkpoints, write
+``metrics.json`` and ``curves.png``.
+
+The train state never leaves the device between batches: each call of the ``update`` program
+takes the state (donated) and returns the next one; only the batch's metrics are read back,
+one batch behind the device so that reading them never stalls it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,7 +21,9 @@ import numpy as np
 
 from ppo_jax import checkpoint, reporting
 from ppo_jax.config import PPOConfig
-from ppo_jax.train import make_train, seed_keys
+from ppo_jax.envs import ENV_ID
+from ppo_jax.programs import Programs, build_programs
+from ppo_jax.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train, seed_keys
 
 
 def _finite_or_none(x):
@@ -25,17 +34,210 @@ def _finite_or_none(x):
     return x
 
 
-def write_metrics(path: str, payload: dict[str, Any]) -> None:
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (a reader sees the old file or the new one, never half)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(_finite_or_none(payload), f)
     os.replace(tmp, path)
 
 
-def _timed_compile(fn, *args):
-    t = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - t
+@dataclasses.dataclass
+class RunLog:
+    """What a run has produced so far, for ``metrics.json``: per-batch lists ``[K][n]``
+    (``None`` for a seed's batches after its failure), evaluations per seed, timings."""
+
+    config: PPOConfig
+    num_seeds: int
+    history: dict[str, Any] | None = None
+    compile: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compile_seconds: float = 0.0
+    from_cache: bool | None = None
+    run_seconds: float = 0.0
+    frames_trained: int = 0
+    failed: list[int | None] = dataclasses.field(default_factory=list)
+    marks: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.failed:
+            self.failed = [None] * self.num_seeds
+        if self.history is None:
+            k = self.num_seeds
+            self.history = {"batch": [], "frames": [],
+                            **{name: [[] for _ in range(k)] for name in reporting.PER_BATCH},
+                            "eval_frames": [[] for _ in range(k)],
+                            "eval_return": [[] for _ in range(k)],
+                            "eval_steps": [[] for _ in range(k)]}
+
+    @property
+    def all_failed(self) -> bool:
+        return all(f is not None for f in self.failed)
+
+    @property
+    def batches(self) -> int:
+        return len(self.history["batch"])
+
+    def add_batch(self, i: int, m: BatchMetrics, ev: EvalMetrics | None) -> None:
+        """Record batch ``i`` (metrics ``[K]`` as numpy); an evaluation when ``ev`` is given."""
+        h, fpb = self.history, self.config.frames_per_batch
+        frames = (i + 1) * fpb
+        h["batch"].append(i)
+        h["frames"].append(frames)
+        finite = np.asarray(m.finite)
+        for s in range(self.num_seeds):
+            alive = self.failed[s] is None
+            if alive and not finite[s]:
+                self.failed[s] = i
+            for name in reporting.PER_BATCH:
+                value = np.asarray(getattr(m, name))[s].item()
+                h[name][s].append(value if alive else None)
+            if alive and finite[s]:
+                self.frames_trained += fpb
+                if ev is not None:
+                    h["eval_frames"][s].append(frames)
+                    h["eval_return"][s].append(float(np.asarray(ev.eval_return)[s]))
+                    h["eval_steps"][s].append(int(np.asarray(ev.eval_steps)[s]))
+
+    def summary(self) -> dict[str, Any]:
+        h = self.history
+        last = [s[-1] if s else None for s in h["eval_return"]]
+        failed = [f for f in self.failed if f is not None]
+        return {
+            "env_id": ENV_ID,
+            "total_frames": h["frames"][-1] if h["frames"] else 0,
+            "num_seeds": self.num_seeds,
+            "seeds": list(range(self.config.seed, self.config.seed + self.num_seeds)),
+            "compile_seconds": round(self.compile_seconds, 3),
+            "compiled_from_cache": self.from_cache,
+            "compile": self.compile,
+            "run_seconds": round(self.run_seconds, 3),
+            "frames_per_second": (round(self.frames_trained / self.run_seconds, 1)
+                                  if self.run_seconds > 0 else None),
+            "last_eval_return": last[0] if self.num_seeds == 1 else last,
+            "failed_batch": min(failed) if failed else None,
+            "failed_batch_per_seed": self.failed,
+            "config": self.config.to_dict(),
+            "versions": reporting.versions(),
+            "device": reporting.device_info(),
+            **reporting.lists_to_json(h if h["batch"] else None, self.num_seeds),
+        }
+
+    def write(self, out: str, *, curves: bool) -> dict[str, Any]:
+        summary = self.summary()
+        write_json(os.path.join(out, "metrics.json"), summary)
+        if curves and self.batches:
+            frames = summary["total_frames"]
+            reporting.plot_curves(self.history, os.path.join(out, "curves.png"),
+                                  title=f"ppo_jax, {self.num_seeds} seed(s), {frames} frames")
+        return summary
+
+
+@dataclasses.dataclass
+class Run:
+    """A run ready to go: its trainer, programs, device state and log."""
+
+    trainer: Trainer
+    programs: Programs
+    states: PPOState
+    log: RunLog
+    start: int
+
+
+def prepare(
+    config: PPOConfig,
+    *,
+    num_seeds: int = 1,
+    resume_dir: str | None = None,
+    announce: Callable[[str], None] | None = None,
+    init_params: Any = None,
+) -> Run:
+    """Compile the programs and initialize (or restore from ``resume_dir``'s checkpoints) the
+    device state. ``init_params`` (a :class:`~ppo_jax.losses.Params`, optional) replaces the
+    freshly initialized networks of every seed."""
+    log = None
+    if resume_dir is not None:
+        trainer, states, meta = checkpoint.restore(os.path.join(resume_dir, "checkpoints"))
+        num_seeds = int(meta["num_seeds"])
+        start = int(meta["batches_done"])
+        log = RunLog(config=trainer.config, num_seeds=num_seeds)
+        path = os.path.join(resume_dir, "metrics.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            history = reporting.lists_from_json(old, num_seeds, start)
+            if history is not None:
+                log.history = history
+        log.failed = [None if f < 0 else int(f) for f in np.asarray(states.failed_batch)]
+        need = ("update", "evaluate")
+    else:
+        trainer = make_train(config)
+        start = 0
+        need = ("init", "update", "evaluate")
+    programs = build_programs(trainer, num_seeds, announce=announce, need=need)
+    if log is None:
+        log = RunLog(config=trainer.config, num_seeds=num_seeds)
+    log.compile = programs.report()
+    log.compile_seconds = programs.compile_seconds
+    log.from_cache = programs.from_cache
+    if resume_dir is None:
+        t = time.perf_counter()
+        states = programs.init(seed_keys(config.seed, num_seeds))
+        if init_params is not None:
+            states = states.replace(params=jax.tree_util.tree_map(
+                lambda x, p: np.broadcast_to(np.asarray(p, x.dtype), x.shape),
+                states.params, init_params))
+        jax.block_until_ready(states)
+        log.run_seconds += time.perf_counter() - t
+    return Run(trainer=trainer, programs=programs, states=states, log=log, start=start)
+
+
+def train_batches(
+    run: Run,
+    *,
+    stop: int | None = None,
+    on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
+    on_checkpoint: Callable[[Run], None] | None = None,
+    checkpoint_every: int = 0,
+) -> Run:
+    """Run batches ``run.start ..`` up to ``stop`` (default: the config's last) or until every
+    seed has failed. Each batch's metrics go to ``run.log`` and ``on_batch``; with
+    ``checkpoint_every = N``, ``on_checkpoint(run)`` follows every N-th batch but the last."""
+    cfg = run.trainer.config
+    stop = cfg.num_batches if stop is None else min(stop, cfg.num_batches)
+    update, evaluate = run.programs.update, run.programs.evaluate
+    pending: list[tuple[int, Any, Any]] = []
+    t0 = time.perf_counter()
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            j, m, ev = pending.pop(0)
+            m, ev = jax.device_get((m, ev))
+            if not run.log.all_failed:
+                run.log.add_batch(j, m, ev)
+                run.log.marks.append(((j + 1) * cfg.frames_per_batch, time.perf_counter() - t0))
+                if on_batch is not None:
+                    on_batch(j, m, ev)
+
+    i = run.start
+    try:
+        while i < stop and not run.log.all_failed:
+            states, m = update(run.states, np.int32(i))
+            run.states = states
+            ev = evaluate(states, np.int32(i)) if cfg.is_eval_batch(i) else None
+            pending.append((i, m, ev))
+            i += 1
+            drain(keep=1)  # read batch i-1 while batch i runs
+            if checkpoint_every and i % checkpoint_every == 0 and i < stop:
+                drain(keep=0)
+                run.start = i
+                if on_checkpoint is not None and not run.log.all_failed:
+                    on_checkpoint(run)
+        drain(keep=0)
+        jax.block_until_ready(run.states)
+    finally:
+        run.log.run_seconds += time.perf_counter() - t0
+    run.start = i
+    return run
 
 
 def run_training(
@@ -48,114 +250,38 @@ def run_training(
     save_final: bool = True,
     resume: bool = False,
     progress_factory: Callable[[int], Any] | None = None,
-) -> dict[str, Any]:
-    """Train (or continue) a run into ``out``; returns the summary written to metrics.json.
-
-    Without checkpoints the whole run (init included) is ONE compiled call. With
-    ``checkpoint_every = N`` the same compiled segment program runs N batches per call.
-    """
+    announce: Callable[[str], None] | None = None,
+    init_params: Any = None,
+) -> tuple[dict[str, Any], Run]:
+    """Train (or continue) a run into ``out``; returns (the summary written to metrics.json,
+    the finished :class:`Run`). Checkpoints every ``checkpoint_every`` batches (0: only at
+    the end, if ``save_final``); metrics.json is rewritten at every checkpoint."""
+    run = prepare(config, num_seeds=num_seeds, resume_dir=out if resume else None,
+                  announce=announce, init_params=init_params)
     ckpt_dir = os.path.join(out, "checkpoints")
-    metrics_path = os.path.join(out, "metrics.json")
-    history = None
-    compile_s = 0.0
-    if resume:
-        trainer, states, meta = checkpoint.restore(ckpt_dir)
-        num_seeds = int(meta["num_seeds"])
-        if os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                old = json.load(f)
-            history = reporting.lists_from_json(old, num_seeds, int(meta["batches_done"]))
-            compile_s = float(old.get("compile_seconds") or 0.0)
-        start = int(np.max(np.asarray(states.batches_done)))
-    else:
-        trainer = make_train(config)
-        start = 0
-    total = config.num_batches
-    progress = progress_factory(start) if progress_factory else None
-    run_s = 0.0
-    run_frames = 0
-    failed = None
-    t_all = time.perf_counter()
+    progress = progress_factory(run.start) if progress_factory else None
 
-    def handle(states, metrics, first):
-        nonlocal history, failed, run_frames
-        metrics = jax.device_get(metrics)
-        n_valid = max(0, min(metrics.reward.shape[0], total - first))
-        run_frames += n_valid * config.frames_per_batch * num_seeds
-        history = reporting.merge_lists(
-            history, reporting.metrics_to_lists(config, metrics, first, n_valid)
-        )
-        fb = np.asarray(states.failed_batch)
-        if (fb >= 0).any():
-            failed = int(fb[fb >= 0].min())
+    def save(r: Run) -> None:
+        checkpoint.save(ckpt_dir, r.trainer, r.states, keep=keep,
+                        extra_meta=checkpoint_meta(r.log))
+        r.log.write(out, curves=False)
 
     try:
-        if not resume and checkpoint_every == 0:
-            keys = seed_keys(config.seed, num_seeds)
-            program, compile_s = _timed_compile(
-                lambda k: trainer.train_many(k, progress), keys
-            )
-            t = time.perf_counter()
-            states, metrics = program(keys)
-            jax.block_until_ready(metrics)
-            run_s += time.perf_counter() - t
-            handle(states, metrics, 0)
-        else:
-            if not resume:
-                keys = seed_keys(config.seed, num_seeds)
-                init, c0 = _timed_compile(trainer.init_many, keys)
-                compile_s += c0
-                t = time.perf_counter()
-                states = init(keys)
-                jax.block_until_ready(states)
-                run_s += time.perf_counter() - t
-            length = checkpoint_every if checkpoint_every > 0 else max(total - start, 1)
-            segment, c1 = _timed_compile(
-                lambda s, i: trainer.run(s, i, length, progress), states, np.int32(start)
-            )
-            compile_s += c1
-            i = start
-            while i < total and failed is None:
-                t = time.perf_counter()
-                states, metrics = segment(states, np.int32(i))
-                jax.block_until_ready(metrics)
-                run_s += time.perf_counter() - t
-                handle(states, metrics, i)
-                i += length
-                if checkpoint_every > 0 and (i < total or save_final):
-                    checkpoint.save(ckpt_dir, trainer, states, keep=keep)
-                    _write(out, config, num_seeds, history, compile_s, run_s, run_frames, failed, False)
+        train_batches(run, on_batch=progress, on_checkpoint=save,
+                      checkpoint_every=checkpoint_every)
     finally:
         if progress is not None:
             progress.close()
-
-    if save_final and (checkpoint_every == 0 or failed is not None):
-        checkpoint.save(ckpt_dir, trainer, states, keep=keep)
-    summary = _write(out, config, num_seeds, history, compile_s, run_s, run_frames, failed, True)
-    summary["wall_seconds"] = time.perf_counter() - t_all
-    return summary
+    if save_final:
+        save(run)
+    summary = run.log.write(out, curves=True)
+    return summary, run
 
 
-def _write(out, config, num_seeds, history, compile_s, run_s, run_frames, failed, final):
-    frames_done = history["frames"][-1] if history and history["frames"] else 0
-    evals = history["eval_return"][0] if history else []
-    summary = {
-        "env_id": "InvertedDoublePendulum-v4",
-        "total_frames": frames_done,
-        "num_seeds": num_seeds,
-        "seeds": list(range(config.seed, config.seed + num_seeds)),
-        "compile_seconds": round(compile_s, 3),
-        "run_seconds": round(run_s, 3),
-        "frames_per_second": round(run_frames / run_s, 1) if run_s > 0 else None,
-        "last_eval_return": evals[-1] if evals else None,
-        "failed_batch": failed,
-        "config": config.to_dict(),
-        "versions": reporting.versions(),
-        "device": reporting.device_info(),
-        **reporting.lists_to_json(history, num_seeds),
+def checkpoint_meta(log: RunLog) -> dict[str, Any]:
+    """Per-seed facts of a checkpoint that the state alone does not show."""
+    return {
+        "last_eval_return": [s[-1] if s else None for s in log.history["eval_return"]],
+        "last_eval_frames": [s[-1] if s else None for s in log.history["eval_frames"]],
+        "failed_batch": log.failed,
     }
-    write_metrics(os.path.join(out, "metrics.json"), summary)
-    if final and history:
-        reporting.plot_curves(history, os.path.join(out, "curves.png"),
-                              title=f"ppo_jax, {num_seeds} seed(s), {frames_done} frames")
-    return summary

@@ -1,21 +1,24 @@
-"""The whole PPO training run as one jit-compiled program of nested ``lax.scan``s.
+"""The whole PPO training run as pure functions of one config, and the programs built from them.
 
 ``make_train(config)`` returns a :class:`Trainer` whose pure functions read top to bottom::
 
     train(key)                      init + every batch: ONE program, vmap-able over keys
       init(key)                     obs-norm statistics (random rollouts), networks, Adam, envs
       batch_step(state, i)          one batch:
-        collect                       scan over steps_per_env: tanh-Normal sample, vector env step
-        update                        scan over epochs:
-                                        GAE with the current critic, standardize, shuffle,
-                                        scan over minibatches: loss, grads, clip, Adam
-        evaluate (if i % eval_every == 0)   deterministic rollout of up to eval_max_steps
-        NaN/Inf guard                 a non-finite loss or parameter keeps the last good state
+        update_step                   collect: scan over steps_per_env (tanh-Normal sample,
+                                        vector env step with auto-reset)
+                                      update: scan over epochs of {GAE with the current
+                                        critic, standardize, shuffle, scan over minibatches
+                                        of {loss, grads, global-norm clip, Adam}}
+                                      NaN/Inf guard: a non-finite loss or parameter keeps the
+                                        last good state
+        evaluate_after (config.is_eval_batch(i))   deterministic episode of up to eval_max_steps
 
-``run(states, start, stop)`` advances a stack of seeds (leading axis K) from batch ``start``
-to ``stop`` in a scan of static length: the same compiled program serves every checkpoint
-segment. With ``progress=True`` a ``jax.debug.callback`` reports each batch's metrics to the
-host; nothing else leaves the device until the call returns.
+The host driver (:mod:`ppo_jax.programs`, :mod:`ppo_jax.runner`) compiles the same pieces
+for K seeds as three programs, ``init_seeds``, ``update_seeds`` and ``evaluate_seeds``, and
+calls them batch by batch: the state stays on the device, only each batch's metrics come
+back, and no program holds a host callback, so all three live in JAX's persistent
+compilation cache.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ MATMUL = {"highest": "highest", "tf32": "tensorfloat32", "default": None}
 
 
 @struct.dataclass
-class TrainState:
+class PPOState:
     """Everything a run carries from batch to batch (one seed; ``[K, ...]`` for K seeds).
 
     Attributes:
@@ -90,6 +93,15 @@ class Transition:
     terminated: jax.Array
     done: jax.Array
     step_count: jax.Array
+
+
+@struct.dataclass
+class EvalMetrics:
+    """One evaluation episode: ``eval_return`` (sum of rewards) and ``eval_steps`` (TorchRL's
+    ``step_count.max()`` = episode length - 1)."""
+
+    eval_return: jax.Array
+    eval_steps: jax.Array
 
 
 @struct.dataclass
@@ -152,14 +164,14 @@ class Trainer:
         obs = jnp.zeros((self.env.observation_size,), jnp.float32)
         return Params(actor=self.actor.init(k_a, obs), critic=self.critic.init(k_c, obs))
 
-    def init(self, key: jax.Array) -> TrainState:
+    def init(self, key: jax.Array) -> PPOState:
         """Statistics, parameters, optimizer and envs for a run seeded by ``key``."""
         cfg = self.config
         k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
         stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
         stats = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), stats)
         params = self.init_params(k_params)
-        return TrainState(
+        return PPOState(
             params=params,
             opt_state=self.optimizer.init(params),
             obs_stats=stats,
@@ -272,26 +284,16 @@ class Trainer:
         policy = make_policy(self.actor_apply, params.actor, stats, self.config.eval_action)
         return run_episode(self.env, policy, key, self.config.eval_max_steps)
 
-    def batch_step(self, state: TrainState, i: jax.Array) -> tuple[TrainState, BatchMetrics]:
-        """Batch ``i`` (an UNbatched int, so the eval ``cond`` stays a branch under vmap)."""
+    def update_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
+        """Batch ``i``: collect, update, NaN guard. The returned metrics carry no evaluation
+        (``evaluated`` False); :meth:`batch_step` adds it."""
         cfg = self.config
         key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
         params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd)
 
         finite = _all_finite((params, lm)) & (state.failed_batch < 0)
-
-        def do_eval(_):
-            res = self.evaluate(params, state.obs_stats, eval_episode_key(state.eval_key, i))
-            return res.episode_return.astype(jnp.float32), res.length - 1
-
-        def no_eval(_):
-            return jnp.float32(0.0), jnp.int32(0)
-
-        evaluated = (i % max(cfg.eval_every, 1) == 0) & (cfg.eval_every > 0)
-        eval_return, eval_steps = jax.lax.cond(evaluated, do_eval, no_eval, None)
-
-        new_state = TrainState(
+        new_state = PPOState(
             params=params,
             opt_state=opt_state,
             obs_stats=state.obs_stats,
@@ -309,81 +311,75 @@ class Trainer:
             step_count=batch.step_count.max(),
             lr=lr_at_batch(cfg, i),
             grad_norm=gnorm,
-            evaluated=evaluated & finite,
-            eval_return=eval_return,
-            eval_steps=eval_steps,
+            evaluated=jnp.bool_(False),
+            eval_return=jnp.float32(0.0),
+            eval_steps=jnp.int32(0),
             finite=finite,
             **{f.name: getattr(lm, f.name) for f in dataclasses.fields(LossMetrics)},
         )
         return state, metrics
 
+    def evaluate_after(self, state: PPOState, i: jax.Array) -> EvalMetrics:
+        """The evaluation logged after batch ``i`` (on the state that batch produced): one
+        deterministic episode from ``eval_episode_key(state.eval_key, i)``."""
+        res = self.evaluate(state.params, state.obs_stats, eval_episode_key(state.eval_key, i))
+        return EvalMetrics(
+            eval_return=res.episode_return.astype(jnp.float32), eval_steps=res.length - 1
+        )
+
+    def batch_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
+        """Batch ``i`` with its evaluation (an UNbatched ``i`` keeps the ``cond`` a branch
+        under vmap). What :meth:`train` scans; the host driver runs the same two halves,
+        :meth:`update_step` and :meth:`evaluate_after`, as separate programs."""
+        state, m = self.update_step(state, i)
+        if not self.config.eval_batches:
+            return state, m
+        evaluated = self.config.is_eval_batch(i) & m.finite
+        ev = jax.lax.cond(
+            evaluated,
+            lambda s: self.evaluate_after(s, i),
+            lambda s: EvalMetrics(eval_return=jnp.float32(0.0), eval_steps=jnp.int32(0)),
+            state,
+        )
+        return state, m.replace(
+            evaluated=evaluated, eval_return=ev.eval_return, eval_steps=ev.eval_steps
+        )
+
     # --- programs -----------------------------------------------------------------------
-    def train(self, key: jax.Array) -> tuple[TrainState, BatchMetrics]:
-        """The whole run for one seed: pure, jit- and vmap-able. Metrics are ``[num_batches]``."""
+    def train(self, key: jax.Array) -> tuple[PPOState, BatchMetrics]:
+        """The whole run for one seed as ONE pure program (init, then a scan of
+        :meth:`batch_step`): jit- and vmap-able. Metrics are ``[num_batches]``."""
         with _precision(self.config):
             state = self.init(key)
             return jax.lax.scan(
                 self.batch_step, state, jnp.arange(self.config.num_batches, dtype=jnp.int32)
             )
 
-    def run(
-        self,
-        states: TrainState,
-        start: jax.Array,
-        length: int,
-        progress: Callable | None = None,
-    ) -> tuple[TrainState, BatchMetrics]:
-        """Advance K seeds (``states``: leading axis K) by batches ``start .. start+length-1``.
-
-        Batches at or past ``config.num_batches`` are skipped (state unchanged, metrics
-        zero, ``finite`` True), so one compiled program of static ``length`` serves every
-        segment. ``progress(i, reward[K], step_count[K], lr, evaluated[K], eval_return[K],
-        eval_steps[K], finite[K])`` is called on the host after each batch when given.
-        Returns metrics ``[length, K]``.
-        """
-        num_batches = self.config.num_batches
-
-        def body(states, i):
-            def active(s):
-                return jax.vmap(self.batch_step, in_axes=(0, None))(s, i)
-
-            def skip(s):
-                k = s.batches_done.shape[0]
-                dtypes = {"step_count": jnp.int32, "eval_steps": jnp.int32,
-                          "evaluated": bool, "finite": bool}
-                m = BatchMetrics(**{
-                    f.name: jnp.zeros((k,), dtypes.get(f.name, jnp.float32))
-                    for f in dataclasses.fields(BatchMetrics)
-                })
-                return s, m.replace(finite=jnp.ones((k,), bool))
-
-            states, m = jax.lax.cond(i < num_batches, active, skip, states)
-            if progress is not None:
-                jax.debug.callback(
-                    progress,
-                    i,
-                    m.reward,
-                    m.step_count,
-                    m.lr,
-                    m.evaluated,
-                    m.eval_return,
-                    m.eval_steps,
-                    m.finite,
-                    ordered=False,
-                )
-            return states, m
-
+    # The host driver's programs act on K seeds at once (leading axis K). With K = 1 the
+    # seed axis is squeezed away inside the program rather than vmapped.
+    def init_seeds(self, keys: jax.Array) -> PPOState:
+        """``keys [K]`` -> ``PPOState [K, ...]``."""
         with _precision(self.config):
-            idx = jnp.asarray(start, jnp.int32) + jnp.arange(length, dtype=jnp.int32)
-            return jax.lax.scan(body, states, idx)
+            return _over_seeds(self.init, keys)
 
-    def init_many(self, keys: jax.Array) -> TrainState:
+    def update_seeds(self, states: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
+        """:meth:`update_step` of batch ``i`` for every seed; metrics ``[K]``."""
         with _precision(self.config):
-            return jax.vmap(self.init)(keys)
+            return _over_seeds(lambda s: self.update_step(s, i), states)
 
-    def train_many(self, keys: jax.Array, progress: Callable | None = None):
-        """Init K seeds and run them to the end in ONE call (metrics ``[num_batches, K]``)."""
-        return self.run(self.init_many(keys), 0, self.config.num_batches, progress)
+    def evaluate_seeds(self, states: PPOState, i: jax.Array) -> EvalMetrics:
+        """:meth:`evaluate_after` batch ``i`` for every seed; ``[K]``."""
+        with _precision(self.config):
+            return _over_seeds(lambda s: self.evaluate_after(s, i), states)
+
+
+def _over_seeds(fn: Callable, tree):
+    """``fn`` applied to every slice of ``tree``'s leading seed axis (vmap; K = 1: squeeze)."""
+    k = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    if k == 1:
+        out = fn(jax.tree_util.tree_map(lambda x: x[0], tree))
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], out)
+    return jax.vmap(fn)(tree)
 
 
 def _precision(config: PPOConfig):

@@ -17,7 +17,8 @@ import argparse
 import json
 import os
 import sys
-import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,16 +45,13 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--compile-cache-dir", default=cli.DEFAULT_CACHE_DIR,
-                     help="JAX persistent compilation cache")
-    run.add_argument("--no-compile-cache", action="store_true",
-                     help="do not use the persistent compilation cache")
+    cli.add_compile_cache_flags(p)
     cli.add_config_flags(p)
     return p
 
 
 class Progress:
-    """tqdm bar over frames, described like the tutorial's; fed by jax.debug.callback."""
+    """tqdm bar over frames, described like the tutorial's; updated between batches."""
 
     def __init__(self, config: PPOConfig, start_batch: int, enabled: bool):
         self.config = config
@@ -67,23 +65,24 @@ class Progress:
             self.bar = tqdm(total=config.total_frames, initial=start_batch * config.frames_per_batch,
                             unit="frames", dynamic_ncols=True)
 
-    def __call__(self, i, reward, step_count, lr, evaluated, eval_return, eval_steps, finite):
-        if self.bar is None or int(i) >= self.config.num_batches:
+    def __call__(self, i, m, ev):
+        """After batch ``i``: metrics ``m`` ``[K]``, evaluation ``ev`` ``[K]`` or None."""
+        if self.bar is None:
             return
-        r = float(reward.mean())
+        r = float(np.nanmean(m.reward))
         if self.init_reward is None:
             self.init_reward = r
-        if bool(evaluated.any()):
-            er = float(eval_return.mean())
+        if ev is not None:
+            er = float(np.mean(ev.eval_return))
             if self.init_eval is None:
                 self.init_eval = er
             self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
-                             f"eval step-count: {int(eval_steps.max())}")
+                             f"eval step-count: {int(np.max(ev.eval_steps))}")
         desc = ", ".join(s for s in (
             self.eval_str,
             f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
-            f"step count (max): {int(step_count.max())}",
-            f"lr policy: {float(lr.mean()): 4.4f}",
+            f"step count (max): {int(np.max(m.step_count))}",
+            f"lr policy: {float(np.mean(m.lr)): 4.4f}",
         ) if s)
         self.bar.set_description(desc)
         self.bar.update(self.config.frames_per_batch)
@@ -122,30 +121,39 @@ def main(argv=None) -> int:
         config = cli.make_config(PPOConfig(), overrides)
         out = cli.ensure_writable_dir(args.out)
 
-    if not args.no_compile_cache:
-        cli.enable_compile_cache(args.compile_cache_dir)
+    cli.apply_compile_cache_flags(args)
 
     from ppo_jax import runner
 
-    result = runner.run_training(
-        config,
-        out=out,
-        num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
-        checkpoint_every=args.checkpoint_every,
-        keep=args.keep,
-        save_final=args.save_final,
-        resume=args.resume is not None,
-        progress_factory=lambda start: Progress(config, start, not args.no_progress),
-    )
-    summary = {k: result[k] for k in ("total_frames", "compile_seconds", "run_seconds",
-                                      "frames_per_second", "last_eval_return")}
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        result, _ = runner.run_training(
+            config,
+            out=out,
+            num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
+            checkpoint_every=args.checkpoint_every,
+            keep=args.keep,
+            save_final=args.save_final,
+            resume=args.resume is not None,
+            progress_factory=lambda start: Progress(config, start, not args.no_progress),
+            announce=announce,
+        )
+    except OSError as e:  # disk full, directory gone or read-only mid-run
+        raise cli.CLIError(
+            f"cannot write the run's files in {out}: {e.strerror or e}; metrics.json and the "
+            f"checkpoints written before this are intact", code=1) from None
+    summary = {k: result[k] for k in ("total_frames", "compile_seconds", "compiled_from_cache",
+                                      "run_seconds", "frames_per_second", "last_eval_return")}
     print(json.dumps(summary))
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
-    if result["failed_batch"] is not None:
+    failed = [(s, b) for s, b in enumerate(result["failed_batch_per_seed"]) if b is not None]
+    if failed:
+        seeds = "; ".join(f"seed {config.seed + s} at batch {b}" for s, b in failed)
         raise cli.CLIError(
-            f"training stopped: NaN/Inf in the loss or parameters at batch "
-            f"{result['failed_batch']}; kept the last good state (after "
-            f"{result['failed_batch']} batches) in {out}", code=1)
+            f"training stopped: NaN/Inf in the loss or parameters ({seeds}); kept the last "
+            f"good state in {out}", code=1)
     return 0
 
 

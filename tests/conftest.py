@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from ppo_jax.cli import enable_compile_cache  # noqa: E402
+from ppo_jax.programs import enable_compile_cache  # noqa: E402
 
 enable_compile_cache(_CACHE)
 

@@ -1,5 +1,6 @@
-"""The training program: one compilation, documented metrics, nothing crosses to the host
-inside the run, determinism, vmapped seeds == seeds one by one, the NaN guard."""
+"""The training programs: ``train(key)`` is one compilation; the programs the CLI ships
+(``ppo_jax.programs``) hold no host callback, are each compiled once and give what
+``train(key)`` gives; determinism, vmapped seeds == seeds one by one, the NaN guard."""
 
 import dataclasses
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ppo_jax import programs, runner
 from ppo_jax.config import PPOConfig
 from ppo_jax.train import BatchMetrics, make_train, seed_keys
 
@@ -22,10 +24,7 @@ def trainer():
     return make_train(TINY)
 
 
-@pytest.fixture(scope="module")
-def compiled(trainer):
-    """``train`` compiled once for the module, with the number of XLA compilations it took."""
-    key = jax.random.PRNGKey(0)
+def _count_lowerings():
     events = []
 
     def listener(event, duration, **kw):
@@ -34,14 +33,30 @@ def compiled(trainer):
         if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
             events.append(duration)
 
+    return events, listener
+
+
+@pytest.fixture(scope="module")
+def compiled(trainer):
+    """``train`` compiled once for the module, with the number of XLA lowerings it took."""
+    events, listener = _count_lowerings()
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         fn = jax.jit(trainer.train)
-        out = fn(key)
+        out = fn(jax.random.PRNGKey(0))
         jax.block_until_ready(out)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     return fn, out, len(events)
+
+
+@pytest.fixture(scope="module")
+def shipped(trainer):
+    """The CLI's path for one seed: programs from ``programs.build_programs`` driven by
+    ``runner.train_batches``, exactly as ``scripts/train.py`` runs them."""
+    run = runner.prepare(TINY, num_seeds=1)
+    runner.train_batches(run)
+    return run
 
 
 def test_whole_run_is_one_compilation(compiled):
@@ -58,7 +73,9 @@ def test_documented_metrics(compiled):
             "clip_fraction", "kl_approx", "eval_return", "eval_steps"} <= names
     for name in names:
         assert getattr(m, name).shape == (TINY.num_batches,), name
-    np.testing.assert_array_equal(m.evaluated, [True, False, True])  # i % eval_every == 0
+    # i % eval_every == 0 (the tutorial's), and the last batch
+    np.testing.assert_array_equal(m.evaluated, [True, False, True])
+    assert TINY.replace(total_frames=800).eval_batches == (0, 2, 3)
     assert np.all(np.asarray(m.eval_return)[[0, 2]] > 0)
     assert np.all(np.asarray(m.finite))
     # cosine annealing per batch: lr(i) = lr0 (1 + cos(pi i / n)) / 2
@@ -71,27 +88,39 @@ def test_documented_metrics(compiled):
     assert TINY.num_batches * TINY.num_epochs * TINY.num_minibatches in counts
 
 
-def test_no_host_transfer_inside_the_run(compiled):
-    fn, _, _ = compiled
-    key = jax.device_put(jax.random.PRNGKey(3))
-    with jax.transfer_guard("disallow"):
-        out = fn(key)
-        jax.block_until_ready(out)
+def _has_host_callback(lowered) -> bool:
+    return "callback" in lowered.as_text()
 
 
-def test_progress_callback_is_the_only_host_traffic(trainer):
-    calls = []
+def test_shipped_programs_hold_no_host_callback(trainer):
+    lowered = programs.lower_programs(trainer, num_seeds=2)
+    assert set(lowered) == {"init", "update", "evaluate"}
+    for name, lw in lowered.items():
+        assert not _has_host_callback(lw), name
+    # the check can fail: the same update program with a progress callback is caught
+    def with_callback(states, i):
+        out = trainer.update_seeds(states, i)
+        jax.debug.callback(lambda r: None, out[1].reward)
+        return out
 
-    def progress(i, reward, *rest):
-        calls.append(int(i))
+    states = jax.eval_shape(trainer.init_seeds, jax.ShapeDtypeStruct((2, 2), jnp.uint32))
+    assert _has_host_callback(
+        programs.lower(with_callback, states, jax.ShapeDtypeStruct((), jnp.int32)))
 
-    keys = jax.device_put(seed_keys(0, 1))
-    program = jax.jit(lambda k: trainer.train_many(k, progress))
-    with jax.transfer_guard("disallow"):
-        states, m = program(keys)
-        jax.block_until_ready(m)
-    assert calls == list(range(TINY.num_batches))
-    assert m.reward.shape == (TINY.num_batches, 1)
+
+def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
+    run = shipped
+    _, (state, m), _ = compiled
+    # each program was compiled (or loaded) once, and run every batch
+    assert [i.name for i in run.programs.infos] == ["init", "update", "evaluate"]
+    h = run.log.history
+    assert h["batch"] == [0, 1, 2] and h["eval_frames"] == [[200, 600]]
+    np.testing.assert_allclose(h["reward"][0], m.reward, rtol=1e-5)
+    np.testing.assert_allclose(h["eval_return"][0], np.asarray(m.eval_return)[[0, 2]],
+                               rtol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
+                    jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-6)
 
 
 def test_same_key_same_bits(compiled):
@@ -122,6 +151,7 @@ def test_nan_keeps_last_good_state(trainer):
     step = jax.jit(trainer.batch_step)
     after, m = step(bad, jnp.int32(4))
     assert not bool(m.finite) and int(after.failed_batch) == 4
+    assert not bool(m.evaluated)
     assert int(after.batches_done) == int(bad.batches_done)
     for a, b in zip(jax.tree_util.tree_leaves((after.params, after.opt_state)),
                     jax.tree_util.tree_leaves((bad.params, bad.opt_state))):
@@ -129,3 +159,8 @@ def test_nan_keeps_last_good_state(trainer):
     # and the run stays stopped at that batch
     again, m2 = step(after, jnp.int32(5))
     assert int(again.failed_batch) == 4 and not bool(m2.finite)
+
+
+def test_seed_keys_are_the_documented_ones():
+    keys = seed_keys(3, 2)
+    np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(4))

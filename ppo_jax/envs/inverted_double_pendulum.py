@@ -21,6 +21,19 @@ iterations) per physics step. We cap the solver at ``solver_iterations=4`` /
 ``ls_iterations=8`` and skip the warm start. ``tests/test_env_parity.py`` shows the result
 equals MuJoCo C's (Gymnasium's env) to ~1e-12 under x64, including steps where the cart hits
 the rail and ``qfrc_constraint`` is nonzero.
+
+What makes the program small (compile time follows the number of ``mjx.forward`` copies):
+
+* :func:`rk4_step` is ``mjx.step`` for this RK4 model with the four Runge-Kutta stages rolled
+  into a ``lax.scan`` over ONE ``mjx.forward`` (MJX unrolls them: four copies per physics
+  step). Same arithmetic in the same order: ``tests/test_env.py`` checks it equals
+  ``mjx.step`` bit for bit in float32 and within 1e-12 under x64.
+* :meth:`InvertedDoublePendulum.reset` builds the observation without a forward pass: v4's
+  reset states keep the cart within 0.1 of the centre, far from the rail limits (+-1, margin
+  0.01), so the constraint force is exactly zero. The reset state's ``data`` therefore holds
+  only ``qpos``/``qvel`` (its derived quantities are unset); every step starts with
+  ``mjx.forward``, so stepping from it is unaffected. :meth:`~InvertedDoublePendulum.reset_to`
+  (any state, e.g. on the rail) still runs the forward pass.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 from flax import struct
 
 with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
@@ -84,6 +98,65 @@ def load_mj_model(
     return model
 
 
+# Runge-Kutta 4 tableau (MuJoCo's): stage i starts from qpos0 + A_i dt k_{i-1}, ...
+_RK4_A = np.array([0.0, 0.5, 0.5, 1.0])  # stage 0 starts from the state itself
+_RK4_B = np.array([1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0])
+
+
+def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
+    """``mjx.step(m, d)`` for an RK4 model of hinge/slide joints without activations, with
+    the four stages in a ``lax.scan`` over one ``mjx.forward`` (MJX's first forward pass
+    and its three unrolled stages become the scan's four iterations).
+
+    Stage ``i`` evaluates the dynamics at ``qpos0 + dt a_i k_{i-1}``, ``qvel0 + dt a_i
+    qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
+    and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
+    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``.
+    """
+    dt = m.opt.timestep
+    a = jnp.asarray(_RK4_A, dt.dtype)
+    b = jnp.asarray(_RK4_B, dt.dtype)
+    t = d.time + a * dt
+    first = jnp.arange(4) == 0
+    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
+
+    def stage(carry, x):
+        d, kqvel, sums = carry
+        is_first, a_i, b_i, t_i = x
+        qpos = jnp.where(is_first, qpos0, qpos0 + dt * (a_i * kqvel))
+        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
+        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
+        time = jnp.where(is_first, d.time, t_i)
+        d = mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time))
+        terms = (qvel, d.qacc, d.act_dot)
+        sums = jax.tree_util.tree_map(
+            lambda s, k: jnp.where(is_first, b_i * k, s + b_i * k), sums, terms
+        )
+        return (d, qvel, sums), None
+
+    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(d.act_dot))
+    (d1, _, (qvel_sum, qacc_sum, _)), _ = jax.lax.scan(
+        stage, (d, qvel0, zeros), (first, a, b, t)
+    )
+    # MJX's _advance with the RK4 sums (na = 0: act unchanged).
+    return d1.replace(
+        qpos=qpos0 + dt * qvel_sum,
+        qvel=qvel0 + qacc_sum * dt,
+        act=act0,
+        time=d.time + dt,
+        qacc_warmstart=d1.qacc,
+    )
+
+
+def _check_rk4_model(model: mujoco.MjModel) -> None:
+    """:func:`rk4_step` covers RK4 models of hinge/slide joints without activations."""
+    hinge_slide = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
+    if model.opt.integrator != mujoco.mjtIntegrator.mjINT_RK4 or model.na or not set(
+        int(j) for j in model.jnt_type
+    ) <= hinge_slide:
+        raise ValueError("rk4_step needs an RK4 model of hinge/slide joints without activations")
+
+
 class InvertedDoublePendulum:
     """MJX port of Gymnasium's ``InvertedDoublePendulum-v4``; pure, jit- and vmap-able.
 
@@ -97,6 +170,8 @@ class InvertedDoublePendulum:
       reset_noise_scale: half-width of the uniform qpos noise and std of the qvel noise.
       solver_iterations / ls_iterations / warmstart: MJX constraint-solver settings, see the
         module docstring (defaults give MuJoCo C's result at a fraction of the cost).
+      integrator: ``"rolled"`` (:func:`rk4_step`, one ``mjx.forward`` in the program) or
+        ``"mjx"`` (``mjx.step``, four): the same numbers, different compile times.
     """
 
     observation_size = OBSERVATION_SIZE
@@ -111,29 +186,32 @@ class InvertedDoublePendulum:
         solver_iterations: int = 4,
         ls_iterations: int = 8,
         warmstart: bool = False,
+        integrator: str = "rolled",
     ):
         if max_episode_steps < 1 or frame_skip < 1:
             raise ValueError("max_episode_steps and frame_skip must be >= 1")
+        if integrator not in ("rolled", "mjx"):
+            raise ValueError(f"integrator must be 'rolled' or 'mjx', got {integrator!r}")
         self.max_episode_steps = int(max_episode_steps)
         self.frame_skip = int(frame_skip)
         self.reset_noise_scale = float(reset_noise_scale)
         self.mj_model = load_mj_model(solver_iterations, ls_iterations, warmstart)
+        if integrator == "rolled":
+            _check_rk4_model(self.mj_model)
+        self.integrator = integrator
+        # The slider limit engages within its margin of the range ends: a reset state that
+        # cannot reach it has zero constraint force.
+        lo, hi = self.mj_model.jnt_range[0]
+        margin = self.mj_model.jnt_margin[0]
+        reach = np.abs(self.mj_model.qpos0[0]) + self.reset_noise_scale
+        self._reset_is_unconstrained = bool(reach < min(-lo, hi) - margin)
         self.mjx_model = mjx.put_model(self.mj_model)
         self.dt = self.mj_model.opt.timestep * self.frame_skip
 
     # -- observation / reward --------------------------------------------------------------
     @staticmethod
     def observation(data: mjx.Data) -> jax.Array:
-        qpos, qvel = data.qpos, data.qvel
-        return jnp.concatenate(
-            [
-                qpos[:1],
-                jnp.sin(qpos[1:]),
-                jnp.cos(qpos[1:]),
-                jnp.clip(qvel, -10.0, 10.0),
-                jnp.clip(data.qfrc_constraint, -10.0, 10.0),
-            ]
-        )
+        return _observation(data.qpos, data.qvel, data.qfrc_constraint)
 
     @staticmethod
     def reward_and_terminated(data: mjx.Data) -> tuple[jax.Array, jax.Array]:
@@ -145,15 +223,21 @@ class InvertedDoublePendulum:
 
     # -- API --------------------------------------------------------------------------------
     def reset_to(self, qpos: jax.Array, qvel: jax.Array) -> EnvState:
-        """Start from a given physical state (``qpos``, ``qvel``: ``[3]`` each)."""
+        """Start from any physical state (``qpos``, ``qvel``: ``[3]`` each); runs the forward
+        pass, so the constraint force of a cart on the rail limit is observed."""
+        data = mjx.forward(self.mjx_model, self._data(qpos, qvel))
+        return self._initial_state(data, self.observation(data))
+
+    def _data(self, qpos: jax.Array, qvel: jax.Array) -> mjx.Data:
         dtype = self._float()
         data = mjx.make_data(self.mjx_model)
-        data = data.replace(qpos=jnp.asarray(qpos, dtype), qvel=jnp.asarray(qvel, dtype))
-        data = mjx.forward(self.mjx_model, data)
-        zero = jnp.zeros((), dtype)
+        return data.replace(qpos=jnp.asarray(qpos, dtype), qvel=jnp.asarray(qvel, dtype))
+
+    def _initial_state(self, data: mjx.Data, obs: jax.Array) -> EnvState:
+        zero = jnp.zeros((), data.qpos.dtype)
         return EnvState(
             data=data,
-            obs=self.observation(data),
+            obs=obs,
             reward=zero,
             terminated=jnp.zeros((), bool),
             truncated=jnp.zeros((), bool),
@@ -170,14 +254,23 @@ class InvertedDoublePendulum:
             k_pos, (nq,), dtype, -s, s
         )
         qvel = s * jax.random.normal(k_vel, (nv,), dtype)
-        return self.reset_to(qpos, qvel)
+        if not self._reset_is_unconstrained:
+            return self.reset_to(qpos, qvel)
+        # No forward pass: the cart starts within reset_noise_scale of the centre, away from
+        # the rail limits, so the constraint force is zero (see the module docstring).
+        data = self._data(qpos, qvel)
+        return self._initial_state(
+            data, _observation(data.qpos, data.qvel, jnp.zeros_like(data.qvel))
+        )
 
     def advance(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
         """The physics of one env step: ``ctrl = action``, then ``frame_skip`` MJX steps."""
         data = data.replace(ctrl=jnp.asarray(action, data.ctrl.dtype).reshape(-1))
 
+        step = rk4_step if self.integrator == "rolled" else mjx.step
+
         def physics_step(d, _):
-            return mjx.step(self.mjx_model, d), None
+            return step(self.mjx_model, d), None
 
         data, _ = jax.lax.scan(physics_step, data, None, length=self.frame_skip)
         return data
@@ -199,3 +292,16 @@ class InvertedDoublePendulum:
     @staticmethod
     def _float() -> Any:
         return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def _observation(qpos: jax.Array, qvel: jax.Array, qfrc_constraint: jax.Array) -> jax.Array:
+    """v4's observation ``[11]`` from the state and the constraint force."""
+    return jnp.concatenate(
+        [
+            qpos[:1],
+            jnp.sin(qpos[1:]),
+            jnp.cos(qpos[1:]),
+            jnp.clip(qvel, -10.0, 10.0),
+            jnp.clip(qfrc_constraint, -10.0, 10.0),
+        ]
+    )

@@ -1,0 +1,399 @@
+"""The host driver's compiled programs, and JAX's persistent compilation cache behind them.
+
+A run is three programs of one :class:`~ppo_jax.train.Trainer`, each for K seeds at once:
+
+* ``init``: ``keys [K] -> PPOState [K, ...]`` (statistics rollouts, networks, Adam, envs);
+* ``update``: ``(states, i) -> (states, BatchMetrics [K])``, batch ``i`` without its
+  evaluation; the state argument is donated, so the state is updated in place on the device;
+* ``evaluate``: ``(states, i) -> EvalMetrics [K]``, the evaluation logged after batch ``i``.
+
+None holds a host callback (JAX never writes such a program to its persistent cache): the
+host calls ``update`` once per batch and reads that batch's metrics between calls. The same
+:func:`build_programs` serves ``scripts/train.py``, ``scripts/evaluate.py`` (its own episode
+program), the benchmark's worker and the tests.
+
+Two caches, both in the compile-cache directory (``--compile-cache-dir``):
+
+* JAX's persistent compilation cache: XLA executables keyed by the lowered program. Whether
+  it answered is read from JAX's own monitoring events (``/jax/compilation_cache/cache_hits``
+  and ``cache_misses``). It spares the XLA compile, not the tracing and lowering before it
+  (~5-15 s for these programs on 2 CPU cores: MJX is a lot of Python to trace).
+* ``ppo_programs/``: the compiled executables themselves (``jax.experimental.
+  serialize_executable``), keyed by everything that determines the program: the config, the
+  number of seeds, the hash of ppo_jax's own source files, the versions of JAX, MuJoCo and
+  the other libraries traced into it, the backend and devices, and JAX's numeric flags. A hit
+  skips tracing, lowering and compiling: a second run starts in seconds. Any change of key
+  misses, and the programs are traced again (and then usually found in JAX's cache).
+
+``ppo_jax_compile_times.json`` beside them records how long each program took to compile
+cold, so the line printed before compiling can say roughly how long it takes on this device.
+The entries are pickles: only point ``--compile-cache-dir`` at a directory you trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import pickle
+import time
+from importlib import metadata
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ppo_jax.train import Trainer
+
+TIMES_FILE = "ppo_jax_compile_times.json"
+STORE_DIR = "ppo_programs"
+TRACED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "distrax", "chex", "mujoco", "mujoco-mjx",
+                   "numpy", "tfp-nightly", "tensorflow-probability")
+_HIT = "/jax/compilation_cache/cache_hits"
+_MISS = "/jax/compilation_cache/cache_misses"
+
+
+def enable_compile_cache(path: str | None) -> str | None:
+    """Turn on JAX's persistent compilation cache at ``path`` for every program, however
+    quick to compile (None or "": leave it off). Returns the absolute path or None."""
+    if not path:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
+def cache_dir() -> str | None:
+    """The persistent cache directory in use, or None."""
+    return jax.config.jax_compilation_cache_dir or None
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileInfo:
+    """How one program was obtained: ``source`` is ``"ppo_programs"`` (loaded compiled from
+    the program store), ``"jax_cache"`` (traced, then JAX's persistent cache answered) or
+    ``"compiled"``; ``seconds`` from asking to having it; ``cache_hit`` None when no cache is
+    in use."""
+
+    name: str
+    seconds: float
+    source: str
+    cache_hit: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 3), "source": self.source,
+                "cache_hit": self.cache_hit}
+
+
+class _CacheEvents:
+    """Counts JAX's persistent-cache hit/miss events while active."""
+
+    def __init__(self):
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, event: str, **_: Any) -> None:
+        if event == _HIT:
+            self.hits += 1
+        elif event == _MISS:
+            self.misses += 1
+
+    def __enter__(self):
+        jax.monitoring.register_event_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_listener(self)
+        return False
+
+
+def lower(fn: Callable, *args, donate_argnums=(), name: str | None = None) -> jax.stages.Lowered:
+    """``jax.jit(fn).lower(*args)``; ``args`` may be ``jax.ShapeDtypeStruct`` trees. ``name``
+    names the XLA module (``jit_<name>``), which is part of JAX's cache key."""
+    if name is not None:
+        inner = fn
+
+        def fn(*a):
+            return inner(*a)
+
+        fn.__name__ = fn.__qualname__ = name
+    return jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
+
+
+def fingerprint(lowered: jax.stages.Lowered) -> str:
+    """Hash of the program's text and of what else keys JAX's cache (backend, versions)."""
+    h = hashlib.sha256(lowered.as_text().encode())
+    h.update(f"{jax.__version__}|{jax.default_backend()}|{jax.devices()[0].device_kind}".encode())
+    return h.hexdigest()[:24]
+
+
+def compile_lowered(name: str, lowered: jax.stages.Lowered) -> tuple[Any, CompileInfo]:
+    """Compile (JAX's persistent cache may answer) and say which happened."""
+    t = time.perf_counter()
+    with _CacheEvents() as ev:
+        compiled = lowered.compile()
+    seconds = time.perf_counter() - t
+    hit = None
+    if cache_dir():
+        hit = ev.hits > 0 and ev.misses == 0
+        if not hit:
+            _record_time(fingerprint(lowered), name, seconds)
+    source = "jax_cache" if hit else "compiled"
+    return compiled, CompileInfo(name=name, seconds=seconds, source=source, cache_hit=hit)
+
+
+# --- the program store: compiled executables by what determines them ---------------------------
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    """Hash of ppo_jax's own source and assets (a code change is a new program)."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith((".py", ".xml")):
+                path = os.path.join(dirpath, name)
+                h.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def program_key(trainer: Trainer, num_seeds: int, name: str) -> str:
+    """Everything that determines the compiled program ``name`` of this run, hashed."""
+    devices = jax.devices()
+    parts = {
+        "program": name,
+        "num_seeds": num_seeds,
+        "config": trainer.config.to_dict(),
+        "env": [trainer.env.env_id, trainer.env.integrator, trainer.env.max_episode_steps],
+        "source": _source_hash(),
+        "versions": {p: _version(p) for p in TRACED_PACKAGES},
+        "backend": jax.default_backend(),
+        "devices": [d.device_kind for d in devices],
+        "x64": bool(jax.config.jax_enable_x64),
+        "matmul": str(jax.config.jax_default_matmul_precision),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return f"{name}_{hashlib.sha256(blob).hexdigest()[:24]}"
+
+
+def _store_path(key: str) -> str | None:
+    d = cache_dir()
+    return os.path.join(d, STORE_DIR, key + ".pkl") if d else None
+
+
+def load_stored(name: str, key: str) -> tuple[Any, CompileInfo] | None:
+    """The compiled program stored under ``key``, or None (absent, or unusable: then it is
+    traced and compiled again)."""
+    path = _store_path(key)
+    if not path or not os.path.exists(path):
+        return None
+    from jax.experimental import serialize_executable
+
+    t = time.perf_counter()
+    try:
+        _prepare_cpu_runtime()
+        with open(path, "rb") as f:
+            payload, in_tree, out_tree = pickle.load(f)
+        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception:  # truncated, from another jaxlib build, ...: compile instead
+        return None
+    info = CompileInfo(name=name, seconds=time.perf_counter() - t, source=STORE_DIR,
+                       cache_hit=True)
+    return compiled, info
+
+
+def _prepare_cpu_runtime() -> None:
+    """Load what a CPU executable's LAPACK calls need. Lowering a linear-algebra op does this
+    as a side effect; a program loaded without lowering anything would crash in its first
+    LAPACK call (MJX's solver factorizes with one) without it."""
+    if jax.default_backend() == "cpu":
+        from jax._src.lib import lapack
+
+        lapack._lapack.initialize()
+
+
+def store(key: str, compiled: Any) -> bool:
+    """Keep ``compiled`` under ``key`` (atomically); False if it cannot be serialized/written."""
+    path = _store_path(key)
+    if not path:
+        return False
+    from jax.experimental import serialize_executable
+
+    try:
+        blob = pickle.dumps(serialize_executable.serialize(compiled))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+        return True
+    except Exception:  # a backend without serialization, a full disk: the run goes on
+        return False
+
+
+# --- the compile-time record beside the cache ------------------------------------------------
+def _times_path() -> str | None:
+    d = cache_dir()
+    return os.path.join(d, TIMES_FILE) if d else None
+
+
+def _read_times() -> dict[str, Any]:
+    path = _times_path()
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_time(fp: str, name: str, seconds: float) -> None:
+    path = _times_path()
+    if not path:
+        return
+    times = _read_times()
+    times[fp] = {"name": name, "seconds": round(seconds, 2), "backend": jax.default_backend(),
+                 "device": jax.devices()[0].device_kind}
+    try:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(times, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the record is a courtesy; the cache itself is JAX's
+
+
+def expectation(lowered: dict[str, jax.stages.Lowered]) -> str:
+    """What the user should expect from compiling ``lowered`` (one phrase)."""
+    d = cache_dir()
+    if not d:
+        where = "the compile cache is off (--no-compile-cache)"
+    else:
+        where = f"cached afterwards in {d}"
+    times = _read_times()
+    fps = {name: fingerprint(lw) for name, lw in lowered.items()}
+    if d and all(fp in times for fp in fps.values()):
+        return f"should load from the compile cache in {d} in a few seconds"
+    device = jax.devices()[0].device_kind
+    same = [v["seconds"] for v in times.values() if v.get("device") == device]
+    known = sum(times[fp]["seconds"] for fp in fps.values() if fp in times)
+    if same:
+        per_program = sorted(same)[len(same) // 2]
+        todo = sum(1 for fp in fps.values() if fp not in times)
+        estimate = f"about {known + todo * per_program:.0f} s on this {device} (earlier compiles)"
+    else:
+        estimate = ("about 20-40 s on a 2-core CPU" if jax.default_backend() == "cpu"
+                    else "typically under a minute")
+    return f"takes {estimate}; {where}"
+
+
+# --- the training programs --------------------------------------------------------------------
+@dataclasses.dataclass
+class Programs:
+    """The compiled ``init``/``update``/``evaluate`` programs of a run and how each was
+    obtained (see the module docstring)."""
+
+    init: Any
+    update: Any
+    evaluate: Any
+    infos: tuple[CompileInfo, ...]
+
+    @property
+    def compile_seconds(self) -> float:
+        return sum(i.seconds for i in self.infos)
+
+    @property
+    def from_cache(self) -> bool | None:
+        hits = [i.cache_hit for i in self.infos]
+        return None if None in hits else all(hits)
+
+    def report(self) -> dict[str, Any]:
+        return {i.name: i.to_dict() for i in self.infos}
+
+
+PROGRAM_NAMES = ("init", "update", "evaluate")
+
+
+def lower_programs(
+    trainer: Trainer, num_seeds: int, names: tuple[str, ...] = PROGRAM_NAMES
+) -> dict[str, jax.stages.Lowered]:
+    """The programs of :class:`Programs` (those in ``names``), lowered for ``num_seeds``.
+
+    Each XLA module is named by its :func:`program_key`, so JAX's persistent cache holds
+    each program under the same identity as the program store (see :func:`build_programs`).
+    """
+    keys = jax.ShapeDtypeStruct((num_seeds, 2), jnp.uint32)
+    i = jax.ShapeDtypeStruct((), jnp.int32)
+    out = {}
+    if "init" in names:
+        out["init"] = lower(trainer.init_seeds, keys,
+                            name=program_key(trainer, num_seeds, "init"))
+    if {"update", "evaluate"} & set(names):
+        states = jax.eval_shape(trainer.init_seeds, keys)
+        if "update" in names:
+            out["update"] = lower(trainer.update_seeds, states, i, donate_argnums=0,
+                                  name=program_key(trainer, num_seeds, "update"))
+        if "evaluate" in names:
+            out["evaluate"] = lower(trainer.evaluate_seeds, states, i,
+                                    name=program_key(trainer, num_seeds, "evaluate"))
+    return out
+
+
+def build_programs(
+    trainer: Trainer, num_seeds: int, announce: Callable[[str], None] | None = None,
+    need: tuple[str, ...] = ("init", "update", "evaluate"),
+) -> Programs:
+    """The run's compiled programs (those in ``need``; the others are None): from the program
+    store when it has them, else traced, lowered and compiled (JAX's cache may answer), then
+    stored. ``announce`` gets one line first: what is compiled, roughly how long it takes
+    (or that it is loaded from the cache), and where it is cached."""
+    if not trainer.config.eval_batches:
+        need = tuple(n for n in need if n != "evaluate")
+    keys = {name: program_key(trainer, num_seeds, name) for name in need}
+    compiled: dict[str, Any] = {}
+    infos: dict[str, CompileInfo] = {}
+    for name in need:
+        hit = load_stored(name, keys[name])
+        if hit is not None:
+            compiled[name], infos[name] = hit
+    missing = tuple(n for n in need if n not in compiled)
+    what = (f"the training programs ({', '.join(need)}) for {num_seeds} seed(s) x "
+            f"{trainer.config.num_envs} env(s) on {jax.default_backend()}")
+    if announce is not None and not missing:
+        announce(f"loaded {what} from the compile cache in {cache_dir()} "
+                 f"({sum(i.seconds for i in infos.values()):.1f} s)")
+    if missing:
+        t = time.perf_counter()
+        lowered = lower_programs(trainer, num_seeds, missing)
+        trace_s = (time.perf_counter() - t) / len(missing)
+        if announce is not None:
+            announce(f"compiling {what}: {expectation(lowered)}")
+        for name in missing:
+            compiled[name], info = compile_lowered(name, lowered[name])
+            infos[name] = dataclasses.replace(info, seconds=info.seconds + trace_s)
+            # An executable that JAX's cache loaded cannot be serialized again (its XLA
+            # functions are missing from the copy: "Function ... not found" when run), so
+            # only fresh compiles are stored. Both caches key a program alike (the module
+            # is named by its key), so JAX's cache answers alone only if the store lost it.
+            if info.source == "compiled":
+                store(keys[name], compiled[name])
+    return Programs(init=compiled.get("init"), update=compiled.get("update"),
+                    evaluate=compiled.get("evaluate"),
+                    infos=tuple(infos[n] for n in need))
