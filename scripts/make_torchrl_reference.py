@@ -25,7 +25,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from torch_patches import fixed_standard_normal  # noqa: E402
+
 from ppo_jax import torchrl_compat as tc  # noqa: E402
+from ppo_jax import torchrl_reference as ref  # noqa: E402
+from ppo_jax.envs import ENV_ID  # noqa: E402
 
 SEED = 0  # torch.manual_seed and env seed
 HIDDEN = (256, 256, 256)  # the tutorial's num_cells
@@ -84,15 +90,15 @@ def build(out_prefix: str) -> dict:
     arrays: dict[str, np.ndarray] = {}
 
     # --- environment + ObservationNorm statistics -----------------------------------------
-    env = tc.tutorial_env(seed=SEED)
+    env = ref.tutorial_env(ENV_ID, seed=SEED)
     obs_norm = env.transform[0]
-    norm_data = tc.record_init_stats(obs_norm, NORM_ITERS)
+    norm_data = ref.record_init_stats(obs_norm, NORM_ITERS)
     arrays["norm/data"] = norm_data  # float64, what init_stats reduced
     arrays["norm/loc"] = obs_norm.loc.detach().numpy()  # float64 [11]
     arrays["norm/scale"] = obs_norm.scale.detach().numpy()
 
     # --- networks: tutorial modules, weights from a numpy seed ----------------------------
-    mods = tc.tutorial_modules(
+    mods = ref.tutorial_modules(
         OBS_DIM,
         ACTION_DIM,
         HIDDEN,
@@ -179,10 +185,10 @@ def build(out_prefix: str) -> dict:
 
     # --- GAE (raw and average_gae=True) --------------------------------------------------------
     with torch.no_grad():
-        raw = tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
+        raw = ref.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
             td.clone()
         )
-        tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
+        ref.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
     arrays.update(
         {
             "gae/obs": obs.numpy(),
@@ -213,14 +219,14 @@ def build(out_prefix: str) -> dict:
     mb.set("action_log_prob", old)
     mb = mb.select("observation", "action", "action_log_prob", "advantage", "value_target")
     noise = _entropy_noise((MINIBATCH, ACTION_DIM))
-    loss_module = tc.tutorial_loss(
+    loss_module = ref.tutorial_loss(
         mods.policy,
         mods.value,
         clip_epsilon=CLIP_EPS,
         entropy_coeff=ENTROPY_COEFF,
         critic_coeff=CRITIC_COEFF,
     )
-    with tc.fixed_standard_normal(noise) as calls:
+    with fixed_standard_normal(noise) as calls:
         out = loss_module(mb)
     assert len(calls) == 1, f"expected one MC-entropy draw, got {calls}"
     total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
@@ -268,7 +274,7 @@ def build(out_prefix: str) -> dict:
     lr_used = optim.param_groups[0]["lr"]
     norms, totals = [], []
     for _ in range(OPT_STEPS):
-        with tc.fixed_standard_normal(noise):
+        with fixed_standard_normal(noise):
             out_s = loss_module(mb)
         tot = out_s["loss_objective"] + out_s["loss_critic"] + out_s["loss_entropy"]
         tot.backward()
@@ -312,7 +318,7 @@ def build(out_prefix: str) -> dict:
             "python": platform.python_version(),
         },
         "generated_by": "scripts/make_torchrl_reference.py",
-        "env": tc.ENV_NAME,
+        "env": ENV_ID,
         "seeds": {
             "torch_manual_seed": SEED,
             "env_seed": SEED,

@@ -38,7 +38,7 @@ Beyond (|u| > atanh(1 - 1e-6) ~ 7.25) TorchRL scores the clamped value and ppo_j
 ``u`` (``test_live_log_prob`` shows both sides of that line).
 
 The MC entropy is compared exactly, not in expectation: TorchRL's standard normal draw is
-patched (``torchrl_compat.fixed_standard_normal``) to the noise ppo_jax draws from the key
+patched (``tests/torch_patches.fixed_standard_normal``) to the noise ppo_jax draws from the key
 given to ``ppo_loss`` (``distributions.sample(key, 0, 1)``).
 """
 
@@ -56,9 +56,12 @@ import pytest
 
 from ppo_jax import distributions, gae, losses, optim
 from ppo_jax import torchrl_compat as tc
+from ppo_jax import torchrl_reference
 from ppo_jax.config import PPOConfig
+from ppo_jax.envs import ENV_ID
 from ppo_jax.networks import Actor, Critic
 from ppo_jax.normalization import ObsNormStats, normalize, stats_from_observations
+from torch_patches import fixed_standard_normal
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
 SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))
@@ -393,7 +396,7 @@ def trl():
     import torch
 
     torch.manual_seed(SEED)
-    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    mods = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
     where = f"live torchrl {torchrl.__version__}, torch {torch.__version__}, seed {SEED}"
     params = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
                            critic=tc.critic_params_from_torch(mods.value))
@@ -422,7 +425,7 @@ def test_live_param_conversion(trl, jx):
     chex.assert_trees_all_equal(p.actor, tc.actor_params_from_torch(mods.actor_net))
     chex.assert_trees_all_equal(p.critic, tc.critic_params_from_torch(mods.value_net))
     # jax -> torch -> jax is exact, on copies of the modules
-    fresh = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    fresh = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
     a0 = jx.actor.init(jax.random.PRNGKey(1), jnp.zeros(OBS_DIM))
     c0 = jx.critic.init(jax.random.PRNGKey(2), jnp.zeros(OBS_DIM))
     tc.actor_params_to_torch(a0, fresh.policy)
@@ -512,7 +515,7 @@ def test_live_entropy_sample(trl, jx):
         dist = _policy_dist(trl, obs)
         loc, scale = dist.root_dist.loc.numpy(), dist.root_dist.scale.numpy()
         _, noise, _ = distributions.sample(key, jnp.zeros(loc.shape), jnp.ones(loc.shape))
-        with tc.fixed_standard_normal(noise) as calls:
+        with fixed_standard_normal(noise) as calls:
             a, lp = dist.rsample_and_log_prob((1,))  # what ClipPPOLoss's MC entropy calls
     assert calls == [(1, MB, ACTION_DIM)]
     ja, ju, jlp = distributions.sample(key, jnp.asarray(loc), jnp.asarray(scale))
@@ -553,9 +556,9 @@ def test_live_gae(trl, jx):
         [E, T],
     )
     with torch.no_grad():
-        raw = tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
+        raw = torchrl_reference.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
             td.clone())
-        tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
+        torchrl_reference.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
     values = jx.critic_apply(p.critic, obs.reshape(-1, OBS_DIM)).reshape(E, T)
     next_values = jx.critic_apply(p.critic, next_obs.reshape(-1, OBS_DIM)).reshape(E, T)
     check("live GAE state_value", values, td["state_value"][..., 0].numpy(), rtol=1e-5,
@@ -610,10 +613,10 @@ def test_live_loss_and_grads(trl, jx):
     td = _live_minibatch(trl, np.random.RandomState(SEED + 2))
     key = jax.random.PRNGKey(SEED + 3)
     _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
-    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
+    loss_module = torchrl_reference.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
                                    entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
     loss_module.zero_grad(set_to_none=True)
-    with tc.fixed_standard_normal(noise) as calls:
+    with fixed_standard_normal(noise) as calls:
         out = loss_module(td)
     assert len(calls) == 1
     total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
@@ -642,13 +645,13 @@ def test_live_optimizer_step(trl, jx):
     torch, where = trl["torch"], trl["where"]
     import warnings
 
-    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)  # own weights: we train them
+    mods = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)  # own weights: we train them
     p0 = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
                        critic=tc.critic_params_from_torch(mods.value))
     td = _live_minibatch(dict(trl, mods=mods), np.random.RandomState(SEED + 4))
     key = jax.random.PRNGKey(SEED + 5)
     _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
-    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
+    loss_module = torchrl_reference.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
                                    entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
     params = list(loss_module.parameters())
     assert len(params) == 2 * 2 * (len(HIDDEN) + 1)  # actor + critic, nothing else
@@ -666,7 +669,7 @@ def test_live_optimizer_step(trl, jx):
     opt = torch.optim.Adam(params, lr)
     steps, norms, torch_grads = 2, [], []
     for _ in range(steps):
-        with tc.fixed_standard_normal(noise):
+        with fixed_standard_normal(noise):
             out = loss_module(td)
         (out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]).backward()
         torch_grads.append(losses.Params(
@@ -730,11 +733,11 @@ def test_live_obs_norm(trl, x64):
     pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")
     try:
-        env = tc.tutorial_env(seed=SEED)
+        env = torchrl_reference.tutorial_env(ENV_ID, seed=SEED)
     except Exception as e:  # noqa: BLE001 - no MuJoCo env available here
-        pytest.skip(f"cannot build {tc.ENV_NAME}: {e}")
+        pytest.skip(f"cannot build {ENV_ID}: {e}")
     norm = env.transform[0]
-    data = tc.record_init_stats(norm, 100)
+    data = torchrl_reference.record_init_stats(norm, 100)
     s = stats_from_observations(jnp.asarray(data), None, "reference")
     check("live init_stats loc (f64)", s.loc, norm.loc.numpy(), rtol=1e-12, atol=1e-12,
           where=where)
