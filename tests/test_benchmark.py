@@ -13,6 +13,7 @@ import pytest
 
 from ppo_jax.bench import cli, configs, driver, report
 from ppo_jax.config import PPOConfig
+from ppo_jax.envs import ENV_ID
 
 
 def test_total_frames_is_a_common_multiple():
@@ -50,7 +51,7 @@ def test_scaled_configs_and_brax_match(envs, total):
 def test_torchrl_runs_the_tutorial_config():
     tutorial = PPOConfig(seed=3, eval_every=0)
     s = configs.torchrl_settings(tutorial, device="cpu", threads=1)
-    assert s["env"] == "InvertedDoublePendulum-v4"
+    assert s["env"] == ENV_ID
     assert (s["frames_per_batch"], s["total_frames"], s["sub_batch_size"], s["num_epochs"]) == (
         1000, 10_000, 64, 10)
     assert (s["lr"], s["max_grad_norm"], s["clip_epsilon"], s["gamma"], s["lmbda"]) == (
