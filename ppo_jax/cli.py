@@ -10,21 +10,9 @@ import sys
 import typing
 from typing import Any, Callable
 
-from ppo_jax.config import (
-    CRITIC_LOSSES,
-    EVAL_ACTIONS,
-    MATMUL_PRECISIONS,
-    OBS_NORM_MODES,
-    PPOConfig,
-    field_types,
-)
+from ppo_jax.config import PPOConfig, field_choices, field_types
 
-CHOICES = {
-    "obs_norm": OBS_NORM_MODES,
-    "eval_action": EVAL_ACTIONS,
-    "critic_loss": CRITIC_LOSSES,
-    "matmul_precision": MATMUL_PRECISIONS,
-}
+CHOICES = field_choices()
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
 
 

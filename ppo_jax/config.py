@@ -8,14 +8,20 @@ Each field's docstring is also its ``--help`` text in ``scripts/train.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-OBS_NORM_MODES = ("reference", "safe")
-EVAL_ACTIONS = ("mean", "tanh_loc")
-CRITIC_LOSSES = ("smooth_l1", "l2", "l1")
-MATMUL_PRECISIONS = ("highest", "tf32", "default")
+ObsNormMode = Literal["reference", "safe"]
+EvalAction = Literal["mean", "tanh_loc"]
+CriticLoss = Literal["smooth_l1", "l2", "l1"]
+MatmulPrecision = Literal["highest", "tf32", "default"]
+
+OBS_NORM_MODES: tuple[str, ...] = typing.get_args(ObsNormMode)
+EVAL_ACTIONS: tuple[str, ...] = typing.get_args(EvalAction)
+CRITIC_LOSSES: tuple[str, ...] = typing.get_args(CriticLoss)
+MATMUL_PRECISIONS: tuple[str, ...] = typing.get_args(MatmulPrecision)
 
 
 def _doc(text: str) -> dict:
@@ -53,7 +59,7 @@ class PPOConfig:
             for the normalization statistics (TorchRL's init_stats num_iter)."""
         ),
     )
-    obs_norm: str = field(
+    obs_norm: ObsNormMode = field(
         default="reference",
         metadata=_doc(
             """'reference': TorchRL's statistics, where a zero-variance entry gets scale
@@ -89,7 +95,7 @@ class PPOConfig:
         default=1e-4, metadata=_doc("Entropy bonus coefficient (1-sample MC entropy).")
     )
     critic_coeff: float = field(default=1.0, metadata=_doc("Critic loss coefficient."))
-    critic_loss: str = field(
+    critic_loss: CriticLoss = field(
         default="smooth_l1", metadata=_doc("Critic loss: smooth_l1, l2 or l1.")
     )
     # --- optimizer ------------------------------------------------------------------------
@@ -116,7 +122,7 @@ class PPOConfig:
     eval_max_steps: int = field(
         default=1000, metadata=_doc("Step limit of the deterministic evaluation rollout.")
     )
-    eval_action: str = field(
+    eval_action: EvalAction = field(
         default="mean",
         metadata=_doc(
             """Deterministic action of evaluation: 'mean' = E[tanh(X)] (what TorchRL's
@@ -125,7 +131,7 @@ class PPOConfig:
         ),
     )
     # --- numerics -------------------------------------------------------------------------
-    matmul_precision: str = field(
+    matmul_precision: MatmulPrecision = field(
         default="highest",
         metadata=_doc(
             """Matmul precision: 'highest' (full float32, as PyTorch), 'tf32' (faster on
@@ -151,12 +157,7 @@ class PPOConfig:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
-        for name, allowed in (
-            ("obs_norm", OBS_NORM_MODES),
-            ("eval_action", EVAL_ACTIONS),
-            ("critic_loss", CRITIC_LOSSES),
-            ("matmul_precision", MATMUL_PRECISIONS),
-        ):
+        for name, allowed in field_choices().items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.frames_per_batch % self.num_envs:
@@ -229,7 +230,26 @@ class PPOConfig:
         return dataclasses.replace(self, **changes)
 
 
-def field_types() -> dict[str, Any]:
-    """Resolved type of each ``PPOConfig`` field (for CLI generation)."""
+@functools.cache
+def _resolved_types() -> dict[str, Any]:
+    """Each ``PPOConfig`` field's annotation, resolved (``Literal[...]`` kept)."""
     hints = typing.get_type_hints(PPOConfig)
     return {f.name: hints[f.name] for f in dataclasses.fields(PPOConfig)}
+
+
+def field_choices() -> dict[str, tuple[Any, ...]]:
+    """The allowed values of each ``Literal[...]`` field, from its annotation."""
+    return {
+        name: typing.get_args(tp)
+        for name, tp in _resolved_types().items()
+        if typing.get_origin(tp) is Literal
+    }
+
+
+def field_types() -> dict[str, Any]:
+    """Type of each ``PPOConfig`` field as a CLI converter: a ``Literal[...]`` field gets the
+    type of its values (``str``); its allowed values are :func:`field_choices`."""
+    return {
+        name: type(typing.get_args(tp)[0]) if typing.get_origin(tp) is Literal else tp
+        for name, tp in _resolved_types().items()
+    }

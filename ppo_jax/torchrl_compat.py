@@ -20,13 +20,14 @@ ppo_jax layout (:mod:`ppo_jax.networks`, ``Actor``/``Critic``)::
     {"params": {"net": {"layers_0": {"kernel": [in, out], "bias": [out]}, "layers_1": ...}}}
 
 ``kernel`` is the transpose of torch's ``weight`` (``[out, in]``).
+
+The tutorial's TorchRL objects themselves are built by :mod:`ppo_jax.torchrl_reference`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,13 +40,6 @@ __all__ = [
     "obs_norm_from_torch",
     "linear_tree_from_torch",
     "numpy_torch_default_params",
-    "TutorialModules",
-    "tutorial_env",
-    "tutorial_modules",
-    "tutorial_gae",
-    "tutorial_loss",
-    "record_init_stats",
-    "fixed_standard_normal",
 ]
 
 
@@ -241,156 +235,3 @@ def numpy_torch_default_params(
         bias = rng.uniform(-bound, bound, size=(fan_out,)).astype(np.float32)
         net[f"layers_{i}"] = {"kernel": kernel, "bias": bias}
     return {"params": {"net": net}}
-
-
-# --------------------------------------------------------------------------- reference objects
-# The tutorial's TorchRL objects (torchrl >= 0.11 names: critic_coeff / entropy_coeff), built
-# the same way for the fixture script, the live parity tests and benchmarks.
-
-ENV_NAME = "InvertedDoublePendulum-v4"
-
-
-class TutorialModules(NamedTuple):
-    actor_net: Any  # nn.Sequential(Linear, Tanh, ..., Linear, NormalParamExtractor)
-    policy: Any  # ProbabilisticActor(TanhNormal), return_log_prob=True
-    value_net: Any  # nn.Sequential(Linear, Tanh, ..., Linear(1))
-    value: Any  # ValueOperator
-
-
-def tutorial_env(env_name: str = ENV_NAME, seed: int | None = None, device=None):
-    """``TransformedEnv(GymEnv(env_name), Compose(ObservationNorm, DoubleToFloat, StepCounter))``
-    with the ``ObservationNorm`` NOT yet initialized (see :func:`record_init_stats`)."""
-    from torchrl.envs import Compose, DoubleToFloat, ObservationNorm, StepCounter, TransformedEnv
-    from torchrl.envs.libs.gym import GymEnv
-
-    env = TransformedEnv(
-        GymEnv(env_name, device=device),
-        Compose(ObservationNorm(in_keys=["observation"]), DoubleToFloat(), StepCounter()),
-    )
-    if seed is not None:
-        env.set_seed(seed)
-    return env
-
-
-def tutorial_modules(
-    obs_dim: int,
-    action_dim: int,
-    hidden_sizes: Sequence[int] = (256, 256, 256),
-    *,
-    low=-1.0,
-    high=1.0,
-    spec=None,
-    device=None,
-) -> TutorialModules:
-    """The tutorial's actor (``ProbabilisticActor`` over ``TanhNormal(low, high)``) and
-    critic (``ValueOperator``), ``LazyLinear`` layers materialized with torch's default init."""
-    import torch
-    from tensordict.nn import TensorDictModule
-    from tensordict.nn.distributions import NormalParamExtractor
-    from torch import nn
-    from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
-
-    def mlp(out):
-        layers = []
-        for h in hidden_sizes:
-            layers += [nn.LazyLinear(h, device=device), nn.Tanh()]
-        return layers + [nn.LazyLinear(out, device=device)]
-
-    actor_net = nn.Sequential(*mlp(2 * action_dim), NormalParamExtractor())
-    value_net = nn.Sequential(*mlp(1))
-    with torch.no_grad():  # materialize the lazy layers
-        actor_net(torch.zeros(1, obs_dim, device=device))
-        value_net(torch.zeros(1, obs_dim, device=device))
-    low = torch.as_tensor(low, dtype=torch.float32, device=device).expand(action_dim)
-    high = torch.as_tensor(high, dtype=torch.float32, device=device).expand(action_dim)
-    policy = ProbabilisticActor(
-        module=TensorDictModule(actor_net, in_keys=["observation"], out_keys=["loc", "scale"]),
-        spec=spec,
-        in_keys=["loc", "scale"],
-        distribution_class=TanhNormal,
-        distribution_kwargs={"low": low, "high": high},
-        return_log_prob=True,
-    )
-    value = ValueOperator(module=value_net, in_keys=["observation"])
-    return TutorialModules(actor_net, policy, value_net, value)
-
-
-def tutorial_gae(value_module, *, gamma: float = 0.99, lmbda: float = 0.95, average_gae=True):
-    """``GAE(gamma, lmbda, value_network=value_module, average_gae=True)``."""
-    from torchrl.objectives.value import GAE
-
-    return GAE(gamma=gamma, lmbda=lmbda, value_network=value_module, average_gae=average_gae)
-
-
-def tutorial_loss(
-    policy,
-    value_module,
-    *,
-    clip_epsilon: float = 0.2,
-    entropy_coeff: float = 1e-4,
-    critic_coeff: float = 1.0,
-    loss_critic_type: str = "smooth_l1",
-):
-    """``ClipPPOLoss`` with the tutorial's settings."""
-    from torchrl.objectives import ClipPPOLoss
-
-    return ClipPPOLoss(
-        actor_network=policy,
-        critic_network=value_module,
-        clip_epsilon=clip_epsilon,
-        entropy_bonus=bool(entropy_coeff),
-        entropy_coeff=entropy_coeff,
-        critic_coeff=critic_coeff,
-        loss_critic_type=loss_critic_type,
-    )
-
-
-def record_init_stats(observation_norm, num_iter: int) -> np.ndarray:
-    """Run ``observation_norm.init_stats(num_iter, reduce_dim=0, cat_dim=0)`` (the
-    tutorial's call) and return the observations it reduced, ``[N, obs_dim]`` in their own
-    dtype (float64 for Gymnasium), by recording the parent env's rollouts."""
-    parent = observation_norm.parent
-    original = parent.rollout
-    seen = []
-
-    def rollout(*args, **kwargs):
-        td = original(*args, **kwargs)
-        seen.append(td.get(observation_norm.in_keys[0]).detach().cpu().numpy())
-        return td
-
-    parent.rollout = rollout  # instance attribute shadows the method
-    try:
-        observation_norm.init_stats(num_iter=num_iter, reduce_dim=0, cat_dim=0)
-    finally:
-        del parent.rollout
-    return np.concatenate(seen, 0)
-
-
-@contextlib.contextmanager
-def fixed_standard_normal(noise):
-    """Make ``torch.distributions.Normal.rsample`` use ``noise`` as its standard normal draw.
-
-    Patches ``torch.distributions.normal._standard_normal`` (``rsample`` is
-    ``loc + eps * scale``); every call must ask for ``noise.size`` numbers and gets ``noise``
-    reshaped. Yields the list of requested shapes, so callers can check how many draws
-    happened (``ClipPPOLoss``'s MC entropy makes exactly one per forward).
-    """
-    import torch
-    import torch.distributions.normal as normal_mod
-
-    noise = torch.as_tensor(np.array(noise, dtype=np.float32, copy=True))
-    calls = []
-    original = normal_mod._standard_normal
-
-    def fake(shape, dtype, device):
-        shape = torch.Size(shape)
-        if shape.numel() != noise.numel():
-            raise ValueError(f"fixed noise has {noise.numel()} values, rsample wants {shape}")
-        calls.append(tuple(shape))
-        return noise.to(dtype=dtype, device=device).reshape(shape).clone()
-
-    normal_mod._standard_normal = fake
-    try:
-        yield calls
-    finally:
-        normal_mod._standard_normal = original

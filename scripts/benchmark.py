@@ -11,7 +11,7 @@ configurations. Every run trains the same total frames in a fresh subprocess; ru
 systems are interleaved and repeated. Prints markdown tables (frames/s with ratios against
 TorchRL, start-up, peak memory, and with --to-threshold the time to a return) and writes every
 figure, the exact configs, versions and the device with --json. The logic lives in
-``ppo_jax/benchmark.py``.
+``ppo_jax/bench/`` (its README says how the figures are measured).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from ppo_jax import cli  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from ppo_jax import benchmark
+    from ppo_jax.bench import cli as bench_cli
 
-    return benchmark.main(argv, prog=os.path.basename(__file__))
+    return bench_cli.main(argv, prog=os.path.basename(__file__))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""scripts/benchmark.py: the config rules, the figures from per-batch marks, the skip path
-without TorchRL, and one --quick smoke run (a few minutes on 2 CPU cores; speed is never
-asserted, only that every figure is there and positive)."""
+"""scripts/benchmark.py (``ppo_jax.bench``): the config rules, the figures from per-batch
+marks, the notes, the skip path without TorchRL, and one --quick smoke run (a few minutes on 2
+CPU cores; speed is never asserted, only that every figure is there and positive)."""
 
 from __future__ import annotations
 
@@ -11,57 +11,88 @@ import sys
 
 import pytest
 
-from ppo_jax import benchmark
+from ppo_jax.bench import cli, configs, driver, report
+from ppo_jax.config import PPOConfig
+from ppo_jax.envs import ENV_ID
 
 
 def test_total_frames_is_a_common_multiple():
-    assert benchmark.common_total_frames(2000, [1, 16]) == 2000
-    assert benchmark.common_total_frames(20_000, [1, 16, 256]) == 32_000
-    assert benchmark.common_total_frames(1, [1]) == 2000  # at least two tutorial batches
-    total = benchmark.common_total_frames(100_000, [1, 16, 256, 4096])
+    assert configs.common_total_frames(2000, [1, 16]) == 2000
+    assert configs.common_total_frames(20_000, [1, 16, 256]) == 32_000
+    assert configs.common_total_frames(1, [1]) == 2000  # at least two tutorial batches
+    total = configs.common_total_frames(100_000, [1, 16, 256, 4096])
     for n in (1, 16, 256, 4096):
-        cfg = benchmark.scaled_config(n, total)
+        cfg = configs.scaled_config(n, total)
         assert cfg.total_frames == total and cfg.num_batches >= 2
 
 
 @pytest.mark.parametrize("envs,total", [([1, 16], 2000), ([1, 16, 256], 32_000),
                                         ([1, 100], 20_000), ([1, 4096], 512_000)])
 def test_scaled_configs_and_brax_match(envs, total):
+    tutorial = PPOConfig()
     for n in envs:
-        cfg = benchmark.scaled_config(n, total)
+        cfg = configs.scaled_config(n, total)
         if n == 1:  # the tutorial
-            assert (cfg.frames_per_batch, cfg.minibatch_size, cfg.num_epochs) == (1000, 64, 10)
+            assert cfg == PPOConfig(total_frames=total, eval_every=0)  # no evaluation
         else:
-            assert cfg.num_minibatches == 15 and cfg.num_epochs == 10
-            assert cfg.frames_per_batch - 15 * cfg.minibatch_size < 15
-            assert cfg.steps_per_env <= max(16, -(-1000 // n))
-        b = benchmark.brax_settings(cfg, evaluate=False)
+            assert cfg.num_minibatches == tutorial.num_minibatches
+            assert cfg.num_epochs == tutorial.num_epochs
+            assert cfg.frames_per_batch - cfg.num_minibatches * cfg.minibatch_size < 15
+            assert cfg.steps_per_env <= max(16, -(-tutorial.frames_per_batch // n))
+        b = configs.brax_settings(cfg, evaluate=False)
         frames = b["unroll_length"] * b["batch_size"] * b["num_minibatches"]
         assert frames == cfg.frames_per_batch  # the same batch
         assert (b["batch_size"] * b["num_minibatches"]) % n == 0  # Brax's own assertion
         assert cfg.steps_per_env % b["unroll_length"] == 0
         assert b["num_evals"] == cfg.num_batches + 1  # one progress callback per batch
-        assert b["num_timesteps"] == total and b["num_updates_per_batch"] == 10
+        assert b["num_timesteps"] == total and b["num_updates_per_batch"] == tutorial.num_epochs
+
+
+def test_torchrl_runs_the_tutorial_config():
+    tutorial = PPOConfig(seed=3, eval_every=0)
+    s = configs.torchrl_settings(tutorial, device="cpu", threads=1)
+    assert s["env"] == ENV_ID
+    assert (s["frames_per_batch"], s["total_frames"], s["sub_batch_size"], s["num_epochs"]) == (
+        1000, 10_000, 64, 10)
+    assert (s["lr"], s["max_grad_norm"], s["clip_epsilon"], s["gamma"], s["lmbda"]) == (
+        3e-4, 1.0, 0.2, 0.99, 0.95)
+    assert (s["entropy_eps"], s["critic_coeff"], s["loss_critic_type"]) == (1e-4, 1.0, "smooth_l1")
+    assert (s["hidden_sizes"], s["init_stats_num_iter"], s["seed"]) == ([256] * 3, 1000, 3)
+    assert configs.describe_config("torchrl", s) == "1 env, 1000/batch, 15 mb x 64, 1 torch thread"
+    with pytest.raises(ValueError, match="1 env"):
+        configs.torchrl_settings(configs.scaled_config(16, 32_000), device="cpu")
+
+
+def test_brax_differences_are_read_from_the_readme():
+    text = "## A\n- not this\n## B\n\nintro\n\n- one\n  two\n- three\n\n## C\n- no\n"
+    assert report.markdown_bullets(text, "B") == ["one two", "three"]
+    diffs = report.brax_differences()
+    assert len(diffs) == 8 and all("\n" not in d and "  " not in d for d in diffs)
+    assert diffs[0].startswith("observation normalization: Brax's running mean/std")
+    meta = {"brax_patched": False, "settings": {"compile_cache": None}}
+    rows = [{"system": "brax", "label": "Brax PPO", "runs": []}]
+    (line,) = [n for n in report.notes(meta, rows) if n.startswith("Brax settings")]
+    assert line == "Brax settings that differ from the tutorial: " + "; ".join(diffs) + "."
 
 
 def test_summarize_run_excludes_the_first_batch():
     result = {"marks": [(1000, 30.0), (2000, 31.0), (3000, 32.0)],
               "evals": [(1000, 30.0, 50.0), (3000, 32.0, 9100.0)],
               "compiles": [(25.0, 20.0)], "compile_s": 25.0, "peak_rss_mib": 100.0}
-    s = benchmark.summarize_run(result, threshold=9000.0)
+    s = driver.summarize_run(result, threshold=9000.0)
     assert s["fps"] == pytest.approx(1000.0)
     assert s["startup_s"] == pytest.approx(29.0)  # 30 s to the first mark, 1 s of it steady
     assert (s["threshold_frames"], s["threshold_s"]) == (3000, 32.0)
     assert "warning" not in s
     late = dict(result, compiles=[(25.0, 20.0), (31.5, 2.0)])
-    assert "compilation" in benchmark.summarize_run(late, None)["warning"]
+    assert "compilation" in driver.summarize_run(late, None)["warning"]
 
 
 def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
     reason = "TorchRL rows skipped: torchrl not installed (simulated)"
-    monkeypatch.setattr(benchmark, "torchrl_unavailable_reason", lambda: reason)
+    monkeypatch.setattr(driver, "torchrl_unavailable_reason", lambda: reason)
     out = tmp_path / "skip.json"
-    code = benchmark.main(["--quick", "--systems", "torchrl", "--json", str(out)])
+    code = cli.main(["--quick", "--systems", "torchrl", "--json", str(out)])
     captured = capsys.readouterr()
     assert code == 0
     assert reason in captured.err and reason in captured.out
@@ -90,7 +121,7 @@ def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
     assert d["settings"]["total_frames"] == 2000 and d["settings"]["repeats"] == 1
     rows = {r["key"]: r for r in d["rows"]}
     measured = [rows["ppo_jax_1"]]
-    if benchmark.torchrl_unavailable_reason() is None:
+    if driver.torchrl_unavailable_reason() is None:
         measured.append(rows["torchrl"])
         assert rows["ppo_jax_1"]["ratio_vs_torchrl"] > 0
         assert d["headline"]["tutorial_config"]["ratio"] > 0

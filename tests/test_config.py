@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from ppo_jax.config import PPOConfig
+from ppo_jax import cli
+from ppo_jax.config import PPOConfig, field_choices, field_types
 
 
 def test_defaults_are_the_tutorial():
@@ -44,3 +45,20 @@ def test_frozen_and_round_trip():
     assert PPOConfig.from_dict(c.to_dict() | {"hidden_sizes": (32, 32)}) == c
     with pytest.raises(ValueError, match="unknown"):
         PPOConfig.from_dict({"nope": 1})
+
+
+def test_string_choices_come_from_the_literal_annotations():
+    choices = field_choices()
+    assert set(choices) == {"obs_norm", "eval_action", "critic_loss", "matmul_precision"}
+    assert cli.CHOICES == choices
+    parser = cli.ArgumentParser(prog="t")
+    cli.add_config_flags(parser)
+    for name, allowed in choices.items():
+        assert getattr(PPOConfig(), name) in allowed and field_types()[name] is str
+        for value in allowed:
+            assert getattr(PPOConfig(**{name: value}), name) == value
+            assert getattr(parser.parse_args([cli.flag(name), value]), name) == value
+        with pytest.raises(ValueError, match=name):
+            PPOConfig(**{name: "nope"})
+        with pytest.raises(SystemExit):
+            parser.parse_args([cli.flag(name), "nope"])

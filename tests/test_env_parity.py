@@ -15,7 +15,7 @@ import pytest
 
 gym = pytest.importorskip("gymnasium")
 
-from ppo_jax.envs import InvertedDoublePendulum  # noqa: E402
+from ppo_jax.envs import ENV_ID, InvertedDoublePendulum  # noqa: E402
 
 N_STATES, N_STEPS = 24, 40
 
@@ -34,7 +34,7 @@ def start_states(seed):
 
 
 def gym_env():
-    env = gym.make("InvertedDoublePendulum-v4").unwrapped
+    env = gym.make(ENV_ID).unwrapped
     env.reset(seed=0)
     return env
 
@@ -133,7 +133,7 @@ def test_reset_distribution_matches_v4():
     np.testing.assert_allclose(qv.mean(0), 0.0, atol=4 * 0.1 / np.sqrt(n))
     np.testing.assert_allclose(qv.std(0), 0.1, rtol=0.05)
     # and Gymnasium's own resets have the same moments
-    genv = gym.make("InvertedDoublePendulum-v4").unwrapped
+    genv = gym.make(ENV_ID).unwrapped
     g = []
     for i in range(1000):
         genv.reset(seed=i)

@@ -3,7 +3,7 @@
 Two kinds of tests:
 
 (a) ``test_fixture_*``: against ``tests/data/torchrl_reference.{npz,json}``, written by
-    ``scripts/make_torchrl_reference.py`` with the TorchRL version named in the json. They
+    ``tests/data/make_torchrl_reference.py`` with the TorchRL version named in the json. They
     need only numpy/jax and always run.
 (b) ``test_live_*``: against the installed TorchRL, on fresh torch-initialized weights and
     random inputs (seed ``PPO_JAX_PARITY_SEED``, default 0). Each skips when torchrl is not
@@ -38,7 +38,7 @@ Beyond (|u| > atanh(1 - 1e-6) ~ 7.25) TorchRL scores the clamped value and ppo_j
 ``u`` (``test_live_log_prob`` shows both sides of that line).
 
 The MC entropy is compared exactly, not in expectation: TorchRL's standard normal draw is
-patched (``torchrl_compat.fixed_standard_normal``) to the noise ppo_jax draws from the key
+patched (``tests/torch_patches.fixed_standard_normal``) to the noise ppo_jax draws from the key
 given to ``ppo_loss`` (``distributions.sample(key, 0, 1)``).
 """
 
@@ -56,18 +56,44 @@ import pytest
 
 from ppo_jax import distributions, gae, losses, optim
 from ppo_jax import torchrl_compat as tc
+from ppo_jax import torchrl_reference
 from ppo_jax.config import PPOConfig
+from ppo_jax.envs import ENV_ID
 from ppo_jax.networks import Actor, Critic
 from ppo_jax.normalization import ObsNormStats, normalize, stats_from_observations
+from torch_patches import fixed_standard_normal
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
 SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))
-HIDDEN = (256, 256, 256)
-OBS_DIM, ACTION_DIM = 11, 1
-MB = 64
-GAMMA, LMBDA = 0.99, 0.95
-CLIP_EPS, ENTROPY_COEFF, CRITIC_COEFF = 0.2, 1e-4, 1.0
-NUM_BATCHES, LR_BATCH = 10, 3
+
+
+def fixture_config(path: str = DATA + ".json") -> tuple[dict, PPOConfig]:
+    """The fixture's json, and a ``PPOConfig`` holding the hyperparameters it was generated
+    with (its ``config``): the tests read them there instead of declaring them again."""
+    with open(path) as f:
+        meta = json.load(f)
+    hp = meta["config"]
+    config = PPOConfig(
+        hidden_sizes=tuple(hp["hidden_sizes"]),
+        minibatch_size=hp["minibatch_size"],
+        total_frames=hp["num_batches"] * PPOConfig().frames_per_batch,
+        gamma=hp["gamma"],
+        lmbda=hp["lmbda"],
+        clip_epsilon=hp["clip_epsilon"],
+        entropy_coeff=hp["entropy_coeff"],
+        critic_coeff=hp["critic_coeff"],
+        critic_loss=hp["loss_critic_type"],
+        lr=hp["lr"],
+        max_grad_norm=hp["max_grad_norm"],
+    )
+    assert config.num_batches == hp["num_batches"]
+    return meta, config
+
+
+META, CONFIG = fixture_config()
+OBS_DIM, ACTION_DIM = META["config"]["obs_dim"], META["config"]["action_dim"]
+HIDDEN, MB = CONFIG.hidden_sizes, CONFIG.minibatch_size
+LR_BATCH = META["config"]["lr_batch"]  # the fixture's optimizer steps use this batch's lr
 SATURATION = 1.0 - 1e-6  # SafeTanhTransform's clamp in float32
 # Adam's first step is g / (|g| + 1e-8). A gradient entry that cancels to ~0 (typical entries
 # are ~1e-3) is float32 rounding noise of ~1e-9 on each side (different summation orders in
@@ -134,6 +160,20 @@ def with_schedule_batch(opt_state, config: PPOConfig, batch: int):
     return out
 
 
+def torch_gae(mods, average_gae=True):
+    """TorchRL's GAE at the fixture's hyperparameters."""
+    return torchrl_reference.tutorial_gae(mods.value, gamma=CONFIG.gamma, lmbda=CONFIG.lmbda,
+                                          average_gae=average_gae)
+
+
+def torch_loss(mods):
+    """TorchRL's ClipPPOLoss at the fixture's hyperparameters."""
+    return torchrl_reference.tutorial_loss(
+        mods.policy, mods.value, clip_epsilon=CONFIG.clip_epsilon,
+        entropy_coeff=CONFIG.entropy_coeff, critic_coeff=CONFIG.critic_coeff,
+        loss_critic_type=CONFIG.critic_loss)
+
+
 # ------------------------------------------------------------------------------ jax side
 class JaxSide:
     """ppo_jax functions at the tutorial's shapes, compiled once for the module."""
@@ -143,8 +183,7 @@ class JaxSide:
         self.critic = Critic(HIDDEN)
         self.actor_apply = jax.jit(self.actor.apply)
         self.critic_apply = jax.jit(self.critic.apply)
-        self.config = PPOConfig(total_frames=NUM_BATCHES * 1000, frames_per_batch=1000)
-        assert self.config.num_batches == NUM_BATCHES
+        self.config = CONFIG
         self.opt = optim.make_optimizer(self.config)
 
         def loss_fn(params, batch, key):
@@ -154,10 +193,10 @@ class JaxSide:
                 key,
                 actor_apply=self.actor.apply,
                 critic_apply=self.critic.apply,
-                clip_epsilon=CLIP_EPS,
-                entropy_coeff=ENTROPY_COEFF,
-                critic_coeff=CRITIC_COEFF,
-                critic_loss="smooth_l1",
+                clip_epsilon=CONFIG.clip_epsilon,
+                entropy_coeff=CONFIG.entropy_coeff,
+                critic_coeff=CONFIG.critic_coeff,
+                critic_loss=CONFIG.critic_loss,
             )
 
         self.loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
@@ -182,10 +221,12 @@ class JaxSide:
             value_target=jnp.asarray(value_target),
         )
 
-    def run_optimizer(self, params, batch, key, steps):
+    def run_optimizer(self, params, batches, key):
+        """One optimizer step per minibatch of ``batches`` at the lr of batch ``LR_BATCH``;
+        the parameters after them and each step's pre-clip global gradient norm."""
         state = with_schedule_batch(self.opt.init(params), self.config, LR_BATCH)
         norms = []
-        for _ in range(steps):
+        for batch in batches:
             params, state, _, norm = self.step(params, state, batch, key)
             norms.append(float(norm))
         return params, norms
@@ -211,11 +252,9 @@ def check_loss_terms(metrics, want: dict, where):
 @pytest.fixture(scope="module")
 def ref():
     if not os.path.exists(DATA + ".npz"):
-        pytest.fail(f"missing {DATA}.npz: run scripts/make_torchrl_reference.py")
-    with open(DATA + ".json") as f:
-        meta = json.load(f)
+        pytest.fail(f"missing {DATA}.npz: run tests/data/make_torchrl_reference.py")
+    meta = META
     data = dict(np.load(DATA + ".npz"))
-    assert tuple(meta["config"]["hidden_sizes"]) == HIDDEN
     where = f"fixture from torchrl {meta['versions']['torchrl']}"
     actor = tc.numpy_torch_default_params(
         OBS_DIM, HIDDEN, 2 * ACTION_DIM, meta["seeds"]["actor_weights_numpy_seed"]
@@ -274,8 +313,8 @@ def _check_gae(jx, d, values, next_values, where, tag):
         next_values=jnp.asarray(next_values),
         terminated=jnp.asarray(d["gae/terminated"]),
         done=jnp.asarray(d["gae/done"]),
-        gamma=GAMMA,
-        lmbda=LMBDA,
+        gamma=CONFIG.gamma,
+        lmbda=CONFIG.lmbda,
     )
     check(f"GAE advantage (raw, {tag})", adv, d["gae/advantage_raw"], rtol=1e-5, atol=1e-5,
           where=where)
@@ -336,7 +375,7 @@ def _fixture_key(ref, loc_shape):
     np.testing.assert_array_equal(
         np.asarray(noise), d["loss/entropy_noise"],
         err_msg="JAX's random stream no longer reproduces the fixture's entropy noise: "
-        "regenerate the fixture (scripts/make_torchrl_reference.py)",
+        "regenerate the fixture (tests/data/make_torchrl_reference.py)",
     )
     return key
 
@@ -368,10 +407,10 @@ def test_fixture_optimizer_step(ref, jx):
     batch = _fixture_batch(ref, jx)
     key = _fixture_key(ref, d["loss/action"].shape)
     steps = len(d["opt/grad_norm"])
-    params, norms = jx.run_optimizer(ref["params"], batch, key, steps)
+    params, norms = jx.run_optimizer(ref["params"], [batch] * steps, key)
     check("pre-clip global grad norms", norms, d["opt/grad_norm"], rtol=1e-5, atol=0,
           where=where)
-    assert max(norms) > 1.0, "the fixture should exercise the gradient clip"
+    assert min(norms) > jx.config.max_grad_norm, "every fixture step should be clipped"
     lr = float(d["opt/lr"])
     for net, after, before in (("actor", params.actor, ref["params"].actor),
                                ("critic", params.critic, ref["params"].critic)):
@@ -393,7 +432,7 @@ def trl():
     import torch
 
     torch.manual_seed(SEED)
-    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    mods = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
     where = f"live torchrl {torchrl.__version__}, torch {torch.__version__}, seed {SEED}"
     params = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
                            critic=tc.critic_params_from_torch(mods.value))
@@ -422,7 +461,7 @@ def test_live_param_conversion(trl, jx):
     chex.assert_trees_all_equal(p.actor, tc.actor_params_from_torch(mods.actor_net))
     chex.assert_trees_all_equal(p.critic, tc.critic_params_from_torch(mods.value_net))
     # jax -> torch -> jax is exact, on copies of the modules
-    fresh = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
+    fresh = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)
     a0 = jx.actor.init(jax.random.PRNGKey(1), jnp.zeros(OBS_DIM))
     c0 = jx.critic.init(jax.random.PRNGKey(2), jnp.zeros(OBS_DIM))
     tc.actor_params_to_torch(a0, fresh.policy)
@@ -512,7 +551,7 @@ def test_live_entropy_sample(trl, jx):
         dist = _policy_dist(trl, obs)
         loc, scale = dist.root_dist.loc.numpy(), dist.root_dist.scale.numpy()
         _, noise, _ = distributions.sample(key, jnp.zeros(loc.shape), jnp.ones(loc.shape))
-        with tc.fixed_standard_normal(noise) as calls:
+        with fixed_standard_normal(noise) as calls:
             a, lp = dist.rsample_and_log_prob((1,))  # what ClipPPOLoss's MC entropy calls
     assert calls == [(1, MB, ACTION_DIM)]
     ja, ju, jlp = distributions.sample(key, jnp.asarray(loc), jnp.asarray(scale))
@@ -553,9 +592,8 @@ def test_live_gae(trl, jx):
         [E, T],
     )
     with torch.no_grad():
-        raw = tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA, average_gae=False)(
-            td.clone())
-        tc.tutorial_gae(mods.value, gamma=GAMMA, lmbda=LMBDA)(td)
+        raw = torch_gae(mods, average_gae=False)(td.clone())
+        torch_gae(mods)(td)
     values = jx.critic_apply(p.critic, obs.reshape(-1, OBS_DIM)).reshape(E, T)
     next_values = jx.critic_apply(p.critic, next_obs.reshape(-1, OBS_DIM)).reshape(E, T)
     check("live GAE state_value", values, td["state_value"][..., 0].numpy(), rtol=1e-5,
@@ -564,7 +602,7 @@ def test_live_gae(trl, jx):
           rtol=1e-5, atol=1e-6, where=where)
     adv, target = jx.gae(rewards=jnp.asarray(reward.T), values=values.T,
                          next_values=next_values.T, terminated=jnp.asarray(terminated.T),
-                         done=jnp.asarray(done.T), gamma=GAMMA, lmbda=LMBDA)
+                         done=jnp.asarray(done.T), gamma=CONFIG.gamma, lmbda=CONFIG.lmbda)
     check("live GAE advantage (raw)", adv.T, raw["advantage"][..., 0].numpy(), rtol=1e-5,
           atol=1e-5, where=where)
     check("live GAE value_target", target.T, td["value_target"][..., 0].numpy(), rtol=1e-5,
@@ -610,10 +648,9 @@ def test_live_loss_and_grads(trl, jx):
     td = _live_minibatch(trl, np.random.RandomState(SEED + 2))
     key = jax.random.PRNGKey(SEED + 3)
     _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
-    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
-                                   entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
+    loss_module = torch_loss(mods)
     loss_module.zero_grad(set_to_none=True)
-    with tc.fixed_standard_normal(noise) as calls:
+    with fixed_standard_normal(noise) as calls:
         out = loss_module(td)
     assert len(calls) == 1
     total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
@@ -632,77 +669,143 @@ def test_live_loss_and_grads(trl, jx):
     check_tree("live grad critic", grads.critic, t_grads.critic, where)
 
 
+ADVANTAGE_SCALES = (4.0, 40.0)  # one optimizer step per scale, see below
+
+
+def _scaled_advantage(td, scale: float):
+    out = td.clone()
+    out.set("advantage", td["advantage"] * scale)
+    return out
+
+
+def _updates(opt, state, params, grads_seq):
+    """``params`` after applying ``opt`` to each gradient of ``grads_seq`` in turn."""
+    for g in grads_seq:
+        updates, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def _per_leaf_clip(max_norm: float) -> optax.GradientTransformation:
+    """Each leaf clipped to norm ``max_norm`` on its own (what a global clip is not)."""
+    def clip(leaf):
+        return leaf * jnp.minimum(1.0, max_norm / jnp.linalg.norm(leaf))
+
+    return optax.stateless(lambda grads, _: jax.tree_util.tree_map(clip, grads))
+
+
+def _excess(got, want, *, rtol, atol) -> float:
+    """max |got - want| / (atol + rtol |want|): <= 1 where ``check`` passes."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float((np.abs(got - want) / (atol + rtol * np.abs(want))).max())
+
+
 def test_live_optimizer_step(trl, jx):
     """clip_grad_norm_ + Adam + CosineAnnealingLR vs make_optimizer + lr_at_batch.
 
-    Two comparisons: (1) the optimizer alone, fed TorchRL's own gradients (tight); (2) end to
-    end, ppo_jax's gradients (loose per entry, see ADAM_ATOL_E2E; tight on update norms).
+    The steps' minibatches differ only in the scale of their advantages
+    (``ADVANTAGE_SCALES``), so every step's pre-clip global norm is above ``max_grad_norm``
+    (the clip is active) and the norms are far apart. That matters: Adam is invariant to one
+    common scale of all gradients, so a clip changes Adam's result only through the ratio of
+    the steps' norms; with equal norms any clip, or none, would pass.
+
+    Checked: (0) the cosine lr; (1) the optimizer alone, fed TorchRL's own gradients, equals
+    TorchRL's update (tight), and the same Adam without the clip or with a per-leaf clip does
+    not (so this comparison sees the clip by GLOBAL norm); (2) end to end from ppo_jax's own
+    gradients (loose per entry, see ADAM_ATOL_E2E; tight on update norms).
     """
     pytest.importorskip("torchrl")
     torch, where = trl["torch"], trl["where"]
     import warnings
 
-    mods = tc.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)  # own weights: we train them
+    config = jx.config
+    mods = torchrl_reference.tutorial_modules(OBS_DIM, ACTION_DIM, HIDDEN)  # own weights: we train them
     p0 = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
                        critic=tc.critic_params_from_torch(mods.value))
-    td = _live_minibatch(dict(trl, mods=mods), np.random.RandomState(SEED + 4))
+    base = _live_minibatch(dict(trl, mods=mods), np.random.RandomState(SEED + 4))
+    minibatches = [_scaled_advantage(base, s) for s in ADVANTAGE_SCALES]
     key = jax.random.PRNGKey(SEED + 5)
     _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
-    loss_module = tc.tutorial_loss(mods.policy, mods.value, clip_epsilon=CLIP_EPS,
-                                   entropy_coeff=ENTROPY_COEFF, critic_coeff=CRITIC_COEFF)
+    loss_module = torch_loss(mods)
     params = list(loss_module.parameters())
     assert len(params) == 2 * 2 * (len(HIDDEN) + 1)  # actor + critic, nothing else
-    opt = torch.optim.Adam(params, jx.config.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, NUM_BATCHES, 0.0)
+
+    # (0) the learning rate of every batch
+    opt, sched = torchrl_reference.tutorial_optimizer(params, lr=config.lr,
+                                                      num_batches=config.num_batches)
     lrs = [opt.param_groups[0]["lr"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scheduler stepped before the optimizer
-        for _ in range(NUM_BATCHES):
+        for _ in range(config.num_batches):
             sched.step()
             lrs.append(opt.param_groups[0]["lr"])
-    check("cosine lr, batches 0..10", optim.lr_at_batch(jx.config, jnp.arange(NUM_BATCHES + 1)),
-          lrs, rtol=1e-5, atol=1e-12, where=where)  # float32 cos vs torch's float64
+    check(f"cosine lr, batches 0..{config.num_batches}",
+          optim.lr_at_batch(config, jnp.arange(config.num_batches + 1)), lrs, rtol=1e-5,
+          atol=1e-12, where=where)  # float32 cos vs torch's float64
+
+    # TorchRL's steps at the lr of batch LR_BATCH
     lr = float(lrs[LR_BATCH])
-    opt = torch.optim.Adam(params, lr)
-    steps, norms, torch_grads = 2, [], []
-    for _ in range(steps):
-        with tc.fixed_standard_normal(noise):
-            out = loss_module(td)
-        (out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]).backward()
+    opt, _ = torchrl_reference.tutorial_optimizer(params, lr=lr)
+    norms, torch_grads = [], []
+    for td in minibatches:
+        with fixed_standard_normal(noise):
+            torchrl_reference.loss_backward(loss_module, td)
         torch_grads.append(losses.Params(
             actor=tc.linear_tree_from_torch(mods.policy, actor=True, grad=True),
             critic=tc.linear_tree_from_torch(mods.value, actor=False, grad=True)))
-        norms.append(float(torch.nn.utils.clip_grad_norm_(params, jx.config.max_grad_norm)))
-        opt.step()
-        opt.zero_grad()
-    assert max(norms) > jx.config.max_grad_norm or min(norms) < jx.config.max_grad_norm
+        norms.append(float(torchrl_reference.clipped_step(opt, params, config.max_grad_norm)))
     after = losses.Params(actor=tc.actor_params_from_torch(mods.policy),
                           critic=tc.critic_params_from_torch(mods.value))
+    print(f"PARITY live optimizer: pre-clip global norms {norms}")
+    assert min(norms) > 1.5 * config.max_grad_norm, "the clip must be active at every step"
+    assert max(norms) > 3 * min(norms), "the steps' norms must differ for the clip to matter"
+    before = {net: dict(flat_leaves(getattr(p0, net))) for net in ("actor", "critic")}
+    want = {net: {k: v - before[net][k] for k, v in flat_leaves(getattr(after, net))}
+            for net in ("actor", "critic")}
+
+    def worst_excess(p):
+        """The largest ``_excess`` of ``p``'s update over all leaves, at (1)'s tolerances."""
+        out = 0.0
+        for net in ("actor", "critic"):
+            for leaf, a in flat_leaves(getattr(p, net)):
+                b = before[net][leaf]
+                ulp = float(np.spacing(np.abs(b).max().astype(np.float32)))
+                out = max(out, _excess(a - b, want[net][leaf], rtol=1e-5, atol=4 * ulp))
+        return out
 
     # (1) the optimizer alone, on TorchRL's gradients
-    state = with_schedule_batch(jx.opt.init(p0), jx.config, LR_BATCH)
-    p = p0
-    for g in torch_grads:
-        updates, state = jx.opt.update(g, state, p)
-        p = optax.apply_updates(p, updates)
-    # (2) end to end
-    p_e2e, norms_j = jx.run_optimizer(p0, _jax_minibatch(jx, td), key, steps)
-    check("live pre-clip grad norms", norms_j, norms, rtol=1e-5, atol=0, where=where)
-
+    state = with_schedule_batch(jx.opt.init(p0), config, LR_BATCH)
+    p = _updates(jx.opt, state, p0, torch_grads)
     for net in ("actor", "critic"):
-        b = dict(flat_leaves(getattr(p0, net)))
-        want = {k: v - b[k] for k, v in flat_leaves(getattr(after, net))}
         for leaf, a in flat_leaves(getattr(p, net)):
+            b = before[net][leaf]
             # float32 parameters: after - before is exact only to an ulp of the weights
-            ulp = float(np.spacing(np.abs(b[leaf]).max().astype(np.float32)))
-            check(f"live optimizer update {net}/{leaf} (torch grads)", a - b[leaf], want[leaf],
+            ulp = float(np.spacing(np.abs(b).max().astype(np.float32)))
+            check(f"live optimizer update {net}/{leaf} (torch grads)", a - b, want[net][leaf],
                   rtol=1e-5, atol=4 * ulp, where=where)
+    # the same comparison tells the clips apart: Adam at this lr after each clip
+    controls = {"global-norm clip": optax.clip_by_global_norm(config.max_grad_norm),
+                "no clip": optax.identity(),
+                "per-leaf clip": _per_leaf_clip(config.max_grad_norm)}
+    excess = {}
+    for name, clip in controls.items():
+        control = optax.chain(clip, optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
+        excess[name] = worst_excess(_updates(control, control.init(p0), p0, torch_grads))
+    print(f"PARITY live optimizer: update error / tolerance by clip: {excess}")
+    assert excess["global-norm clip"] <= 1, excess
+    assert excess["no clip"] > 100 and excess["per-leaf clip"] > 100, excess
+
+    # (2) end to end
+    batches = [_jax_minibatch(jx, td) for td in minibatches]
+    p_e2e, norms_j = jx.run_optimizer(p0, batches, key)
+    check("live pre-clip grad norms", norms_j, norms, rtol=1e-5, atol=0, where=where)
+    for net in ("actor", "critic"):
         for leaf, a in flat_leaves(getattr(p_e2e, net)):
-            d = a - b[leaf]
-            check(f"live update {net}/{leaf} (end to end)", d, want[leaf], rtol=1e-4,
+            d = a - before[net][leaf]
+            check(f"live update {net}/{leaf} (end to end)", d, want[net][leaf], rtol=1e-4,
                   atol=ADAM_ATOL_E2E * lr, where=where)
             check(f"live update {net}/{leaf} (end to end, L2 norm)", np.linalg.norm(d),
-                  np.linalg.norm(want[leaf]), rtol=1e-4, atol=0, where=where)
+                  np.linalg.norm(want[net][leaf]), rtol=1e-4, atol=0, where=where)
 
 
 def test_live_obs_norm(trl, x64):
@@ -730,11 +833,11 @@ def test_live_obs_norm(trl, x64):
     pytest.importorskip("gymnasium")
     pytest.importorskip("mujoco")
     try:
-        env = tc.tutorial_env(seed=SEED)
+        env = torchrl_reference.tutorial_env(ENV_ID, seed=SEED)
     except Exception as e:  # noqa: BLE001 - no MuJoCo env available here
-        pytest.skip(f"cannot build {tc.ENV_NAME}: {e}")
+        pytest.skip(f"cannot build {ENV_ID}: {e}")
     norm = env.transform[0]
-    data = tc.record_init_stats(norm, 100)
+    data = torchrl_reference.record_init_stats(norm, 100)
     s = stats_from_observations(jnp.asarray(data), None, "reference")
     check("live init_stats loc (f64)", s.loc, norm.loc.numpy(), rtol=1e-12, atol=1e-12,
           where=where)

@@ -1,0 +1,157 @@
+"""The benchmark's command line: flags, defaults, and ``main`` (``scripts/benchmark.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from typing import Any
+
+from ppo_jax.bench import driver, report
+from ppo_jax.bench.configs import common_total_frames
+from ppo_jax.cli import ArgumentParser, CLIError
+from ppo_jax.config import MATMUL_PRECISIONS
+from ppo_jax.reporting import versions
+
+SYSTEMS = ("torchrl", "ppo_jax", "brax")
+DEFAULT_ENVS = (16, 256, 4096)
+QUICK_ENVS = (1, 16)
+QUICK_TOTAL_FRAMES = 2000
+DEFAULT_TOTAL_FRAMES = 20_000
+DEFAULT_THRESHOLD = 9000.0
+
+
+def parse_int_list(text: str) -> list[int]:
+    """``--envs``: positive integers separated by commas."""
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def parse_systems(text: str) -> list[str]:
+    """``--systems``: a comma-separated subset of :data:`SYSTEMS`."""
+    vals = [v for v in text.replace(" ", "").split(",") if v]
+    bad = [v for v in vals if v not in SYSTEMS]
+    if bad or not vals:
+        raise argparse.ArgumentTypeError(
+            f"unknown system(s) {', '.join(bad) or text!r}; choose from {', '.join(SYSTEMS)}")
+    return vals
+
+
+def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
+    """The flags of ``scripts/benchmark.py``."""
+    p = ArgumentParser(prog=prog, description=(
+        "Frames per second of the whole PPO training loop: the TorchRL tutorial vs ppo_jax "
+        "(tutorial config and more envs) vs Brax's PPO trainer, same total frames, interleaved "
+        "and repeated runs, each in a fresh subprocess."))
+    p.add_argument("--systems", type=parse_systems, default=list(SYSTEMS),
+                   help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all; torchrl "
+                        "adds a CUDA row when torch sees a GPU)")
+    p.add_argument("--envs", type=parse_int_list, default=None,
+                   help=f"env counts for ppo_jax and Brax besides the tutorial's 1 "
+                        f"(default {','.join(map(str, DEFAULT_ENVS))}; --quick: "
+                        f"{','.join(map(str, QUICK_ENVS))})")
+    p.add_argument("--total-frames", type=int, default=None,
+                   help=f"frames per run, rounded up to a multiple of lcm(1000, env counts) "
+                        f"so every row splits it into whole batches (with 4096 envs: a "
+                        f"multiple of 512,000) (default {DEFAULT_TOTAL_FRAMES}; --quick: "
+                        f"{QUICK_TOTAL_FRAMES})")
+    p.add_argument("--repeats", type=int, default=None, help="runs per row (default 3; --quick: 1)")
+    p.add_argument("--to-threshold", type=float, nargs="?", const=DEFAULT_THRESHOLD, default=None,
+                   metavar="R", help="evaluate during the runs and report seconds and frames "
+                                     f"until the eval return first reaches R (default R "
+                                     f"{DEFAULT_THRESHOLD:g}); frames/s then include evaluation")
+    p.add_argument("--eval-every-frames", type=int, default=10_000,
+                   help="with --to-threshold: evaluate about every this many frames (the "
+                        "tutorial: every 10 batches of 1000; default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                   help="JAX matmul precision of the ppo_jax and Brax runs (default highest: "
+                        "full float32, as PyTorch)")
+    p.add_argument("--quick", action="store_true",
+                   help="CI smoke scale: 2000 frames, envs 1,16, 1 repeat (explicit flags win)")
+    p.add_argument("--json", metavar="PATH",
+                   help="write every figure, versions, device and configs")
+    p.add_argument("--compile-cache", metavar="DIR", default=None,
+                   help="JAX persistent compilation cache for the JAX runs (off by default, so "
+                        "start-up includes a full compilation)")
+    p.add_argument("--torch-threads", type=int, default=0, metavar="N",
+                   help="torch intra-op threads of the TorchRL runs (0: torch's default, as the "
+                        "tutorial; 1 is steadier on a machine shared with other work)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds allowed per run (default 3600)")
+    p.add_argument("--keep-going", action=argparse.BooleanOptionalAction, default=True,
+                   help="after a failed run, go on with the others (default: yes)")
+    return p
+
+
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the defaults that depend on ``--quick``; ``env_counts``: 1 and ``--envs``, sorted."""
+    if args.envs is None:
+        args.envs = list(QUICK_ENVS if args.quick else DEFAULT_ENVS)
+    if args.total_frames is None:
+        args.total_frames = QUICK_TOTAL_FRAMES if args.quick else DEFAULT_TOTAL_FRAMES
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1 or args.total_frames < 1 or args.eval_every_frames < 1:
+        raise CLIError("--repeats, --total-frames and --eval-every-frames must be >= 1")
+    args.env_counts = sorted(set([1] + list(args.envs)))
+    return args
+
+
+def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
+    """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
+    TorchRL or ppo_jax row failed."""
+    args = resolve_args(build_parser(prog).parse_args(argv))
+    total = common_total_frames(args.total_frames, args.env_counts)
+    rows, messages = driver.plan_rows(args, total)
+    for m in messages:
+        print(m, file=sys.stderr)
+    started = datetime.datetime.now(datetime.timezone.utc)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"total frames per run: {total:,} (requested {args.total_frames:,}); "
+        f"{sum(r.skipped is None for r in rows)} row(s) x {args.repeats} repeat(s)")
+    driver.measure(rows, args, log)
+    results = driver.aggregate(rows, args.to_threshold)
+
+    meta: dict[str, Any] = {
+        "date": started.strftime("%Y-%m-%d"),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
+        "settings": {
+            "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
+            "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
+            "eval_every_frames": args.eval_every_frames if args.to_threshold is not None else None,
+            "seed": args.seed, "matmul_precision": args.matmul_precision, "quick": args.quick,
+            "compile_cache": args.compile_cache,
+        },
+        "versions": versions(),
+        "device": driver.device_summary(results),
+        "brax_patched": any(r["raw"].get("patched") for row in rows for r in row.runs
+                            if row.system == "brax"),
+        "skipped": messages + [f"{d['label']}: {d['skipped']}" for d in results
+                               if d["skipped"] and d["skipped"] not in messages],
+    }
+    meta["headline"] = driver.headline(results)
+    meta["notes"] = report.notes(meta, results)
+    print(report.markdown(results, meta))
+    print()
+    for n in meta["notes"]:
+        print(f"- {n}")
+    for m in meta["skipped"]:
+        print(f"- skipped: {m}")
+    if args.json:
+        payload = dict(meta, rows=results)
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+        print(f"\nwrote {args.json}")
+    failed = [d for d in results if d["system"] != "brax" and not d["skipped"] and d["errors"]]
+    return 1 if failed else 0

@@ -1,0 +1,296 @@
+"""The benchmark's driver: the rows to measure, one fresh subprocess per run (interleaved and
+repeated), and the figures of each row from its runs' per-batch marks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from ppo_jax.bench.configs import brax_settings, describe_config, scaled_config, torchrl_settings
+from ppo_jax.config import PPOConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# rows
+# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Row:
+    """One system at one configuration, measured ``repeats`` times."""
+
+    key: str
+    system: str  # torchrl | torchrl_cuda | ppo_jax | brax
+    num_envs: int
+    settings: dict[str, Any]
+    description: str
+    runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The row's name in the tables."""
+        if self.system.startswith("torchrl"):
+            return "TorchRL tutorial" + (" (CUDA)" if self.system == "torchrl_cuda" else " (CPU)")
+        name = "ppo_jax" if self.system == "ppo_jax" else "Brax PPO"
+        return f"{name}, {'tutorial config' if self.num_envs == 1 else f'{self.num_envs} envs'}"
+
+
+def torchrl_unavailable_reason() -> str | None:
+    """Why the TorchRL rows cannot run here (None: they can)."""
+    missing = [m for m in ("torch", "torchrl", "tensordict", "gymnasium", "mujoco")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"TorchRL rows skipped: {', '.join(missing)} not installed (pip install .[torchrl])"
+    return None
+
+
+def torch_cuda_available() -> bool:
+    """Whether torch imports here and sees a CUDA device (a TorchRL CUDA row)."""
+    try:
+        import torch
+    except Exception:  # noqa: BLE001  (any import failure means: no CUDA row)
+        return False
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def brax_unavailable_reason() -> str | None:
+    """Why the Brax rows cannot run here (None: they can)."""
+    if importlib.util.find_spec("brax") is None:
+        return "Brax rows skipped: brax not installed"
+    return None
+
+
+def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], list[str]]:
+    """The rows to measure, and one message per system skipped."""
+    rows: list[Row] = []
+    messages: list[str] = []
+    evaluate = args.to_threshold is not None
+    eval_frames = args.eval_every_frames if evaluate else 0
+    configs = {n: scaled_config(n, total_frames, seed=args.seed, eval_every_frames=eval_frames,
+                                matmul_precision=args.matmul_precision)
+               for n in args.env_counts}
+    if "torchrl" in args.systems:
+        rows += torchrl_rows(configs[1], args.torch_threads or None, messages)
+    brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
+    if brax_reason:
+        messages.append(brax_reason)
+    for n, cfg in configs.items():
+        if "ppo_jax" in args.systems:
+            d = cfg.to_dict()
+            rows.append(Row(f"ppo_jax_{n}", "ppo_jax", n, d, describe_config("ppo_jax", d)))
+        if "brax" in args.systems:
+            st = brax_settings(cfg, evaluate=evaluate)
+            rows.append(Row(f"brax_{n}", "brax", n, st, describe_config("brax", st),
+                            skipped=brax_reason))
+    return rows, messages
+
+
+def torchrl_rows(tutorial: PPOConfig, threads: int | None, messages: list[str]) -> list[Row]:
+    """The TorchRL tutorial on the CPU (and on CUDA when torch sees a GPU) at the one-env
+    config ``tutorial``; one skipped row (and a message) when TorchRL is not installed."""
+    reason = torchrl_unavailable_reason()
+    if reason:
+        messages.append(reason)
+        description = describe_config("torchrl", torchrl_settings(tutorial, device="cpu"))
+        return [Row("torchrl", "torchrl", 1, {}, description, skipped=reason)]
+    rows = []
+    for dev in ["cpu"] + (["cuda"] if torch_cuda_available() else []):
+        system = "torchrl" if dev == "cpu" else "torchrl_cuda"
+        st = torchrl_settings(tutorial, device=dev, threads=threads)
+        rows.append(Row(system, system, 1, st, describe_config(system, st)))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------------------------
+def _worker_env() -> dict[str, str]:
+    """This environment, with this checkout first on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh Python process; raises RuntimeError on failure."""
+    with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_") as tmp:
+        spec_path = os.path.join(tmp, "spec.json")
+        out_path = os.path.join(tmp, "result.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        cmd = [sys.executable, "-m", "ppo_jax.bench.worker", spec_path, out_path]
+        try:
+            proc = subprocess.run(cmd, env=_worker_env(), capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {timeout:g} s") from None
+        if proc.returncode != 0 or not os.path.exists(out_path):
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-8:]
+            raise RuntimeError(f"exit {proc.returncode}: " + " | ".join(tail))
+        with open(out_path) as f:
+            return json.load(f)
+
+
+def _spec(row: Row, args: argparse.Namespace) -> dict[str, Any]:
+    """The worker's input for one run of ``row``."""
+    kind = "torchrl" if row.system.startswith("torchrl") else row.system
+    spec: dict[str, Any] = {"kind": kind, "compile_cache": args.compile_cache,
+                            "matmul_precision": args.matmul_precision}
+    spec["config" if kind == "ppo_jax" else "settings"] = row.settings
+    return spec
+
+
+def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
+    """Interleaved, repeated runs: repeat r runs every row once, starting at row r mod n."""
+    active = [r for r in rows if r.skipped is None]
+    total = len(active) * args.repeats
+    done = 0
+    for rep in range(args.repeats):
+        order = active[rep % len(active):] + active[: rep % len(active)] if active else []
+        for row in order:
+            if row.skipped is not None:  # skipped after a failure in an earlier repeat
+                continue
+            done += 1
+            log(f"[{done}/{total}] repeat {rep + 1}/{args.repeats}: {row.label} "
+                f"({row.description})")
+            try:
+                load_before = os.getloadavg()[0]
+                result = run_worker(_spec(row, args), args.timeout)
+                summary = summarize_run(result, args.to_threshold)
+                summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+            except (RuntimeError, ValueError) as e:
+                msg = f"repeat {rep + 1}: {e}"
+                row.errors.append(msg)
+                log(f"    failed: {msg}")
+                if row.system == "brax" and not row.runs:
+                    row.skipped = f"Brax PPO could not run: {e}"
+                if not args.keep_going and row.system != "brax":
+                    return
+                continue
+            summary["raw"] = result
+            if result.get("failed_batch") is not None:
+                summary["note"] = f"NaN/Inf at batch {result['failed_batch']} (update discarded)"
+            row.runs.append(summary)
+            extra = f", compile {summary['compile_s']:.1f} s" if summary.get("compile_s") else ""
+            log(f"    {summary['fps']:.0f} frames/s, start-up {summary['startup_s']:.1f} s{extra}, "
+                f"peak RSS {summary['peak_rss_mib']:.0f} MiB, load average "
+                f"{summary['loadavg_1m'][0]:.1f} -> {summary['loadavg_1m'][1]:.1f}")
+            for key in ("warning", "note"):
+                if summary.get(key):
+                    log(f"    {key}: {summary[key]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+# ----------------------------------------------------------------------------------------------
+def summarize_run(result: dict[str, Any], threshold: float | None) -> dict[str, Any]:
+    """Throughput, start-up and time-to-threshold of one run from its per-batch marks.
+
+    ``marks``: ``(frames done, seconds since the run started)`` at the end of each batch (or
+    epoch of batches). fps = frames after the first mark / seconds after it; start-up = time
+    of the first mark minus the time its frames take at that rate (compilation, env and
+    network set-up, lazy init: what a longer run does not repeat).
+    """
+    marks = result["marks"]
+    out: dict[str, Any] = {k: result.get(k) for k in
+                           ("compile_s", "import_s", "peak_rss_mib", "device_peak_mib", "call_fps")}
+    if len(marks) < 2:
+        raise ValueError("a run needs at least two batch marks to measure throughput")
+    (f1, t1), (fn, tn) = marks[0], marks[-1]
+    fps = (fn - f1) / (tn - t1)
+    out.update(fps=fps, startup_s=t1 - f1 / fps, frames=fn, run_s=tn)
+    late = [c for c in result.get("compiles") or [] if c[0] > t1]
+    if late:
+        out["warning"] = (f"{len(late)} XLA compilation(s) of >= 1 s during the measured batches "
+                          f"({sum(d for _, d in late):.1f} s): frames/s is understated")
+    if threshold is not None:
+        hit = next(((f, t, r) for f, t, r in result["evals"] if r >= threshold), None)
+        out["threshold_frames"] = hit[0] if hit else None
+        out["threshold_s"] = hit[1] if hit else None
+        out["best_eval_return"] = max((r for _, _, r in result["evals"]), default=None)
+    return out
+
+
+
+
+def _stats(values: list[float | None]) -> dict[str, float] | None:
+    """Median, min, max and count of the values that are not None (None: there are none)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
+    """Per row: medians and min-max of every figure, and ratios against TorchRL."""
+    out = []
+    for row in rows:
+        d: dict[str, Any] = {
+            "key": row.key, "system": row.system, "label": row.label, "num_envs": row.num_envs,
+            "description": row.description, "config": row.settings, "skipped": row.skipped,
+            "errors": row.errors, "repeats": len(row.runs),
+        }
+        for name in ("fps", "startup_s", "compile_s", "peak_rss_mib", "device_peak_mib",
+                     "call_fps", "threshold_s", "threshold_frames"):
+            d[name] = _stats([r.get(name) for r in row.runs])
+        if threshold is not None:
+            d["threshold_reached"] = sum(r.get("threshold_s") is not None for r in row.runs)
+        d["runs"] = [{k: v for k, v in r.items() if k != "raw"} | {
+            "batch_marks": r["raw"]["marks"], "evals": r["raw"]["evals"],
+            "xla_compiles": r["raw"].get("compiles"), "device": r["raw"].get("device")}
+            for r in row.runs]
+        out.append(d)
+    refs = {s: next((d["fps"]["median"] for d in out if d["system"] == s and d["fps"]), None)
+            for s in ("torchrl", "torchrl_cuda")}
+    for d in out:
+        for s, ref in refs.items():
+            d[f"ratio_vs_{s}"] = (d["fps"]["median"] / ref) if (d["fps"] and ref) else None
+    return out
+
+
+def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """ppo_jax / TorchRL (CPU) frames per second at the tutorial config and the best env count."""
+    jx = [d for d in results if d["system"] == "ppo_jax" and d["fps"]]
+    tut = next((d for d in jx if d["num_envs"] == 1), None)
+    best = max(jx, key=lambda d: d["fps"]["median"], default=None)
+    h: dict[str, Any] = {"reference": "torchrl"}
+    h["tutorial_config"] = tut and {"num_envs": 1, "fps": tut["fps"]["median"],
+                                    "ratio": tut["ratio_vs_torchrl"]}
+    h["best_env_count"] = best and {"num_envs": best["num_envs"], "fps": best["fps"]["median"],
+                                    "ratio": best["ratio_vs_torchrl"]}
+    return h
+
+
+def device_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The host's CPU and GPUs, and the devices the runs reported."""
+    from ppo_jax.reporting import cpu_model
+
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            q = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30)
+            gpus = [g.strip() for g in q.stdout.splitlines() if g.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    jax_dev = next((r["device"] for d in results for r in d["runs"]
+                    if d["system"] in ("ppo_jax", "brax") and r.get("device")), None)
+    torch_dev = {d["system"]: r["device"] for d in results for r in d["runs"]
+                 if d["system"].startswith("torchrl") and r.get("device")}
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "gpus": gpus, "jax_backend": jax_dev and jax_dev["backend"],
+            "jax_devices": jax_dev and jax_dev["devices"], "torch": torch_dev or None}

@@ -1,0 +1,155 @@
+"""The benchmark's output: markdown tables, the headline and the notes.
+
+The list of Brax's settings that differ from the tutorial is prose kept in this package's
+``README.md`` (section :data:`BRAX_DIFFERENCES_SECTION`); the notes print it from there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from ppo_jax.bench.worker_brax import BRAX_PATCH_NOTE
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+BRAX_DIFFERENCES_SECTION = "Brax's settings that differ from the tutorial"
+
+
+def markdown_bullets(text: str, heading: str) -> list[str]:
+    """The bullets (``- ...``, continuation lines indented) of the section of ``text`` under
+    the heading line ``## heading``, each joined into one line."""
+    lines = text.splitlines()
+    start = lines.index(f"## {heading}") + 1
+    bullets: list[str] = []
+    for line in lines[start:]:
+        if line.startswith("#"):
+            break
+        if line.startswith("- "):
+            bullets.append(line[2:].strip())
+        elif line.startswith("  ") and line.strip() and bullets:
+            bullets[-1] += " " + line.strip()
+    return bullets
+
+
+@functools.cache
+def brax_differences() -> tuple[str, ...]:
+    """Brax's settings that differ from the tutorial, from ``README.md``."""
+    with open(README, encoding="utf-8") as f:
+        return tuple(markdown_bullets(f.read(), BRAX_DIFFERENCES_SECTION))
+
+
+def _fmt_stat(s: dict[str, float] | None, fmt: str = "{:.0f}") -> str:
+    """``median (min–max)``, or the median alone when every run agrees; ``–``: no figure."""
+    if not s:
+        return "–"
+    if s["n"] == 1 or s["min"] == s["max"]:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The tables: throughput, warm-up and memory, time to the threshold; the headline."""
+    has_cuda_ref = any(d["system"] == "torchrl_cuda" and d["fps"] for d in results)
+    has_dev_mem = any(d["device_peak_mib"] for d in results)
+    threshold = meta["settings"]["threshold"]
+    lines = []
+    s = meta["settings"]
+    lines.append(f"Total frames per run: {s['total_frames']:,} (requested "
+                 f"{s['requested_frames']:,}, rounded up to a multiple of every batch); "
+                 f"{s['repeats']} repeat(s) per row, interleaved; median (min–max).")
+    dev = meta["device"]
+    gpus = f"GPU: {', '.join(dev['gpus'])}" if dev["gpus"] else "no GPU"
+    lines.append(f"Device: {dev['cpu']} ({dev['cpu_count']} cores); {gpus}; "
+                 f"JAX backend: {dev.get('jax_backend') or '–'}.")
+    lines.append("")
+    lines.append("Throughput (collection + updates, after the first batch"
+                 + (", evaluation included" if threshold is not None else ", no evaluation") + "):")
+    lines.append("")
+    head = "| system | config | frames/s | × TorchRL CPU |"
+    head += " × TorchRL CUDA |" if has_cuda_ref else ""
+    lines.append(head)
+    lines.append("| --- | --- | ---: | ---: |" + (" ---: |" if has_cuda_ref else ""))
+    for d in results:
+        if d["skipped"] or not d["fps"]:
+            why = d["skipped"] or ("failed: " + d["errors"][-1] if d["errors"] else "no result")
+            lines.append(f"| {d['label']} | {d['description']} | skipped | {why} |"
+                         + (" |" if has_cuda_ref else ""))
+            continue
+        lines.append(f"| {d['label']} | {d['description']} | {_fmt_stat(d['fps'])} | "
+                     f"{_fmt_ratio(d['ratio_vs_torchrl'])} |"
+                     + (f" {_fmt_ratio(d['ratio_vs_torchrl_cuda'])} |" if has_cuda_ref else ""))
+    lines.append("")
+    lines.append("Warm-up (excluded from frames/s) and memory:")
+    lines.append("")
+    head = "| system | config | start-up s | of which compile s | peak RSS MiB |" + (
+        " peak device MiB |" if has_dev_mem else "")
+    lines.append(head)
+    lines.append("| --- | --- | ---: | ---: | ---: |" + (" ---: |" if has_dev_mem else ""))
+    for d in results:
+        if not d["fps"]:
+            continue
+        lines.append(f"| {d['label']} | {d['description']} | "
+                     f"{_fmt_stat(d['startup_s'], '{:.1f}')} | "
+                     f"{_fmt_stat(d['compile_s'], '{:.1f}')} | {_fmt_stat(d['peak_rss_mib'])} |"
+                     + (f" {_fmt_stat(d['device_peak_mib'])} |" if has_dev_mem else ""))
+    if threshold is not None:
+        lines.append("")
+        lines.append(f"Time to the first eval return >= {threshold:g} (wall-clock from the start "
+                     "of the run, start-up included):")
+        lines.append("")
+        lines.append("| system | config | reached | seconds | frames |")
+        lines.append("| --- | --- | ---: | ---: | ---: |")
+        for d in results:
+            if not d["fps"]:
+                continue
+            lines.append(f"| {d['label']} | {d['description']} | "
+                         f"{d['threshold_reached']}/{d['repeats']} | "
+                         f"{_fmt_stat(d['threshold_s'], '{:.0f}')} | "
+                         f"{_fmt_stat(d['threshold_frames'], '{:.0f}')} |")
+    h = meta["headline"]
+    lines.append("")
+    if h["tutorial_config"] and h["tutorial_config"]["ratio"] is not None:
+        b = h["best_env_count"]
+        lines.append(f"**Headline: ppo_jax / TorchRL frames per second = "
+                     f"{h['tutorial_config']['ratio']:.2f}× at the tutorial configuration, "
+                     f"{b['ratio']:.2f}× at the best env count ({b['num_envs']} "
+                     f"env{'s' if b['num_envs'] > 1 else ''}).**")
+    else:
+        lines.append("Headline ppo_jax / TorchRL ratio unavailable (a system was skipped or "
+                     "failed).")
+    return "\n".join(lines)
+
+
+def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """The notes printed under the tables (and stored in the JSON)."""
+    out = [
+        "frames/s: frames between the first and the last per-batch mark / seconds between them "
+        "(JAX: host callback; TorchRL: Python loop); the first batch is warm-up.",
+        "start-up: seconds to the end of the first batch minus what that batch takes at the "
+        "steady rate (env and network set-up, TorchRL's init_stats, JAX compilation); "
+        "peak RSS: ru_maxrss of the run's own process, imports included. 'of which compile': "
+        "ppo_jax: tracing + XLA compilation of the whole run (jit(...).lower().compile()); Brax: "
+        "its XLA compilations of >= 1 s before the first batch ended.",
+        "configs: N envs x T steps per env = frames per batch; 'mb' = minibatches per epoch x "
+        "minibatch size; 10 epochs everywhere; T = the largest divisor of total/N that is "
+        "<= max(16, ceil(1000/N)) and leaves >= 2 batches; minibatch = batch // 15.",
+    ]
+    if any(d["system"] == "brax" for d in results):
+        out.append(BRAX_PATCH_NOTE if meta.get("brax_patched") else
+                   "Brax PPO ran unpatched.")
+        out.append("Brax settings that differ from the tutorial: "
+                   + "; ".join(brax_differences()) + ".")
+    for d in results:
+        for k, r in enumerate(d["runs"]):
+            for key in ("warning", "note"):
+                if r.get(key):
+                    out.append(f"{d['label']}, run {k + 1}: {r[key]}")
+    if meta["settings"]["compile_cache"]:
+        out.append("A persistent compilation cache was on: start-up may be a cache load, not a "
+                   "compile.")
+    return out
