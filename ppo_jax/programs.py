@@ -171,11 +171,13 @@ def _version(name: str) -> str | None:
         return None
 
 
-def program_key(trainer: Trainer, num_seeds: int, name: str) -> str:
-    """Everything that determines the compiled program ``name`` of this run, hashed."""
+def program_key(trainer: Trainer, num_seeds: int, name: str, **extra: Any) -> str:
+    """Everything that determines the compiled program ``name`` of this run (and ``extra``,
+    what else its caller varies), hashed."""
     devices = jax.devices()
     parts = {
         "program": name,
+        "extra": extra,
         "num_seeds": num_seeds,
         "config": trainer.config.to_dict(),
         "env": [trainer.env.env_id, trainer.env.integrator, trainer.env.max_episode_steps],
@@ -356,32 +358,30 @@ def lower_programs(
     return out
 
 
-def build_programs(
-    trainer: Trainer, num_seeds: int, announce: Callable[[str], None] | None = None,
-    need: tuple[str, ...] = ("init", "update", "evaluate"),
-) -> Programs:
-    """The run's compiled programs (those in ``need``; the others are None): from the program
-    store when it has them, else traced, lowered and compiled (JAX's cache may answer), then
-    stored. ``announce`` gets one line first: what is compiled, roughly how long it takes
-    (or that it is loaded from the cache), and where it is cached."""
-    if not trainer.config.eval_batches:
-        need = tuple(n for n in need if n != "evaluate")
-    keys = {name: program_key(trainer, num_seeds, name) for name in need}
+def obtain(
+    keys: dict[str, str],
+    lower_missing: Callable[[tuple[str, ...]], dict[str, jax.stages.Lowered]],
+    what: str,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
+    """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
+    the program store when it has them, else lowered by ``lower_missing(names)`` (each module
+    named by its key), compiled (JAX's cache may answer) and stored. ``announce`` gets one
+    line first: what is compiled, roughly how long it takes (or that it is loaded from the
+    cache), and where it is cached."""
     compiled: dict[str, Any] = {}
     infos: dict[str, CompileInfo] = {}
-    for name in need:
-        hit = load_stored(name, keys[name])
+    for name, key in keys.items():
+        hit = load_stored(name, key)
         if hit is not None:
             compiled[name], infos[name] = hit
-    missing = tuple(n for n in need if n not in compiled)
-    what = (f"the training programs ({', '.join(need)}) for {num_seeds} seed(s) x "
-            f"{trainer.config.num_envs} env(s) on {jax.default_backend()}")
+    missing = tuple(n for n in keys if n not in compiled)
     if announce is not None and not missing:
         announce(f"loaded {what} from the compile cache in {cache_dir()} "
                  f"({sum(i.seconds for i in infos.values()):.1f} s)")
     if missing:
         t = time.perf_counter()
-        lowered = lower_programs(trainer, num_seeds, missing)
+        lowered = lower_missing(missing)
         trace_s = (time.perf_counter() - t) / len(missing)
         if announce is not None:
             announce(f"compiling {what}: {expectation(lowered)}")
@@ -394,6 +394,22 @@ def build_programs(
             # is named by its key), so JAX's cache answers alone only if the store lost it.
             if info.source == "compiled":
                 store(keys[name], compiled[name])
+    return compiled, infos
+
+
+def build_programs(
+    trainer: Trainer, num_seeds: int, announce: Callable[[str], None] | None = None,
+    need: tuple[str, ...] = PROGRAM_NAMES,
+) -> Programs:
+    """The run's compiled programs (those in ``need``; the others are None), see
+    :func:`obtain`."""
+    if not trainer.config.eval_batches:
+        need = tuple(n for n in need if n != "evaluate")
+    keys = {name: program_key(trainer, num_seeds, name) for name in need}
+    what = (f"the training programs ({', '.join(need)}) for {num_seeds} seed(s) x "
+            f"{trainer.config.num_envs} env(s) on {jax.default_backend()}")
+    compiled, infos = obtain(
+        keys, lambda names: lower_programs(trainer, num_seeds, names), what, announce)
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
                     evaluate=compiled.get("evaluate"),
                     infos=tuple(infos[n] for n in need))

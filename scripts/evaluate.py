@@ -6,8 +6,10 @@
     python scripts/evaluate.py runs/demo --stochastic --seed 3
     MUJOCO_GL=egl python scripts/evaluate.py runs/demo --video episode.mp4
 
-Without --seed, episode 0 starts where the evaluation logged in training after the
-checkpoint's last batch started, so its return is the logged one.
+Without --seed, the episodes start where training's evaluations after the checkpoint's
+last batch start: episode 0 replays the evaluation logged then (training always evaluates
+after its final batch; for an intermediate checkpoint whose last batch was not evaluated the
+output says there is nothing to replay).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def build_parser() -> cli.ArgumentParser:
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--video", metavar="FILE", help="render episode 0 to FILE (.mp4 or .gif)")
+    cli.add_compile_cache_flags(p)
     return p
 
 
@@ -59,10 +62,11 @@ def main(argv=None) -> int:
     if args.video:
         cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
 
+    cli.apply_compile_cache_flags(args)
     import jax
     import numpy as np
 
-    from ppo_jax import checkpoint
+    from ppo_jax import checkpoint, programs
     from ppo_jax.evaluate import make_policy, run_episode
     from ppo_jax.train import eval_episode_key
 
@@ -79,6 +83,13 @@ def main(argv=None) -> int:
     mode = "sample" if args.stochastic else cfg.eval_action
     max_steps = args.max_steps or cfg.eval_max_steps
 
+    logged = None  # the evaluation training logged after the checkpoint's last batch
+    if args.seed is None and step > 0 and cfg.is_eval_batch(step - 1):
+        returns_logged = meta.get("last_eval_return") or []
+        frames_logged = meta.get("last_eval_frames") or []
+        if args.seed_index < len(returns_logged) and \
+                frames_logged[args.seed_index] == step * cfg.frames_per_batch:
+            logged = returns_logged[args.seed_index]
     if args.seed is None:
         keys = jax.numpy.stack([eval_episode_key(state.eval_key, max(step - 1, 0), j)
                                 for j in range(args.episodes)])
@@ -89,7 +100,14 @@ def main(argv=None) -> int:
         policy = make_policy(trainer.actor_apply, params.actor, stats, mode)
         return jax.vmap(lambda kk: run_episode(trainer.env, policy, kk, max_steps))(keys)
 
-    res = jax.jit(episodes)(state.params, state.obs_stats, keys)
+    key = programs.program_key(trainer, 1, "episodes", episodes=args.episodes, mode=mode,
+                               max_steps=max_steps)
+    compiled, infos = programs.obtain(
+        {"episodes": key},
+        lambda names: {"episodes": programs.lower(episodes, state.params, state.obs_stats, keys,
+                                                  name=key)},
+        "the evaluation program")
+    res = compiled["episodes"](state.params, state.obs_stats, keys)
     returns = np.asarray(res.episode_return, np.float64)
     lengths = np.asarray(res.length)
     out = {
@@ -103,6 +121,9 @@ def main(argv=None) -> int:
         "min_return": float(returns.min()),
         "max_return": float(returns.max()),
         "mean_steps": float(lengths.mean()),
+        "compiled_from_cache": infos["episodes"].cache_hit,
+        "replays_logged_eval": logged is not None and mode == cfg.eval_action,
+        "logged_eval_return": logged,
         "returns": returns.tolist(),
         "steps": lengths.tolist(),
     }
@@ -118,6 +139,9 @@ def main(argv=None) -> int:
             print(f"{i:>7} {r:>10.2f} {int(n):>6}")
         print(f"mean return {out['mean_return']:.2f} +- {out['std_return']:.2f}, "
               f"mean steps {out['mean_steps']:.1f}")
+        if out["replays_logged_eval"]:
+            print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "
+                  f"(return {logged:.2f})")
     return 0
 
 

@@ -120,6 +120,10 @@ def main(argv=None) -> int:
     else:
         config = cli.make_config(PPOConfig(), overrides)
         out = cli.ensure_writable_dir(args.out)
+        held = [n for n in ("metrics.json", "checkpoints") if os.path.exists(os.path.join(out, n))]
+        if held:
+            raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
+                               f"--resume {out}, or choose another --out")
 
     cli.apply_compile_cache_flags(args)
 

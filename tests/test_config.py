@@ -15,8 +15,12 @@ def test_defaults_are_the_tutorial():
         0.2, 0.99, 0.95, 1e-4, 3e-4, 1.0)
     assert c.hidden_sizes == (256, 256, 256) and c.num_envs == 1
     assert c.num_batches == 10 and c.num_minibatches == 15 and c.steps_per_env == 1000
-    assert c.eval_batches == (0,)
-    assert PPOConfig(total_frames=1_000_000).eval_batches[:3] == (0, 10, 20)
+    # the tutorial's i % 10 == 0, plus the last batch (the final policy is always evaluated)
+    assert c.eval_batches == (0, 9)
+    full = PPOConfig(total_frames=1_000_000)
+    assert full.eval_batches[:3] == (0, 10, 20) and full.eval_batches[-2:] == (990, 999)
+    assert [i for i in range(1000) if full.is_eval_batch(i)] == list(full.eval_batches)
+    assert PPOConfig(eval_every=0).eval_batches == () and not PPOConfig(eval_every=0).is_eval_batch(0)
 
 
 def test_every_field_is_documented():
