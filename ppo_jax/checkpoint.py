@@ -70,15 +70,22 @@ def save(
         **(extra_meta or {}),
     }
     state = _flat_nonempty(jax.device_get(states))
-    with _manager(directory, keep=keep, create=True) as mngr:
-        mngr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        mngr.wait_until_finished()
+    try:
+        with _manager(directory, keep=keep, create=True) as mngr:
+            if step in mngr.all_steps():  # the same state saved again (e.g. the final save)
+                return step
+            mngr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            mngr.wait_until_finished()
+    except Exception as e:  # disk full, directory gone: orbax/tensorstore raise many types
+        raise CheckpointError(
+            f"could not save checkpoint step {step} in {directory} "
+            f"({type(e).__name__}: {_first_line(e)})") from None
     return step
 
 
@@ -162,13 +169,18 @@ def restore(
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {directory} step {step} is unreadable or corrupt "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+            f"({type(e).__name__}: {_first_line(e)})"
         ) from None
     if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(
         restored.params
     )):
         raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
     return trainer, restored, meta
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else ""
 
 
 def _flat_nonempty(tree) -> dict[str, Any]:

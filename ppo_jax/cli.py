@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import threading
 import typing
 from typing import Any, Callable
 
@@ -106,15 +107,32 @@ def ensure_writable_dir(path: str) -> str:
     return os.path.abspath(path)
 
 
+def _quiet_closed_loop_hook(default):
+    """A ``threading.excepthook`` that drops orbax's background-thread ``RuntimeError: Event
+    loop is closed`` (its reader threads, cut off by a corrupt checkpoint, outlive the
+    restore that already failed and was reported) and passes anything else on."""
+
+    def hook(args):
+        if isinstance(args.exc_value, RuntimeError) and "Event loop is closed" in str(
+            args.exc_value
+        ):
+            return
+        default(args)
+
+    return hook
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run ``main`` and exit with its status; user errors become one line on stderr."""
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.ERROR)  # orbax's informational warnings
+        # orbax logs (and then raises) what it cannot read: the raised error becomes our line
+        absl_logging.set_verbosity(absl_logging.FATAL)
     except ImportError:
         pass
+    threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
     try:
         code = main(argv)
     except CLIError as e:
@@ -123,4 +141,11 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         code = 130
+    if code:
+        # Leave without the interpreter's teardown: orbax's background threads, stopped
+        # mid-read by a corrupt checkpoint, would print tracebacks ("Event loop is closed")
+        # after our one line. Everything the run wrote is already on disk (atomic writes).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)

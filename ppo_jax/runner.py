@@ -262,9 +262,11 @@ def run_training(
     progress = progress_factory(run.start) if progress_factory else None
 
     def save(r: Run) -> None:
+        # metrics first: a run killed in between resumes from the older checkpoint and cuts
+        # the metrics back to it; never the other way round (a checkpoint ahead of its metrics)
+        r.log.write(out, curves=False)
         checkpoint.save(ckpt_dir, r.trainer, r.states, keep=keep,
                         extra_meta=checkpoint_meta(r.log))
-        r.log.write(out, curves=False)
 
     try:
         train_batches(run, on_batch=progress, on_checkpoint=save,

@@ -103,6 +103,7 @@ def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
     assert row["skipped"] == reason and row["fps"] is None and row["repeats"] == 0
 
 
+@pytest.mark.slow
 def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, os.path.join(root_dir, "scripts", "benchmark.py"), "--quick",

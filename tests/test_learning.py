@@ -6,23 +6,29 @@ held) after 71k frames, seed 1 after 61k; the mean training reward rises from ~9
 play) to 9.33-9.36. TorchRL's tutorial: 71k (seed 0) and 81k (seed 1) frames.
 Thresholds with margin: the best evaluation over the run must exceed 5,000 (about half of
 the 9,360 measured) and the mean training reward of the last 10 batches 9.25 (measured >= 9.33).
-The run takes ~1.5 min to compile and ~1.5 min to train on 2 cores.
+It trains through the programs scripts/train.py runs (``runner.prepare`` / ``train_batches``).
 """
 
-import jax
 import numpy as np
+import pytest
 
+from ppo_jax import runner
 from ppo_jax.config import PPOConfig
-from ppo_jax.train import make_train
+
+pytestmark = pytest.mark.slow
 
 
-def test_tutorial_config_learns_to_balance():
-    config = PPOConfig(total_frames=100_000, seed=0)
-    trainer = make_train(config)
-    state, m = jax.jit(trainer.train)(jax.random.PRNGKey(config.seed))
-    evals = np.asarray(m.eval_return)[np.asarray(m.evaluated)]
-    reward = np.asarray(m.reward)
-    assert np.all(np.asarray(m.finite))
+@pytest.fixture(scope="module")
+def trained():
+    run = runner.prepare(PPOConfig(total_frames=100_000, seed=0), num_seeds=1)
+    return runner.train_batches(run)
+
+
+def test_tutorial_config_learns_to_balance(trained):
+    h = trained.log.history
+    evals = np.asarray(h["eval_return"][0])
+    reward = np.asarray(h["reward"][0], float)
+    assert trained.log.failed == [None] and len(reward) == 100
     assert evals.max() > 5000, evals
     assert reward[-10:].mean() > 9.25, reward[-10:]
     assert reward[-10:].mean() > reward[:5].mean() + 0.1
