@@ -4,7 +4,7 @@
     python scripts/evaluate.py runs/demo                  # latest checkpoint, 10 episodes
     python scripts/evaluate.py runs/demo --step 10 --episodes 100 --json
     python scripts/evaluate.py runs/demo --stochastic --seed 3
-    MUJOCO_GL=egl python scripts/evaluate.py runs/demo --video episode.mp4
+    MUJOCO_GL=osmesa python scripts/evaluate.py runs/demo --video episode.mp4   # or .gif
 
 Without --seed, episode 0 starts where the evaluation logged in training after the
 checkpoint's last batch started, so its return is the logged one.
@@ -19,11 +19,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppo_jax import cli  # noqa: E402
-
-GL_HINT = (
-    "no offscreen OpenGL context for MuJoCo's renderer: set MUJOCO_GL=egl (NVIDIA/EGL driver) "
-    "or install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa"
-)
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -122,41 +117,16 @@ def main(argv=None) -> int:
 
 
 def render_video(trainer, state, mode, key, max_steps, path) -> str:
-    """Render one episode with MuJoCo's offscreen renderer; CLIError if GL is unavailable."""
-    import jax
-    import mujoco
-    import numpy as np
-
-    from ppo_jax.evaluate import make_policy
+    """Render the MJX episode of ``key`` (one jitted rollout) to ``path``; CLIError (one
+    line: how to get an offscreen GL context) when it cannot."""
+    from ppo_jax import render
 
     try:
-        renderer = mujoco.Renderer(trainer.env.mj_model, 480, 640)
-    except Exception as e:  # no GL backend
-        raise cli.CLIError(f"--video: {GL_HINT} ({type(e).__name__})") from None
-    env = trainer.env
-    policy = make_policy(trainer.actor_apply, state.params.actor, state.obs_stats, mode)
-    k_reset, k_policy = jax.random.split(key)
-    step = jax.jit(lambda s, t: env.step(s, policy(s.obs, jax.random.fold_in(k_policy, t))))
-    s = env.reset(k_reset)
-    data = mujoco.MjData(env.mj_model)
-    frames = []
-    for t in range(max_steps):
-        data.qpos[:] = np.asarray(s.data.qpos)
-        data.qvel[:] = np.asarray(s.data.qvel)
-        mujoco.mj_forward(env.mj_model, data)
-        renderer.update_scene(data)
-        frames.append(renderer.render())
-        s = step(s, t)
-        if bool(s.terminated | s.truncated):
-            break
-    import imageio
-
-    try:
-        imageio.mimsave(path, frames, fps=int(round(1 / env.dt)))
-    except Exception as e:
-        raise cli.CLIError(f"--video: could not write {path}: {e} (for .mp4 install "
-                           "imageio-ffmpeg, or use .gif)") from None
-    return os.path.abspath(path)
+        return render.render_policy_episode(trainer, state, key, max_steps, path, mode)
+    except render.RenderUnavailable as e:
+        raise cli.CLIError(f"--video: {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise cli.CLIError(f"--video: could not write {path}: {render.first_line(e)}") from None
 
 
 if __name__ == "__main__":

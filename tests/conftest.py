@@ -8,11 +8,16 @@ import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# MuJoCo reads MUJOCO_GL once, at its first import: the video tests render for real with
+# OSMesa (apt-get install libosmesa6) unless the caller chose a backend.
+os.environ.setdefault("MUJOCO_GL", "osmesa")
 _CACHE = os.environ.setdefault(
     "PPO_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ppo_jax_test_xla_cache")
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import subprocess  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -41,3 +46,20 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+TINY_TRAIN = ("--total-frames 600 --frames-per-batch 200 --num-envs 2 --minibatch-size 50 "
+              "--num-epochs 2 --hidden-sizes 16 16 --eval-every 2 --eval-max-steps 50 "
+              "--init-stats-frames 100").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+    """Run directory of a tiny training run (3 batches of 200 frames, 16x16 networks), made
+    by ``scripts/train.py`` with the session's compilation cache."""
+    out = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY_TRAIN, "--out", out,
+           "--compile-cache-dir", _CACHE, "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
