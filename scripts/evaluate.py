@@ -4,10 +4,12 @@
     python scripts/evaluate.py runs/demo                  # latest checkpoint, 10 episodes
     python scripts/evaluate.py runs/demo --step 10 --episodes 100 --json
     python scripts/evaluate.py runs/demo --stochastic --seed 3
+    python scripts/evaluate.py runs/demo --sim both       # MJX and MuJoCo C side by side
     MUJOCO_GL=osmesa python scripts/evaluate.py runs/demo --video episode.mp4   # or .gif
 
 Without --seed, episode 0 starts where the evaluation logged in training after the
-checkpoint's last batch started, so its return is the logged one.
+checkpoint's last batch started, so its return is the logged one. --sim mujoco runs the
+same episodes (start states, policy noise) in MuJoCo C (ppo_jax.mujoco_sim).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
 
 from ppo_jax import cli  # noqa: E402
 
@@ -34,7 +38,11 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None,
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--video", metavar="FILE", help="render episode 0 to FILE (.mp4 or .gif)")
+    p.add_argument("--sim", choices=("mjx", "mujoco", "both"), default="mjx",
+                   help="simulator: MJX (the training env), MuJoCo C (Gymnasium v4's, as the "
+                   "TorchRL tutorial), or both side by side from the same start states")
+    p.add_argument("--video", metavar="FILE",
+                   help="render episode 0 to FILE (.mp4 or .gif; MuJoCo C's with --sim mujoco)")
     return p
 
 
@@ -55,10 +63,8 @@ def main(argv=None) -> int:
         cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
 
     import jax
-    import numpy as np
 
     from ppo_jax import checkpoint
-    from ppo_jax.evaluate import make_policy, run_episode
     from ppo_jax.train import eval_episode_key
 
     try:
@@ -80,40 +86,86 @@ def main(argv=None) -> int:
     else:
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
 
-    def episodes(params, stats, keys):
-        policy = make_policy(trainer.actor_apply, params.actor, stats, mode)
-        return jax.vmap(lambda kk: run_episode(trainer.env, policy, kk, max_steps))(keys)
+    from ppo_jax import mujoco_sim
 
-    res = jax.jit(episodes)(state.params, state.obs_stats, keys)
-    returns = np.asarray(res.episode_return, np.float64)
-    lengths = np.asarray(res.length)
+    results = {}
+    if args.sim in ("mjx", "both"):
+        results["mjx"] = mujoco_sim.run_mjx_episodes(trainer, state, keys, max_steps, mode)
+    mujoco_episodes = []
+    if args.sim in ("mujoco", "both"):
+        mujoco_episodes = mujoco_sim.run_episodes(trainer, state, keys, max_steps, mode)
+        results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
+                             np.array([e.length for e in mujoco_episodes]))
+    first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
         "checkpoint": os.path.abspath(checkpoint_dir(args.dir)),
         "checkpoint_step": step,
         "frames": int(meta["frames"]),
         "policy": mode,
         "episodes": args.episodes,
+        "sim": first,
+        **summary(*results[first]),
+    }
+    for name in rest:
+        out[name] = summary(*results[name])
+    if args.video:
+        if args.sim == "mujoco":
+            out["video"] = render_states(trainer, mujoco_episodes[0], args.video)
+        else:
+            out["video"] = render_video(trainer, state, mode, keys[0], max_steps, args.video)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"checkpoint {out['checkpoint']} step {step} ({out['frames']} frames), "
+              f"policy: {mode}")
+        print_table(results)
+    return 0
+
+
+SIM_NAMES = {"mjx": "MJX", "mujoco": "MuJoCo C"}
+
+
+def summary(returns, lengths) -> dict:
+    """Statistics of episode returns / lengths ``[E]``."""
+    returns = np.asarray(returns, np.float64)
+    lengths = np.asarray(lengths)
+    return {
         "mean_return": float(returns.mean()),
         "std_return": float(returns.std()),
         "min_return": float(returns.min()),
         "max_return": float(returns.max()),
         "mean_steps": float(lengths.mean()),
         "returns": returns.tolist(),
-        "steps": lengths.tolist(),
+        "steps": [int(n) for n in lengths],
     }
-    if args.video:
-        out["video"] = render_video(trainer, state, mode, keys[0], max_steps, args.video)
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"checkpoint {out['checkpoint']} step {step} ({out['frames']} frames), "
-              f"policy: {mode}")
-        print(f"{'episode':>7} {'return':>10} {'steps':>6}")
-        for i, (r, n) in enumerate(zip(returns, lengths)):
-            print(f"{i:>7} {r:>10.2f} {int(n):>6}")
-        print(f"mean return {out['mean_return']:.2f} +- {out['std_return']:.2f}, "
-              f"mean steps {out['mean_steps']:.1f}")
-    return 0
+
+
+def print_table(results: dict) -> None:
+    """One row per episode, a return and a step column per simulator, then the means."""
+    head = f"{'episode':>7}"
+    for name in results:
+        head += f" {SIM_NAMES[name] + ' return':>16} {'steps':>6}"
+    print(head)
+    rows = zip(*[zip(*results[name]) for name in results])
+    for i, row in enumerate(rows):
+        print(f"{i:>7}" + "".join(f" {r:>16.2f} {int(n):>6}" for r, n in row))
+    for name, (returns, lengths) in results.items():
+        print(f"{SIM_NAMES[name]}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f}, "
+              f"mean steps {np.mean(lengths):.1f}")
+
+
+def render_states(trainer, episode, path) -> str:
+    """Render a MuJoCo C episode's states to ``path``; CLIError when it cannot."""
+    from ppo_jax import render
+
+    try:
+        return render.render_episode(
+            trainer.env.mj_model, episode.qpos, episode.qvel, trainer.env.dt, path
+        )
+    except render.RenderUnavailable as e:
+        raise cli.CLIError(f"--video: {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise cli.CLIError(f"--video: could not write {path}: {render.first_line(e)}") from None
 
 
 def render_video(trainer, state, mode, key, max_steps, path) -> str:
