@@ -23,6 +23,7 @@ episode (:func:`compare_sims`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -166,21 +167,27 @@ def make_host_policy(
     :func:`ppo_jax.evaluate.policy_action` (one jitted call). ``t`` (the step index) and
     ``key`` give ``"sample"`` the noise ``run_episode`` uses: ``fold_in(split(key)[1], t)``.
     """
-    from ppo_jax.evaluate import policy_action
-
     loc = np.asarray(obs_stats.loc, np.float64)
     scale = np.asarray(obs_stats.scale, np.float64)
     k_policy = jax.random.split(jax.random.PRNGKey(0) if key is None else key)[1]
-
-    @jax.jit
-    def act(params, norm_obs, k, t):
-        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode)
+    act = _jitted_action(actor_apply, mode)
 
     def policy(obs: np.ndarray, t: int) -> np.ndarray:
         norm = (np.asarray(obs, np.float64) * scale + loc).astype(np.float32)
         return np.asarray(act(actor_params, norm, k_policy, jnp.int32(t)), np.float64)
 
     return policy
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_action(actor_apply: Callable, mode: str):
+    """``act(params, norm_obs, k_policy, t) -> action``, compiled once per actor and mode."""
+    from ppo_jax.evaluate import policy_action
+
+    def act(params, norm_obs, k, t):
+        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode)
+
+    return jax.jit(act)
 
 
 @dataclasses.dataclass(frozen=True)

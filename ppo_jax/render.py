@@ -17,6 +17,7 @@ States usually come from :func:`ppo_jax.evaluate.episode_trace` (one jitted ``la
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Callable
@@ -118,15 +119,22 @@ def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None):
     config's ``eval_action``)."""
     import jax
 
-    from ppo_jax.evaluate import episode_trace, make_policy
+    fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
+    return jax.device_get(fn(state.params.actor, state.obs_stats, key))
 
-    mode = mode or trainer.config.eval_action
+
+@functools.lru_cache(maxsize=8)
+def _jitted_trace(trainer, max_steps: int, mode: str):
+    """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
+    import jax
+
+    from ppo_jax.evaluate import episode_trace, make_policy
 
     def trace(actor_params, stats, key):
         policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
         return episode_trace(trainer.env, policy, key, max_steps)
 
-    return jax.device_get(jax.jit(trace)(state.params.actor, state.obs_stats, key))
+    return jax.jit(trace)
 
 
 def render_policy_episode(trainer, state, key, max_steps: int, path: str, mode=None) -> str:
