@@ -37,13 +37,23 @@ def make_policy(
     """
 
     def policy(obs, key):
-        loc, scale = actor_apply(actor_params, normalize(obs_stats, obs))
-        if mode == "sample":
-            action, _, _ = distributions.sample(key, loc, scale)
-            return action
-        return distributions.deterministic_action(loc, scale, mode)
+        return policy_action(actor_apply, actor_params, normalize(obs_stats, obs), key, mode)
 
     return policy
+
+
+def policy_action(
+    actor_apply: Callable, actor_params, norm_obs: jax.Array, key: jax.Array, mode: str
+) -> jax.Array:
+    """Action ``[..., action_dim]`` from NORMALIZED observations ``[..., obs_dim]``.
+
+    ``mode`` as in :func:`make_policy` (``key`` is used only by ``"sample"``).
+    """
+    loc, scale = actor_apply(actor_params, norm_obs)
+    if mode == "sample":
+        action, _, _ = distributions.sample(key, loc, scale)
+        return action
+    return distributions.deterministic_action(loc, scale, mode)
 
 
 def run_episode(
@@ -67,3 +77,52 @@ def run_episode(
     # A while_loop stops at the first done (under vmap: when every episode is done).
     _, ret, length, _ = jax.lax.while_loop(cond, body, init)
     return EpisodeResult(episode_return=ret, length=length)
+
+
+@struct.dataclass
+class EpisodeTrace:
+    """The physical states of one episode (for rendering), ``T = max_steps``.
+
+    Attributes:
+      qpos: ``[T + 1, nq]``; row 0 is the reset state, row ``t`` the state after step ``t``.
+        Rows past ``length`` repeat the final state.
+      qvel: ``[T + 1, nv]``, likewise.
+      reward: ``[T]``, 0 past ``length``.
+      episode_return: ``[]``, sum of ``reward`` (equals :func:`run_episode`'s).
+      length: ``[]`` int32, steps taken; the episode's states are ``qpos[:length + 1]``.
+    """
+
+    qpos: jax.Array
+    qvel: jax.Array
+    reward: jax.Array
+    episode_return: jax.Array
+    length: jax.Array
+
+
+def episode_trace(
+    env: InvertedDoublePendulum, policy: Callable, key: jax.Array, max_steps: int
+) -> EpisodeTrace:
+    """The episode of :func:`run_episode` (same ``key`` -> same actions and states), as a
+    fixed-length ``lax.scan`` of ``max_steps`` steps that freezes the state after its first
+    ``done`` and records ``qpos``/``qvel`` after every step (jit-able)."""
+    k_reset, k_policy = jax.random.split(key)
+
+    def body(carry, t):
+        state, alive = carry
+        action = policy(state.obs, jax.random.fold_in(k_policy, t))
+        nxt = env.step(state, action)
+        state = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, state)
+        reward = jnp.where(alive, nxt.reward, 0.0)
+        return (state, alive & ~nxt.done), (state.data.qpos, state.data.qvel, reward, alive)
+
+    start = env.reset(k_reset)
+    _, (qpos, qvel, reward, stepped) = jax.lax.scan(
+        body, (start, jnp.bool_(True)), jnp.arange(max_steps)
+    )
+    return EpisodeTrace(
+        qpos=jnp.concatenate([start.data.qpos[None], qpos]),
+        qvel=jnp.concatenate([start.data.qvel[None], qvel]),
+        reward=reward,
+        episode_return=reward.sum(),
+        length=stepped.sum().astype(jnp.int32),
+    )

@@ -149,11 +149,11 @@ def prepare(
     num_seeds: int = 1,
     resume_dir: str | None = None,
     announce: Callable[[str], None] | None = None,
-    init_params: Any = None,
+    init_from: tuple[Any, Any] | None = None,
 ) -> Run:
     """Compile the programs and initialize (or restore from ``resume_dir``'s checkpoints) the
-    device state. ``init_params`` (a :class:`~ppo_jax.losses.Params`, optional) replaces the
-    freshly initialized networks of every seed."""
+    device state. ``init_from`` = ``(Params, ObsNormStats)`` (e.g. from a TorchRL export)
+    replaces every seed's freshly initialized networks and normalization statistics."""
     log = None
     if resume_dir is not None:
         trainer, states, meta = checkpoint.restore(os.path.join(resume_dir, "checkpoints"))
@@ -182,10 +182,15 @@ def prepare(
     if resume_dir is None:
         t = time.perf_counter()
         states = programs.init(seed_keys(config.seed, num_seeds))
-        if init_params is not None:
-            states = states.replace(params=jax.tree_util.tree_map(
-                lambda x, p: np.broadcast_to(np.asarray(p, x.dtype), x.shape),
-                states.params, init_params))
+        if init_from is not None:
+            params, stats = init_from
+
+            def fill(x, v):
+                return jax.numpy.broadcast_to(jax.numpy.asarray(v, x.dtype), x.shape)
+
+            states = states.replace(
+                params=jax.tree_util.tree_map(fill, states.params, params),
+                obs_stats=jax.tree_util.tree_map(fill, states.obs_stats, stats))
         jax.block_until_ready(states)
         log.run_seconds += time.perf_counter() - t
     return Run(trainer=trainer, programs=programs, states=states, log=log, start=start)
@@ -251,13 +256,13 @@ def run_training(
     resume: bool = False,
     progress_factory: Callable[[int], Any] | None = None,
     announce: Callable[[str], None] | None = None,
-    init_params: Any = None,
+    init_from: tuple[Any, Any] | None = None,
 ) -> tuple[dict[str, Any], Run]:
     """Train (or continue) a run into ``out``; returns (the summary written to metrics.json,
     the finished :class:`Run`). Checkpoints every ``checkpoint_every`` batches (0: only at
     the end, if ``save_final``); metrics.json is rewritten at every checkpoint."""
     run = prepare(config, num_seeds=num_seeds, resume_dir=out if resume else None,
-                  announce=announce, init_params=init_params)
+                  announce=announce, init_from=init_from)
     ckpt_dir = os.path.join(out, "checkpoints")
     progress = progress_factory(run.start) if progress_factory else None
 

@@ -16,19 +16,8 @@ figure, the exact configs, versions and the device with --json. The logic lives 
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ppo_jax import cli  # noqa: E402
-
-
-def main(argv=None) -> int:
-    from ppo_jax.bench import cli as bench_cli
-
-    return bench_cli.main(argv, prog=os.path.basename(__file__))
+from ppo_jax.bench.cli import run
 
 
 if __name__ == "__main__":
-    cli.run_main(main)
+    run()

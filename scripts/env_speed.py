@@ -5,15 +5,10 @@ auto-reset and random actions, compiled as one scan, best of 3 calls after compi
     python scripts/env_speed.py            # 1, 64, 1024 and 4096 envs
 """
 
-import os
-import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import time  # noqa: E402
-
-import jax  # noqa: E402
-from ppo_jax.envs import InvertedDoublePendulum, VectorEnv  # noqa: E402
+import jax
+from ppo_jax.envs import InvertedDoublePendulum, VectorEnv
 env = InvertedDoublePendulum()
 for N, T in [(1, 2000), (64, 200), (1024, 20), (4096, 10)]:
     venv = VectorEnv(env, N)

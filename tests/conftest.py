@@ -8,6 +8,9 @@ import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# MuJoCo reads MUJOCO_GL once, at its first import: the video tests render for real with
+# OSMesa (apt-get install libosmesa6) unless the caller chose a backend.
+os.environ.setdefault("MUJOCO_GL", "osmesa")
 _CACHE = os.environ.setdefault(
     "PPO_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ppo_jax_test_xla_cache")
 )
@@ -41,3 +44,21 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+TINY_TRAIN = ("--total-frames 600 --frames-per-batch 200 --num-envs 2 --minibatch-size 50 "
+              "--num-epochs 2 --hidden-sizes 16 16 --eval-every 2 --eval-max-steps 50 "
+              "--init-stats-frames 100").split()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+    """Run directory of a tiny training run (3 batches of 200 frames, 16x16 networks), made
+    by ``scripts/train.py`` with the session's compilation cache."""
+    from ppo_jax.commands import train
+
+    out = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    # in-process (the programs are shared with other tests); with the policy video
+    assert train.main([*TINY_TRAIN, "--out", out, "--compile-cache-dir", _CACHE,
+                       "--no-progress"]) == 0
+    return out

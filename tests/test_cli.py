@@ -22,9 +22,7 @@ from ppo_jax.cli import CLIError
 from ppo_jax.commands import train as train_cmd
 from ppo_jax.envs import ENV_ID
 
-TINY = ("--total-frames 600 --frames-per-batch 200 --num-envs 2 --minibatch-size 50 "
-        "--num-epochs 2 --hidden-sizes 16 16 --eval-every 2 --eval-max-steps 50 "
-        "--init-stats-frames 100").split()
+from conftest import TINY_TRAIN as TINY
 
 
 def run(root, script, *args, cache=None, timeout=900):
@@ -33,14 +31,14 @@ def run(root, script, *args, cache=None, timeout=900):
     if cache:
         cmd += ["--compile-cache-dir", cache]
     if cache and script == "train.py":
-        cmd += ["--no-progress"]
+        cmd += ["--no-progress", "--no-video"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def train(*args, cache):
     """``scripts/train.py`` in-process; returns its exit code (CLIError: its code)."""
     try:
-        return train_cmd.main([*args, "--compile-cache-dir", cache, "--no-progress"])
+        return train_cmd.main([*args, "--compile-cache-dir", cache, "--no-progress", "--no-video"])
     except CLIError as e:
         return e.code
 
@@ -204,7 +202,7 @@ def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch):
     out = str(tmp_path / "full")
     with pytest.raises(CLIError, match="No space left on device") as err:
         train_cmd.main([*TINY, "--checkpoint-every", "1", "--out", out,
-                        "--compile-cache-dir", compile_cache_dir, "--no-progress"])
+                        "--compile-cache-dir", compile_cache_dir, "--no-progress", "--no-video"])
     assert err.value.code == 1 and "\n" not in str(err.value)
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["batch"][:2] == [0, 1]
@@ -309,7 +307,7 @@ def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, ru
         out = str(tmp_path / f"kill{attempt}")
         cmd = [sys.executable, os.path.join(root_dir, "scripts", "train.py"), *TINY,
                "--checkpoint-every", "1", "--out", out, "--compile-cache-dir", compile_cache_dir,
-               "--no-progress"]
+               "--no-progress", "--no-video"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ckpt = os.path.join(out, "checkpoints")
         target = rng.randint(1, 2)  # kill while writing this step (or just after)

@@ -155,3 +155,10 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         print(f"\nwrote {args.json}")
     failed = [d for d in results if d["system"] != "brax" and not d["skipped"] and d["errors"]]
     return 1 if failed else 0
+
+
+def run() -> None:
+    """Console entry point (``ppo-jax-benchmark``, ``scripts/benchmark.py``)."""
+    from ppo_jax.cli import run_main
+
+    run_main(main)

@@ -43,6 +43,12 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
+                     help="write OUT/policy.mp4: the final policy's evaluation episode (needs an "
+                          "offscreen GL context: MUJOCO_GL=egl, or osmesa with libosmesa6)")
+    run.add_argument("--init-from-torchrl", metavar="FILE",
+                     help="start from the actor, critic and ObservationNorm statistics of a "
+                          "TorchRL export (scripts/export_torchrl.py's format; torchrl extra)")
     cli.add_compile_cache_flags(p)
     cli.add_config_flags(p)
     return p
@@ -123,6 +129,18 @@ def main(argv=None) -> int:
             raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
                                f"--resume {out}, or choose another --out")
 
+    init_from = None
+    if args.init_from_torchrl:
+        if args.resume:
+            raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
+                               "--resume")
+        from ppo_jax import export
+
+        try:
+            init_from = export.load_torchrl_export(args.init_from_torchrl, config)
+        except export.ExportError as e:
+            raise cli.CLIError(f"--init-from-torchrl: {e}") from None
+
     cli.apply_compile_cache_flags(args)
 
     from ppo_jax import checkpoint, runner
@@ -131,7 +149,7 @@ def main(argv=None) -> int:
         print(line, flush=True)
 
     try:
-        result, _ = runner.run_training(
+        result, run = runner.run_training(
             config,
             out=out,
             num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
@@ -141,6 +159,7 @@ def main(argv=None) -> int:
             resume=args.resume is not None,
             progress_factory=lambda start: Progress(config, start, not args.no_progress),
             announce=announce,
+            init_from=init_from,
         )
     except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -151,6 +170,17 @@ def main(argv=None) -> int:
                                       "run_seconds", "frames_per_second", "last_eval_return")}
     print(json.dumps(summary))
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
+    if args.video and result["failed_batch_per_seed"][0] is None:
+        import jax
+
+        from ppo_jax import render
+
+        seed0 = jax.tree_util.tree_map(lambda x: x[0], run.states)
+        video = render.write_policy_video(
+            run.trainer, seed0, os.path.join(out, "policy.mp4"),
+            on_unavailable=lambda why: print(f"no video: {why} (or pass --no-video)"))
+        if video:
+            print(f"wrote {video}")
     failed = [(s, b) for s, b in enumerate(result["failed_batch_per_seed"]) if b is not None]
     if failed:
         seeds = "; ".join(f"seed {config.seed + s} at batch {b}" for s, b in failed)

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Export a checkpoint's policy, critic and observation normalization for the TorchRL tutorial.
+
+    python scripts/export_torchrl.py runs/demo policy.pt
+    python scripts/export_torchrl.py runs/demo policy.pt --step 10 --seed-index 1
+
+The file holds the state dicts of the tutorial's actor_net and value_net and of its
+ObservationNorm (ppo_jax.export describes the format); needs the torchrl extra.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ppo_jax import cli
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="export_torchrl.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
+    p.add_argument("out", help="the file to write (e.g. policy.pt)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--seed-index", type=int, default=0,
+                   help="which trained seed of a --num-seeds run to export")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ppo_jax import export
+
+    try:
+        export.require_torch()
+    except export.ExportError as e:
+        raise cli.CLIError(str(e)) from None
+    cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+
+    import jax
+
+    from ppo_jax import checkpoint
+
+    sub = os.path.join(args.dir, "checkpoints")
+    directory = sub if os.path.isdir(sub) else args.dir
+    try:
+        trainer, states, meta = checkpoint.restore(directory, args.step)
+    except checkpoint.CheckpointError as e:
+        raise cli.CLIError(str(e)) from None
+    k = int(meta["num_seeds"])
+    if not 0 <= args.seed_index < k:
+        raise cli.CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
+    state = jax.tree_util.tree_map(lambda x: x[args.seed_index], states)
+    source = {
+        "checkpoint": os.path.abspath(directory),
+        "step": int(meta["batches_done"]),
+        "frames": int(meta["frames"]),
+        "seed_index": args.seed_index,
+    }
+    env = trainer.env
+    try:
+        d = export.to_torchrl(state.params, state.obs_stats, trainer.config,
+                              env.observation_size, env.action_size, source)
+        path = export.save(d, args.out)
+    except export.ExportError as e:
+        raise cli.CLIError(str(e)) from None
+    print(f"wrote {path}: actor/critic {list(trainer.config.hidden_sizes)} and ObservationNorm "
+          f"of {source['checkpoint']} step {source['step']} ({source['frames']} frames)")
+    return 0
+
+
+def run() -> None:
+    """Console entry point (``ppo-jax-export-torchrl``, ``scripts/export_torchrl.py``)."""
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

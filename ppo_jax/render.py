@@ -1,0 +1,188 @@
+"""Videos of an episode with MuJoCo's offscreen renderer (no torch, no display needed).
+
+An episode is drawn from its sequence of physical states: each ``(qpos, qvel)`` goes into an
+``MjData``, ``mj_forward`` places the bodies, ``mujoco.Renderer`` draws one frame. Frames are
+written at the env's ``dt`` (0.05 s: 20 frames per second) as ``.mp4`` (imageio-ffmpeg) or
+``.gif`` (imageio/Pillow).
+
+Rendering needs an OpenGL context. On a machine without a screen set ``MUJOCO_GL=osmesa``
+(Debian/Ubuntu package ``libosmesa6``) or ``MUJOCO_GL=egl`` (NVIDIA driver) BEFORE the first
+``import mujoco`` in the process; MuJoCo reads it once. When no context can be made,
+:func:`make_renderer` raises :class:`RenderUnavailable`, whose message is the one-line
+:data:`GL_HINT`.
+
+States usually come from :func:`ppo_jax.evaluate.episode_trace` (one jitted ``lax.scan``);
+:func:`write_policy_video` does the whole thing for a trained state.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable
+
+import mujoco
+import numpy as np
+
+GL_HINT = (
+    "no offscreen OpenGL context for MuJoCo's renderer: set MUJOCO_GL=egl (NVIDIA/EGL driver) "
+    "or install OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=osmesa"
+)
+VIDEO_SUFFIXES = (".mp4", ".gif")
+HEIGHT, WIDTH = 240, 320
+
+
+class RenderUnavailable(RuntimeError):
+    """No OpenGL context could be made (message: :data:`GL_HINT` and the backend's error)."""
+
+
+def camera() -> mujoco.MjvCamera:
+    """A fixed free camera looking along the hinge axis (+y) at the middle of the scene.
+
+    At 320x240 (MuJoCo's default 45 degree vertical field of view) it frames the whole rail
+    (x in [-1, 1]) with the cart and both poles, upright (tip at height 1.2) or hanging.
+    """
+    cam = mujoco.MjvCamera()
+    cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+    cam.lookat[:] = (0.0, 0.0, 0.05)
+    cam.distance = 3.3
+    cam.azimuth = 90.0
+    cam.elevation = 0.0
+    return cam
+
+
+def make_renderer(model: mujoco.MjModel, height: int = HEIGHT, width: int = WIDTH):
+    """``mujoco.Renderer`` for ``model``; :class:`RenderUnavailable` when GL is missing."""
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as e:  # no backend / library: ImportError, RuntimeError, FatalError...
+        raise RenderUnavailable(f"{GL_HINT} ({type(e).__name__})") from None
+
+
+def render_frames(
+    model: mujoco.MjModel,
+    qpos: np.ndarray,
+    qvel: np.ndarray,
+    height: int = HEIGHT,
+    width: int = WIDTH,
+    cam: mujoco.MjvCamera | None = None,
+) -> np.ndarray:
+    """Frames of the states ``qpos`` ``[T, nq]``, ``qvel`` ``[T, nv]``: ``[T, height, width, 3]``
+    uint8. Raises :class:`RenderUnavailable` without GL."""
+    qpos = np.asarray(qpos, np.float64)
+    qvel = np.asarray(qvel, np.float64)
+    if qpos.ndim != 2 or qpos.shape[1] != model.nq or qvel.shape != (len(qpos), model.nv):
+        raise ValueError(f"expected qpos [T, {model.nq}] and qvel [T, {model.nv}], "
+                         f"got {qpos.shape} and {qvel.shape}")
+    cam = camera() if cam is None else cam
+    data = mujoco.MjData(model)
+    frames = np.empty((len(qpos), height, width, 3), np.uint8)
+    with make_renderer(model, height, width) as renderer:
+        for t in range(len(qpos)):
+            data.qpos[:] = qpos[t]
+            data.qvel[:] = qvel[t]
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera=cam)
+            renderer.render(out=frames[t])
+    return frames
+
+
+def write_video(frames: np.ndarray, path: str, fps: float) -> str:
+    """Write ``frames`` ``[T, H, W, 3]`` uint8 to ``path`` (``.mp4`` or ``.gif``); its
+    absolute path. Raises ``ValueError`` for another suffix, ``OSError`` if it cannot write."""
+    import imageio.v2 as imageio
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"video file must end in .mp4 or .gif, got {path!r}")
+    if suffix == ".gif":
+        # GIF frame durations are in ms (rounded to 10 ms by most players): dt = 50 ms.
+        imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
+    else:
+        # macro_block_size=1 keeps the exact frame size (libx264 needs even sizes: ours are).
+        imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
+    return os.path.abspath(path)
+
+
+def render_episode(
+    model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, dt: float, path: str
+) -> str:
+    """Render the states (``[T, nq]``, ``[T, nv]``, one per env step of ``dt`` seconds) to
+    ``path`` in real time; its absolute path. :class:`RenderUnavailable` without GL."""
+    return write_video(render_frames(model, qpos, qvel), path, fps=1.0 / dt)
+
+
+def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None):
+    """:class:`ppo_jax.evaluate.EpisodeTrace` of ``state``'s policy (one seed, unbatched),
+    one jitted ``lax.scan``. ``mode``: ``"mean"``/``"tanh_loc"``/``"sample"`` (default: the
+    config's ``eval_action``)."""
+    import jax
+
+    fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
+    return jax.device_get(fn(state.params.actor, state.obs_stats, key))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_trace(trainer, max_steps: int, mode: str):
+    """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
+    import jax
+
+    from ppo_jax.evaluate import episode_trace, make_policy
+
+    def trace(actor_params, stats, key):
+        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
+        return episode_trace(trainer.env, policy, key, max_steps)
+
+    return jax.jit(trace)
+
+
+def render_policy_episode(trainer, state, key, max_steps: int, path: str, mode=None) -> str:
+    """Render the MJX episode of ``key`` (:func:`trace_policy`) to ``path``; its absolute
+    path. Raises :class:`RenderUnavailable` without GL, ``OSError``/``ValueError`` when the
+    file cannot be written."""
+    trace = trace_policy(trainer, state, key, max_steps, mode)
+    n = int(trace.length) + 1  # the reset state and the state after each step
+    env = trainer.env
+    return render_episode(env.mj_model, trace.qpos[:n], trace.qvel[:n], env.dt, path)
+
+
+def write_policy_video(
+    trainer,
+    state,
+    path: str,
+    *,
+    key=None,
+    max_steps: int | None = None,
+    mode: str | None = None,
+    on_unavailable: Callable[[str], None] | None = None,
+) -> str | None:
+    """Render one episode of ``state``'s policy (a ``TrainState`` of ONE seed) to ``path``.
+
+    The episode is the evaluation training logs after the state's last batch (``key``
+    default: ``eval_episode_key(state.eval_key, batches_done - 1)``), up to ``max_steps``
+    (default: the config's ``eval_max_steps``), ``mode`` as in :func:`trace_policy`.
+
+    Returns the video's absolute path, or ``None`` when rendering is unavailable (no GL
+    context, or the file cannot be written): it never raises for those. Then the one-line
+    reason (:data:`GL_HINT`, or the write error) is passed to ``on_unavailable`` (default:
+    printed to stderr as ``video: <reason>``).
+    """
+    from ppo_jax.train import eval_episode_key
+
+    report = on_unavailable or (lambda msg: print(f"video: {msg}", file=sys.stderr))
+    if key is None:
+        key = eval_episode_key(state.eval_key, max(int(state.batches_done) - 1, 0))
+    max_steps = max_steps or trainer.config.eval_max_steps
+    try:
+        return render_policy_episode(trainer, state, key, max_steps, path, mode)
+    except RenderUnavailable as e:
+        report(str(e))
+    except (OSError, ValueError, RuntimeError) as e:
+        report(f"could not write {path}: {first_line(e)}")
+    return None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty)."""
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,167 @@
+"""Export to TorchRL (scripts/export_torchrl.py, ppo_jax.export): the tutorial's modules and
+env load the file and TorchRL's rollout on GymEnv("InvertedDoublePendulum-v4") scores what
+ppo_jax's MuJoCo C evaluation scores from the same start state; export -> load round trips
+exactly; bad input is one line."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchrl")
+
+from ppo_jax import checkpoint, export, mujoco_sim  # noqa: E402
+from ppo_jax.cli import CLIError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def export_script(root_dir):
+    from ppo_jax.commands import export_torchrl
+
+    return export_torchrl
+
+
+@pytest.fixture(scope="module")
+def restored(tiny_run):
+    trainer, states, meta = checkpoint.restore(os.path.join(tiny_run, "checkpoints"))
+    return trainer, jax.tree_util.tree_map(lambda x: x[0], states)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, export_script, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("export") / "policy.pt")
+    assert export_script.main([tiny_run, out]) == 0
+    return out
+
+
+def test_file_layout(exported):
+    d = torch.load(exported, weights_only=True)
+    assert d["format"] == export.FORMAT
+    assert {k: tuple(v.shape) for k, v in d["actor"].items()} == export.expected_shapes(11, (16, 16), 2)
+    assert set(d["critic"]) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
+    assert d["obs_norm"]["loc"].dtype == torch.float64 and not bool(d["obs_norm"]["standard_normal"])
+    assert d["meta"]["hidden_sizes"] == [16, 16] and d["meta"]["source"]["step"] == 3
+
+
+def test_round_trip_is_exact(exported, restored):
+    trainer, state = restored
+    params, stats = export.load_torchrl_export(exported, trainer.config)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(state.params)
+    np.testing.assert_array_equal(stats.loc, state.obs_stats.loc)
+    np.testing.assert_array_equal(stats.scale, state.obs_stats.scale)
+
+
+def torchrl_episode(path, seed):
+    """The README's lines: the tutorial's env and modules load the export; one
+    deterministic rollout from the env's reset. Returns (return, steps, qpos0, qvel0)."""
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from ppo_jax.torchrl_compat import tutorial_env, tutorial_modules
+
+    env = tutorial_env(seed=seed)
+    env.transform[0].init_stats(num_iter=1000, reduce_dim=0, cat_dim=0)  # the tutorial's call
+    m = tutorial_modules(11, 1, (16, 16), spec=env.action_spec)
+    d = torch.load(path, weights_only=True)
+    m.actor_net.load_state_dict(d["actor"])
+    m.value_net.load_state_dict(d["critic"])
+    env.transform[0].load_state_dict(d["obs_norm"])
+    td = env.reset()
+    data = env.base_env._env.unwrapped.data
+    qpos, qvel = data.qpos.copy(), data.qvel.copy()
+    with set_exploration_type(ExplorationType.DETERMINISTIC), torch.no_grad():
+        rollout = env.rollout(1000, m.policy, auto_reset=False, tensordict=td)
+    rewards = rollout["next", "reward"].double()
+    return float(rewards.sum()), rewards.numel(), qpos, qvel
+
+
+def test_torchrl_rollout_scores_as_mujoco_sim(exported, restored):
+    trainer, state = restored
+    env = mujoco_sim.MujocoEnv()
+    # TorchRL's DETERMINISTIC action of a TanhNormal is tanh(loc): ppo_jax's "tanh_loc"
+    policy = mujoco_sim.make_host_policy(trainer.actor_apply, state.params.actor,
+                                         state.obs_stats, "tanh_loc")
+    for seed in (0, 1, 2):
+        ret, steps, qpos, qvel = torchrl_episode(exported, seed)
+        ours = mujoco_sim.run_episode(env, policy, qpos, qvel, 1000)
+        assert ours.length == steps
+        np.testing.assert_allclose(ret, ours.episode_return, rtol=1e-6)  # measured ~1e-8
+
+
+def test_not_an_export(tmp_path, restored):
+    cfg = restored[0].config
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    other = tmp_path / "other.pt"
+    torch.save({"actor": {}}, other)
+    for path, words in [(text, "not a ppo_jax TorchRL export"), (other, "marker"),
+                        (tmp_path / "missing.pt", "no such file")]:
+        with pytest.raises(export.ExportError) as e:
+            export.load_torchrl_export(str(path), cfg)
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_shapes_that_do_not_fit(exported, restored):
+    cfg = restored[0].config
+    with pytest.raises(export.ExportError) as e:
+        export.load_torchrl_export(exported, cfg.replace(hidden_sizes=(32, 32)))
+    assert "0.weight has shape (16, 11)" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(export.ExportError) as e:
+        export.load_torchrl_export(exported, cfg.replace(hidden_sizes=(16, 16, 16)))
+    assert "entries" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_bad_inputs(export_script, tiny_run, tmp_path):
+    with pytest.raises(CLIError) as e:
+        export_script.main([str(tmp_path / "nope"), str(tmp_path / "x.pt")])
+    assert "no such checkpoint directory" in str(e.value)
+    with pytest.raises(CLIError) as e:
+        export_script.main([tiny_run, "/proc/forbidden/x.pt"])
+    assert "cannot write" in str(e.value)
+    with pytest.raises(CLIError):
+        export_script.main([tiny_run, str(tmp_path / "x.pt"), "--seed-index", "1"])
+
+
+def test_without_torch_one_line_and_exit(root_dir, tmp_path):
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "fake"))
+    p = subprocess.run([sys.executable, os.path.join(root_dir, "scripts", "export_torchrl.py"),
+                        str(tmp_path / "run"), str(tmp_path / "x.pt")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "install the torchrl extra" in lines[0], p.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "x.pt")
+
+
+def test_init_from_torchrl_starts_from_the_export(exported, restored):
+    """``train.py --init-from-torchrl``'s path: the run starts from the export's networks and
+    normalization statistics, exactly."""
+    from ppo_jax import runner
+
+    trainer, state = restored
+    init_from = export.load_torchrl_export(exported, trainer.config)
+    run = runner.prepare(trainer.config, num_seeds=1, init_from=init_from)
+    for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
+                    jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(a[0], b)
+    np.testing.assert_array_equal(run.states.obs_stats.scale[0], state.obs_stats.scale)
+    np.testing.assert_array_equal(run.states.obs_stats.loc[0], state.obs_stats.loc)
+
+
+def test_init_from_torchrl_bad_file(tmp_path, tiny_run, compile_cache_dir):
+    from ppo_jax.commands import train
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(CLIError, match="--init-from-torchrl"):
+        train.main(["--init-from-torchrl", str(bad), "--out", str(tmp_path / "run"),
+                    "--compile-cache-dir", compile_cache_dir])

@@ -1,0 +1,148 @@
+"""Videos rendered for real (MUJOCO_GL=osmesa, set in conftest.py): the traced episode is
+the evaluation episode, frames have the right count and size and change as the pendulum
+moves, .mp4 and .gif read back; no GL gives the one-line hint (and evaluate.py exits)."""
+
+import os
+import sys
+import types
+
+import imageio.v3 as iio
+import jax
+import mujoco
+import numpy as np
+import pytest
+
+from ppo_jax import render
+from ppo_jax.config import PPOConfig
+from ppo_jax.evaluate import episode_trace, make_policy, run_episode
+from ppo_jax.normalization import ObsNormStats
+from ppo_jax.train import make_train
+
+MAX_STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def policy_state():
+    """An untrained 16x16 policy (it lets the pendulum fall: the frames must show that)."""
+    trainer = make_train(PPOConfig(hidden_sizes=(16, 16), eval_max_steps=MAX_STEPS))
+    params = trainer.init_params(jax.random.PRNGKey(0))
+    n = trainer.env.observation_size
+    stats = ObsNormStats(loc=jax.numpy.zeros(n), scale=jax.numpy.ones(n))
+    state = types.SimpleNamespace(params=params, obs_stats=stats,
+                                  eval_key=jax.random.PRNGKey(7), batches_done=np.int32(1))
+    return trainer, state
+
+
+@pytest.fixture(scope="module")
+def trace(policy_state):
+    trainer, state = policy_state
+    return render.trace_policy(trainer, state, jax.random.PRNGKey(3), MAX_STEPS)
+
+
+def test_trace_is_the_evaluation_episode(policy_state, trace):
+    trainer, state = policy_state
+    policy = make_policy(trainer.actor_apply, state.params.actor, state.obs_stats, "mean")
+    res = jax.jit(lambda k: run_episode(trainer.env, policy, k, MAX_STEPS))(
+        jax.random.PRNGKey(3))
+    assert 5 < int(trace.length) < MAX_STEPS, "the untrained policy should fall mid-episode"
+    assert int(trace.length) == int(res.length)
+    np.testing.assert_allclose(trace.episode_return, res.episode_return, rtol=1e-5)
+    n = int(trace.length)
+    assert trace.qpos.shape == (MAX_STEPS + 1, 3) and trace.reward.shape == (MAX_STEPS,)
+    np.testing.assert_array_equal(trace.qpos[n:], np.broadcast_to(trace.qpos[n], (MAX_STEPS + 1 - n, 3)))
+    assert np.all(trace.reward[n:] == 0)
+
+
+def test_frames_show_the_motion(policy_state, trace):
+    trainer, _ = policy_state
+    n = int(trace.length) + 1
+    frames = render.render_frames(trainer.env.mj_model, trace.qpos[:n], trace.qvel[:n])
+    assert frames.shape == (n, render.HEIGHT, render.WIDTH, 3) and frames.dtype == np.uint8
+    assert frames.std() > 5, "frames are not blank"
+    diffs = np.abs(np.diff(frames.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+    assert np.all(diffs > 0), "every step moves the pendulum"
+    assert np.abs(frames[-1].astype(np.int16) - frames[0]).mean() > 10 * diffs.min()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_write_policy_video_reads_back(policy_state, tmp_path, suffix):
+    trainer, state = policy_state
+    key = jax.random.PRNGKey(3)
+    path = render.write_policy_video(trainer, state, str(tmp_path / f"policy{suffix}"), key=key)
+    assert path == str(tmp_path / f"policy{suffix}") and os.path.getsize(path) > 0
+    frames = iio.imread(path, index=None)
+    ours = render.trace_policy(trainer, state, key, MAX_STEPS)
+    n = int(ours.length) + 1
+    assert frames.shape[:3] == (n, render.HEIGHT, render.WIDTH)
+    diffs = np.abs(np.diff(frames[..., :3].astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+    assert np.mean(diffs > 0) > 0.9  # lossy codecs may merge a near-still pair of frames
+    if suffix == ".mp4":
+        assert iio.immeta(path)["fps"] == pytest.approx(1 / trainer.env.dt)
+    else:
+        assert iio.immeta(path, index=0)["duration"] == pytest.approx(1000 * trainer.env.dt)
+
+
+def test_default_key_is_the_logged_evaluation(policy_state, tmp_path, monkeypatch):
+    from ppo_jax.train import eval_episode_key
+
+    trainer, state = policy_state
+    seen = []
+    monkeypatch.setattr(render, "render_episode", lambda m, q, v, dt, p: seen.append(len(q)) or p)
+    render.write_policy_video(trainer, state, str(tmp_path / "x.gif"))
+    expected = render.trace_policy(trainer, state, eval_episode_key(state.eval_key, 0), MAX_STEPS)
+    assert seen == [int(expected.length) + 1]
+
+
+def _no_gl(*args, **kwargs):
+    raise mujoco.FatalError("gladLoadGL error")
+
+
+def test_no_gl_returns_none_with_the_hint(policy_state, tmp_path, monkeypatch, capsys):
+    trainer, state = policy_state
+    monkeypatch.setattr(mujoco, "Renderer", _no_gl)
+    reasons = []
+    out = render.write_policy_video(trainer, state, str(tmp_path / "v.mp4"),
+                                    key=jax.random.PRNGKey(3), on_unavailable=reasons.append)
+    assert out is None and len(reasons) == 1 and render.GL_HINT in reasons[0]
+    assert "\n" not in reasons[0]
+    assert not os.path.exists(tmp_path / "v.mp4")
+    # default: one line on stderr
+    assert render.write_policy_video(trainer, state, str(tmp_path / "v.gif"),
+                                     key=jax.random.PRNGKey(3)) is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MUJOCO_GL=osmesa" in err[0]
+
+
+def test_unwritable_video_returns_none(policy_state, tmp_path):
+    trainer, state = policy_state
+    reasons = []
+    out = render.write_policy_video(trainer, state, "/proc/forbidden/v.gif",
+                                    key=jax.random.PRNGKey(3), on_unavailable=reasons.append)
+    assert out is None and len(reasons) == 1 and "could not write" in reasons[0]
+
+
+def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys):
+    from ppo_jax.commands import evaluate as evaluate_script
+
+    from ppo_jax.cli import CLIError
+
+    out = tmp_path / "ep.gif"
+    assert evaluate_script.main([tiny_run, "--episodes", "1", "--video", str(out), "--json"]) == 0
+    assert iio.imread(out, index=None).shape[1:3] == (render.HEIGHT, render.WIDTH)
+    capsys.readouterr()
+    monkeypatch.setattr(mujoco, "Renderer", _no_gl)
+    with pytest.raises(CLIError) as e:
+        evaluate_script.main([tiny_run, "--episodes", "1", "--video", str(tmp_path / "b.mp4")])
+    assert render.GL_HINT in str(e.value) and e.value.code != 0
+    with pytest.raises(CLIError):
+        evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
+
+
+def test_train_writes_the_policy_video(tiny_run):
+    """scripts/train.py ends with OUT/policy.mp4 of the final policy's evaluation episode."""
+    import imageio.v3 as iio
+
+    path = os.path.join(tiny_run, "policy.mp4")
+    frames = iio.imread(path)
+    assert frames.ndim == 4 and frames.shape[0] >= 2 and frames.shape[-1] == 3
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).max() > 0
