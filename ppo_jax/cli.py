@@ -94,6 +94,29 @@ def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
                        f"{e.strerror or e} (pass --no-compile-cache to run without it)") from None
 
 
+def checkpoint_dir(path: str) -> str:
+    """A run directory's ``checkpoints/``, or ``path`` itself when it is that directory."""
+    sub = os.path.join(path, "checkpoints")
+    return sub if os.path.isdir(sub) else path
+
+
+def restore_seed(path: str, step: int | None, seed_index: int):
+    """``(trainer, state of seed seed_index, meta)`` of the run in ``path``; CLIError (one line)
+    for a missing, corrupt or unfitting checkpoint or a seed index out of range."""
+    import jax
+
+    from ppo_jax import checkpoint
+
+    try:
+        trainer, states, meta = checkpoint.restore(checkpoint_dir(path), step)
+    except checkpoint.CheckpointError as e:
+        raise CLIError(str(e)) from None
+    k = int(meta["num_seeds"])
+    if not 0 <= seed_index < k:
+        raise CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
+    return trainer, jax.tree_util.tree_map(lambda x: x[seed_index], states), meta
+
+
 def ensure_writable_dir(path: str) -> str:
     """Create ``path`` if needed and check a file can be written there."""
     try:

@@ -139,8 +139,6 @@ def test_trained_policy_same_return_in_both_sims(tiny_run):
 
 def test_evaluate_script_sim_flag(tiny_run, root_dir, capsys):
     import json
-    import os
-    import sys
 
     from ppo_jax.commands import evaluate as evaluate_script
 

@@ -3,7 +3,6 @@ the evaluation episode, frames have the right count and size and change as the p
 moves, .mp4 and .gif read back; no GL gives the one-line hint (and evaluate.py exits)."""
 
 import os
-import sys
 import types
 
 import imageio.v3 as iio
@@ -14,7 +13,7 @@ import pytest
 
 from ppo_jax import render
 from ppo_jax.config import PPOConfig
-from ppo_jax.evaluate import episode_trace, make_policy, run_episode
+from ppo_jax.evaluate import make_policy, run_episode
 from ppo_jax.normalization import ObsNormStats
 from ppo_jax.train import make_train
 

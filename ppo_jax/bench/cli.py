@@ -80,6 +80,12 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
     p.add_argument("--compile-cache", metavar="DIR", default=None,
                    help="JAX persistent compilation cache for the JAX runs (off by default, so "
                         "start-up includes a full compilation)")
+    p.add_argument("--warm", action="store_true",
+                   help="run each JAX row twice per repeat: cold (a fresh, empty compilation "
+                        "cache) and warm (the cache the cold run filled); reports both start-ups")
+    p.add_argument("--profile", action="store_true",
+                   help="after each ppo_jax run, time the phases of a batch (collect, GAE, "
+                        "update, evaluation), each compiled alone")
     p.add_argument("--torch-threads", type=int, default=0, metavar="N",
                    help="torch intra-op threads of the TorchRL runs (0: torch's default, as the "
                         "tutorial; 1 is steadier on a machine shared with other work)")
@@ -131,7 +137,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
             "eval_every_frames": args.eval_every_frames if args.to_threshold is not None else None,
             "seed": args.seed, "matmul_precision": args.matmul_precision, "quick": args.quick,
-            "compile_cache": args.compile_cache,
+            "compile_cache": args.compile_cache, "warm": args.warm, "profile": args.profile,
         },
         "versions": versions(),
         "device": driver.device_summary(results),

@@ -86,31 +86,52 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Warm-up (excluded from frames/s) and memory:")
     lines.append("")
-    head = "| system | config | start-up s | of which compile s | peak RSS MiB |" + (
+    warm = meta["settings"].get("warm")
+    head = "| system | config | start-up s | of which compile s |" + (
+        " warm start-up s |" if warm else "") + " peak RSS MiB |" + (
         " peak device MiB |" if has_dev_mem else "")
     lines.append(head)
-    lines.append("| --- | --- | ---: | ---: | ---: |" + (" ---: |" if has_dev_mem else ""))
+    lines.append("| --- | --- | ---: | ---: |" + (" ---: |" if warm else "") + " ---: |"
+                 + (" ---: |" if has_dev_mem else ""))
     for d in results:
         if not d["fps"]:
             continue
         lines.append(f"| {d['label']} | {d['description']} | "
                      f"{_fmt_stat(d['startup_s'], '{:.1f}')} | "
-                     f"{_fmt_stat(d['compile_s'], '{:.1f}')} | {_fmt_stat(d['peak_rss_mib'])} |"
+                     f"{_fmt_stat(d['compile_s'], '{:.1f}')} |"
+                     + (f" {_fmt_stat(d.get('warm_startup_s'), '{:.1f}')} |" if warm else "")
+                     + f" {_fmt_stat(d['peak_rss_mib'])} |"
                      + (f" {_fmt_stat(d['device_peak_mib'])} |" if has_dev_mem else ""))
     if threshold is not None:
         lines.append("")
         lines.append(f"Time to the first eval return >= {threshold:g} (wall-clock from the start "
                      "of the run, start-up included):")
         lines.append("")
-        lines.append("| system | config | reached | seconds | frames |")
-        lines.append("| --- | --- | ---: | ---: | ---: |")
+        lines.append("| system | config | reached | seconds (cold) |"
+                     + (" seconds (warm) |" if warm else "") + " frames |")
+        lines.append("| --- | --- | ---: | ---: |" + (" ---: |" if warm else "") + " ---: |")
         for d in results:
             if not d["fps"]:
                 continue
             lines.append(f"| {d['label']} | {d['description']} | "
                          f"{d['threshold_reached']}/{d['repeats']} | "
-                         f"{_fmt_stat(d['threshold_s'], '{:.0f}')} | "
-                         f"{_fmt_stat(d['threshold_frames'], '{:.0f}')} |")
+                         f"{_fmt_stat(d['threshold_s'], '{:.0f}')} |"
+                         + (f" {_fmt_stat(d.get('warm_threshold_s'), '{:.0f}')} |" if warm else "")
+                         + f" {_fmt_stat(d['threshold_frames'], '{:.0f}')} |")
+    profiled = [d for d in results if d.get("profile_ms")]
+    if profiled:
+        lines.append("")
+        lines.append("Profile of one batch, ms (each phase compiled alone; evaluation per batch "
+                     "= one episode / eval_every):")
+        lines.append("")
+        lines.append("| system | config | collect | GAE (1 pass) | update (all epochs) | "
+                     "evaluation | eval episode |")
+        lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for d in profiled:
+            p = d["profile_ms"]
+            cells = [_fmt_stat(p.get(k), "{:.1f}") for k in
+                     ("collect", "gae", "update", "evaluate", "evaluate_ms_per_episode")]
+            lines.append(f"| {d['label']} | {d['description']} | " + " | ".join(cells) + " |")
     h = meta["headline"]
     lines.append("")
     if h["tutorial_config"] and h["tutorial_config"]["ratio"] is not None:

@@ -35,6 +35,11 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     runner.train_batches(run, on_batch=on_batch)
     call_s = time.perf_counter() - t_call
     offset = t_call - t0  # train_batches' marks count from its own start
+    profile = None
+    if spec.get("profile"):
+        from ppo_jax.bench.profile import profile_batch
+
+        profile = profile_batch(run.trainer, jax.tree_util.tree_map(lambda x: x[0], run.states))
     marks = [(f, t + offset) for f, t in run.log.marks]
     failed = run.log.failed[0]
     return dict(
@@ -43,5 +48,5 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
         call_s=call_s, call_fps=cfg.total_frames / call_s, compiles=compiles.events,
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
-        device=probes.jax_device_info(),
+        device=probes.jax_device_info(), profile=profile,
     )

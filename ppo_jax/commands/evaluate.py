@@ -47,11 +47,6 @@ def build_parser() -> cli.ArgumentParser:
     return p
 
 
-def checkpoint_dir(path: str) -> str:
-    sub = os.path.join(path, "checkpoints")
-    return sub if os.path.isdir(sub) else path
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.episodes < 1:
@@ -66,17 +61,9 @@ def main(argv=None) -> int:
     cli.apply_compile_cache_flags(args)
     import jax
 
-    from ppo_jax import checkpoint
     from ppo_jax.train import eval_episode_key
 
-    try:
-        trainer, states, meta = checkpoint.restore(checkpoint_dir(args.dir), args.step)
-    except checkpoint.CheckpointError as e:
-        raise cli.CLIError(str(e)) from None
-    k = int(meta["num_seeds"])
-    if not 0 <= args.seed_index < k:
-        raise cli.CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
-    state = jax.tree_util.tree_map(lambda x: x[args.seed_index], states)
+    trainer, state, meta = cli.restore_seed(args.dir, args.step, args.seed_index)
     cfg = trainer.config
     step = int(meta["batches_done"])
     mode = "sample" if args.stochastic else cfg.eval_action
@@ -107,7 +94,7 @@ def main(argv=None) -> int:
                              np.array([e.length for e in mujoco_episodes]))
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
-        "checkpoint": os.path.abspath(checkpoint_dir(args.dir)),
+        "checkpoint": os.path.abspath(cli.checkpoint_dir(args.dir)),
         "checkpoint_step": step,
         "frames": int(meta["frames"]),
         "policy": mode,

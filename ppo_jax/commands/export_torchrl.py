@@ -35,20 +35,8 @@ def main(argv=None) -> int:
         raise cli.CLIError(str(e)) from None
     cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
 
-    import jax
-
-    from ppo_jax import checkpoint
-
-    sub = os.path.join(args.dir, "checkpoints")
-    directory = sub if os.path.isdir(sub) else args.dir
-    try:
-        trainer, states, meta = checkpoint.restore(directory, args.step)
-    except checkpoint.CheckpointError as e:
-        raise cli.CLIError(str(e)) from None
-    k = int(meta["num_seeds"])
-    if not 0 <= args.seed_index < k:
-        raise cli.CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
-    state = jax.tree_util.tree_map(lambda x: x[args.seed_index], states)
+    directory = cli.checkpoint_dir(args.dir)
+    trainer, state, meta = cli.restore_seed(args.dir, args.step, args.seed_index)
     source = {
         "checkpoint": os.path.abspath(directory),
         "step": int(meta["batches_done"]),
