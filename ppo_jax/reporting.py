@@ -127,37 +127,58 @@ def lists_from_json(d: dict[str, Any], num_seeds: int, batches: int) -> dict[str
     return out
 
 
-def plot_curves(lists: dict[str, Any], path: str, title: str = "") -> None:
-    """The tutorial's four panels; several seeds drawn as mean and min-max spread."""
+PANELS = (
+    ("reward", "frames", "training rewards (average)"),
+    ("step_count", "frames", "Max step count (training)"),
+    ("eval_return", "eval_frames", "Return (test)"),
+    ("eval_steps", "eval_frames", "Max step count (test)"),
+)
+
+
+def _seed_matrix(xs: list, ys: list) -> tuple[np.ndarray, np.ndarray]:
+    """x ``[n]`` and y ``[K, n]`` of K seeds cut to their common length (None -> NaN)."""
+    n = min(len(y) for y in ys)
+    x = np.asarray(xs[:n], float)
+    y = np.asarray([[np.nan if v is None else v for v in row[:n]] for row in ys], float)
+    return x, y
+
+
+def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str = "") -> None:
+    """The tutorial's four panels for several labelled runs. Each run's lists are ``[K][n]``
+    per seed (``eval_frames`` per seed, ``frames`` shared); one seed is a line, several a mean
+    line and a min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
-    panels = [
-        ("reward", "frames", "training rewards (average)"),
-        ("step_count", "frames", "Max step count (training)"),
-        ("eval_return", "eval_frames", "Return (test)"),
-        ("eval_steps", "eval_frames", "Max step count (test)"),
-    ]
-    for ax, (key, xkey, name) in zip(axes.flat, panels):
-        ys = lists[key]
-        xs = lists[xkey]
-        x = np.asarray(xs[0] if xkey == "eval_frames" else xs, float)
-        if len(ys) and len(ys[0]):
-            y = np.asarray(ys, float)
+    for ax, (key, xkey, name) in zip(axes.flat, PANELS):
+        for label, lists in series:
+            ys = [row for row in lists[key] if len(row)]
+            if not ys:
+                continue
+            xs = max(lists[xkey], key=len) if xkey == "eval_frames" else lists[xkey]
+            x, y = _seed_matrix(xs, ys)
             marker = "o" if len(x) <= 30 else None  # a single evaluation is still visible
             if y.shape[0] == 1:
-                ax.plot(x, y[0], marker=marker)
+                ax.plot(x, y[0], marker=marker, label=label)
             else:
-                ax.plot(x, y.mean(0), marker=marker, label=f"mean of {y.shape[0]} seeds")
-                ax.fill_between(x, y.min(0), y.max(0), alpha=0.3, label="min-max")
-                ax.legend()
+                line, = ax.plot(x, np.nanmean(y, 0), marker=marker,
+                                label=f"{label} (mean of {y.shape[0]} seeds)")
+                ax.fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.25,
+                                color=line.get_color())
         ax.set_title(name)
         ax.set_xlabel("frames")
+        if len(series) > 1 or any(len(lists["reward"]) > 1 for _, lists in series):
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_curves(lists: dict[str, Any], path: str, title: str = "") -> None:
+    """The tutorial's four panels of one run (several seeds: mean and min-max band)."""
+    plot_panels([("ppo_jax", lists)], path, title)

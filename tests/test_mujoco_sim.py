@@ -154,3 +154,9 @@ def test_evaluate_script_sim_flag(tiny_run, root_dir, capsys):
     assert evaluate_script.main(args + ["--sim", "both"]) == 0
     table = capsys.readouterr().out
     assert "MJX return" in table and "MuJoCo C return" in table and "MuJoCo C: mean return" in table
+    assert evaluate_script.main(args + ["--sim", "mujoco", "--eval-action", "tanh_loc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "tanh_loc"
+    from ppo_jax.cli import CLIError
+
+    with pytest.raises(CLIError):
+        evaluate_script.main(args + ["--stochastic", "--eval-action", "mean"])

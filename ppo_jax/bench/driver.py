@@ -176,7 +176,9 @@ def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
                     with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_cache") as cache:
                         spec["compile_cache"] = cache
                         result = run_worker(spec, args.timeout)  # cold: the cache is empty
-                        warm = summarize_run(run_worker(spec, args.timeout), args.to_threshold)
+                        warm_spec = dict(spec, profile=False)
+                        warm = summarize_run(run_worker(warm_spec, args.timeout),
+                                             args.to_threshold)
                 else:
                     result = run_worker(spec, args.timeout)
                 summary = summarize_run(result, args.to_threshold)

@@ -31,6 +31,9 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--episodes", type=int, default=10, help="episodes to run")
     p.add_argument("--stochastic", action="store_true", help="sample actions (training policy)")
+    p.add_argument("--eval-action", choices=("mean", "tanh_loc"), default=None,
+                   help="deterministic action (default: the run's eval_action); tanh_loc is "
+                   "TorchRL's ExplorationType.DETERMINISTIC")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the episodes' start states (default: the run's eval keys)")
     p.add_argument("--seed-index", type=int, default=0,
@@ -66,7 +69,9 @@ def main(argv=None) -> int:
     trainer, state, meta = cli.restore_seed(args.dir, args.step, args.seed_index)
     cfg = trainer.config
     step = int(meta["batches_done"])
-    mode = "sample" if args.stochastic else cfg.eval_action
+    if args.stochastic and args.eval_action:
+        raise cli.CLIError("--stochastic and --eval-action exclude each other")
+    mode = "sample" if args.stochastic else (args.eval_action or cfg.eval_action)
     max_steps = args.max_steps or cfg.eval_max_steps
 
     logged = None  # the evaluation training logged after the checkpoint's last batch
