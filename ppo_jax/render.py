@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from typing import Callable
 
 import mujoco
@@ -101,7 +102,11 @@ def write_video(frames: np.ndarray, path: str, fps: float) -> str:
         imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
     else:
         # macro_block_size=1 keeps the exact frame size (libx264 needs even sizes: ours are).
-        imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
+        # imageio-ffmpeg starts ffmpeg as a subprocess; Python warns about forking a process
+        # that runs JAX's threads, harmless for an exec'd ffmpeg.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*os.fork.*", category=RuntimeWarning)
+            imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
     return os.path.abspath(path)
 
 
