@@ -14,6 +14,23 @@ from typing import Any, Callable
 from ppo_jax.config import PPOConfig, field_choices, field_types
 
 CHOICES = field_choices()
+def _headless_gl_default() -> None:
+    """On a machine without a display, point MuJoCo's renderer at an offscreen backend that is
+    installed (OSMesa, else EGL: Mesa's EGL without a GPU cannot make a context, OSMesa can)
+    unless MUJOCO_GL is set: MuJoCo reads it once, at import, and its default (GLFW) needs a
+    display."""
+    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
+        return
+    import ctypes.util
+
+    for backend, lib in (("osmesa", "OSMesa"), ("egl", "EGL")):
+        if ctypes.util.find_library(lib):
+            os.environ["MUJOCO_GL"] = backend
+            return
+
+
+_headless_gl_default()
+
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
 
 
