@@ -182,10 +182,16 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         print(f"{prog}: interrupted", file=sys.stderr)
         code = 130
     if code:
-        # Leave without the interpreter's teardown: orbax's background threads, stopped
-        # mid-read by a corrupt checkpoint, would print tracebacks ("Event loop is closed")
-        # after our one line. Everything the run wrote is already on disk (atomic writes).
+        # Leave without the interpreter's teardown, and let nothing follow our one line:
+        # orbax's background threads, cut off mid-read by a corrupt checkpoint, can still
+        # print tracebacks ("Event loop is closed", ...) while the process ends. Everything
+        # the run wrote is already on disk (atomic writes).
         sys.stdout.flush()
         sys.stderr.flush()
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+        except OSError:
+            pass
         os._exit(code)
     sys.exit(code)

@@ -90,7 +90,7 @@ def compare(run_dirs: list[str], references: list[str], out: str,
     longest = max((s[1]["frames"][-1] for s in series if s[1]["frames"]), default=None)
     paths = reference_paths(references)
     if paths:
-        series.append((f"TorchRL tutorial ({len(paths)} run{'s' if len(paths) > 1 else ''})",
+        series.append(("TorchRL tutorial",
                        reference_lists(paths, longest)))
     reporting.plot_panels(series, out, title="ppo_jax vs TorchRL, InvertedDoublePendulum-v4")
     return os.path.abspath(out)
