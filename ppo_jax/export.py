@@ -60,7 +60,7 @@ def expected_shapes(
 
 
 def _modules(obs_size: int, action_size: int, hidden_sizes: Sequence[int]):
-    from ppo_jax.torchrl_compat import tutorial_modules
+    from ppo_jax.torchrl_reference import tutorial_modules
 
     return tutorial_modules(obs_size, action_size, tuple(hidden_sizes))
 

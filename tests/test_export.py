@@ -63,9 +63,10 @@ def torchrl_episode(path, seed):
     deterministic rollout from the env's reset. Returns (return, steps, qpos0, qvel0)."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from ppo_jax.torchrl_compat import tutorial_env, tutorial_modules
+    from ppo_jax.envs import ENV_ID
+    from ppo_jax.torchrl_reference import tutorial_env, tutorial_modules
 
-    env = tutorial_env(seed=seed)
+    env = tutorial_env(ENV_ID, seed=seed)
     env.transform[0].init_stats(num_iter=1000, reduce_dim=0, cat_dim=0)  # the tutorial's call
     m = tutorial_modules(11, 1, (16, 16), spec=env.action_spec)
     d = torch.load(path, weights_only=True)
