@@ -162,6 +162,26 @@ def _quiet_closed_loop_hook(default):
     return hook
 
 
+def _exit_with_one_line(message: str | None, code: int) -> None:
+    """Print ``message`` as the process's last words on stderr and leave at once.
+
+    Everything else is silenced first: orbax's background threads, cut off mid-read by a
+    corrupt checkpoint, can still print tracebacks ("Event loop is closed", ...) while the
+    process ends, and the interpreter's teardown would wait on them. Everything the run wrote
+    is already on disk (atomic writes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        real = 2
+    if message:
+        os.write(real, (message + "\n").encode())
+    os._exit(code)
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run ``main`` and exit with its status; user errors become one line on stderr."""
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
@@ -175,23 +195,11 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
     try:
         code = main(argv)
+        message = None
     except CLIError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        code = e.code
+        message, code = f"{prog}: error: {e}", e.code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        code = 130
+        message, code = f"{prog}: interrupted", 130
     if code:
-        # Leave without the interpreter's teardown, and let nothing follow our one line:
-        # orbax's background threads, cut off mid-read by a corrupt checkpoint, can still
-        # print tracebacks ("Event loop is closed", ...) while the process ends. Everything
-        # the run wrote is already on disk (atomic writes).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-        except OSError:
-            pass
-        os._exit(code)
+        _exit_with_one_line(message, code)
     sys.exit(code)
