@@ -227,7 +227,7 @@ def summarize_run(result: dict[str, Any], threshold: float | None) -> dict[str, 
     (f1, t1), (fn, tn) = marks[0], marks[-1]
     fps = (fn - f1) / (tn - t1)
     out.update(fps=fps, startup_s=t1 - f1 / fps, frames=fn, run_s=tn)
-    late = [c for c in result.get("compiles") or [] if c[0] > t1]
+    late = [c for c in result.get("compiles") or [] if t1 < c[0] <= tn]
     if late:
         out["warning"] = (f"{len(late)} XLA compilation(s) of >= 1 s during the measured batches "
                           f"({sum(d for _, d in late):.1f} s): frames/s is understated")
