@@ -16,7 +16,10 @@ shape against it: a checkpoint that does not fit gives a :class:`CheckpointError
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -114,7 +117,7 @@ def read_meta(directory: str, step: int | None = None) -> tuple[int, dict[str, A
     """``(step, metadata)`` of the latest (or given) checkpoint."""
     step = _pick_step(directory, step)
     try:
-        with _manager(directory) as mngr:
+        with _stderr_held(), _manager(directory) as mngr:
             meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
                 "meta"
             ]
@@ -159,7 +162,7 @@ def restore(
     target = jax.eval_shape(trainer.init_seeds, keys)
     flat_target = _flat_nonempty(target)
     try:
-        with _manager(directory) as mngr:
+        with _stderr_held(), _manager(directory) as mngr:
             flat = mngr.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
             )["state"]
@@ -176,6 +179,37 @@ def restore(
     )):
         raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
     return trainer, restored, meta
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Hold what is written to file descriptor 2 while orbax reads a checkpoint; pass it on
+    only if the read succeeds. Orbax's reader threads, cut off by a corrupt file, print
+    tracebacks ("Event loop is closed") of their own beside, and just after, the error that
+    is raised, which :class:`CheckpointError` reports in one line."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if not ok:  # orbax's cut-off threads print shortly after the failed read
+                time.sleep(1.0)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                text = held.read()
+                if text:
+                    os.write(2, text)
 
 
 def _first_line(e: Exception) -> str:
