@@ -150,11 +150,13 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     """The notes printed under the tables (and stored in the JSON)."""
     out = [
         "frames/s: frames between the first and the last per-batch mark / seconds between them "
-        "(JAX: host callback; TorchRL: Python loop); the first batch is warm-up.",
+        "(ppo_jax: the host loop between its per-batch program calls, as scripts/train.py; "
+        "Brax: its progress_fn; TorchRL: Python loop); the first batch is warm-up.",
         "start-up: seconds to the end of the first batch minus what that batch takes at the "
         "steady rate (env and network set-up, TorchRL's init_stats, JAX compilation); "
         "peak RSS: ru_maxrss of the run's own process, imports included. 'of which compile': "
-        "ppo_jax: tracing + XLA compilation of the whole run (jit(...).lower().compile()); Brax: "
+        "ppo_jax: tracing + XLA compilation (or loading from its cache) of its three programs; "
+        "Brax: "
         "its XLA compilations of >= 1 s before the first batch ended.",
         "configs: N envs x T steps per env = frames per batch; 'mb' = minibatches per epoch x "
         "minibatch size; 10 epochs everywhere; T = the largest divisor of total/N that is "
