@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -10,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from ppo_jax.config import PPOConfig
 
 PER_BATCH = (
     "reward step_count lr loss loss_objective loss_critic loss_entropy entropy "
@@ -53,41 +51,6 @@ def device_info() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
     }
-
-
-def metrics_to_lists(
-    config: PPOConfig, metrics, first_batch: int = 0, num_valid: int | None = None
-) -> dict[str, Any]:
-    """Per-batch metrics ``[batches, K]`` (a :class:`~ppo_jax.train.BatchMetrics` of numpy
-    arrays) -> JSON lists, ``[K][batches]`` (one list per seed)."""
-    m = {f.name: np.asarray(getattr(metrics, f.name)) for f in dataclasses.fields(metrics)}
-    n = m["reward"].shape[0] if num_valid is None else num_valid
-    k = m["reward"].shape[1]
-    batches = np.arange(first_batch, first_batch + n)
-    frames = ((batches + 1) * config.frames_per_batch).tolist()
-    out: dict[str, Any] = {"batch": batches.tolist(), "frames": frames}
-    for name in PER_BATCH:
-        out[name] = [m[name][:n, s].tolist() for s in range(k)]
-    out["eval_frames"], out["eval_return"], out["eval_steps"] = [], [], []
-    for s in range(k):
-        ev = m["evaluated"][:n, s]
-        out["eval_frames"].append(np.asarray(frames)[ev].tolist())
-        out["eval_return"].append(m["eval_return"][:n, s][ev].tolist())
-        out["eval_steps"].append(m["eval_steps"][:n, s][ev].tolist())
-    return out
-
-
-def merge_lists(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
-    """Concatenate two :func:`metrics_to_lists` results along batches."""
-    if a is None:
-        return b
-    out = {}
-    for key, val in b.items():
-        if key in ("batch", "frames"):
-            out[key] = a[key] + val
-        else:
-            out[key] = [x + y for x, y in zip(a[key], val)]
-    return out
 
 
 SHARED = ("batch", "frames")
