@@ -2,11 +2,16 @@
 
 A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManager``:
 
-* ``state``: the whole :class:`~ppo_jax.train.PPOState` of every seed (leading axis K):
-  actor/critic parameters, Adam moments and update count (the lr schedule resumes from it),
-  observation-normalization statistics, the envs mid-episode, the PRNG key, batches done;
-* ``meta`` (JSON): the full config, ``num_seeds``, frames done, env id, package versions and
-  the format version.
+* ``state``: the whole :class:`~ppo_jax.train.PPOState` of every run (leading axis R: the
+  seeds, times the points of a sweep): actor/critic parameters, Adam moments and update count
+  (the lr schedule resumes from it), observation-normalization statistics, the envs
+  mid-episode, the PRNG key, the run's sweepable hyperparameters, batches done;
+* ``meta`` (JSON): the full config, ``num_seeds`` and the sweep (which run is which), frames
+  done, env id, package versions and the format version.
+
+Checkpoints do not depend on the devices that wrote them: orbax stores each array whole
+(each process writes its own shards of it), and a restore lays it out over whatever mesh the
+reader uses (:mod:`ppo_jax.parallel`), or loads it on the host.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run
 killed while saving leaves the previous checkpoint restorable (an unfinished one is not
@@ -29,10 +34,12 @@ import orbax.checkpoint as ocp
 
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import ENV_ID
+from ppo_jax.hyper import Runs
+from ppo_jax.parallel import Layout, gather
 from ppo_jax.reporting import versions
-from ppo_jax.train import PPOState, Trainer, make_train, seed_keys
+from ppo_jax.train import PPOState, Trainer, make_train
 
-FORMAT = "ppo_jax.checkpoint/1"
+FORMAT = "ppo_jax.checkpoint/2"
 
 
 class CheckpointError(Exception):
@@ -49,18 +56,23 @@ def save(
     trainer: Trainer,
     states: PPOState,
     *,
+    runs: Runs | None = None,
     keep: int | None = None,
     extra_meta: dict[str, Any] | None = None,
 ) -> int:
-    """Save ``states`` (``[K, ...]``) at step = batches done (the most of any seed; each
-    seed's own count is in the metadata); keep the last ``keep``."""
-    done = [int(b) for b in np.asarray(states.batches_done).reshape(-1)]
-    step = max(done)  # seeds that hit NaN/Inf stopped earlier: see batches_done_per_seed
+    """Save ``states`` (``[R, ...]``, any sharding) of ``runs`` (default: R seeds of the
+    trainer's config) at step = batches done (the most of any run; each run's own count is in
+    the metadata); keep the last ``keep``. Every process of a multi-process job calls it."""
+    done = [int(b) for b in gather(states.batches_done).reshape(-1)]
+    step = max(done)  # runs that hit NaN/Inf stopped earlier: see batches_done_per_seed
     cfg = trainer.config
+    runs = runs or Runs(cfg, len(done))
+    if runs.num_runs != len(done):
+        raise ValueError(f"{len(done)} states for {runs.num_runs} runs")
     meta = {
         "format": FORMAT,
         "config": cfg.to_dict(),
-        "num_seeds": len(done),
+        **runs.to_meta(),
         "batches_done": step,
         "frames": step * cfg.frames_per_batch,
         "batches_done_per_seed": done,
@@ -72,7 +84,7 @@ def save(
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_meta or {}),
     }
-    state = _flat_nonempty(jax.device_get(states))
+    state = _flat_nonempty(states)  # device arrays: orbax writes each process's shards
     try:
         with _manager(directory, keep=keep, create=True) as mngr:
             if step in mngr.all_steps():  # the same state saved again (e.g. the final save)
@@ -125,8 +137,12 @@ def read_meta(directory: str, step: int | None = None) -> tuple[int, dict[str, A
         raise CheckpointError(
             f"checkpoint {directory} step {step}: metadata unreadable ({type(e).__name__})"
         ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("ppo_jax."):
         raise CheckpointError(f"checkpoint {directory} step {step}: not a ppo_jax checkpoint")
+    if meta["format"] != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {directory} step {step} has format {meta['format']}, this ppo_jax "
+            f"reads {FORMAT}: evaluate or resume it with the ppo_jax version that wrote it")
     return step, meta
 
 
@@ -139,16 +155,25 @@ def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
         raise CheckpointError(f"checkpoint config is invalid: {e}") from None
 
 
-def restore(
-    directory: str, step: int | None = None
-) -> tuple[Trainer, PPOState, dict[str, Any]]:
-    """Rebuild the trainer from the saved config and restore the state of every seed.
+def runs_from_meta(meta: dict[str, Any]) -> Runs:
+    try:
+        return Runs.from_meta(config_from_meta(meta), meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint metadata is invalid: {e}") from None
 
-    Returns ``(trainer, states [K, ...], meta)``; raises :class:`CheckpointError`.
+
+def restore(
+    directory: str, step: int | None = None, layout: Layout | None = None
+) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """Rebuild the trainer from the saved config and restore the state of every run, laid
+    out over ``layout``'s devices (None: host arrays, which any device can take).
+
+    Returns ``(trainer, states [R, ...], meta)``; raises :class:`CheckpointError`.
     """
     step, meta = read_meta(directory, step)
-    config = config_from_meta(meta)
-    trainer = make_train(config)
+    runs = runs_from_meta(meta)
+    config = runs.config
+    trainer = make_train(config, layout)
     if (meta.get("observation_size"), meta.get("action_size")) != (
         trainer.env.observation_size,
         trainer.env.action_size,
@@ -158,15 +183,18 @@ def restore(
             f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
             f"{trainer.env.action_size}"
         )
-    keys = seed_keys(config.seed, int(meta["num_seeds"]))
-    target = jax.eval_shape(trainer.init_seeds, keys)
+    target = jax.eval_shape(trainer.init_seeds, runs.keys(), runs.hypers())
+    shardings = None if layout is None else layout.state_shardings(target)
+    if shardings is not None:
+        target = jax.tree_util.tree_map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings)
     flat_target = _flat_nonempty(target)
     try:
         with _stderr_held(), _manager(directory) as mngr:
             flat = mngr.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
             )["state"]
-        restored = _unflatten(target, flat)
+        restored = _unflatten(target, flat, layout)
     except CheckpointError:
         raise
     except Exception as e:
@@ -174,7 +202,7 @@ def restore(
             f"checkpoint {directory} step {step} is unreadable or corrupt "
             f"({type(e).__name__}: {_first_line(e)})"
         ) from None
-    if not all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(
+    if not all(np.all(np.isfinite(gather(x))) for x in jax.tree_util.tree_leaves(
         restored.params
     )):
         raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
@@ -227,20 +255,22 @@ def _flat_nonempty(tree) -> dict[str, Any]:
     }
 
 
-def _unflatten(target, flat: dict[str, Any]):
+def _unflatten(target, flat: dict[str, Any], layout: Layout | None = None):
     """Inverse of :func:`_flat_nonempty` given the expected tree (zero-size leaves: zeros)."""
     paths, treedef = jax.tree_util.tree_flatten_with_path(target)
     leaves = []
     for path, leaf in paths:
         name = jax.tree_util.keystr(path)
         if name in flat:
-            value = np.asarray(flat[name])
-            if value.shape != tuple(leaf.shape):
+            value = flat[name] if layout is not None else np.asarray(flat[name])
+            if tuple(value.shape) != tuple(leaf.shape):
                 raise CheckpointError(
                     f"checkpoint does not fit its config: {name} has shape {value.shape}, "
                     f"expected {tuple(leaf.shape)}"
                 )
             leaves.append(value)
+        elif layout is not None:
+            leaves.append(layout.put(np.zeros(leaf.shape, leaf.dtype), leaf.sharding))
         else:
             leaves.append(np.zeros(leaf.shape, leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -118,7 +118,8 @@ def checkpoint_dir(path: str) -> str:
 
 
 def restore_seed(path: str, step: int | None, seed_index: int):
-    """``(trainer, state of seed seed_index, meta)`` of the run in ``path``; CLIError (one line)
+    """``(trainer, state of run seed_index, meta)`` of the job in ``path`` (restored on one
+    device, whatever mesh wrote it); CLIError (one line)
     for a missing, corrupt or unfitting checkpoint or a seed index out of range."""
     import jax
 
@@ -128,9 +129,10 @@ def restore_seed(path: str, step: int | None, seed_index: int):
         trainer, states, meta = checkpoint.restore(checkpoint_dir(path), step)
     except checkpoint.CheckpointError as e:
         raise CLIError(str(e)) from None
-    k = int(meta["num_seeds"])
+    k = int(meta.get("num_runs") or meta["num_seeds"])
     if not 0 <= seed_index < k:
-        raise CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-seed checkpoint")
+        raise CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-run checkpoint "
+                       f"(its runs: metrics.json's 'runs')")
     return trainer, jax.tree_util.tree_map(lambda x: x[seed_index], states), meta
 
 
@@ -138,7 +140,7 @@ def ensure_writable_dir(path: str) -> str:
     """Create ``path`` if needed and check a file can be written there."""
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".ppo_jax_write_test")
+        probe = os.path.join(path, f".ppo_jax_write_test.{os.getpid()}")
         with open(probe, "w") as f:
             f.write("")
         os.remove(probe)

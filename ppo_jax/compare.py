@@ -43,7 +43,7 @@ def run_lists(run_dir: str) -> dict[str, Any]:
     """A ppo_jax run directory's metrics as ``[K][n]`` lists per seed."""
     path = os.path.join(run_dir, "metrics.json") if os.path.isdir(run_dir) else run_dir
     d = _load(path)
-    k = int(d.get("num_seeds") or 1)
+    k = int(d.get("num_runs") or d.get("num_seeds") or 1)
     batches = len(d["reward"] if k == 1 else d["reward"][0])
     return reporting.lists_from_json(d, k, batches)
 

@@ -253,3 +253,17 @@ def field_types() -> dict[str, Any]:
         name: type(typing.get_args(tp)[0]) if typing.get_origin(tp) is Literal else tp
         for name, tp in _resolved_types().items()
     }
+
+
+# Named starting points for ``scripts/train.py --preset``: (description, PPOConfig fields).
+# Flags given with --preset change the preset's values.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tutorial": ("the TorchRL tutorial (the defaults): 1 env, 1000 frames per batch, 10k frames",
+                 {}),
+    "fast": (
+        "many envs, for a GPU: 1024 envs x 16 steps per batch, minibatches of 1024, 61 batches "
+        "(999,424 frames), evaluated after every batch",
+        dict(num_envs=1024, frames_per_batch=16_384, minibatch_size=1024,
+             total_frames=16_384 * 61, eval_every=1),
+    ),
+}

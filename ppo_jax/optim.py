@@ -22,25 +22,32 @@ import optax
 from ppo_jax.config import PPOConfig
 
 
-def lr_at_batch(config: PPOConfig, batch):
-    """Learning rate used for the updates of batch ``batch`` (int or int array)."""
+def lr_at_batch(config: PPOConfig, batch, lr=None):
+    """Learning rate used for the updates of batch ``batch`` (int or int array); ``lr`` (a
+    traced value of a sweep) replaces ``config.lr``."""
+    lr = config.lr if lr is None else lr
     if not config.anneal_lr:
-        return jnp.full(jnp.shape(batch), config.lr, jnp.float32)
+        return jnp.full(jnp.shape(batch), lr, jnp.float32)
     frac = jnp.asarray(batch, jnp.float32) / config.num_batches
-    return config.lr * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
 
 def updates_per_batch(config: PPOConfig) -> int:
     return config.num_epochs * config.num_minibatches
 
 
-def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+def make_optimizer(config: PPOConfig, hyper=None) -> optax.GradientTransformation:
+    """The optimizer of ``config``; with ``hyper`` (a :class:`~ppo_jax.hyper.Hyper`, possibly
+    traced) its ``lr`` and ``max_grad_norm`` replace the config's. Its state's structure does
+    not depend on either, so one ``init`` serves every value."""
     per_batch = updates_per_batch(config)
+    lr = None if hyper is None else hyper.lr
+    max_norm = config.max_grad_norm if hyper is None else hyper.max_grad_norm
 
     def schedule(count):
-        return lr_at_batch(config, count // per_batch)
+        return lr_at_batch(config, count // per_batch, lr)
 
     return optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.clip_by_global_norm(max_norm),
         optax.adam(learning_rate=schedule, b1=0.9, b2=0.999, eps=1e-8),
     )

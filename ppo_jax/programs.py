@@ -1,11 +1,17 @@
 """The host driver's compiled programs, and JAX's persistent compilation cache behind them.
 
-A run is three programs of one :class:`~ppo_jax.train.Trainer`, each for K seeds at once:
+A job is three programs of one :class:`~ppo_jax.train.Trainer`, each for R runs at once
+(seeds, times the points of a sweep):
 
-* ``init``: ``keys [K] -> PPOState [K, ...]`` (statistics rollouts, networks, Adam, envs);
-* ``update``: ``(states, i) -> (states, BatchMetrics [K])``, batch ``i`` without its
+* ``init``: ``(keys [R], hypers [R]) -> PPOState [R, ...]`` (statistics rollouts, networks,
+  Adam, envs);
+* ``update``: ``(states, i) -> (states, BatchMetrics [R])``, batch ``i`` without its
   evaluation; the state argument is donated, so the state is updated in place on the device;
-* ``evaluate``: ``(states, i) -> EvalMetrics [K]``, the evaluation logged after batch ``i``.
+* ``evaluate``: ``(states, i) -> EvalMetrics [R]``, the evaluation logged after batch ``i``.
+
+The sweepable hyperparameters (:mod:`ppo_jax.hyper`) are inputs, not constants: a program
+serves every value of them. With a device mesh (:mod:`ppo_jax.parallel`) the programs are
+compiled with its shardings.
 
 None holds a host callback (JAX never writes such a program to its persistent cache): the
 host calls ``update`` once per batch and reads that batch's metrics between calls. The same
@@ -45,6 +51,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from ppo_jax.hyper import hyper_of, program_config
 from ppo_jax.train import Trainer
 
 TIMES_FILE = "ppo_jax_compile_times.json"
@@ -75,7 +82,8 @@ def cache_dir() -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class CompileInfo:
-    """How one program was obtained: ``source`` is ``"ppo_programs"`` (loaded compiled from
+    """How one program was obtained: ``source`` is ``"in_process"`` (obtained before by this
+    process), ``"ppo_programs"`` (loaded compiled from
     the program store), ``"jax_cache"`` (traced, then JAX's persistent cache answered) or
     ``"compiled"``; ``seconds`` from asking to having it; ``cache_hit`` None when no cache is
     in use."""
@@ -112,9 +120,11 @@ class _CacheEvents:
         return False
 
 
-def lower(fn: Callable, *args, donate_argnums=(), name: str | None = None) -> jax.stages.Lowered:
-    """``jax.jit(fn).lower(*args)``; ``args`` may be ``jax.ShapeDtypeStruct`` trees. ``name``
-    names the XLA module (``jit_<name>``), which is part of JAX's cache key."""
+def lower(fn: Callable, *args, donate_argnums=(), name: str | None = None,
+          out_shardings=None) -> jax.stages.Lowered:
+    """``jax.jit(fn).lower(*args)``; ``args`` may be ``jax.ShapeDtypeStruct`` trees (with
+    their shardings). ``name`` names the XLA module (``jit_<name>``), which is part of JAX's
+    cache key."""
     if name is not None:
         inner = fn
 
@@ -122,7 +132,8 @@ def lower(fn: Callable, *args, donate_argnums=(), name: str | None = None) -> ja
             return inner(*a)
 
         fn.__name__ = fn.__qualname__ = name
-    return jax.jit(fn, donate_argnums=donate_argnums).lower(*args)
+    kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
+    return jax.jit(fn, donate_argnums=donate_argnums, **kwargs).lower(*args)
 
 
 def fingerprint(lowered: jax.stages.Lowered) -> str:
@@ -171,15 +182,18 @@ def _version(name: str) -> str | None:
         return None
 
 
-def program_key(trainer: Trainer, num_seeds: int, name: str, **extra: Any) -> str:
-    """Everything that determines the compiled program ``name`` of this run (and ``extra``,
-    what else its caller varies), hashed."""
+def program_key(trainer: Trainer, num_runs: int, name: str, **extra: Any) -> str:
+    """Everything that determines the compiled program ``name`` of R = ``num_runs`` runs
+    (and ``extra``, what else its caller varies), hashed. The sweepable hyperparameters are
+    not in it: they are the programs' inputs."""
     devices = jax.devices()
     parts = {
         "program": name,
         "extra": extra,
-        "num_seeds": num_seeds,
-        "config": trainer.config.to_dict(),
+        "num_runs": num_runs,
+        "config": program_config(trainer.config).to_dict(),
+        "layout": None if trainer.layout is None else trainer.layout.key(),
+        "processes": jax.process_count(),
         "env": [trainer.env.env_id, trainer.env.integrator, trainer.env.max_episode_steps],
         "source": _source_hash(),
         "versions": {p: _version(p) for p in TRACED_PACKAGES},
@@ -195,7 +209,13 @@ def program_key(trainer: Trainer, num_seeds: int, name: str, **extra: Any) -> st
 
 def _store_path(key: str) -> str | None:
     d = cache_dir()
-    return os.path.join(d, STORE_DIR, key + ".pkl") if d else None
+    if not d or jax.device_count() > 1:
+        # jaxlib 0.10 (CPU): once a deserialized executable is loaded in a process that has
+        # several devices, multi-device executables that JAX's cache then loads get their
+        # inputs as single shards ("Expected args ... to have 4 shards, got [1, 1, ...]").
+        # With several devices (or processes), JAX's cache alone serves.
+        return None
+    return os.path.join(d, STORE_DIR, key + ".pkl")
 
 
 def load_stored(name: str, key: str) -> tuple[Any, CompileInfo] | None:
@@ -333,29 +353,57 @@ class Programs:
 PROGRAM_NAMES = ("init", "update", "evaluate")
 
 
+def program_inputs(trainer: Trainer, num_runs: int):
+    """Abstract ``(keys, hypers, states)`` of the programs, with the layout's shardings."""
+    keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32)
+    hypers = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs,), x.dtype),
+                                    hyper_of(trainer.config))
+    states = jax.eval_shape(trainer.init_seeds, keys, hypers)
+    layout = trainer.layout
+    if layout is None:
+        return keys, hypers, states
+    runs = layout.runs()
+
+    def with_sharding(x, s):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+
+    keys = with_sharding(keys, runs)
+    hypers = jax.tree_util.tree_map(lambda x: with_sharding(x, runs), hypers)
+    states = jax.tree_util.tree_map(with_sharding, states, layout.state_shardings(states))
+    return keys, hypers, states
+
+
 def lower_programs(
-    trainer: Trainer, num_seeds: int, names: tuple[str, ...] = PROGRAM_NAMES
+    trainer: Trainer, num_runs: int, names: tuple[str, ...] = PROGRAM_NAMES
 ) -> dict[str, jax.stages.Lowered]:
-    """The programs of :class:`Programs` (those in ``names``), lowered for ``num_seeds``.
+    """The programs of :class:`Programs` (those in ``names``), lowered for ``num_runs``.
 
     Each XLA module is named by its :func:`program_key`, so JAX's persistent cache holds
     each program under the same identity as the program store (see :func:`build_programs`).
     """
-    keys = jax.ShapeDtypeStruct((num_seeds, 2), jnp.uint32)
+    keys, hypers, states = program_inputs(trainer, num_runs)
+    layout = trainer.layout
     i = jax.ShapeDtypeStruct((), jnp.int32)
+    state_out = rep_out = None
+    if layout is not None:
+        state_out = jax.tree_util.tree_map(lambda x: x.sharding, states)
+        rep_out = layout.replicated
+        i = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep_out)
     out = {}
     if "init" in names:
-        out["init"] = lower(trainer.init_seeds, keys,
-                            name=program_key(trainer, num_seeds, "init"))
-    if {"update", "evaluate"} & set(names):
-        states = jax.eval_shape(trainer.init_seeds, keys)
-        if "update" in names:
-            out["update"] = lower(trainer.update_seeds, states, i, donate_argnums=0,
-                                  name=program_key(trainer, num_seeds, "update"))
-        if "evaluate" in names:
-            out["evaluate"] = lower(trainer.evaluate_seeds, states, i,
-                                    name=program_key(trainer, num_seeds, "evaluate"))
+        out["init"] = lower(trainer.init_seeds, keys, hypers, out_shardings=state_out,
+                            name=program_key(trainer, num_runs, "init"))
+    if "update" in names:
+        out["update"] = lower(trainer.update_seeds, states, i, donate_argnums=0,
+                              out_shardings=None if layout is None else (state_out, rep_out),
+                              name=program_key(trainer, num_runs, "update"))
+    if "evaluate" in names:
+        out["evaluate"] = lower(trainer.evaluate_seeds, states, i, out_shardings=rep_out,
+                                name=program_key(trainer, num_runs, "evaluate"))
     return out
+
+
+_IN_PROCESS: dict[str, Any] = {}  # program key -> executable, for this process's lifetime
 
 
 def obtain(
@@ -363,6 +411,7 @@ def obtain(
     lower_missing: Callable[[tuple[str, ...]], dict[str, jax.stages.Lowered]],
     what: str,
     announce: Callable[[str], None] | None = None,
+    use_store: bool = True,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (each module
@@ -372,7 +421,12 @@ def obtain(
     compiled: dict[str, Any] = {}
     infos: dict[str, CompileInfo] = {}
     for name, key in keys.items():
-        hit = load_stored(name, key)
+        if key in _IN_PROCESS:  # obtained before by this process
+            compiled[name] = _IN_PROCESS[key]
+            infos[name] = CompileInfo(name=name, seconds=0.0, source="in_process",
+                                      cache_hit=True)
+            continue
+        hit = load_stored(name, key) if use_store else None
         if hit is not None:
             compiled[name], infos[name] = hit
     missing = tuple(n for n in keys if n not in compiled)
@@ -392,24 +446,27 @@ def obtain(
             # functions are missing from the copy: "Function ... not found" when run), so
             # only fresh compiles are stored. Both caches key a program alike (the module
             # is named by its key), so JAX's cache answers alone only if the store lost it.
-            if info.source == "compiled":
+            if info.source == "compiled" and use_store:
                 store(keys[name], compiled[name])
+    _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
     return compiled, infos
 
 
 def build_programs(
-    trainer: Trainer, num_seeds: int, announce: Callable[[str], None] | None = None,
+    trainer: Trainer, num_runs: int, announce: Callable[[str], None] | None = None,
     need: tuple[str, ...] = PROGRAM_NAMES,
 ) -> Programs:
-    """The run's compiled programs (those in ``need``; the others are None), see
-    :func:`obtain`."""
+    """The job's compiled programs for R = ``num_runs`` runs (those in ``need``; the others
+    are None), see :func:`obtain`."""
     if not trainer.config.eval_batches:
         need = tuple(n for n in need if n != "evaluate")
-    keys = {name: program_key(trainer, num_seeds, name) for name in need}
-    what = (f"the training programs ({', '.join(need)}) for {num_seeds} seed(s) x "
-            f"{trainer.config.num_envs} env(s) on {jax.default_backend()}")
+    keys = {name: program_key(trainer, num_runs, name) for name in need}
+    where = (jax.default_backend() if trainer.layout is None
+             else f"{jax.default_backend()} ({trainer.layout.describe()})")
+    what = (f"the training programs ({', '.join(need)}) for {num_runs} run(s) x "
+            f"{trainer.config.num_envs} env(s) on {where}")
     compiled, infos = obtain(
-        keys, lambda names: lower_programs(trainer, num_seeds, names), what, announce)
+        keys, lambda names: lower_programs(trainer, num_runs, names), what, announce)
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
                     evaluate=compiled.get("evaluate"),
                     infos=tuple(infos[n] for n in need))

@@ -36,10 +36,12 @@ from ppo_jax import distributions, gae as gae_lib
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import EnvState, InvertedDoublePendulum, VectorEnv
 from ppo_jax.evaluate import make_policy, run_episode
+from ppo_jax.hyper import Hyper, hyper_of
 from ppo_jax.losses import LossMetrics, Minibatch, Params, ppo_loss
 from ppo_jax.networks import Actor, Critic
 from ppo_jax.normalization import ObsNormStats, init_stats, normalize
 from ppo_jax.optim import lr_at_batch, make_optimizer
+from ppo_jax.parallel import RUNS, Layout
 
 MATMUL = {"highest": "highest", "tf32": "tensorfloat32", "default": None}
 
@@ -56,6 +58,8 @@ class PPOState:
       key: PRNG key for what comes next.
       eval_key: fixed per run; evaluation after batch i starts from
         ``eval_episode_key(eval_key, i)``, so a restored checkpoint can replay it.
+      hyper: the run's sweepable hyperparameters (:mod:`ppo_jax.hyper`): traced values, so
+        one compiled program serves every learning rate, clip, discount, ...
       batches_done: int32, batches completed.
       failed_batch: int32, -1, or the first batch whose loss or parameters went non-finite
         (that batch's update was discarded and the run stopped advancing).
@@ -67,6 +71,7 @@ class PPOState:
     env_state: EnvState
     key: jax.Array
     eval_key: jax.Array
+    hyper: Hyper
     batches_done: jax.Array
     failed_batch: jax.Array
 
@@ -151,6 +156,7 @@ class Trainer:
     actor: Actor
     critic: Critic
     optimizer: optax.GradientTransformation
+    layout: Layout | None = None  # the device mesh (None: one device), see ppo_jax.parallel
 
     # --- pieces -------------------------------------------------------------------------
     def actor_apply(self, actor_params, obs):
@@ -164,8 +170,13 @@ class Trainer:
         obs = jnp.zeros((self.env.observation_size,), jnp.float32)
         return Params(actor=self.actor.init(k_a, obs), critic=self.critic.init(k_c, obs))
 
-    def init(self, key: jax.Array) -> PPOState:
-        """Statistics, parameters, optimizer and envs for a run seeded by ``key``."""
+    def _envs_split(self, tree, axis: int = 0):
+        """Mark ``tree``'s env (or minibatch) axis as split over the layout's env devices."""
+        return tree if self.layout is None else self.layout.constrain_envs(tree, axis)
+
+    def init(self, key: jax.Array, hyper: Hyper | None = None) -> PPOState:
+        """Statistics, parameters, optimizer and envs for a run seeded by ``key``, with the
+        sweepable hyperparameters ``hyper`` (default: the config's)."""
         cfg = self.config
         k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
         stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
@@ -175,9 +186,10 @@ class Trainer:
             params=params,
             opt_state=self.optimizer.init(params),
             obs_stats=stats,
-            env_state=VectorEnv(self.env, cfg.num_envs).reset(k_env),
+            env_state=self._envs_split(VectorEnv(self.env, cfg.num_envs).reset(k_env)),
             key=k_run,
             eval_key=k_eval,
+            hyper=hyper_of(cfg) if hyper is None else hyper,
             batches_done=jnp.int32(0),
             failed_batch=jnp.int32(-1),
         )
@@ -194,6 +206,7 @@ class Trainer:
             loc, scale = self.actor_apply(params.actor, obs)
             action, pre_tanh, log_prob = distributions.sample(k_act, loc, scale)
             next_state, out = venv.step(env_state, action, k_env)
+            next_state = self._envs_split(next_state)
             tr = Transition(
                 obs=obs,
                 pre_tanh=pre_tanh,
@@ -204,14 +217,17 @@ class Trainer:
                 done=out.done,
                 step_count=env_state.steps,
             )
-            return next_state, tr
+            return next_state, self._envs_split(tr)
 
         keys = jax.random.split(key, self.config.steps_per_env)
         return jax.lax.scan(step, env_state, keys)
 
-    def advantages(self, critic_params, batch: Transition) -> tuple[jax.Array, jax.Array]:
+    def advantages(
+        self, critic_params, batch: Transition, hyper: Hyper | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """GAE with the given critic on a ``[T, N]`` batch (standardized if configured)."""
         cfg = self.config
+        hyper = hyper_of(cfg) if hyper is None else hyper
         values = self.critic_apply(critic_params, batch.obs)
         next_values = self.critic_apply(critic_params, batch.next_obs)
         adv, target = gae_lib.gae(
@@ -220,30 +236,34 @@ class Trainer:
             next_values=next_values,
             terminated=batch.terminated,
             done=batch.done,
-            gamma=cfg.gamma,
-            lmbda=cfg.lmbda,
+            gamma=hyper.gamma,
+            lmbda=hyper.lmbda,
         )
         if cfg.standardize_advantage:
             adv = gae_lib.standardize(adv)
         return adv, target
 
-    def loss_fn(self, params: Params, mb: Minibatch, key: jax.Array):
+    def loss_fn(self, params: Params, mb: Minibatch, key: jax.Array, hyper: Hyper | None = None):
         cfg = self.config
+        hyper = hyper_of(cfg) if hyper is None else hyper
         return ppo_loss(
             params,
             mb,
             key,
             actor_apply=self.actor_apply,
             critic_apply=self.critic_apply,
-            clip_epsilon=cfg.clip_epsilon,
-            entropy_coeff=cfg.entropy_coeff,
-            critic_coeff=cfg.critic_coeff,
+            clip_epsilon=hyper.clip_epsilon,
+            entropy_coeff=hyper.entropy_coeff,
+            critic_coeff=hyper.critic_coeff,
             critic_loss=cfg.critic_loss,
         )
 
-    def update(self, params: Params, opt_state, batch: Transition, key: jax.Array):
+    def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
+               hyper: Hyper | None = None):
         """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement."""
         cfg = self.config
+        hyper = hyper_of(cfg) if hyper is None else hyper
+        optimizer = make_optimizer(cfg, hyper)
         n = cfg.frames_per_batch
         used = cfg.num_minibatches * cfg.minibatch_size
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
@@ -251,15 +271,15 @@ class Trainer:
         def minibatch_step(carry, xs):
             params, opt_state = carry
             mb, k = xs
-            (_, metrics), grads = grad_fn(params, mb, k)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            (_, metrics), grads = grad_fn(params, mb, k, hyper)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state), (metrics, optax.global_norm(grads))
 
         def epoch(carry, k):
             params, opt_state = carry
             k_perm, k_mb = jax.random.split(k)
-            adv, target = self.advantages(params.critic, batch)
+            adv, target = self.advantages(params.critic, batch, hyper)
             flat = Minibatch(
                 obs=batch.obs.reshape(n, -1),
                 pre_tanh=batch.pre_tanh.reshape(n, -1),
@@ -269,7 +289,7 @@ class Trainer:
             )
             idx = jax.random.permutation(k_perm, n)[:used]
             idx = idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
-            mbs = jax.tree_util.tree_map(lambda x: x[idx], flat)
+            mbs = self._envs_split(jax.tree_util.tree_map(lambda x: x[idx], flat), axis=1)
             keys = jax.random.split(k_mb, cfg.num_minibatches)
             return jax.lax.scan(minibatch_step, (params, opt_state), (mbs, keys))
 
@@ -290,7 +310,8 @@ class Trainer:
         cfg = self.config
         key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
-        params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd)
+        params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd,
+                                                   state.hyper)
 
         finite = _all_finite((params, lm)) & (state.failed_batch < 0)
         new_state = PPOState(
@@ -300,6 +321,7 @@ class Trainer:
             env_state=env_state,
             key=key,
             eval_key=state.eval_key,
+            hyper=state.hyper,
             batches_done=state.batches_done + 1,
             failed_batch=state.failed_batch,
         )
@@ -309,7 +331,7 @@ class Trainer:
         metrics = BatchMetrics(
             reward=batch.reward.mean(),
             step_count=batch.step_count.max(),
-            lr=lr_at_batch(cfg, i),
+            lr=lr_at_batch(cfg, i, state.hyper.lr),
             grad_norm=gnorm,
             evaluated=jnp.bool_(False),
             eval_return=jnp.float32(0.0),
@@ -355,31 +377,37 @@ class Trainer:
                 self.batch_step, state, jnp.arange(self.config.num_batches, dtype=jnp.int32)
             )
 
-    # The host driver's programs act on K seeds at once (leading axis K). With K = 1 the
-    # seed axis is squeezed away inside the program rather than vmapped.
-    def init_seeds(self, keys: jax.Array) -> PPOState:
-        """``keys [K]`` -> ``PPOState [K, ...]``."""
+    # The host driver's programs act on R runs at once (leading axis R: seeds, times the
+    # points of a sweep). With R = 1 the run axis is squeezed away inside the program rather
+    # than vmapped.
+    def init_seeds(self, keys: jax.Array, hypers: Hyper | None = None) -> PPOState:
+        """``keys [R]`` (and ``hypers [R]``, default: the config's for every run) ->
+        ``PPOState [R, ...]``."""
+        if hypers is None:
+            hypers = jax.tree_util.tree_map(
+                lambda x: jnp.broadcast_to(x, keys.shape[:1]), hyper_of(self.config))
         with _precision(self.config):
-            return _over_seeds(self.init, keys)
+            return self._over_runs(self.init, keys, hypers)
 
     def update_seeds(self, states: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
-        """:meth:`update_step` of batch ``i`` for every seed; metrics ``[K]``."""
+        """:meth:`update_step` of batch ``i`` for every run; metrics ``[R]``."""
         with _precision(self.config):
-            return _over_seeds(lambda s: self.update_step(s, i), states)
+            return self._over_runs(lambda s: self.update_step(s, i), states)
 
     def evaluate_seeds(self, states: PPOState, i: jax.Array) -> EvalMetrics:
-        """:meth:`evaluate_after` batch ``i`` for every seed; ``[K]``."""
+        """:meth:`evaluate_after` batch ``i`` for every run; ``[R]``."""
         with _precision(self.config):
-            return _over_seeds(lambda s: self.evaluate_after(s, i), states)
+            return self._over_runs(lambda s: self.evaluate_after(s, i), states)
 
-
-def _over_seeds(fn: Callable, tree):
-    """``fn`` applied to every slice of ``tree``'s leading seed axis (vmap; K = 1: squeeze)."""
-    k = jax.tree_util.tree_leaves(tree)[0].shape[0]
-    if k == 1:
-        out = fn(jax.tree_util.tree_map(lambda x: x[0], tree))
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], out)
-    return jax.vmap(fn)(tree)
+    def _over_runs(self, fn: Callable, *trees):
+        """``fn`` applied to every slice of the leading run axis (vmap, splitting that axis
+        over the layout's rows of runs; R = 1: squeezed)."""
+        k = jax.tree_util.tree_leaves(trees)[0].shape[0]
+        if k == 1:
+            out = fn(*jax.tree_util.tree_map(lambda x: x[0], trees))
+            return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], out)
+        spmd = RUNS if self.layout is not None else None
+        return jax.vmap(fn, spmd_axis_name=spmd)(*trees)
 
 
 def _precision(config: PPOConfig):
@@ -388,8 +416,9 @@ def _precision(config: PPOConfig):
     return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
 
 
-def make_train(config: PPOConfig) -> Trainer:
-    """Build the run's :class:`Trainer` (env, networks, optimizer) from ``config``."""
+def make_train(config: PPOConfig, layout: Layout | None = None) -> Trainer:
+    """Build the run's :class:`Trainer` (env, networks, optimizer) from ``config``; its
+    programs split their arrays over ``layout``'s devices (None: one device)."""
     env = InvertedDoublePendulum(max_episode_steps=config.max_episode_steps)
     return Trainer(
         config=config,
@@ -397,6 +426,7 @@ def make_train(config: PPOConfig) -> Trainer:
         actor=Actor(config.hidden_sizes, env.action_size),
         critic=Critic(config.hidden_sizes),
         optimizer=make_optimizer(config),
+        layout=layout,
     )
 
 

@@ -8,6 +8,11 @@ import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Four CPU "devices" (sharing the same cores) for the multi-device tests: a run still uses
+# one device unless it asks for more (--devices).
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=4").strip()
 # MuJoCo reads MUJOCO_GL once, at its first import: the video tests render for real with
 # OSMesa (apt-get install libosmesa6) unless the caller chose a backend.
 os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -46,7 +51,7 @@ def x64():
         jax.config.update("jax_enable_x64", prev)
 
 
-TINY_TRAIN = ("--total-frames 600 --frames-per-batch 200 --num-envs 2 --minibatch-size 50 "
+TINY_TRAIN = ("--total-frames 600 --frames-per-batch 200 --num-envs 4 --minibatch-size 40 "
               "--num-epochs 2 --hidden-sizes 16 16 --eval-every 2 --eval-max-steps 50 "
               "--init-stats-frames 100").split()
 

@@ -143,3 +143,14 @@ def test_quick_smoke(tmp_path, root_dir, compile_cache_dir):
         assert r["config"]
     assert rows["ppo_jax_1"]["config"]["frames_per_batch"] == 1000
     assert rows["ppo_jax_1"]["compile_s"]["median"] > 0
+
+
+def test_scaling_config_splits_over_every_device_count():
+    from ppo_jax.bench.scaling import scaling_config
+
+    cfg = scaling_config(256, 65536, seed=3)
+    assert cfg.num_envs == 256 and cfg.steps_per_env == 64 and cfg.seed == 3
+    assert cfg.num_batches == 4 and cfg.eval_every == 0
+    assert cfg.num_minibatches == 15
+    for d in (1, 2, 4, 8):
+        assert cfg.num_envs % d == 0

@@ -14,7 +14,7 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.train import BatchMetrics, make_train, seed_keys
 
 TINY = PPOConfig(
-    total_frames=600, frames_per_batch=200, num_envs=2, minibatch_size=50, num_epochs=2,
+    total_frames=600, frames_per_batch=200, num_envs=4, minibatch_size=40, num_epochs=2,
     hidden_sizes=(16, 16), eval_every=2, eval_max_steps=50, init_stats_frames=100,
 )
 
@@ -94,7 +94,7 @@ def _has_host_callback(lowered) -> bool:
 
 
 def test_shipped_programs_hold_no_host_callback(trainer):
-    lowered = programs.lower_programs(trainer, num_seeds=2)
+    lowered = programs.lower_programs(trainer, num_runs=2)
     assert set(lowered) == {"init", "update", "evaluate"}
     for name, lw in lowered.items():
         assert not _has_host_callback(lw), name

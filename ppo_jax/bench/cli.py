@@ -91,6 +91,10 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                         "tutorial; 1 is steadier on a machine shared with other work)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds allowed per run (default 3600)")
+    p.add_argument("--scaling", type=parse_int_list, default=None, metavar="D1,D2,...",
+                   help="instead of the comparison: ppo_jax on D1, D2, ... devices (its envs "
+                        "split over them; on a CPU, forced host devices that share the cores), "
+                        "at the largest --envs count (default 256)")
     p.add_argument("--keep-going", action=argparse.BooleanOptionalAction, default=True,
                    help="after a failed run, go on with the others (default: yes)")
     return p
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
     TorchRL or ppo_jax row failed."""
     args = resolve_args(build_parser(prog).parse_args(argv))
+    if args.scaling:
+        return _scaling(args)
     total = common_total_frames(args.total_frames, args.env_counts)
     rows, messages = driver.plan_rows(args, total)
     for m in messages:
@@ -161,6 +167,27 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         print(f"\nwrote {args.json}")
     failed = [d for d in results if d["system"] != "brax" and not d["skipped"] and d["errors"]]
     return 1 if failed else 0
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    """``--scaling``: the device-count table (and ``--json``)."""
+    from ppo_jax.bench import scaling
+
+    num_envs = max(args.envs) if args.envs != list(DEFAULT_ENVS) else 256
+    bad = [d for d in args.scaling if num_envs % d]
+    if bad:
+        raise CLIError(f"--scaling {','.join(map(str, bad))}: {num_envs} envs do not split "
+                       f"over that many devices")
+    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames, args.seed)
+    rows = scaling.measure_scaling(sorted(args.scaling), scaling_config, args.compile_cache,
+                                   args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
+    print(scaling.markdown(rows, cfg))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"scaling": rows, "config": cfg.to_dict(), "versions": versions()}, f,
+                      indent=1, default=str)
+        print(f"\nwrote {args.json}")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def run() -> None:

@@ -13,6 +13,11 @@ from ppo_jax.config import PPOConfig
 
 def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     t_import = time.perf_counter()
+    if spec.get("force_host_devices"):  # CPU "devices" for --scaling (before jax starts)
+        import os
+
+        flag = f"--xla_force_host_platform_device_count={int(spec['force_host_devices'])}"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
     import jax
 
     probes.enable_cache(spec.get("compile_cache"))
@@ -24,7 +29,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     evals: list[tuple[int, float, float]] = []
     fpb = cfg.frames_per_batch
 
-    run = runner.prepare(cfg, num_seeds=1)
+    run = runner.prepare(cfg, num_seeds=1, devices=spec.get("devices"))
     compile_s = time.perf_counter() - t0
 
     def on_batch(i, m, ev):
@@ -48,5 +53,5 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
         call_s=call_s, call_fps=cfg.total_frames / call_s, compiles=compiles.events,
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
-        device=probes.jax_device_info(), profile=profile,
+        device=probes.jax_device_info(), profile=profile, layout=run.log.layout,
     )

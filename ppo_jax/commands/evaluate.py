@@ -37,7 +37,8 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the episodes' start states (default: the run's eval keys)")
     p.add_argument("--seed-index", type=int, default=0,
-                   help="which trained seed of a --num-seeds run to evaluate")
+                   help="which run of a --num-seeds/--sweep job to evaluate (an index into "
+                        "metrics.json's runs)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -21,7 +21,8 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("out", help="the file to write (e.g. policy.pt)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--seed-index", type=int, default=0,
-                   help="which trained seed of a --num-seeds run to export")
+                   help="which run of a --num-seeds/--sweep job to export (an index into "
+                        "metrics.json's runs)")
     return p
 
 

@@ -6,6 +6,9 @@
     python scripts/train.py --num-envs 16 --frames-per-batch 16000 --minibatch-size 1024 \
         --total-frames 1008000 --num-seeds 4 --out runs/16envs
     python scripts/train.py --checkpoint-every 10 --out runs/ck ; python scripts/train.py --resume runs/ck
+    python scripts/train.py --preset fast --num-seeds 5 --out runs/fast        # 1024 envs
+    python scripts/train.py --sweep lr=1e-4,3e-4 --sweep clip_epsilon=0.1,0.2 --num-seeds 2 \
+        --out runs/sweep                                                       # 4 configs x 2 seeds
 
 Writes OUT/metrics.json, OUT/curves.png and (with --checkpoint-every) OUT/checkpoints/.
 Runs on the GPU when JAX sees one, else on the CPU. ``scripts/train.py`` and the
@@ -20,8 +23,8 @@ import os
 
 import numpy as np
 
-from ppo_jax import cli
-from ppo_jax.config import PPOConfig
+from ppo_jax import cli, distributed
+from ppo_jax.config import PRESETS, PPOConfig
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -32,9 +35,19 @@ def build_parser() -> cli.ArgumentParser:
     )
     run = p.add_argument_group("run")
     run.add_argument("--out", default="runs/train", help="output directory")
+    run.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                     help="base configuration, which the PPOConfig flags then change: "
+                          + "; ".join(f"{k}: {v[0]}" for k, v in PRESETS.items()))
     run.add_argument("--num-seeds", type=int, default=None,
                      help="train seeds seed..seed+K-1 together in one vmapped program "
                           "(default 1, or the saved number with --resume)")
+    run.add_argument("--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
+                     help="train every value of FIELD (repeat for a grid; times the seeds) in "
+                          "the same program: lr, clip_epsilon, gamma, lmbda, entropy_coeff, "
+                          "critic_coeff, max_grad_norm")
+    run.add_argument("--devices", default=None, metavar="N|all",
+                     help="devices to split the runs and envs over (default: every GPU/TPU "
+                          "the job splits over; 1 on a CPU)")
     run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                      help="save a checkpoint every N batches (0: one call for the whole run)")
     run.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
@@ -50,6 +63,7 @@ def build_parser() -> cli.ArgumentParser:
                      help="start from the actor, critic and ObservationNorm statistics of a "
                           "TorchRL export (scripts/export_torchrl.py's format; torchrl extra)")
     cli.add_compile_cache_flags(p)
+    distributed.add_flags(p)
     cli.add_config_flags(p)
     return p
 
@@ -96,6 +110,34 @@ class Progress:
             self.bar.close()
 
 
+def _devices_flag(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise cli.CLIError(f"--devices must be a positive count or 'all', got {value!r}")
+    return n
+
+
+def _params_digest(states) -> str:
+    """sha256 of this process's copy of every run's parameters (the same on every process
+    of a job whose programs agree)."""
+    import hashlib
+
+    import jax
+
+    from ppo_jax.parallel import gather
+
+    h = hashlib.sha256()
+    for x in jax.tree_util.tree_leaves(states.params):
+        local = x.addressable_data(0) if x.is_fully_replicated else gather(x)
+        h.update(np.ascontiguousarray(np.asarray(local)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     overrides = cli.config_overrides(args)
@@ -103,6 +145,19 @@ def main(argv=None) -> int:
         raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
     if args.checkpoint_every < 0 or args.keep < 1:
         raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
+    devices = _devices_flag(args.devices)
+    if args.resume and (args.sweep or args.preset):
+        raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
+                           "change it")
+    try:
+        job = distributed.initialize(args)
+    except distributed.DistributedError as e:
+        raise cli.CLIError(str(e), code=1) from None
+    import jax
+
+    lead = jax.process_index() == 0  # the process that writes files and prints progress
+    if job:
+        print(job, flush=True)
 
     resume_meta = None
     if args.resume:
@@ -122,9 +177,14 @@ def main(argv=None) -> int:
         config = saved
         out = cli.ensure_writable_dir(args.resume)
     else:
-        config = cli.make_config(PPOConfig(), overrides)
+        base = PPOConfig(**PRESETS[args.preset][1]) if args.preset else PPOConfig()
+        config = cli.make_config(base, overrides)
         out = cli.ensure_writable_dir(args.out)
         held = [n for n in ("metrics.json", "checkpoints") if os.path.exists(os.path.join(out, n))]
+        if held and jax.process_count() > 1:
+            # the other processes may have made checkpoints/ already: only metrics.json,
+            # which process 0 writes at the end, marks a finished run here
+            held = [n for n in held if n == "metrics.json"]
         if held:
             raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
                                f"--resume {out}, or choose another --out")
@@ -141,36 +201,62 @@ def main(argv=None) -> int:
         except export.ExportError as e:
             raise cli.CLIError(f"--init-from-torchrl: {e}") from None
 
+    sweep = None
+    if args.sweep:
+        from ppo_jax.hyper import parse_sweep
+
+        try:
+            sweep = parse_sweep(args.sweep, config)
+        except ValueError as e:
+            raise cli.CLIError(str(e)) from None
+
     cli.apply_compile_cache_flags(args)
 
     from ppo_jax import checkpoint, runner
+    from ppo_jax.parallel import LayoutError
 
     def announce(line: str) -> None:
-        print(line, flush=True)
+        if lead:
+            print(line, flush=True)
 
     try:
         result, run = runner.run_training(
             config,
             out=out,
             num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
+            sweep=sweep,
+            devices=devices,
             checkpoint_every=args.checkpoint_every,
             keep=args.keep,
             save_final=args.save_final,
             resume=args.resume is not None,
-            progress_factory=lambda start: Progress(config, start, not args.no_progress),
+            progress_factory=lambda start: Progress(config, start,
+                                                    lead and not args.no_progress),
             announce=announce,
             init_from=init_from,
         )
+    except LayoutError as e:
+        raise cli.CLIError(str(e)) from None
     except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise cli.CLIError(
             f"cannot write the run's files in {out}: {reason}; metrics.json and the "
             f"checkpoints written before this are intact", code=1) from None
+    from ppo_jax.parallel import barrier
+
+    barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
     summary = {k: result[k] for k in ("total_frames", "compile_seconds", "compiled_from_cache",
                                       "run_seconds", "frames_per_second", "last_eval_return")}
+    if jax.process_count() > 1:
+        print(f"process {jax.process_index()}: final parameters sha256 "
+              f"{_params_digest(run.states)}", flush=True)
+    if not lead:
+        return 0
     print(json.dumps(summary))
+    if "sweep_ranking" in result:
+        print(_ranking_table(result["sweep_ranking"], run.runs.num_seeds))
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
-    if args.video and result["failed_batch_per_seed"][0] is None:
+    if args.video and result["failed_batch_per_seed"][0] is None and jax.process_count() == 1:
         import jax
 
         from ppo_jax import render
@@ -181,13 +267,31 @@ def main(argv=None) -> int:
             on_unavailable=lambda why: print(f"no video: {why} (or pass --no-video)"))
         if video:
             print(f"wrote {video}")
-    failed = [(s, b) for s, b in enumerate(result["failed_batch_per_seed"]) if b is not None]
+    failed = [(r, b) for r, b in enumerate(result["failed_batch_per_seed"]) if b is not None]
     if failed:
-        seeds = "; ".join(f"seed {config.seed + s} at batch {b}" for s, b in failed)
+        seeds = "; ".join(f"{run.runs.describe(r)} at batch {b}" for r, b in failed)
         raise cli.CLIError(
             f"training stopped: NaN/Inf in the loss or parameters ({seeds}); kept the last "
             f"good state in {out}", code=1)
     return 0
+
+
+def _ranking_table(rows: list[dict], num_seeds: int) -> str:
+    """The sweep's points ranked (``metrics.json``'s ``sweep_ranking``) as a text table."""
+    from ppo_jax.hyper import SWEEPABLE
+
+    fields = [k for k in rows[0] if k in SWEEPABLE]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    head = ["rank", *fields, f"final eval return (mean of {num_seeds})", "std", "best"]
+    lines = [" | ".join(head)]
+    for r in rows:
+        lines.append(" | ".join([str(r["rank"]), *(f"{r[f]:g}" for f in fields),
+                                 fmt(r["final_eval_return"]), fmt(r["final_eval_return_std"]),
+                                 fmt(r["best_eval_return"])]))
+    return "\n".join(lines)
 
 
 def run() -> None:

@@ -205,7 +205,9 @@ class InvertedDoublePendulum:
         margin = self.mj_model.jnt_margin[0]
         reach = np.abs(self.mj_model.qpos0[0]) + self.reset_noise_scale
         self._reset_is_unconstrained = bool(reach < min(-lo, hi) - margin)
-        self.mjx_model = mjx.put_model(self.mj_model)
+        # on this process's device: a constant of every program (jax.devices()[0], MJX's
+        # default, belongs to process 0 of a multi-process job)
+        self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
         self.dt = self.mj_model.opt.timestep * self.frame_skip
 
     # -- observation / reward --------------------------------------------------------------

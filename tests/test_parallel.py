@@ -1,0 +1,281 @@
+"""Scale-out with JAX's own runtime, on this machine's CPU: four forced host devices (see
+conftest) and two real processes joined by ``jax.distributed`` over 127.0.0.1.
+
+1. a run sharded over 4 devices equals the one-device run (same algorithm, up to the order of
+   floating-point reductions);
+2. two processes x two devices form one job whose final parameters agree on both processes
+   and equal the single-process run;
+3. checkpoints cross device counts both ways (resume and restore);
+4. a 2 x 2 sweep x 2 seeds in one program equals the same 8 runs made one by one;
+5. bad input (device counts, sweeps, the multi-process job) gives one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import TINY_TRAIN
+from ppo_jax import checkpoint, cli, runner
+from ppo_jax.commands import train as train_cmd
+from ppo_jax.config import PPOConfig
+from ppo_jax.hyper import Runs, parse_sweep
+from ppo_jax.parallel import LayoutError, choose_devices, gather, make_layout
+
+TINY = cli.make_config(PPOConfig(), cli.config_overrides(
+    train_cmd.build_parser().parse_args(TINY_TRAIN)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flat_params(states, run: int = 0) -> np.ndarray:
+    return np.concatenate([gather(x)[run].ravel()
+                           for x in jax.tree_util.tree_leaves(states.params)])
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _train(out, devices, **kw):
+    """``(summary, run, out)`` of TINY on ``devices`` devices, a checkpoint every batch."""
+    os.makedirs(out)
+    summary, run = runner.run_training(TINY, out=str(out), devices=devices,
+                                       checkpoint_every=1, **kw)
+    return summary, run, str(out)
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("one") / "run", devices=1)
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("four") / "run", devices=4)
+
+
+def test_tiny_config_is_the_conftest_one():
+    assert TINY.num_envs == 4 and TINY.minibatch_size % 4 == 0 and TINY.num_batches == 3
+
+
+# --- 1. sharded == one device --------------------------------------------------------------
+def test_four_devices_equal_one_device(one, four):
+    (s1, r1, _), (s4, r4, _) = one, four
+    assert r1.trainer.layout is None
+    layout = r4.trainer.layout
+    assert layout.mesh.size == 4 and layout.env_shards == 4
+    # the env state really is split: each device holds one env of each run
+    obs = r4.states.env_state.obs
+    assert len(obs.sharding.device_set) == 4
+    assert {s.data.shape[1] for s in obs.addressable_shards} == {1}
+    assert rel_diff(flat_params(r4.states), flat_params(r1.states)) < 1e-5
+    for key in ("reward", "loss", "loss_critic", "grad_norm"):
+        np.testing.assert_allclose(s4[key], s1[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert s4["eval_frames"] == s1["eval_frames"]
+    np.testing.assert_allclose(s4["eval_return"], s1["eval_return"], rtol=1e-4)
+    assert s4["layout"] == layout.describe() and s1["layout"] is None
+
+
+# --- 3. checkpoints across device counts ---------------------------------------------------
+def _first_checkpoint_only(src_run_dir, dst):
+    """A copy of a run directory cut back to its step-1 checkpoint (as if stopped there)."""
+    shutil.copytree(src_run_dir, dst)
+    ck = os.path.join(dst, "checkpoints")
+    for step in checkpoint.steps(ck):
+        if step != 1:
+            shutil.rmtree(os.path.join(ck, str(step)))
+    assert checkpoint.steps(ck) == [1]
+    return str(dst)
+
+
+@pytest.mark.parametrize("saved_on,resumed_on", [(4, 1), (1, 4)])
+def test_resume_across_device_counts(one, four, tmp_path, saved_on, resumed_on):
+    src_dir = {1: one, 4: four}[saved_on][2]
+    target = {1: one, 4: four}[resumed_on][1]
+    out = _first_checkpoint_only(src_dir, tmp_path / "cut")
+    summary, run = runner.run_training(TINY, out=out, devices=resumed_on, resume=True)
+    assert (run.trainer.layout is None) == (resumed_on == 1)
+    assert summary["batch"] == [0, 1, 2]
+    assert rel_diff(flat_params(run.states), flat_params(target.states)) < 1e-5
+
+
+def test_restore_lays_out_over_any_mesh(one, four):
+    """``evaluate.py`` restores on one device (host arrays) whatever mesh wrote the checkpoint;
+    a restore onto 4 devices splits a one-device checkpoint's envs. Stored arrays are whole:
+    both give the saved values bit for bit."""
+    _, r1, dir1 = one
+    _, r4, dir4 = four
+    trainer, state, _ = cli.restore_seed(dir4, None, 0)
+    np.testing.assert_array_equal(
+        np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(state.params)]),
+        flat_params(r4.states))
+    layout = make_layout(1, TINY.num_envs, 4)
+    _, states, _ = checkpoint.restore(os.path.join(dir1, "checkpoints"), layout=layout)
+    assert states.env_state.obs.sharding.spec == layout.state_shardings(states).env_state.obs.spec
+    np.testing.assert_array_equal(flat_params(states), flat_params(r1.states))
+    np.testing.assert_array_equal(gather(states.env_state.obs), gather(r1.states.env_state.obs))
+
+
+# --- 4. a sweep in one program == its runs one by one --------------------------------------
+def test_sweep_equals_runs_one_by_one(tmp_path, one):
+    sweep = parse_sweep(["lr=3e-4,1e-3", "clip_epsilon=0.1,0.2"], TINY)
+    os.makedirs(tmp_path / "sweep")
+    summary, run = runner.run_training(TINY, out=str(tmp_path / "sweep"), num_seeds=2,
+                                       sweep=sweep, devices=4, checkpoint_every=0)
+    runs = run.runs
+    assert runs.num_runs == 8 and run.trainer.layout.run_shards == 4
+    assert [r["seed"] for r in summary["runs"]] == [0, 1] * 4
+    assert [r["lr"] for r in summary["runs"]] == [3e-4] * 4 + [1e-3] * 4
+    for r in range(8):
+        cfg = runs.config_of(r).replace(seed=runs.seed_of(r))
+        single = runner.prepare(cfg, devices=1)
+        # the sweepable values and the seed are inputs: the same program as the plain run's
+        assert single.programs.report().keys() == one[1].programs.report().keys()
+        assert all(i.source != "compiled" for i in single.programs.infos)
+        runner.train_batches(single)
+        assert rel_diff(flat_params(run.states, r), flat_params(single.states)) < 1e-5, r
+        np.testing.assert_allclose(summary["eval_return"][r],
+                                   single.log.history["eval_return"][0], rtol=1e-4)
+    ranking = summary["sweep_ranking"]
+    assert sorted(row["rank"] for row in ranking) == [1, 2, 3, 4]
+    finals = [row["final_eval_return"] for row in ranking]
+    assert finals == sorted(finals, reverse=True)
+    assert os.path.exists(tmp_path / "sweep" / "curves.png")
+
+
+def test_sweep_refuses_fields_that_shape_the_program():
+    with pytest.raises(ValueError, match="num_envs: only fields that leave"):
+        parse_sweep(["num_envs=2,4"], TINY)
+    with pytest.raises(ValueError, match="no such PPOConfig field"):
+        parse_sweep(["learning_rate=1"], TINY)
+    with pytest.raises(ValueError, match="given twice"):
+        parse_sweep(["lr=1e-4", "lr=2e-4"], TINY)
+    with pytest.raises(ValueError, match="clip_epsilon must be > 0"):
+        parse_sweep(["clip_epsilon=0.1,-1"], TINY)
+    assert parse_sweep([], TINY) == [{}]
+    assert Runs(TINY, 3, parse_sweep(["gamma=0.9,0.99"], TINY)).num_runs == 6
+
+
+# --- 5. bad device counts -------------------------------------------------------------------
+def test_device_counts_that_do_not_split_name_the_valid_ones():
+    with pytest.raises(LayoutError) as e:
+        choose_devices(3, 1, 4)
+    msg = str(e.value)
+    assert "nearest valid --num-envs: 3 or 6" in msg and "valid --devices here: 1, 2, 4" in msg
+    with pytest.raises(LayoutError, match="sees 4 device"):
+        choose_devices(8, 1, 4)
+    assert choose_devices(None, 1, 4) == 1  # CPU "devices" share the cores: one by default
+    assert choose_devices("all", 8, 1) == 4  # 8 runs: 4 rows of runs
+    assert choose_devices(3, 3, 1) == 3  # 3 runs on 3 devices: K need not divide 4
+
+
+def test_cli_bad_scale_out_flags_give_one_line(tmp_path):
+    cases = [
+        (["--devices", "3"], "valid --devices here: 1, 2, 4"),
+        (["--devices", "none"], "--devices must be a positive count or 'all'"),
+        (["--sweep", "num_envs=2,4"], "--sweep num_envs: only fields"),
+        (["--sweep", "lr"], "expected FIELD=V1,V2"),
+        (["--num-processes", "2", "--process-id", "2", "--coordinator", "127.0.0.1:1"],
+         "--process-id must be in [0, 1]"),
+        (["--num-processes", "2"], "missing: --coordinator, --process-id"),
+    ]
+    for i, (flags, expected) in enumerate(cases):
+        with pytest.raises(cli.CLIError) as e:
+            train_cmd.main([*TINY_TRAIN, "--out", str(tmp_path / str(i)), *flags])
+        assert expected in str(e.value) and "\n" not in str(e.value), flags
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _train_process(args, devices=2):
+    return subprocess.Popen([sys.executable, "-m", "ppo_jax.commands.train", *args],
+                            env=_env(devices), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unreachable_coordinator_gives_one_line(tmp_path):
+    port = _free_port()
+    p = _train_process([*TINY_TRAIN, "--out", str(tmp_path / "r"), "--coordinator",
+                        f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
+                        "--distributed-timeout", "3"])
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1
+    assert "unreachable within 3 s" in _one_line(err)
+
+
+def test_missing_or_mismatched_processes_give_one_line(tmp_path):
+    """Process 0 of a declared 2-process job waits in vain (the other says it is 1 of 3, and
+    the coordinator refuses it): both end with one line, not JAX's fatal stack trace."""
+    port = _free_port()
+    common = [*TINY_TRAIN, "--out", str(tmp_path / "r"), "--coordinator", f"127.0.0.1:{port}",
+              "--distributed-timeout", "8"]
+    p0 = _train_process([*common, "--num-processes", "2", "--process-id", "0"])
+    p2 = _train_process([*common, "--num-processes", "3", "--process-id", "2"])
+    _, err2 = p2.communicate(timeout=120)
+    _, err0 = p0.communicate(timeout=120)
+    assert p0.returncode == 1 and p2.returncode == 1
+    assert "could not reach all 2 processes within 8 s" in _one_line(err0)
+    assert "distributed runtime failed" in _one_line(err2)
+    assert not os.path.exists(tmp_path / "r" / "metrics.json")
+
+
+# --- 2. two processes, one job --------------------------------------------------------------
+@pytest.mark.slow  # two processes compile the same programs side by side on 2 cores
+def test_two_processes_form_one_job(tmp_path, one, compile_cache_dir):
+    port = _free_port()
+    out = tmp_path / "job"
+    common = [*TINY_TRAIN, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
+              "--num-processes", "2", "--devices", "all", "--no-progress", "--no-video",
+              "--checkpoint-every", "1", "--compile-cache-dir", compile_cache_dir,
+              "--distributed-timeout", "120"]
+    procs = [_train_process([*common, "--process-id", str(i)]) for i in range(2)]
+    results = []
+    try:
+        for p in procs:
+            results.append(p.communicate(timeout=900))
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (o, e) in zip(procs, results):
+        assert p.returncode == 0, e[-3000:]
+    digests = [line.split()[-1] for o, _ in results for line in o.splitlines()
+               if "final parameters sha256" in line]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "process 0 of 2: 2 local of 4 devices" in results[0][0]
+    assert "process 1 of 2: 2 local of 4 devices" in results[1][0]
+    # one writer: process 0's metrics; checkpoints written by both, readable on one device
+    import json
+
+    with open(out / "metrics.json") as f:
+        summary = json.load(f)
+    assert summary["layout"].startswith("4 devices")
+    _, state, meta = cli.restore_seed(str(out), None, 0)
+    assert meta["batches_done"] == 3 and checkpoint.steps(str(out / "checkpoints")) == [1, 2, 3]
+    job = np.concatenate([np.asarray(x).ravel()
+                          for x in jax.tree_util.tree_leaves(state.params)])
+    assert rel_diff(job, flat_params(one[1].states)) < 1e-5
+    np.testing.assert_allclose(summary["eval_return"], one[0]["eval_return"], rtol=1e-4)
