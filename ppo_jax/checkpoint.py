@@ -184,10 +184,13 @@ def restore(
             f"{trainer.env.action_size}"
         )
     target = jax.eval_shape(trainer.init_seeds, runs.keys(), runs.hypers())
-    shardings = None if layout is None else layout.state_shardings(target)
-    if shardings is not None:
-        target = jax.tree_util.tree_map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings)
+    if layout is None:  # on this process's first device (whatever mesh wrote it)
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree_util.tree_map(lambda _: one, target)
+    else:
+        shardings = layout.state_shardings(target)
+    target = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings)
     flat_target = _flat_nonempty(target)
     try:
         with _stderr_held(), _manager(directory) as mngr:
