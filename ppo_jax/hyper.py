@@ -44,12 +44,6 @@ def hyper_of(config: PPOConfig) -> Hyper:
     return Hyper(**{name: jnp.asarray(getattr(config, name), dtype) for name in SWEEPABLE})
 
 
-def stack_hypers(configs: Iterable[PPOConfig]) -> Hyper:
-    """One :class:`Hyper` of ``[R]`` rows, one per config."""
-    hs = [hyper_of(c) for c in configs]
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hs)
-
-
 def program_config(config: PPOConfig) -> PPOConfig:
     """``config`` with the sweepable fields and the seed at their defaults: what a compiled
     program depends on (its cache key). Seeds, like hyperparameters, are program inputs."""

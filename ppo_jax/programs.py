@@ -411,7 +411,6 @@ def obtain(
     lower_missing: Callable[[tuple[str, ...]], dict[str, jax.stages.Lowered]],
     what: str,
     announce: Callable[[str], None] | None = None,
-    use_store: bool = True,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (each module
@@ -426,7 +425,7 @@ def obtain(
             infos[name] = CompileInfo(name=name, seconds=0.0, source="in_process",
                                       cache_hit=True)
             continue
-        hit = load_stored(name, key) if use_store else None
+        hit = load_stored(name, key)
         if hit is not None:
             compiled[name], infos[name] = hit
     missing = tuple(n for n in keys if n not in compiled)
@@ -446,7 +445,7 @@ def obtain(
             # functions are missing from the copy: "Function ... not found" when run), so
             # only fresh compiles are stored. Both caches key a program alike (the module
             # is named by its key), so JAX's cache answers alone only if the store lost it.
-            if info.source == "compiled" and use_store:
+            if info.source == "compiled":
                 store(keys[name], compiled[name])
     _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
     return compiled, infos

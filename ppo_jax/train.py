@@ -429,7 +429,3 @@ def make_train(config: PPOConfig, layout: Layout | None = None) -> Trainer:
         layout=layout,
     )
 
-
-def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """Keys of seeds ``seed .. seed+num_seeds-1``: seed s runs with ``PRNGKey(s)``."""
-    return jnp.stack([jax.random.PRNGKey(seed + s) for s in range(num_seeds)])

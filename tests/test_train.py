@@ -11,7 +11,8 @@ import pytest
 
 from ppo_jax import programs, runner
 from ppo_jax.config import PPOConfig
-from ppo_jax.train import BatchMetrics, make_train, seed_keys
+from ppo_jax.hyper import Runs
+from ppo_jax.train import BatchMetrics, make_train
 
 TINY = PPOConfig(
     total_frames=600, frames_per_batch=200, num_envs=4, minibatch_size=40, num_epochs=2,
@@ -163,5 +164,5 @@ def test_nan_keeps_last_good_state(trainer):
 
 
 def test_seed_keys_are_the_documented_ones():
-    keys = seed_keys(3, 2)
+    keys = Runs(TINY.replace(seed=3), num_seeds=2).keys()
     np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(4))
