@@ -143,16 +143,13 @@ def test_evaluate_replays_logged_eval(runs, root_dir, compile_cache_dir):
 
 def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path):
     """A fresh cache: the first process compiles and stores, the second loads every program
-    (no tracing, no compiling) and trains to the same result. (A process with one device,
-    as a user's: the program store serves single-device processes, see programs.py.)"""
+    (no tracing, no compiling) and trains to the same result. (One-device programs in
+    processes that have four devices: each loads onto the device it was compiled for.)"""
     cache = str(tmp_path / "cache")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    first = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "one"), cache=cache,
-                env=env)
+    first = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "one"), cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "compiling the training programs" in first.stdout
-    second = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "two"), cache=cache,
-                 env=env)
+    second = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "two"), cache=cache)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "loaded the training programs" in second.stdout
     m1 = json.load(open(tmp_path / "one" / "metrics.json"))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TRAIN
-from ppo_jax import checkpoint, cli, runner
+from ppo_jax import checkpoint, cli, programs, runner
 from ppo_jax.commands import train as train_cmd
 from ppo_jax.config import PPOConfig
 from ppo_jax.hyper import Runs, parse_sweep
@@ -81,6 +81,23 @@ def test_four_devices_equal_one_device(one, four):
     assert s4["eval_frames"] == s1["eval_frames"]
     np.testing.assert_allclose(s4["eval_return"], s1["eval_return"], rtol=1e-4)
     assert s4["layout"] == layout.describe() and s1["layout"] is None
+
+
+def test_the_program_store_serves_four_device_programs(four):
+    """The 4-device evaluate program, loaded from its serialized form in this 4-device
+    process, runs on the sharded state and gives what the live program gives. (Loaded onto
+    every device by default, it would ask for one shard of each argument per device.)"""
+    run = four[1]
+    key = programs.program_key(run.trainer, run.runs.num_runs, "evaluate")
+    loaded = programs.load_stored("evaluate", key)
+    assert loaded is not None
+    stored, info = loaded
+    assert info.source == programs.STORE_DIR
+    layout = run.trainer.layout
+    i = layout.put(np.int32(TINY.num_batches - 1), layout.replicated)
+    got, want = stored(run.states, i), run.programs.evaluate(run.states, i)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_array_equal(gather(a), gather(b))
 
 
 # --- 3. checkpoints across device counts ---------------------------------------------------
