@@ -119,11 +119,18 @@ def test_resume_equals_uninterrupted_and_checkpointing_changes_nothing(runs):
     assert mc["reward"] == ma["reward"]
 
 
-def test_evaluate_replays_logged_eval(runs, root_dir, compile_cache_dir):
-    p = run(root_dir, "evaluate.py", runs["a"], "--episodes", "3", "--json",
-            cache=compile_cache_dir)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads(p.stdout)
+def evaluate(capsys, *args, cache):
+    """``scripts/evaluate.py`` in-process; returns its stdout (the exit code must be 0)."""
+    from ppo_jax.commands import evaluate as evaluate_cmd
+
+    capsys.readouterr()
+    assert evaluate_cmd.main([*args, "--compile-cache-dir", cache]) == 0
+    return capsys.readouterr().out
+
+
+def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
+    out = json.loads(evaluate(capsys, runs["a"], "--episodes", "3", "--json",
+                              cache=compile_cache_dir))
     for key in ("mean_return", "std_return", "mean_steps", "episodes", "checkpoint_step", "frames"):
         assert key in out
     assert out["episodes"] == 3 and out["checkpoint_step"] == 3 and out["frames"] == 600
@@ -131,14 +138,12 @@ def test_evaluate_replays_logged_eval(runs, root_dir, compile_cache_dir):
     assert out["replays_logged_eval"] and out["logged_eval_return"] == logged
     np.testing.assert_allclose(out["returns"][0], logged, rtol=1e-4)
     # step 2's last batch (1) was not evaluated: nothing to replay, and it says so
-    p = run(root_dir, "evaluate.py", runs["a"], "--step", "2", "--episodes", "2", "--json",
-            cache=compile_cache_dir)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert not json.loads(p.stdout)["replays_logged_eval"]
+    out = json.loads(evaluate(capsys, runs["a"], "--step", "2", "--episodes", "2", "--json",
+                              cache=compile_cache_dir))
+    assert not out["replays_logged_eval"]
     # an earlier step, stochastic, as a table
-    p = run(root_dir, "evaluate.py", runs["a"], "--step", "1", "--episodes", "2", "--seed", "3",
-            "--stochastic", cache=compile_cache_dir)
-    assert p.returncode == 0 and "mean return" in p.stdout
+    assert "mean return" in evaluate(capsys, runs["a"], "--step", "1", "--episodes", "2",
+                                     "--seed", "3", "--stochastic", cache=compile_cache_dir)
 
 
 def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path):
@@ -274,7 +279,8 @@ def _corrupt(d, kind):
 
 
 @pytest.mark.parametrize("kind", ["array_data", "_METADATA", "ocdbt_manifest", "json_meta"])
-def test_corrupt_checkpoint_gives_one_line(kind, runs, root_dir, tmp_path, compile_cache_dir):
+def test_corrupt_checkpoint_gives_one_line(kind, runs, root_dir, tmp_path, compile_cache_dir,
+                                           capsys):
     """Each kind of file of the latest step damaged in turn, each case run several times in a
     subprocess (orbax's background threads once printed tracebacks after our line)."""
     d = _copy_run(runs, tmp_path, kind)
@@ -283,9 +289,7 @@ def test_corrupt_checkpoint_gives_one_line(kind, runs, root_dir, tmp_path, compi
         p = run(root_dir, "evaluate.py", d, cache=compile_cache_dir)
         assert_one_line_error(p, words="step 3")
     # the previous checkpoint is still restorable
-    p = run(root_dir, "evaluate.py", d, "--step", "2", "--episodes", "1", "--json",
-            cache=compile_cache_dir)
-    assert p.returncode == 0, p.stderr[-2000:]
+    evaluate(capsys, d, "--step", "2", "--episodes", "1", "--json", cache=compile_cache_dir)
 
 
 def test_readable_corruption_may_succeed_silently(runs, root_dir, tmp_path, compile_cache_dir):

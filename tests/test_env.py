@@ -19,6 +19,11 @@ def step(env):
     return jax.jit(env.step)
 
 
+@pytest.fixture(scope="module")
+def reset_to(env):
+    return jax.jit(env.reset_to)
+
+
 def test_reset_shapes_and_fields(env):
     s = jax.jit(env.reset)(jax.random.PRNGKey(0))
     chex.assert_shape(s.obs, (11,))
@@ -32,8 +37,8 @@ def test_reset_shapes_and_fields(env):
     np.testing.assert_array_equal(s.obs[8:], 0.0)
 
 
-def test_time_limit_truncates_without_terminating(env, step):
-    s = env.reset_to(jnp.zeros(3), jnp.zeros(3))
+def test_time_limit_truncates_without_terminating(step, reset_to):
+    s = reset_to(jnp.zeros(3), jnp.zeros(3))
     for t in range(3):
         s = step(s, jnp.zeros(1))
         assert bool(s.truncated) == (t == 2)
@@ -41,38 +46,40 @@ def test_time_limit_truncates_without_terminating(env, step):
     assert int(s.steps) == 3
 
 
-def test_termination_when_tip_falls(step, env):
+def test_termination_when_tip_falls(step, reset_to):
     # both links nearly horizontal: the tip height is far below 1
-    s = env.reset_to(jnp.array([0.0, 1.5, 0.0]), jnp.zeros(3))
+    s = reset_to(jnp.array([0.0, 1.5, 0.0]), jnp.zeros(3))
     s = step(s, jnp.zeros(1))
     assert bool(s.terminated)
     assert float(s.data.site_xpos[0, 2]) <= 1.0
 
 
-def test_vector_autoreset_keeps_final_obs():
-    env = InvertedDoublePendulum(max_episode_steps=2)
-    venv = VectorEnv(env, 3)
-    s = venv.reset(jax.random.PRNGKey(1))
+def test_vector_autoreset_keeps_final_obs(env):
+    venv = VectorEnv(env, 3)  # a time limit of 3 steps
+    s = jax.jit(venv.reset)(jax.random.PRNGKey(1))
     vstep = jax.jit(venv.step)
-    s1, out1 = vstep(s, jnp.zeros((3, 1)), jax.random.PRNGKey(2))
-    assert not bool(out1.done.any())
-    s2, out2 = vstep(s1, jnp.zeros((3, 1)), jax.random.PRNGKey(3))
+    for t in range(2):
+        s, out = vstep(s, jnp.zeros((3, 1)), jax.random.PRNGKey(2 + t))
+        assert not bool(out.done.any())
+    s1 = s
+    s2, out2 = vstep(s1, jnp.zeros((3, 1)), jax.random.PRNGKey(4))
     assert bool(out2.truncated.all()) and not bool(out2.terminated.any())
     # the returned state is fresh (step counter 0) and differs from the final observation
     np.testing.assert_array_equal(s2.steps, 0)
-    np.testing.assert_array_equal(out2.steps, 2)
-    direct = jax.vmap(env.step)(s1, jnp.zeros((3, 1)))
+    np.testing.assert_array_equal(out2.steps, 3)
+    direct = jax.jit(jax.vmap(env.step))(s1, jnp.zeros((3, 1)))
     np.testing.assert_allclose(out2.next_obs, direct.obs, rtol=1e-5, atol=1e-6)
     assert not np.allclose(s2.obs, out2.next_obs)
 
 
 def test_vmap_matches_single(env, step):
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    batched = jax.vmap(env.reset)(keys)
+    batched = jax.jit(jax.vmap(env.reset))(keys)
     actions = jnp.linspace(-1, 1, 4)[:, None]
     out = jax.jit(jax.vmap(env.step))(batched, actions)
+    reset = jax.jit(env.reset)
     for i in range(4):
-        single = step(env.reset(keys[i]), actions[i])
+        single = step(reset(keys[i]), actions[i])
         np.testing.assert_allclose(out.obs[i], single.obs, rtol=1e-5, atol=1e-6)
 
 
@@ -85,8 +92,8 @@ def test_brax_registration_runs_same_physics():
     assert benv.observation_size == 11 and benv.action_size == 1
     env = InvertedDoublePendulum()
     key = jax.random.PRNGKey(5)
-    bs = benv.reset(key)
-    es = env.reset(key)
+    bs = jax.jit(benv.reset)(key)
+    es = jax.jit(env.reset)(key)
     np.testing.assert_allclose(bs.obs, es.obs)
     bs = jax.jit(benv.step)(bs, jnp.array([0.3]))
     es = jax.jit(env.step)(es, jnp.array([0.3]))

@@ -58,12 +58,13 @@ def per_step_errors(env, dtype):
         k = N_STATES // 3  # keep pushing the rail group into its limit
         actions[:k, 0] = np.sign(qpos[:k, 0]) * rng.uniform(0.3, 1.0, k)
         ours = step_from(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype), jnp.asarray(actions, dtype))
+        ours = jax.device_get((ours.obs, ours.reward, ours.terminated))
         nq, nv = [], []
         for i in range(N_STATES):
             obs, r, term, q, v = gym_step(genv, qpos[i], qvel[i], actions[i])
-            err_obs = max(err_obs, float(np.abs(np.asarray(ours.obs[i]) - obs).max()))
-            err_rew = max(err_rew, abs(float(ours.reward[i]) - r))
-            term_mismatch += bool(ours.terminated[i]) != term
+            err_obs = max(err_obs, float(np.abs(ours[0][i] - obs).max()))
+            err_rew = max(err_rew, abs(float(ours[1][i]) - r))
+            term_mismatch += bool(ours[2][i]) != term
             terminations += term
             constrained += bool(np.any(obs[8:] != 0))
             if term:  # restart a fallen pendulum from a fresh v4-like state
@@ -100,7 +101,7 @@ def test_trajectory_parity_x64(x64):
     qpos, qvel = start_states(2)
     rng = np.random.default_rng(3)
     actions = rng.uniform(-1, 1, (20, N_STATES, 1))
-    state = jax.vmap(env.reset_to)(jnp.asarray(qpos), jnp.asarray(qvel))
+    state = jax.jit(jax.vmap(env.reset_to))(jnp.asarray(qpos), jnp.asarray(qvel))
     step = jax.jit(jax.vmap(env.step))
     alive = np.ones(N_STATES, bool)
     for i in range(N_STATES):
@@ -109,13 +110,14 @@ def test_trajectory_parity_x64(x64):
     worst = 0.0
     for t in range(20):
         state = step(state, jnp.asarray(actions[t]))
+        ours, ours_term = np.asarray(state.obs), np.asarray(state.terminated)
         for i in range(N_STATES):
             if not alive[i]:
                 continue
             obs, r, term, q, v = gym_step(genv, *gstates[i], actions[t, i])
             gstates[i] = (q, v)
-            worst = max(worst, float(np.abs(np.asarray(state.obs[i]) - obs).max()))
-            assert bool(state.terminated[i]) == term
+            worst = max(worst, float(np.abs(ours[i] - obs).max()))
+            assert bool(ours_term[i]) == term
             alive[i] = not term
     assert worst < 1e-6, worst
 

@@ -142,10 +142,11 @@ def test_evaluate_script_sim_flag(tiny_run, root_dir, capsys):
 
     from ppo_jax.commands import evaluate as evaluate_script
 
-    args = [tiny_run, "--episodes", "2", "--max-steps", "30"]
+    # (the episodes program of the test above: same episodes, steps and policy)
+    args = [tiny_run, "--episodes", "4", "--max-steps", "30"]
     assert evaluate_script.main(args + ["--sim", "both", "--json"]) == 0
     both = json.loads(capsys.readouterr().out)
-    assert both["sim"] == "mjx" and len(both["returns"]) == 2
+    assert both["sim"] == "mjx" and len(both["returns"]) == 4
     assert both["mujoco"]["steps"] == both["steps"]
     np.testing.assert_allclose(both["mujoco"]["returns"], both["returns"], rtol=1e-4)
     assert evaluate_script.main(args + ["--sim", "mujoco", "--json"]) == 0

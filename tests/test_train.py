@@ -90,24 +90,25 @@ def test_documented_metrics(compiled):
     assert TINY.num_batches * TINY.num_epochs * TINY.num_minibatches in counts
 
 
-def _has_host_callback(lowered) -> bool:
-    return "callback" in lowered.as_text()
+def _has_host_callback(compiled) -> bool:
+    return "callback" in compiled.as_text()
 
 
-def test_shipped_programs_hold_no_host_callback(trainer):
-    lowered = programs.lower_programs(trainer, num_runs=2)
-    assert set(lowered) == {"init", "update", "evaluate"}
-    for name, lw in lowered.items():
-        assert not _has_host_callback(lw), name
-    # the check can fail: the same update program with a progress callback is caught
-    def with_callback(states, i):
-        out = trainer.update_seeds(states, i)
-        jax.debug.callback(lambda r: None, out[1].reward)
-        return out
+def test_shipped_programs_hold_no_host_callback(shipped):
+    """The executables the CLI runs (compiled here, or loaded from the program store) hold
+    no host callback, so JAX's persistent cache keeps them."""
+    names = [i.name for i in shipped.programs.infos]
+    assert names == ["init", "update", "evaluate"]
+    for name in names:
+        compiled = getattr(shipped.programs, name)
+        assert not _has_host_callback(compiled), name
 
-    states = jax.eval_shape(trainer.init_seeds, jax.ShapeDtypeStruct((2, 2), jnp.uint32))
-    assert _has_host_callback(
-        programs.lower(with_callback, states, jax.ShapeDtypeStruct((), jnp.int32)))
+    # the check can fail: a program with a progress callback is caught
+    def with_callback(x):
+        jax.debug.callback(lambda r: None, x)
+        return x + 1
+
+    assert _has_host_callback(jax.jit(with_callback).lower(jnp.ones(3)).compile())
 
 
 def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
@@ -146,21 +147,22 @@ def test_vmapped_seeds_equal_seeds_one_by_one(compiled, trainer):
             np.testing.assert_allclose(a[s], b, rtol=1e-4, atol=1e-6)
 
 
-def test_nan_keeps_last_good_state(trainer):
-    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
-    bad = state.replace(obs_stats=state.obs_stats.replace(
-        scale=state.obs_stats.scale.at[0].set(jnp.nan)))
-    step = jax.jit(trainer.batch_step)
-    after, m = step(bad, jnp.int32(4))
-    assert not bool(m.finite) and int(after.failed_batch) == 4
-    assert not bool(m.evaluated)
-    assert int(after.batches_done) == int(bad.batches_done)
+def test_nan_keeps_last_good_state(shipped):
+    """A non-finite batch (the CLI's update program): the state keeps its last good
+    parameters, Adam state and batch count, and the run stays stopped at that batch."""
+    run = shipped
+    states = run.programs.init(run.runs.keys(), run.runs.hypers())
+    bad = states.replace(obs_stats=states.obs_stats.replace(
+        scale=states.obs_stats.scale.at[0, 0].set(jnp.nan)))
+    before = jax.device_get((bad.params, bad.opt_state, bad.batches_done))  # (donated below)
+    after, m = run.programs.update(bad, np.int32(4))
+    assert not bool(m.finite[0]) and int(after.failed_batch[0]) == 4
+    assert int(after.batches_done[0]) == int(before[2][0])
     for a, b in zip(jax.tree_util.tree_leaves((after.params, after.opt_state)),
-                    jax.tree_util.tree_leaves((bad.params, bad.opt_state))):
+                    jax.tree_util.tree_leaves(before[:2])):
         np.testing.assert_array_equal(a, b)
-    # and the run stays stopped at that batch
-    again, m2 = step(after, jnp.int32(5))
-    assert int(again.failed_batch) == 4 and not bool(m2.finite)
+    again, m2 = run.programs.update(after, np.int32(5))
+    assert int(again.failed_batch[0]) == 4 and not bool(m2.finite[0])
 
 
 def test_seed_keys_are_the_documented_ones():
