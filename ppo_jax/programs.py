@@ -448,7 +448,7 @@ def obtain(
                  f"({sum(i.seconds for i in infos.values()):.1f} s)")
     if missing:
         if announce is not None:
-            announce(f"compiling {what}: {expectation(keys[n] for n in missing)}")
+            announce(f"compiling {what}: {expectation([keys[n] for n in missing])}")
         start = t = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             futures = {}

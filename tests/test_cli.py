@@ -165,6 +165,10 @@ def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path):
     assert {v["source"] for v in m2["compile"].values()} == {"ppo_programs"}
     assert len(glob.glob(os.path.join(cache, "ppo_programs", "*.pkl"))) == 3
     assert glob.glob(os.path.join(cache, "*-cache"))  # JAX's own entries exist too
+    # the cold compile's wall time is recorded for the next announcement's estimate
+    (record,) = json.load(open(os.path.join(cache, "ppo_jax_compile_times.json"))).values()
+    assert 0 < record["seconds"] <= m1["compile_seconds"]
+    assert f"cached afterwards in {cache}" in first.stdout
     assert m2["reward"] == m1["reward"] and m2["eval_return"] == m1["eval_return"]
 
 
