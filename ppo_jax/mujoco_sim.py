@@ -263,7 +263,7 @@ def run_mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str)
     args = (state.params.actor, state.obs_stats, keys)
     compiled, _ = programs.obtain(
         {"episodes": key},
-        lambda names: {"episodes": programs.lower(episodes, *args, name=key)},
+        lambda names: [("episodes", programs.lower(episodes, *args, name=key))],
         "the evaluation program")
     res = compiled["episodes"](*args)
     return np.asarray(res.episode_return, np.float64), np.asarray(res.length)

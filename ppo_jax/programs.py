@@ -423,8 +423,8 @@ def obtain(
     announce: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
-    the program store when it has them, else lowered by ``lower_missing(names)`` (a dict or
-    an iterable of ``(name, lowered)``, each module named by its key), compiled (JAX's cache
+    the program store when it has them, else lowered by ``lower_missing(names)`` (an
+    iterable of ``(name, lowered)``, each module named by its key), compiled (JAX's cache
     may answer) and stored. ``announce`` gets one line first: what is compiled, roughly how
     long it takes (or that it is loaded from the cache), and where it is cached.
 
@@ -452,8 +452,7 @@ def obtain(
         start = t = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             futures = {}
-            items = lower_missing(missing)
-            for name, lowered in (items.items() if isinstance(items, dict) else items):
+            for name, lowered in lower_missing(missing):
                 traced = time.perf_counter()  # each info counts its own tracing + compile
                 futures[name] = pool.submit(compile_lowered, name, lowered, traced - t)
                 t = time.perf_counter()
