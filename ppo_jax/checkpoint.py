@@ -1,4 +1,8 @@
-"""Orbax checkpoints of a training run: save, list, restore.
+"""Orbax checkpoints of a job: the run directory's layout, save, list, read, restore.
+
+A run directory (``--out``) holds ``metrics.json``, ``curves.png`` and ``checkpoints/``
+(:data:`CHECKPOINTS`); every function here that takes a directory takes either the run
+directory or its ``checkpoints/``.
 
 A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManager``:
 
@@ -8,6 +12,10 @@ A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManage
   mid-episode, the PRNG key, the run's sweepable hyperparameters, batches done;
 * ``meta`` (JSON): the full config, ``num_seeds`` and the sweep (which run is which), frames
   done, env id, package versions and the format version.
+
+Reading a checkpoint's metadata once gives a :class:`Saved` (:func:`open_saved`): the job to
+resume (its runs and config), what to check a resume's flags against (:func:`clashes`) and
+what :func:`restore` restores, without reading the metadata again.
 
 Checkpoints do not depend on the devices that wrote them: orbax stores each array whole
 (each process writes its own shards of it), and a restore lays it out over whatever mesh the
@@ -22,6 +30,7 @@ shape against it: a checkpoint that does not fit gives a :class:`CheckpointError
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -36,10 +45,26 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.envs import ENV_ID
 from ppo_jax.hyper import Runs
 from ppo_jax.parallel import Layout, gather
-from ppo_jax.reporting import versions
+from ppo_jax.reporting import first_line, versions
+from ppo_jax.programs import state_shapes
 from ppo_jax.train import PPOState, Trainer, make_train
 
-FORMAT = "ppo_jax.checkpoint/2"
+# /3: the optimizer's state holds its learning rate and clip norm (optax.inject_hyperparams);
+# per-run counts are named *_per_run
+FORMAT = "ppo_jax.checkpoint/3"
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(path: str) -> str:
+    """A run directory's ``checkpoints/``, or ``path`` itself when it has none (it is that
+    directory, or nothing is there yet)."""
+    sub = os.path.join(path, CHECKPOINTS)
+    return sub if os.path.isdir(sub) else path
+
+
+def run_checkpoints(run_dir: str) -> str:
+    """Where a run directory keeps its checkpoints (whether or not it exists yet)."""
+    return os.path.join(run_dir, CHECKPOINTS)
 
 
 class CheckpointError(Exception):
@@ -61,10 +86,11 @@ def save(
     extra_meta: dict[str, Any] | None = None,
 ) -> int:
     """Save ``states`` (``[R, ...]``, any sharding) of ``runs`` (default: R seeds of the
-    trainer's config) at step = batches done (the most of any run; each run's own count is in
-    the metadata); keep the last ``keep``. Every process of a multi-process job calls it."""
+    trainer's config) into ``directory`` (a checkpoints directory) at step = batches done
+    (the most of any run; each run's own count is in the metadata); keep the last ``keep``.
+    Every process of a multi-process job calls it."""
     done = [int(b) for b in gather(states.batches_done).reshape(-1)]
-    step = max(done)  # runs that hit NaN/Inf stopped earlier: see batches_done_per_seed
+    step = max(done)  # runs that hit NaN/Inf stopped earlier: see batches_done_per_run
     cfg = trainer.config
     runs = runs or Runs(cfg, len(done))
     if runs.num_runs != len(done):
@@ -75,8 +101,8 @@ def save(
         **runs.to_meta(),
         "batches_done": step,
         "frames": step * cfg.frames_per_batch,
-        "batches_done_per_seed": done,
-        "frames_per_seed": [b * cfg.frames_per_batch for b in done],
+        "batches_done_per_run": done,
+        "frames_per_run": [b * cfg.frames_per_batch for b in done],
         "env_id": ENV_ID,
         "observation_size": trainer.env.observation_size,
         "action_size": trainer.env.action_size,
@@ -100,12 +126,13 @@ def save(
     except Exception as e:  # disk full, directory gone: orbax/tensorstore raise many types
         raise CheckpointError(
             f"could not save checkpoint step {step} in {directory} "
-            f"({type(e).__name__}: {_first_line(e)})") from None
+            f"({type(e).__name__}: {first_line(e)})") from None
     return step
 
 
 def steps(directory: str) -> list[int]:
     """Completed checkpoint steps in ``directory`` (raises if it is not a directory)."""
+    directory = checkpoint_dir(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(f"no such checkpoint directory: {directory}")
     with _manager(directory) as mngr:
@@ -125,8 +152,32 @@ def _pick_step(directory: str, step: int | None) -> int:
     return step
 
 
-def read_meta(directory: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
-    """``(step, metadata)`` of the latest (or given) checkpoint."""
+@dataclasses.dataclass(frozen=True)
+class Saved:
+    """One checkpoint's metadata, read once (:func:`open_saved`): ``directory`` (the
+    checkpoints directory), ``step`` and ``meta``; the job it holds is :attr:`runs`."""
+
+    directory: str
+    step: int
+    meta: dict[str, Any]
+
+    @property
+    def runs(self) -> Runs:
+        """The job's runs (config, seeds, sweep); :class:`CheckpointError` if invalid."""
+        try:
+            return Runs.from_meta(config_from_meta(self.meta), self.meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint metadata is invalid: {e}") from None
+
+    @property
+    def config(self) -> PPOConfig:
+        return self.runs.config
+
+
+def open_saved(path: str, step: int | None = None) -> Saved:
+    """The latest (or given) checkpoint of ``path`` (a run directory or its checkpoints),
+    its metadata read and checked; :class:`CheckpointError` otherwise."""
+    directory = checkpoint_dir(path)
     step = _pick_step(directory, step)
     try:
         with _stderr_held(), _manager(directory) as mngr:
@@ -143,7 +194,7 @@ def read_meta(directory: str, step: int | None = None) -> tuple[int, dict[str, A
         raise CheckpointError(
             f"checkpoint {directory} step {step} has format {meta['format']}, this ppo_jax "
             f"reads {FORMAT}: evaluate or resume it with the ppo_jax version that wrote it")
-    return step, meta
+    return Saved(directory=directory, step=step, meta=meta)
 
 
 def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
@@ -155,25 +206,32 @@ def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
         raise CheckpointError(f"checkpoint config is invalid: {e}") from None
 
 
-def runs_from_meta(meta: dict[str, Any]) -> Runs:
-    try:
-        return Runs.from_meta(config_from_meta(meta), meta)
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint metadata is invalid: {e}") from None
+def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = None
+            ) -> list[tuple[str, Any, Any]]:
+    """What a resume of ``saved`` was asked that contradicts it: ``(field, asked, saved)``
+    for each config field in ``overrides`` whose value differs, and ``("num_seeds", ...)``
+    when ``num_seeds`` is given and differs."""
+    config = saved.config
+    out = [(k, v, getattr(config, k)) for k, v in overrides.items() if getattr(config, k) != v]
+    if num_seeds is not None and num_seeds != saved.meta["num_seeds"]:
+        out.append(("num_seeds", num_seeds, saved.meta["num_seeds"]))
+    return out
 
 
 def restore(
-    directory: str, step: int | None = None, layout: Layout | None = None
+    source: str | Saved, step: int | None = None, layout: Layout | None = None
 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """Rebuild the trainer from the saved config and restore the state of every run, laid
-    out over ``layout``'s devices (None: host arrays, which any device can take).
+    out over ``layout``'s devices (None: on this process's first device, whatever mesh
+    wrote it). ``source``: a run directory (or its checkpoints; ``step`` default: the
+    latest), or a :class:`Saved` already read.
 
     Returns ``(trainer, states [R, ...], meta)``; raises :class:`CheckpointError`.
     """
-    step, meta = read_meta(directory, step)
-    runs = runs_from_meta(meta)
-    config = runs.config
-    trainer = make_train(config, layout)
+    saved = source if isinstance(source, Saved) else open_saved(source, step)
+    directory, step, meta = saved.directory, saved.step, saved.meta
+    runs = saved.runs
+    trainer = make_train(runs.config, layout)
     if (meta.get("observation_size"), meta.get("action_size")) != (
         trainer.env.observation_size,
         trainer.env.action_size,
@@ -183,7 +241,7 @@ def restore(
             f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
             f"{trainer.env.action_size}"
         )
-    target = jax.eval_shape(trainer.init_seeds, runs.keys(), runs.hypers())
+    target = state_shapes(trainer, runs.num_runs)
     if layout is None:  # on this process's first device (whatever mesh wrote it)
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         shardings = jax.tree_util.tree_map(lambda _: one, target)
@@ -203,13 +261,26 @@ def restore(
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {directory} step {step} is unreadable or corrupt "
-            f"({type(e).__name__}: {_first_line(e)})"
+            f"({type(e).__name__}: {first_line(e)})"
         ) from None
     if not all(np.all(np.isfinite(gather(x))) for x in jax.tree_util.tree_leaves(
         restored.params
     )):
         raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
     return trainer, restored, meta
+
+
+def restore_run(path: str, step: int | None = None, run_index: int = 0
+                ) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """``(trainer, state of run run_index, meta)`` of the job saved in ``path`` (a run
+    directory or its checkpoints), restored on one device; :class:`CheckpointError` for a
+    missing, corrupt or unfitting checkpoint or a run index out of range."""
+    trainer, states, meta = restore(path, step)
+    k = int(meta.get("num_runs") or meta["num_seeds"])
+    if not 0 <= run_index < k:
+        raise CheckpointError(f"run index {run_index} is not in [0, {k - 1}] for this {k}-run "
+                              f"checkpoint (its runs: metrics.json's 'runs')")
+    return trainer, jax.tree_util.tree_map(lambda x: x[run_index], states), meta
 
 
 @contextlib.contextmanager
@@ -241,11 +312,6 @@ def _stderr_held():
                 text = held.read()
                 if text:
                     os.write(2, text)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else ""
 
 
 def _flat_nonempty(tree) -> dict[str, Any]:

@@ -4,6 +4,7 @@ one-line errors, the persistent compilation cache."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -14,22 +15,6 @@ from typing import Any, Callable
 from ppo_jax.config import PPOConfig, field_choices, field_types
 
 CHOICES = field_choices()
-def _headless_gl_default() -> None:
-    """On a machine without a display, point MuJoCo's renderer at an offscreen backend that is
-    installed (OSMesa, else EGL: Mesa's EGL without a GPU cannot make a context, OSMesa can)
-    unless MUJOCO_GL is set: MuJoCo reads it once, at import, and its default (GLFW) needs a
-    display."""
-    if os.environ.get("MUJOCO_GL") or os.environ.get("DISPLAY"):
-        return
-    import ctypes.util
-
-    for backend, lib in (("osmesa", "OSMesa"), ("egl", "EGL")):
-        if ctypes.util.find_library(lib):
-            os.environ["MUJOCO_GL"] = backend
-            return
-
-
-_headless_gl_default()
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
 
@@ -89,6 +74,14 @@ def make_config(base: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
         raise CLIError(f"invalid configuration: {e}") from None
 
 
+def add_run_index_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--run-index I`` (``--seed-index`` is its old name): which run of a job's
+    checkpoint (a ``--num-seeds``/``--sweep`` job) to ``what``."""
+    parser.add_argument("--run-index", "--seed-index", dest="run_index", type=int, default=0,
+                        help=f"which run of a --num-seeds/--sweep job to {what} (an index "
+                             "into metrics.json's runs)")
+
+
 def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
     """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
     group = parser.add_argument_group("compilation")
@@ -102,7 +95,7 @@ def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
     """Turn the cache on as the flags say; returns its directory (None: off)."""
     if args.no_compile_cache:
         return None
-    from ppo_jax.programs import enable_compile_cache
+    from ppo_jax.compile_cache import enable_compile_cache
 
     try:
         return enable_compile_cache(args.compile_cache_dir)
@@ -111,29 +104,14 @@ def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
                        f"{e.strerror or e} (pass --no-compile-cache to run without it)") from None
 
 
-def checkpoint_dir(path: str) -> str:
-    """A run directory's ``checkpoints/``, or ``path`` itself when it is that directory."""
-    sub = os.path.join(path, "checkpoints")
-    return sub if os.path.isdir(sub) else path
-
-
-def restore_seed(path: str, step: int | None, seed_index: int):
-    """``(trainer, state of run seed_index, meta)`` of the job in ``path`` (restored on one
-    device, whatever mesh wrote it); CLIError (one line)
-    for a missing, corrupt or unfitting checkpoint or a seed index out of range."""
-    import jax
-
-    from ppo_jax import checkpoint
-
+@contextlib.contextmanager
+def user_errors(*types: type[BaseException], prefix: str = ""):
+    """Turn the exceptions ``types`` (whose messages are one line for the user, e.g.
+    ``CheckpointError``) into a :class:`CLIError` with ``prefix`` before the message."""
     try:
-        trainer, states, meta = checkpoint.restore(checkpoint_dir(path), step)
-    except checkpoint.CheckpointError as e:
-        raise CLIError(str(e)) from None
-    k = int(meta.get("num_runs") or meta["num_seeds"])
-    if not 0 <= seed_index < k:
-        raise CLIError(f"--seed-index must be in [0, {k - 1}] for this {k}-run checkpoint "
-                       f"(its runs: metrics.json's 'runs')")
-    return trainer, jax.tree_util.tree_map(lambda x: x[seed_index], states), meta
+        yield
+    except types as e:
+        raise CLIError(f"{prefix}{e}") from None
 
 
 def ensure_writable_dir(path: str) -> str:
@@ -187,6 +165,9 @@ def _exit_with_one_line(message: str | None, code: int) -> None:
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run ``main`` and exit with its status; user errors become one line on stderr."""
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
+    from ppo_jax.gl import default_offscreen_backend
+
+    default_offscreen_backend()  # before anything imports mujoco
     try:
         from absl import logging as absl_logging
 

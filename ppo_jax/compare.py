@@ -36,7 +36,7 @@ def _load(path: str) -> dict[str, Any]:
     if not isinstance(d, dict) or not all(k in d for k in ("frames", *KEYS, "eval_frames")):
         raise CompareError(f"{path} has no per-batch frames/reward/step_count and evaluation "
                            "lists: not a metrics.json or a TorchRL reference run")
-    return d
+    return reporting.upgrade_metrics(d)
 
 
 def run_lists(run_dir: str) -> dict[str, Any]:

@@ -219,6 +219,14 @@ class PPOConfig:
         return d
 
     @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "PPOConfig":
+        """The preset ``name`` of :data:`PRESETS` (``"tutorial"``, ``"fast"``, ``"tiny"``),
+        with ``overrides``."""
+        if name not in PRESETS:
+            raise ValueError(f"no preset {name!r} (presets: {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[name][1], **overrides})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -265,5 +273,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "(999,424 frames), evaluated after every batch",
         dict(num_envs=1024, frames_per_batch=16_384, minibatch_size=1024,
              total_frames=16_384 * 61, eval_every=1),
+    ),
+    "tiny": (
+        "a smoke run of seconds (the tests' config): 4 envs x 50 steps per batch, 3 batches, "
+        "16x16 networks, 2 epochs of 5 minibatches, 50-step evaluations",
+        dict(total_frames=600, frames_per_batch=200, num_envs=4, minibatch_size=40,
+             num_epochs=2, hidden_sizes=(16, 16), eval_every=2, eval_max_steps=50,
+             init_stats_frames=100),
     ),
 }

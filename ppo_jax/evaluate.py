@@ -1,128 +1,248 @@
-"""Rollouts of a trained policy: deterministic (evaluation) or stochastic.
+"""Evaluation: episodes of a trained policy in MJX and in MuJoCo C, the two compared, and a
+checkpoint evaluated.
 
-An episode runs until its first ``done`` (termination, or the env's time limit) or
-``max_steps``, as TorchRL's ``env.rollout(max_steps, policy)``. ``return`` is the sum of its
-rewards; ``length`` the number of steps taken. (TorchRL's tutorial logs
-``step_count.max()``, the counter BEFORE the last step, i.e. ``length - 1``.)
+Episodes are :mod:`ppo_jax.acting`'s (the policy, one MJX episode, its trace: what training's
+evaluation runs); this module evaluates trained policies with them:
+
+* In MJX (the training env): :func:`mjx_episodes` (E episodes of a restored policy, one
+  program from the program store) and :func:`trace_policy` (an episode's states, for video).
+* In MuJoCo C (:mod:`ppo_jax.mujoco_sim`, the simulator the TorchRL tutorial trains on):
+  :func:`mujoco_episodes`, episode ``i`` from exactly the start state of MJX's episode ``i``
+  (:func:`mjx_start_states`) with its policy keys, so :func:`compare_sims` compares the two
+  simulators and nothing else. The host policy (:func:`make_host_policy`) keeps TorchRL's
+  order of precision: ``ObservationNorm`` on the float64 observation, then float32
+  (``DoubleToFloat``), then the float32 actor.
+* :func:`episode_keys` are the keys of the evaluations training logged, and
+  :func:`evaluate_checkpoint` runs them from a run directory in both simulators.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+import numpy as np
 
-from ppo_jax import distributions
-from ppo_jax.envs import InvertedDoublePendulum
-from ppo_jax.normalization import ObsNormStats, normalize
+from ppo_jax import checkpoint, compile_cache
+from ppo_jax.acting import (  # noqa: F401 (evaluation's vocabulary, re-exported)
+    EpisodeResult,
+    EpisodeTrace,
+    episode_trace,
+    eval_episode_key,
+    make_policy,
+    policy_action,
+    run_episode,
+)
+from ppo_jax.mujoco_sim import MujocoEnv
+from ppo_jax.normalization import normalize
+from ppo_jax.programs import program_key
 
 
-@struct.dataclass
-class EpisodeResult:
-    """``episode_return``, ``length`` (int32): ``[]`` per episode (``[E]`` when vmapped)."""
+def episode_keys(eval_key: jax.Array, batches_done: int, episodes: int) -> jax.Array:
+    """``[E, 2]`` keys of the evaluation episodes after the last of ``batches_done`` batches
+    of the run whose ``eval_key`` is given: episode 0 is the evaluation training logged
+    then."""
+    batch = max(int(batches_done) - 1, 0)
+    return jnp.stack([eval_episode_key(eval_key, batch, j) for j in range(episodes)])
 
-    episode_return: jax.Array
-    length: jax.Array
+
+# --- a restored policy in MJX ------------------------------------------------------------------
+def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
+    """``(returns [E], lengths [E])`` of ``run_episode(keys[i])`` with ``state``'s policy (ONE
+    run) in MJX: one jitted vmap, compiled once per (config, episodes, mode, max_steps) and
+    kept in the program store."""
+    def episodes(actor_params, stats, keys):
+        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
+        return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
+
+    key = program_key(trainer, 1, "episodes", episodes=int(keys.shape[0]), mode=mode,
+                      max_steps=max_steps)
+    args = (state.params.actor, state.obs_stats, keys)
+    compiled, _ = compile_cache.obtain(
+        {"episodes": key},
+        lambda names: [("episodes", compile_cache.lower(episodes, *args, name=key))],
+        "the evaluation program")
+    res = compiled["episodes"](*args)
+    return np.asarray(res.episode_return, np.float64), np.asarray(res.length)
 
 
-def make_policy(
-    actor_apply: Callable, actor_params, obs_stats: ObsNormStats, mode: str
-) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """``policy(obs, key) -> action`` from raw observations.
+def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None) -> EpisodeTrace:
+    """:class:`EpisodeTrace` of ``state``'s policy (ONE run) from ``key``, one jitted
+    ``lax.scan``, as host arrays. ``mode``: ``"mean"``/``"tanh_loc"``/``"sample"`` (default:
+    the config's ``eval_action``)."""
+    fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
+    return jax.device_get(fn(state.params.actor, state.obs_stats, key))
 
-    ``mode``: ``"mean"`` / ``"tanh_loc"`` (deterministic, see
-    :func:`ppo_jax.distributions.deterministic_action`) or ``"sample"`` (the training policy).
+
+@functools.lru_cache(maxsize=8)
+def _jitted_trace(trainer, max_steps: int, mode: str):
+    """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
+
+    def trace(actor_params, stats, key):
+        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
+        return episode_trace(trainer.env, policy, key, max_steps)
+
+    return jax.jit(trace)
+
+
+# --- a restored policy in MuJoCo C -------------------------------------------------------------
+HostPolicy = Callable[[np.ndarray, int], np.ndarray]
+
+
+def make_host_policy(
+    actor_apply: Callable, actor_params, obs_stats, mode: str, key: jax.Array | None = None
+) -> HostPolicy:
+    """``policy(obs float64, t) -> action float64`` for MuJoCo C.
+
+    ``obs * scale + loc`` in float64, cast to float32, then :func:`policy_action` (one
+    jitted call). ``t`` (the step index) and ``key`` give ``"sample"`` the noise
+    :func:`run_episode` uses: ``fold_in(split(key)[1], t)``.
     """
+    loc = np.asarray(obs_stats.loc, np.float64)
+    scale = np.asarray(obs_stats.scale, np.float64)
+    k_policy = jax.random.split(jax.random.PRNGKey(0) if key is None else key)[1]
+    act = _jitted_action(actor_apply, mode)
 
-    def policy(obs, key):
-        return policy_action(actor_apply, actor_params, normalize(obs_stats, obs), key, mode)
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        norm = (np.asarray(obs, np.float64) * scale + loc).astype(np.float32)
+        return np.asarray(act(actor_params, norm, k_policy, jnp.int32(t)), np.float64)
 
     return policy
 
 
-def policy_action(
-    actor_apply: Callable, actor_params, norm_obs: jax.Array, key: jax.Array, mode: str
-) -> jax.Array:
-    """Action ``[..., action_dim]`` from NORMALIZED observations ``[..., obs_dim]``.
+@functools.lru_cache(maxsize=16)
+def _jitted_action(actor_apply: Callable, mode: str):
+    """``act(params, norm_obs, k_policy, t) -> action``, compiled once per actor and mode."""
 
-    ``mode`` as in :func:`make_policy` (``key`` is used only by ``"sample"``).
+    def act(params, norm_obs, k, t):
+        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode)
+
+    return jax.jit(act)
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """One episode in MuJoCo C: ``episode_return``, ``length`` (steps), the states
+    ``qpos``/``qvel`` ``[length + 1, n]`` (for rendering) and ``reward`` ``[length]``."""
+
+    episode_return: float
+    length: int
+    qpos: np.ndarray
+    qvel: np.ndarray
+    reward: np.ndarray
+
+
+def mujoco_episode(env, policy: HostPolicy, qpos, qvel, max_steps: int) -> Episode:
+    """One episode of ``policy`` in the MuJoCo C env ``env`` (:class:`ppo_jax.mujoco_sim.
+    MujocoEnv`) from ``(qpos, qvel)`` until the first done or ``max_steps`` steps."""
+    obs = env.reset_to(qpos, qvel)
+    states, rewards = [env.state], []
+    for t in range(max_steps):
+        s = env.step(policy(obs, t))
+        obs = s.obs
+        states.append(env.state)
+        rewards.append(s.reward)
+        if s.done:
+            break
+    rewards = np.array(rewards)
+    return Episode(
+        episode_return=float(rewards.sum()),
+        length=len(rewards),
+        qpos=np.array([q for q, _ in states]),
+        qvel=np.array([v for _, v in states]),
+        reward=rewards,
+    )
+
+
+def mjx_start_states(mjx_env, keys: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(qpos [E, nq], qvel [E, nv])`` float64: the reset states that :func:`run_episode`
+    starts from for ``keys`` ``[E, 2]``."""
+    reset = jax.jit(jax.vmap(lambda k: mjx_env.reset(jax.random.split(k)[0])))
+    s = reset(keys)
+    return np.asarray(s.data.qpos, np.float64), np.asarray(s.data.qvel, np.float64)
+
+
+def mujoco_episodes(
+    trainer, state, keys: jax.Array, max_steps: int, mode: str, env=None
+) -> list[Episode]:
+    """Episodes of ``state``'s policy (ONE run) in MuJoCo C, episode ``i`` from the start
+    state of ``run_episode(keys[i])`` in MJX and with its policy keys."""
+    env = env or MujocoEnv(max_episode_steps=trainer.env.max_episode_steps)
+    qpos, qvel = mjx_start_states(trainer.env, keys)
+    out = []
+    for i in range(len(qpos)):
+        policy = make_host_policy(
+            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i]
+        )
+        out.append(mujoco_episode(env, policy, qpos[i], qvel[i], max_steps))
+    return out
+
+
+# --- both, and a checkpoint --------------------------------------------------------------------
+def compare_sims(
+    trainer, state, keys: jax.Array, max_steps: int | None = None, mode: str | None = None
+) -> dict[str, Any]:
+    """The same episodes (start states, policy keys) in MJX and MuJoCo C.
+
+    Returns ``{"mjx": {"returns": [E], "steps": [E]}, "mujoco": {...}}`` (lists).
     """
-    loc, scale = actor_apply(actor_params, norm_obs)
+    max_steps = max_steps or trainer.config.eval_max_steps
+    mode = mode or trainer.config.eval_action
+    r, n = mjx_episodes(trainer, state, keys, max_steps, mode)
+    eps = mujoco_episodes(trainer, state, keys, max_steps, mode)
+    return {
+        "mjx": {"returns": r.tolist(), "steps": n.tolist()},
+        "mujoco": {"returns": [e.episode_return for e in eps], "steps": [e.length for e in eps]},
+    }
+
+
+def evaluate_checkpoint(
+    run_dir: str,
+    step: int | None = None,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    run_index: int = 0,
+    mode: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint in both simulators: episode ``j`` is the evaluation episode
+    ``j`` that ``scripts/evaluate.py`` replays (episode 0: the one training logged after the
+    checkpoint's last batch). ``run_dir``: a run or its ``checkpoints/``. Returns
+    :func:`compare_sims`' dict plus ``"checkpoint_step"``."""
+    trainer, state, meta = checkpoint.restore_run(run_dir, step, run_index)
+    keys = episode_keys(state.eval_key, meta["batches_done"], episodes)
+    out = compare_sims(trainer, state, keys, max_steps, mode)
+    out["checkpoint_step"] = int(meta["batches_done"])
+    return out
+
+
+def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
+                mode: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained policy of a run directory as a plain function ``obs -> action``.
+
+    ``obs``: raw observations ``[obs_dim]`` or ``[B, obs_dim]`` (numpy or JAX, any float
+    dtype); returns the deterministic actions ``[action_dim]`` / ``[B, action_dim]`` as
+    float32 numpy, normalized and acted on exactly as training's evaluation does (``mode``:
+    ``"mean"`` or ``"tanh_loc"``, default the run's ``eval_action``). One jitted call per
+    batch shape. ``step``/``run_index``: which checkpoint and which run of the job (default:
+    the latest, the first); :class:`ppo_jax.checkpoint.CheckpointError` when there is none
+    that fits.
+    """
+    trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index)
+    mode = mode or trainer.config.eval_action
     if mode == "sample":
-        action, _, _ = distributions.sample(key, loc, scale)
-        return action
-    return distributions.deterministic_action(loc, scale, mode)
+        raise ValueError("load_policy returns a deterministic policy: mode 'mean' or "
+                         "'tanh_loc' (the stochastic one needs keys: make_policy)")
+    params, stats = state.params.actor, state.obs_stats
+    key = jax.random.PRNGKey(0)  # unused by the deterministic modes
 
+    @jax.jit
+    def act(obs):
+        return policy_action(trainer.actor_apply, params, normalize(stats, obs), key, mode)
 
-def run_episode(
-    env: InvertedDoublePendulum, policy: Callable, key: jax.Array, max_steps: int
-) -> EpisodeResult:
-    """One episode from ``env.reset(key)``, at most ``max_steps`` steps (jit/vmap-able)."""
-    k_reset, k_policy = jax.random.split(key)
+    def policy(obs) -> np.ndarray:
+        return np.asarray(act(jnp.asarray(obs, jnp.float32)))
 
-    def cond(carry):
-        _, _, length, alive = carry
-        return alive & (length < max_steps)
-
-    def body(carry):
-        state, ret, length, _ = carry
-        action = policy(state.obs, jax.random.fold_in(k_policy, length))
-        nxt = env.step(state, action)
-        return nxt, ret + nxt.reward, length + 1, ~nxt.done
-
-    state = env.reset(k_reset)
-    init = (state, jnp.zeros((), state.reward.dtype), jnp.int32(0), jnp.bool_(True))
-    # A while_loop stops at the first done (under vmap: when every episode is done).
-    _, ret, length, _ = jax.lax.while_loop(cond, body, init)
-    return EpisodeResult(episode_return=ret, length=length)
-
-
-@struct.dataclass
-class EpisodeTrace:
-    """The physical states of one episode (for rendering), ``T = max_steps``.
-
-    Attributes:
-      qpos: ``[T + 1, nq]``; row 0 is the reset state, row ``t`` the state after step ``t``.
-        Rows past ``length`` repeat the final state.
-      qvel: ``[T + 1, nv]``, likewise.
-      reward: ``[T]``, 0 past ``length``.
-      episode_return: ``[]``, sum of ``reward`` (equals :func:`run_episode`'s).
-      length: ``[]`` int32, steps taken; the episode's states are ``qpos[:length + 1]``.
-    """
-
-    qpos: jax.Array
-    qvel: jax.Array
-    reward: jax.Array
-    episode_return: jax.Array
-    length: jax.Array
-
-
-def episode_trace(
-    env: InvertedDoublePendulum, policy: Callable, key: jax.Array, max_steps: int
-) -> EpisodeTrace:
-    """The episode of :func:`run_episode` (same ``key`` -> same actions and states), as a
-    fixed-length ``lax.scan`` of ``max_steps`` steps that freezes the state after its first
-    ``done`` and records ``qpos``/``qvel`` after every step (jit-able)."""
-    k_reset, k_policy = jax.random.split(key)
-
-    def body(carry, t):
-        state, alive = carry
-        action = policy(state.obs, jax.random.fold_in(k_policy, t))
-        nxt = env.step(state, action)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, state)
-        reward = jnp.where(alive, nxt.reward, 0.0)
-        return (state, alive & ~nxt.done), (state.data.qpos, state.data.qvel, reward, alive)
-
-    start = env.reset(k_reset)
-    _, (qpos, qvel, reward, stepped) = jax.lax.scan(
-        body, (start, jnp.bool_(True)), jnp.arange(max_steps)
-    )
-    return EpisodeTrace(
-        qpos=jnp.concatenate([start.data.qpos[None], qpos]),
-        qvel=jnp.concatenate([start.data.qvel[None], qvel]),
-        reward=reward,
-        episode_return=reward.sum(),
-        length=stepped.sum().astype(jnp.int32),
-    )
+    return policy

@@ -1,8 +1,8 @@
 """Hyperparameters that are data, not program: what a sweep may vary within one compiled program.
 
-The fields in :data:`SWEEPABLE` change no shape and no control flow, so the training program
-takes them as traced values (a :class:`Hyper` in each run's state) instead of baking them in
-as constants. One compiled program then serves every value: a run, a sweep over a grid of
+The fields of :class:`Hyper` (:data:`SWEEPABLE`) change no shape and no control flow, so the
+training program takes them as traced values (a :class:`Hyper` in each run's state) instead of
+baking them in as constants. One compiled program then serves every value: a run, a sweep over a grid of
 values (vmapped, one row per run), and a rerun with another learning rate all share it.
 
 Every other :class:`~ppo_jax.config.PPOConfig` field (sizes, counts, choices, flags) shapes
@@ -11,6 +11,7 @@ the program; sweeping one is refused with a line that names it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Iterable
 
@@ -20,14 +21,10 @@ from flax import struct
 
 from ppo_jax.config import PPOConfig
 
-SWEEPABLE = ("lr", "clip_epsilon", "gamma", "lmbda", "entropy_coeff", "critic_coeff",
-             "max_grad_norm")
-
-
 @struct.dataclass
 class Hyper:
-    """The :data:`SWEEPABLE` values of one run, as scalars of the default float dtype (``[R]``
-    for R runs)."""
+    """The sweepable values of one run, as scalars of the default float dtype (``[R]`` for R
+    runs). Each field is the :class:`~ppo_jax.config.PPOConfig` field of the same name."""
 
     lr: jax.Array
     clip_epsilon: jax.Array
@@ -36,6 +33,9 @@ class Hyper:
     entropy_coeff: jax.Array
     critic_coeff: jax.Array
     max_grad_norm: jax.Array
+
+
+SWEEPABLE: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Hyper))
 
 
 def hyper_of(config: PPOConfig) -> Hyper:
@@ -95,7 +95,7 @@ def label(overrides: dict[str, Any]) -> str:
 
 
 class Runs:
-    """The R runs of a job: each point of a sweep (``[{}]``: just the config) times
+    """The members of a job, R runs: each point of a sweep (``[{}]``: just the config) times
     ``num_seeds`` seeds, in that order (run ``r`` = point ``r // num_seeds``, seed
     ``config.seed + r % num_seeds``). Every point uses the same seeds."""
 

@@ -1,5 +1,4 @@
-"""``InvertedDoublePendulum-v4`` in MuJoCo C (the simulator the TorchRL tutorial trains on),
-and a restored ppo_jax policy run in it.
+"""``InvertedDoublePendulum-v4`` in MuJoCo C: the simulator the TorchRL tutorial trains on.
 
 :class:`MujocoEnv` steps the same MJCF as the MJX env through ``mujoco``'s C API with
 Gymnasium v4's semantics: ``ctrl = action``, ``mj_step`` x ``frame_skip`` (5), then
@@ -9,25 +8,14 @@ Gymnasium v4's semantics: ``ctrl = action``, ``mj_step`` x ``frame_skip`` (5), t
 solver settings (100 iterations, 50 line-search iterations, warm start), as Gymnasium does.
 Everything is float64.
 
-The policy (:func:`make_host_policy`) is the evaluation policy of
-:func:`ppo_jax.evaluate.make_policy` with TorchRL's order of precision: ``ObservationNorm``
-applied to the float64 observation, then cast to float32 (``DoubleToFloat``), then the
-float32 actor and action (``"mean"``, ``"tanh_loc"`` or ``"sample"``) in one jitted call per
-step.
-
-Episodes start from given states; :func:`mjx_start_states` gives the reset state
-:func:`ppo_jax.evaluate.run_episode` uses for a key, so both simulators can run the same
-episode (:func:`compare_sims`).
+A restored policy runs in it through :mod:`ppo_jax.evaluate` (:func:`~ppo_jax.evaluate.
+mujoco_episodes`, from the start states of MJX's episodes).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import mujoco
 import numpy as np
 
@@ -153,161 +141,3 @@ def run_actions(env: MujocoEnv, qpos, qvel, actions: np.ndarray) -> Trajectory:
         reward=np.array(rewards),
         terminated=np.array(terms),
     )
-
-
-HostPolicy = Callable[[np.ndarray, int], np.ndarray]
-
-
-def make_host_policy(
-    actor_apply: Callable, actor_params, obs_stats, mode: str, key: jax.Array | None = None
-) -> HostPolicy:
-    """``policy(obs [11] float64, t) -> action [1] float64`` for MuJoCo C.
-
-    ``obs * scale + loc`` in float64, cast to float32, then
-    :func:`ppo_jax.evaluate.policy_action` (one jitted call). ``t`` (the step index) and
-    ``key`` give ``"sample"`` the noise ``run_episode`` uses: ``fold_in(split(key)[1], t)``.
-    """
-    loc = np.asarray(obs_stats.loc, np.float64)
-    scale = np.asarray(obs_stats.scale, np.float64)
-    k_policy = jax.random.split(jax.random.PRNGKey(0) if key is None else key)[1]
-    act = _jitted_action(actor_apply, mode)
-
-    def policy(obs: np.ndarray, t: int) -> np.ndarray:
-        norm = (np.asarray(obs, np.float64) * scale + loc).astype(np.float32)
-        return np.asarray(act(actor_params, norm, k_policy, jnp.int32(t)), np.float64)
-
-    return policy
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_action(actor_apply: Callable, mode: str):
-    """``act(params, norm_obs, k_policy, t) -> action``, compiled once per actor and mode."""
-    from ppo_jax.evaluate import policy_action
-
-    def act(params, norm_obs, k, t):
-        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode)
-
-    return jax.jit(act)
-
-
-@dataclasses.dataclass(frozen=True)
-class Episode:
-    """One episode in MuJoCo C: ``episode_return``, ``length`` (steps), the states
-    ``qpos``/``qvel`` ``[length + 1, 3]`` (for rendering) and ``reward`` ``[length]``."""
-
-    episode_return: float
-    length: int
-    qpos: np.ndarray
-    qvel: np.ndarray
-    reward: np.ndarray
-
-
-def run_episode(env: MujocoEnv, policy: HostPolicy, qpos, qvel, max_steps: int) -> Episode:
-    """From ``(qpos, qvel)`` until the first done or ``max_steps`` steps."""
-    obs = env.reset_to(qpos, qvel)
-    states, rewards = [env.state], []
-    for t in range(max_steps):
-        s = env.step(policy(obs, t))
-        obs = s.obs
-        states.append(env.state)
-        rewards.append(s.reward)
-        if s.done:
-            break
-    rewards = np.array(rewards)
-    return Episode(
-        episode_return=float(rewards.sum()),
-        length=len(rewards),
-        qpos=np.array([q for q, _ in states]),
-        qvel=np.array([v for _, v in states]),
-        reward=rewards,
-    )
-
-
-def mjx_start_states(mjx_env, keys: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """``(qpos [E, 3], qvel [E, 3])`` float64: the reset states that
-    :func:`ppo_jax.evaluate.run_episode` starts from for ``keys`` ``[E, 2]``."""
-    reset = jax.jit(jax.vmap(lambda k: mjx_env.reset(jax.random.split(k)[0])))
-    s = reset(keys)
-    return np.asarray(s.data.qpos, np.float64), np.asarray(s.data.qvel, np.float64)
-
-
-def run_episodes(
-    trainer, state, keys: jax.Array, max_steps: int, mode: str, env: MujocoEnv | None = None
-) -> list[Episode]:
-    """Episodes of ``state``'s policy (ONE seed) in MuJoCo C, episode ``i`` from the start
-    state of ``run_episode(keys[i])`` in MJX and with its policy keys."""
-    env = env or MujocoEnv(max_episode_steps=trainer.env.max_episode_steps)
-    qpos, qvel = mjx_start_states(trainer.env, keys)
-    out = []
-    for i in range(len(qpos)):
-        policy = make_host_policy(
-            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i]
-        )
-        out.append(run_episode(env, policy, qpos[i], qvel[i], max_steps))
-    return out
-
-
-def run_mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
-    """``(returns [E], lengths [E])`` of ``run_episode(keys[i])`` in MJX (one jitted vmap)."""
-    from ppo_jax.evaluate import make_policy, run_episode as mjx_run_episode
-
-    from ppo_jax import programs
-
-    def episodes(actor_params, stats, keys):
-        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
-        return jax.vmap(lambda k: mjx_run_episode(trainer.env, policy, k, max_steps))(keys)
-
-    # compiled once per (config, episodes, mode, max_steps), kept in the program store
-    key = programs.program_key(trainer, 1, "episodes", episodes=int(keys.shape[0]), mode=mode,
-                               max_steps=max_steps)
-    args = (state.params.actor, state.obs_stats, keys)
-    compiled, _ = programs.obtain(
-        {"episodes": key},
-        lambda names: [("episodes", programs.lower(episodes, *args, name=key))],
-        "the evaluation program")
-    res = compiled["episodes"](*args)
-    return np.asarray(res.episode_return, np.float64), np.asarray(res.length)
-
-
-def compare_sims(
-    trainer, state, keys: jax.Array, max_steps: int | None = None, mode: str | None = None
-) -> dict[str, Any]:
-    """The same episodes (start states, policy keys) in MJX and MuJoCo C.
-
-    Returns ``{"mjx": {"returns": [E], "steps": [E]}, "mujoco": {...}}`` (lists).
-    """
-    max_steps = max_steps or trainer.config.eval_max_steps
-    mode = mode or trainer.config.eval_action
-    r, n = run_mjx_episodes(trainer, state, keys, max_steps, mode)
-    eps = run_episodes(trainer, state, keys, max_steps, mode)
-    return {
-        "mjx": {"returns": r.tolist(), "steps": n.tolist()},
-        "mujoco": {"returns": [e.episode_return for e in eps], "steps": [e.length for e in eps]},
-    }
-
-
-def evaluate_checkpoint(
-    directory: str,
-    step: int | None = None,
-    episodes: int = 1,
-    max_steps: int | None = None,
-    seed_index: int = 0,
-    mode: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a checkpoint in both simulators: episode ``j`` is the evaluation episode
-    ``j`` that ``scripts/evaluate.py`` replays (episode 0: the one training logged after the
-    checkpoint's last batch). ``directory``: a run or its ``checkpoints/``. Returns
-    :func:`compare_sims`' dict plus ``"checkpoint_step"``."""
-    import os
-
-    from ppo_jax import checkpoint
-    from ppo_jax.train import eval_episode_key
-
-    sub = os.path.join(directory, "checkpoints")
-    trainer, states, meta = checkpoint.restore(sub if os.path.isdir(sub) else directory, step)
-    state = jax.tree_util.tree_map(lambda x: x[seed_index], states)
-    batch = max(int(meta["batches_done"]) - 1, 0)
-    keys = jnp.stack([eval_episode_key(state.eval_key, batch, j) for j in range(episodes)])
-    out = compare_sims(trainer, state, keys, max_steps, mode)
-    out["checkpoint_step"] = int(meta["batches_done"])
-    return out

@@ -17,7 +17,6 @@ States usually come from :func:`ppo_jax.evaluate.episode_trace` (one jitted ``la
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import warnings
@@ -25,6 +24,8 @@ from typing import Callable
 
 import mujoco
 import numpy as np
+
+from ppo_jax.reporting import first_line
 
 GL_HINT = (
     "no offscreen OpenGL context for MuJoCo's renderer: set MUJOCO_GL=egl (NVIDIA/EGL driver) "
@@ -118,34 +119,12 @@ def render_episode(
     return write_video(render_frames(model, qpos, qvel), path, fps=1.0 / dt)
 
 
-def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None):
-    """:class:`ppo_jax.evaluate.EpisodeTrace` of ``state``'s policy (one seed, unbatched),
-    one jitted ``lax.scan``. ``mode``: ``"mean"``/``"tanh_loc"``/``"sample"`` (default: the
-    config's ``eval_action``)."""
-    import jax
-
-    fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
-    return jax.device_get(fn(state.params.actor, state.obs_stats, key))
-
-
-@functools.lru_cache(maxsize=8)
-def _jitted_trace(trainer, max_steps: int, mode: str):
-    """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
-    import jax
-
-    from ppo_jax.evaluate import episode_trace, make_policy
-
-    def trace(actor_params, stats, key):
-        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
-        return episode_trace(trainer.env, policy, key, max_steps)
-
-    return jax.jit(trace)
-
-
 def render_policy_episode(trainer, state, key, max_steps: int, path: str, mode=None) -> str:
-    """Render the MJX episode of ``key`` (:func:`trace_policy`) to ``path``; its absolute
-    path. Raises :class:`RenderUnavailable` without GL, ``OSError``/``ValueError`` when the
-    file cannot be written."""
+    """Render the MJX episode of ``key`` (:func:`ppo_jax.evaluate.trace_policy`) to ``path``;
+    its absolute path. Raises :class:`RenderUnavailable` without GL, ``OSError``/
+    ``ValueError`` when the file cannot be written."""
+    from ppo_jax.evaluate import trace_policy
+
     trace = trace_policy(trainer, state, key, max_steps, mode)
     n = int(trace.length) + 1  # the reset state and the state after each step
     env = trainer.env
@@ -162,18 +141,20 @@ def write_policy_video(
     mode: str | None = None,
     on_unavailable: Callable[[str], None] | None = None,
 ) -> str | None:
-    """Render one episode of ``state``'s policy (a ``TrainState`` of ONE seed) to ``path``.
+    """Render one episode of ``state``'s policy (a :class:`~ppo_jax.train.PPOState` of ONE
+    run) to ``path``.
 
     The episode is the evaluation training logs after the state's last batch (``key``
     default: ``eval_episode_key(state.eval_key, batches_done - 1)``), up to ``max_steps``
-    (default: the config's ``eval_max_steps``), ``mode`` as in :func:`trace_policy`.
+    (default: the config's ``eval_max_steps``), ``mode`` as in
+    :func:`ppo_jax.evaluate.trace_policy`.
 
     Returns the video's absolute path, or ``None`` when rendering is unavailable (no GL
     context, or the file cannot be written): it never raises for those. Then the one-line
     reason (:data:`GL_HINT`, or the write error) is passed to ``on_unavailable`` (default:
     printed to stderr as ``video: <reason>``).
     """
-    from ppo_jax.train import eval_episode_key
+    from ppo_jax.acting import eval_episode_key
 
     report = on_unavailable or (lambda msg: print(f"video: {msg}", file=sys.stderr))
     if key is None:
@@ -184,10 +165,5 @@ def write_policy_video(
     except RenderUnavailable as e:
         report(str(e))
     except (OSError, ValueError, RuntimeError) as e:
-        report(f"could not write {path}: {first_line(e)}")
+        report(f"could not write {path}: {first_line(e) or type(e).__name__}")
     return None
-
-
-def first_line(e: BaseException) -> str:
-    """The first line of an exception's message (its type name if empty)."""
-    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 from typing import Any
@@ -20,14 +21,23 @@ PACKAGES = (
 ).split()
 
 
+def version(package: str) -> str | None:
+    """The installed version of ``package`` (a distribution name), or None."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def versions(packages=PACKAGES) -> dict[str, str | None]:
-    out = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {"python": platform.python_version(), **{name: version(name) for name in packages}}
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, at most 160 characters (for one-line
+    errors)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else ""
 
 
 def cpu_model() -> str:
@@ -54,6 +64,29 @@ def device_info() -> dict[str, Any]:
 
 
 SHARED = ("batch", "frames")
+# metrics.json's format. /1 (no "format" key) named the per-run failures
+# "failed_batch_per_seed"; it is read under the current name.
+METRICS_FORMAT = "ppo_jax.metrics/2"
+RENAMED = {"failed_batch_per_seed": "failed_batch_per_run"}
+
+
+def upgrade_metrics(d: dict[str, Any]) -> dict[str, Any]:
+    """A ``metrics.json`` dict of any format with the current key names."""
+    out = dict(d)
+    for old, new in RENAMED.items():
+        if old in out and new not in out:
+            out[new] = out.pop(old)
+    return out
+
+
+def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | None:
+    """The per-batch lists of the ``metrics.json`` at ``path`` cut to its first ``batches``
+    batches (for a resume), or None when there is no such file or no batch in it."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        d = upgrade_metrics(json.load(f))
+    return lists_from_json(d, num_runs, batches)
 
 
 def lists_to_json(history: dict[str, Any] | None, num_seeds: int) -> dict[str, Any]:
@@ -141,7 +174,3 @@ def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str 
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
-
-def plot_curves(lists: dict[str, Any], path: str, title: str = "") -> None:
-    """The tutorial's four panels of one run (several seeds: mean and min-max band)."""
-    plot_panels([("ppo_jax", lists)], path, title)

@@ -6,8 +6,10 @@ The train state never leaves the device between batches: each call of the ``upda
 takes the state (donated) and returns the next one; only the batch's metrics are read back,
 one batch behind the device so that reading them never stalls it.
 
-A job is R runs (:class:`~ppo_jax.hyper.Runs`: seeds times sweep points) trained together,
-laid out over a device mesh (:mod:`ppo_jax.parallel`). In a multi-process job every process
+A :class:`Job` is R runs (:class:`~ppo_jax.hyper.Runs`: seeds times sweep points) trained
+together, laid out over a device mesh (:mod:`ppo_jax.parallel`); :func:`prepare` makes one,
+new (from :class:`~ppo_jax.hyper.Runs`) or resumed (from a :class:`~ppo_jax.checkpoint.Saved`
+checkpoint), and :func:`train_batches` drives it. In a multi-process job every process
 runs this driver on the same programs; only process 0 writes ``metrics.json`` and
 ``curves.png``, and all of them take part in saving checkpoints.
 """
@@ -15,8 +17,6 @@ runs this driver on the same programs; only process 0 writes ``metrics.json`` an
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import time
 from typing import Any, Callable
@@ -26,27 +26,11 @@ import numpy as np
 
 from ppo_jax import checkpoint, reporting
 from ppo_jax.config import PPOConfig
-from ppo_jax.envs import ENV_ID
+from ppo_jax.files import write_json
 from ppo_jax.hyper import Runs, label
 from ppo_jax.parallel import barrier, choose_devices, gather, make_layout
 from ppo_jax.programs import Programs, build_programs
 from ppo_jax.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
-
-
-def _finite_or_none(x):
-    if isinstance(x, list):
-        return [_finite_or_none(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically (a reader sees the old file or the new one, never half)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_finite_or_none(payload), f)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -55,6 +39,7 @@ class RunLog:
     (``None`` for a run's batches after its failure), evaluations per run, timings."""
 
     runs: Runs
+    env_id: str = ""
     history: dict[str, Any] | None = None
     compile: dict[str, Any] = dataclasses.field(default_factory=dict)
     compile_seconds: float = 0.0
@@ -99,12 +84,13 @@ class RunLog:
         h["batch"].append(i)
         h["frames"].append(frames)
         finite = np.asarray(m.finite)
+        scalars = m.scalars()
         for s in range(self.num_runs):
             alive = self.failed[s] is None
             if alive and not finite[s]:
                 self.failed[s] = i
             for name in reporting.PER_BATCH:
-                value = np.asarray(getattr(m, name))[s].item()
+                value = np.asarray(scalars[name])[s].item()
                 h[name][s].append(value if alive else None)
             if alive and finite[s]:
                 self.frames_trained += fpb
@@ -119,7 +105,8 @@ class RunLog:
         failed = [f for f in self.failed if f is not None]
         runs = self.runs
         out = {
-            "env_id": ENV_ID,
+            "format": reporting.METRICS_FORMAT,
+            "env_id": self.env_id,
             "total_frames": h["frames"][-1] if h["frames"] else 0,
             "num_seeds": runs.num_seeds,
             "seeds": list(range(self.config.seed, self.config.seed + runs.num_seeds)),
@@ -134,7 +121,7 @@ class RunLog:
                                   if self.run_seconds > 0 else None),
             "last_eval_return": last[0] if runs.num_runs == 1 else last,
             "failed_batch": min(failed) if failed else None,
-            "failed_batch_per_seed": self.failed,
+            "failed_batch_per_run": self.failed,
             "config": self.config.to_dict(),
             "versions": reporting.versions(),
             "device": reporting.device_info(),
@@ -196,8 +183,9 @@ def sweep_ranking(runs: Runs, eval_returns: list[list[float]]) -> list[dict[str,
 
 
 @dataclasses.dataclass
-class Run:
-    """A job ready to go: its runs, trainer, programs, device state and log."""
+class Job:
+    """A job ready to go: its runs, trainer, programs, device state and log; ``start`` is
+    the next batch to run."""
 
     runs: Runs
     trainer: Trainer
@@ -208,55 +196,47 @@ class Run:
 
 
 def prepare(
-    config: PPOConfig,
+    start: Runs | checkpoint.Saved,
     *,
-    num_seeds: int = 1,
-    sweep: list[dict[str, Any]] | None = None,
     devices: int | str | None = None,
-    resume_dir: str | None = None,
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
-) -> Run:
-    """Compile the programs and initialize (or restore from ``resume_dir``'s checkpoints) the
-    device state of ``num_seeds`` seeds times the points of ``sweep``, over ``devices``
-    devices (see :func:`ppo_jax.parallel.choose_devices`; raises its ``LayoutError``).
-    ``init_from`` = ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every
-    run's freshly initialized networks and normalization statistics."""
-    log = None
-    if resume_dir is not None:
-        ckpt = os.path.join(resume_dir, "checkpoints")
-        _, meta = checkpoint.read_meta(ckpt)
-        runs = checkpoint.runs_from_meta(meta)
-    else:
-        runs = Runs(config, num_seeds, sweep)
+) -> Job:
+    """Compile the programs and initialize the device state of a new job (``start``: its
+    :class:`~ppo_jax.hyper.Runs`), or restore a saved one (``start``: a
+    :class:`~ppo_jax.checkpoint.Saved` checkpoint; its run directory's ``metrics.json``
+    gives the history so far), over ``devices`` devices (see
+    :func:`ppo_jax.parallel.choose_devices`; raises its ``LayoutError``). ``init_from`` =
+    ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
+    initialized networks and normalization statistics."""
+    resume = isinstance(start, checkpoint.Saved)
+    if resume and init_from is not None:
+        raise ValueError("init_from starts a new job: it cannot be used to resume one")
+    runs = start.runs if resume else start
     n_dev = choose_devices(devices, runs.num_runs, runs.config.num_envs)
     layout = make_layout(runs.num_runs, runs.config.num_envs, n_dev)
-    if resume_dir is not None:
-        trainer, states, meta = checkpoint.restore(ckpt, layout=layout)
-        start = int(meta["batches_done"])
-        log = RunLog(runs=runs)
-        path = os.path.join(resume_dir, "metrics.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                old = json.load(f)
-            history = reporting.lists_from_json(old, runs.num_runs, start)
-            if history is not None:
-                log.history = history
-        log.failed = [None if f < 0 else int(f) for f in gather(states.failed_batch)]
+    if resume:
+        trainer, states, _ = checkpoint.restore(start, layout=layout)
+        first = start.step
         need = ("update", "evaluate")
     else:
         trainer = make_train(runs.config, layout)
-        start = 0
+        first = 0
         need = ("init", "update", "evaluate")
     programs = build_programs(trainer, runs.num_runs, announce=announce, need=need)
     barrier("programs_ready")  # the processes of a job start the first batch together
-    if log is None:
-        log = RunLog(runs=runs)
+    log = RunLog(runs=runs, env_id=trainer.env.env_id)
     log.layout = None if layout is None else layout.describe()
     log.compile = programs.report()
     log.compile_seconds = programs.compile_seconds
     log.from_cache = programs.from_cache
-    if resume_dir is None:
+    if resume:
+        path = os.path.join(os.path.dirname(start.directory), "metrics.json")
+        history = reporting.read_history(path, runs.num_runs, first)
+        if history is not None:
+            log.history = history
+        log.failed = [None if f < 0 else int(f) for f in gather(states.failed_batch)]
+    else:
         t = time.perf_counter()
         keys, hypers = runs.keys(), runs.hypers()
         if layout is not None:
@@ -275,25 +255,25 @@ def prepare(
                 obs_stats=jax.tree_util.tree_map(fill, states.obs_stats, stats))
         jax.block_until_ready(states)
         log.run_seconds += time.perf_counter() - t
-    return Run(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
-               start=start)
+    return Job(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
+               start=first)
 
 
 def train_batches(
-    run: Run,
+    job: Job,
     *,
     stop: int | None = None,
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
-    on_checkpoint: Callable[[Run], None] | None = None,
+    on_checkpoint: Callable[[Job], None] | None = None,
     checkpoint_every: int = 0,
-) -> Run:
-    """Run batches ``run.start ..`` up to ``stop`` (default: the config's last) or until every
-    seed has failed. Each batch's metrics go to ``run.log`` and ``on_batch``; with
-    ``checkpoint_every = N``, ``on_checkpoint(run)`` follows every N-th batch but the last."""
-    cfg = run.trainer.config
+) -> Job:
+    """Run batches ``job.start ..`` up to ``stop`` (default: the config's last) or until every
+    run has failed. Each batch's metrics go to ``job.log`` and ``on_batch``; with
+    ``checkpoint_every = N``, ``on_checkpoint(job)`` follows every N-th batch but the last."""
+    cfg = job.trainer.config
     stop = cfg.num_batches if stop is None else min(stop, cfg.num_batches)
-    update, evaluate = run.programs.update, run.programs.evaluate
-    layout = run.trainer.layout
+    update, evaluate = job.programs.update, job.programs.evaluate
+    layout = job.trainer.layout
     batch_index = (np.int32 if layout is None
                    else lambda i: layout.put(np.int32(i), layout.replicated))
     pending: list[tuple[int, Any, Any]] = []
@@ -303,80 +283,119 @@ def train_batches(
         while len(pending) > keep:
             j, m, ev = pending.pop(0)
             m, ev = jax.device_get((m, ev))
-            if not run.log.all_failed:
-                run.log.add_batch(j, m, ev)
-                run.log.marks.append(((j + 1) * cfg.frames_per_batch, time.perf_counter() - t0))
+            if not job.log.all_failed:
+                job.log.add_batch(j, m, ev)
+                job.log.marks.append(((j + 1) * cfg.frames_per_batch, time.perf_counter() - t0))
                 if on_batch is not None:
                     on_batch(j, m, ev)
 
-    i = run.start
+    i = job.start
     try:
-        while i < stop and not run.log.all_failed:
-            states, m = update(run.states, batch_index(i))
-            run.states = states
+        while i < stop and not job.log.all_failed:
+            states, m = update(job.states, batch_index(i))
+            job.states = states
             ev = evaluate(states, batch_index(i)) if cfg.is_eval_batch(i) else None
             pending.append((i, m, ev))
             i += 1
             drain(keep=1)  # read batch i-1 while batch i runs
             if checkpoint_every and i % checkpoint_every == 0 and i < stop:
                 drain(keep=0)
-                run.start = i
-                if on_checkpoint is not None and not run.log.all_failed:
-                    on_checkpoint(run)
+                job.start = i
+                if on_checkpoint is not None and not job.log.all_failed:
+                    on_checkpoint(job)
         drain(keep=0)
-        jax.block_until_ready(run.states)
+        jax.block_until_ready(job.states)
     finally:
-        run.log.run_seconds += time.perf_counter() - t0
-    run.start = i
-    return run
+        job.log.run_seconds += time.perf_counter() - t0
+    job.start = i
+    return job
 
 
 def run_training(
-    config: PPOConfig,
+    start: Runs | checkpoint.Saved,
     *,
     out: str,
-    num_seeds: int = 1,
-    sweep: list[dict[str, Any]] | None = None,
     devices: int | str | None = None,
     checkpoint_every: int = 0,
     keep: int = 3,
     save_final: bool = True,
-    resume: bool = False,
     progress_factory: Callable[[int], Any] | None = None,
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
-) -> tuple[dict[str, Any], Run]:
-    """Train (or continue) a run into ``out``; returns (the summary written to metrics.json,
-    the finished :class:`Run`). Checkpoints every ``checkpoint_every`` batches (0: only at
-    the end, if ``save_final``); metrics.json is rewritten at every checkpoint."""
-    run = prepare(config, num_seeds=num_seeds, sweep=sweep, devices=devices,
-                  resume_dir=out if resume else None, announce=announce, init_from=init_from)
-    ckpt_dir = os.path.join(out, "checkpoints")
-    progress = progress_factory(run.start) if progress_factory else None
+) -> tuple[dict[str, Any], Job]:
+    """Train a new job (``start``: its runs) or continue a saved one (``start``: its
+    checkpoint) into the run directory ``out``; returns (the summary written to
+    metrics.json, the finished :class:`Job`). Checkpoints every ``checkpoint_every`` batches
+    (0: only at the end, if ``save_final``); metrics.json is rewritten at every checkpoint."""
+    job = prepare(start, devices=devices, announce=announce, init_from=init_from)
+    ckpt_dir = checkpoint.run_checkpoints(out)
+    progress = progress_factory(job.start) if progress_factory else None
 
-    def save(r: Run) -> None:
+    def save(j: Job) -> None:
         # metrics first: a run killed in between resumes from the older checkpoint and cuts
         # the metrics back to it; never the other way round (a checkpoint ahead of its metrics)
-        r.log.write(out, curves=False)
-        checkpoint.save(ckpt_dir, r.trainer, r.states, runs=r.runs, keep=keep,
-                        extra_meta=checkpoint_meta(r.log))
+        j.log.write(out, curves=False)
+        checkpoint.save(ckpt_dir, j.trainer, j.states, runs=j.runs, keep=keep,
+                        extra_meta=checkpoint_meta(j.log))
 
     try:
-        train_batches(run, on_batch=progress, on_checkpoint=save,
+        train_batches(job, on_batch=progress, on_checkpoint=save,
                       checkpoint_every=checkpoint_every)
     finally:
         if progress is not None:
             progress.close()
     if save_final:
-        save(run)
-    summary = run.log.write(out, curves=True)
-    return summary, run
+        save(job)
+    summary = job.log.write(out, curves=True)
+    return summary, job
 
 
 def checkpoint_meta(log: RunLog) -> dict[str, Any]:
-    """Per-seed facts of a checkpoint that the state alone does not show."""
+    """Per-run facts of a checkpoint that the state alone does not show."""
     return {
         "last_eval_return": [s[-1] if s else None for s in log.history["eval_return"]],
         "last_eval_frames": [s[-1] if s else None for s in log.history["eval_frames"]],
         "failed_batch": log.failed,
     }
+
+
+def fit(
+    config: PPOConfig | None = None,
+    *,
+    num_seeds: int = 1,
+    sweep: list[dict[str, Any]] | None = None,
+    out: str | None = None,
+    devices: int | str | None = None,
+    checkpoint_every: int = 0,
+    on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[PPOState, dict[str, Any]]:
+    """Train like ``scripts/train.py`` and return ``(states [R, ...], metrics)``: the final
+    train state of every run (R = ``num_seeds`` times the points of ``sweep``) and the dict
+    ``metrics.json`` holds. With ``out`` the run directory is written as the command writes
+    it (metrics.json, curves.png, checkpoints); without, nothing is written. ``on_batch(i,
+    metrics [R], eval [R] or None)`` is called after each batch, between program calls."""
+    runs = Runs(config or PPOConfig(), num_seeds, sweep)
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        summary, job = run_training(runs, out=out, devices=devices,
+                                    checkpoint_every=checkpoint_every, announce=announce,
+                                    progress_factory=None if on_batch is None
+                                    else (lambda _: _Callback(on_batch)))
+        return job.states, summary
+    job = prepare(runs, devices=devices, announce=announce)
+    train_batches(job, on_batch=on_batch)
+    return job.states, job.log.summary()
+
+
+class _Callback:
+    """A plain ``on_batch`` function in the place of a progress bar."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, i, m, ev):
+        self.fn(i, m, ev)
+
+    def close(self):
+        pass

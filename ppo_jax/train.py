@@ -14,18 +14,18 @@
                                         last good state
         evaluate_after (config.is_eval_batch(i))   deterministic episode of up to eval_max_steps
 
-The host driver (:mod:`ppo_jax.programs`, :mod:`ppo_jax.runner`) compiles the same pieces
-for K seeds as three programs, ``init_seeds``, ``update_seeds`` and ``evaluate_seeds``, and
-calls them batch by batch: the state stays on the device, only each batch's metrics come
-back, and no program holds a host callback, so all three live in JAX's persistent
-compilation cache.
+A :class:`Trainer` is one run's PPO. The host driver (:mod:`ppo_jax.programs`,
+:mod:`ppo_jax.runner`) compiles the same pieces for R runs at once as three programs
+(``init``, ``update`` = :meth:`Trainer.update_step`, ``evaluate`` =
+:meth:`Trainer.evaluate_after`) and calls them batch by batch: the state stays on the device,
+only each batch's metrics come back, and no program holds a host callback, so all three live
+in JAX's persistent compilation cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,20 +35,20 @@ from flax import struct
 from ppo_jax import distributions, gae as gae_lib
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import EnvState, InvertedDoublePendulum, VectorEnv
-from ppo_jax.evaluate import make_policy, run_episode
+from ppo_jax.acting import eval_episode_key, make_policy, run_episode
 from ppo_jax.hyper import Hyper, hyper_of
 from ppo_jax.losses import LossMetrics, Minibatch, Params, ppo_loss
 from ppo_jax.networks import Actor, Critic
 from ppo_jax.normalization import ObsNormStats, init_stats, normalize
-from ppo_jax.optim import lr_at_batch, make_optimizer
-from ppo_jax.parallel import RUNS, Layout
+from ppo_jax.optim import lr_at_batch, make_optimizer, with_hyper
+from ppo_jax.parallel import Layout
 
 MATMUL = {"highest": "highest", "tf32": "tensorfloat32", "default": None}
 
 
 @struct.dataclass
 class PPOState:
-    """Everything a run carries from batch to batch (one seed; ``[K, ...]`` for K seeds).
+    """Everything a run carries from batch to batch (one run; ``[R, ...]`` for R runs).
 
     Attributes:
       params: actor and critic parameters.
@@ -74,11 +74,6 @@ class PPOState:
     hyper: Hyper
     batches_done: jax.Array
     failed_batch: jax.Array
-
-
-def eval_episode_key(eval_key: jax.Array, batch: jax.Array | int, episode: int = 0) -> jax.Array:
-    """Key of evaluation episode ``episode`` after batch ``batch`` (training logs episode 0)."""
-    return jax.random.fold_in(jax.random.fold_in(eval_key, batch), episode)
 
 
 @struct.dataclass
@@ -111,31 +106,38 @@ class EvalMetrics:
 
 @struct.dataclass
 class BatchMetrics:
-    """Per-batch scalars. Loss terms are means over the batch's minibatch updates.
+    """Per-batch scalars of one run.
 
     ``reward``: mean reward of the batch; ``step_count``: its max ``step_count`` (TorchRL's);
-    ``lr``: learning rate of the batch; ``evaluated``: whether an evaluation followed the
-    batch, with ``eval_return`` (sum of rewards) and ``eval_steps`` (TorchRL's
-    ``step_count.max()`` = episode length - 1), else 0; ``grad_norm``: mean global norm
-    before clipping; ``finite``: False if this batch produced NaN/Inf (then discarded).
+    ``lr``: learning rate of the batch; ``grad_norm``: mean global norm before clipping;
+    ``finite``: False if this batch produced NaN/Inf (then discarded); ``losses``: the loss
+    terms (:class:`~ppo_jax.losses.LossMetrics`), means over the batch's minibatch updates.
     """
 
     reward: jax.Array
     step_count: jax.Array
     lr: jax.Array
-    loss: jax.Array
-    loss_objective: jax.Array
-    loss_critic: jax.Array
-    loss_entropy: jax.Array
-    entropy: jax.Array
-    clip_fraction: jax.Array
-    kl_approx: jax.Array
-    ESS: jax.Array
     grad_norm: jax.Array
-    evaluated: jax.Array
-    eval_return: jax.Array
-    eval_steps: jax.Array
     finite: jax.Array
+    losses: LossMetrics
+
+    def scalars(self) -> dict[str, jax.Array]:
+        """Every per-batch metric by its ``metrics.json`` name (the loss terms flattened)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "losses"}
+        out.update({f.name: getattr(self.losses, f.name)
+                    for f in dataclasses.fields(self.losses)})
+        return out
+
+
+@struct.dataclass
+class TrainMetrics:
+    """What :meth:`Trainer.train` returns per batch: the batch's metrics, whether an
+    evaluation followed it and, if so, its result (zeros otherwise)."""
+
+    batch: BatchMetrics
+    evaluated: jax.Array
+    eval: EvalMetrics
 
 
 def _tree_where(pred, a, b):
@@ -149,7 +151,9 @@ def _all_finite(tree) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-    """Pure functions of one config (built by :func:`make_train`)."""
+    """One run's PPO: pure functions of one config (built by :func:`make_train`). The
+    sweepable hyperparameters (:class:`~ppo_jax.hyper.Hyper`) are arguments, not config:
+    they are traced values of the run's state."""
 
     config: PPOConfig
     env: InvertedDoublePendulum
@@ -174,9 +178,9 @@ class Trainer:
         """Mark ``tree``'s env (or minibatch) axis as split over the layout's env devices."""
         return tree if self.layout is None else self.layout.constrain_envs(tree, axis)
 
-    def init(self, key: jax.Array, hyper: Hyper | None = None) -> PPOState:
+    def init(self, key: jax.Array, hyper: Hyper) -> PPOState:
         """Statistics, parameters, optimizer and envs for a run seeded by ``key``, with the
-        sweepable hyperparameters ``hyper`` (default: the config's)."""
+        sweepable hyperparameters ``hyper`` (``hyper_of(config)``: the config's)."""
         cfg = self.config
         k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
         stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
@@ -184,12 +188,12 @@ class Trainer:
         params = self.init_params(k_params)
         return PPOState(
             params=params,
-            opt_state=self.optimizer.init(params),
+            opt_state=with_hyper(self.optimizer.init(params), cfg, hyper),
             obs_stats=stats,
             env_state=self._envs_split(VectorEnv(self.env, cfg.num_envs).reset(k_env)),
             key=k_run,
             eval_key=k_eval,
-            hyper=hyper_of(cfg) if hyper is None else hyper,
+            hyper=hyper,
             batches_done=jnp.int32(0),
             failed_batch=jnp.int32(-1),
         )
@@ -223,11 +227,10 @@ class Trainer:
         return jax.lax.scan(step, env_state, keys)
 
     def advantages(
-        self, critic_params, batch: Transition, hyper: Hyper | None = None
+        self, critic_params, batch: Transition, hyper: Hyper
     ) -> tuple[jax.Array, jax.Array]:
         """GAE with the given critic on a ``[T, N]`` batch (standardized if configured)."""
         cfg = self.config
-        hyper = hyper_of(cfg) if hyper is None else hyper
         values = self.critic_apply(critic_params, batch.obs)
         next_values = self.critic_apply(critic_params, batch.next_obs)
         adv, target = gae_lib.gae(
@@ -243,9 +246,8 @@ class Trainer:
             adv = gae_lib.standardize(adv)
         return adv, target
 
-    def loss_fn(self, params: Params, mb: Minibatch, key: jax.Array, hyper: Hyper | None = None):
+    def loss_fn(self, params: Params, mb: Minibatch, key: jax.Array, hyper: Hyper):
         cfg = self.config
-        hyper = hyper_of(cfg) if hyper is None else hyper
         return ppo_loss(
             params,
             mb,
@@ -259,11 +261,9 @@ class Trainer:
         )
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
-               hyper: Hyper | None = None):
+               hyper: Hyper):
         """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement."""
         cfg = self.config
-        hyper = hyper_of(cfg) if hyper is None else hyper
-        optimizer = make_optimizer(cfg, hyper)
         n = cfg.frames_per_batch
         used = cfg.num_minibatches * cfg.minibatch_size
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
@@ -272,7 +272,8 @@ class Trainer:
             params, opt_state = carry
             mb, k = xs
             (_, metrics), grads = grad_fn(params, mb, k, hyper)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
+            opt_state = with_hyper(opt_state, cfg, hyper)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state), (metrics, optax.global_norm(grads))
 
@@ -305,8 +306,8 @@ class Trainer:
         return run_episode(self.env, policy, key, self.config.eval_max_steps)
 
     def update_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
-        """Batch ``i``: collect, update, NaN guard. The returned metrics carry no evaluation
-        (``evaluated`` False); :meth:`batch_step` adds it."""
+        """Batch ``i``: collect, update, NaN guard (no evaluation: :meth:`batch_step` adds
+        it)."""
         cfg = self.config
         key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
@@ -333,11 +334,8 @@ class Trainer:
             step_count=batch.step_count.max(),
             lr=lr_at_batch(cfg, i, state.hyper.lr),
             grad_norm=gnorm,
-            evaluated=jnp.bool_(False),
-            eval_return=jnp.float32(0.0),
-            eval_steps=jnp.int32(0),
             finite=finite,
-            **{f.name: getattr(lm, f.name) for f in dataclasses.fields(LossMetrics)},
+            losses=lm,
         )
         return state, metrics
 
@@ -349,68 +347,30 @@ class Trainer:
             eval_return=res.episode_return.astype(jnp.float32), eval_steps=res.length - 1
         )
 
-    def batch_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
+    def batch_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, TrainMetrics]:
         """Batch ``i`` with its evaluation (an UNbatched ``i`` keeps the ``cond`` a branch
         under vmap). What :meth:`train` scans; the host driver runs the same two halves,
         :meth:`update_step` and :meth:`evaluate_after`, as separate programs."""
         state, m = self.update_step(state, i)
+        none = EvalMetrics(eval_return=jnp.float32(0.0), eval_steps=jnp.int32(0))
         if not self.config.eval_batches:
-            return state, m
+            return state, TrainMetrics(batch=m, evaluated=jnp.bool_(False), eval=none)
         evaluated = self.config.is_eval_batch(i) & m.finite
-        ev = jax.lax.cond(
-            evaluated,
-            lambda s: self.evaluate_after(s, i),
-            lambda s: EvalMetrics(eval_return=jnp.float32(0.0), eval_steps=jnp.int32(0)),
-            state,
-        )
-        return state, m.replace(
-            evaluated=evaluated, eval_return=ev.eval_return, eval_steps=ev.eval_steps
-        )
+        ev = jax.lax.cond(evaluated, lambda s: self.evaluate_after(s, i), lambda s: none, state)
+        return state, TrainMetrics(batch=m, evaluated=evaluated, eval=ev)
 
-    # --- programs -----------------------------------------------------------------------
-    def train(self, key: jax.Array) -> tuple[PPOState, BatchMetrics]:
-        """The whole run for one seed as ONE pure program (init, then a scan of
-        :meth:`batch_step`): jit- and vmap-able. Metrics are ``[num_batches]``."""
-        with _precision(self.config):
-            state = self.init(key)
+    def train(self, key: jax.Array) -> tuple[PPOState, TrainMetrics]:
+        """The whole run for one seed, with the config's hyperparameters, as ONE pure program
+        (init, then a scan of :meth:`batch_step`): jit- and vmap-able. Metrics are
+        ``[num_batches]``."""
+        with precision(self.config):
+            state = self.init(key, hyper_of(self.config))
             return jax.lax.scan(
                 self.batch_step, state, jnp.arange(self.config.num_batches, dtype=jnp.int32)
             )
 
-    # The host driver's programs act on R runs at once (leading axis R: seeds, times the
-    # points of a sweep). With R = 1 the run axis is squeezed away inside the program rather
-    # than vmapped.
-    def init_seeds(self, keys: jax.Array, hypers: Hyper | None = None) -> PPOState:
-        """``keys [R]`` (and ``hypers [R]``, default: the config's for every run) ->
-        ``PPOState [R, ...]``."""
-        if hypers is None:
-            hypers = jax.tree_util.tree_map(
-                lambda x: jnp.broadcast_to(x, keys.shape[:1]), hyper_of(self.config))
-        with _precision(self.config):
-            return self._over_runs(self.init, keys, hypers)
 
-    def update_seeds(self, states: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
-        """:meth:`update_step` of batch ``i`` for every run; metrics ``[R]``."""
-        with _precision(self.config):
-            return self._over_runs(lambda s: self.update_step(s, i), states)
-
-    def evaluate_seeds(self, states: PPOState, i: jax.Array) -> EvalMetrics:
-        """:meth:`evaluate_after` batch ``i`` for every run; ``[R]``."""
-        with _precision(self.config):
-            return self._over_runs(lambda s: self.evaluate_after(s, i), states)
-
-    def _over_runs(self, fn: Callable, *trees):
-        """``fn`` applied to every slice of the leading run axis (vmap, splitting that axis
-        over the layout's rows of runs; R = 1: squeezed)."""
-        k = jax.tree_util.tree_leaves(trees)[0].shape[0]
-        if k == 1:
-            out = fn(*jax.tree_util.tree_map(lambda x: x[0], trees))
-            return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], out)
-        spmd = RUNS if self.layout is not None else None
-        return jax.vmap(fn, spmd_axis_name=spmd)(*trees)
-
-
-def _precision(config: PPOConfig):
+def precision(config: PPOConfig):
     """Matmul precision of the traced program (``None``: JAX's default)."""
     value = MATMUL[config.matmul_precision]
     return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)

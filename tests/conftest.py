@@ -4,7 +4,6 @@ identical programs built in different tests (or by CLI subprocesses) compile onc
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -13,19 +12,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=4").strip()
-# MuJoCo reads MUJOCO_GL once, at its first import: the video tests render for real with
-# OSMesa (apt-get install libosmesa6) unless the caller chose a backend.
-os.environ.setdefault("MUJOCO_GL", "osmesa")
+# MuJoCo reads MUJOCO_GL once, at its first import: the backend is picked as the commands
+# pick it (OSMesa, else EGL, unless MUJOCO_GL is set); the render tests skip where none works.
+from ppo_jax.gl import default_offscreen_backend  # noqa: E402
+
+default_offscreen_backend()
 _CACHE = os.environ.setdefault(
     "PPO_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ppo_jax_test_xla_cache")
 )
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from ppo_jax.programs import enable_compile_cache  # noqa: E402
+from ppo_jax.compile_cache import enable_compile_cache  # noqa: E402
+from ppo_jax.config import PPOConfig  # noqa: E402
 
 enable_compile_cache(_CACHE)
 
@@ -51,19 +52,61 @@ def x64():
         jax.config.update("jax_enable_x64", prev)
 
 
-TINY_TRAIN = ("--total-frames 600 --frames-per-batch 200 --num-envs 4 --minibatch-size 40 "
-              "--num-epochs 2 --hidden-sizes 16 16 --eval-every 2 --eval-max-steps 50 "
-              "--init-stats-frames 100").split()
+# The tests' config is the "tiny" preset (3 batches of 200 frames from 4 envs, 16x16
+# networks): one declaration, in ppo_jax.config.PRESETS, which the CLI also takes.
+TINY_FLAGS = ("--preset", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> PPOConfig:
+    return PPOConfig.from_preset("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_flags() -> tuple[str, ...]:
+    """``scripts/train.py`` flags of :func:`tiny_config`."""
+    return TINY_FLAGS
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> str:
-    """Run directory of a tiny training run (3 batches of 200 frames, 16x16 networks), made
-    by ``scripts/train.py`` with the session's compilation cache."""
+    """Run directory of a tiny training run, made by ``scripts/train.py`` with the session's
+    compilation cache (in-process: its programs are shared with other tests; with the
+    policy video where rendering works)."""
     from ppo_jax.commands import train
 
     out = str(tmp_path_factory.mktemp("tiny_run") / "run")
-    # in-process (the programs are shared with other tests); with the policy video
-    assert train.main([*TINY_TRAIN, "--out", out, "--compile-cache-dir", _CACHE,
+    assert train.main([*TINY_FLAGS, "--out", out, "--compile-cache-dir", _CACHE,
                        "--no-progress"]) == 0
     return out
+
+
+def _rendering_works() -> str | None:
+    """None when MuJoCo's offscreen renderer can make a context here, else why not."""
+    import mujoco
+
+    try:
+        mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco/>"), 8, 8).close()
+    except Exception as e:  # no backend, or one that cannot make a context
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def rendering():
+    """Skip the test unless an offscreen GL context can be made (CI installs OSMesa)."""
+    why = _rendering_works()
+    if why is not None and os.environ.get("CI"):  # CI installs OSMesa: it must render
+        pytest.fail(f"CI cannot render: {why}")
+    if why is not None:
+        pytest.skip(f"no offscreen GL for MuJoCo (MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
+                    f"{why}); {'sudo ' if os.geteuid() else ''}apt-get install libosmesa6 "
+                    "and MUJOCO_GL=osmesa")
+
+
+@pytest.fixture(scope="session")
+def jx():
+    """ppo_jax's side of the TorchRL parity tests (``tests/parity.py``), compiled once."""
+    from parity import JaxSide
+
+    return JaxSide()

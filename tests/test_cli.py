@@ -22,7 +22,6 @@ from ppo_jax.cli import CLIError
 from ppo_jax.commands import train as train_cmd
 from ppo_jax.envs import ENV_ID
 
-from conftest import TINY_TRAIN as TINY
 
 
 def run(root, script, *args, cache=None, timeout=900, env=None):
@@ -52,12 +51,12 @@ def assert_one_line_error(proc, code=2, words=""):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, compile_cache_dir):
+def runs(tmp_path_factory, compile_cache_dir, tiny_flags):
     """A: checkpoint every batch. B: one go. C: A's run stopped after batch 1, resumed."""
     base = tmp_path_factory.mktemp("runs")
     a, b, c = (str(base / n) for n in "abc")
-    assert train(*TINY, "--checkpoint-every", "1", "--out", a, cache=compile_cache_dir) == 0
-    assert train(*TINY, "--out", b, cache=compile_cache_dir) == 0
+    assert train(*tiny_flags, "--checkpoint-every", "1", "--out", a, cache=compile_cache_dir) == 0
+    assert train(*tiny_flags, "--out", b, cache=compile_cache_dir) == 0
     shutil.copytree(a, c)
     for step in ("2", "3"):  # as if killed after batch 1 was saved
         shutil.rmtree(os.path.join(c, "checkpoints", step))
@@ -68,7 +67,7 @@ def runs(tmp_path_factory, compile_cache_dir):
 def restore(path):
     from ppo_jax import checkpoint
 
-    return checkpoint.restore(os.path.join(path, "checkpoints"))
+    return checkpoint.restore(path)
 
 
 def params_of(path):
@@ -97,7 +96,7 @@ def test_checkpoint_holds_everything(runs):
 
     trainer, states, meta = restore(runs["a"])
     assert meta["batches_done"] == 3 and meta["frames"] == 600 and meta["num_seeds"] == 1
-    assert meta["batches_done_per_seed"] == [3] and meta["frames_per_seed"] == [600]
+    assert meta["batches_done_per_run"] == [3] and meta["frames_per_run"] == [600]
     assert meta["env_id"] == ENV_ID and meta["versions"]["jax"]
     logged = json.load(open(os.path.join(runs["a"], "metrics.json")))["eval_return"][-1]
     assert meta["last_eval_return"] == [logged] and meta["last_eval_frames"] == [600]
@@ -146,15 +145,15 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
                                      "--seed", "3", "--stochastic", cache=compile_cache_dir)
 
 
-def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path):
+def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path, tiny_flags):
     """A fresh cache: the first process compiles and stores, the second loads every program
     (no tracing, no compiling) and trains to the same result. (One-device programs in
     processes that have four devices: each loads onto the device it was compiled for.)"""
     cache = str(tmp_path / "cache")
-    first = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "one"), cache=cache)
+    first = run(root_dir, "train.py", *tiny_flags, "--out", str(tmp_path / "one"), cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "compiling the training programs" in first.stdout
-    second = run(root_dir, "train.py", *TINY, "--out", str(tmp_path / "two"), cache=cache)
+    second = run(root_dir, "train.py", *tiny_flags, "--out", str(tmp_path / "two"), cache=cache)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "loaded the training programs" in second.stdout
     m1 = json.load(open(tmp_path / "one" / "metrics.json"))
@@ -172,11 +171,11 @@ def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path):
     assert m2["reward"] == m1["reward"] and m2["eval_return"] == m1["eval_return"]
 
 
-def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir):
+def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir, tiny_flags):
     """A learning rate that overflows the parameters: exit 1 with one line naming the batch;
     metrics.json holds every batch up to it, the checkpoint the last good state."""
     out = str(tmp_path / "nan")
-    p = run(root_dir, "train.py", *TINY, "--lr", "1e38", "--out", out, cache=compile_cache_dir)
+    p = run(root_dir, "train.py", *tiny_flags, "--lr", "1e38", "--out", out, cache=compile_cache_dir)
     assert_one_line_error(p, code=1, words="NaN/Inf")
     m = json.load(open(os.path.join(out, "metrics.json")))
     bad = m["failed_batch"]
@@ -188,14 +187,14 @@ def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir):
     assert all(np.isfinite(x).all() for x in params_of(out))
 
 
-def test_existing_run_is_not_overwritten(runs, compile_cache_dir):
+def test_existing_run_is_not_overwritten(runs, compile_cache_dir, tiny_flags):
     before = sorted(os.listdir(os.path.join(runs["a"], "checkpoints")))
     with pytest.raises(CLIError, match="already holds a run"):
-        train_cmd.main([*TINY, "--out", runs["a"], "--compile-cache-dir", compile_cache_dir])
+        train_cmd.main([*tiny_flags, "--out", runs["a"], "--compile-cache-dir", compile_cache_dir])
     assert sorted(os.listdir(os.path.join(runs["a"], "checkpoints"))) == before
 
 
-def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch):
+def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_flags):
     """The second checkpoint cannot be written (disk full): one line, exit 1, and what was
     written before (metrics, the first checkpoint) is intact and restorable."""
     from ppo_jax import checkpoint
@@ -212,7 +211,7 @@ def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch):
     monkeypatch.setattr(checkpoint, "save", failing_save)
     out = str(tmp_path / "full")
     with pytest.raises(CLIError, match="No space left on device") as err:
-        train_cmd.main([*TINY, "--checkpoint-every", "1", "--out", out,
+        train_cmd.main([*tiny_flags, "--checkpoint-every", "1", "--out", out,
                         "--compile-cache-dir", compile_cache_dir, "--no-progress", "--no-video"])
     assert err.value.code == 1 and "\n" not in str(err.value)
     m = json.load(open(os.path.join(out, "metrics.json")))
@@ -305,7 +304,7 @@ def test_readable_corruption_may_succeed_silently(runs, root_dir, tmp_path, comp
     assert (p.returncode == 0 and p.stderr.strip() == "") or len(p.stderr.strip().splitlines()) == 1
 
 
-def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, runs):
+def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, runs, tiny_flags):
     """SIGKILL at random moments while checkpoints are written, then restore and resume: the
     restore picks the last fully committed step, and the resumed run ends bit-identical to
     an uninterrupted one (run B of the ``runs`` fixture)."""
@@ -315,7 +314,7 @@ def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, ru
     killed_mid_write = 0
     for attempt in range(3):
         out = str(tmp_path / f"kill{attempt}")
-        cmd = [sys.executable, os.path.join(root_dir, "scripts", "train.py"), *TINY,
+        cmd = [sys.executable, os.path.join(root_dir, "scripts", "train.py"), *tiny_flags,
                "--checkpoint-every", "1", "--out", out, "--compile-cache-dir", compile_cache_dir,
                "--no-progress", "--no-video"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

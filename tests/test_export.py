@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
-from ppo_jax import checkpoint, export, mujoco_sim  # noqa: E402
+from ppo_jax import checkpoint, evaluate, export, mujoco_sim  # noqa: E402
 from ppo_jax.cli import CLIError  # noqa: E402
 
 
@@ -27,7 +27,7 @@ def export_script(root_dir):
 
 @pytest.fixture(scope="module")
 def restored(tiny_run):
-    trainer, states, meta = checkpoint.restore(os.path.join(tiny_run, "checkpoints"))
+    trainer, states, meta = checkpoint.restore(tiny_run)
     return trainer, jax.tree_util.tree_map(lambda x: x[0], states)
 
 
@@ -86,11 +86,11 @@ def test_torchrl_rollout_scores_as_mujoco_sim(exported, restored):
     trainer, state = restored
     env = mujoco_sim.MujocoEnv()
     # TorchRL's DETERMINISTIC action of a TanhNormal is tanh(loc): ppo_jax's "tanh_loc"
-    policy = mujoco_sim.make_host_policy(trainer.actor_apply, state.params.actor,
-                                         state.obs_stats, "tanh_loc")
+    policy = evaluate.make_host_policy(trainer.actor_apply, state.params.actor,
+                                       state.obs_stats, "tanh_loc")
     for seed in (0, 1, 2):
         ret, steps, qpos, qvel = torchrl_episode(exported, seed)
-        ours = mujoco_sim.run_episode(env, policy, qpos, qvel, 1000)
+        ours = evaluate.mujoco_episode(env, policy, qpos, qvel, 1000)
         assert ours.length == steps
         np.testing.assert_allclose(ret, ours.episode_return, rtol=1e-6)  # measured ~1e-8
 
@@ -126,7 +126,7 @@ def test_cli_bad_inputs(export_script, tiny_run, tmp_path):
         export_script.main([tiny_run, "/proc/forbidden/x.pt"])
     assert "cannot write" in str(e.value)
     with pytest.raises(CLIError):
-        export_script.main([tiny_run, str(tmp_path / "x.pt"), "--seed-index", "1"])
+        export_script.main([tiny_run, str(tmp_path / "x.pt"), "--run-index", "1"])
 
 
 def test_without_torch_one_line_and_exit(root_dir, tmp_path):
@@ -150,7 +150,9 @@ def test_init_from_torchrl_starts_from_the_export(exported, restored):
 
     trainer, state = restored
     init_from = export.load_torchrl_export(exported, trainer.config)
-    run = runner.prepare(trainer.config, num_seeds=1, init_from=init_from)
+    from ppo_jax.hyper import Runs
+
+    run = runner.prepare(Runs(trainer.config), init_from=init_from)
     for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
                     jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_array_equal(a[0], b)

@@ -14,14 +14,15 @@ import pytest
 
 from ppo_jax import runner
 from ppo_jax.config import PPOConfig
+from ppo_jax.hyper import Runs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def trained():
-    run = runner.prepare(PPOConfig(total_frames=100_000, seed=0), num_seeds=1)
-    return runner.train_batches(run)
+    job = runner.prepare(Runs(PPOConfig(total_frames=100_000, seed=0)))
+    return runner.train_batches(job)
 
 
 def test_tutorial_config_learns_to_balance(trained):
@@ -39,12 +40,11 @@ def test_trained_policy_scores_the_same_in_mujoco_c(trained):
     start states of MJX's evaluations scores what it scores in MJX."""
     import jax
 
-    from ppo_jax import mujoco_sim
-    from ppo_jax.train import eval_episode_key
+    from ppo_jax import evaluate
 
     state = jax.tree_util.tree_map(lambda x: x[0], trained.states)
-    keys = jax.numpy.stack([eval_episode_key(state.eval_key, 99, j) for j in range(10)])
-    res = mujoco_sim.compare_sims(trained.trainer, state, keys)
+    keys = evaluate.episode_keys(state.eval_key, 100, 10)
+    res = evaluate.compare_sims(trained.trainer, state, keys)
     mjx_r, c_r = np.asarray(res["mjx"]["returns"]), np.asarray(res["mujoco"]["returns"])
     steps = np.asarray(res["mujoco"]["steps"])
     # an episode held for 1000 steps in MJX is held in MuJoCo C, with the same return (a

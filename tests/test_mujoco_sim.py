@@ -19,12 +19,8 @@ import jax.numpy as jnp
 import mujoco
 
 from ppo_jax.envs import InvertedDoublePendulum
-from ppo_jax.mujoco_sim import (
-    MujocoEnv,
-    default_solver_model,
-    evaluate_checkpoint,
-    run_actions,
-)
+from ppo_jax.evaluate import evaluate_checkpoint
+from ppo_jax.mujoco_sim import MujocoEnv, default_solver_model, run_actions
 
 E, T = 8, 100
 

@@ -22,15 +22,14 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_TRAIN
-from ppo_jax import checkpoint, cli, programs, runner
+from ppo_jax import checkpoint, cli, compile_cache, programs, runner
 from ppo_jax.commands import train as train_cmd
 from ppo_jax.config import PPOConfig
 from ppo_jax.hyper import Runs, parse_sweep
 from ppo_jax.parallel import LayoutError, choose_devices, gather, make_layout
 
-TINY = cli.make_config(PPOConfig(), cli.config_overrides(
-    train_cmd.build_parser().parse_args(TINY_TRAIN)))
+TINY = PPOConfig.from_preset("tiny")  # conftest's tiny_config, needed at module level here
+TINY_FLAGS = ("--preset", "tiny")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -44,9 +43,9 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _train(out, devices, **kw):
-    """``(summary, run, out)`` of TINY on ``devices`` devices, a checkpoint every batch."""
+    """``(summary, job, out)`` of TINY on ``devices`` devices, a checkpoint every batch."""
     os.makedirs(out)
-    summary, run = runner.run_training(TINY, out=str(out), devices=devices,
+    summary, run = runner.run_training(Runs(TINY), out=str(out), devices=devices,
                                        checkpoint_every=1, **kw)
     return summary, run, str(out)
 
@@ -61,7 +60,8 @@ def four(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("four") / "run", devices=4)
 
 
-def test_tiny_config_is_the_conftest_one():
+def test_tiny_config_splits_over_four_devices(tiny_config):
+    assert TINY == tiny_config
     assert TINY.num_envs == 4 and TINY.minibatch_size % 4 == 0 and TINY.num_batches == 3
 
 
@@ -89,10 +89,10 @@ def test_the_program_store_serves_four_device_programs(four):
     every device by default, it would ask for one shard of each argument per device.)"""
     run = four[1]
     key = programs.program_key(run.trainer, run.runs.num_runs, "evaluate")
-    loaded = programs.load_stored("evaluate", key)
+    loaded = compile_cache.load_stored("evaluate", key)
     assert loaded is not None
     stored, info = loaded
-    assert info.source == programs.STORE_DIR
+    assert info.source == compile_cache.STORE_DIR
     layout = run.trainer.layout
     i = layout.put(np.int32(TINY.num_batches - 1), layout.replicated)
     got, want = stored(run.states, i), run.programs.evaluate(run.states, i)
@@ -117,7 +117,7 @@ def test_resume_across_device_counts(one, four, tmp_path, saved_on, resumed_on):
     src_dir = {1: one, 4: four}[saved_on][2]
     target = {1: one, 4: four}[resumed_on][1]
     out = _first_checkpoint_only(src_dir, tmp_path / "cut")
-    summary, run = runner.run_training(TINY, out=out, devices=resumed_on, resume=True)
+    summary, run = runner.run_training(checkpoint.open_saved(out), out=out, devices=resumed_on)
     assert (run.trainer.layout is None) == (resumed_on == 1)
     assert summary["batch"] == [0, 1, 2]
     assert rel_diff(flat_params(run.states), flat_params(target.states)) < 1e-5
@@ -129,12 +129,12 @@ def test_restore_lays_out_over_any_mesh(one, four):
     both give the saved values bit for bit."""
     _, r1, dir1 = one
     _, r4, dir4 = four
-    trainer, state, _ = cli.restore_seed(dir4, None, 0)
+    trainer, state, _ = checkpoint.restore_run(dir4, None, 0)
     np.testing.assert_array_equal(
         np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(state.params)]),
         flat_params(r4.states))
     layout = make_layout(1, TINY.num_envs, 4)
-    _, states, _ = checkpoint.restore(os.path.join(dir1, "checkpoints"), layout=layout)
+    _, states, _ = checkpoint.restore(dir1, layout=layout)
     assert states.env_state.obs.sharding.spec == layout.state_shardings(states).env_state.obs.spec
     np.testing.assert_array_equal(flat_params(states), flat_params(r1.states))
     np.testing.assert_array_equal(gather(states.env_state.obs), gather(r1.states.env_state.obs))
@@ -144,15 +144,15 @@ def test_restore_lays_out_over_any_mesh(one, four):
 def test_sweep_equals_runs_one_by_one(tmp_path, one):
     sweep = parse_sweep(["lr=3e-4,1e-3", "clip_epsilon=0.1,0.2"], TINY)
     os.makedirs(tmp_path / "sweep")
-    summary, run = runner.run_training(TINY, out=str(tmp_path / "sweep"), num_seeds=2,
-                                       sweep=sweep, devices=4, checkpoint_every=0)
+    summary, run = runner.run_training(Runs(TINY, 2, sweep), out=str(tmp_path / "sweep"),
+                                       devices=4, checkpoint_every=0)
     runs = run.runs
     assert runs.num_runs == 8 and run.trainer.layout.run_shards == 4
     assert [r["seed"] for r in summary["runs"]] == [0, 1] * 4
     assert [r["lr"] for r in summary["runs"]] == [3e-4] * 4 + [1e-3] * 4
     for r in range(8):
         cfg = runs.config_of(r).replace(seed=runs.seed_of(r))
-        single = runner.prepare(cfg, devices=1)
+        single = runner.prepare(Runs(cfg), devices=1)
         # the sweepable values and the seed are inputs: the same program as the plain run's
         assert single.programs.report().keys() == one[1].programs.report().keys()
         assert all(i.source != "compiled" for i in single.programs.infos)
@@ -205,7 +205,7 @@ def test_cli_bad_scale_out_flags_give_one_line(tmp_path):
     ]
     for i, (flags, expected) in enumerate(cases):
         with pytest.raises(cli.CLIError) as e:
-            train_cmd.main([*TINY_TRAIN, "--out", str(tmp_path / str(i)), *flags])
+            train_cmd.main([*TINY_FLAGS, "--out", str(tmp_path / str(i)), *flags])
         assert expected in str(e.value) and "\n" not in str(e.value), flags
 
 
@@ -236,7 +236,7 @@ def _one_line(err: str) -> str:
 
 def test_unreachable_coordinator_gives_one_line(tmp_path):
     port = _free_port()
-    p = _train_process([*TINY_TRAIN, "--out", str(tmp_path / "r"), "--coordinator",
+    p = _train_process([*TINY_FLAGS, "--out", str(tmp_path / "r"), "--coordinator",
                         f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1",
                         "--distributed-timeout", "3"])
     out, err = p.communicate(timeout=120)
@@ -248,7 +248,7 @@ def test_missing_or_mismatched_processes_give_one_line(tmp_path):
     """Process 0 of a declared 2-process job waits in vain (the other says it is 1 of 3, and
     the coordinator refuses it): both end with one line, not JAX's fatal stack trace."""
     port = _free_port()
-    common = [*TINY_TRAIN, "--out", str(tmp_path / "r"), "--coordinator", f"127.0.0.1:{port}",
+    common = [*TINY_FLAGS, "--out", str(tmp_path / "r"), "--coordinator", f"127.0.0.1:{port}",
               "--distributed-timeout", "8"]
     p0 = _train_process([*common, "--num-processes", "2", "--process-id", "0"])
     p2 = _train_process([*common, "--num-processes", "3", "--process-id", "2"])
@@ -265,7 +265,7 @@ def test_missing_or_mismatched_processes_give_one_line(tmp_path):
 def test_two_processes_form_one_job(tmp_path, one, compile_cache_dir):
     port = _free_port()
     out = tmp_path / "job"
-    common = [*TINY_TRAIN, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
+    common = [*TINY_FLAGS, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
               "--num-processes", "2", "--devices", "all", "--no-progress", "--no-video",
               "--checkpoint-every", "1", "--compile-cache-dir", compile_cache_dir,
               "--distributed-timeout", "120"]
@@ -290,7 +290,7 @@ def test_two_processes_form_one_job(tmp_path, one, compile_cache_dir):
     with open(out / "metrics.json") as f:
         summary = json.load(f)
     assert summary["layout"].startswith("4 devices")
-    _, state, meta = cli.restore_seed(str(out), None, 0)
+    _, state, meta = checkpoint.restore_run(str(out), None, 0)
     assert meta["batches_done"] == 3 and checkpoint.steps(str(out / "checkpoints")) == [1, 2, 3]
     job = np.concatenate([np.asarray(x).ravel()
                           for x in jax.tree_util.tree_leaves(state.params)])

@@ -11,19 +11,19 @@ import mujoco
 import numpy as np
 import pytest
 
-from ppo_jax import render
+from ppo_jax import evaluate, render
 from ppo_jax.config import PPOConfig
 from ppo_jax.evaluate import make_policy, run_episode
 from ppo_jax.normalization import ObsNormStats
 from ppo_jax.train import make_train
 
-MAX_STEPS = 60
+MAX_STEPS = 50  # the tiny preset's: its programs are shared with other tests
 
 
 @pytest.fixture(scope="module")
 def policy_state():
     """An untrained 16x16 policy (it lets the pendulum fall: the frames must show that)."""
-    trainer = make_train(PPOConfig(hidden_sizes=(16, 16), eval_max_steps=MAX_STEPS))
+    trainer = make_train(PPOConfig.from_preset("tiny", eval_max_steps=MAX_STEPS))
     params = trainer.init_params(jax.random.PRNGKey(0))
     n = trainer.env.observation_size
     stats = ObsNormStats(loc=jax.numpy.zeros(n), scale=jax.numpy.ones(n))
@@ -35,7 +35,7 @@ def policy_state():
 @pytest.fixture(scope="module")
 def trace(policy_state):
     trainer, state = policy_state
-    return render.trace_policy(trainer, state, jax.random.PRNGKey(3), MAX_STEPS)
+    return evaluate.trace_policy(trainer, state, jax.random.PRNGKey(3), MAX_STEPS)
 
 
 def test_trace_is_the_evaluation_episode(policy_state, trace):
@@ -52,7 +52,7 @@ def test_trace_is_the_evaluation_episode(policy_state, trace):
     assert np.all(trace.reward[n:] == 0)
 
 
-def test_frames_show_the_motion(policy_state, trace):
+def test_frames_show_the_motion(policy_state, trace, rendering):
     trainer, _ = policy_state
     n = int(trace.length) + 1
     frames = render.render_frames(trainer.env.mj_model, trace.qpos[:n], trace.qvel[:n])
@@ -64,13 +64,13 @@ def test_frames_show_the_motion(policy_state, trace):
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
-def test_write_policy_video_reads_back(policy_state, tmp_path, suffix):
+def test_write_policy_video_reads_back(policy_state, tmp_path, suffix, rendering):
     trainer, state = policy_state
     key = jax.random.PRNGKey(3)
     path = render.write_policy_video(trainer, state, str(tmp_path / f"policy{suffix}"), key=key)
     assert path == str(tmp_path / f"policy{suffix}") and os.path.getsize(path) > 0
     frames = iio.imread(path, index=None)
-    ours = render.trace_policy(trainer, state, key, MAX_STEPS)
+    ours = evaluate.trace_policy(trainer, state, key, MAX_STEPS)
     n = int(ours.length) + 1
     assert frames.shape[:3] == (n, render.HEIGHT, render.WIDTH)
     diffs = np.abs(np.diff(frames[..., :3].astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
@@ -82,13 +82,13 @@ def test_write_policy_video_reads_back(policy_state, tmp_path, suffix):
 
 
 def test_default_key_is_the_logged_evaluation(policy_state, tmp_path, monkeypatch):
-    from ppo_jax.train import eval_episode_key
+    from ppo_jax.evaluate import eval_episode_key
 
     trainer, state = policy_state
     seen = []
     monkeypatch.setattr(render, "render_episode", lambda m, q, v, dt, p: seen.append(len(q)) or p)
     render.write_policy_video(trainer, state, str(tmp_path / "x.gif"))
-    expected = render.trace_policy(trainer, state, eval_episode_key(state.eval_key, 0), MAX_STEPS)
+    expected = evaluate.trace_policy(trainer, state, eval_episode_key(state.eval_key, 0), MAX_STEPS)
     assert seen == [int(expected.length) + 1]
 
 
@@ -120,7 +120,7 @@ def test_unwritable_video_returns_none(policy_state, tmp_path):
     assert out is None and len(reasons) == 1 and "could not write" in reasons[0]
 
 
-def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys):
+def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys, rendering):
     from ppo_jax.commands import evaluate as evaluate_script
 
     from ppo_jax.cli import CLIError
@@ -137,7 +137,7 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
 
 
-def test_train_writes_the_policy_video(tiny_run):
+def test_train_writes_the_policy_video(tiny_run, rendering):
     """scripts/train.py ends with OUT/policy.mp4 of the final policy's evaluation episode."""
     import imageio.v3 as iio
 

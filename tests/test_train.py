@@ -2,22 +2,19 @@
 (``ppo_jax.programs``) hold no host callback, are each compiled once and give what
 ``train(key)`` gives; determinism, vmapped seeds == seeds one by one, the NaN guard."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import programs, runner
+from ppo_jax import runner
 from ppo_jax.config import PPOConfig
 from ppo_jax.hyper import Runs
-from ppo_jax.train import BatchMetrics, make_train
+from ppo_jax.reporting import PER_BATCH
+from ppo_jax.train import make_train
 
-TINY = PPOConfig(
-    total_frames=600, frames_per_batch=200, num_envs=4, minibatch_size=40, num_epochs=2,
-    hidden_sizes=(16, 16), eval_every=2, eval_max_steps=50, init_stats_frames=100,
-)
+TINY = PPOConfig.from_preset("tiny")  # conftest's tiny_config (module level here)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +53,9 @@ def compiled(trainer):
 def shipped(trainer):
     """The CLI's path for one seed: programs from ``programs.build_programs`` driven by
     ``runner.train_batches``, exactly as ``scripts/train.py`` runs them."""
-    run = runner.prepare(TINY, num_seeds=1)
-    runner.train_batches(run)
-    return run
+    job = runner.prepare(Runs(TINY))
+    runner.train_batches(job)
+    return job
 
 
 def test_whole_run_is_one_compilation(compiled):
@@ -70,19 +67,19 @@ def test_whole_run_is_one_compilation(compiled):
 
 def test_documented_metrics(compiled):
     _, (state, m), _ = compiled
-    names = {f.name for f in dataclasses.fields(BatchMetrics)}
-    assert {"reward", "step_count", "lr", "loss_objective", "loss_critic", "loss_entropy",
-            "clip_fraction", "kl_approx", "eval_return", "eval_steps"} <= names
-    for name in names:
-        assert getattr(m, name).shape == (TINY.num_batches,), name
+    scalars = m.batch.scalars()
+    assert set(scalars) == set(PER_BATCH) | {"finite"}  # metrics.json's per-batch lists
+    for name, value in scalars.items():
+        assert value.shape == (TINY.num_batches,), name
     # i % eval_every == 0 (the tutorial's), and the last batch
     np.testing.assert_array_equal(m.evaluated, [True, False, True])
     assert TINY.replace(total_frames=800).eval_batches == (0, 2, 3)
-    assert np.all(np.asarray(m.eval_return)[[0, 2]] > 0)
-    assert np.all(np.asarray(m.finite))
+    assert np.all(np.asarray(m.eval.eval_return)[[0, 2]] > 0)
+    assert np.all(np.asarray(m.eval.eval_return)[1] == 0)  # no evaluation after batch 1
+    assert np.all(np.asarray(m.batch.finite))
     # cosine annealing per batch: lr(i) = lr0 (1 + cos(pi i / n)) / 2
     expected = 3e-4 * 0.5 * (1 + np.cos(np.pi * np.arange(3) / 3))
-    np.testing.assert_allclose(m.lr, expected, rtol=1e-6)
+    np.testing.assert_allclose(m.batch.lr, expected, rtol=1e-6)
     assert int(state.batches_done) == TINY.num_batches and int(state.failed_batch) == -1
     # Adam ran num_epochs * num_minibatches updates per batch
     counts = [int(x) for x in jax.tree_util.tree_leaves(state.opt_state) if jnp.ndim(x) == 0
@@ -118,8 +115,8 @@ def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
     assert [i.name for i in run.programs.infos] == ["init", "update", "evaluate"]
     h = run.log.history
     assert h["batch"] == [0, 1, 2] and h["eval_frames"] == [[200, 600]]
-    np.testing.assert_allclose(h["reward"][0], m.reward, rtol=1e-5)
-    np.testing.assert_allclose(h["eval_return"][0], np.asarray(m.eval_return)[[0, 2]],
+    np.testing.assert_allclose(h["reward"][0], m.batch.reward, rtol=1e-5)
+    np.testing.assert_allclose(h["eval_return"][0], np.asarray(m.eval.eval_return)[[0, 2]],
                                rtol=1e-4)
     for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
                     jax.tree_util.tree_leaves(state.params)):
@@ -140,8 +137,8 @@ def test_vmapped_seeds_equal_seeds_one_by_one(compiled, trainer):
     states, ms = jax.jit(jax.vmap(trainer.train))(keys)
     for s in range(2):
         single, m1 = fn(keys[s])
-        np.testing.assert_allclose(ms.reward[s], m1.reward, rtol=1e-5)
-        np.testing.assert_allclose(ms.eval_return[s], m1.eval_return, rtol=1e-4)
+        np.testing.assert_allclose(ms.batch.reward[s], m1.batch.reward, rtol=1e-5)
+        np.testing.assert_allclose(ms.eval.eval_return[s], m1.eval.eval_return, rtol=1e-4)
         for a, b in zip(jax.tree_util.tree_leaves(states.params),
                         jax.tree_util.tree_leaves(single.params)):
             np.testing.assert_allclose(a[s], b, rtol=1e-4, atol=1e-6)

@@ -55,6 +55,6 @@ class CompileLog:
 def enable_cache(path: str | None) -> None:
     """JAX's persistent compilation cache at ``path`` (None: off)."""
     if path:
-        from ppo_jax.programs import enable_compile_cache
+        from ppo_jax.compile_cache import enable_compile_cache
 
         enable_compile_cache(path)

@@ -40,9 +40,9 @@ def profile_batch(trainer, state, repeats: int = 3) -> dict[str, Any]:
         "collect": _best_seconds(collect, state.params, state.obs_stats, state.env_state, key,
                                  repeats=repeats),
         "gae": _best_seconds(jax.jit(trainer.advantages), state.params.critic, batch,
-                             repeats=repeats),
+                             state.hyper, repeats=repeats),
         "update": _best_seconds(jax.jit(trainer.update), state.params, state.opt_state, batch,
-                                key, repeats=repeats),
+                                key, state.hyper, repeats=repeats),
     }
     ms = {name: 1e3 * s for name, s in out.items()}
     if cfg.eval_every:

@@ -29,7 +29,9 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     evals: list[tuple[int, float, float]] = []
     fpb = cfg.frames_per_batch
 
-    run = runner.prepare(cfg, num_seeds=1, devices=spec.get("devices"))
+    from ppo_jax.hyper import Runs
+
+    job = runner.prepare(Runs(cfg), devices=spec.get("devices"))
     compile_s = time.perf_counter() - t0
 
     def on_batch(i, m, ev):
@@ -37,21 +39,21 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
             evals.append(((i + 1) * fpb, time.perf_counter() - t0, float(ev.eval_return[0])))
 
     t_call = time.perf_counter()
-    runner.train_batches(run, on_batch=on_batch)
+    runner.train_batches(job, on_batch=on_batch)
     call_s = time.perf_counter() - t_call
     offset = t_call - t0  # train_batches' marks count from its own start
     profile = None
     if spec.get("profile"):
         from ppo_jax.bench.profile import profile_batch
 
-        profile = profile_batch(run.trainer, jax.tree_util.tree_map(lambda x: x[0], run.states))
-    marks = [(f, t + offset) for f, t in run.log.marks]
-    failed = run.log.failed[0]
+        profile = profile_batch(job.trainer, jax.tree_util.tree_map(lambda x: x[0], job.states))
+    marks = [(f, t + offset) for f, t in job.log.marks]
+    failed = job.log.failed[0]
     return dict(
         marks=marks, evals=evals, import_s=t0 - t_import, compile_s=compile_s,
-        compiled_from_cache=run.programs.from_cache, compile=run.programs.report(),
+        compiled_from_cache=job.programs.from_cache, compile=job.programs.report(),
         call_s=call_s, call_fps=cfg.total_frames / call_s, compiles=compiles.events,
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
-        device=probes.jax_device_info(), profile=profile, layout=run.log.layout,
+        device=probes.jax_device_info(), profile=profile, layout=job.log.layout,
     )

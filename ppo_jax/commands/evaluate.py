@@ -11,7 +11,7 @@ Without --seed, the episodes start where training's evaluations after the checkp
 last batch start: episode 0 replays the evaluation logged then (training always evaluates
 after its final batch; for an intermediate checkpoint whose last batch was not evaluated the
 output says there is nothing to replay). --sim mujoco runs the same episodes (start states,
-policy noise) in MuJoCo C (ppo_jax.mujoco_sim). ``scripts/evaluate.py`` and the
+policy noise) in MuJoCo C (ppo_jax.mujoco_sim, through ppo_jax.evaluate). ``scripts/evaluate.py`` and the
 ``ppo-jax-evaluate`` console script run :func:`main`.
 """
 
@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from ppo_jax import cli
+from ppo_jax.gl import default_offscreen_backend
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -36,9 +37,7 @@ def build_parser() -> cli.ArgumentParser:
                    "TorchRL's ExplorationType.DETERMINISTIC")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the episodes' start states (default: the run's eval keys)")
-    p.add_argument("--seed-index", type=int, default=0,
-                   help="which run of a --num-seeds/--sweep job to evaluate (an index into "
-                        "metrics.json's runs)")
+    cli.add_run_index_flag(p, "evaluate")
     p.add_argument("--max-steps", type=int, default=None,
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,6 +51,7 @@ def build_parser() -> cli.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    default_offscreen_backend()  # before anything imports mujoco
     args = build_parser().parse_args(argv)
     if args.episodes < 1:
         raise cli.CLIError(f"--episodes must be >= 1, got {args.episodes}")
@@ -65,9 +65,10 @@ def main(argv=None) -> int:
     cli.apply_compile_cache_flags(args)
     import jax
 
-    from ppo_jax.train import eval_episode_key
+    from ppo_jax import checkpoint, evaluate
 
-    trainer, state, meta = cli.restore_seed(args.dir, args.step, args.seed_index)
+    with cli.user_errors(checkpoint.CheckpointError):
+        trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
     cfg = trainer.config
     step = int(meta["batches_done"])
     if args.stochastic and args.eval_action:
@@ -79,28 +80,25 @@ def main(argv=None) -> int:
     if args.seed is None and step > 0 and cfg.is_eval_batch(step - 1):
         returns_logged = meta.get("last_eval_return") or []
         frames_logged = meta.get("last_eval_frames") or []
-        if args.seed_index < len(returns_logged) and \
-                frames_logged[args.seed_index] == step * cfg.frames_per_batch:
-            logged = returns_logged[args.seed_index]
+        if args.run_index < len(returns_logged) and \
+                frames_logged[args.run_index] == step * cfg.frames_per_batch:
+            logged = returns_logged[args.run_index]
     if args.seed is None:
-        keys = jax.numpy.stack([eval_episode_key(state.eval_key, max(step - 1, 0), j)
-                                for j in range(args.episodes)])
+        keys = evaluate.episode_keys(state.eval_key, step, args.episodes)
     else:
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
 
-    from ppo_jax import mujoco_sim
-
     results = {}
     if args.sim in ("mjx", "both"):
-        results["mjx"] = mujoco_sim.run_mjx_episodes(trainer, state, keys, max_steps, mode)
+        results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode)
     mujoco_episodes = []
     if args.sim in ("mujoco", "both"):
-        mujoco_episodes = mujoco_sim.run_episodes(trainer, state, keys, max_steps, mode)
+        mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
         results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
                              np.array([e.length for e in mujoco_episodes]))
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
-        "checkpoint": os.path.abspath(cli.checkpoint_dir(args.dir)),
+        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
         "checkpoint_step": step,
         "frames": int(meta["frames"]),
         "policy": mode,
@@ -165,14 +163,9 @@ def render_states(trainer, episode, path) -> str:
     """Render a MuJoCo C episode's states to ``path``; CLIError when it cannot."""
     from ppo_jax import render
 
-    try:
-        return render.render_episode(
-            trainer.env.mj_model, episode.qpos, episode.qvel, trainer.env.dt, path
-        )
-    except render.RenderUnavailable as e:
-        raise cli.CLIError(f"--video: {e}") from None
-    except (OSError, ValueError, RuntimeError) as e:
-        raise cli.CLIError(f"--video: could not write {path}: {render.first_line(e)}") from None
+    env = trainer.env
+    return _render(lambda: render.render_episode(env.mj_model, episode.qpos, episode.qvel,
+                                                 env.dt, path), path)
 
 
 def render_video(trainer, state, mode, key, max_steps, path) -> str:
@@ -180,12 +173,22 @@ def render_video(trainer, state, mode, key, max_steps, path) -> str:
     line: how to get an offscreen GL context) when it cannot."""
     from ppo_jax import render
 
+    return _render(lambda: render.render_policy_episode(trainer, state, key, max_steps, path,
+                                                        mode), path)
+
+
+def _render(draw, path) -> str:
+    """``draw()``, its failures as one line."""
+    from ppo_jax import render
+    from ppo_jax.reporting import first_line
+
     try:
-        return render.render_policy_episode(trainer, state, key, max_steps, path, mode)
+        return draw()
     except render.RenderUnavailable as e:
         raise cli.CLIError(f"--video: {e}") from None
     except (OSError, ValueError, RuntimeError) as e:
-        raise cli.CLIError(f"--video: could not write {path}: {render.first_line(e)}") from None
+        raise cli.CLIError(f"--video: could not write {path}: "
+                           f"{first_line(e) or type(e).__name__}") from None
 
 
 def run() -> None:

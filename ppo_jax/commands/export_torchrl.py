@@ -20,37 +20,31 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
     p.add_argument("out", help="the file to write (e.g. policy.pt)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--seed-index", type=int, default=0,
-                   help="which run of a --num-seeds/--sweep job to export (an index into "
-                        "metrics.json's runs)")
+    cli.add_run_index_flag(p, "export")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ppo_jax import export
+    from ppo_jax import checkpoint, export
 
-    try:
+    with cli.user_errors(export.ExportError):
         export.require_torch()
-    except export.ExportError as e:
-        raise cli.CLIError(str(e)) from None
     cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
 
-    directory = cli.checkpoint_dir(args.dir)
-    trainer, state, meta = cli.restore_seed(args.dir, args.step, args.seed_index)
+    with cli.user_errors(checkpoint.CheckpointError):
+        trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
     source = {
-        "checkpoint": os.path.abspath(directory),
+        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
         "step": int(meta["batches_done"]),
         "frames": int(meta["frames"]),
-        "seed_index": args.seed_index,
+        "run_index": args.run_index,
     }
     env = trainer.env
-    try:
+    with cli.user_errors(export.ExportError):
         d = export.to_torchrl(state.params, state.obs_stats, trainer.config,
                               env.observation_size, env.action_size, source)
         path = export.save(d, args.out)
-    except export.ExportError as e:
-        raise cli.CLIError(str(e)) from None
     print(f"wrote {path}: actor/critic {list(trainer.config.hidden_sizes)} and ObservationNorm "
           f"of {source['checkpoint']} step {source['step']} ({source['frames']} frames)")
     return 0

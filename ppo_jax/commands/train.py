@@ -25,6 +25,7 @@ import numpy as np
 
 from ppo_jax import cli, distributed
 from ppo_jax.config import PRESETS, PPOConfig
+from ppo_jax.gl import default_offscreen_backend
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -139,6 +140,7 @@ def _params_digest(states) -> str:
 
 
 def main(argv=None) -> int:
+    default_offscreen_backend()  # before anything imports mujoco
     args = build_parser().parse_args(argv)
     overrides = cli.config_overrides(args)
     if args.num_seeds is not None and args.num_seeds < 1:
@@ -159,28 +161,23 @@ def main(argv=None) -> int:
     if job:
         print(job, flush=True)
 
-    resume_meta = None
-    if args.resume:
-        from ppo_jax import checkpoint
+    from ppo_jax import checkpoint
 
-        try:
-            _, resume_meta = checkpoint.read_meta(os.path.join(args.resume, "checkpoints"))
-        except checkpoint.CheckpointError as e:
-            raise cli.CLIError(f"--resume: {e}") from None
-        saved = checkpoint.config_from_meta(resume_meta)
-        clash = [f"{cli.flag(k)} {v!r} (saved: {getattr(saved, k)!r})"
-                 for k, v in overrides.items() if getattr(saved, k) != v]
-        if args.num_seeds is not None and args.num_seeds != resume_meta["num_seeds"]:
-            clash.append(f"--num-seeds {args.num_seeds} (saved: {resume_meta['num_seeds']})")
+    saved = None
+    if args.resume:
+        with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
+            saved = checkpoint.open_saved(args.resume)
+            clash = checkpoint.clashes(saved, overrides, args.num_seeds)
         if clash:
-            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(clash))
-        config = saved
+            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
+                f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
+        config = saved.config
         out = cli.ensure_writable_dir(args.resume)
     else:
-        base = PPOConfig(**PRESETS[args.preset][1]) if args.preset else PPOConfig()
+        base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
         config = cli.make_config(base, overrides)
         out = cli.ensure_writable_dir(args.out)
-        held = [n for n in ("metrics.json", "checkpoints") if os.path.exists(os.path.join(out, n))]
+        held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS) if os.path.exists(os.path.join(out, n))]
         if held and jax.process_count() > 1:
             # the other processes may have made checkpoints/ already: only metrics.json,
             # which process 0 writes at the end, marks a finished run here
@@ -201,18 +198,17 @@ def main(argv=None) -> int:
         except export.ExportError as e:
             raise cli.CLIError(f"--init-from-torchrl: {e}") from None
 
-    sweep = None
-    if args.sweep:
-        from ppo_jax.hyper import parse_sweep
+    start = saved
+    if saved is None:
+        from ppo_jax.hyper import Runs, parse_sweep
 
-        try:
-            sweep = parse_sweep(args.sweep, config)
-        except ValueError as e:
-            raise cli.CLIError(str(e)) from None
+        with cli.user_errors(ValueError):
+            sweep = parse_sweep(args.sweep, config) if args.sweep else None
+        start = Runs(config, args.num_seeds or 1, sweep)
 
     cli.apply_compile_cache_flags(args)
 
-    from ppo_jax import checkpoint, runner
+    from ppo_jax import runner
     from ppo_jax.parallel import LayoutError
 
     def announce(line: str) -> None:
@@ -220,16 +216,13 @@ def main(argv=None) -> int:
             print(line, flush=True)
 
     try:
-        result, run = runner.run_training(
-            config,
+        result, job = runner.run_training(
+            start,
             out=out,
-            num_seeds=resume_meta["num_seeds"] if resume_meta else (args.num_seeds or 1),
-            sweep=sweep,
             devices=devices,
             checkpoint_every=args.checkpoint_every,
             keep=args.keep,
             save_final=args.save_final,
-            resume=args.resume is not None,
             progress_factory=lambda start: Progress(config, start,
                                                     lead and not args.no_progress),
             announce=announce,
@@ -249,29 +242,27 @@ def main(argv=None) -> int:
                                       "run_seconds", "frames_per_second", "last_eval_return")}
     if jax.process_count() > 1:
         print(f"process {jax.process_index()}: final parameters sha256 "
-              f"{_params_digest(run.states)}", flush=True)
+              f"{_params_digest(job.states)}", flush=True)
     if not lead:
         return 0
     print(json.dumps(summary))
     if "sweep_ranking" in result:
-        print(_ranking_table(result["sweep_ranking"], run.runs.num_seeds))
+        print(_ranking_table(result["sweep_ranking"], job.runs.num_seeds))
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
-    if args.video and result["failed_batch_per_seed"][0] is None and jax.process_count() == 1:
-        import jax
-
+    if args.video and result["failed_batch_per_run"][0] is None and jax.process_count() == 1:
         from ppo_jax import render
 
-        seed0 = jax.tree_util.tree_map(lambda x: x[0], run.states)
+        run0 = jax.tree_util.tree_map(lambda x: x[0], job.states)
         video = render.write_policy_video(
-            run.trainer, seed0, os.path.join(out, "policy.mp4"),
+            job.trainer, run0, os.path.join(out, "policy.mp4"),
             on_unavailable=lambda why: print(f"no video: {why} (or pass --no-video)"))
         if video:
             print(f"wrote {video}")
-    failed = [(r, b) for r, b in enumerate(result["failed_batch_per_seed"]) if b is not None]
+    failed = [(r, b) for r, b in enumerate(result["failed_batch_per_run"]) if b is not None]
     if failed:
-        seeds = "; ".join(f"{run.runs.describe(r)} at batch {b}" for r, b in failed)
+        which = "; ".join(f"{job.runs.describe(r)} at batch {b}" for r, b in failed)
         raise cli.CLIError(
-            f"training stopped: NaN/Inf in the loss or parameters ({seeds}); kept the last "
+            f"training stopped: NaN/Inf in the loss or parameters ({which}); kept the last "
             f"good state in {out}", code=1)
     return 0
 

@@ -1,51 +1,6 @@
-"""ppo_jax against TorchRL's PPO components (the tutorial's settings), one component at a time.
-
-Two kinds of tests:
-
-(a) ``test_fixture_*``: against ``tests/data/torchrl_reference.{npz,json}``, written by
-    ``tests/data/make_torchrl_reference.py`` with the TorchRL version named in the json. They
-    need only numpy/jax and always run.
-(b) ``test_live_*``: against the installed TorchRL, on fresh torch-initialized weights and
-    random inputs (seed ``PPO_JAX_PARITY_SEED``, default 0). Each skips when torchrl is not
-    installed (CI installs it).
-
-Compared: network outputs (actor loc/scale, critic value), TanhNormal log-probs, the MC
-entropy sample, GAE advantages/value targets (terminations and time-limit truncations
-mid-batch, ``average_gae`` standardization), every ``ClipPPOLoss`` term and the gradients,
-the optimizer step (global-norm clip + Adam + cosine lr), ``ObservationNorm`` statistics.
-
-Tolerances (float32 on both sides; a check passes when ``|got - want| <= atol + rtol |want|``
-elementwise; each failure message names the TorchRL version and the worst errors):
-  - networks, log-probs, entropy sample, GAE, loss terms: rtol 1e-5, with a small atol
-    (stated at each check) for entries near zero; clip_fraction: equal up to one sample.
-  - gradients: rtol 1e-5, atol 1e-5 x the leaf's largest entry (each entry is a sum over 64
-    samples: cancellations make a near-zero entry's relative error meaningless); each
-    leaf's L2 norm: rtol 1e-5.
-  - clip + Adam fed TorchRL's own gradients: rtol 1e-5, atol 4 float32 ulps of the leaf's
-    largest weight (~1e-7 = 5e-4 x lr: after - before is exact only to an ulp).
-  - parameter updates from each side's own gradients: rtol 1e-4 on each leaf's update norm;
-    per entry atol 0.25 x lr (Adam's first step g / (|g| + 1e-8) amplifies the float32
-    rounding noise of gradient entries that cancel to ~0, see ADAM_ATOL_E2E).
-  - cosine lr: rtol 1e-5 (ppo_jax evaluates the cosine in float32, torch in float64).
-  - ObservationNorm statistics: rtol 1e-12 in float64 (x64, only in the tests that need it)
-    and 1e-5 in float32.
-
-The one intended deviation: ppo_jax keeps the PRE-tanh sample ``u`` and never applies atanh
-to a sampled action; TorchRL stores the post-tanh action and re-derives ``u`` through
-``atanh(clamp(a, +-(1 - 1e-6)))``. Parity inputs therefore feed ``pre_tanh =
-safe_atanh(torch_action)``, only where ``|action| < 1 - 1e-6``; there the log-probs agree.
-Beyond (|u| > atanh(1 - 1e-6) ~ 7.25) TorchRL scores the clamped value and ppo_jax the true
-``u`` (``test_live_log_prob`` shows both sides of that line).
-
-The MC entropy is compared exactly, not in expectation: TorchRL's standard normal draw is
-patched (``tests/torch_patches.fixed_standard_normal``) to the noise ppo_jax draws from the key
-given to ``ppo_loss`` (``distributions.sample(key, 0, 1)``).
-"""
-
-from __future__ import annotations
-
-import json
-import os
+"""ppo_jax against the installed TorchRL, on fresh torch-initialized weights and random inputs
+(seed ``PPO_JAX_PARITY_SEED``, default 0); each test skips when torchrl is not installed (CI
+installs it). What is compared and to which tolerances: ``parity.py``."""
 
 import chex
 import jax
@@ -54,378 +9,34 @@ import numpy as np
 import optax
 import pytest
 
-from ppo_jax import distributions, gae, losses, optim
+from ppo_jax import distributions, losses, optim, torchrl_reference
 from ppo_jax import torchrl_compat as tc
-from ppo_jax import torchrl_reference
-from ppo_jax.config import PPOConfig
 from ppo_jax.envs import ENV_ID
-from ppo_jax.networks import Actor, Critic
+from ppo_jax.hyper import hyper_of
 from ppo_jax.normalization import ObsNormStats, normalize, stats_from_observations
 from torch_patches import fixed_standard_normal
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
-SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))
+from parity import (  # the shared constants, checks and ppo_jax's side
+    ACTION_DIM,
+    ADAM_ATOL_E2E,
+    CONFIG,
+    HIDDEN,
+    LOSS_TERMS,
+    LR_BATCH,
+    MB,
+    OBS_DIM,
+    SATURATION,
+    SEED,
+    check,
+    check_loss_terms,
+    check_tree,
+    flat_leaves,
+    torch_gae,
+    torch_loss,
+    with_schedule_batch,
+)
 
 
-def fixture_config(path: str = DATA + ".json") -> tuple[dict, PPOConfig]:
-    """The fixture's json, and a ``PPOConfig`` holding the hyperparameters it was generated
-    with (its ``config``): the tests read them there instead of declaring them again."""
-    with open(path) as f:
-        meta = json.load(f)
-    hp = meta["config"]
-    config = PPOConfig(
-        hidden_sizes=tuple(hp["hidden_sizes"]),
-        minibatch_size=hp["minibatch_size"],
-        total_frames=hp["num_batches"] * PPOConfig().frames_per_batch,
-        gamma=hp["gamma"],
-        lmbda=hp["lmbda"],
-        clip_epsilon=hp["clip_epsilon"],
-        entropy_coeff=hp["entropy_coeff"],
-        critic_coeff=hp["critic_coeff"],
-        critic_loss=hp["loss_critic_type"],
-        lr=hp["lr"],
-        max_grad_norm=hp["max_grad_norm"],
-    )
-    assert config.num_batches == hp["num_batches"]
-    return meta, config
-
-
-META, CONFIG = fixture_config()
-OBS_DIM, ACTION_DIM = META["config"]["obs_dim"], META["config"]["action_dim"]
-HIDDEN, MB = CONFIG.hidden_sizes, CONFIG.minibatch_size
-LR_BATCH = META["config"]["lr_batch"]  # the fixture's optimizer steps use this batch's lr
-SATURATION = 1.0 - 1e-6  # SafeTanhTransform's clamp in float32
-# Adam's first step is g / (|g| + 1e-8). A gradient entry that cancels to ~0 (typical entries
-# are ~1e-3) is float32 rounding noise of ~1e-9 on each side (different summation orders in
-# torch and XLA), e.g. +3.8e-10 in torch vs -9.0e-10 in ppo_jax: that entry's first step is
-# then +0.04 lr vs -0.08 lr. Per-entry tolerance of updates computed from each side's OWN
-# gradients (~ lr x noise / eps); the clip + Adam step itself is checked tightly on shared
-# gradients, and each leaf's update norm at rtol 1e-4.
-ADAM_ATOL_E2E = 0.25
-
-
-# ------------------------------------------------------------------------------ helpers
-def check(name, got, want, *, rtol, atol, where=""):
-    """Elementwise ``|got - want| <= atol + rtol |want|``; prints the worst errors."""
-    got = np.asarray(got, np.float64)
-    want = np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape} ({where})"
-    err = np.abs(got - want)
-    floor = atol / rtol if rtol else np.inf
-    rel = err / np.maximum(np.abs(want), floor)
-    worst_abs = float(err.max()) if err.size else 0.0
-    worst_rel = float(rel.max()) if rel.size else 0.0
-    print(f"PARITY {name}: max abs err {worst_abs:.3g}, max rel err {worst_rel:.3g} [{where}]")
-    bad = err > atol + rtol * np.abs(want)
-    assert not bad.any(), (
-        f"{name}: {int(bad.sum())}/{bad.size} entries off; max abs err {worst_abs:.3g}, "
-        f"max rel err {worst_rel:.3g} (rtol={rtol}, atol={atol}); {where}"
-    )
-
-
-def flat_leaves(tree):
-    net = tree["params"]["net"]
-    for layer in sorted(net, key=lambda k: int(k.rsplit("_", 1)[1])):
-        for leaf in ("kernel", "bias"):
-            yield f"{layer}/{leaf}", np.asarray(net[layer][leaf])
-
-
-def check_tree(name, got, want, where, *, rtol=1e-5, rel_atol=1e-5):
-    """Leafwise, atol = rel_atol x the leaf's largest |entry|."""
-    want = dict(flat_leaves(want))
-    for leaf, g in flat_leaves(got):
-        w = want[leaf]
-        check(f"{name}/{leaf}", g, w, rtol=rtol, atol=rel_atol * np.abs(w).max(), where=where)
-
-
-def to_jnp(tree):
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), tree)
-
-
-def with_schedule_batch(opt_state, config: PPOConfig, batch: int):
-    """Adam moments untouched, lr schedule moved to the first update of ``batch``."""
-    count = batch * optim.updates_per_batch(config)
-    found = []
-
-    def move(s):
-        if isinstance(s, optax.ScaleByScheduleState):
-            found.append(s)
-            return s._replace(count=jnp.asarray(count, s.count.dtype))
-        return s
-
-    out = jax.tree_util.tree_map(
-        move, opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState)
-    )
-    assert len(found) == 1, "make_optimizer's state has no single lr-schedule counter"
-    return out
-
-
-def torch_gae(mods, average_gae=True):
-    """TorchRL's GAE at the fixture's hyperparameters."""
-    return torchrl_reference.tutorial_gae(mods.value, gamma=CONFIG.gamma, lmbda=CONFIG.lmbda,
-                                          average_gae=average_gae)
-
-
-def torch_loss(mods):
-    """TorchRL's ClipPPOLoss at the fixture's hyperparameters."""
-    return torchrl_reference.tutorial_loss(
-        mods.policy, mods.value, clip_epsilon=CONFIG.clip_epsilon,
-        entropy_coeff=CONFIG.entropy_coeff, critic_coeff=CONFIG.critic_coeff,
-        loss_critic_type=CONFIG.critic_loss)
-
-
-# ------------------------------------------------------------------------------ jax side
-class JaxSide:
-    """ppo_jax functions at the tutorial's shapes, compiled once for the module."""
-
-    def __init__(self):
-        self.actor = Actor(HIDDEN, ACTION_DIM)
-        self.critic = Critic(HIDDEN)
-        self.actor_apply = jax.jit(self.actor.apply)
-        self.critic_apply = jax.jit(self.critic.apply)
-        self.config = CONFIG
-        self.opt = optim.make_optimizer(self.config)
-
-        def loss_fn(params, batch, key):
-            return losses.ppo_loss(
-                params,
-                batch,
-                key,
-                actor_apply=self.actor.apply,
-                critic_apply=self.critic.apply,
-                clip_epsilon=CONFIG.clip_epsilon,
-                entropy_coeff=CONFIG.entropy_coeff,
-                critic_coeff=CONFIG.critic_coeff,
-                critic_loss=CONFIG.critic_loss,
-            )
-
-        self.loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-
-        def step(params, opt_state, batch, key):
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
-            updates, opt_state = self.opt.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
-
-        self.step = jax.jit(step)
-        self.gae = jax.jit(gae.gae, static_argnames=("gamma", "lmbda"))
-        self.standardize = jax.jit(gae.standardize)
-        self.log_prob_from_action = jax.jit(distributions.log_prob_from_action)
-        self.log_prob_pre_tanh = jax.jit(distributions.log_prob_pre_tanh)
-
-    def minibatch(self, obs, action, old_log_prob, advantage, value_target):
-        return losses.Minibatch(
-            obs=jnp.asarray(obs),
-            pre_tanh=distributions.safe_atanh(jnp.asarray(action)),
-            log_prob=jnp.asarray(old_log_prob),
-            advantage=jnp.asarray(advantage),
-            value_target=jnp.asarray(value_target),
-        )
-
-    def run_optimizer(self, params, batches, key):
-        """One optimizer step per minibatch of ``batches`` at the lr of batch ``LR_BATCH``;
-        the parameters after them and each step's pre-clip global gradient norm."""
-        state = with_schedule_batch(self.opt.init(params), self.config, LR_BATCH)
-        norms = []
-        for batch in batches:
-            params, state, _, norm = self.step(params, state, batch, key)
-            norms.append(float(norm))
-        return params, norms
-
-
-@pytest.fixture(scope="module")
-def jx():
-    return JaxSide()
-
-
-LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy", "entropy", "kl_approx", "ESS")
-
-
-def check_loss_terms(metrics, want: dict, where):
-    for k in LOSS_TERMS:
-        check(k, getattr(metrics, k), want[k], rtol=1e-5, atol=1e-8, where=where)
-    # the share of clipped log-weights: a count, equal unless a log-weight sits on the bound
-    check("clip_fraction", metrics.clip_fraction, want["clip_fraction"], rtol=0, atol=1.5 / MB,
-          where=where)
-
-
-# ============================================================================== (a) fixtures
-@pytest.fixture(scope="module")
-def ref():
-    if not os.path.exists(DATA + ".npz"):
-        pytest.fail(f"missing {DATA}.npz: run tests/data/make_torchrl_reference.py")
-    meta = META
-    data = dict(np.load(DATA + ".npz"))
-    where = f"fixture from torchrl {meta['versions']['torchrl']}"
-    actor = tc.numpy_torch_default_params(
-        OBS_DIM, HIDDEN, 2 * ACTION_DIM, meta["seeds"]["actor_weights_numpy_seed"]
-    )
-    critic = tc.numpy_torch_default_params(
-        OBS_DIM, HIDDEN, 1, meta["seeds"]["critic_weights_numpy_seed"]
-    )
-    for prefix, tree in (("actor", actor), ("critic", critic)):
-        for leaf, x in flat_leaves(tree):
-            np.testing.assert_allclose(
-                x.astype(np.float64).sum(), data[f"weights_sum/{prefix}/{leaf}"], rtol=1e-12,
-                err_msg=f"fixture weights did not regenerate ({where})",
-            )
-    params = losses.Params(actor=to_jnp(actor), critic=to_jnp(critic))
-    return {"meta": meta, "d": data, "where": where, "params": params}
-
-
-def test_fixture_param_layout_matches_networks(ref, jx):
-    want = jax.eval_shape(jx.actor.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
-    chex.assert_trees_all_equal_shapes_and_dtypes(ref["params"].actor, want)
-    want = jax.eval_shape(jx.critic.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
-    chex.assert_trees_all_equal_shapes_and_dtypes(ref["params"].critic, want)
-
-
-def test_fixture_networks(ref, jx):
-    d, p, where = ref["d"], ref["params"], ref["where"]
-    loc, scale = jx.actor_apply(p.actor, d["net/obs"])
-    check("actor loc", loc, d["net/loc"], rtol=1e-5, atol=1e-6, where=where)
-    check("actor scale", scale, d["net/scale"], rtol=1e-5, atol=1e-6, where=where)
-    value = jx.critic_apply(p.critic, d["net/obs"])
-    check("critic value", value, d["net/value"], rtol=1e-5, atol=1e-6, where=where)
-
-
-def test_fixture_log_prob(ref, jx):
-    d, where = ref["d"], ref["where"]
-    loc, scale, a = d["net/loc"], d["net/scale"], d["logprob/action"]
-    # TorchRL's own path (atanh of the clamped action), everywhere, edge actions included
-    got = jx.log_prob_from_action(loc, scale, a)
-    check("log_prob_from_action", got, d["logprob/log_prob"], rtol=1e-5, atol=1e-5, where=where)
-    # ppo_jax's path (pre-tanh value), where atanh is well conditioned
-    ok = np.abs(a[:, 0]) < SATURATION
-    assert 0 < ok.sum() < len(ok)
-    got = jx.log_prob_pre_tanh(loc, scale, distributions.safe_atanh(jnp.asarray(a)))
-    check("log_prob_pre_tanh", np.asarray(got)[ok], d["logprob/log_prob"][ok], rtol=1e-5,
-          atol=1e-5, where=where)
-    # the log-probs the policy returned at sampling time (rows not replaced by edge values)
-    n = len(a) - int(d["logprob/num_edge"])
-    check("rollout log_prob", np.asarray(got)[:n], d["logprob/rollout_log_prob"][:n], rtol=1e-5,
-          atol=1e-5, where=where)
-
-
-def _check_gae(jx, d, values, next_values, where, tag):
-    adv, target = jx.gae(
-        rewards=jnp.asarray(d["gae/reward"]),
-        values=jnp.asarray(values),
-        next_values=jnp.asarray(next_values),
-        terminated=jnp.asarray(d["gae/terminated"]),
-        done=jnp.asarray(d["gae/done"]),
-        gamma=CONFIG.gamma,
-        lmbda=CONFIG.lmbda,
-    )
-    check(f"GAE advantage (raw, {tag})", adv, d["gae/advantage_raw"], rtol=1e-5, atol=1e-5,
-          where=where)
-    check(f"GAE value_target ({tag})", target, d["gae/value_target"], rtol=1e-5, atol=1e-5,
-          where=where)
-    check(f"GAE advantage (average_gae, {tag})", jx.standardize(adv), d["gae/advantage"],
-          rtol=1e-5, atol=1e-5, where=where)
-
-
-def test_fixture_gae(ref, jx):
-    d, where = ref["d"], ref["where"]
-    assert d["gae/terminated"].sum() >= 3 and (d["gae/truncated"] & ~d["gae/terminated"]).any()
-    assert not d["gae/done"][-1]
-    # GAE alone, on TorchRL's values
-    _check_gae(jx, d, d["gae/state_value"], d["gae/next_state_value"], where, "torch values")
-    # end to end: ppo_jax's critic computes the values
-    p = ref["params"]
-    _check_gae(jx, d, jx.critic_apply(p.critic, d["gae/obs"]),
-               jx.critic_apply(p.critic, d["gae/next_obs"]), where, "jax values")
-
-
-def test_fixture_obs_norm_stats(ref, x64):
-    d, where = ref["d"], ref["where"]
-    data = d["norm/data"]
-    assert data.dtype == np.float64
-    # float64: the formula itself
-    s = stats_from_observations(jnp.asarray(data), None, "reference")
-    assert s.loc.dtype == jnp.float64
-    check("ObservationNorm loc (f64)", s.loc, d["norm/loc"], rtol=1e-12, atol=1e-12, where=where)
-    check("ObservationNorm scale (f64)", s.scale, d["norm/scale"], rtol=1e-12, atol=0,
-          where=where)
-    # masked-out rows do not count
-    junk = np.full((5, data.shape[1]), 1e3)
-    mask = np.r_[np.ones(len(data), bool), np.zeros(5, bool)]
-    s2 = stats_from_observations(jnp.asarray(np.r_[data, junk]), jnp.asarray(mask), "reference")
-    check("ObservationNorm loc (f64, masked)", s2.loc, d["norm/loc"], rtol=1e-12, atol=1e-12,
-          where=where)
-    # float32, as ppo_jax runs it
-    s32 = stats_from_observations(jnp.asarray(data, jnp.float32), None, "reference")
-    assert s32.loc.dtype == jnp.float32
-    check("ObservationNorm scale (f32)", s32.scale, d["norm/scale"], rtol=1e-5, atol=0,
-          where=where)
-    # loc = -mean/std: float32 cancellation in the mean; atol relative to |obs|/std
-    check("ObservationNorm loc (f32)", s32.loc, d["norm/loc"], rtol=1e-5, atol=1e-5,
-          where=where)
-
-
-def _fixture_batch(ref, jx):
-    d = ref["d"]
-    return jx.minibatch(d["loss/obs"], d["loss/action"], d["loss/old_log_prob"],
-                        d["loss/advantage"], d["loss/value_target"])
-
-
-def _fixture_key(ref, loc_shape):
-    d = ref["d"]
-    key = jax.random.PRNGKey(int(d["loss/entropy_key"]))
-    _, noise, _ = distributions.sample(key, jnp.zeros(loc_shape), jnp.ones(loc_shape))
-    np.testing.assert_array_equal(
-        np.asarray(noise), d["loss/entropy_noise"],
-        err_msg="JAX's random stream no longer reproduces the fixture's entropy noise: "
-        "regenerate the fixture (tests/data/make_torchrl_reference.py)",
-    )
-    return key
-
-
-def test_fixture_loss_and_grads(ref, jx):
-    d, where = ref["d"], ref["where"]
-    assert np.all(np.abs(d["loss/action"]) < SATURATION)
-    batch = _fixture_batch(ref, jx)
-    key = _fixture_key(ref, d["loss/action"].shape)
-    (loss, m), grads = jx.loss_and_grad(ref["params"], batch, key)
-    assert 0 < float(d["loss/clip_fraction"]) < 1
-    check_loss_terms(m, {k: d[f"loss/{k}"] for k in (*LOSS_TERMS, "clip_fraction")}, where)
-    check("loss (sum of terms)", loss, d["loss/total"], rtol=1e-5, atol=1e-8, where=where)
-    for net, tree in (("actor", grads.actor), ("critic", grads.critic)):
-        for i, (leaf, g) in enumerate(flat_leaves(tree)):
-            name = f"{net}/{leaf}"
-            idx = d[f"sub/{name}/idx"]
-            want = d[f"grad/{name}/val"]
-            check(f"grad {name}", g.ravel()[idx], want, rtol=1e-5,
-                  atol=1e-5 * np.abs(want).max(), where=where)
-            check(f"grad {name} (L2 norm of all)", np.linalg.norm(g.astype(np.float64)),
-                  d[f"grad/{name}/norm"], rtol=1e-5, atol=0, where=where)
-
-
-def test_fixture_optimizer_step(ref, jx):
-    d, where = ref["d"], ref["where"]
-    lr = optim.lr_at_batch(jx.config, LR_BATCH)
-    check("cosine lr at batch 3", lr, d["opt/lr"], rtol=1e-6, atol=0, where=where)
-    batch = _fixture_batch(ref, jx)
-    key = _fixture_key(ref, d["loss/action"].shape)
-    steps = len(d["opt/grad_norm"])
-    params, norms = jx.run_optimizer(ref["params"], [batch] * steps, key)
-    check("pre-clip global grad norms", norms, d["opt/grad_norm"], rtol=1e-5, atol=0,
-          where=where)
-    assert min(norms) > jx.config.max_grad_norm, "every fixture step should be clipped"
-    lr = float(d["opt/lr"])
-    for net, after, before in (("actor", params.actor, ref["params"].actor),
-                               ("critic", params.critic, ref["params"].critic)):
-        b = dict(flat_leaves(before))
-        for leaf, a in flat_leaves(after):
-            name = f"{net}/{leaf}"
-            delta = (a - b[leaf]).ravel()
-            idx = d[f"sub/{name}/idx"]
-            check(f"update {name}", delta[idx], d[f"delta/{name}/val"], rtol=1e-4,
-                  atol=ADAM_ATOL_E2E * lr, where=where)
-            check(f"update {name} (L2 norm of all)", np.linalg.norm(delta.astype(np.float64)),
-                  d[f"delta/{name}/norm"], rtol=1e-4, atol=0, where=where)
-
-
-# ============================================================================== (b) live
 @pytest.fixture(scope="module")
 def trl():
     torchrl = pytest.importorskip("torchrl")
@@ -678,10 +289,11 @@ def _scaled_advantage(td, scale: float):
     return out
 
 
-def _updates(opt, state, params, grads_seq):
-    """``params`` after applying ``opt`` to each gradient of ``grads_seq`` in turn."""
+def _updates(opt, state, params, grads_seq, prepare=lambda s: s):
+    """``params`` after applying ``opt`` to each gradient of ``grads_seq`` in turn
+    (``prepare``: what is done to the state before each update)."""
     for g in grads_seq:
-        updates, state = opt.update(g, state, params)
+        updates, state = opt.update(g, prepare(state), params)
         params = optax.apply_updates(params, updates)
     return params
 
@@ -775,7 +387,8 @@ def test_live_optimizer_step(trl, jx):
 
     # (1) the optimizer alone, on TorchRL's gradients
     state = with_schedule_batch(jx.opt.init(p0), config, LR_BATCH)
-    p = _updates(jx.opt, state, p0, torch_grads)
+    p = _updates(jx.opt, state, p0, torch_grads,
+                 prepare=lambda s: optim.with_hyper(s, config, hyper_of(config)))
     for net in ("actor", "critic"):
         for leaf, a in flat_leaves(getattr(p, net)):
             b = before[net][leaf]

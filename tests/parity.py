@@ -1,0 +1,233 @@
+"""What the TorchRL parity tests share: the fixture's config, tolerances and checks, and ppo_jax's
+side compiled once (:class:`JaxSide`, the session fixture ``jx`` of conftest).
+
+The parity tests compare ppo_jax against TorchRL's PPO components (the tutorial's settings),
+one component at a time.
+
+Two kinds of tests:
+
+(a) ``test_torchrl_fixtures.py``: against ``tests/data/torchrl_reference.{npz,json}``, written by
+    ``tests/data/make_torchrl_reference.py`` with the TorchRL version named in the json. They
+    need only numpy/jax and always run.
+(b) ``test_torchrl_live.py``: against the installed TorchRL, on fresh torch-initialized weights and
+    random inputs (seed ``PPO_JAX_PARITY_SEED``, default 0). Each skips when torchrl is not
+    installed (CI installs it).
+
+Compared: network outputs (actor loc/scale, critic value), TanhNormal log-probs, the MC
+entropy sample, GAE advantages/value targets (terminations and time-limit truncations
+mid-batch, ``average_gae`` standardization), every ``ClipPPOLoss`` term and the gradients,
+the optimizer step (global-norm clip + Adam + cosine lr), ``ObservationNorm`` statistics.
+
+Tolerances (float32 on both sides; a check passes when ``|got - want| <= atol + rtol |want|``
+elementwise; each failure message names the TorchRL version and the worst errors):
+  - networks, log-probs, entropy sample, GAE, loss terms: rtol 1e-5, with a small atol
+    (stated at each check) for entries near zero; clip_fraction: equal up to one sample.
+  - gradients: rtol 1e-5, atol 1e-5 x the leaf's largest entry (each entry is a sum over 64
+    samples: cancellations make a near-zero entry's relative error meaningless); each
+    leaf's L2 norm: rtol 1e-5.
+  - clip + Adam fed TorchRL's own gradients: rtol 1e-5, atol 4 float32 ulps of the leaf's
+    largest weight (~1e-7 = 5e-4 x lr: after - before is exact only to an ulp).
+  - parameter updates from each side's own gradients: rtol 1e-4 on each leaf's update norm;
+    per entry atol 0.25 x lr (Adam's first step g / (|g| + 1e-8) amplifies the float32
+    rounding noise of gradient entries that cancel to ~0, see ADAM_ATOL_E2E).
+  - cosine lr: rtol 1e-5 (ppo_jax evaluates the cosine in float32, torch in float64).
+  - ObservationNorm statistics: rtol 1e-12 in float64 (x64, only in the tests that need it)
+    and 1e-5 in float32.
+
+The one intended deviation: ppo_jax keeps the PRE-tanh sample ``u`` and never applies atanh
+to a sampled action; TorchRL stores the post-tanh action and re-derives ``u`` through
+``atanh(clamp(a, +-(1 - 1e-6)))``. Parity inputs therefore feed ``pre_tanh =
+safe_atanh(torch_action)``, only where ``|action| < 1 - 1e-6``; there the log-probs agree.
+Beyond (|u| > atanh(1 - 1e-6) ~ 7.25) TorchRL scores the clamped value and ppo_jax the true
+``u`` (``test_live_log_prob`` shows both sides of that line).
+
+The MC entropy is compared exactly, not in expectation: TorchRL's standard normal draw is
+patched (``tests/torch_patches.fixed_standard_normal``) to the noise ppo_jax draws from the key
+given to ``ppo_loss`` (``distributions.sample(key, 0, 1)``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ppo_jax import distributions, gae, losses, optim
+from ppo_jax import torchrl_reference
+from ppo_jax.config import PPOConfig
+from ppo_jax.hyper import hyper_of
+from ppo_jax.networks import Actor, Critic
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
+SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))
+
+
+def fixture_config(path: str = DATA + ".json") -> tuple[dict, PPOConfig]:
+    """The fixture's json, and a ``PPOConfig`` holding the hyperparameters it was generated
+    with (its ``config``): the tests read them there instead of declaring them again."""
+    with open(path) as f:
+        meta = json.load(f)
+    hp = meta["config"]
+    config = PPOConfig(
+        hidden_sizes=tuple(hp["hidden_sizes"]),
+        minibatch_size=hp["minibatch_size"],
+        total_frames=hp["num_batches"] * PPOConfig().frames_per_batch,
+        gamma=hp["gamma"],
+        lmbda=hp["lmbda"],
+        clip_epsilon=hp["clip_epsilon"],
+        entropy_coeff=hp["entropy_coeff"],
+        critic_coeff=hp["critic_coeff"],
+        critic_loss=hp["loss_critic_type"],
+        lr=hp["lr"],
+        max_grad_norm=hp["max_grad_norm"],
+    )
+    assert config.num_batches == hp["num_batches"]
+    return meta, config
+
+
+META, CONFIG = fixture_config()
+OBS_DIM, ACTION_DIM = META["config"]["obs_dim"], META["config"]["action_dim"]
+HIDDEN, MB = CONFIG.hidden_sizes, CONFIG.minibatch_size
+LR_BATCH = META["config"]["lr_batch"]  # the fixture's optimizer steps use this batch's lr
+SATURATION = 1.0 - 1e-6  # SafeTanhTransform's clamp in float32
+# Adam's first step is g / (|g| + 1e-8). A gradient entry that cancels to ~0 (typical entries
+# are ~1e-3) is float32 rounding noise of ~1e-9 on each side (different summation orders in
+# torch and XLA), e.g. +3.8e-10 in torch vs -9.0e-10 in ppo_jax: that entry's first step is
+# then +0.04 lr vs -0.08 lr. Per-entry tolerance of updates computed from each side's OWN
+# gradients (~ lr x noise / eps); the clip + Adam step itself is checked tightly on shared
+# gradients, and each leaf's update norm at rtol 1e-4.
+ADAM_ATOL_E2E = 0.25
+
+
+# ------------------------------------------------------------------------------ helpers
+def check(name, got, want, *, rtol, atol, where=""):
+    """Elementwise ``|got - want| <= atol + rtol |want|``; prints the worst errors."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape} ({where})"
+    err = np.abs(got - want)
+    floor = atol / rtol if rtol else np.inf
+    rel = err / np.maximum(np.abs(want), floor)
+    worst_abs = float(err.max()) if err.size else 0.0
+    worst_rel = float(rel.max()) if rel.size else 0.0
+    print(f"PARITY {name}: max abs err {worst_abs:.3g}, max rel err {worst_rel:.3g} [{where}]")
+    bad = err > atol + rtol * np.abs(want)
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())}/{bad.size} entries off; max abs err {worst_abs:.3g}, "
+        f"max rel err {worst_rel:.3g} (rtol={rtol}, atol={atol}); {where}"
+    )
+
+
+def flat_leaves(tree):
+    net = tree["params"]["net"]
+    for layer in sorted(net, key=lambda k: int(k.rsplit("_", 1)[1])):
+        for leaf in ("kernel", "bias"):
+            yield f"{layer}/{leaf}", np.asarray(net[layer][leaf])
+
+
+def check_tree(name, got, want, where, *, rtol=1e-5, rel_atol=1e-5):
+    """Leafwise, atol = rel_atol x the leaf's largest |entry|."""
+    want = dict(flat_leaves(want))
+    for leaf, g in flat_leaves(got):
+        w = want[leaf]
+        check(f"{name}/{leaf}", g, w, rtol=rtol, atol=rel_atol * np.abs(w).max(), where=where)
+
+
+def to_jnp(tree):
+    return jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def with_schedule_batch(opt_state, config: PPOConfig, batch: int):
+    """Adam moments untouched, the optimizer's update count (which drives the lr schedule)
+    moved to the first update of ``batch``."""
+    count = batch * optim.updates_per_batch(config)
+    return opt_state._replace(count=jnp.asarray(count, opt_state.count.dtype))
+
+
+def torch_gae(mods, average_gae=True):
+    """TorchRL's GAE at the fixture's hyperparameters."""
+    return torchrl_reference.tutorial_gae(mods.value, gamma=CONFIG.gamma, lmbda=CONFIG.lmbda,
+                                          average_gae=average_gae)
+
+
+def torch_loss(mods):
+    """TorchRL's ClipPPOLoss at the fixture's hyperparameters."""
+    return torchrl_reference.tutorial_loss(
+        mods.policy, mods.value, clip_epsilon=CONFIG.clip_epsilon,
+        entropy_coeff=CONFIG.entropy_coeff, critic_coeff=CONFIG.critic_coeff,
+        loss_critic_type=CONFIG.critic_loss)
+
+
+# ------------------------------------------------------------------------------ jax side
+class JaxSide:
+    """ppo_jax functions at the tutorial's shapes, compiled once for the module."""
+
+    def __init__(self):
+        self.actor = Actor(HIDDEN, ACTION_DIM)
+        self.critic = Critic(HIDDEN)
+        self.actor_apply = jax.jit(self.actor.apply)
+        self.critic_apply = jax.jit(self.critic.apply)
+        self.config = CONFIG
+        self.opt = optim.make_optimizer(self.config)
+        hyper = hyper_of(self.config)
+
+        def loss_fn(params, batch, key):
+            return losses.ppo_loss(
+                params,
+                batch,
+                key,
+                actor_apply=self.actor.apply,
+                critic_apply=self.critic.apply,
+                clip_epsilon=CONFIG.clip_epsilon,
+                entropy_coeff=CONFIG.entropy_coeff,
+                critic_coeff=CONFIG.critic_coeff,
+                critic_loss=CONFIG.critic_loss,
+            )
+
+        self.loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+        def step(params, opt_state, batch, key):
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
+            opt_state = optim.with_hyper(opt_state, self.config, hyper)
+            updates, opt_state = self.opt.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+
+        self.step = jax.jit(step)
+        self.gae = jax.jit(gae.gae, static_argnames=("gamma", "lmbda"))
+        self.standardize = jax.jit(gae.standardize)
+        self.log_prob_from_action = jax.jit(distributions.log_prob_from_action)
+        self.log_prob_pre_tanh = jax.jit(distributions.log_prob_pre_tanh)
+
+    def minibatch(self, obs, action, old_log_prob, advantage, value_target):
+        return losses.Minibatch(
+            obs=jnp.asarray(obs),
+            pre_tanh=distributions.safe_atanh(jnp.asarray(action)),
+            log_prob=jnp.asarray(old_log_prob),
+            advantage=jnp.asarray(advantage),
+            value_target=jnp.asarray(value_target),
+        )
+
+    def run_optimizer(self, params, batches, key):
+        """One optimizer step per minibatch of ``batches`` at the lr of batch ``LR_BATCH``;
+        the parameters after them and each step's pre-clip global gradient norm."""
+        state = with_schedule_batch(self.opt.init(params), self.config, LR_BATCH)
+        norms = []
+        for batch in batches:
+            params, state, _, norm = self.step(params, state, batch, key)
+            norms.append(float(norm))
+        return params, norms
+
+
+LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy", "entropy", "kl_approx", "ESS")
+
+
+def check_loss_terms(metrics, want: dict, where):
+    for k in LOSS_TERMS:
+        check(k, getattr(metrics, k), want[k], rtol=1e-5, atol=1e-8, where=where)
+    # the share of clipped log-weights: a count, equal unless a log-weight sits on the bound
+    check("clip_fraction", metrics.clip_fraction, want["clip_fraction"], rtol=0, atol=1.5 / MB,
+          where=where)
