@@ -20,11 +20,33 @@ DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "
 
 
 class CLIError(Exception):
-    """A user-facing error: printed as one line, exits with ``code``."""
+    """A user-facing error: printed as one line (``prog: error: message``), exits with
+    ``code``."""
+
+    kind = "error"
 
     def __init__(self, message: str, code: int = 2):
         super().__init__(message)
         self.code = code
+
+
+class Interrupted(CLIError):
+    """A run stopped by a signal, after saving: ``prog: interrupted: message``, exit
+    ``128 + signal``."""
+
+    kind = "interrupted"
+
+
+def require_float32() -> None:
+    """CLIError unless JAX runs in its default float32 (``JAX_ENABLE_X64`` unset)."""
+    import jax
+
+    if jax.config.jax_enable_x64:
+        raise CLIError(X64_REFUSAL)
+
+
+X64_REFUSAL = ("JAX_ENABLE_X64 is set: ppo_jax's programs are float32, as the TorchRL "
+               "tutorial's; unset it (float64 is for the parity tests)")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -142,7 +164,7 @@ def _quiet_closed_loop_hook(default):
     return hook
 
 
-def _exit_with_one_line(message: str | None, code: int) -> None:
+def exit_with_one_line(message: str | None, code: int) -> None:
     """Print ``message`` as the process's last words on stderr and leave at once.
 
     Everything else is silenced first: orbax's background threads, cut off mid-read by a
@@ -180,9 +202,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         code = main(argv)
         message = None
     except CLIError as e:
-        message, code = f"{prog}: error: {e}", e.code
+        message, code = f"{prog}: {e.kind}: {e}", e.code
     except KeyboardInterrupt:
         message, code = f"{prog}: interrupted", 130
     if code:
-        _exit_with_one_line(message, code)
+        exit_with_one_line(message, code)
     sys.exit(code)

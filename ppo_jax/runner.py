@@ -209,6 +209,8 @@ def prepare(
     :func:`ppo_jax.parallel.choose_devices`; raises its ``LayoutError``). ``init_from`` =
     ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
     initialized networks and normalization statistics."""
+    if jax.config.jax_enable_x64:
+        raise ValueError("ppo_jax's programs are float32: train with JAX_ENABLE_X64 unset")
     resume = isinstance(start, checkpoint.Saved)
     if resume and init_from is not None:
         raise ValueError("init_from starts a new job: it cannot be used to resume one")
@@ -266,10 +268,13 @@ def train_batches(
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
     on_checkpoint: Callable[[Job], None] | None = None,
     checkpoint_every: int = 0,
+    interrupted: Callable[[], bool] | None = None,
 ) -> Job:
-    """Run batches ``job.start ..`` up to ``stop`` (default: the config's last) or until every
-    run has failed. Each batch's metrics go to ``job.log`` and ``on_batch``; with
-    ``checkpoint_every = N``, ``on_checkpoint(job)`` follows every N-th batch but the last."""
+    """Run batches ``job.start ..`` up to ``stop`` (default: the config's last), until every
+    run has failed, or until ``interrupted()`` says so (asked before each batch; the batches
+    already started finish and are recorded). Each batch's metrics go to ``job.log`` and
+    ``on_batch``; with ``checkpoint_every = N``, ``on_checkpoint(job)`` follows every N-th
+    batch but the last. ``job.start`` is then the next batch to run."""
     cfg = job.trainer.config
     stop = cfg.num_batches if stop is None else min(stop, cfg.num_batches)
     update, evaluate = job.programs.update, job.programs.evaluate
@@ -291,7 +296,7 @@ def train_batches(
 
     i = job.start
     try:
-        while i < stop and not job.log.all_failed:
+        while i < stop and not job.log.all_failed and not (interrupted and interrupted()):
             states, m = update(job.states, batch_index(i))
             job.states = states
             ev = evaluate(states, batch_index(i)) if cfg.is_eval_batch(i) else None
@@ -319,34 +324,61 @@ def run_training(
     checkpoint_every: int = 0,
     keep: int = 3,
     save_final: bool = True,
+    tensorboard: bool = True,
     progress_factory: Callable[[int], Any] | None = None,
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
     metrics.json, the finished :class:`Job`). Checkpoints every ``checkpoint_every`` batches
-    (0: only at the end, if ``save_final``); metrics.json is rewritten at every checkpoint."""
+    (0: only at the end, if ``save_final``); metrics.json is rewritten at every checkpoint.
+    With ``tensorboard`` process 0 writes TensorBoard events under ``out/tensorboard/``
+    (:mod:`ppo_jax.events`). When ``interrupted()`` stops the job early (see
+    :func:`train_batches`), the last completed batch is checkpointed whatever
+    ``checkpoint_every`` and ``save_final`` say, and everything else is written as at the end
+    (``job.start < config.num_batches`` then tells)."""
     job = prepare(start, devices=devices, announce=announce, init_from=init_from)
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
+    events = None  # made at the first batch: a job stopped before it leaves no files
+    first = job.start
+
+    def on_batch(i, m, ev):
+        nonlocal events
+        if progress is not None:
+            progress(i, m, ev)
+        if tensorboard and jax.process_index() == 0:
+            if events is None:
+                from ppo_jax.events import EventLog
+
+                events = EventLog(out, job.runs, first * job.trainer.config.frames_per_batch)
+            events.add_latest(job.log)
 
     def save(j: Job) -> None:
         # metrics first: a run killed in between resumes from the older checkpoint and cuts
         # the metrics back to it; never the other way round (a checkpoint ahead of its metrics)
         j.log.write(out, curves=False)
+        if events is not None:
+            events.flush()
         checkpoint.save(ckpt_dir, j.trainer, j.states, runs=j.runs, keep=keep,
                         extra_meta=checkpoint_meta(j.log))
 
     try:
-        train_batches(job, on_batch=progress, on_checkpoint=save,
-                      checkpoint_every=checkpoint_every)
+        train_batches(job, on_batch=on_batch, on_checkpoint=save,
+                      checkpoint_every=checkpoint_every, interrupted=interrupted)
     finally:
         if progress is not None:
             progress.close()
-    if save_final:
+    stopped_early = job.start < job.trainer.config.num_batches and not job.log.all_failed
+    if stopped_early and job.start == first:  # stopped before its first batch: nothing new
+        return job.log.summary(), job
+    if save_final or stopped_early:
         save(job)
     summary = job.log.write(out, curves=True)
+    if events is not None:
+        events.close()
     return summary, job
 
 
@@ -367,6 +399,7 @@ def fit(
     out: str | None = None,
     devices: int | str | None = None,
     checkpoint_every: int = 0,
+    tensorboard: bool = True,
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> tuple[PPOState, dict[str, Any]]:
@@ -374,12 +407,14 @@ def fit(
     train state of every run (R = ``num_seeds`` times the points of ``sweep``) and the dict
     ``metrics.json`` holds. With ``out`` the run directory is written as the command writes
     it (metrics.json, curves.png, checkpoints); without, nothing is written. ``on_batch(i,
-    metrics [R], eval [R] or None)`` is called after each batch, between program calls."""
+    metrics [R], eval [R] or None)`` is called after each batch, between program calls;
+    ``tensorboard``: with ``out``, also write TensorBoard events there."""
     runs = Runs(config or PPOConfig(), num_seeds, sweep)
     if out is not None:
         os.makedirs(out, exist_ok=True)
         summary, job = run_training(runs, out=out, devices=devices,
                                     checkpoint_every=checkpoint_every, announce=announce,
+                                    tensorboard=tensorboard,
                                     progress_factory=None if on_batch is None
                                     else (lambda _: _Callback(on_batch)))
         return job.states, summary

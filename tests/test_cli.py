@@ -232,6 +232,26 @@ def test_bad_flags_and_configs(root_dir, tmp_path):
     assert not os.path.exists(tmp_path / "x" / "metrics.json")
 
 
+def test_x64_is_refused_in_one_line(root_dir, tmp_path, runs):
+    """ppo_jax's programs are float32: JAX_ENABLE_X64=1 gets one line, before anything is
+    compiled or written (train.py, evaluate.py) and a ValueError from the library."""
+    env = {**os.environ, "JAX_ENABLE_X64": "1"}
+    out = tmp_path / "x64"
+    assert_one_line_error(run(root_dir, "train.py", "--out", str(out), env=env),
+                          words="JAX_ENABLE_X64 is set")
+    assert not os.path.exists(out / "metrics.json")
+    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], env=env),
+                          words="JAX_ENABLE_X64 is set")
+
+
+def test_x64_library_refusal(x64, tiny_config):
+    from ppo_jax import runner
+    from ppo_jax.hyper import Runs
+
+    with pytest.raises(ValueError, match="float32"):
+        runner.prepare(Runs(tiny_config))
+
+
 def test_resume_with_contradicting_flags(runs, root_dir):
     before = sorted(os.listdir(os.path.join(runs["a"], "checkpoints")))
     assert_one_line_error(run(root_dir, "train.py", "--resume", runs["a"], "--hidden-sizes", "32"),

@@ -63,6 +63,7 @@ def main(argv=None) -> int:
         cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
 
     cli.apply_compile_cache_flags(args)
+    cli.require_float32()
     import jax
 
     from ppo_jax import checkpoint, evaluate

@@ -20,6 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +61,9 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--resume", metavar="DIR",
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                     help="write TensorBoard events of every run under OUT/tensorboard/ while "
+                          "training (tensorboard --logdir OUT)")
     run.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                      help="write OUT/policy.mp4: the final policy's evaluation episode (needs an "
                           "offscreen GL context: MUJOCO_GL=egl, or osmesa with libosmesa6)")
@@ -111,6 +118,56 @@ class Progress:
             self.bar.close()
 
 
+class StopRequest:
+    """SIGINT and SIGTERM while a single-process job trains: the first asks it to stop after
+    the batch in progress (it then saves everything, see ``runner.run_training``); a second
+    exits at once, leaving what was saved intact (every file is written atomically; orbax
+    lists a checkpoint only once it is complete). Called, it says whether a stop was asked.
+
+    A multi-process job keeps Python's default handling: its processes would see a signal at
+    different batches and wait on each other's collectives."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+        return False
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            cli.exit_with_one_line(
+                f"train.py: interrupted: {signal.Signals(signum).name} again: stopped at once; "
+                f"the last saved checkpoint is intact", 128 + signum)
+        self.signum = signum
+
+    def interrupted(self, job, out: str) -> cli.Interrupted:
+        """The one line (and exit status 128 + signal) of a job stopped by the signal."""
+        name = signal.Signals(self.signum).name
+        code = 128 + self.signum
+        if job.log.batches == 0:
+            return cli.Interrupted(f"{name} before the first batch: nothing was written", code)
+        frames = job.start * job.trainer.config.frames_per_batch
+        return cli.Interrupted(
+            f"{name}: saved {out} after {job.start} batches ({frames} frames); continue with: "
+            f"python scripts/train.py --resume {shlex.quote(out)}", code)
+
+
 def _devices_flag(value: str | None) -> int | str | None:
     if value is None or value == "all":
         return value
@@ -160,6 +217,7 @@ def main(argv=None) -> int:
     lead = jax.process_index() == 0  # the process that writes files and prints progress
     if job:
         print(job, flush=True)
+    cli.require_float32()
 
     from ppo_jax import checkpoint
 
@@ -215,19 +273,23 @@ def main(argv=None) -> int:
         if lead:
             print(line, flush=True)
 
+    stop = StopRequest(enabled=jax.process_count() == 1)
     try:
-        result, job = runner.run_training(
-            start,
-            out=out,
-            devices=devices,
-            checkpoint_every=args.checkpoint_every,
-            keep=args.keep,
-            save_final=args.save_final,
-            progress_factory=lambda start: Progress(config, start,
-                                                    lead and not args.no_progress),
-            announce=announce,
-            init_from=init_from,
-        )
+        with stop:
+            result, job = runner.run_training(
+                start,
+                out=out,
+                devices=devices,
+                checkpoint_every=args.checkpoint_every,
+                keep=args.keep,
+                save_final=args.save_final,
+                tensorboard=args.tensorboard,
+                progress_factory=lambda start: Progress(config, start,
+                                                        lead and not args.no_progress),
+                announce=announce,
+                init_from=init_from,
+                interrupted=stop,
+            )
     except LayoutError as e:
         raise cli.CLIError(str(e)) from None
     except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
@@ -237,6 +299,8 @@ def main(argv=None) -> int:
             f"checkpoints written before this are intact", code=1) from None
     from ppo_jax.parallel import barrier
 
+    if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
+        raise stop.interrupted(job, out)
     barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
     summary = {k: result[k] for k in ("total_frames", "compile_seconds", "compiled_from_cache",
                                       "run_seconds", "frames_per_second", "last_eval_return")}

@@ -1,0 +1,54 @@
+"""TensorBoard events: every per-batch metric and every evaluation of a run, read back with
+TensorBoard's own reader, equal what metrics.json holds (frames as the step); one TensorBoard
+run per run of the job; --no-tensorboard writes none."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ppo_jax.events import EVAL, EVENTS_DIR, run_names
+from ppo_jax.hyper import Runs
+from ppo_jax.reporting import PER_BATCH
+
+
+def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of one TensorBoard run directory."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_events_equal_metrics_json(tiny_run, tiny_config):
+    m = json.load(open(os.path.join(tiny_run, "metrics.json")))
+    runs = os.listdir(os.path.join(tiny_run, EVENTS_DIR))
+    assert runs == run_names(Runs(tiny_config)) == ["seed_0"]
+    scalars = read_scalars(os.path.join(tiny_run, EVENTS_DIR, "seed_0"))
+    assert set(scalars) == set(PER_BATCH) | set(EVAL)
+    for name in PER_BATCH:
+        steps, values = zip(*scalars[name])
+        assert list(steps) == m["frames"], name
+        np.testing.assert_array_equal(np.float32(values), np.float32(m[name]), err_msg=name)
+    for name in EVAL:
+        steps, values = zip(*scalars[name])
+        assert list(steps) == m["eval_frames"], name
+        np.testing.assert_array_equal(np.float32(values), np.float32(m[name]), err_msg=name)
+
+
+def test_run_names_of_a_sweep(tiny_config):
+    runs = Runs(tiny_config, 2, [{"lr": 1e-4}, {"lr": 3e-4}])
+    assert run_names(runs) == ["lr=0.0001,seed_0", "lr=0.0001,seed_1",
+                               "lr=0.0003,seed_0", "lr=0.0003,seed_1"]
+
+
+def test_no_tensorboard(tmp_path, tiny_flags, compile_cache_dir):
+    from ppo_jax.commands import train
+
+    out = str(tmp_path / "run")
+    assert train.main([*tiny_flags, "--out", out, "--no-tensorboard", "--no-video",
+                       "--no-progress", "--compile-cache-dir", compile_cache_dir]) == 0
+    assert os.path.exists(os.path.join(out, "metrics.json"))
+    assert not os.path.exists(os.path.join(out, EVENTS_DIR))

@@ -1,0 +1,148 @@
+"""SIGINT and SIGTERM during training (scripts/train.py in a subprocess, as a user or a
+cluster sends them): the job stops after the batch in progress, saves that batch's
+checkpoint, metrics.json, curves.png and TensorBoard events whatever --checkpoint-every is,
+prints one line with the --resume command and exits 128 + signal; resumed, it ends
+bit-identical to an uninterrupted run. A second signal stops at once and leaves the saved
+checkpoint intact; a signal during compiling leaves nothing behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ppo_jax import checkpoint
+from ppo_jax.commands import train as train_cmd
+
+# 200 batches of the tiny preset: seconds of training, long enough to be interrupted
+LONG = ("--preset", "tiny", "--total-frames", "40000", "--checkpoint-every", "25")
+
+
+def start(root_dir, out, cache, *extra):
+    cmd = [sys.executable, os.path.join(root_dir, "scripts", "train.py"), *LONG, *extra,
+           "--out", out, "--compile-cache-dir", cache, "--no-progress", "--no-video"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, proc, timeout=600):
+    t = time.monotonic()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t < timeout
+        time.sleep(0.05)
+
+
+def first_checkpoint(out):
+    ck = os.path.join(out, "checkpoints")
+    return lambda: os.path.isdir(ck) and bool(checkpoint.steps(ck))
+
+
+def params(run_dir):
+    _, states, meta = checkpoint.restore(run_dir)
+    return jax.tree_util.tree_leaves(states.params), meta
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, compile_cache_dir):
+    out = str(tmp_path_factory.mktemp("whole") / "run")
+    assert train_cmd.main([*LONG, "--out", out, "--compile-cache-dir", compile_cache_dir,
+                           "--no-progress", "--no-video"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_resume_is_bit_identical(sig, uninterrupted, tmp_path, root_dir,
+                                                  compile_cache_dir):
+    out = str(tmp_path / "run")
+    proc = start(root_dir, out, compile_cache_dir)
+    wait_for(first_checkpoint(out), proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert f"interrupted: {signal.Signals(sig).name}" in lines[0]
+    assert f"--resume {out}" in lines[0]
+    # the last completed batch is saved, with its metrics, curves and events
+    _, meta = params(out)
+    step = meta["batches_done"]
+    assert 25 <= step < 200 and checkpoint.steps(out)[-1] == step
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert len(m["reward"]) == step and m["frames"][-1] == step * 200
+    assert os.path.getsize(os.path.join(out, "curves.png")) > 0
+    assert os.listdir(os.path.join(out, "tensorboard", "seed_0"))
+    # resumed to the end: bit for bit the uninterrupted run
+    assert train_cmd.main(["--resume", out, "--compile-cache-dir", compile_cache_dir,
+                           "--no-progress", "--no-video"]) == 0
+    (got, _), (want, _) = params(out), params(uninterrupted)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    m2 = json.load(open(os.path.join(uninterrupted, "metrics.json")))
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    for key in ("frames", "reward", "loss", "eval_frames", "eval_return"):
+        assert m[key] == m2[key], key
+
+
+def test_second_signal_stops_at_once(monkeypatch):
+    """The handler's logic: the first signal asks for a stop, a second exits at once with
+    one line and 128 + signal."""
+    from ppo_jax import cli
+
+    def exit_now(message, code):
+        raise SystemExit((message, code))
+
+    monkeypatch.setattr(cli, "exit_with_one_line", exit_now)
+    stop = train_cmd.StopRequest()
+    with stop:
+        assert not stop() and signal.getsignal(signal.SIGTERM) == stop._handle
+        stop._handle(signal.SIGTERM, None)
+        assert stop() and stop.signum == signal.SIGTERM
+        with pytest.raises(SystemExit) as e:
+            stop._handle(signal.SIGINT, None)
+    (message, code), = e.value.args
+    assert code == 130 and "SIGINT again: stopped at once" in message and "\n" not in message
+    assert signal.getsignal(signal.SIGTERM) != stop._handle  # handlers restored
+
+
+def test_second_signal_while_saving_leaves_the_checkpoints_intact(uninterrupted, tmp_path,
+                                                                   root_dir, compile_cache_dir):
+    """Two Ctrl-C a moment apart: the process ends at once or after saving (the second may
+    land during the save or after it), with one line; every listed checkpoint restores."""
+    out = str(tmp_path / "run")
+    proc = start(root_dir, out, compile_cache_dir)
+    wait_for(first_checkpoint(out), proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert "again: stopped at once" in lines[0] or "--resume" in lines[0], lines
+    for step in checkpoint.steps(out):
+        _, states, meta = checkpoint.restore(out, step)
+        assert meta["batches_done"] == step
+        assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(states.params))
+
+
+def test_signal_while_compiling_writes_nothing(tmp_path, root_dir):
+    cache = str(tmp_path / "cache")  # empty: the programs must be compiled
+    out = str(tmp_path / "run")
+    proc = start(root_dir, out, cache)
+    line = proc.stdout.readline()  # printed as tracing starts, inside the signal handling
+    assert line.startswith("compiling the training programs"), line
+    time.sleep(1.0)  # well inside the tracing and compiling
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "before the first batch: nothing was written" in lines[0], err
+    assert os.listdir(out) == []
+    store = os.path.join(cache, "ppo_programs")
+    assert not any(name.endswith(".tmp") for name in os.listdir(store))
