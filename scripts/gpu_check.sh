@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU in one shot: install the wheels carried in .whl/ (offline, into .site/) unless the
+# packages they carry are there already, then run every GPU check within --budget-s (default
+# 480 s, counted from the start of this script, the install included):
+#   bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--allow-cpu]
+# Fetch the wheels beforehand, on a machine with a network, from the repo root:
+#   ../shared/scripts/device_wheels.sh --torchrl
+# Writes DIR/gpu_check.json, DIR/gpu_check.md (default DIR: gpu_check/). See
+# ppo_jax/bench/gpu_check.py.
+set -uo pipefail
+export GPU_CHECK_CWD="$PWD"  # a relative --out is taken from here
+cd "$(dirname "$0")/.."
+export GPU_CHECK_STARTED
+GPU_CHECK_STARTED=$(date +%s.%N)
+export GPU_CHECK_SCRIPT=1 PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+# the packages the GPU image lacks (found, not imported: importing mjx and distrax takes seconds)
+MODULES="mujoco, mujoco.mjx, distrax, brax, gymnasium"
+NEEDED="import importlib.util as u, sys
+sys.exit(any(u.find_spec(m.strip()) is None for m in '$MODULES'.split(',')))"
+[ -d .site ] && export PYTHONPATH="$PWD/.site${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+t0=$(date +%s.%N)
+if "$PY" -c "$NEEDED" >/dev/null 2>&1; then
+  GPU_CHECK_INSTALL="ok: nothing to install, everything is there"
+elif compgen -G ".whl/*.whl" >/dev/null; then
+  n=$(ls .whl/*.whl | wc -l)
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target .site .whl/*.whl >&2; then
+    case ":$PYTHONPATH:" in
+      *":$PWD/.site:"*) ;;
+      *) export PYTHONPATH="$PWD/.site:$PYTHONPATH" ;;
+    esac
+    if "$PY" -c "$NEEDED" >/dev/null 2>&1; then
+      GPU_CHECK_INSTALL="ok: installed $n wheels from .whl/ into .site/"
+    else
+      GPU_CHECK_INSTALL="failed: installed $n wheels, but one of $MODULES is still missing"
+    fi
+  else
+    GPU_CHECK_INSTALL="failed: pip could not install .whl/*.whl into .site/"
+  fi
+else
+  GPU_CHECK_INSTALL="failed: one of $MODULES is missing and there is no .whl/"
+  GPU_CHECK_INSTALL+=" (fetch it with ../shared/scripts/device_wheels.sh --torchrl)"
+fi
+GPU_CHECK_INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
+export GPU_CHECK_INSTALL GPU_CHECK_INSTALL_S
+echo "gpu_check.sh: ${GPU_CHECK_INSTALL} (${GPU_CHECK_INSTALL_S} s)" >&2
+exec "$PY" -m ppo_jax.bench.gpu_check "$@"
