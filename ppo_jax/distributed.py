@@ -130,10 +130,10 @@ class _FatalWatch:
 
 def _die(message: str) -> None:
     """Report ``message`` (one line) and end the process now: the runtime is about to abort."""
-    from ppo_jax.cli import _exit_with_one_line
+    from ppo_jax.cli import exit_with_one_line
 
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
-    _exit_with_one_line(f"{prog}: error: {message}", 1)
+    exit_with_one_line(f"{prog}: error: {message}", 1)
 
 
 def initialize(args: argparse.Namespace, die: Callable[[str], None] = _die) -> str | None:

@@ -539,7 +539,7 @@ def export_onnx(
     check: bool = True,
 ) -> str:
     """Write ``state``'s policy (ONE run's :class:`~ppo_jax.train.PPOState`, e.g. from
-    :func:`ppo_jax.cli.restore_seed`) to ``path`` as an ONNX graph; its absolute path.
+    :func:`ppo_jax.checkpoint.restore_run`) to ``path`` as an ONNX graph; its absolute path.
 
     With ``check``, onnxruntime runs the graph on :func:`probe_observations` first and the
     file is written only if its actions are within :data:`CHECK_ATOL` of the JAX function's.
