@@ -164,7 +164,7 @@ class StopRequest:
             return cli.Interrupted(f"{name} before the first batch: nothing was written", code)
         frames = job.start * job.trainer.config.frames_per_batch
         return cli.Interrupted(
-            f"{name}: saved {out} after {job.start} batches ({frames} frames); continue with: "
+            f"{name}: saved {out} after batch {job.start - 1} ({frames} frames); continue with: "
             f"python scripts/train.py --resume {shlex.quote(out)}", code)
 
 
