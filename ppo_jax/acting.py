@@ -30,22 +30,26 @@ class EpisodeResult:
 
 
 def make_policy(
-    actor_apply: Callable, actor_params, obs_stats: ObsNormStats, mode: str
+    actor_apply: Callable, actor_params, obs_stats: ObsNormStats, mode: str,
+    bounds: distributions.Bounds | None = None,
 ) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """``policy(obs, key) -> action`` from raw observations.
 
     ``mode``: ``"mean"`` / ``"tanh_loc"`` (deterministic, see
-    :func:`ppo_jax.distributions.deterministic_action`) or ``"sample"`` (the training policy).
+    :func:`ppo_jax.distributions.deterministic_action`) or ``"sample"`` (the training policy);
+    ``bounds``: the env's action bounds (None: [-1, 1]).
     """
 
     def policy(obs, key):
-        return policy_action(actor_apply, actor_params, normalize(obs_stats, obs), key, mode)
+        return policy_action(actor_apply, actor_params, normalize(obs_stats, obs), key, mode,
+                             bounds)
 
     return policy
 
 
 def policy_action(
-    actor_apply: Callable, actor_params, norm_obs: jax.Array, key: jax.Array, mode: str
+    actor_apply: Callable, actor_params, norm_obs: jax.Array, key: jax.Array, mode: str,
+    bounds: distributions.Bounds | None = None,
 ) -> jax.Array:
     """Action ``[..., action_dim]`` from NORMALIZED observations ``[..., obs_dim]``.
 
@@ -53,9 +57,9 @@ def policy_action(
     """
     loc, scale = actor_apply(actor_params, norm_obs)
     if mode == "sample":
-        action, _, _ = distributions.sample(key, loc, scale)
+        action, _, _ = distributions.sample(key, loc, scale, bounds)
         return action
-    return distributions.deterministic_action(loc, scale, mode)
+    return distributions.deterministic_action(loc, scale, mode, bounds)
 
 
 def run_episode(env, policy: Callable, key: jax.Array, max_steps: int) -> EpisodeResult:
@@ -111,15 +115,18 @@ def episode_trace(env, policy: Callable, key: jax.Array, max_steps: int) -> Epis
         nxt = env.step(state, action)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, state)
         reward = jnp.where(alive, nxt.reward, 0.0)
-        return (state, alive & ~nxt.done), (state.data.qpos, state.data.qvel, reward, alive)
+        phys = physics(state.data)
+        return (state, alive & ~nxt.done), (phys.qpos, phys.qvel, reward, alive)
 
+    # the simulator state inside an env state (an adapter's env names it; MJX ports: data)
+    physics = getattr(env, "physics", lambda data: data)
     start = env.reset(k_reset)
     _, (qpos, qvel, reward, stepped) = jax.lax.scan(
         body, (start, jnp.bool_(True)), jnp.arange(max_steps)
     )
     return EpisodeTrace(
-        qpos=jnp.concatenate([start.data.qpos[None], qpos]),
-        qvel=jnp.concatenate([start.data.qvel[None], qvel]),
+        qpos=jnp.concatenate([physics(start.data).qpos[None], qpos]),
+        qvel=jnp.concatenate([physics(start.data).qvel[None], qvel]),
         reward=reward,
         episode_return=reward.sum(),
         length=stepped.sum().astype(jnp.int32),

@@ -42,7 +42,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ppo_jax.config import PPOConfig
-from ppo_jax.envs import ENV_ID
 from ppo_jax.hyper import Runs
 from ppo_jax.parallel import Layout, gather
 from ppo_jax.reporting import first_line, versions
@@ -103,7 +102,7 @@ def save(
         "frames": step * cfg.frames_per_batch,
         "batches_done_per_run": done,
         "frames_per_run": [b * cfg.frames_per_batch for b in done],
-        "env_id": ENV_ID,
+        "env_id": trainer.env.env_id,
         "observation_size": trainer.env.observation_size,
         "action_size": trainer.env.action_size,
         "versions": versions(),
@@ -218,20 +217,40 @@ def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = Non
     return out
 
 
+def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> Trainer:
+    """The trainer of ``saved``'s config, on its env: the registry's ``config.env``, or
+    ``env`` (an env object of that id, for an env of the user's own);
+    :class:`CheckpointError` (one line) where neither fits."""
+    config = saved.config
+    if env is not None and getattr(env, "env_id", None) != config.env:
+        raise CheckpointError(
+            f"the checkpoint was trained on {config.env!r}, the env given is "
+            f"{getattr(env, 'env_id', type(env).__name__)!r}")
+    try:
+        return make_train(config, layout, env)
+    except ValueError as e:  # an env id this process cannot build (or a broken env)
+        raise CheckpointError(
+            f"cannot build the checkpoint's env {config.env!r}: {first_line(e)}"
+            + ("" if env is not None else " (an env of your own: pass env= to restore)")
+        ) from None
+
+
 def restore(
-    source: str | Saved, step: int | None = None, layout: Layout | None = None
+    source: str | Saved, step: int | None = None, layout: Layout | None = None,
+    env: Any = None,
 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """Rebuild the trainer from the saved config and restore the state of every run, laid
     out over ``layout``'s devices (None: on this process's first device, whatever mesh
     wrote it). ``source``: a run directory (or its checkpoints; ``step`` default: the
-    latest), or a :class:`Saved` already read.
+    latest), or a :class:`Saved` already read. ``env``: the env object, for a checkpoint of
+    an env of your own (the registry builds the others from the saved id).
 
     Returns ``(trainer, states [R, ...], meta)``; raises :class:`CheckpointError`.
     """
     saved = source if isinstance(source, Saved) else open_saved(source, step)
     directory, step, meta = saved.directory, saved.step, saved.meta
     runs = saved.runs
-    trainer = make_train(runs.config, layout)
+    trainer = trainer_for(saved, layout, env)
     if (meta.get("observation_size"), meta.get("action_size")) != (
         trainer.env.observation_size,
         trainer.env.action_size,
@@ -270,12 +289,12 @@ def restore(
     return trainer, restored, meta
 
 
-def restore_run(path: str, step: int | None = None, run_index: int = 0
+def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any = None
                 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """``(trainer, state of run run_index, meta)`` of the job saved in ``path`` (a run
     directory or its checkpoints), restored on one device; :class:`CheckpointError` for a
     missing, corrupt or unfitting checkpoint or a run index out of range."""
-    trainer, states, meta = restore(path, step)
+    trainer, states, meta = restore(path, step, env=env)
     k = int(meta.get("num_runs") or meta["num_seeds"])
     if not 0 <= run_index < k:
         raise CheckpointError(f"run index {run_index} is not in [0, {k - 1}] for this {k}-run "

@@ -33,6 +33,15 @@ class PPOConfig:
     """Hyperparameters of one training run (defaults: the TorchRL tutorial)."""
 
     seed: int = field(default=0, metadata=_doc("Seed of the run's PRNG key."))
+    env: str = field(
+        default="InvertedDoublePendulum-v4",
+        metadata=_doc(
+            """The environment: a Gymnasium MuJoCo id ported to MJX (InvertedDoublePendulum-v4,
+            InvertedPendulum-v4, HalfCheetah-v4, Hopper-v4, Walker2d-v4, Swimmer-v4,
+            Reacher-v4), brax:NAME (a brax.envs env on MJX) or playground:NAME (a MuJoCo
+            Playground env)."""
+        ),
+    )
     # --- collection ------------------------------------------------------------------------
     num_envs: int = field(
         default=1,
@@ -49,7 +58,11 @@ class PPOConfig:
         metadata=_doc("Env steps of the whole run (the tutorial: 10k; a full run: 1M)."),
     )
     max_episode_steps: int = field(
-        default=1000, metadata=_doc("Time limit of an episode (Gymnasium's TimeLimit).")
+        default=0,
+        metadata=_doc(
+            """Time limit of an episode (Gymnasium's TimeLimit); 0: the env's own (1000 for
+            the pendulums and runners, 50 for Reacher-v4, a Playground env's episode_length)."""
+        ),
     )
     # --- observation normalization ---------------------------------------------------------
     init_stats_frames: int = field(
@@ -147,12 +160,16 @@ class PPOConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` (one line, naming the fields) for an inconsistent config."""
         positive = (
-            "num_envs frames_per_batch total_frames max_episode_steps init_stats_frames "
+            "num_envs frames_per_batch total_frames init_stats_frames "
             "num_epochs minibatch_size eval_max_steps"
         ).split()
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_episode_steps < 0:
+            raise ValueError(f"max_episode_steps must be >= 0, got {self.max_episode_steps}")
+        if not isinstance(self.env, str) or not self.env:
+            raise ValueError(f"env must be a non-empty id, got {self.env!r}")
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

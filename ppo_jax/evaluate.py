@@ -55,7 +55,7 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
     run) in MJX: one jitted vmap, compiled once per (config, episodes, mode, max_steps) and
     kept in the program store."""
     def episodes(actor_params, stats, keys):
-        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
+        policy = trainer.policy(actor_params, stats, mode)
         return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
 
     key = program_key(trainer, 1, "episodes", episodes=int(keys.shape[0]), mode=mode,
@@ -82,7 +82,7 @@ def _jitted_trace(trainer, max_steps: int, mode: str):
     """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
 
     def trace(actor_params, stats, key):
-        policy = make_policy(trainer.actor_apply, actor_params, stats, mode)
+        policy = trainer.policy(actor_params, stats, mode)
         return episode_trace(trainer.env, policy, key, max_steps)
 
     return jax.jit(trace)
@@ -93,18 +93,20 @@ HostPolicy = Callable[[np.ndarray, int], np.ndarray]
 
 
 def make_host_policy(
-    actor_apply: Callable, actor_params, obs_stats, mode: str, key: jax.Array | None = None
+    actor_apply: Callable, actor_params, obs_stats, mode: str, key: jax.Array | None = None,
+    bounds=None,
 ) -> HostPolicy:
     """``policy(obs float64, t) -> action float64`` for MuJoCo C.
 
     ``obs * scale + loc`` in float64, cast to float32, then :func:`policy_action` (one
     jitted call). ``t`` (the step index) and ``key`` give ``"sample"`` the noise
-    :func:`run_episode` uses: ``fold_in(split(key)[1], t)``.
+    :func:`run_episode` uses: ``fold_in(split(key)[1], t)``. ``bounds``: the env's action
+    bounds (:attr:`ppo_jax.train.Trainer.bounds`; None: [-1, 1]).
     """
     loc = np.asarray(obs_stats.loc, np.float64)
     scale = np.asarray(obs_stats.scale, np.float64)
     k_policy = jax.random.split(jax.random.PRNGKey(0) if key is None else key)[1]
-    act = _jitted_action(actor_apply, mode)
+    act = _jitted_action(actor_apply, mode, bounds)
 
     def policy(obs: np.ndarray, t: int) -> np.ndarray:
         norm = (np.asarray(obs, np.float64) * scale + loc).astype(np.float32)
@@ -114,11 +116,12 @@ def make_host_policy(
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_action(actor_apply: Callable, mode: str):
+def _jitted_action(actor_apply: Callable, mode: str, bounds=None):
     """``act(params, norm_obs, k_policy, t) -> action``, compiled once per actor and mode."""
 
     def act(params, norm_obs, k, t):
-        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode)
+        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode,
+                             bounds)
 
     return jax.jit(act)
 
@@ -170,13 +173,13 @@ def mujoco_episodes(
 ) -> list[Episode]:
     """Episodes of ``state``'s policy (ONE run) in MuJoCo C, episode ``i`` from the start
     state of ``run_episode(keys[i])`` in MJX and with its policy keys."""
-    env = env or MujocoEnv(max_episode_steps=trainer.env.max_episode_steps)
+    env = env or MujocoEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
     qpos, qvel = mjx_start_states(trainer.env, keys)
     out = []
     for i in range(len(qpos)):
         policy = make_host_policy(
-            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i]
-        )
+            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i],
+            trainer.bounds)
         out.append(mujoco_episode(env, policy, qpos[i], qvel[i], max_steps))
     return out
 
@@ -240,7 +243,8 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
 
     @jax.jit
     def act(obs):
-        return policy_action(trainer.actor_apply, params, normalize(stats, obs), key, mode)
+        return policy_action(trainer.actor_apply, params, normalize(stats, obs), key, mode,
+                             trainer.bounds)
 
     def policy(obs) -> np.ndarray:
         return np.asarray(act(jnp.asarray(obs, jnp.float32)))

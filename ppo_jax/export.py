@@ -59,21 +59,26 @@ def expected_shapes(
     return shapes
 
 
-def _modules(obs_size: int, action_size: int, hidden_sizes: Sequence[int]):
+def _modules(obs_size: int, action_size: int, hidden_sizes: Sequence[int], low=-1.0, high=1.0):
     from ppo_jax.torchrl_reference import tutorial_modules
 
-    return tutorial_modules(obs_size, action_size, tuple(hidden_sizes))
+    return tutorial_modules(obs_size, action_size, tuple(hidden_sizes), low=low, high=high)
 
 
 def to_torchrl(
-    params, obs_stats, config, observation_size: int, action_size: int, source=None
+    params, obs_stats, config, observation_size: int, action_size: int, source=None,
+    env=None,
 ) -> dict[str, Any]:
     """The export dict (see the module docstring) of ``params`` (:class:`Params`) and
-    ``obs_stats`` (:class:`ObsNormStats`, ``[obs_dim]``) for ``config``'s networks."""
+    ``obs_stats`` (:class:`ObsNormStats`, ``[obs_dim]``) for ``config``'s networks; ``env``
+    (default: ``config.env``'s id with bounds [-1, 1]) gives the id and the action bounds
+    of the actor's ``TanhNormal(low, high)``."""
     torch = require_torch()
     from ppo_jax.torchrl_compat import actor_params_to_torch, critic_params_to_torch
 
-    m = _modules(observation_size, action_size, config.hidden_sizes)
+    low = [-1.0] * action_size if env is None else np.asarray(env.action_low).tolist()
+    high = [1.0] * action_size if env is None else np.asarray(env.action_high).tolist()
+    m = _modules(observation_size, action_size, config.hidden_sizes, low, high)
     actor_params_to_torch(params.actor, m.actor_net)
     critic_params_to_torch(params.critic, m.value_net)
 
@@ -93,9 +98,11 @@ def to_torchrl(
             "standard_normal": torch.tensor(False),
         },
         "meta": {
-            "env_id": "InvertedDoublePendulum-v4",
+            "env_id": config.env if env is None else env.env_id,
             "observation_size": int(observation_size),
             "action_size": int(action_size),
+            "action_low": [float(x) for x in low],
+            "action_high": [float(x) for x in high],
             "hidden_sizes": [int(h) for h in config.hidden_sizes],
             "eval_action": config.eval_action,
             "source": dict(source or {}),

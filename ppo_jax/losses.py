@@ -87,21 +87,22 @@ def ppo_loss(
     entropy_coeff: float,
     critic_coeff: float,
     critic_loss: str = "smooth_l1",
+    bounds: distributions.Bounds | None = None,
 ) -> tuple[jax.Array, LossMetrics]:
     """Total loss (objective + critic + entropy terms) and its metrics.
 
     ``actor_apply(actor_params, obs) -> (loc, scale)``; ``critic_apply(critic_params, obs) ->
-    value``. ``key`` draws the entropy sample.
+    value``. ``key`` draws the entropy sample; ``bounds``: the env's action bounds (None: [-1, 1]).
     """
     loc, scale = actor_apply(params.actor, batch.obs)
-    log_prob = distributions.log_prob_pre_tanh(loc, scale, batch.pre_tanh)
+    log_prob = distributions.log_prob_pre_tanh(loc, scale, batch.pre_tanh, bounds)
     log_w = log_prob - batch.log_prob
     lo, hi = jnp.log1p(-clip_epsilon), jnp.log1p(clip_epsilon)
     log_w_clip = jnp.clip(log_w, lo, hi)
     gain = jnp.minimum(jnp.exp(log_w) * batch.advantage, jnp.exp(log_w_clip) * batch.advantage)
     loss_objective = -gain.mean()
 
-    entropy = distributions.entropy_estimate(key, loc, scale)
+    entropy = distributions.entropy_estimate(key, loc, scale, bounds)
     loss_entropy = -entropy_coeff * entropy.mean()
 
     value = critic_apply(params.critic, batch.obs)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
-from ppo_jax.envs import InvertedDoublePendulum
 
 EPS = 1e-6
 
@@ -63,8 +63,17 @@ def stats_from_observations(
     return ObsNormStats(loc=loc, scale=scale)
 
 
+def _action_range(env):
+    """The env's action bounds for ``jax.random.uniform`` (TorchRL's ``rand_step`` samples the
+    bounded action spec uniformly): floats where every dimension shares them, else arrays."""
+    low, high = np.asarray(env.action_low, np.float64), np.asarray(env.action_high, np.float64)
+    if np.all(low == low[0]) and np.all(high == high[0]):
+        return float(low[0]), float(high[0])
+    return low, high
+
+
 def random_rollout_observations(
-    env: InvertedDoublePendulum, key: jax.Array, num_frames: int
+    env, key: jax.Array, num_frames: int
 ) -> tuple[jax.Array, jax.Array]:
     """Observations of TorchRL-style random rollouts, as ``(obs [L, obs_dim], mask [L])``.
 
@@ -72,6 +81,7 @@ def random_rollout_observations(
     rows where ``mask`` is True are exactly the observations TorchRL would concatenate.
     """
     rollout_cap = min(num_frames, env.max_episode_steps)
+    low, high = _action_range(env)
     length = num_frames + rollout_cap - 1
     k_reset, k_loop = jax.random.split(key)
 
@@ -80,7 +90,7 @@ def random_rollout_observations(
         k_act, k_reset = jax.random.split(k)
         obs = state.obs
         action = jax.random.uniform(
-            k_act, (env.action_size,), obs.dtype, minval=-1.0, maxval=1.0
+            k_act, (env.action_size,), obs.dtype, minval=low, maxval=high
         )
         nxt = env.step(state, action)
         rollout_len = rollout_len + 1
@@ -98,7 +108,7 @@ def random_rollout_observations(
 
 
 def init_stats(
-    env: InvertedDoublePendulum, key: jax.Array, num_frames: int = 1000, mode: str = "reference"
+    env, key: jax.Array, num_frames: int = 1000, mode: str = "reference"
 ) -> ObsNormStats:
     """TorchRL's ``init_stats(num_iter=num_frames)`` on ``env`` (jit-able)."""
     obs, mask = random_rollout_observations(env, key, num_frames)

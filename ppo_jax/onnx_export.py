@@ -102,7 +102,7 @@ def policy_function(trainer, state, mode: str = "mean") -> Callable[[jax.Array],
 
     def policy(obs):
         loc, scale = trainer.actor_apply(actor_params, normalize(stats, obs))
-        return deterministic_action(loc, scale, mode)
+        return deterministic_action(loc, scale, mode, trainer.bounds)
 
     return policy
 
@@ -458,7 +458,7 @@ def policy_model(trainer, state, mode: str = "mean", opset: int = MIN_OPSET,
                  metadata: Mapping[str, Any] | None = None):
     """The policy's ONNX model (see the module docstring)."""
     env = trainer.env
-    meta = {"format": FORMAT, "env_id": getattr(env, "env_id", "InvertedDoublePendulum-v4"),
+    meta = {"format": FORMAT, "env_id": env.env_id,
             "mode": mode, "observation_size": env.observation_size,
             "action_size": env.action_size,
             "hidden_sizes": ",".join(str(h) for h in trainer.config.hidden_sizes),

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import inspect
+import os
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppo_jax import compile_cache
 from ppo_jax.compile_cache import CompileInfo
@@ -92,9 +96,29 @@ def program_key(trainer: Trainer, num_runs: int, name: str, **extra: Any) -> str
         "num_runs": num_runs,
         "config": program_config(trainer.config).to_dict(),
         "layout": None if trainer.layout is None else trainer.layout.key(),
-        "env": [trainer.env.env_id, trainer.env.integrator, trainer.env.max_episode_steps],
+        "env": env_identity(trainer.env),
     }
     return compile_cache.program_key(name, identity, **extra)
+
+
+def env_identity(env) -> dict[str, Any]:
+    """What determines an env's part of a program: its id and :meth:`spec`, its sizes and
+    bounds, and for an env defined outside ppo_jax (whose code the package's source hash does
+    not cover) a hash of the file that defines its class."""
+    cls = type(env)
+    identity = {"id": env.env_id, "spec": env.spec(), "class": f"{cls.__module__}.{cls.__qualname__}",
+                "sizes": [int(env.observation_size), int(env.action_size)],
+                "bounds": [np.asarray(env.action_low, np.float64).tolist(),
+                           np.asarray(env.action_high, np.float64).tolist()],
+                "max_episode_steps": int(env.max_episode_steps)}
+    if not cls.__module__.startswith("ppo_jax."):
+        try:
+            source = inspect.getsourcefile(cls)
+            with open(source, "rb") as f:
+                identity["code"] = hashlib.sha256(f.read()).hexdigest()
+        except (TypeError, OSError):  # no file (a notebook cell): never reuse across processes
+            identity["code"] = f"process-{os.getpid()}-{id(cls)}"
+    return identity
 
 
 @dataclasses.dataclass

@@ -39,18 +39,32 @@ class RenderUnavailable(RuntimeError):
     """No OpenGL context could be made (message: :data:`GL_HINT` and the backend's error)."""
 
 
-def camera() -> mujoco.MjvCamera:
-    """A fixed free camera looking along the hinge axis (+y) at the middle of the scene.
+PENDULUM_CAMERA = {"lookat": (0.0, 0.0, 0.05), "distance": 3.3, "azimuth": 90.0,
+                   "elevation": 0.0}
 
-    At 320x240 (MuJoCo's default 45 degree vertical field of view) it frames the whole rail
-    (x in [-1, 1]) with the cart and both poles, upright (tip at height 1.2) or hanging.
+
+def camera(config: dict | None = None, model: mujoco.MjModel | None = None) -> mujoco.MjvCamera:
+    """The camera of an env's ``camera`` config (Gymnasium's ``DEFAULT_CAMERA_CONFIG`` keys:
+    ``trackbodyid``, ``distance``, ``lookat``, ``elevation``, ``azimuth``): MuJoCo's default free
+    camera of ``model``, those fields set, and tracking the body ``trackbodyid`` where it is
+    not the world (a runner stays in frame).
+
+    Default: the pendulum's fixed camera along the hinge axis (+y) at the middle of the
+    scene; at 320x240 (MuJoCo's default 45 degree vertical field of view) it frames the whole
+    rail (x in [-1, 1]) with the cart and both poles, upright (tip at height 1.2) or hanging.
     """
+    config = PENDULUM_CAMERA if config is None else config
     cam = mujoco.MjvCamera()
+    if model is not None:
+        mujoco.mjv_defaultFreeCamera(model, cam)
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.lookat[:] = (0.0, 0.0, 0.05)
-    cam.distance = 3.3
-    cam.azimuth = 90.0
-    cam.elevation = 0.0
+    for key, value in config.items():
+        if key == "lookat":
+            cam.lookat[:] = value
+        else:
+            setattr(cam, key, value)
+    if config.get("trackbodyid", 0) > 0:
+        cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
     return cam
 
 
@@ -112,11 +126,14 @@ def write_video(frames: np.ndarray, path: str, fps: float) -> str:
 
 
 def render_episode(
-    model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, dt: float, path: str
+    model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray, dt: float, path: str,
+    camera_config: dict | None = None,
 ) -> str:
     """Render the states (``[T, nq]``, ``[T, nv]``, one per env step of ``dt`` seconds) to
-    ``path`` in real time; its absolute path. :class:`RenderUnavailable` without GL."""
-    return write_video(render_frames(model, qpos, qvel), path, fps=1.0 / dt)
+    ``path`` in real time, with the env's ``camera_config`` (:func:`camera`); its absolute
+    path. :class:`RenderUnavailable` without GL."""
+    cam = camera(camera_config, model)
+    return write_video(render_frames(model, qpos, qvel, cam=cam), path, fps=1.0 / dt)
 
 
 def render_policy_episode(trainer, state, key, max_steps: int, path: str, mode=None) -> str:
@@ -128,7 +145,8 @@ def render_policy_episode(trainer, state, key, max_steps: int, path: str, mode=N
     trace = trace_policy(trainer, state, key, max_steps, mode)
     n = int(trace.length) + 1  # the reset state and the state after each step
     env = trainer.env
-    return render_episode(env.mj_model, trace.qpos[:n], trace.qvel[:n], env.dt, path)
+    return render_episode(env.mj_model, trace.qpos[:n], trace.qvel[:n], env.dt, path,
+                          getattr(env, "camera", None))
 
 
 def write_policy_video(

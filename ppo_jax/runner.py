@@ -201,6 +201,7 @@ def prepare(
     devices: int | str | None = None,
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
+    env: Any = None,
 ) -> Job:
     """Compile the programs and initialize the device state of a new job (``start``: its
     :class:`~ppo_jax.hyper.Runs`), or restore a saved one (``start``: a
@@ -208,7 +209,9 @@ def prepare(
     gives the history so far), over ``devices`` devices (see
     :func:`ppo_jax.parallel.choose_devices`; raises its ``LayoutError``). ``init_from`` =
     ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
-    initialized networks and normalization statistics."""
+    initialized networks and normalization statistics. ``env``: an env object of the user's
+    own (it must meet :mod:`ppo_jax.envs.base`'s protocol; None: the registry's
+    ``config.env``)."""
     if jax.config.jax_enable_x64:
         raise ValueError("ppo_jax's programs are float32: train with JAX_ENABLE_X64 unset")
     resume = isinstance(start, checkpoint.Saved)
@@ -218,11 +221,11 @@ def prepare(
     n_dev = choose_devices(devices, runs.num_runs, runs.config.num_envs)
     layout = make_layout(runs.num_runs, runs.config.num_envs, n_dev)
     if resume:
-        trainer, states, _ = checkpoint.restore(start, layout=layout)
+        trainer, states, _ = checkpoint.restore(start, layout=layout, env=env)
         first = start.step
         need = ("update", "evaluate")
     else:
-        trainer = make_train(runs.config, layout)
+        trainer = make_train(runs.config, layout, env)
         first = 0
         need = ("init", "update", "evaluate")
     programs = build_programs(trainer, runs.num_runs, announce=announce, need=need)
@@ -329,6 +332,7 @@ def run_training(
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
     interrupted: Callable[[], bool] | None = None,
+    env: Any = None,
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
@@ -339,7 +343,7 @@ def run_training(
     :func:`train_batches`), the last completed batch is checkpointed whatever
     ``checkpoint_every`` and ``save_final`` say, and everything else is written as at the end
     (``job.start < config.num_batches`` then tells)."""
-    job = prepare(start, devices=devices, announce=announce, init_from=init_from)
+    job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env)
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
     events = None  # made at the first batch: a job stopped before it leaves no files
@@ -402,23 +406,28 @@ def fit(
     tensorboard: bool = True,
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
+    env: Any = None,
 ) -> tuple[PPOState, dict[str, Any]]:
     """Train like ``scripts/train.py`` and return ``(states [R, ...], metrics)``: the final
     train state of every run (R = ``num_seeds`` times the points of ``sweep``) and the dict
     ``metrics.json`` holds. With ``out`` the run directory is written as the command writes
     it (metrics.json, curves.png, checkpoints); without, nothing is written. ``on_batch(i,
     metrics [R], eval [R] or None)`` is called after each batch, between program calls;
-    ``tensorboard``: with ``out``, also write TensorBoard events there."""
-    runs = Runs(config or PPOConfig(), num_seeds, sweep)
+    ``tensorboard``: with ``out``, also write TensorBoard events there. ``env``: an env
+    object of your own (see :func:`ppo_jax.train.make_train`); None: ``config.env``."""
+    config = config or PPOConfig()
+    if env is not None:
+        config = config.replace(env=env.env_id)
+    runs = Runs(config, num_seeds, sweep)
     if out is not None:
         os.makedirs(out, exist_ok=True)
         summary, job = run_training(runs, out=out, devices=devices,
                                     checkpoint_every=checkpoint_every, announce=announce,
-                                    tensorboard=tensorboard,
+                                    tensorboard=tensorboard, env=env,
                                     progress_factory=None if on_batch is None
                                     else (lambda _: _Callback(on_batch)))
         return job.states, summary
-    job = prepare(runs, devices=devices, announce=announce)
+    job = prepare(runs, devices=devices, announce=announce, env=env)
     train_batches(job, on_batch=on_batch)
     return job.states, job.log.summary()
 

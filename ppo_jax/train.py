@@ -34,7 +34,7 @@ from flax import struct
 
 from ppo_jax import distributions, gae as gae_lib
 from ppo_jax.config import PPOConfig
-from ppo_jax.envs import EnvState, InvertedDoublePendulum, VectorEnv
+from ppo_jax.envs import Env, EnvState, VectorEnv, check_env, make_env
 from ppo_jax.acting import eval_episode_key, make_policy, run_episode
 from ppo_jax.hyper import Hyper, hyper_of
 from ppo_jax.losses import LossMetrics, Minibatch, Params, ppo_loss
@@ -156,13 +156,23 @@ class Trainer:
     they are traced values of the run's state."""
 
     config: PPOConfig
-    env: InvertedDoublePendulum
+    env: Env
     actor: Actor
     critic: Critic
     optimizer: optax.GradientTransformation
     layout: Layout | None = None  # the device mesh (None: one device), see ppo_jax.parallel
 
     # --- pieces -------------------------------------------------------------------------
+    @property
+    def bounds(self) -> distributions.Bounds | None:
+        """The env's action bounds (None: [-1, 1], the plain tanh-Normal)."""
+        return distributions.Bounds.of(self.env.action_low, self.env.action_high)
+
+    def policy(self, actor_params, stats: ObsNormStats, mode: str):
+        """``policy(obs, key) -> action`` on raw observations (:func:`~ppo_jax.acting.
+        make_policy` with the env's bounds)."""
+        return make_policy(self.actor_apply, actor_params, stats, mode, self.bounds)
+
     def actor_apply(self, actor_params, obs):
         return self.actor.apply(actor_params, obs)
 
@@ -208,7 +218,7 @@ class Trainer:
             k_act, k_env = jax.random.split(k)
             obs = normalize(stats, env_state.obs.astype(jnp.float32))
             loc, scale = self.actor_apply(params.actor, obs)
-            action, pre_tanh, log_prob = distributions.sample(k_act, loc, scale)
+            action, pre_tanh, log_prob = distributions.sample(k_act, loc, scale, self.bounds)
             next_state, out = venv.step(env_state, action, k_env)
             next_state = self._envs_split(next_state)
             tr = Transition(
@@ -258,6 +268,7 @@ class Trainer:
             entropy_coeff=hyper.entropy_coeff,
             critic_coeff=hyper.critic_coeff,
             critic_loss=cfg.critic_loss,
+            bounds=self.bounds,
         )
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
@@ -302,7 +313,7 @@ class Trainer:
 
     def evaluate(self, params: Params, stats: ObsNormStats, key: jax.Array):
         """One deterministic episode (``config.eval_action``) of up to ``eval_max_steps``."""
-        policy = make_policy(self.actor_apply, params.actor, stats, self.config.eval_action)
+        policy = self.policy(params.actor, stats, self.config.eval_action)
         return run_episode(self.env, policy, key, self.config.eval_max_steps)
 
     def update_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
@@ -376,10 +387,18 @@ def precision(config: PPOConfig):
     return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
 
 
-def make_train(config: PPOConfig, layout: Layout | None = None) -> Trainer:
+def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None = None
+               ) -> Trainer:
     """Build the run's :class:`Trainer` (env, networks, optimizer) from ``config``; its
-    programs split their arrays over ``layout``'s devices (None: one device)."""
-    env = InvertedDoublePendulum(max_episode_steps=config.max_episode_steps)
+    programs split their arrays over ``layout``'s devices (None: one device).
+
+    ``env``: any object that meets the env protocol (:mod:`ppo_jax.envs.base`); None builds
+    ``config.env`` from the registry. A given env's id becomes ``config.env``."""
+    if env is None:
+        env = make_env(config.env, config.max_episode_steps or None)
+    else:
+        env = check_env(env)
+        config = config.replace(env=env.env_id)
     return Trainer(
         config=config,
         env=env,

@@ -52,6 +52,9 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
     p.add_argument("--systems", type=parse_systems, default=list(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all; torchrl "
                         "adds a CUDA row when torch sees a GPU)")
+    p.add_argument("--env", metavar="ID", default="InvertedDoublePendulum-v4",
+                   help="the env of every row (default: the tutorial's; the Brax rows run "
+                        "only on it: their adapter is the pendulum's)")
     p.add_argument("--envs", type=parse_int_list, default=None,
                    help=f"env counts for ppo_jax and Brax besides the tutorial's 1 "
                         f"(default {','.join(map(str, DEFAULT_ENVS))}; --quick: "
@@ -118,6 +121,12 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
     TorchRL or ppo_jax row failed."""
     args = resolve_args(build_parser(prog).parse_args(argv))
+    from ppo_jax.envs.registry import check_env_id
+
+    try:
+        check_env_id(args.env)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     if args.scaling:
         return _scaling(args)
     total = common_total_frames(args.total_frames, args.env_counts)
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         "started_utc": started.isoformat(timespec="seconds"),
         "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
         "settings": {
-            "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
+            "env": args.env, "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
             "eval_every_frames": args.eval_every_frames if args.to_threshold is not None else None,
             "seed": args.seed, "matmul_precision": args.matmul_precision, "quick": args.quick,

@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 from ppo_jax.config import PPOConfig
-from ppo_jax.envs import ENV_ID
 
 TUTORIAL = PPOConfig()
 TUTORIAL_FRAMES_PER_BATCH = TUTORIAL.frames_per_batch
@@ -105,7 +104,7 @@ def brax_settings(cfg: PPOConfig, *, evaluate: bool) -> dict[str, Any]:
         per_epoch = 1
     return dict(
         num_timesteps=cfg.total_frames,
-        episode_length=cfg.max_episode_steps,
+        episode_length=cfg.max_episode_steps or 1000,  # 0: the pendulum's own time limit
         num_envs=n,
         unroll_length=unroll,
         batch_size=batch_size,
@@ -139,7 +138,7 @@ def torchrl_settings(cfg: PPOConfig, *, device: str, threads: int | None = None)
     if cfg.num_envs != 1:
         raise ValueError(f"the TorchRL tutorial runs 1 env, got num_envs={cfg.num_envs}")
     return dict(
-        env=ENV_ID, device=device, seed=cfg.seed, torch_threads=threads,
+        env=cfg.env, device=device, seed=cfg.seed, torch_threads=threads,
         frames_per_batch=cfg.frames_per_batch, total_frames=cfg.total_frames,
         hidden_sizes=list(cfg.hidden_sizes), lr=cfg.lr, max_grad_norm=cfg.max_grad_norm,
         sub_batch_size=cfg.minibatch_size, num_epochs=cfg.num_epochs,

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from typing import Any
 
-from ppo_jax.bench.configs import brax_settings, describe_config, scaled_config, torchrl_settings
+from ppo_jax.bench.configs import (TUTORIAL, brax_settings, describe_config, scaled_config,
+                                   torchrl_settings)
 from ppo_jax.config import PPOConfig
 
 
@@ -79,12 +80,15 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
     messages: list[str] = []
     evaluate = args.to_threshold is not None
     eval_frames = args.eval_every_frames if evaluate else 0
+    env = getattr(args, "env", TUTORIAL.env)
     configs = {n: scaled_config(n, total_frames, seed=args.seed, eval_every_frames=eval_frames,
-                                matmul_precision=args.matmul_precision)
+                                matmul_precision=args.matmul_precision).replace(env=env)
                for n in args.env_counts}
     if "torchrl" in args.systems:
         rows += torchrl_rows(configs[1], args.torch_threads or None, messages)
     brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
+    if "brax" in args.systems and env != TUTORIAL.env:
+        brax_reason = f"Brax rows skipped: they run the pendulum's adapter only, not {env}"
     if brax_reason:
         messages.append(brax_reason)
     for n, cfg in configs.items():

@@ -41,6 +41,9 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None,
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--env", metavar="ID",
+                   help="the env the checkpoint was trained on (default: the checkpoint's own; "
+                        "a different id is refused)")
     p.add_argument("--sim", choices=("mjx", "mujoco", "both"), default="mjx",
                    help="simulator: MJX (the training env), MuJoCo C (Gymnasium v4's, as the "
                    "TorchRL tutorial), or both side by side from the same start states")
@@ -71,6 +74,9 @@ def main(argv=None) -> int:
     with cli.user_errors(checkpoint.CheckpointError):
         trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
     cfg = trainer.config
+    if args.env and args.env != cfg.env:
+        raise cli.CLIError(f"--env {args.env} contradicts the checkpoint, trained on {cfg.env} "
+                           "(evaluate reads the env from the checkpoint: drop --env)")
     step = int(meta["batches_done"])
     if args.stochastic and args.eval_action:
         raise cli.CLIError("--stochastic and --eval-action exclude each other")
@@ -94,7 +100,8 @@ def main(argv=None) -> int:
         results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode)
     mujoco_episodes = []
     if args.sim in ("mujoco", "both"):
-        mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
+        with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
+            mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
         results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
                              np.array([e.length for e in mujoco_episodes]))
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
@@ -166,7 +173,8 @@ def render_states(trainer, episode, path) -> str:
 
     env = trainer.env
     return _render(lambda: render.render_episode(env.mj_model, episode.qpos, episode.qvel,
-                                                 env.dt, path), path)
+                                                 env.dt, path, getattr(env, "camera", None)),
+                   path)
 
 
 def render_video(trainer, state, mode, key, max_steps, path) -> str:

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     env = trainer.env
     with cli.user_errors(export.ExportError):
         d = export.to_torchrl(state.params, state.obs_stats, trainer.config,
-                              env.observation_size, env.action_size, source)
+                              env.observation_size, env.action_size, source, env=env)
         path = export.save(d, args.out)
     print(f"wrote {path}: actor/critic {list(trainer.config.hidden_sizes)} and ObservationNorm "
           f"of {source['checkpoint']} step {source['step']} ({source['frames']} frames)")

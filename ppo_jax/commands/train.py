@@ -234,6 +234,10 @@ def main(argv=None) -> int:
     else:
         base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
         config = cli.make_config(base, overrides)
+        from ppo_jax.envs.registry import check_env_id
+
+        with cli.user_errors(ValueError):
+            check_env_id(config.env)
         out = cli.ensure_writable_dir(args.out)
         held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS) if os.path.exists(os.path.join(out, n))]
         if held and jax.process_count() > 1:

@@ -38,11 +38,12 @@ class BraxInvertedDoublePendulum(brax_base.Env):
 
     def step(self, state: brax_base.State, action: jax.Array) -> brax_base.State:
         env = self._env
+        action = jnp.asarray(action).reshape(-1)
         data = env.advance(state.pipeline_state, action)
-        reward, terminated = env.reward_and_terminated(data)
+        reward, terminated = env.reward_terminated(state.pipeline_state, data, action, jnp)
         return state.replace(
             pipeline_state=data,
-            obs=env.observation(data),
+            obs=env.observation(data, jnp),
             reward=reward.astype(state.obs.dtype),
             done=terminated.astype(state.obs.dtype),
         )

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from ppo_jax.envs.inverted_double_pendulum import EnvState, InvertedDoublePendulum
+from ppo_jax.envs.base import Env, EnvState
 
 
 @struct.dataclass
@@ -20,7 +20,7 @@ class StepOutput:
     """What one vectorized step produced, before the auto-reset. Shapes ``[N, ...]``.
 
     Attributes:
-      next_obs: ``[N, 11]`` observation after the step (the final one if the episode ended).
+      next_obs: ``[N, obs]`` observation after the step (the final one if the episode ended).
       reward: ``[N]``.
       terminated: ``[N]`` bool: stop bootstrapping here.
       truncated: ``[N]`` bool: time limit; bootstrap from ``next_obs``.
@@ -41,7 +41,7 @@ class StepOutput:
 class VectorEnv:
     """``num_envs`` copies of ``env`` stepped in lock-step with ``jax.vmap``."""
 
-    def __init__(self, env: InvertedDoublePendulum, num_envs: int):
+    def __init__(self, env: Env, num_envs: int):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env = env
@@ -53,7 +53,7 @@ class VectorEnv:
     def step(
         self, state: EnvState, action: jax.Array, key: jax.Array
     ) -> tuple[EnvState, StepOutput]:
-        """Step every env with ``action`` ``[N, 1]``; reset those that ended (with ``key``)."""
+        """Step every env with ``action`` ``[N, action_size]``; reset those that ended (with ``key``)."""
         nxt = jax.vmap(self.env.step)(state, action)
         out = StepOutput(
             next_obs=nxt.obs,

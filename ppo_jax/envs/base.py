@@ -1,0 +1,377 @@
+"""What the trainer needs from an environment, and the MJX base of the Gymnasium MuJoCo ports.
+
+**The protocol** (:class:`Env`) is everything the trainer, normalization, evaluation, the vector
+wrapper, checkpoints and export see of an env::
+
+    env_id               str: goes into the config, the program key, metrics.json, checkpoints
+    observation_size     int
+    action_size          int
+    action_low/high      [action_size] float arrays: the policy's tanh-Normal is mapped onto them
+    max_episode_steps    int: the time limit (``truncated`` on the step that reaches it)
+    reset(key)           -> state, one env (vmap for many)
+    step(state, action)  -> state; never resets
+    spec()               dict of what, besides the id, makes two envs compute differently
+                         (it enters the program key)
+
+A state is any pytree with ``obs`` ``[observation_size]`` (float), ``reward`` ``[]`` (float),
+``terminated`` and ``truncated`` ``[]`` (bool, kept apart: a truncation bootstraps) and
+``steps`` ``[]`` (int32, env steps since reset). :class:`EnvState` is the one the MJX envs use.
+:func:`check_env` checks an env against the protocol once, abstractly (no compile), so a broken
+env gets one line at construction instead of a trace-time stack.
+
+**The MJX base** (:class:`MujocoEnv`) holds what every Gymnasium v4 MuJoCo env shares: the
+model from Gymnasium's own MJCF (``assets/``), ``ctrl = action`` then ``frame_skip`` physics
+steps (RK4 rolled into one ``mjx.forward`` where the model is RK4 and hinge/slide only, MJX's
+own step otherwise), the time limit, and the reset from ``qpos0``/``0`` plus the env's noise.
+A subclass (one file per env) holds only its own semantics: observation, reward terms,
+termination rule and reset noise, written once against ``xp`` (``numpy`` or ``jax.numpy``) so
+that the MuJoCo C simulator (:mod:`ppo_jax.mujoco_sim`) computes them from the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from importlib import resources
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from flax import struct
+
+with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
+    from mujoco import mjx
+
+
+class EnvError(ValueError):
+    """An env that does not meet the protocol (one line, raised at construction)."""
+
+
+@struct.dataclass
+class EnvState:
+    """State of one (or, with a leading batch axis, many) environments.
+
+    Attributes:
+      data: the simulator's state after the last step (``mjx.Data`` for the MJX envs).
+      obs: ``[observation_size]`` observation of ``data``.
+      reward: ``[]`` reward of the step that produced this state (0 after reset).
+      terminated: ``[]`` bool, the env's termination rule after the step.
+      truncated: ``[]`` bool, the step counter reached the time limit (may coincide with
+        ``terminated``, as in Gymnasium's ``TimeLimit``).
+      steps: ``[]`` int32, env steps since the last reset (TorchRL's ``step_count``).
+    """
+
+    data: Any
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    steps: jax.Array
+
+    @property
+    def done(self) -> jax.Array:
+        return self.terminated | self.truncated
+
+
+@runtime_checkable
+class Env(Protocol):
+    """The env protocol (see the module docstring)."""
+
+    env_id: str
+    observation_size: int
+    action_size: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    max_episode_steps: int
+
+    def reset(self, key: jax.Array) -> Any: ...
+
+    def step(self, state: Any, action: jax.Array) -> Any: ...
+
+    def spec(self) -> dict: ...
+
+
+_ATTRS = ("env_id", "observation_size", "action_size", "action_low", "action_high",
+          "max_episode_steps")
+_STATE_FIELDS = {"obs": "floating", "reward": "floating", "terminated": "bool",
+                 "truncated": "bool", "steps": "integer"}
+
+
+def check_env(env: Any) -> Any:
+    """``env`` if it meets the protocol, else :class:`EnvError` (one line). Traces ``reset``
+    and ``step`` abstractly (``jax.eval_shape``): nothing compiles."""
+    name = getattr(env, "env_id", type(env).__name__)
+    missing = [a for a in _ATTRS if not hasattr(env, a)]
+    missing += [m for m in ("reset", "step", "spec") if not callable(getattr(env, m, None))]
+    if missing:
+        raise EnvError(f"env {name!r} does not meet the env protocol: missing {', '.join(missing)}")
+    if not isinstance(env.env_id, str) or not env.env_id:
+        raise EnvError(f"env {name!r}: env_id must be a non-empty str")
+    for attr in ("observation_size", "action_size", "max_episode_steps"):
+        value = getattr(env, attr)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise EnvError(f"env {name!r}: {attr} must be a positive int, got {value!r}")
+    low, high = np.asarray(env.action_low), np.asarray(env.action_high)
+    if low.shape != (env.action_size,) or high.shape != (env.action_size,):
+        raise EnvError(
+            f"env {name!r}: action_low/action_high must have shape ({env.action_size},), "
+            f"got {low.shape} and {high.shape}")
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+        raise EnvError(f"env {name!r}: action bounds must be finite with high > low")
+    try:
+        state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
+        action = jax.ShapeDtypeStruct((env.action_size,), jnp.float32)
+        stepped = jax.eval_shape(env.step, state, action)
+    except Exception as e:  # noqa: BLE001 - a user's env may raise anything while tracing
+        raise EnvError(f"env {name!r}: reset/step do not trace: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    for what, s in (("reset", state), ("step", stepped)):
+        for field, kind in _STATE_FIELDS.items():
+            if not hasattr(s, field):
+                raise EnvError(f"env {name!r}: the state {what} returns has no {field!r} field")
+            value = getattr(s, field)
+            want = (env.observation_size,) if field == "obs" else ()
+            ok_kind = (value.dtype == np.bool_ if kind == "bool"
+                       else np.issubdtype(value.dtype, getattr(np, kind)))
+            if tuple(value.shape) != want or not ok_kind:
+                raise EnvError(
+                    f"env {name!r}: {what}'s {field} is {value.dtype}{list(value.shape)}, "
+                    f"expected {kind}{list(want)}")
+    return env
+
+
+def unit_bounds(action_size: int) -> tuple[np.ndarray, np.ndarray]:
+    return -np.ones(action_size, np.float32), np.ones(action_size, np.float32)
+
+
+# -- the MJX base of the Gymnasium ports -------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def load_asset_model(xml: str, options: tuple = ()) -> mujoco.MjModel:
+    """The MJCF ``assets/<xml>`` as an ``MjModel`` with ``model.opt`` overrides ``options``
+    (``(name, value)`` pairs; ``("warmstart", False)`` disables the warm start). Cached: treat
+    as read-only."""
+    text = resources.files("ppo_jax.envs").joinpath(f"assets/{xml}").read_text()
+    model = mujoco.MjModel.from_xml_string(text)
+    for name, value in options:
+        if name == "warmstart":
+            if not value:
+                model.opt.disableflags |= mujoco.mjtDisableBit.mjDSBL_WARMSTART
+        else:
+            setattr(model.opt, name, value)
+    return model
+
+
+# Runge-Kutta 4 tableau (MuJoCo's): stage i starts from qpos0 + A_i dt k_{i-1}, ...
+_RK4_A = np.array([0.0, 0.5, 0.5, 1.0])  # stage 0 starts from the state itself
+_RK4_B = np.array([1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0])
+
+
+def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
+    """``mjx.step(m, d)`` for an RK4 model of hinge/slide joints without activations, with
+    the four stages in a ``lax.scan`` over one ``mjx.forward`` (MJX's first forward pass
+    and its three unrolled stages become the scan's four iterations).
+
+    Stage ``i`` evaluates the dynamics at ``qpos0 + dt a_i k_{i-1}``, ``qvel0 + dt a_i
+    qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
+    and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
+    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``.
+    """
+    dt = m.opt.timestep
+    a = jnp.asarray(_RK4_A, dt.dtype)
+    b = jnp.asarray(_RK4_B, dt.dtype)
+    t = d.time + a * dt
+    first = jnp.arange(4) == 0
+    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
+
+    def stage(carry, x):
+        d, kqvel, sums = carry
+        is_first, a_i, b_i, t_i = x
+        qpos = jnp.where(is_first, qpos0, qpos0 + dt * (a_i * kqvel))
+        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
+        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
+        time = jnp.where(is_first, d.time, t_i)
+        d = mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time))
+        terms = (qvel, d.qacc, d.act_dot)
+        sums = jax.tree_util.tree_map(
+            lambda s, k: jnp.where(is_first, b_i * k, s + b_i * k), sums, terms
+        )
+        return (d, qvel, sums), None
+
+    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(d.act_dot))
+    (d1, _, (qvel_sum, qacc_sum, _)), _ = jax.lax.scan(
+        stage, (d, qvel0, zeros), (first, a, b, t)
+    )
+    # MJX's _advance with the RK4 sums (na = 0: act unchanged).
+    return d1.replace(
+        qpos=qpos0 + dt * qvel_sum,
+        qvel=qvel0 + qacc_sum * dt,
+        act=act0,
+        time=d.time + dt,
+        qacc_warmstart=d1.qacc,
+    )
+
+
+def rolls_rk4(model: mujoco.MjModel) -> bool:
+    """Whether :func:`rk4_step` covers ``model``: RK4, hinge/slide joints, no activations."""
+    hinge_slide = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
+    return (model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4 and not model.na
+            and set(int(j) for j in model.jnt_type) <= hinge_slide)
+
+
+def float_dtype() -> Any:
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+class MujocoEnv:
+    """The MJX base of a Gymnasium v4 MuJoCo env; pure, jit- and vmap-able.
+
+    ``reset``/``reset_to``/``step`` act on ONE environment (``jax.vmap`` or
+    :class:`ppo_jax.envs.vector.VectorEnv` for many); ``step`` never resets.
+
+    A subclass sets ``env_id``, ``xml`` (the asset), ``frame_skip``, ``max_episode_steps``
+    (Gymnasium's registered time limit), ``camera`` (Gymnasium's ``DEFAULT_CAMERA_CONFIG``)
+    and implements :meth:`observation`, :meth:`reward_terminated` and :meth:`reset_noise`;
+    ``solver`` overrides ``model.opt`` for MJX where a test shows the result unchanged.
+
+    Args:
+      max_episode_steps: time limit (None: Gymnasium's registered one).
+      frame_skip: physics steps per env step (None: the env's).
+      integrator: ``"rolled"`` (:func:`rk4_step` for RK4 models it covers, MJX's step
+        otherwise) or ``"mjx"`` (``mjx.step`` always): the same numbers, different compile times.
+      **params: the env's own keyword arguments (Gymnasium's ``*_v4`` kwargs).
+    """
+
+    env_id: str = ""
+    xml: str = ""
+    frame_skip: int = 1
+    max_episode_steps: int = 1000
+    camera: dict = {}
+    solver: tuple = ()  # ((model.opt field, value), ...) for MJX only
+    # reset's observation needs no forward pass (it reads qpos/qvel only)
+    obs_from_state: bool = True
+    params: dict = {}  # the env's kwargs and their Gymnasium v4 defaults
+
+    def __init__(self, max_episode_steps: int | None = None, frame_skip: int | None = None,
+                 integrator: str = "rolled", **params):
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            raise ValueError(f"{self.env_id} has no parameter {unknown[0]!r} "
+                             f"(it takes: {', '.join(sorted(self.params)) or 'none'})")
+        if integrator not in ("rolled", "mjx"):
+            raise ValueError(f"integrator must be 'rolled' or 'mjx', got {integrator!r}")
+        self.max_episode_steps = int(max_episode_steps or type(self).max_episode_steps)
+        self.frame_skip = int(frame_skip or type(self).frame_skip)
+        if self.max_episode_steps < 1 or self.frame_skip < 1:
+            raise ValueError("max_episode_steps and frame_skip must be >= 1")
+        self.p = {**self.params, **params}
+        self.mj_model = load_asset_model(self.xml, tuple(self.solver))
+        self.integrator = "rolled" if integrator == "rolled" and rolls_rk4(self.mj_model) else (
+            "mjx" if integrator == "mjx" else "mjx-step")
+        self.observation_size = int(self.observation(
+            _HostData(self.mj_model), np).shape[0])
+        self.action_size = int(self.mj_model.nu)
+        low, high = self.mj_model.actuator_ctrlrange.T.astype(np.float32)
+        limited = self.mj_model.actuator_ctrllimited.astype(bool)
+        # an unlimited actuator takes any ctrl: Gymnasium's action space is then [-inf, inf];
+        # the policy needs finite bounds, so it keeps [-1, 1] there
+        self.action_low = np.where(limited, low, -1.0).astype(np.float32)
+        self.action_high = np.where(limited, high, 1.0).astype(np.float32)
+        # on this process's device: a constant of every program (jax.devices()[0], MJX's
+        # default, belongs to process 0 of a multi-process job)
+        self.mjx_model = mjx.put_model(self.mj_model, device=jax.local_devices()[0])
+        self.dt = self.mj_model.opt.timestep * self.frame_skip
+
+    def spec(self) -> dict:
+        """What, besides the id, changes this env's numbers (it enters the program key)."""
+        return {"id": self.env_id, "integrator": self.integrator,
+                "max_episode_steps": self.max_episode_steps, "frame_skip": self.frame_skip,
+                "solver": [list(o) for o in self.solver],
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self.p.items())}}
+
+    # -- the env's own semantics (a subclass) --------------------------------------------------
+    def observation(self, data, xp) -> Any:
+        raise NotImplementedError
+
+    def reward_terminated(self, before, after, action, xp) -> tuple[Any, Any]:
+        """``(reward, terminated)`` of the step from ``before`` to ``after`` under ``action``."""
+        raise NotImplementedError
+
+    def reset_noise(self, key: jax.Array, qpos0: jax.Array, qvel0: jax.Array):
+        """The env's reset distribution around ``qpos0``/``qvel0`` -> ``(qpos, qvel)``."""
+        raise NotImplementedError
+
+    # -- shared machinery ------------------------------------------------------------------------
+    def reset_to(self, qpos: jax.Array, qvel: jax.Array) -> EnvState:
+        """Start from any physical state (Gymnasium's ``set_state``): runs the forward pass."""
+        data = mjx.forward(self.mjx_model, self._data(qpos, qvel))
+        return self._initial_state(data, self.observation(data, jnp))
+
+    def _data(self, qpos: jax.Array, qvel: jax.Array) -> mjx.Data:
+        dtype = float_dtype()
+        data = mjx.make_data(self.mjx_model)
+        return data.replace(qpos=jnp.asarray(qpos, dtype), qvel=jnp.asarray(qvel, dtype))
+
+    def _initial_state(self, data: mjx.Data, obs: jax.Array) -> EnvState:
+        return EnvState(
+            data=data,
+            obs=obs,
+            reward=jnp.zeros((), data.qpos.dtype),
+            terminated=jnp.zeros((), bool),
+            truncated=jnp.zeros((), bool),
+            steps=jnp.zeros((), jnp.int32),
+        )
+
+    def reset(self, key: jax.Array) -> EnvState:
+        """Gymnasium's ``reset_model``: ``qpos0``/``0`` plus the env's noise."""
+        dtype = float_dtype()
+        qpos, qvel = self.reset_noise(
+            key, jnp.asarray(self.mj_model.qpos0, dtype), jnp.zeros(self.mj_model.nv, dtype))
+        if not self.obs_from_state:
+            return self.reset_to(qpos, qvel)
+        # The observation reads qpos/qvel only: no forward pass. The reset state's data then
+        # holds only qpos/qvel; every step starts with mjx.forward, so stepping from it is
+        # unaffected (tests/test_env.py checks it against reset_to bit for bit).
+        data = self._data(qpos, qvel)
+        return self._initial_state(data, self.observation(data, jnp))
+
+    def physics_step(self, d: mjx.Data) -> mjx.Data:
+        return rk4_step(self.mjx_model, d) if self.integrator == "rolled" else mjx.step(
+            self.mjx_model, d)
+
+    def advance(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
+        """The physics of one env step: ``ctrl = action``, then ``frame_skip`` MJX steps."""
+        data = data.replace(ctrl=jnp.asarray(action, data.ctrl.dtype).reshape(-1))
+        data, _ = jax.lax.scan(lambda d, _: (self.physics_step(d), None), data, None,
+                               length=self.frame_skip)
+        return data
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        """One env step (``frame_skip`` physics steps). No auto-reset."""
+        action = jnp.asarray(action).reshape(-1)
+        data = self.advance(state.data, action)
+        reward, terminated = self.reward_terminated(state.data, data, action, jnp)
+        steps = state.steps + 1
+        return EnvState(
+            data=data,
+            obs=self.observation(data, jnp),
+            reward=jnp.asarray(reward, data.qpos.dtype),
+            terminated=jnp.asarray(terminated, bool),
+            truncated=steps >= self.max_episode_steps,
+            steps=steps,
+        )
+
+
+class _HostData:
+    """The fields of a fresh ``MjData`` (numpy) for shape queries at construction."""
+
+    def __init__(self, model: mujoco.MjModel):
+        d = mujoco.MjData(model)
+        mujoco.mj_forward(model, d)
+        self._d = d
+
+    def __getattr__(self, name):
+        return getattr(self._d, name)
