@@ -1,0 +1,185 @@
+"""Swapping the env: an env of the user's own through the Python API, a Gymnasium port beside
+the pendulum through every command (train, evaluate in both simulators, video, TorchRL export),
+and what bad env input gets (one line each)."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ppo_jax import PPOConfig, checkpoint, fit, load_policy, make_train
+from ppo_jax.envs import EnvError, EnvState, check_env, make_env
+from test_cli import assert_one_line_error, run, train
+
+
+class PointMass:
+    """The README's example: push a point mass on a line to the origin (an env of one's own)."""
+
+    env_id = "PointMass-v0"
+    observation_size, action_size, max_episode_steps = 2, 1, 50
+    action_low, action_high = np.array([-2.0], np.float32), np.array([2.0], np.float32)
+
+    def spec(self):
+        return {"id": self.env_id, "dt": 0.1}
+
+    def reset(self, key):
+        x = jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
+        zero = jnp.zeros(())
+        return EnvState(data=x, obs=x, reward=zero, terminated=jnp.bool_(False),
+                        truncated=jnp.bool_(False), steps=jnp.int32(0))
+
+    def step(self, state, action):
+        pos, vel = state.data
+        vel = vel + 0.1 * jnp.clip(action[0], -2.0, 2.0)
+        pos = pos + 0.1 * vel
+        x = jnp.stack([pos, vel])
+        steps = state.steps + 1
+        return EnvState(data=x, obs=x, reward=-(pos**2), terminated=jnp.abs(pos) > 5.0,
+                        truncated=steps >= self.max_episode_steps, steps=steps)
+
+
+@pytest.fixture(scope="module")
+def own_env_run(tmp_path_factory, tiny_config):
+    out = str(tmp_path_factory.mktemp("own") / "run")
+    states, metrics = fit(tiny_config, env=PointMass(), out=out, tensorboard=False)
+    return out, states, metrics
+
+
+def test_own_env_trains_through_the_api(own_env_run):
+    out, states, metrics = own_env_run
+    assert metrics["env_id"] == "PointMass-v0" and metrics["config"]["env"] == "PointMass-v0"
+    assert states.obs_stats.loc.shape == (1, 2)
+    assert all(np.all(np.isfinite(np.asarray(x)))
+               for x in jax.tree_util.tree_leaves(states.params))
+    assert int(states.batches_done[0]) == 3
+    # its checkpoint restores with the env object, and refuses without it (one line)
+    trainer, restored, _ = checkpoint.restore(out, env=PointMass())
+    assert trainer.env.env_id == "PointMass-v0" and trainer.bounds is not None
+    with pytest.raises(checkpoint.CheckpointError, match="pass env= to restore"):
+        checkpoint.restore(out)
+
+
+def test_bounded_actions_reach_the_env():
+    """The tanh-Normal is mapped onto the env's bounds: the sampled and evaluation actions of
+    a [-3, 3] env leave [-1, 1]."""
+    trainer = make_train(PPOConfig.from_preset("tiny", env="InvertedPendulum-v4"))
+    assert trainer.bounds is not None and trainer.bounds.low == (-3.0,)
+    params = trainer.init_params(jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(lambda x: x * 0, params)
+    # loc = 0, scale = softplus(0)-based: samples spread over the whole [-3, 3]
+    from ppo_jax.normalization import ObsNormStats
+
+    stats = ObsNormStats(loc=jnp.zeros(4), scale=jnp.ones(4))
+    policy = trainer.policy(params.actor, stats, "sample")
+    acts = jax.vmap(lambda k: policy(jnp.zeros(4), k))(jax.random.split(jax.random.PRNGKey(1), 500))
+    acts = np.asarray(acts)
+    assert acts.min() >= -3.0 and acts.max() <= 3.0 and np.abs(acts).max() > 1.0
+
+
+def test_protocol_violations_get_one_line():
+    class NoSpec(PointMass):
+        spec = None
+
+    class WrongObs(PointMass):
+        observation_size = 3
+
+    class IntReward(PointMass):
+        def step(self, state, action):
+            return super().step(state, action).replace(reward=jnp.int32(0))
+
+    with pytest.raises(EnvError, match="missing spec"):
+        check_env(NoSpec())
+    with pytest.raises(EnvError, match=r"obs is float32\[2\], expected floating\[3\]"):
+        check_env(WrongObs())
+    with pytest.raises(EnvError, match="reward is int32"):
+        check_env(IntReward())
+    assert issubclass(EnvError, ValueError)  # the commands' one-line errors catch it
+
+
+def test_unknown_env_lists_the_valid_ones(root_dir, tmp_path):
+    with pytest.raises(ValueError, match="valid: InvertedDoublePendulum-v4, .*brax:NAME, "
+                                         "playground:NAME"):
+        make_env("Humanoid-v4")
+    assert_one_line_error(run(root_dir, "train.py", "--env", "Nope-v0", "--out",
+                              str(tmp_path / "x")), words="unknown env 'Nope-v0'; valid:")
+    assert_one_line_error(run(root_dir, "train.py", "--env", "brax:nope", "--out",
+                              str(tmp_path / "y")), words="brax's envs: ant")
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_missing_extra_names_it(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_playground(name, *a, **k):
+        if name.startswith("mujoco_playground"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_playground)
+    with pytest.raises(ValueError, match=r"pip install 'ppo_jax\[playground\]'"):
+        make_env("playground:CartpoleBalance")
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory, compile_cache_dir, tiny_flags):
+    """A tiny InvertedPendulum-v4 run (bounds [-3, 3]) made by the CLI."""
+    out = str(tmp_path_factory.mktemp("ip") / "run")
+    assert train(*tiny_flags, "--env", "InvertedPendulum-v4", "--out", out,
+                 cache=compile_cache_dir) == 0
+    return out
+
+
+def test_port_evaluates_in_both_sims(pendulum_run, capsys, compile_cache_dir):
+    from ppo_jax.commands import evaluate
+
+    assert evaluate.main([pendulum_run, "--sim", "both", "--episodes", "2", "--json",
+                          "--compile-cache-dir", compile_cache_dir]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["steps"] == out["mujoco"]["steps"]  # the same episodes in MJX and MuJoCo C
+    np.testing.assert_allclose(out["mean_return"], out["mujoco"]["mean_return"], rtol=1e-3)
+    policy = load_policy(pendulum_run)
+    assert policy(np.zeros(4)).shape == (1,)
+
+
+def test_env_flag_that_contradicts_the_checkpoint(pendulum_run, root_dir):
+    assert_one_line_error(run(root_dir, "evaluate.py", pendulum_run, "--env", "Hopper-v4"),
+                          words="contradicts the checkpoint")
+    assert_one_line_error(run(root_dir, "train.py", "--resume", pendulum_run, "--env",
+                              "Hopper-v4"), words="contradict")
+
+
+def test_port_video(pendulum_run, rendering, tmp_path):
+    from ppo_jax import render
+
+    trainer, state, _ = checkpoint.restore_run(pendulum_run)
+    path = render.write_policy_video(trainer, state, str(tmp_path / "ip.gif"), max_steps=5)
+    assert path and os.path.getsize(path) > 0
+
+
+def test_port_torchrl_export_keeps_the_bounds(pendulum_run, tmp_path):
+    pytest.importorskip("torchrl")
+    from ppo_jax.commands import export_torchrl
+
+    out = str(tmp_path / "ip.pt")
+    assert export_torchrl.main([pendulum_run, out]) == 0
+    import torch
+
+    d = torch.load(out, weights_only=False)
+    assert d["meta"]["env_id"] == "InvertedPendulum-v4"
+    assert d["meta"]["action_low"] == [-3.0] and d["meta"]["action_high"] == [3.0]
+
+
+def test_brax_env_adapter_steps():
+    env = make_env("brax:inverted_pendulum")
+    s = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    s2 = jax.jit(env.step)(s, jnp.zeros(env.action_size))
+    assert s2.obs.shape == (env.observation_size,) and int(s2.steps) == 1
+    assert s2.truncated.dtype == jnp.bool_ and not bool(s2.truncated)
