@@ -302,6 +302,20 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     return trainer, jax.tree_util.tree_map(lambda x: x[run_index], states), meta
 
 
+def restore_for_export(path: str, step: int | None = None, run_index: int = 0
+                       ) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """:func:`restore_run`, and the ``source`` an export records: the checkpoint's absolute
+    path, its step, frames and the run's index. Returns ``(trainer, state, source)``."""
+    trainer, state, meta = restore_run(path, step, run_index)
+    source = {
+        "checkpoint": os.path.abspath(checkpoint_dir(path)),
+        "step": int(meta["batches_done"]),
+        "frames": int(meta["frames"]),
+        "run_index": run_index,
+    }
+    return trainer, state, source
+
+
 @contextlib.contextmanager
 def _stderr_held():
     """Hold what is written to file descriptor 2 while orbax reads a checkpoint; pass it on

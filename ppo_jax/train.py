@@ -271,12 +271,33 @@ class Trainer:
             bounds=self.bounds,
         )
 
+    def minibatch_indices(self, key: jax.Array) -> jax.Array:
+        """``[num_minibatches, minibatch_size]`` indices of one epoch's minibatches: one
+        random permutation of the batch, cut into rows (sampling without replacement; the
+        ``frames_per_batch % minibatch_size`` left over sit the epoch out)."""
+        cfg = self.config
+        used = cfg.num_minibatches * cfg.minibatch_size
+        idx = jax.random.permutation(key, cfg.frames_per_batch)[:used]
+        return idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
+
+    def minibatches(self, batch: Transition, adv: jax.Array, target: jax.Array,
+                    idx: jax.Array) -> Minibatch:
+        """The batch flattened to ``[frames_per_batch, ...]`` with its advantages and value
+        targets, gathered at ``idx`` (e.g. :meth:`minibatch_indices`: ``[M, B, ...]``)."""
+        n = self.config.frames_per_batch
+        flat = Minibatch(
+            obs=batch.obs.reshape(n, -1),
+            pre_tanh=batch.pre_tanh.reshape(n, -1),
+            log_prob=batch.log_prob.reshape(n),
+            advantage=adv.reshape(n),
+            value_target=target.reshape(n),
+        )
+        return jax.tree_util.tree_map(lambda x: x[idx], flat)
+
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
                hyper: Hyper):
         """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement."""
         cfg = self.config
-        n = cfg.frames_per_batch
-        used = cfg.num_minibatches * cfg.minibatch_size
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
 
         def minibatch_step(carry, xs):
@@ -292,16 +313,8 @@ class Trainer:
             params, opt_state = carry
             k_perm, k_mb = jax.random.split(k)
             adv, target = self.advantages(params.critic, batch, hyper)
-            flat = Minibatch(
-                obs=batch.obs.reshape(n, -1),
-                pre_tanh=batch.pre_tanh.reshape(n, -1),
-                log_prob=batch.log_prob.reshape(n),
-                advantage=adv.reshape(n),
-                value_target=target.reshape(n),
-            )
-            idx = jax.random.permutation(k_perm, n)[:used]
-            idx = idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
-            mbs = self._envs_split(jax.tree_util.tree_map(lambda x: x[idx], flat), axis=1)
+            idx = self.minibatch_indices(k_perm)
+            mbs = self._envs_split(self.minibatches(batch, adv, target, idx), axis=1)
             keys = jax.random.split(k_mb, cfg.num_minibatches)
             return jax.lax.scan(minibatch_step, (params, opt_state), (mbs, keys))
 

@@ -3,8 +3,6 @@ the pendulum through every command (train, evaluate in both simulators, video, T
 and what bad env input gets (one line each)."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp

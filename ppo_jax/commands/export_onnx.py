@@ -40,14 +40,9 @@ def main(argv=None) -> int:
     cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
 
     with cli.user_errors(checkpoint.CheckpointError):
-        trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
+        trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
+                                                               args.run_index)
     mode = args.eval_action or trainer.config.eval_action
-    source = {
-        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
-        "step": int(meta["batches_done"]),
-        "frames": int(meta["frames"]),
-        "run_index": args.run_index,
-    }
     with cli.user_errors(onnx_export.OnnxExportError):
         path = onnx_export.export_onnx(trainer, state, args.out, mode, opset=args.opset,
                                        metadata=source)

@@ -33,13 +33,8 @@ def main(argv=None) -> int:
     cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
 
     with cli.user_errors(checkpoint.CheckpointError):
-        trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
-    source = {
-        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
-        "step": int(meta["batches_done"]),
-        "frames": int(meta["frames"]),
-        "run_index": args.run_index,
-    }
+        trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
+                                                               args.run_index)
     env = trainer.env
     with cli.user_errors(export.ExportError):
         d = export.to_torchrl(state.params, state.obs_stats, trainer.config,
