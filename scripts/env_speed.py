@@ -1,28 +1,70 @@
 #!/usr/bin/env python
-"""Env steps per second of the MJX InvertedDoublePendulum-v4 alone: a vectorized step with
-auto-reset and random actions, compiled as one scan, best of 3 calls after compilation.
+"""Compile time and env steps per second of an MJX env alone: a vectorized step with auto-reset
+and uniform random actions in the env's bounds, compiled as one scan, best of 3 calls after
+compilation.
 
-    python scripts/env_speed.py            # 1, 64, 1024 and 4096 envs
+    python scripts/env_speed.py                                  # the pendulum: 1, 64, 1024, 4096 envs
+    python scripts/env_speed.py --env HalfCheetah-v4 Hopper-v4 --envs 1 64
+    python scripts/env_speed.py --env all --envs 1 64            # every Gymnasium port
 """
 
 import time
 
 import jax
-from ppo_jax.envs import InvertedDoublePendulum, VectorEnv
-env = InvertedDoublePendulum()
-for N, T in [(1, 2000), (64, 200), (1024, 20), (4096, 10)]:
-    venv = VectorEnv(env, N)
+
+from ppo_jax.cli import ArgumentParser, run_main, user_errors
+from ppo_jax.envs import PORTS, VectorEnv, make_env
+
+STEPS = {1: 2000, 64: 200, 1024: 20, 4096: 10}
+
+
+def measure(env_id: str, n: int) -> tuple[float, float]:
+    env = make_env(env_id)
+    venv = VectorEnv(env, n)
+    steps = STEPS.get(n, max(10, 20_000 // n))
+
     def run(key):
         s = venv.reset(key)
+
         def body(s, k):
-            a = jax.random.uniform(k, (N, 1), minval=-1, maxval=1)
+            a = jax.random.uniform(k, (n, env.action_size), minval=env.action_low,
+                                   maxval=env.action_high)
             s, out = venv.step(s, a, k)
             return s, out.reward.sum()
-        s, r = jax.lax.scan(body, s, jax.random.split(key, T))
+
+        s, r = jax.lax.scan(body, s, jax.random.split(key, steps))
         return r.sum()
+
+    t = time.perf_counter()
     f = jax.jit(run).lower(jax.random.PRNGKey(0)).compile()
+    compile_s = time.perf_counter() - t
     jax.block_until_ready(f(jax.random.PRNGKey(0)))
     best = 1e9
     for rep in range(3):
-        t = time.perf_counter(); jax.block_until_ready(f(jax.random.PRNGKey(rep))); best = min(best, time.perf_counter() - t)
-    print(f"N={N:5d}: {N*T/best:,.0f} env steps/s (auto-reset vector step, best of 3)", flush=True)
+        t = time.perf_counter()
+        jax.block_until_ready(f(jax.random.PRNGKey(rep)))
+        best = min(best, time.perf_counter() - t)
+    return compile_s, n * steps / best
+
+
+def main(argv=None) -> int:
+    p = ArgumentParser(prog="env_speed.py", description=__doc__.splitlines()[0])
+    p.add_argument("--env", nargs="+", default=["InvertedDoublePendulum-v4"],
+                   help="env ids ('all': every Gymnasium port)")
+    p.add_argument("--envs", nargs="+", type=int, default=[1, 64, 1024, 4096],
+                   help="env counts")
+    args = p.parse_args(argv)
+    ids = list(PORTS) if args.env == ["all"] else args.env
+    with user_errors(ValueError):  # an unknown id: one line before any compile
+        for env_id in ids:
+            make_env(env_id)
+    print(f"{'env':<28} {'N':>5} {'compile s':>10} {'env steps/s':>12}")
+    for env_id in ids:
+        for n in args.envs:
+            compile_s, rate = measure(env_id, n)
+            print(f"{env_id:<28} {n:>5} {compile_s:>10.1f} {rate:>12,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,156 @@
+"""Measuring a Gymnasium port against Gymnasium's own v4 env (MuJoCo C): the shared part of
+``tests/test_env_suite.py`` (which asserts it) and ``scripts/env_parity.py`` (which prints it,
+with the float32 horizon). Needs ``gymnasium[mujoco]`` (the ``test`` extra), imported here
+only, on demand.
+
+The states compared are those Gymnasium's env itself visits under uniform random actions in
+the env's bounds (so they include floor contacts and the terminating steps); a port is
+compared from the same synced ``(qpos, qvel)`` (``set_state`` / ``reset_to``) with the same
+actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppo_jax.envs.registry import make_env
+
+
+def gym_env(env_id: str):
+    import gymnasium as gym
+
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    return env
+
+
+def random_actions(rng: np.random.Generator, env, shape: tuple) -> np.ndarray:
+    return rng.uniform(env.action_low, env.action_high, shape + (env.action_size,))
+
+
+@functools.lru_cache(maxsize=None)
+def visited_states(env_id: str, n: int = 24, steps: int = 1500):
+    """``(qpos [n, nq], qvel [n, nv], contact [n])`` spread over ``steps`` random-action steps
+    of Gymnasium's env, each episode's final state included."""
+    genv = gym_env(env_id)
+    ours = make_env(env_id)
+    rng = np.random.default_rng(0)
+    pool = []
+    genv.reset(seed=1)
+    for _ in range(steps):
+        pool.append((genv.data.qpos.copy(), genv.data.qvel.copy(), genv.data.ncon > 0))
+        _, _, term, _, _ = genv.step(random_actions(rng, ours, ()))
+        if term:
+            pool.append((genv.data.qpos.copy(), genv.data.qvel.copy(), genv.data.ncon > 0))
+            genv.reset(seed=int(rng.integers(1 << 30)))
+    pick = [pool[i] for i in np.linspace(0, len(pool) - 1, n).astype(int)]
+    return tuple(np.array([p[k] for p in pick]) for k in range(3))
+
+
+class Programs:
+    """A port's two jitted programs at the current precision: vmapped ``reset_to`` and
+    ``step``."""
+
+    def __init__(self, env_id: str):
+        self.env = make_env(env_id)
+        self.reset_to = jax.jit(jax.vmap(self.env.reset_to))
+        self.step = jax.jit(jax.vmap(self.env.step))
+
+
+_programs: dict = {}
+
+
+def programs(env_id: str) -> Programs:
+    key = (env_id, bool(jax.config.jax_enable_x64))
+    if key not in _programs:
+        _programs[key] = Programs(env_id)
+    return _programs[key]
+
+
+@dataclasses.dataclass
+class StepErrors:
+    obs: float
+    reward: float
+    term_mismatch: int
+    terminations: int
+    contacts: int
+
+
+def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2) -> StepErrors:
+    """Max |obs|, |reward| differences and termination mismatches of one step from each
+    visited state (``rounds`` action draws), at the current precision."""
+    p = programs(env_id)
+    genv = gym_env(env_id)
+    qpos, qvel, contact = visited_states(env_id)
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    rng = np.random.default_rng(seed)
+    e = StepErrors(0.0, 0.0, 0, 0, int(contact.sum()))
+    for _ in range(rounds):
+        actions = random_actions(rng, p.env, (len(qpos),))
+        out = p.step(p.reset_to(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype)),
+                     jnp.asarray(actions, dtype))
+        obs, rew, term = jax.device_get((out.obs, out.reward, out.terminated))
+        for i in range(len(qpos)):
+            genv.set_state(qpos[i], qvel[i])
+            g_obs, g_r, g_term, _, _ = genv.step(actions[i])
+            e.obs = max(e.obs, float(np.abs(obs[i] - g_obs).max()))
+            e.reward = max(e.reward, abs(float(rew[i]) - g_r))
+            e.term_mismatch += bool(term[i]) != g_term
+            e.terminations += g_term
+    return e
+
+
+def trajectory_errors(env_id: str, starts: int = 8, steps: int = 20, seed: int = 3
+                      ) -> np.ndarray:
+    """``[starts, steps]`` max(|obs|, |reward|) differences along unsynchronised
+    trajectories from the first ``starts`` visited states (NaN after a termination; a
+    termination mismatch counts as inf)."""
+    p = programs(env_id)
+    genv = gym_env(env_id)
+    qpos, qvel, _ = visited_states(env_id)
+    qpos, qvel = qpos[:starts], qvel[:starts]
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    actions = random_actions(np.random.default_rng(seed), p.env, (steps, starts))
+    state = p.reset_to(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype))
+    ours = []
+    for t in range(steps):
+        state = p.step(state, jnp.asarray(actions[t], dtype))
+        ours.append(jax.device_get((state.obs, state.reward, state.terminated)))
+    err = np.full((starts, steps), np.nan)
+    for i in range(starts):
+        genv.set_state(qpos[i], qvel[i])
+        for t in range(steps):
+            obs, r, term, _, _ = genv.step(actions[t, i])
+            err[i, t] = max(float(np.abs(ours[t][0][i] - obs).max()),
+                            abs(float(ours[t][1][i]) - r))
+            if bool(ours[t][2][i]) != term:
+                err[i, t] = np.inf
+            if term:
+                break
+    return err
+
+
+def horizon(err: np.ndarray, tol: float) -> int:
+    """Steps before the first one (over all trajectories) whose error exceeds ``tol``."""
+    bad = np.where(np.nan_to_num(err, nan=0.0) > tol)[1]
+    return int(bad.min()) if len(bad) else err.shape[1]
+
+
+def reset_moments(env_id: str, n: int = 2000):
+    """``(ours [n, nq+nv], gymnasium's [n, nq+nv], our reset state, its obs)``: reset states
+    of the port (float32 programs) and of Gymnasium's env."""
+    env = make_env(env_id)
+    s = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), n))
+    ours = np.concatenate([np.asarray(s.data.qpos), np.asarray(s.data.qvel)], axis=1)
+    genv = gym_env(env_id)
+    theirs = []
+    for i in range(n):
+        genv.reset(seed=i)
+        theirs.append(np.concatenate([genv.data.qpos, genv.data.qvel]))
+    genv.set_state(np.asarray(s.data.qpos[0], np.float64), np.asarray(s.data.qvel[0], np.float64))
+    return ours, np.array(theirs), np.asarray(s.obs[0]), genv._get_obs()
