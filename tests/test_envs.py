@@ -14,41 +14,35 @@ from ppo_jax.envs import EnvError, EnvState, check_env, make_env
 from test_cli import assert_one_line_error, run, train
 
 
-class PointMass:
-    """The README's example: push a point mass on a line to the origin (an env of one's own)."""
-
-    env_id = "PointMass-v0"
-    observation_size, action_size, max_episode_steps = 2, 1, 50
-    action_low, action_high = np.array([-2.0], np.float32), np.array([2.0], np.float32)
-
-    def spec(self):
-        return {"id": self.env_id, "dt": 0.1}
-
-    def reset(self, key):
-        x = jax.random.uniform(key, (2,), minval=-1.0, maxval=1.0)
-        zero = jnp.zeros(())
-        return EnvState(data=x, obs=x, reward=zero, terminated=jnp.bool_(False),
-                        truncated=jnp.bool_(False), steps=jnp.int32(0))
-
-    def step(self, state, action):
-        pos, vel = state.data
-        vel = vel + 0.1 * jnp.clip(action[0], -2.0, 2.0)
-        pos = pos + 0.1 * vel
-        x = jnp.stack([pos, vel])
-        steps = state.steps + 1
-        return EnvState(data=x, obs=x, reward=-(pos**2), terminated=jnp.abs(pos) > 5.0,
-                        truncated=steps >= self.max_episode_steps, steps=steps)
+def readme_block(root_dir: str) -> str:
+    """The README's "An env of your own" code block."""
+    text = open(os.path.join(root_dir, "README.md")).read()
+    start = text.index("### An env of your own")
+    block = text.index("```python", start) + len("```python")
+    return text[block:text.index("```", block)]
 
 
 @pytest.fixture(scope="module")
-def own_env_run(tmp_path_factory, tiny_config):
-    out = str(tmp_path_factory.mktemp("own") / "run")
-    states, metrics = fit(tiny_config, env=PointMass(), out=out, tensorboard=False)
-    return out, states, metrics
+def own_env_run(tmp_path_factory, root_dir):
+    """The README's example, run as written (in a scratch directory): its namespace."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("own"))
+    try:
+        ns = {"__name__": "readme_example"}
+        exec(compile(readme_block(root_dir), "README.md", "exec"), ns)
+        ns["out"] = os.path.abspath("runs/pointmass")
+    finally:
+        os.chdir(cwd)
+    return ns
 
 
-def test_own_env_trains_through_the_api(own_env_run):
-    out, states, metrics = own_env_run
+@pytest.fixture(scope="module")
+def PointMass(own_env_run):
+    return own_env_run["PointMass"]
+
+
+def test_own_env_trains_through_the_api(own_env_run, PointMass):
+    out, states, metrics = own_env_run["out"], own_env_run["states"], own_env_run["metrics"]
     assert metrics["env_id"] == "PointMass-v0" and metrics["config"]["env"] == "PointMass-v0"
     assert states.obs_stats.loc.shape == (1, 2)
     assert all(np.all(np.isfinite(np.asarray(x)))
@@ -78,7 +72,7 @@ def test_bounded_actions_reach_the_env():
     assert acts.min() >= -3.0 and acts.max() <= 3.0 and np.abs(acts).max() > 1.0
 
 
-def test_protocol_violations_get_one_line():
+def test_protocol_violations_get_one_line(PointMass):
     class NoSpec(PointMass):
         spec = None
 
