@@ -69,9 +69,11 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                    metavar="R", help="evaluate during the runs and report seconds and frames "
                                      f"until the eval return first reaches R (default R "
                                      f"{DEFAULT_THRESHOLD:g}); frames/s then include evaluation")
-    p.add_argument("--eval-every-frames", type=int, default=10_000,
+    p.add_argument("--eval-every-frames", type=int, default=None,
                    help="with --to-threshold: evaluate about every this many frames (the "
-                        "tutorial: every 10 batches of 1000; default 10000)")
+                        "tutorial: every 10 batches of 1000; default 10000); with "
+                        "--playground: ppo_jax's evaluations (default: 10 per Brax training "
+                        "step, 98,304 frames)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
     p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
                    help="JAX matmul precision of the ppo_jax and Brax runs (default highest: "
@@ -98,13 +100,44 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                    help="instead of the comparison: ppo_jax on D1, D2, ... devices (its envs "
                         "split over them; on a CPU, forced host devices that share the cores), "
                         "at the largest --envs count (default 256)")
+    p.add_argument("--playground", nargs="?", const="CartpoleBalance", default=None,
+                   metavar="ENV",
+                   help="instead of the comparison: MuJoCo Playground's own Brax-PPO trainer "
+                        "(Playground's published parameters, the run scaled to --total-frames: "
+                        "rounded up to whole Brax training steps, at least 2) against ppo_jax "
+                        "on playground:ENV at --envs env counts (default 256), each cold and "
+                        "warm in fresh subprocesses (default ENV CartpoleBalance)")
+    p.add_argument("--smoke", action="store_true",
+                   help="with --playground: tiny sizes (Brax's structure and ppo_jax's networks "
+                        "shrunk), a check that the command runs, not a measurement")
     p.add_argument("--keep-going", action=argparse.BooleanOptionalAction, default=True,
                    help="after a failed run, go on with the others (default: yes)")
     return p
 
 
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the defaults that depend on ``--quick``; ``env_counts``: 1 and ``--envs``, sorted."""
+    """Fill the defaults that depend on ``--quick`` (and ``--playground``); ``env_counts``: 1
+    and ``--envs``, sorted."""
+    if getattr(args, "playground", None):
+        from ppo_jax.bench import playground
+
+        if args.envs is None:
+            args.envs = list(playground.SMOKE_PPO_JAX_ENVS if args.smoke
+                             else playground.DEFAULT_PPO_JAX_ENVS)
+        if args.total_frames is None:
+            args.total_frames = 1  # rounded up to two Brax training steps
+        if args.total_frames < 1 or (args.eval_every_frames is not None
+                                     and args.eval_every_frames < 1):
+            raise CLIError("--total-frames and --eval-every-frames must be >= 1")
+        if 1 in args.envs:
+            raise CLIError("--playground: 1 env is the tutorial's 1000-frame batch, which a run "
+                           "of whole Brax training steps does not split into; use N > 1 envs")
+        args.env_counts = sorted(set(args.envs))
+        return args
+    if args.smoke:
+        raise CLIError("--smoke goes with --playground (the comparison's smoke size is --quick)")
+    if args.eval_every_frames is None:
+        args.eval_every_frames = 10_000
     if args.envs is None:
         args.envs = list(QUICK_ENVS if args.quick else DEFAULT_ENVS)
     if args.total_frames is None:
@@ -124,9 +157,13 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     from ppo_jax.envs.registry import check_env_id
 
     try:
-        check_env_id(args.env)
+        check_env_id(f"playground:{args.playground}" if args.playground else args.env)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if args.playground:
+        from ppo_jax.bench import playground
+
+        return playground.run(args, prog, argv)
     if args.scaling:
         return _scaling(args)
     total = common_total_frames(args.total_frames, args.env_counts)

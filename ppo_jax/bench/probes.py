@@ -58,3 +58,24 @@ def enable_cache(path: str | None) -> None:
         from ppo_jax.compile_cache import enable_compile_cache
 
         enable_compile_cache(path)
+
+
+class CacheCounter:
+    """JAX's persistent compilation cache hits and misses in this process (all threads)."""
+
+    def __init__(self):
+        import jax
+
+        from ppo_jax.compile_cache import _HIT, _MISS
+
+        self._names = {_HIT: "hits", _MISS: "misses"}
+        self._counts = {"hits": 0, "misses": 0}
+        jax.monitoring.register_event_listener(self._listen)
+
+    def _listen(self, event: str, **_: Any) -> None:
+        if event in self._names:
+            self._counts[self._names[event]] += 1
+
+    def counts(self) -> dict[str, int]:
+        """``{"hits": n, "misses": m}`` so far."""
+        return dict(self._counts)

@@ -15,6 +15,7 @@ WORKERS = {
     "ppo_jax": "ppo_jax.bench.worker_ppo_jax:worker_ppo_jax",
     "brax": "ppo_jax.bench.worker_brax:worker_brax",
     "torchrl": "ppo_jax.bench.worker_torchrl:worker_torchrl",
+    "brax_playground": "ppo_jax.bench.worker_playground:worker_brax_playground",
 }
 
 

@@ -12,7 +12,10 @@ from ppo_jax.config import PPOConfig
 
 
 def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
+    """ppo_jax's run of ``spec["config"]``; optional: ``stop`` (run only that many batches),
+    ``launched_unix`` (when the driver launched this process: ``launch_to_t0_s``)."""
     t_import = time.perf_counter()
+    launched = spec.get("launched_unix")
     if spec.get("force_host_devices"):  # CPU "devices" for --scaling (before jax starts)
         import os
 
@@ -25,6 +28,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
 
     compiles = probes.CompileLog()
     t0 = compiles.t0 = time.perf_counter()
+    launch_to_t0 = (time.time() - launched) if launched else None
     cfg = PPOConfig.from_dict(spec["config"])
     evals: list[tuple[int, float, float]] = []
     fpb = cfg.frames_per_batch
@@ -39,7 +43,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
             evals.append(((i + 1) * fpb, time.perf_counter() - t0, float(ev.eval_return[0])))
 
     t_call = time.perf_counter()
-    runner.train_batches(job, on_batch=on_batch)
+    runner.train_batches(job, on_batch=on_batch, stop=spec.get("stop"))
     call_s = time.perf_counter() - t_call
     offset = t_call - t0  # train_batches' marks count from its own start
     profile = None
@@ -50,9 +54,10 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     marks = [(f, t + offset) for f, t in job.log.marks]
     failed = job.log.failed[0]
     return dict(
-        marks=marks, evals=evals, import_s=t0 - t_import, compile_s=compile_s,
+        marks=marks, evals=evals, import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,
+        compile_s=compile_s,
         compiled_from_cache=job.programs.from_cache, compile=job.programs.report(),
-        call_s=call_s, call_fps=cfg.total_frames / call_s, compiles=compiles.events,
+        call_s=call_s, call_fps=job.start * fpb / call_s, compiles=compiles.events,
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
         device=probes.jax_device_info(), profile=profile, layout=job.log.layout,

@@ -105,15 +105,14 @@ def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2) -> StepErrors:
     return e
 
 
-def trajectory_errors(env_id: str, starts: int = 8, steps: int = 20, seed: int = 3
-                      ) -> np.ndarray:
-    """``[starts, steps]`` max(|obs|, |reward|) differences along unsynchronised
-    trajectories from the first ``starts`` visited states (NaN after a termination; a
-    termination mismatch counts as inf)."""
+def trajectory_errors(env_id: str, steps: int = 20, seed: int = 3) -> np.ndarray:
+    """``[states, steps]`` max(|obs|, |reward|) differences along unsynchronised
+    trajectories from every visited state (the same batch as :func:`one_step_errors`, so the
+    same two programs; NaN after a termination; a termination mismatch counts as inf)."""
     p = programs(env_id)
     genv = gym_env(env_id)
     qpos, qvel, _ = visited_states(env_id)
-    qpos, qvel = qpos[:starts], qvel[:starts]
+    starts = len(qpos)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     actions = random_actions(np.random.default_rng(seed), p.env, (steps, starts))
     state = p.reset_to(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype))
