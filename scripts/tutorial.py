@@ -289,20 +289,16 @@ print(f"derived: {config.num_batches} batches of {config.frames_per_batch} frame
 trainer = make_train(config)
 env = trainer.env
 # the action bounds ([-1, 1] here; TorchRL's TanhNormal(low, high) takes the spec's)
-action_low = np.array(np.broadcast_to(np.asarray(getattr(env, "action_low", -1.0), np.float32),
-                                      (env.action_size,)))
-action_high = np.array(np.broadcast_to(np.asarray(getattr(env, "action_high", 1.0), np.float32),
-                                       (env.action_size,)))
+action_low, action_high = env.action_low, env.action_high
 assert np.all(action_low < action_high)
 # The policy's tanh-Normal is mapped onto those bounds (TorchRL's TanhNormal(low, high));
 # None means [-1, 1], the plain tanh, which is this env's case.
-BOUNDS = getattr(trainer, "bounds", None)
-ON_BOUNDS = () if BOUNDS is None else (BOUNDS,)  # the bounds argument of distributions.*
+BOUNDS = trainer.bounds
 
 
 def to_action(u):
     """The action of a pre-tanh value ``u``: tanh, then the env's bounds."""
-    return distributions.safe_tanh(u) if BOUNDS is None else distributions.squash(u, BOUNDS)
+    return distributions.squash(u, BOUNDS)
 
 print(f"env: {env.env_id} on MJX: {env.frame_skip} physics steps per env step of "
       f"{env.dt:.3g} s, time limit {env.max_episode_steps} steps")
@@ -414,8 +410,8 @@ def run_policy(actor_params, stats, raw_obs, key):
     head = networks.MLP(config.hidden_sizes, 2 * env.action_size).apply(
         {"params": actor_params["params"]["net"]}, obs)  # the MLP before the extractor
     loc, scale = trainer.actor_apply(actor_params, obs)
-    action, pre_tanh, log_prob = distributions.sample(key, loc, scale, *ON_BOUNDS)
-    eval_action = distributions.deterministic_action(loc, scale, config.eval_action, *ON_BOUNDS)
+    action, pre_tanh, log_prob = distributions.sample(key, loc, scale, BOUNDS)
+    eval_action = distributions.deterministic_action(loc, scale, config.eval_action, BOUNDS)
     return dict(observation=obs, head=head, loc=loc, scale=scale, action=action,
                 pre_tanh=pre_tanh, log_prob=log_prob, eval_action=eval_action)
 
