@@ -175,3 +175,18 @@ def test_brax_env_adapter_steps():
     s2 = jax.jit(env.step)(s, jnp.zeros(env.action_size))
     assert s2.obs.shape == (env.observation_size,) and int(s2.steps) == 1
     assert s2.truncated.dtype == jnp.bool_ and not bool(s2.truncated)
+
+
+def test_playground_env_adapter_steps():
+    """A DM Control Suite task through MuJoCo Playground (the optional extra CI installs):
+    its done is termination, the time limit is ours, action repeat and episode length are in
+    its spec."""
+    pytest.importorskip("mujoco_playground")
+    env = make_env("playground:CartpoleBalance")
+    spec = env.spec()
+    assert spec["action_repeat"] == 1 and spec["episode_length"] == 1000
+    assert env.max_episode_steps == 1000 and env.observation_size == 5
+    s = jax.jit(env.reset)(jax.random.PRNGKey(0))
+    s2 = jax.jit(env.step)(s, jnp.zeros(env.action_size))
+    assert s2.obs.shape == (5,) and s2.obs.dtype == jnp.float32 and int(s2.steps) == 1
+    assert not bool(s2.terminated) and not bool(s2.truncated) and float(s2.reward) > 0
