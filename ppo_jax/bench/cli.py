@@ -107,6 +107,13 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                         "rounded up to whole Brax training steps, at least 2) against ppo_jax "
                         "on playground:ENV at --envs env counts (default 256), each cold and "
                         "warm in fresh subprocesses (default ENV CartpoleBalance)")
+    p.add_argument("--brax-envs", type=int, default=None, metavar="N",
+                   help="with --playground: Brax's num_envs N instead of Playground's 2048, "
+                        "its batch_size scaled alike (a training step of N x 480 frames "
+                        "instead of 983,040; NOT Playground's parameters, the output says so)")
+    p.add_argument("--replay", metavar="JSON", default=None,
+                   help="with --playground: print the tables again from the runs of an "
+                        "earlier --json of the same flags instead of measuring")
     p.add_argument("--smoke", action="store_true",
                    help="with --playground: tiny sizes (Brax's structure and ppo_jax's networks "
                         "shrunk), a check that the command runs, not a measurement")
@@ -124,8 +131,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if args.envs is None:
             args.envs = list(playground.SMOKE_PPO_JAX_ENVS if args.smoke
                              else playground.DEFAULT_PPO_JAX_ENVS)
-        if args.total_frames is None:
-            args.total_frames = 1  # rounded up to two Brax training steps
+        if args.total_frames is None:  # rounded up to two Brax training steps (smoke: 8)
+            args.total_frames = 1 if not args.smoke else (
+                playground.SMOKE_TRAINING_STEPS * playground.frames_per_training_step(
+                    playground.SMOKE_BRAX))
         if args.total_frames < 1 or (args.eval_every_frames is not None
                                      and args.eval_every_frames < 1):
             raise CLIError("--total-frames and --eval-every-frames must be >= 1")
