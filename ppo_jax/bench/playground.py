@@ -454,7 +454,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append("| ---: | ---: |" + " ---: | ---: |" * len(others))
         for pt in points:
             b = pt["brax"]
-            cells = [f"{pt['frames']:,}", "–" if b is None else f"{b['return']:.1f} ({b['s']:.0f} s)"]
+            cells = [f"{pt['frames']:,}",
+                     "–" if b is None else f"{b['return']:.1f} ({b['s']:.0f} s)"]
             for d in others:
                 e = pt[d["key"]]
                 cells += [f"{e['return']:.1f} ({e['s']:.0f} s)", f"{e['frames']:,}"]
