@@ -46,6 +46,7 @@ class ToyEnv:
 
     observation_size = 3
     action_size = 1
+    action_low, action_high = np.array([-1.0], np.float32), np.array([1.0], np.float32)
 
     def __init__(self, lengths: tuple[int, ...], max_episode_steps: int):
         self.lengths = jnp.asarray(lengths, jnp.float64)
