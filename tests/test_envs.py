@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import PPOConfig, checkpoint, fit, load_policy, make_train
-from ppo_jax.envs import EnvError, EnvState, check_env, make_env
+from ppo_jax import PPOConfig, checkpoint, load_policy, make_train
+from ppo_jax.envs import EnvError, check_env, make_env
 from test_cli import assert_one_line_error, run, train
 
 
