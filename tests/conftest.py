@@ -110,3 +110,46 @@ def jx():
     from parity import JaxSide
 
     return JaxSide()
+
+
+# PPO_JAX_PROFILE_COMPILES=FILE: record, per test, the XLA programs it traced, lowered and
+# compiled (JAX's own compile events; a persistent-cache hit is timed as its retrieval), and
+# write them as JSON to FILE at the end, slowest first (``python -m pytest --durations=0``
+# gives the wall times beside it). Programs compiled in CLI subprocesses are not seen.
+_PROFILE = os.environ.get("PPO_JAX_PROFILE_COMPILES")
+if _PROFILE:
+    import json
+    import time
+
+    _profile: dict[str, dict] = {}
+    _current = ["(collection)"]
+
+    def _on_event(event: str, duration: float, **kw) -> None:
+        kind = {"/jax/core/compile/backend_compile_duration": "compile",
+                "/jax/core/compile/jaxpr_trace_duration": "trace",
+                "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower"}.get(event)
+        if kind is None:
+            return
+        rec = _profile.setdefault(_current[0], {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
+                                                "compile_s": 0.0, "compiled": []})
+        rec[f"{kind}_s"] += duration
+        if kind == "compile" and duration > 0.5:
+            rec["compiled"].append([kw.get("fun_name", "?"), round(duration, 1)])
+
+    jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        _current[0] = item.nodeid
+        t0 = time.monotonic()
+        yield
+        rec = _profile.setdefault(item.nodeid, {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
+                                                "compile_s": 0.0, "compiled": []})
+        rec["wall_s"] += time.monotonic() - t0
+
+    def pytest_sessionfinish(session, exitstatus):
+        rows = sorted(_profile.items(), key=lambda kv: -kv[1]["wall_s"])
+        with open(_PROFILE, "w") as f:
+            json.dump({k: {**v, **{s: round(v[s], 2) for s in
+                                   ("wall_s", "trace_s", "lower_s", "compile_s")}}
+                       for k, v in rows}, f, indent=1)
