@@ -14,7 +14,10 @@ Two caches, both in the compile-cache directory (``--compile-cache-dir``):
 
 :func:`obtain` serves a set of programs from them: each missing program's XLA compile runs
 on a thread as soon as it is traced, while the next is traced (XLA releases the GIL).
-``ppo_jax_compile_times.json`` beside the caches records how long each set of programs took
+Processes sharing one cache directory (a sweep's runs started together, parallel test
+workers) compile a set of programs once: the first takes a lock on it
+(``ppo_programs/<set>.lock``, released when it is done or dies), the others wait for it
+and then load what it stored. ``ppo_jax_compile_times.json`` beside the caches records how long each set of programs took
 to compile cold, so the line printed before compiling can say roughly how long it takes on
 this device. Nothing here knows what the programs compute (:mod:`ppo_jax.programs` builds
 the training programs). The entries are pickles: only point ``--compile-cache-dir`` at a
@@ -23,6 +26,7 @@ directory you trust.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -304,6 +308,40 @@ def expectation(keys: Any) -> str:
 _IN_PROCESS: dict[str, Any] = {}  # program key -> executable, for this process's lifetime
 
 
+@contextlib.contextmanager
+def _compiling(keys: Any, announce: Callable[[str], None] | None):
+    """Hold the cache directory's lock on the program set ``keys`` while compiling it
+    (nothing where there is no store, or no ``fcntl``). Yields whether another process held
+    it first: it may have stored the programs meanwhile."""
+    path = _store_path(_group(keys))
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): processes may compile alike
+        fcntl = None
+    if path is None or fcntl is None:
+        yield False
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        f = open(path[: -len(".pkl")] + ".lock", "a")
+    except OSError:  # a read-only cache: compile without the lock
+        yield False
+        return
+    with f:
+        waited = False
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if announce is not None:
+                announce("another process is compiling the same programs: waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+            waited = True
+        try:
+            yield waited
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def obtain(
     keys: dict[str, str],
     lower_missing: Callable[[tuple[str, ...]], Any],
@@ -331,6 +369,21 @@ def obtain(
         if hit is not None:
             compiled[name], infos[name] = hit
     missing = tuple(n for n in keys if n not in compiled)
+    with contextlib.ExitStack() as held:
+        if missing and held.enter_context(_compiling([keys[n] for n in missing], announce)):
+            for name in missing:  # what the other process stored while this one waited
+                hit = load_stored(name, keys[name])
+                if hit is not None:
+                    compiled[name], infos[name] = hit
+            missing = tuple(n for n in keys if n not in compiled)
+        _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos)
+    _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
+    return compiled, infos
+
+
+def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos) -> None:
+    """Compile (and store) the programs ``missing`` of :func:`obtain`, filling ``compiled``
+    and ``infos``; with none missing, announce the load."""
     if announce is not None and not missing:
         announce(f"loaded {what} from the compile cache in {cache_dir()} "
                  f"({sum(i.seconds for i in infos.values()):.1f} s)")
@@ -355,5 +408,3 @@ def obtain(
             # is named by its key), so JAX's cache answers alone only if the store lost it.
             if infos[name].source == "compiled":
                 store(keys[name], compiled[name])
-    _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
-    return compiled, infos
