@@ -285,7 +285,13 @@ def train_batches(
     batch_index = (np.int32 if layout is None
                    else lambda i: layout.put(np.int32(i), layout.replicated))
     pending: list[tuple[int, Any, Any]] = []
-    t0 = time.perf_counter()
+    t0 = clock = time.perf_counter()
+
+    def count_time() -> None:  # run_seconds up to now, as a checkpoint's metrics.json reports
+        nonlocal clock
+        now = time.perf_counter()
+        job.log.run_seconds += now - clock
+        clock = now
 
     def drain(keep: int) -> None:
         while len(pending) > keep:
@@ -310,11 +316,12 @@ def train_batches(
                 drain(keep=0)
                 job.start = i
                 if on_checkpoint is not None and not job.log.all_failed:
+                    count_time()
                     on_checkpoint(job)
         drain(keep=0)
         jax.block_until_ready(job.states)
     finally:
-        job.log.run_seconds += time.perf_counter() - t0
+        count_time()
     job.start = i
     return job
 

@@ -2,6 +2,7 @@
 (``ppo_jax.programs``) hold no host callback, are each compiled once and give what
 ``train(key)`` gives; determinism, vmapped seeds == seeds one by one, the NaN guard."""
 
+import time
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +166,22 @@ def test_nan_keeps_last_good_state(shipped):
 def test_seed_keys_are_the_documented_ones():
     keys = Runs(TINY.replace(seed=3), num_seeds=2).keys()
     np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(4))
+
+
+def test_checkpoint_metrics_count_the_time_so_far(shipped):
+    """The metrics.json a checkpoint writes mid-run reports the seconds trained up to it (not
+    only the initialization's), so its frames/s is the run's so far."""
+    job = runner.prepare(Runs(TINY))
+    init_seconds = job.log.run_seconds
+    seen = []
+
+    def on_checkpoint(j):
+        time.sleep(0.3)  # a slow save: counted in the next interval, not lost
+        seen.append((j.log.run_seconds, j.log.frames_trained, j.log.summary()["frames_per_second"]))
+
+    runner.train_batches(job, checkpoint_every=1, on_checkpoint=on_checkpoint)
+    assert [f for _, f, _ in seen] == [200, 400]
+    (s1, _, fps1), (s2, _, _) = seen
+    assert init_seconds < s1 < s2
+    assert fps1 == pytest.approx(200 / s1, rel=1e-3)
+    assert job.log.run_seconds >= s2 + 0.6  # both saves' sleeps are in the total
