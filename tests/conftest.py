@@ -31,6 +31,17 @@ from ppo_jax.config import PPOConfig  # noqa: E402
 enable_compile_cache(_CACHE)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which may not be installed
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``-n 2``, as .ci/run), one worker runs a whole test module: its
+    module-scoped fixtures and in-process programs are then built once. Processes share the
+    compile cache, and the program store's lock makes a worker wait for a set of programs
+    that the other is compiling instead of compiling it too."""
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def compile_cache_dir() -> str:
     return _CACHE
@@ -114,9 +125,11 @@ def jx():
 
 # PPO_JAX_PROFILE_COMPILES=FILE: record, per test, the XLA programs it traced, lowered and
 # compiled (JAX's own compile events; a persistent-cache hit is timed as its retrieval), and
-# write them as JSON to FILE at the end, slowest first (``python -m pytest --durations=0``
+# write them as JSON to FILE (FILE.gw0, FILE.gw1 under pytest-xdist) at the end, slowest first (``python -m pytest --durations=0``
 # gives the wall times beside it). Programs compiled in CLI subprocesses are not seen.
 _PROFILE = os.environ.get("PPO_JAX_PROFILE_COMPILES")
+if _PROFILE and os.environ.get("PYTEST_XDIST_WORKER"):  # one file per worker: FILE.gw0, ...
+    _PROFILE = f"{_PROFILE}.{os.environ['PYTEST_XDIST_WORKER']}"
 if _PROFILE:
     import json
     import time
