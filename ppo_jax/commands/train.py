@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Train PPO on InvertedDoublePendulum-v4 (MJX) as one compiled JAX program.
+"""Train PPO on an MJX env (default InvertedDoublePendulum-v4, --env for another) as compiled JAX programs.
 
     python scripts/train.py --out runs/demo                       # the tutorial: 10k frames
+    python scripts/train.py --env HalfCheetah-v4 --total-frames 1000000 --out runs/hc  # another env
     python scripts/train.py --total-frames 1000000 --out runs/1M  # a full run
     python scripts/train.py --num-envs 16 --frames-per-batch 16000 --minibatch-size 1024 \
         --total-frames 1008000 --num-seeds 4 --out runs/16envs
