@@ -125,7 +125,8 @@ def jx():
 
 # PPO_JAX_PROFILE_COMPILES=FILE: record, per test, the XLA programs it traced, lowered and
 # compiled (JAX's own compile events; a persistent-cache hit is timed as its retrieval), and
-# write them as JSON to FILE (FILE.gw0, FILE.gw1 under pytest-xdist) at the end, slowest first (``python -m pytest --durations=0``
+# write them as JSON to FILE (FILE.gw0, FILE.gw1 under pytest-xdist; merged with what an
+# earlier pytest run wrote there) at the end, slowest first (``python -m pytest --durations=0``
 # gives the wall times beside it). Programs compiled in CLI subprocesses are not seen.
 _PROFILE = os.environ.get("PPO_JAX_PROFILE_COMPILES")
 if _PROFILE and os.environ.get("PYTEST_XDIST_WORKER"):  # one file per worker: FILE.gw0, ...
@@ -161,8 +162,10 @@ if _PROFILE:
         rec["wall_s"] += time.monotonic() - t0
 
     def pytest_sessionfinish(session, exitstatus):
-        rows = sorted(_profile.items(), key=lambda kv: -kv[1]["wall_s"])
+        got = {k: {**v, **{s: round(v[s], 2) for s in ("wall_s", "trace_s", "lower_s", "compile_s")}}
+               for k, v in _profile.items()}
+        if os.path.exists(_PROFILE):  # an earlier pytest run's (e.g. .ci/run's first step)
+            with open(_PROFILE) as f:
+                got = {**json.load(f), **got}
         with open(_PROFILE, "w") as f:
-            json.dump({k: {**v, **{s: round(v[s], 2) for s in
-                                   ("wall_s", "trace_s", "lower_s", "compile_s")}}
-                       for k, v in rows}, f, indent=1)
+            json.dump(dict(sorted(got.items(), key=lambda kv: -kv[1]["wall_s"])), f, indent=1)
