@@ -15,7 +15,7 @@ from ppo_jax.envs import PORTS, make_env
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="env_parity.py", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="env_parity.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", nargs="+", default=list(PORTS), help="env ids (default: all ports)")
     p.add_argument("--steps", type=int, default=20, help="trajectory length (default 20)")
     args = p.parse_args(argv)

@@ -50,7 +50,7 @@ def measure(env_id: str, n: int) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    p = ArgumentParser(prog="env_speed.py", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="env_speed.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", nargs="+", default=["InvertedDoublePendulum-v4"],
                    help="env ids ('all': every Gymnasium port)")
     p.add_argument("--envs", nargs="+", type=int, default=[1, 64, 1024, 4096],
