@@ -89,8 +89,8 @@ def test_signal_saves_and_resume_is_bit_identical(sig, uninterrupted, tmp_path, 
 
 
 def test_second_signal_stops_at_once(monkeypatch):
-    """The handler's logic: the first signal asks for a stop, a second exits at once with
-    one line and 128 + signal."""
+    """The handler's logic: once training, the first signal asks for a stop, a second exits
+    at once with one line and 128 + signal; before training, the first exits at once."""
     from ppo_jax import cli
 
     def exit_now(message, code):
@@ -107,6 +107,12 @@ def test_second_signal_stops_at_once(monkeypatch):
     (message, code), = e.value.args
     assert code == 130 and "SIGINT again: stopped at once" in message and "\n" not in message
     assert signal.getsignal(signal.SIGTERM) != stop._handle  # handlers restored
+    # before the first batch is asked for (compiling, initializing), the first exits at once
+    early = train_cmd.StopRequest()
+    with early, pytest.raises(SystemExit) as e:
+        early._handle(signal.SIGTERM, None)
+    (message, code), = e.value.args
+    assert code == 143 and "SIGTERM before the first batch" in message and "\n" not in message
 
 
 def test_second_signal_while_saving_leaves_the_checkpoints_intact(uninterrupted, tmp_path,
@@ -142,7 +148,10 @@ def test_signal_while_compiling_writes_nothing(tmp_path, root_dir):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 143, err[-2000:]
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "before the first batch: nothing was written" in lines[0], err
+    assert len(lines) == 1 and "before the first batch (while compiling or initializing): " \
+        "nothing was written" in lines[0], err
     assert os.listdir(out) == []
+    # it left at once, without waiting for the compile: no program stored, none half-written
     store = os.path.join(cache, "ppo_programs")
-    assert not any(name.endswith(".tmp") for name in os.listdir(store))
+    left = os.listdir(store) if os.path.isdir(store) else []
+    assert not any(name.endswith((".pkl", ".tmp")) for name in left), left

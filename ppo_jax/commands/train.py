@@ -123,7 +123,10 @@ class StopRequest:
     """SIGINT and SIGTERM while a single-process job trains: the first asks it to stop after
     the batch in progress (it then saves everything, see ``runner.run_training``); a second
     exits at once, leaving what was saved intact (every file is written atomically; orbax
-    lists a checkpoint only once it is complete). Called, it says whether a stop was asked.
+    lists a checkpoint only once it is complete). Called (before each batch), it says
+    whether a stop was asked. A signal before the first call (while the programs compile or
+    the runs initialize, when nothing has been written and there is nothing to save) exits
+    at once: a Ctrl-C does not wait minutes for a compile to finish.
 
     A multi-process job keeps Python's default handling: its processes would see a signal at
     different batches and wait on each other's collectives."""
@@ -133,6 +136,7 @@ class StopRequest:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.signum: int | None = None
+        self.training = False  # called once: the first batch is about to start
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -148,9 +152,14 @@ class StopRequest:
         return False
 
     def __call__(self) -> bool:
+        self.training = True
         return self.signum is not None
 
     def _handle(self, signum, frame) -> None:
+        if not self.training:  # compiling or initializing: nothing to save
+            cli.exit_with_one_line(
+                f"train.py: interrupted: {signal.Signals(signum).name} before the first batch "
+                "(while compiling or initializing): nothing was written", 128 + signum)
         if self.signum is not None:
             cli.exit_with_one_line(
                 f"train.py: interrupted: {signal.Signals(signum).name} again: stopped at once; "
