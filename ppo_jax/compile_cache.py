@@ -17,11 +17,11 @@ on a thread as soon as it is traced, while the next is traced (XLA releases the 
 Processes sharing one cache directory (a sweep's runs started together, parallel test
 workers) compile a set of programs once: the first takes a lock on it
 (``ppo_programs/<set>.lock``, released when it is done or dies), the others wait for it
-and then load what it stored. ``ppo_jax_compile_times.json`` beside the caches records how long each set of programs took
-to compile cold, so the line printed before compiling can say roughly how long it takes on
-this device. Nothing here knows what the programs compute (:mod:`ppo_jax.programs` builds
-the training programs). The entries are pickles: only point ``--compile-cache-dir`` at a
-directory you trust.
+and then load what it stored. ``ppo_jax_compile_times.json`` beside the caches records how
+long each set of programs took to compile cold, so the line printed before compiling can
+say roughly how long it takes on this device. Nothing here knows what the programs
+compute (:mod:`ppo_jax.programs` builds the training programs). The entries are pickles:
+only point ``--compile-cache-dir`` at a directory you trust.
 """
 
 from __future__ import annotations
@@ -369,8 +369,10 @@ def obtain(
         if hit is not None:
             compiled[name], infos[name] = hit
     missing = tuple(n for n in keys if n not in compiled)
-    with contextlib.ExitStack() as held:
-        if missing and held.enter_context(_compiling([keys[n] for n in missing], announce)):
+    lock = (_compiling([keys[n] for n in missing], announce) if missing
+            else contextlib.nullcontext(False))
+    with lock as waited:
+        if waited:
             for name in missing:  # what the other process stored while this one waited
                 hit = load_stored(name, keys[name])
                 if hit is not None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train PPO on an MJX env (default InvertedDoublePendulum-v4; --env): ``python scripts/train.py --help``.
+"""Train PPO on an MJX env (InvertedDoublePendulum-v4 unless --env): ``scripts/train.py --help``.
 
 The command lives in :mod:`ppo_jax.commands.train` (also installed as ``ppo-jax-train``).
 """

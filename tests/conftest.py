@@ -138,14 +138,17 @@ if _PROFILE:
     _profile: dict[str, dict] = {}
     _current = ["(collection)"]
 
+    def _record(nodeid: str) -> dict:
+        return _profile.setdefault(nodeid, {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
+                                            "compile_s": 0.0, "compiled": []})
+
     def _on_event(event: str, duration: float, **kw) -> None:
         kind = {"/jax/core/compile/backend_compile_duration": "compile",
                 "/jax/core/compile/jaxpr_trace_duration": "trace",
                 "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower"}.get(event)
         if kind is None:
             return
-        rec = _profile.setdefault(_current[0], {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
-                                                "compile_s": 0.0, "compiled": []})
+        rec = _record(_current[0])
         rec[f"{kind}_s"] += duration
         if kind == "compile" and duration > 0.5:
             rec["compiled"].append([kw.get("fun_name", "?"), round(duration, 1)])
@@ -157,13 +160,11 @@ if _PROFILE:
         _current[0] = item.nodeid
         t0 = time.monotonic()
         yield
-        rec = _profile.setdefault(item.nodeid, {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
-                                                "compile_s": 0.0, "compiled": []})
-        rec["wall_s"] += time.monotonic() - t0
+        _record(item.nodeid)["wall_s"] += time.monotonic() - t0
 
     def pytest_sessionfinish(session, exitstatus):
-        got = {k: {**v, **{s: round(v[s], 2) for s in ("wall_s", "trace_s", "lower_s", "compile_s")}}
-               for k, v in _profile.items()}
+        timed = ("wall_s", "trace_s", "lower_s", "compile_s")
+        got = {k: {**v, **{s: round(v[s], 2) for s in timed}} for k, v in _profile.items()}
         if os.path.exists(_PROFILE):  # an earlier pytest run's (e.g. .ci/run's first step)
             with open(_PROFILE) as f:
                 got = {**json.load(f), **got}

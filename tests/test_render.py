@@ -86,7 +86,8 @@ def test_default_key_is_the_logged_evaluation(policy_state, tmp_path, monkeypatc
 
     trainer, state = policy_state
     seen = []
-    monkeypatch.setattr(render, "render_episode", lambda m, q, v, dt, p, *camera: seen.append(len(q)) or p)
+    monkeypatch.setattr(render, "render_episode",
+                        lambda m, q, v, dt, p, *camera: seen.append(len(q)) or p)
     render.write_policy_video(trainer, state, str(tmp_path / "x.gif"))
     expected = evaluate.trace_policy(trainer, state, eval_episode_key(state.eval_key, 0), MAX_STEPS)
     assert seen == [int(expected.length) + 1]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train PPO on an MJX env (default InvertedDoublePendulum-v4, --env for another) as compiled JAX programs.
+"""Train PPO on an MJX env (InvertedDoublePendulum-v4 unless --env) as compiled JAX programs.
 
     python scripts/train.py --out runs/demo                       # the tutorial: 10k frames
     python scripts/train.py --env HalfCheetah-v4 --total-frames 1000000 --out runs/hc  # another env
