@@ -45,10 +45,14 @@ def hyper_of(config: PPOConfig) -> Hyper:
 
 
 def program_config(config: PPOConfig) -> PPOConfig:
-    """``config`` with the sweepable fields and the seed at their defaults: what a compiled
-    program depends on (its cache key). Seeds, like hyperparameters, are program inputs."""
-    names = (*SWEEPABLE, "seed")
-    return config.replace(**{name: getattr(PPOConfig(), name) for name in names})
+    """``config`` with what its compiled programs take as inputs or never read at their
+    defaults: what a program depends on (its cache key). Seeds, like hyperparameters, are
+    program inputs; so is the lr schedule's phase step, the one number the run's length
+    enters (:func:`ppo_jax.optim.anneal_rate`); when to evaluate is the host loop's choice.
+    ``total_frames`` becomes one batch (any length gives the same programs)."""
+    names = (*SWEEPABLE, "seed", "eval_every")
+    return config.replace(total_frames=config.frames_per_batch,
+                          **{name: getattr(PPOConfig(), name) for name in names})
 
 
 def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:

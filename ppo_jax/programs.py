@@ -4,15 +4,16 @@ A job is R runs (seeds, times the points of a sweep) and three programs:
 
 * ``init``: ``(keys [R], hypers [R]) -> PPOState [R, ...]`` (statistics rollouts, networks,
   Adam, envs): :func:`init_runs`;
-* ``update``: ``(states, i) -> (states, BatchMetrics [R])``, batch ``i`` without its
-  evaluation; the state argument is donated, so the state is updated in place on the device:
+* ``update``: ``(states, i, rate) -> (states, BatchMetrics [R])``, batch ``i`` without its
+  evaluation, ``rate`` the lr schedule's phase step (:func:`ppo_jax.optim.anneal_rate`); the
+  state argument is donated, so the state is updated in place on the device:
   :func:`update_runs`;
 * ``evaluate``: ``(states, i) -> EvalMetrics [R]``, the evaluation logged after batch ``i``:
   :func:`evaluate_runs`.
 
-The sweepable hyperparameters (:mod:`ppo_jax.hyper`) are inputs, not constants: a program
-serves every value of them. With a device mesh (:mod:`ppo_jax.parallel`) the programs are
-compiled with its shardings.
+The sweepable hyperparameters (:mod:`ppo_jax.hyper`) and the run's length are inputs, not
+constants: a program serves every value of them. With a device mesh
+(:mod:`ppo_jax.parallel`) the programs are compiled with its shardings.
 
 None holds a host callback (JAX never writes such a program to its persistent cache): the
 host calls ``update`` once per batch and reads that batch's metrics between calls. The same
@@ -61,11 +62,12 @@ def init_runs(trainer: Trainer, keys: jax.Array, hypers: Hyper) -> PPOState:
         return over_runs(trainer, trainer.init, keys, hypers)
 
 
-def update_runs(trainer: Trainer, states: PPOState, i: jax.Array
+def update_runs(trainer: Trainer, states: PPOState, i: jax.Array, rate: jax.Array
                 ) -> tuple[PPOState, BatchMetrics]:
-    """:meth:`Trainer.update_step` of batch ``i`` for every run; metrics ``[R]``."""
+    """:meth:`Trainer.update_step` of batch ``i`` for every run, with the lr schedule's
+    phase step ``rate`` (:func:`~ppo_jax.optim.anneal_rate`); metrics ``[R]``."""
     with precision(trainer.config):
-        return over_runs(trainer, lambda s: trainer.update_step(s, i), states)
+        return over_runs(trainer, lambda s: trainer.update_step(s, i, rate), states)
 
 
 def evaluate_runs(trainer: Trainer, states: PPOState, i: jax.Array) -> EvalMetrics:
@@ -168,18 +170,20 @@ def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
     keys, hypers, states = program_inputs(trainer, num_runs)
     layout = trainer.layout
     i = jax.ShapeDtypeStruct((), jnp.int32)
+    rate = jax.ShapeDtypeStruct((), jnp.float32)
     state_out = rep_out = None
     if layout is not None:
         state_out = jax.tree_util.tree_map(lambda x: x.sharding, states)
         rep_out = layout.replicated
         i = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep_out)
+        rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep_out)
     lower = compile_cache.lower
     if "init" in names:
         yield "init", lower(functools.partial(init_runs, trainer), keys, hypers,
                             out_shardings=state_out,
                             name=program_key(trainer, num_runs, "init"))
     if "update" in names:
-        yield "update", lower(functools.partial(update_runs, trainer), states, i,
+        yield "update", lower(functools.partial(update_runs, trainer), states, i, rate,
                               donate_argnums=0,
                               out_shardings=None if layout is None else (state_out, rep_out),
                               name=program_key(trainer, num_runs, "update"))

@@ -28,6 +28,7 @@ from ppo_jax import checkpoint, reporting
 from ppo_jax.config import PPOConfig
 from ppo_jax.files import write_json
 from ppo_jax.hyper import Runs, label
+from ppo_jax.optim import anneal_rate
 from ppo_jax.parallel import barrier, choose_devices, gather, make_layout
 from ppo_jax.programs import Programs, build_programs
 from ppo_jax.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
@@ -282,8 +283,8 @@ def train_batches(
     stop = cfg.num_batches if stop is None else min(stop, cfg.num_batches)
     update, evaluate = job.programs.update, job.programs.evaluate
     layout = job.trainer.layout
-    batch_index = (np.int32 if layout is None
-                   else lambda i: layout.put(np.int32(i), layout.replicated))
+    scalar = (lambda x: x) if layout is None else lambda x: layout.put(x, layout.replicated)
+    rate = scalar(anneal_rate(cfg))  # the lr schedule's phase step: an input of `update`
     pending: list[tuple[int, Any, Any]] = []
     t0 = clock = time.perf_counter()
 
@@ -306,9 +307,9 @@ def train_batches(
     i = job.start
     try:
         while i < stop and not job.log.all_failed and not (interrupted and interrupted()):
-            states, m = update(job.states, batch_index(i))
+            states, m = update(job.states, scalar(np.int32(i)), rate)
             job.states = states
-            ev = evaluate(states, batch_index(i)) if cfg.is_eval_batch(i) else None
+            ev = evaluate(states, scalar(np.int32(i))) if cfg.is_eval_batch(i) else None
             pending.append((i, m, ev))
             i += 1
             drain(keep=1)  # read batch i-1 while batch i runs

@@ -29,6 +29,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -198,7 +199,8 @@ class Trainer:
         params = self.init_params(k_params)
         return PPOState(
             params=params,
-            opt_state=with_hyper(self.optimizer.init(params), cfg, hyper),
+            # batch 0: the schedule's phase is 0 whatever the run's length (rate 0)
+            opt_state=with_hyper(self.optimizer.init(params), cfg, hyper, np.float32(0.0)),
             obs_stats=stats,
             env_state=self._envs_split(VectorEnv(self.env, cfg.num_envs).reset(k_env)),
             key=k_run,
@@ -295,8 +297,10 @@ class Trainer:
         return jax.tree_util.tree_map(lambda x: x[idx], flat)
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
-               hyper: Hyper):
-        """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement."""
+               hyper: Hyper, rate=None):
+        """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement.
+        ``rate``: the lr schedule's phase step (:func:`~ppo_jax.optim.anneal_rate`; traced in
+        the update program, so the run's length is not baked into it)."""
         cfg = self.config
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
 
@@ -304,7 +308,7 @@ class Trainer:
             params, opt_state = carry
             mb, k = xs
             (_, metrics), grads = grad_fn(params, mb, k, hyper)
-            opt_state = with_hyper(opt_state, cfg, hyper)
+            opt_state = with_hyper(opt_state, cfg, hyper, rate)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             return (params, opt_state), (metrics, optax.global_norm(grads))
@@ -329,14 +333,15 @@ class Trainer:
         policy = self.policy(params.actor, stats, self.config.eval_action)
         return run_episode(self.env, policy, key, self.config.eval_max_steps)
 
-    def update_step(self, state: PPOState, i: jax.Array) -> tuple[PPOState, BatchMetrics]:
+    def update_step(self, state: PPOState, i: jax.Array, rate=None
+                    ) -> tuple[PPOState, BatchMetrics]:
         """Batch ``i``: collect, update, NaN guard (no evaluation: :meth:`batch_step` adds
-        it)."""
+        it). ``rate``: see :meth:`update` (None: the config's, as a constant)."""
         cfg = self.config
         key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
         params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd,
-                                                   state.hyper)
+                                                   state.hyper, rate)
 
         finite = _all_finite((params, lm)) & (state.failed_batch < 0)
         new_state = PPOState(
@@ -356,7 +361,7 @@ class Trainer:
         metrics = BatchMetrics(
             reward=batch.reward.mean(),
             step_count=batch.step_count.max(),
-            lr=lr_at_batch(cfg, i, state.hyper.lr),
+            lr=lr_at_batch(cfg, i, state.hyper.lr, rate),
             grad_norm=gnorm,
             finite=finite,
             losses=lm,

@@ -766,12 +766,14 @@ else:
 # TorchRL's `ExplorationType.MEAN`) is a second program, called after batches 0, 10, 20, ...
 # as in the seed, and after the last batch. The train state stays on the device between
 # calls; only each batch's metrics come back, and the tqdm bar (the seed's description) is
-# updated between calls. The cosine learning-rate schedule lives in the optimizer's state.
+# updated between calls. The cosine learning-rate schedule lives in the optimizer's state;
+# its phase step (pi / num_batches, `optim.anneal_rate`) is an input of `update`, so a run of
+# another length uses the same compiled programs.
 #
 # ```python
 # job = runner.prepare(Runs(config))             # init / update / evaluate programs, then init
 # runner.train_batches(job, on_batch=Progress(config, 0, True))
-# #   for i in range(num_batches): state, m = update(state, i); ev = evaluate(state, i) if ...
+# #   for i in range(num_batches): state, m = update(state, i, rate); ev = evaluate(state, i) if ...
 # ```
 #
 # The run starts from its own seed (its `init` program computes the statistics, networks,

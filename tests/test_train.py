@@ -12,6 +12,7 @@ import pytest
 from ppo_jax import runner
 from ppo_jax.config import PPOConfig
 from ppo_jax.hyper import Runs
+from ppo_jax.optim import anneal_rate, lr_at_batch
 from ppo_jax.reporting import PER_BATCH
 from ppo_jax.train import make_train
 
@@ -153,14 +154,33 @@ def test_nan_keeps_last_good_state(shipped):
     bad = states.replace(obs_stats=states.obs_stats.replace(
         scale=states.obs_stats.scale.at[0, 0].set(jnp.nan)))
     before = jax.device_get((bad.params, bad.opt_state, bad.batches_done))  # (donated below)
-    after, m = run.programs.update(bad, np.int32(4))
+    rate = anneal_rate(run.trainer.config)
+    after, m = run.programs.update(bad, np.int32(4), rate)
     assert not bool(m.finite[0]) and int(after.failed_batch[0]) == 4
     assert int(after.batches_done[0]) == int(before[2][0])
     for a, b in zip(jax.tree_util.tree_leaves((after.params, after.opt_state)),
                     jax.tree_util.tree_leaves(before[:2])):
         np.testing.assert_array_equal(a, b)
-    again, m2 = run.programs.update(after, np.int32(5))
+    again, m2 = run.programs.update(after, np.int32(5), rate)
     assert int(again.failed_batch[0]) == 4 and not bool(m2.finite[0])
+
+
+def test_the_run_length_is_an_input_of_the_programs(shipped):
+    """A run of another length (and evaluation schedule) uses the same compiled programs:
+    the lr schedule's phase step is an input of ``update``, and the learning rates it gives
+    are bit for bit those of a program with the length baked in as a constant."""
+    longer = runner.prepare(Runs(TINY.replace(total_frames=40 * TINY.frames_per_batch,
+                                              eval_every=7)))
+    assert {info.source for info in longer.programs.infos} == {"in_process"}
+    lr = np.float32(TINY.lr)
+    for n in (3, 10, 61, 200, 977, 1000, 1953, 4882):
+        cfg = TINY.replace(total_frames=n * TINY.frames_per_batch)
+        b = np.arange(n + 1, dtype=np.int32)
+        baked = jax.jit(lambda b, lr: lr * 0.5 * (
+            1.0 + jnp.cos(jnp.pi * (b.astype(jnp.float32) / n))))(b, lr)  # noqa: B023
+        traced = jax.jit(lambda b, lr, r: lr_at_batch(cfg, b, lr, r))(  # noqa: B023
+            b, lr, anneal_rate(cfg))
+        np.testing.assert_array_equal(traced, baked, err_msg=f"{n} batches")
 
 
 def test_seed_keys_are_the_documented_ones():
