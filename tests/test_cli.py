@@ -42,6 +42,28 @@ def train(*args, cache):
         return e.code
 
 
+def one_line_error(capsys, main, *args, code=2, words=""):
+    """``main(args)`` in-process stops with what ``cli.run_main`` prints as the process's one
+    line: a CLIError, or argparse's exit with its one line on stderr; exit status ``code``."""
+    capsys.readouterr()
+    try:
+        main(list(args))
+    except CLIError as e:
+        got, line = e.code, str(e)
+    except SystemExit as e:
+        got, line = e.code, capsys.readouterr().err.strip()
+    else:
+        pytest.fail(f"no error from {args}")
+    assert got == code and "\n" not in line and "Traceback" not in line, line
+    assert words in line, line
+
+
+def evaluate_main(argv):
+    from ppo_jax.commands import evaluate as evaluate_cmd
+
+    return evaluate_cmd.main(argv)
+
+
 def assert_one_line_error(proc, code=2, words=""):
     assert proc.returncode == code, proc.stderr[-2000:]
     err = proc.stderr.strip().splitlines()
@@ -222,26 +244,30 @@ def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_fla
     assert int(states.batches_done[0]) == 1
 
 
-def test_bad_flags_and_configs(root_dir, tmp_path):
+def test_bad_flags_and_configs(root_dir, tmp_path, capsys):
+    """One process (the whole exit contract: status 2, one line on stderr), then the other
+    errors in-process (the same line, which ``cli.run_main`` prints)."""
     assert_one_line_error(run(root_dir, "train.py", "--no-such-flag"), words="unrecognized")
-    assert_one_line_error(run(root_dir, "train.py", "--lr", "fast"), words="invalid float")
-    assert_one_line_error(run(root_dir, "train.py", "--minibatch-size", "5000", "--out",
-                              str(tmp_path / "x")), words="larger than the batch")
-    assert_one_line_error(run(root_dir, "train.py", "--out", "/proc/forbidden"),
-                          words="cannot write")
+    one_line_error(capsys, train_cmd.main, "--lr", "fast", words="invalid float")
+    one_line_error(capsys, train_cmd.main, "--minibatch-size", "5000", "--out",
+                   str(tmp_path / "x"), words="larger than the batch")
+    one_line_error(capsys, train_cmd.main, "--out", "/proc/forbidden", words="cannot write")
     assert not os.path.exists(tmp_path / "x" / "metrics.json")
 
 
 def test_x64_is_refused_in_one_line(root_dir, tmp_path, runs):
     """ppo_jax's programs are float32: JAX_ENABLE_X64=1 gets one line, before anything is
-    compiled or written (train.py, evaluate.py) and a ValueError from the library."""
+    compiled or written (train.py; evaluate.py in the next test) and a ValueError from the
+    library."""
     env = {**os.environ, "JAX_ENABLE_X64": "1"}
     out = tmp_path / "x64"
     assert_one_line_error(run(root_dir, "train.py", "--out", str(out), env=env),
                           words="JAX_ENABLE_X64 is set")
     assert not os.path.exists(out / "metrics.json")
-    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], env=env),
-                          words="JAX_ENABLE_X64 is set")
+
+
+def test_x64_is_refused_by_evaluate(x64, runs, capsys):
+    one_line_error(capsys, evaluate_main, runs["a"], words="JAX_ENABLE_X64 is set")
 
 
 def test_x64_library_refusal(x64, tiny_config):
@@ -252,24 +278,23 @@ def test_x64_library_refusal(x64, tiny_config):
         runner.prepare(Runs(tiny_config))
 
 
-def test_resume_with_contradicting_flags(runs, root_dir):
+def test_resume_with_contradicting_flags(runs, capsys):
     before = sorted(os.listdir(os.path.join(runs["a"], "checkpoints")))
-    assert_one_line_error(run(root_dir, "train.py", "--resume", runs["a"], "--hidden-sizes", "32"),
-                          words="contradict")
+    one_line_error(capsys, train_cmd.main, "--resume", runs["a"], "--hidden-sizes", "32",
+                   words="contradict")
     assert sorted(os.listdir(os.path.join(runs["a"], "checkpoints"))) == before
-    assert_one_line_error(run(root_dir, "train.py", "--resume", "/nonexistent/run"),
-                          words="no such checkpoint directory")
+    one_line_error(capsys, train_cmd.main, "--resume", "/nonexistent/run",
+                   words="no such checkpoint directory")
 
 
-def test_evaluate_bad_inputs(runs, root_dir, tmp_path):
+def test_evaluate_bad_inputs(runs, root_dir, tmp_path, capsys):
     assert_one_line_error(run(root_dir, "evaluate.py", str(tmp_path / "missing")),
                           words="no such checkpoint directory")
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(run(root_dir, "evaluate.py", str(tmp_path / "empty")),
-                          words="no checkpoint")
-    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], "--step", "9"),
-                          words="no checkpoint at step 9")
-    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], "--episodes", "0"))
+    one_line_error(capsys, evaluate_main, str(tmp_path / "empty"), words="no checkpoint")
+    one_line_error(capsys, evaluate_main, runs["a"], "--step", "9",
+                   words="no checkpoint at step 9")
+    one_line_error(capsys, evaluate_main, runs["a"], "--episodes", "0")
 
 
 def _copy_run(runs, tmp_path, name):
@@ -304,13 +329,13 @@ def _corrupt(d, kind):
 @pytest.mark.parametrize("kind", ["array_data", "_METADATA", "ocdbt_manifest", "json_meta"])
 def test_corrupt_checkpoint_gives_one_line(kind, runs, root_dir, tmp_path, compile_cache_dir,
                                            capsys):
-    """Each kind of file of the latest step damaged in turn, each case run several times in a
-    subprocess (orbax's background threads once printed tracebacks after our line)."""
+    """Each kind of file of the latest step damaged in turn, in a subprocess: orbax's
+    background threads once printed tracebacks after our line while the process ended
+    (``cli.exit_with_one_line`` now silences them before it writes the line)."""
     d = _copy_run(runs, tmp_path, kind)
     _corrupt(d, kind)
-    for _ in range(3):
-        p = run(root_dir, "evaluate.py", d, cache=compile_cache_dir)
-        assert_one_line_error(p, words="step 3")
+    p = run(root_dir, "evaluate.py", d, cache=compile_cache_dir)
+    assert_one_line_error(p, words="step 3")
     # the previous checkpoint is still restorable
     evaluate(capsys, d, "--step", "2", "--episodes", "1", "--json", cache=compile_cache_dir)
 
