@@ -8,8 +8,8 @@ For each port, under x64, from states that Gymnasium's env itself visits under r
 * 20-step trajectories from the same start states, without re-synchronising, within 1e-6;
 * the reset distribution's moments match Gymnasium's resets.
 
-Each env compiles two programs per precision (a vmapped ``reset_to`` and ``step``), shared by
-its tests. ``scripts/env_parity.py`` prints the same figures and the float32 horizon. The
+Each env compiles one step program per precision, shared by its tests (the synced start
+state is built as the env's reset builds it, without a forward pass except for Reacher). ``scripts/env_parity.py`` prints the same figures and the float32 horizon. The
 pendulum's own, deeper parity tests are tests/test_env_parity.py.
 """
 

@@ -325,18 +325,23 @@ class MujocoEnv:
             steps=jnp.zeros((), jnp.int32),
         )
 
+    def state_at(self, qpos: jax.Array, qvel: jax.Array) -> EnvState:
+        """The state at ``(qpos, qvel)`` as :meth:`reset` builds it: where the observation
+        reads qpos/qvel only, without the forward pass (the data then holds only qpos/qvel;
+        every step starts with ``mjx.forward`` and the reward terms read qpos of the state
+        before, so stepping from it is unaffected: the env suite's parity tests step from
+        it), else :meth:`reset_to`."""
+        if not self.obs_from_state:
+            return self.reset_to(qpos, qvel)
+        data = self._data(qpos, qvel)
+        return self._initial_state(data, self.observation(data, jnp))
+
     def reset(self, key: jax.Array) -> EnvState:
         """Gymnasium's ``reset_model``: ``qpos0``/``0`` plus the env's noise."""
         dtype = float_dtype()
         qpos, qvel = self.reset_noise(
             key, jnp.asarray(self.mj_model.qpos0, dtype), jnp.zeros(self.mj_model.nv, dtype))
-        if not self.obs_from_state:
-            return self.reset_to(qpos, qvel)
-        # The observation reads qpos/qvel only: no forward pass. The reset state's data then
-        # holds only qpos/qvel; every step starts with mjx.forward, so stepping from it is
-        # unaffected (tests/test_env.py checks it against reset_to bit for bit).
-        data = self._data(qpos, qvel)
-        return self._initial_state(data, self.observation(data, jnp))
+        return self.state_at(qpos, qvel)
 
     def physics_step(self, d: mjx.Data) -> mjx.Data:
         return rk4_step(self.mjx_model, d) if self.integrator == "rolled" else mjx.step(

@@ -5,8 +5,10 @@ only, on demand.
 
 The states compared are those Gymnasium's env itself visits under uniform random actions in
 the env's bounds (so they include floor contacts and the terminating steps); a port is
-compared from the same synced ``(qpos, qvel)`` (``set_state`` / ``reset_to``) with the same
-actions.
+compared from the same synced ``(qpos, qvel)`` (Gymnasium's ``set_state``; the port's
+:meth:`~ppo_jax.envs.base.MujocoEnv.state_at`, the state its reset builds) with the same
+actions. Each port's measurements share one step program per precision: ``state_at`` needs
+no forward pass, except for Reacher, whose observation reads body positions.
 """
 
 from __future__ import annotations
@@ -53,12 +55,12 @@ def visited_states(env_id: str, n: int = 24, steps: int = 1500):
 
 
 class Programs:
-    """A port's two jitted programs at the current precision: vmapped ``reset_to`` and
-    ``step``."""
+    """A port's jitted programs at the current precision: vmapped ``state_at`` (the synced
+    start state) and ``step``."""
 
     def __init__(self, env_id: str):
         self.env = make_env(env_id)
-        self.reset_to = jax.jit(jax.vmap(self.env.reset_to))
+        self.state_at = jax.jit(jax.vmap(self.env.state_at))
         self.step = jax.jit(jax.vmap(self.env.step))
 
 
@@ -92,7 +94,7 @@ def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2) -> StepErrors:
     e = StepErrors(0.0, 0.0, 0, 0, int(contact.sum()))
     for _ in range(rounds):
         actions = random_actions(rng, p.env, (len(qpos),))
-        out = p.step(p.reset_to(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype)),
+        out = p.step(p.state_at(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype)),
                      jnp.asarray(actions, dtype))
         obs, rew, term = jax.device_get((out.obs, out.reward, out.terminated))
         for i in range(len(qpos)):
@@ -108,14 +110,14 @@ def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2) -> StepErrors:
 def trajectory_errors(env_id: str, steps: int = 20, seed: int = 3) -> np.ndarray:
     """``[states, steps]`` max(|obs|, |reward|) differences along unsynchronised
     trajectories from every visited state (the same batch as :func:`one_step_errors`, so the
-    same two programs; NaN after a termination; a termination mismatch counts as inf)."""
+    same programs; NaN after a termination; a termination mismatch counts as inf)."""
     p = programs(env_id)
     genv = gym_env(env_id)
     qpos, qvel, _ = visited_states(env_id)
     starts = len(qpos)
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     actions = random_actions(np.random.default_rng(seed), p.env, (steps, starts))
-    state = p.reset_to(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype))
+    state = p.state_at(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype))
     ours = []
     for t in range(steps):
         state = p.step(state, jnp.asarray(actions[t], dtype))
