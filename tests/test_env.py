@@ -24,6 +24,12 @@ def reset_to(env):
     return jax.jit(env.reset_to)
 
 
+@pytest.fixture(scope="module")
+def vstep(env):
+    """The vmapped step over 3 envs (the vector-env tests' size): one program for the module."""
+    return jax.jit(jax.vmap(env.step))
+
+
 def test_reset_shapes_and_fields(env):
     s = jax.jit(env.reset)(jax.random.PRNGKey(0))
     chex.assert_shape(s.obs, (11,))
@@ -54,49 +60,48 @@ def test_termination_when_tip_falls(step, reset_to):
     assert float(s.data.site_xpos[0, 2]) <= 1.0
 
 
-def test_vector_autoreset_keeps_final_obs(env):
+def test_vector_autoreset_keeps_final_obs(env, vstep):
     venv = VectorEnv(env, 3)  # a time limit of 3 steps
     s = jax.jit(venv.reset)(jax.random.PRNGKey(1))
-    vstep = jax.jit(venv.step)
+    venv_step = jax.jit(venv.step)
     for t in range(2):
-        s, out = vstep(s, jnp.zeros((3, 1)), jax.random.PRNGKey(2 + t))
+        s, out = venv_step(s, jnp.zeros((3, 1)), jax.random.PRNGKey(2 + t))
         assert not bool(out.done.any())
     s1 = s
-    s2, out2 = vstep(s1, jnp.zeros((3, 1)), jax.random.PRNGKey(4))
+    s2, out2 = venv_step(s1, jnp.zeros((3, 1)), jax.random.PRNGKey(4))
     assert bool(out2.truncated.all()) and not bool(out2.terminated.any())
     # the returned state is fresh (step counter 0) and differs from the final observation
     np.testing.assert_array_equal(s2.steps, 0)
     np.testing.assert_array_equal(out2.steps, 3)
-    direct = jax.jit(jax.vmap(env.step))(s1, jnp.zeros((3, 1)))
+    direct = vstep(s1, jnp.zeros((3, 1)))
     np.testing.assert_allclose(out2.next_obs, direct.obs, rtol=1e-5, atol=1e-6)
     assert not np.allclose(s2.obs, out2.next_obs)
 
 
-def test_vmap_matches_single(env, step):
-    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+def test_vmap_matches_single(env, step, vstep):
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
     batched = jax.jit(jax.vmap(env.reset))(keys)
-    actions = jnp.linspace(-1, 1, 4)[:, None]
-    out = jax.jit(jax.vmap(env.step))(batched, actions)
+    actions = jnp.linspace(-1, 1, 3)[:, None]
+    out = vstep(batched, actions)
     reset = jax.jit(env.reset)
-    for i in range(4):
+    for i in range(3):
         single = step(reset(keys[i]), actions[i])
         np.testing.assert_allclose(out.obs[i], single.obs, rtol=1e-5, atol=1e-6)
 
 
-def test_brax_registration_runs_same_physics():
+def test_brax_registration_runs_same_physics(env, step):
     import brax.envs
 
     import ppo_jax.envs.brax_env as be
 
     benv = brax.envs.get_environment(be.BRAX_ENV_NAME)
     assert benv.observation_size == 11 and benv.action_size == 1
-    env = InvertedDoublePendulum()
     key = jax.random.PRNGKey(5)
     bs = jax.jit(benv.reset)(key)
-    es = jax.jit(env.reset)(key)
+    es = jax.jit(env.reset)(key)  # (the module's env: a 3-step time limit, same physics)
     np.testing.assert_allclose(bs.obs, es.obs)
     bs = jax.jit(benv.step)(bs, jnp.array([0.3]))
-    es = jax.jit(env.step)(es, jnp.array([0.3]))
+    es = step(es, jnp.array([0.3]))
     np.testing.assert_allclose(bs.obs, es.obs, rtol=1e-6)
     np.testing.assert_allclose(bs.reward, es.reward, rtol=1e-6)
     assert float(bs.done) == float(es.terminated)
