@@ -16,7 +16,16 @@ from ppo_jax.config import PPOConfig, field_choices, field_types
 
 CHOICES = field_choices()
 
-DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
+CACHE_DIR_ENV = "PPO_JAX_COMPILE_CACHE_DIR"
+
+
+def default_cache_dir() -> str:
+    """``--compile-cache-dir``'s default: ``$PPO_JAX_COMPILE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ppo_jax/xla``, else ``~/.cache/ppo_jax/xla``."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return os.environ[CACHE_DIR_ENV]
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "ppo_jax", "xla")
 
 
 class CLIError(Exception):
@@ -107,8 +116,9 @@ def add_run_index_flag(parser: argparse.ArgumentParser, what: str) -> None:
 def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
     """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
     group = parser.add_argument_group("compilation")
-    group.add_argument("--compile-cache-dir", default=DEFAULT_CACHE_DIR,
-                       help="JAX persistent compilation cache (default: %(default)s)")
+    group.add_argument("--compile-cache-dir", default=default_cache_dir(),
+                       help=f"JAX persistent compilation cache (default: %(default)s; "
+                            f"${CACHE_DIR_ENV} changes the default)")
     group.add_argument("--no-compile-cache", action="store_true",
                        help="do not use the persistent compilation cache")
 

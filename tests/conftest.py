@@ -20,6 +20,9 @@ default_offscreen_backend()
 _CACHE = os.environ.setdefault(
     "PPO_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ppo_jax_test_xla_cache")
 )
+# Every command the tests run, in-process or in a subprocess, with or without
+# --compile-cache-dir, uses the session's cache: none writes to the user's ~/.cache.
+os.environ["PPO_JAX_COMPILE_CACHE_DIR"] = _CACHE
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
