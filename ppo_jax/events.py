@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 
 from ppo_jax.reporting import PER_BATCH
 
@@ -33,13 +34,30 @@ def run_names(runs) -> list[str]:
     return names
 
 
+def summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, imported without torch: tensorboardX imports torch at
+    import time where it is installed (the TorchRL extra), only to accept torch tensors,
+    which ppo_jax never logs; that import costs every run 1-2 s. While tensorboardX loads,
+    ``import torch`` fails; torch is importable as before right after (and an already
+    imported torch is left alone)."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch`: ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class EventLog:
     """One tensorboardX writer per run under ``out/tensorboard/``; ``start_frames``: the
     frames of the checkpoint a resumed job starts from (0 for a new job)."""
 
     def __init__(self, out: str, runs, start_frames: int = 0):
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = summary_writer_class()
         root = os.path.join(out, EVENTS_DIR)
         purge = start_frames + 1 if start_frames else None
         self.writers = [SummaryWriter(os.path.join(root, name), purge_step=purge)

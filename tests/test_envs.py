@@ -72,6 +72,16 @@ def test_bounded_actions_reach_the_env():
     assert acts.min() >= -3.0 and acts.max() <= 3.0 and np.abs(acts).max() > 1.0
 
 
+def test_every_port_meets_the_protocol():
+    """``make_env`` trusts the ports (the protocol check traces reset and step, ~1 s a
+    build): this is where each is checked."""
+    from ppo_jax.envs.registry import PORTS
+
+    for env_id in PORTS:
+        env = make_env(env_id)
+        assert check_env(env) is env and env.env_id == env_id
+
+
 def test_protocol_violations_get_one_line(PointMass):
     class NoSpec(PointMass):
         spec = None

@@ -52,3 +52,21 @@ def test_no_tensorboard(tmp_path, tiny_flags, compile_cache_dir):
                        "--no-progress", "--compile-cache-dir", compile_cache_dir]) == 0
     assert os.path.exists(os.path.join(out, "metrics.json"))
     assert not os.path.exists(os.path.join(out, EVENTS_DIR))
+
+
+def test_the_writer_loads_without_torch_and_leaves_it_importable():
+    """tensorboardX imports torch where it is installed (1-2 s of every run); the writer is
+    loaded without it, and torch imports as usual afterwards (when installed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib.util\n"
+            "from ppo_jax.events import summary_writer_class\n"
+            "summary_writer_class()\n"
+            "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
+            "if importlib.util.find_spec('torch'):\n"
+            "    import torch; torch.zeros(1)\n"
+            "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]

@@ -55,8 +55,10 @@ def check_env_id(env_id: str) -> str:
 
 
 def make_env(env_id: str = DEFAULT_ENV, max_episode_steps: int | None = None):
-    """The env ``env_id`` with its time limit (None: the env's own), checked against the
-    protocol (:func:`ppo_jax.envs.base.check_env`)."""
+    """The env ``env_id`` with its time limit (None: the env's own). An env of another
+    registry is checked against the protocol (:func:`ppo_jax.envs.base.check_env`, which
+    traces its reset and step: ~1 s); the ports are not, each time: the tests check every
+    port once (``tests/test_envs.py``)."""
     from ppo_jax.envs.base import check_env
 
     if env_id not in PORTS and not any(env_id.startswith(p) for p in PREFIXES):
@@ -64,4 +66,4 @@ def make_env(env_id: str = DEFAULT_ENV, max_episode_steps: int | None = None):
     for prefix, target in PREFIXES.items():
         if env_id.startswith(prefix):
             return check_env(_load(target)(env_id[len(prefix):], max_episode_steps))
-    return check_env(env_class(env_id)(max_episode_steps=max_episode_steps))
+    return env_class(env_id)(max_episode_steps=max_episode_steps)
