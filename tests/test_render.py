@@ -127,12 +127,12 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
     from ppo_jax.cli import CLIError
 
     out = tmp_path / "ep.gif"
-    assert evaluate_script.main([tiny_run, "--episodes", "1", "--video", str(out), "--json"]) == 0
+    assert evaluate_script.main([tiny_run, "--episodes", "2", "--video", str(out), "--json"]) == 0
     assert iio.imread(out, index=None).shape[1:3] == (render.HEIGHT, render.WIDTH)
     capsys.readouterr()
     monkeypatch.setattr(mujoco, "Renderer", _no_gl)
     with pytest.raises(CLIError) as e:
-        evaluate_script.main([tiny_run, "--episodes", "1", "--video", str(tmp_path / "b.mp4")])
+        evaluate_script.main([tiny_run, "--episodes", "2", "--video", str(tmp_path / "b.mp4")])
     assert render.GL_HINT in str(e.value) and e.value.code != 0
     with pytest.raises(CLIError):
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
