@@ -36,19 +36,29 @@ def _count_lowerings():
     return events, listener
 
 
+SEEDS = 2  # the whole run, vmapped over the keys of seeds 0 and 1
+
+
 @pytest.fixture(scope="module")
 def compiled(trainer):
-    """``train`` compiled once for the module, with the number of XLA lowerings it took."""
-    key = jax.block_until_ready(jax.random.PRNGKey(0))
+    """``train`` vmapped over two seeds' keys (those a 2-seed job gives its runs), compiled
+    once for the module, with the number of XLA lowerings it took: ``(fn, keys, (states,
+    metrics), lowerings)``, every leaf with a leading seed axis."""
+    keys = jax.block_until_ready(Runs(TINY, num_seeds=SEEDS).keys())
     events, listener = _count_lowerings()
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        fn = jax.jit(trainer.train)
-        out = fn(key)
+        fn = jax.jit(jax.vmap(trainer.train))
+        out = fn(keys)
         jax.block_until_ready(out)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    return fn, out, len(events)
+    return fn, keys, out, len(events)
+
+
+def seed(tree, s: int):
+    """Seed ``s``'s slice of a vmapped result."""
+    return jax.tree_util.tree_map(lambda x: x[s], tree)
 
 
 @pytest.fixture(scope="module")
@@ -61,32 +71,36 @@ def shipped(trainer):
 
 
 def test_whole_run_is_one_compilation(compiled):
-    fn, _, n_compiles = compiled
+    """``train(key)`` is one program, and vmapped over keys still one: the whole run of every
+    seed (init, every batch's collection, update and evaluation) in one XLA module."""
+    fn, keys, _, n_compiles = compiled
     assert n_compiles == 1
-    fn(jax.random.PRNGKey(7))  # another key: no new compilation of train
+    fn(keys + 7)  # other keys: no new compilation of train
     assert fn._cache_size() == 1
 
 
 def test_documented_metrics(compiled):
-    _, (state, m), _ = compiled
-    scalars = m.batch.scalars()
-    assert set(scalars) == set(PER_BATCH) | {"finite"}  # metrics.json's per-batch lists
-    for name, value in scalars.items():
-        assert value.shape == (TINY.num_batches,), name
-    # i % eval_every == 0 (the tutorial's), and the last batch
-    np.testing.assert_array_equal(m.evaluated, [True, False, True])
+    _, _, out, _ = compiled
+    for s in range(SEEDS):
+        state, m = seed(out, s)
+        scalars = m.batch.scalars()
+        assert set(scalars) == set(PER_BATCH) | {"finite"}  # metrics.json's per-batch lists
+        for name, value in scalars.items():
+            assert value.shape == (TINY.num_batches,), name
+        # i % eval_every == 0 (the tutorial's), and the last batch
+        np.testing.assert_array_equal(m.evaluated, [True, False, True])
+        assert np.all(np.asarray(m.eval.eval_return)[[0, 2]] > 0)
+        assert np.all(np.asarray(m.eval.eval_return)[1] == 0)  # no evaluation after batch 1
+        assert np.all(np.asarray(m.batch.finite))
+        # cosine annealing per batch: lr(i) = lr0 (1 + cos(pi i / n)) / 2
+        expected = 3e-4 * 0.5 * (1 + np.cos(np.pi * np.arange(3) / 3))
+        np.testing.assert_allclose(m.batch.lr, expected, rtol=1e-6)
+        assert int(state.batches_done) == TINY.num_batches and int(state.failed_batch) == -1
+        # Adam ran num_epochs * num_minibatches updates per batch
+        counts = [int(x) for x in jax.tree_util.tree_leaves(state.opt_state)
+                  if jnp.ndim(x) == 0 and jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer)]
+        assert TINY.num_batches * TINY.num_epochs * TINY.num_minibatches in counts
     assert TINY.replace(total_frames=800).eval_batches == (0, 2, 3)
-    assert np.all(np.asarray(m.eval.eval_return)[[0, 2]] > 0)
-    assert np.all(np.asarray(m.eval.eval_return)[1] == 0)  # no evaluation after batch 1
-    assert np.all(np.asarray(m.batch.finite))
-    # cosine annealing per batch: lr(i) = lr0 (1 + cos(pi i / n)) / 2
-    expected = 3e-4 * 0.5 * (1 + np.cos(np.pi * np.arange(3) / 3))
-    np.testing.assert_allclose(m.batch.lr, expected, rtol=1e-6)
-    assert int(state.batches_done) == TINY.num_batches and int(state.failed_batch) == -1
-    # Adam ran num_epochs * num_minibatches updates per batch
-    counts = [int(x) for x in jax.tree_util.tree_leaves(state.opt_state) if jnp.ndim(x) == 0
-              and jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer)]
-    assert TINY.num_batches * TINY.num_epochs * TINY.num_minibatches in counts
 
 
 def _has_host_callback(compiled) -> bool:
@@ -110,40 +124,42 @@ def test_shipped_programs_hold_no_host_callback(shipped):
     assert _has_host_callback(jax.jit(with_callback).lower(jnp.ones(3)).compile())
 
 
-def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
-    run = shipped
-    _, (state, m), _ = compiled
-    # each program was compiled (or loaded) once, and run every batch
-    assert [i.name for i in run.programs.infos] == ["init", "update", "evaluate"]
-    h = run.log.history
+def _assert_job_equals_train(job, out, s: int) -> None:
+    """The CLI's programs (``job``: one run, seed ``s``) give what seed ``s`` of the
+    vmapped ``train`` gives."""
+    state, m = seed(out, s)
+    h = job.log.history
     assert h["batch"] == [0, 1, 2] and h["eval_frames"] == [[200, 600]]
     np.testing.assert_allclose(h["reward"][0], m.batch.reward, rtol=1e-5)
     np.testing.assert_allclose(h["eval_return"][0], np.asarray(m.eval.eval_return)[[0, 2]],
                                rtol=1e-4)
-    for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
+    for a, b in zip(jax.tree_util.tree_leaves(job.states.params),
                     jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-6)
 
 
+def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
+    # each program was compiled (or loaded) once, and run every batch
+    assert [i.name for i in shipped.programs.infos] == ["init", "update", "evaluate"]
+    _assert_job_equals_train(shipped, compiled[2], 0)
+
+
 def test_same_key_same_bits(compiled):
-    fn, (state, m), _ = compiled
-    state2, m2 = fn(jax.random.PRNGKey(0))
-    for a, b in zip(jax.tree_util.tree_leaves((state.params, m)),
-                    jax.tree_util.tree_leaves((state2.params, m2))):
+    fn, keys, out, _ = compiled
+    again = fn(keys)
+    for a, b in zip(jax.tree_util.tree_leaves((out[0].params, out[1])),
+                    jax.tree_util.tree_leaves((again[0].params, again[1]))):
         np.testing.assert_array_equal(a, b)
 
 
-def test_vmapped_seeds_equal_seeds_one_by_one(compiled, trainer):
-    fn, _, _ = compiled
-    keys = jax.random.split(jax.random.PRNGKey(11), 2)
-    states, ms = jax.jit(jax.vmap(trainer.train))(keys)
-    for s in range(2):
-        single, m1 = fn(keys[s])
-        np.testing.assert_allclose(ms.batch.reward[s], m1.batch.reward, rtol=1e-5)
-        np.testing.assert_allclose(ms.eval.eval_return[s], m1.eval.eval_return, rtol=1e-4)
-        for a, b in zip(jax.tree_util.tree_leaves(states.params),
-                        jax.tree_util.tree_leaves(single.params)):
-            np.testing.assert_allclose(a[s], b, rtol=1e-4, atol=1e-6)
+def test_vmapped_seeds_equal_seeds_one_by_one(compiled, shipped):
+    """Each seed of the vmapped ``train`` is the run of that seed alone (the CLI's one-run
+    programs, which the seed does not change: seed 1 runs the programs seed 0 ran)."""
+    for s in range(1, SEEDS):
+        job = runner.prepare(Runs(TINY.replace(seed=s)))
+        assert {info.source for info in job.programs.infos} == {"in_process"}
+        runner.train_batches(job)
+        _assert_job_equals_train(job, compiled[2], s)
 
 
 def test_nan_keeps_last_good_state(shipped):
