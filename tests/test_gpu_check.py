@@ -48,7 +48,7 @@ def test_outcomes_of_a_pytest_log():
 
 def test_report_of_a_partial_check():
     """Skipped, failed and partial steps still give a table with every env count."""
-    plan = gpu_check.SMOKE_PLAN
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, env_speed=((1, 50), (4, 50)))
     steps = [
         gpu_check.Step("probe", "ok", 1.0, 0.0, {"backend": "gpu", "devices": ["NVIDIA H200"],
                                                  "versions": {"jax": "0.11.2"}}),
