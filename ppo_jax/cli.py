@@ -20,11 +20,13 @@ CACHE_DIR_ENV = "PPO_JAX_COMPILE_CACHE_DIR"
 
 
 def default_cache_dir() -> str:
-    """``--compile-cache-dir``'s default: ``$PPO_JAX_COMPILE_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/ppo_jax/xla``, else ``~/.cache/ppo_jax/xla``."""
+    """``--compile-cache-dir``'s default: ``$PPO_JAX_COMPILE_CACHE_DIR`` (unless empty),
+    else ``$XDG_CACHE_HOME/ppo_jax/xla`` (an absolute path only, as the XDG spec says), else
+    ``~/.cache/ppo_jax/xla``."""
     if os.environ.get(CACHE_DIR_ENV):
         return os.environ[CACHE_DIR_ENV]
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "ppo_jax", "xla")
 
 

@@ -17,11 +17,11 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 from ppo_jax.gl import default_offscreen_backend  # noqa: E402
 
 default_offscreen_backend()
-_CACHE = os.environ.setdefault(
-    "PPO_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "ppo_jax_test_xla_cache")
-)
-# Every command the tests run, in-process or in a subprocess, with or without
-# --compile-cache-dir, uses the session's cache: none writes to the user's ~/.cache.
+_CACHE = os.environ.get("PPO_JAX_TEST_CACHE") or os.path.join(
+    tempfile.gettempdir(), "ppo_jax_test_xla_cache")
+os.environ["PPO_JAX_TEST_CACHE"] = _CACHE
+# Every command the tests run without --compile-cache-dir, in-process or in a subprocess,
+# uses the session's cache: none writes to the user's ~/.cache.
 os.environ["PPO_JAX_COMPILE_CACHE_DIR"] = _CACHE
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,8 @@ enable_compile_cache(_CACHE)
 # The modules that take longest on 2 CPU cores, longest first (their worker seconds with
 # ``--durations`` and PPO_JAX_PROFILE_COMPILES, cold cache and warm, 2026-12-04). Handed out
 # first, so that no long module starts last while the other worker has nothing left to do;
-# the other modules follow in collection order. An order only: no test depends on it.
+# the other modules follow in xdist's own order (most tests first). An order only: no test
+# depends on it.
 LONGEST_FIRST = ("test_learning.py", "test_cli.py", "test_parallel.py", "test_env_suite.py",
                  "test_gpu_check.py", "test_envs.py", "test_train.py", "test_env.py",
                  "test_interrupt.py", "test_tutorial.py", "test_mujoco_sim.py",
@@ -51,10 +52,15 @@ def pytest_xdist_make_scheduler(config, log):
     compile cache, and the program store's lock makes a worker wait for a set of programs
     that the other is compiling instead of compiling it too. Modules go out longest first
     (:data:`LONGEST_FIRST`), one at a time: a worker gets its next module when it is down to
-    the last test of its current one (a worker holds its last test until it gets more work
-    or is told to stop), so nothing waits behind a long test that the other worker could
-    have run."""
+    the last test of its current one (a worker holds its last test until it knows what
+    comes next), so at most that one test runs before a module handed out (xdist's default
+    queues a module behind two). The subclass uses xdist's scheduler internals (pinned
+    below 4 in pyproject.toml); where they are missing, xdist's own scheduler runs."""
     from xdist.scheduler import LoadFileScheduling
+
+    internals = ("_assign_work_unit", "_reschedule", "_pending_of")
+    if not all(hasattr(LoadFileScheduling, name) for name in internals):
+        return LoadFileScheduling(config, log)
 
     def rank(scope: str) -> int:
         name = os.path.basename(scope)
@@ -62,7 +68,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class LongestFirst(LoadFileScheduling):
         def _assign_work_unit(self, node):
-            # the first of the longest left (min keeps collection order among equals)
+            # the first of the longest left (min keeps xdist's order among equals)
             self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)
             super()._assign_work_unit(node)
 
@@ -198,7 +204,7 @@ if _PROFILE:
     def pytest_sessionfinish(session, exitstatus):
         timed = ("wall_s", "trace_s", "lower_s", "compile_s")
         got = {k: {**v, **{s: round(v[s], 2) for s in timed}} for k, v in _profile.items()}
-        if os.path.exists(_PROFILE):  # an earlier pytest run's (e.g. .ci/run's first step)
+        if os.path.exists(_PROFILE):  # an earlier pytest run's
             with open(_PROFILE) as f:
                 got = {**json.load(f), **got}
         with open(_PROFILE, "w") as f:

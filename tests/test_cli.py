@@ -238,6 +238,24 @@ def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_fla
     assert int(states.batches_done[0]) == 1
 
 
+def test_default_compile_cache_dir(monkeypatch):
+    """--compile-cache-dir's default: PPO_JAX_COMPILE_CACHE_DIR (unless empty), else an
+    absolute XDG_CACHE_HOME's ppo_jax/xla, else ~/.cache/ppo_jax/xla."""
+    from ppo_jax import cli
+
+    home = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
+    monkeypatch.setenv(cli.CACHE_DIR_ENV, "/some/cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert cli.default_cache_dir() == "/some/cache"
+    monkeypatch.setenv(cli.CACHE_DIR_ENV, "")
+    assert cli.default_cache_dir() == os.path.join("/xdg", "ppo_jax", "xla")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")  # ignored, as the XDG spec says
+    assert cli.default_cache_dir() == home
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv(cli.CACHE_DIR_ENV)
+    assert cli.default_cache_dir() == home
+
+
 def test_bad_flags_and_configs(root_dir, tmp_path, capsys):
     """One process (the whole exit contract: status 2, one line on stderr), then the other
     errors in-process (the same line, which ``cli.run_main`` prints)."""

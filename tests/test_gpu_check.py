@@ -87,7 +87,7 @@ def test_cpu_without_smoke_is_refused(root_dir, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow  # ~3.5 min on 2 CPU cores: three cold compiles of the training programs
+@pytest.mark.slow  # ~2.5 min on 2 CPU cores: three cold compiles of the training programs
 def test_smoke_runs_every_step(root_dir, tmp_path):
     out = tmp_path / "out"  # given relative to where the command runs, not the repo root
     p = subprocess.run(["bash", os.path.join(root_dir, "scripts", "gpu_check.sh"), "--smoke",

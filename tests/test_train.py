@@ -79,6 +79,20 @@ def test_whole_run_is_one_compilation(compiled):
     assert fn._cache_size() == 1
 
 
+def test_one_seed_is_one_program(trainer):
+    """``train(key)`` itself (not vmapped) lowers to one XLA module with ``[num_batches]``
+    metrics (lowered, not compiled: the vmapped program above is the one the module runs)."""
+    events, listener = _count_lowerings()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        lowered = jax.jit(trainer.train).lower(jax.random.PRNGKey(0))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(events) == 1
+    state, m = lowered.out_info
+    assert m.batch.reward.shape == (TINY.num_batches,) and state.batches_done.shape == ()
+
+
 def test_documented_metrics(compiled):
     _, _, out, _ = compiled
     for s in range(SEEDS):
