@@ -57,8 +57,8 @@ def check_env_id(env_id: str) -> str:
 def make_env(env_id: str = DEFAULT_ENV, max_episode_steps: int | None = None):
     """The env ``env_id`` with its time limit (None: the env's own). An env of another
     registry is checked against the protocol (:func:`ppo_jax.envs.base.check_env`, which
-    traces its reset and step: ~1 s); the ports are not, each time: the tests check every
-    port once (``tests/test_envs.py``)."""
+    traces its reset and step: ~1 s a build); the ports are not checked at every build:
+    ``tests/test_envs.py`` checks each of them."""
     from ppo_jax.envs.base import check_env
 
     if env_id not in PORTS and not any(env_id.startswith(p) for p in PREFIXES):
