@@ -347,12 +347,15 @@ def obtain(
     lower_missing: Callable[[tuple[str, ...]], Any],
     what: str,
     announce: Callable[[str], None] | None = None,
+    persist: bool = True,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (an
     iterable of ``(name, lowered)``, each module named by its key), compiled (JAX's cache
     may answer) and stored. ``announce`` gets one line first: what is compiled, roughly how
     long it takes (or that it is loaded from the cache), and where it is cached.
+    ``persist=False``: keys that only this process may use; the program store is then
+    neither read nor written (JAX's cache still answers by the modules' content).
 
     Each program's XLA compile runs on its own thread as soon as it is lowered, while the
     next one is traced: XLA releases the GIL, so the compiles overlap each other and the
@@ -365,11 +368,11 @@ def obtain(
             infos[name] = CompileInfo(name=name, seconds=0.0, source="in_process",
                                       cache_hit=True)
             continue
-        hit = load_stored(name, key)
+        hit = load_stored(name, key) if persist else None
         if hit is not None:
             compiled[name], infos[name] = hit
     missing = tuple(n for n in keys if n not in compiled)
-    lock = (_compiling([keys[n] for n in missing], announce) if missing
+    lock = (_compiling([keys[n] for n in missing], announce) if missing and persist
             else contextlib.nullcontext(False))
     with lock as waited:
         if waited:
@@ -378,12 +381,13 @@ def obtain(
                 if hit is not None:
                     compiled[name], infos[name] = hit
             missing = tuple(n for n in keys if n not in compiled)
-        _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos)
+        _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos, persist)
     _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
     return compiled, infos
 
 
-def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos) -> None:
+def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos,
+                    persist) -> None:
     """Compile (and store) the programs ``missing`` of :func:`obtain`, filling ``compiled``
     and ``infos``; with none missing, announce the load."""
     if announce is not None and not missing:
@@ -400,7 +404,7 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
                 futures[name] = pool.submit(compile_lowered, name, lowered, traced - t)
                 t = time.perf_counter()
             results = {name: f.result() for name, f in futures.items()}
-        if all(info.source == "compiled" for _, info in results.values()):
+        if persist and all(info.source == "compiled" for _, info in results.values()):
             _record_time([keys[n] for n in missing], what, time.perf_counter() - start)
         for name in missing:
             compiled[name], infos[name] = results[name]
@@ -408,5 +412,5 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
             # functions are missing from the copy: "Function ... not found" when run), so
             # only fresh compiles are stored. Both caches key a program alike (the module
             # is named by its key), so JAX's cache answers alone only if the store lost it.
-            if infos[name].source == "compiled":
+            if infos[name].source == "compiled" and persist:
                 store(keys[name], compiled[name])

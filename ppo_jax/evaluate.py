@@ -38,7 +38,7 @@ from ppo_jax.acting import (  # noqa: F401 (evaluation's vocabulary, re-exported
 )
 from ppo_jax.mujoco_sim import MujocoEnv
 from ppo_jax.normalization import normalize
-from ppo_jax.programs import program_key
+from ppo_jax.programs import module_name, program_key, storable
 
 
 def episode_keys(eval_key: jax.Array, batches_done: int, episodes: int) -> jax.Array:
@@ -58,13 +58,13 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
         policy = trainer.policy(actor_params, stats, mode)
         return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
 
-    key = program_key(trainer, 1, "episodes", episodes=int(keys.shape[0]), mode=mode,
-                      max_steps=max_steps)
+    what = dict(episodes=int(keys.shape[0]), mode=mode, max_steps=max_steps)
     args = (state.params.actor, state.obs_stats, keys)
+    module = module_name(trainer, 1, "episodes", **what)
     compiled, _ = compile_cache.obtain(
-        {"episodes": key},
-        lambda names: [("episodes", compile_cache.lower(episodes, *args, name=key))],
-        "the evaluation program")
+        {"episodes": program_key(trainer, 1, "episodes", **what)},
+        lambda names: [("episodes", compile_cache.lower(episodes, *args, name=module))],
+        "the evaluation program", persist=storable(trainer))
     res = compiled["episodes"](*args)
     return np.asarray(res.episode_return, np.float64), np.asarray(res.length)
 

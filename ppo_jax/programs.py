@@ -91,22 +91,42 @@ def state_shapes(trainer: Trainer, num_runs: int) -> PPOState:
 
 # --- the compiled programs ---------------------------------------------------------------------
 def program_key(trainer: Trainer, num_runs: int, name: str, **extra: Any) -> str:
-    """The cache key of ``trainer``'s program ``name`` for R = ``num_runs`` runs (and
-    ``extra``, what else its caller varies). The sweepable hyperparameters and the seed are
-    not in it: they are the programs' inputs."""
+    """The program store's key of ``trainer``'s program ``name`` for R = ``num_runs`` runs
+    (and ``extra``, what else its caller varies). The sweepable hyperparameters and the seed
+    are not in it: they are the programs' inputs. For an env whose class has no source file
+    it is this process's own (see :func:`env_identity`)."""
+    return _key(trainer, num_runs, name, True, extra)
+
+
+def module_name(trainer: Trainer, num_runs: int, name: str, **extra: Any) -> str:
+    """The name of the program's XLA module, part of JAX's cache key: :func:`program_key`,
+    but never a process's own (JAX's cache keys a program by its content too, so a second
+    process may take it from there)."""
+    return _key(trainer, num_runs, name, False, extra)
+
+
+def storable(trainer: Trainer) -> bool:
+    """Whether the program store may keep ``trainer``'s programs for other processes (not
+    for an env whose code has no file: the store could not tell two versions of it apart)."""
+    return "process" not in env_identity(trainer.env)
+
+
+def _key(trainer: Trainer, num_runs: int, name: str, own: bool, extra: dict) -> str:
     identity = {
         "num_runs": num_runs,
         "config": program_config(trainer.config).to_dict(),
         "layout": None if trainer.layout is None else trainer.layout.key(),
-        "env": env_identity(trainer.env),
+        "env": env_identity(trainer.env, own),
     }
     return compile_cache.program_key(name, identity, **extra)
 
 
-def env_identity(env) -> dict[str, Any]:
+def env_identity(env, own: bool = True) -> dict[str, Any]:
     """What determines an env's part of a program: its id and :meth:`spec`, its sizes and
     bounds, and for an env defined outside ppo_jax (whose code the package's source hash does
-    not cover) a hash of the file that defines its class."""
+    not cover) a hash of the file that defines its class. A class without a file (a notebook
+    cell) is told apart by this process and the class object (``own``; redefining it is a new
+    program), and its programs stay in this process."""
     cls = type(env)
     identity = {"id": env.env_id, "spec": env.spec(), "class": f"{cls.__module__}.{cls.__qualname__}",
                 "sizes": [int(env.observation_size), int(env.action_size)],
@@ -118,8 +138,10 @@ def env_identity(env) -> dict[str, Any]:
             source = inspect.getsourcefile(cls)
             with open(source, "rb") as f:
                 identity["code"] = hashlib.sha256(f.read()).hexdigest()
-        except (TypeError, OSError):  # no file (a notebook cell): never reuse across processes
-            identity["code"] = f"process-{os.getpid()}-{id(cls)}"
+        except (TypeError, OSError):  # no file: see the docstring
+            identity["code"] = None
+            if own:
+                identity["process"] = f"{os.getpid()}-{id(cls)}"
     return identity
 
 
@@ -165,8 +187,9 @@ def program_inputs(trainer: Trainer, num_runs: int):
 
 def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
     """``(name, lowered)`` of the programs in ``names``, one at a time (each can compile
-    while the next is traced). Each XLA module is named by its :func:`program_key`, so JAX's
-    persistent cache holds each program under the same identity as the program store."""
+    while the next is traced). Each XLA module is named by its :func:`module_name`, so JAX's
+    persistent cache holds each program under the program store's identity (less a
+    process's own part)."""
     keys, hypers, states = program_inputs(trainer, num_runs)
     layout = trainer.layout
     i = jax.ShapeDtypeStruct((), jnp.int32)
@@ -181,16 +204,16 @@ def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
     if "init" in names:
         yield "init", lower(functools.partial(init_runs, trainer), keys, hypers,
                             out_shardings=state_out,
-                            name=program_key(trainer, num_runs, "init"))
+                            name=module_name(trainer, num_runs, "init"))
     if "update" in names:
         yield "update", lower(functools.partial(update_runs, trainer), states, i, rate,
                               donate_argnums=0,
                               out_shardings=None if layout is None else (state_out, rep_out),
-                              name=program_key(trainer, num_runs, "update"))
+                              name=module_name(trainer, num_runs, "update"))
     if "evaluate" in names:
         yield "evaluate", lower(functools.partial(evaluate_runs, trainer), states, i,
                                 out_shardings=rep_out,
-                                name=program_key(trainer, num_runs, "evaluate"))
+                                name=module_name(trainer, num_runs, "evaluate"))
 
 
 def build_programs(
@@ -208,7 +231,8 @@ def build_programs(
             f"{trainer.config.num_envs} env(s) on {where}")
     t = time.perf_counter()
     compiled, infos = compile_cache.obtain(
-        keys, lambda names: iter_lowered(trainer, num_runs, names), what, announce)
+        keys, lambda names: iter_lowered(trainer, num_runs, names), what, announce,
+        persist=storable(trainer))
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
                     evaluate=compiled.get("evaluate"),
                     infos=tuple(infos[n] for n in need),

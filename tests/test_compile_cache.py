@@ -57,3 +57,35 @@ def test_without_a_holder_obtain_compiles_and_stores():
     assert infos["double"].source in ("compiled", "jax_cache")
     assert not any("waiting" in line for line in lines)
     assert compile_cache.load_stored("double", key) is not None
+
+
+def test_an_env_without_a_file_keeps_its_programs_in_the_process(tiny_config, monkeypatch):
+    """An env class that no file holds (defined in a notebook cell): its program keys are this
+    process's and this class object's own, and the program store is neither read nor written
+    for them; its XLA modules are named alike in every process, so that JAX's cache, which
+    also keys a program by its content, serves the next process. An env with a file: one
+    name for both."""
+    from ppo_jax import programs
+    from ppo_jax.envs.inverted_pendulum import InvertedPendulum
+    from ppo_jax.train import make_train
+
+    cell = type("Cell", (InvertedPendulum,), {"__module__": "notebook_cell"})
+    trainer, ported = make_train(tiny_config, env=cell()), make_train(tiny_config)
+    assert programs.storable(ported) and not programs.storable(trainer)
+    assert programs.program_key(ported, 1, "init") == programs.module_name(ported, 1, "init")
+    key, module = programs.program_key(trainer, 1, "init"), programs.module_name(trainer, 1, "init")
+    assert key != module
+    # another process; the class redefined: another key, the same module name
+    monkeypatch.setattr(programs.os, "getpid", lambda: -1)
+    assert programs.program_key(trainer, 1, "init") != key
+    assert programs.program_key(make_train(tiny_config, env=type(
+        "Cell", (InvertedPendulum,), {"__module__": "notebook_cell"})()), 1, "init") != key
+    assert programs.module_name(trainer, 1, "init") == module
+    # obtain(persist=False) compiles and leaves the store alone
+    key = compile_cache.program_key("double", {"test": uuid.uuid4().hex})
+    compiled, infos = compile_cache.obtain(
+        {"double": key}, lambda names: [(n, compile_cache.lower(_double, jnp.ones(3), name="d"))
+                                        for n in names], "the double", persist=False)
+    assert infos["double"].source in ("compiled", "jax_cache")
+    assert compile_cache.load_stored("double", key) is None
+    assert jnp.array_equal(compiled["double"](jnp.arange(3.0)), jnp.arange(3.0) * 2)
