@@ -9,7 +9,8 @@ For each port, under x64, from states that Gymnasium's env itself visits under r
 * the reset distribution's moments match Gymnasium's resets.
 
 Each env compiles one step program per precision, shared by its tests (the synced start
-state is built as the env's reset builds it, without a forward pass except for Reacher). ``scripts/env_parity.py`` prints the same figures and the float32 horizon. The
+state is built as the env's reset builds it, without a forward pass; Reacher's runs MJX's
+kinematics). ``scripts/env_parity.py`` prints the same figures and the float32 horizon. The
 pendulum's own, deeper parity tests are tests/test_env_parity.py.
 """
 

@@ -251,8 +251,9 @@ class MujocoEnv:
     max_episode_steps: int = 1000
     camera: dict = {}
     solver: tuple = ()  # ((model.opt field, value), ...) for MJX only
-    # reset's observation needs no forward pass (it reads qpos/qvel only)
-    obs_from_state: bool = True
+    # what reset's observation reads besides qpos/qvel: "nothing" (no pass), "positions"
+    # (body, geom and site poses: MJX's kinematics alone) or "anything" (the forward pass)
+    obs_reads: str = "nothing"
     params: dict = {}  # the env's kwargs and their Gymnasium v4 defaults
 
     def __init__(self, max_episode_steps: int | None = None, frame_skip: int | None = None,
@@ -326,14 +327,17 @@ class MujocoEnv:
         )
 
     def state_at(self, qpos: jax.Array, qvel: jax.Array) -> EnvState:
-        """The state at ``(qpos, qvel)`` as :meth:`reset` builds it: where the observation
-        reads qpos/qvel only, without the forward pass (the data then holds only qpos/qvel;
-        every step starts with ``mjx.forward`` and the reward terms read qpos of the state
-        before, so stepping from it is unaffected: the env suite's parity tests step from
-        it), else :meth:`reset_to`."""
-        if not self.obs_from_state:
+        """The state at ``(qpos, qvel)`` as :meth:`reset` builds it, with only the part of
+        the forward pass that its observation reads (:attr:`obs_reads`): none where it reads
+        qpos/qvel alone, the kinematics where it reads poses, else :meth:`reset_to`. Every
+        step starts with ``mjx.forward``, and the reward terms read qpos (or poses) of the
+        state before, so stepping from it is unaffected: the env suite's parity tests step
+        from it."""
+        if self.obs_reads not in ("nothing", "positions"):
             return self.reset_to(qpos, qvel)
         data = self._data(qpos, qvel)
+        if self.obs_reads == "positions":
+            data = mjx.kinematics(self.mjx_model, data)
         return self._initial_state(data, self.observation(data, jnp))
 
     def reset(self, key: jax.Array) -> EnvState:

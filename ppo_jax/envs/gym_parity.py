@@ -8,7 +8,7 @@ the env's bounds (so they include floor contacts and the terminating steps); a p
 compared from the same synced ``(qpos, qvel)`` (Gymnasium's ``set_state``; the port's
 :meth:`~ppo_jax.envs.base.MujocoEnv.state_at`, the state its reset builds) with the same
 actions. Each port's measurements share one step program per precision: ``state_at`` needs
-no forward pass, except for Reacher, whose observation reads body positions.
+no forward pass (Reacher, whose observation reads body positions, runs MJX's kinematics).
 """
 
 from __future__ import annotations

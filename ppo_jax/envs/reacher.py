@@ -24,7 +24,7 @@ class Reacher(MujocoEnv):
     frame_skip = 2
     max_episode_steps = 50
     camera = {"trackbodyid": 0}
-    obs_from_state = False  # the observation reads body positions: reset runs the forward pass
+    obs_reads = "positions"  # body positions: reset runs MJX's kinematics (not all of forward)
 
     def _to_target(self, data):
         body = self.mj_model.body
