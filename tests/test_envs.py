@@ -179,10 +179,14 @@ def test_port_torchrl_export_keeps_the_bounds(pendulum_run, tmp_path):
     assert d["meta"]["action_low"] == [-3.0] and d["meta"]["action_high"] == [3.0]
 
 
+def reset_and_step(env):
+    """A reset and one zero-action step, as one program (one trace and compile of each)."""
+    return lambda key: env.step(env.reset(key), jnp.zeros(env.action_size))
+
+
 def test_brax_env_adapter_steps():
     env = make_env("brax:inverted_pendulum")
-    s = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    s2 = jax.jit(env.step)(s, jnp.zeros(env.action_size))
+    s2 = jax.jit(reset_and_step(env))(jax.random.PRNGKey(0))
     assert s2.obs.shape == (env.observation_size,) and int(s2.steps) == 1
     assert s2.truncated.dtype == jnp.bool_ and not bool(s2.truncated)
 
@@ -196,7 +200,6 @@ def test_playground_env_adapter_steps():
     spec = env.spec()
     assert spec["action_repeat"] == 1 and spec["episode_length"] == 1000
     assert env.max_episode_steps == 1000 and env.observation_size == 5
-    s = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    s2 = jax.jit(env.step)(s, jnp.zeros(env.action_size))
+    s2 = jax.jit(reset_and_step(env))(jax.random.PRNGKey(0))
     assert s2.obs.shape == (5,) and s2.obs.dtype == jnp.float32 and int(s2.steps) == 1
     assert not bool(s2.terminated) and not bool(s2.truncated) and float(s2.reward) > 0
