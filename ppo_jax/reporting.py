@@ -89,36 +89,37 @@ def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | Non
     return lists_from_json(d, num_runs, batches)
 
 
-def lists_to_json(history: dict[str, Any] | None, num_seeds: int) -> dict[str, Any]:
-    """Internal lists -> metrics.json layout: one seed: flat ``[batches]`` lists (as the
-    TorchRL reference files); K seeds: every per-batch list is ``[K][batches]``."""
+def lists_to_json(history: dict[str, Any] | None, num_runs: int) -> dict[str, Any]:
+    """Internal lists -> metrics.json layout: one run: flat ``[batches]`` lists (as the
+    TorchRL reference files); R runs (seeds, times a sweep's points): every per-batch list
+    is ``[R][batches]``."""
     if not history:
         return {}
     out = {}
     for key, val in history.items():
         if key in SHARED:
-            out[key] = val if num_seeds == 1 else [list(val) for _ in range(num_seeds)]
+            out[key] = val if num_runs == 1 else [list(val) for _ in range(num_runs)]
         else:
-            out[key] = val[0] if num_seeds == 1 else val
+            out[key] = val[0] if num_runs == 1 else val
     return out
 
 
-def lists_from_json(d: dict[str, Any], num_seeds: int, batches: int) -> dict[str, Any] | None:
+def lists_from_json(d: dict[str, Any], num_runs: int, batches: int) -> dict[str, Any] | None:
     """metrics.json -> internal lists, cut to the first ``batches`` batches (for --resume)."""
     if "reward" not in d:
         return None
     out: dict[str, Any] = {}
     for key in SHARED:
-        v = d[key] if num_seeds == 1 else d[key][0]
+        v = d[key] if num_runs == 1 else d[key][0]
         out[key] = list(v[:batches])
     last_frame = batches * (out["frames"][0] // max(out["batch"][0] + 1, 1)) if out["frames"] else 0
     for key in PER_BATCH:
-        v = [d[key]] if num_seeds == 1 else d[key]
+        v = [d[key]] if num_runs == 1 else d[key]
         out[key] = [list(s[:batches]) for s in v]
-    ef = [d["eval_frames"]] if num_seeds == 1 else d["eval_frames"]
+    ef = [d["eval_frames"]] if num_runs == 1 else d["eval_frames"]
     out["eval_frames"] = [[f for f in s if f <= last_frame] for s in ef]
     for key in ("eval_return", "eval_steps"):
-        v = [d[key]] if num_seeds == 1 else d[key]
+        v = [d[key]] if num_runs == 1 else d[key]
         out[key] = [list(s[: len(f)]) for s, f in zip(v, out["eval_frames"])]
     return out
 
