@@ -351,8 +351,8 @@ def obtain(
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (an
-    iterable of ``(name, lowered)``, each module named by its key), compiled (JAX's cache
-    may answer) and stored. ``announce`` gets one line first: what is compiled, roughly how
+    iterable of ``(name, lowered)``, each module named by its key, or by its key less a
+    process's own part), compiled (JAX's cache may answer) and stored. ``announce`` gets one line first: what is compiled, roughly how
     long it takes (or that it is loaded from the cache), and where it is cached.
     ``persist=False``: keys that only this process may use; the program store is then
     neither read nor written (JAX's cache still answers by the modules' content).
@@ -411,6 +411,7 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
             # An executable that JAX's cache loaded cannot be serialized again (its XLA
             # functions are missing from the copy: "Function ... not found" when run), so
             # only fresh compiles are stored. Both caches key a program alike (the module
-            # is named by its key), so JAX's cache answers alone only if the store lost it.
+            # is named by its key), so JAX's cache answers alone only if the store lost it
+            # (or, with persist=False, in every process after the first).
             if infos[name].source == "compiled" and persist:
                 store(keys[name], compiled[name])

@@ -53,7 +53,7 @@ def episode_keys(eval_key: jax.Array, batches_done: int, episodes: int) -> jax.A
 def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
     """``(returns [E], lengths [E])`` of ``run_episode(keys[i])`` with ``state``'s policy (ONE
     run) in MJX: one jitted vmap, compiled once per (config, episodes, mode, max_steps) and
-    kept in the program store."""
+    kept in the program store (where :func:`~ppo_jax.programs.storable`)."""
     def episodes(actor_params, stats, keys):
         policy = trainer.policy(actor_params, stats, mode)
         return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)

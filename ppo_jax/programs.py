@@ -29,6 +29,8 @@ import hashlib
 import inspect
 import os
 import time
+import uuid
+import weakref
 from typing import Any, Callable
 
 import jax
@@ -125,8 +127,10 @@ def env_identity(env, own: bool = True) -> dict[str, Any]:
     """What determines an env's part of a program: its id and :meth:`spec`, its sizes and
     bounds, and for an env defined outside ppo_jax (whose code the package's source hash does
     not cover) a hash of the file that defines its class. A class without a file (a notebook
-    cell) is told apart by this process and the class object (``own``; redefining it is a new
-    program), and its programs stay in this process."""
+    cell) is told apart by this process and the class object (``own``: a token each class
+    object gets once, so redefining the class is a new program), and its programs stay in
+    this process. (Nothing sees a change in code the class calls but does not hold, such as a
+    helper in another cell: redefine the class, or restart, after editing one.)"""
     cls = type(env)
     identity = {"id": env.env_id, "spec": env.spec(), "class": f"{cls.__module__}.{cls.__qualname__}",
                 "sizes": [int(env.observation_size), int(env.action_size)],
@@ -141,8 +145,19 @@ def env_identity(env, own: bool = True) -> dict[str, Any]:
         except (TypeError, OSError):  # no file: see the docstring
             identity["code"] = None
             if own:
-                identity["process"] = f"{os.getpid()}-{id(cls)}"
+                identity["process"] = f"{os.getpid()}-{_class_token(cls)}"
     return identity
+
+
+_CLASS_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # class -> token
+
+
+def _class_token(cls: type) -> str:
+    """A token of the class object for this process's lifetime (``id`` may be reused once the
+    class is collected; a token never is)."""
+    if cls not in _CLASS_TOKENS:
+        _CLASS_TOKENS[cls] = uuid.uuid4().hex
+    return _CLASS_TOKENS[cls]
 
 
 @dataclasses.dataclass

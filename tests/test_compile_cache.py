@@ -6,6 +6,7 @@ import time
 import uuid
 
 import jax.numpy as jnp
+import pytest
 
 from ppo_jax import compile_cache
 
@@ -59,28 +60,98 @@ def test_without_a_holder_obtain_compiles_and_stores():
     assert compile_cache.load_stored("double", key) is not None
 
 
+# an env class as a notebook cell defines it: no file holds it
+CELL = """
+import jax, jax.numpy as jnp, numpy as np
+from ppo_jax.envs import EnvState
+
+class Cell:
+    env_id, observation_size, action_size, max_episode_steps = "Cell-v0", 1, 1, 5
+    action_low, action_high = np.array([-1.0], np.float32), np.array([1.0], np.float32)
+
+    def spec(self):
+        return {}
+
+    def reset(self, key):
+        x = jax.random.uniform(key, (1,))
+        return EnvState(data=x, obs=x, reward=jnp.zeros(()), terminated=jnp.bool_(False),
+                        truncated=jnp.bool_(False), steps=jnp.int32(0))
+
+    def step(self, state, action):
+        x, steps = state.data + 0.1 * action, state.steps + 1
+        return EnvState(data=x, obs=x, reward=-x[0] ** 2, terminated=jnp.bool_(False),
+                        truncated=steps >= 5, steps=steps)
+"""
+
+
+def cell_env():
+    ns = {"__name__": "notebook_cell"}
+    exec(compile(CELL, "<cell>", "exec"), ns)
+    return ns["Cell"]()
+
+
+class _Asked(Exception):
+    pass
+
+
+def asked_of_the_caches(monkeypatch, build) -> dict:
+    """What ``build()`` asks ``compile_cache.obtain`` for: the keys, ``persist``, and the name
+    of every module it lowers (nothing is traced past the lowering, nothing compiled)."""
+    asked = {"names": []}
+
+    def lower(fn, *args, name=None, **kw):
+        asked["names"].append(name)
+
+    def obtain(keys, lower_missing, what, announce=None, persist=True):
+        asked.update(keys=dict(keys), persist=persist)
+        list(lower_missing(tuple(keys)))
+        raise _Asked
+
+    monkeypatch.setattr(compile_cache, "lower", lower)
+    monkeypatch.setattr(compile_cache, "obtain", obtain)
+    with pytest.raises(_Asked):
+        build()
+    monkeypatch.undo()
+    return asked
+
+
 def test_an_env_without_a_file_keeps_its_programs_in_the_process(tiny_config, monkeypatch):
     """An env class that no file holds (defined in a notebook cell): its program keys are this
     process's and this class object's own, and the program store is neither read nor written
     for them; its XLA modules are named alike in every process, so that JAX's cache, which
     also keys a program by its content, serves the next process. An env with a file: one
-    name for both."""
-    from ppo_jax import programs
-    from ppo_jax.envs.inverted_pendulum import InvertedPendulum
+    name for both, stored."""
+    from ppo_jax import evaluate, programs
     from ppo_jax.train import make_train
 
-    cell = type("Cell", (InvertedPendulum,), {"__module__": "notebook_cell"})
-    trainer, ported = make_train(tiny_config, env=cell()), make_train(tiny_config)
+    trainer, ported = make_train(tiny_config, env=cell_env()), make_train(tiny_config)
     assert programs.storable(ported) and not programs.storable(trainer)
     assert programs.program_key(ported, 1, "init") == programs.module_name(ported, 1, "init")
     key, module = programs.program_key(trainer, 1, "init"), programs.module_name(trainer, 1, "init")
     assert key != module
-    # another process; the class redefined: another key, the same module name
+    # the class defined again (same code, same process): another key, the same module name
+    again = make_train(tiny_config, env=cell_env())
+    assert programs.program_key(again, 1, "init") != key
+    assert programs.module_name(again, 1, "init") == module
+    assert programs.program_key(trainer, 1, "init") == key  # stable for the class object
+    # what the training and evaluation programs ask of the caches (the same env, held by
+    # this file, for the stored case)
+    filed = type("Filed", (type(cell_env()),), {"__module__": __name__})
+    for t, stored in ((trainer, False), (make_train(tiny_config, env=filed()), True)):
+        asked = asked_of_the_caches(monkeypatch, lambda: programs.build_programs(t, 1))
+        assert asked["persist"] is stored
+        assert asked["names"] == [programs.module_name(t, 1, n) for n in asked["keys"]]
+        assert (asked["names"] == list(asked["keys"].values())) is stored
+        state = programs.state_shapes(t, 1)
+        asked = asked_of_the_caches(monkeypatch, lambda: evaluate.mjx_episodes(
+            t, state, jnp.zeros((2, 2), jnp.uint32), 5, "mean"))
+        assert asked["persist"] is stored
+        assert (asked["names"] == list(asked["keys"].values())) is stored
+    # another process: another key, the same module name
     monkeypatch.setattr(programs.os, "getpid", lambda: -1)
     assert programs.program_key(trainer, 1, "init") != key
-    assert programs.program_key(make_train(tiny_config, env=type(
-        "Cell", (InvertedPendulum,), {"__module__": "notebook_cell"})()), 1, "init") != key
     assert programs.module_name(trainer, 1, "init") == module
+    monkeypatch.undo()
     # obtain(persist=False) compiles and leaves the store alone
     key = compile_cache.program_key("double", {"test": uuid.uuid4().hex})
     compiled, infos = compile_cache.obtain(

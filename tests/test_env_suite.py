@@ -56,3 +56,15 @@ def test_reset_moments_match_gymnasium(env_id):
     np.testing.assert_allclose(ours.std(0), theirs.std(0), rtol=0.1, atol=1e-12)
     # the observation of a reset state is the observation Gymnasium computes for it
     np.testing.assert_allclose(obs, their_obs, atol=1e-5)
+
+
+def test_obs_reads_is_checked():
+    """A port says what its reset's observation reads (nothing, positions or anything): any
+    other value, or the attribute it replaced (obs_from_state), is refused at construction
+    rather than silently skipping the forward pass."""
+    from ppo_jax.envs.reacher import Reacher
+
+    for attrs in ({"obs_reads": "all"}, {"obs_from_state": False}):
+        with pytest.raises(ValueError, match="obs_reads must be one of 'nothing', 'positions'"):
+            type("Bad", (Reacher,), attrs)()
+    assert Reacher().obs_reads == "positions"

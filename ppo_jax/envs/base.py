@@ -226,6 +226,9 @@ def float_dtype() -> Any:
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
+OBS_READS = ("nothing", "positions", "anything")  # see MujocoEnv.obs_reads
+
+
 class MujocoEnv:
     """The MJX base of a Gymnasium v4 MuJoCo env; pure, jit- and vmap-able.
 
@@ -264,6 +267,10 @@ class MujocoEnv:
                              f"(it takes: {', '.join(sorted(self.params)) or 'none'})")
         if integrator not in ("rolled", "mjx"):
             raise ValueError(f"integrator must be 'rolled' or 'mjx', got {integrator!r}")
+        if self.obs_reads not in OBS_READS or hasattr(self, "obs_from_state"):
+            raise ValueError(f"{type(self).__name__}.obs_reads must be one of "
+                             f"{', '.join(map(repr, OBS_READS))} (it replaces obs_from_state), "
+                             f"got {self.obs_reads!r}")
         self.max_episode_steps = int(max_episode_steps or type(self).max_episode_steps)
         self.frame_skip = int(frame_skip or type(self).frame_skip)
         if self.max_episode_steps < 1 or self.frame_skip < 1:
@@ -333,7 +340,7 @@ class MujocoEnv:
         step starts with ``mjx.forward``, and the reward terms read qpos (or poses) of the
         state before, so stepping from it is unaffected: the env suite's parity tests step
         from it."""
-        if self.obs_reads not in ("nothing", "positions"):
+        if self.obs_reads == "anything":
             return self.reset_to(qpos, qvel)
         data = self._data(qpos, qvel)
         if self.obs_reads == "positions":
