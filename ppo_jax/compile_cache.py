@@ -352,8 +352,9 @@ def obtain(
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (an
     iterable of ``(name, lowered)``, each module named by its key, or by its key less a
-    process's own part), compiled (JAX's cache may answer) and stored. ``announce`` gets one line first: what is compiled, roughly how
-    long it takes (or that it is loaded from the cache), and where it is cached.
+    process's own part), compiled (JAX's cache may answer) and stored. ``announce`` gets one
+    line first: what is compiled, roughly how long it takes (or that it is loaded from the
+    cache), and where it is cached.
     ``persist=False``: keys that only this process may use; the program store is then
     neither read nor written (JAX's cache still answers by the modules' content).
 

@@ -64,7 +64,9 @@ def test_obs_reads_is_checked():
     rather than silently skipping the forward pass."""
     from ppo_jax.envs.reacher import Reacher
 
-    for attrs in ({"obs_reads": "all"}, {"obs_from_state": False}):
-        with pytest.raises(ValueError, match="obs_reads must be one of 'nothing', 'positions'"):
+    for attrs, got in (({"obs_reads": "all"}, "got 'all'"),
+                       ({"obs_from_state": False}, "got obs_from_state, which it replaces")):
+        with pytest.raises(ValueError, match=f"obs_reads must be one of 'nothing', 'positions', "
+                                             f"'anything', {got}"):
             type("Bad", (Reacher,), attrs)()
     assert Reacher().obs_reads == "positions"

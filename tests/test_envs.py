@@ -180,7 +180,7 @@ def test_port_torchrl_export_keeps_the_bounds(pendulum_run, tmp_path):
 
 
 def reset_and_step(env):
-    """A reset and one zero-action step, as one program (one trace and compile of each)."""
+    """A reset and one zero-action step, to be compiled as one program."""
     return lambda key: env.step(env.reset(key), jnp.zeros(env.action_size))
 
 

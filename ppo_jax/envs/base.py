@@ -268,9 +268,10 @@ class MujocoEnv:
         if integrator not in ("rolled", "mjx"):
             raise ValueError(f"integrator must be 'rolled' or 'mjx', got {integrator!r}")
         if self.obs_reads not in OBS_READS or hasattr(self, "obs_from_state"):
+            got = ("obs_from_state, which it replaces" if hasattr(self, "obs_from_state")
+                   else repr(self.obs_reads))
             raise ValueError(f"{type(self).__name__}.obs_reads must be one of "
-                             f"{', '.join(map(repr, OBS_READS))} (it replaces obs_from_state), "
-                             f"got {self.obs_reads!r}")
+                             f"{', '.join(map(repr, OBS_READS))}, got {got}")
         self.max_episode_steps = int(max_episode_steps or type(self).max_episode_steps)
         self.frame_skip = int(frame_skip or type(self).frame_skip)
         if self.max_episode_steps < 1 or self.frame_skip < 1:
