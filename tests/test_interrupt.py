@@ -19,8 +19,10 @@ import pytest
 from ppo_jax import checkpoint
 from ppo_jax.commands import train as train_cmd
 
-# 200 batches of the tiny preset: seconds of training, long enough to be interrupted
-LONG = ("--preset", "tiny", "--total-frames", "40000", "--checkpoint-every", "25")
+# 100 batches of the tiny preset: seconds of training, long enough to be interrupted after
+# the first checkpoint (batch 10: the 90 batches after it take seconds, and the test looks
+# for the checkpoint every 0.05 s)
+LONG = ("--preset", "tiny", "--total-frames", "20000", "--checkpoint-every", "10")
 
 
 def start(root_dir, out, cache, *extra):
@@ -71,7 +73,7 @@ def test_signal_saves_and_resume_is_bit_identical(sig, uninterrupted, tmp_path, 
     # the last completed batch is saved, with its metrics, curves and events
     _, meta = params(out)
     step = meta["batches_done"]
-    assert 25 <= step < 200 and checkpoint.steps(out)[-1] == step
+    assert 10 <= step < 100 and checkpoint.steps(out)[-1] == step
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert len(m["reward"]) == step and m["frames"][-1] == step * 200
     assert os.path.getsize(os.path.join(out, "curves.png")) > 0

@@ -7,6 +7,13 @@ tutorial: 71k (seed 0) and 81k (seed 1) frames.
 Thresholds with margin: the best evaluation over the run must exceed 5,000 (about half of
 the 9,360 measured) and the mean training reward of the last 10 batches 9.25 (measured >= 9.33).
 It trains through the programs scripts/train.py runs (``runner.prepare`` / ``train_batches``).
+
+The run is the 100k-frame one (its learning-rate schedule anneals over 100 batches), stopped
+at its first evaluation that holds all 1,000 steps (>= 9,000; seed 0: the evaluation after
+batch 70, measured 2026-12-04), and the checks judge the batches it ran (72: the evaluation
+is read a batch late). A run that never gets there trains all 100 batches, and the checks
+judge them all. (Shorter runs are not the same: at 40k, 50k and 60k frames the lr anneals
+sooner and the best evaluations were 475, 1,982 and 971.)
 """
 
 import numpy as np
@@ -19,17 +26,23 @@ from ppo_jax.hyper import Runs
 pytestmark = pytest.mark.slow
 
 
+HELD = 9000.0  # an evaluation of 1,000 steps held scores ~9,340
+
+
 @pytest.fixture(scope="module")
 def trained():
     job = runner.prepare(Runs(PPOConfig(total_frames=100_000, seed=0)))
-    return runner.train_batches(job)
+    held = lambda: any(r >= HELD for r in job.log.history["eval_return"][0])  # noqa: E731
+    return runner.train_batches(job, interrupted=held)
 
 
 def test_tutorial_config_learns_to_balance(trained):
     h = trained.log.history
     evals = np.asarray(h["eval_return"][0])
     reward = np.asarray(h["reward"][0], float)
-    assert trained.log.failed == [None] and len(reward) == 100
+    assert trained.log.failed == [None]
+    # all 100 batches, or stopped just after the first evaluation that held (read a batch late)
+    assert len(reward) == 100 or (evals[:-1] < HELD).all() and evals[-1] >= HELD, evals
     assert evals.max() > 5000, evals
     assert reward[-10:].mean() > 9.25, reward[-10:]
     assert reward[-10:].mean() > reward[:5].mean() + 0.1
@@ -49,6 +62,7 @@ def test_trained_policy_scores_the_same_in_mujoco_c(trained):
     steps = np.asarray(res["mujoco"]["steps"])
     # an episode held for 1000 steps in MJX is held in MuJoCo C, with the same return (a
     # falling one diverges: the fallen double pendulum is chaotic, see test_mujoco_sim)
-    held = mjx_r >= 9000
+    held = mjx_r >= HELD
+    assert held.any(), mjx_r  # the trained policy holds some episodes (else nothing is compared)
     assert np.all(steps[held] == 1000) and np.all(c_r[held] >= 9000)
     np.testing.assert_allclose(c_r[held], mjx_r[held], rtol=1e-3)
