@@ -20,8 +20,8 @@ from ppo_jax import checkpoint
 from ppo_jax.commands import train as train_cmd
 
 # 100 batches of the tiny preset: seconds of training, long enough to be interrupted after
-# the first checkpoint (batch 10: the 90 batches after it take seconds, and the test looks
-# for the checkpoint every 0.05 s)
+# the first checkpoint (saved after 10 batches: the 90 after it take seconds, and the test
+# looks for the checkpoint every 0.05 s)
 LONG = ("--preset", "tiny", "--total-frames", "20000", "--checkpoint-every", "10")
 
 

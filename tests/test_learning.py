@@ -11,8 +11,11 @@ It trains through the programs scripts/train.py runs (``runner.prepare`` / ``tra
 The run is the 100k-frame one (its learning-rate schedule anneals over 100 batches), stopped
 at its first evaluation that holds all 1,000 steps (>= 9,000; seed 0: the evaluation after
 batch 70, measured 2026-12-04), and the checks judge the batches it ran (72: the evaluation
-is read a batch late). A run that never gets there trains all 100 batches, and the checks
-judge them all. (Shorter runs are not the same: at 40k, 50k and 60k frames the lr anneals
+is read a batch late; mean training reward of batches 62-71: 9.33, of batches 0-4: 9.15). A
+run that never gets there trains all 100 batches, and the checks judge them all. What the
+stop gives up: the batches after the first held evaluation (the end of the annealed
+schedule) are not trained, and the MuJoCo C comparison takes the policy one update after
+the one that held. (Shorter runs are not the same: at 40k, 50k and 60k frames the lr anneals
 sooner and the best evaluations were 475, 1,982 and 971.)
 """
 
@@ -41,8 +44,12 @@ def test_tutorial_config_learns_to_balance(trained):
     evals = np.asarray(h["eval_return"][0])
     reward = np.asarray(h["reward"][0], float)
     assert trained.log.failed == [None]
-    # all 100 batches, or stopped just after the first evaluation that held (read a batch late)
-    assert len(reward) == 100 or (evals[:-1] < HELD).all() and evals[-1] >= HELD, evals
+    # all 100 batches, or stopped one batch after the first evaluation that held (it is read
+    # a batch late)
+    fpb = trained.trainer.config.frames_per_batch
+    after_held = len(reward) == h["eval_frames"][0][-1] // fpb + 1
+    assert len(reward) == 100 or (after_held and (evals[:-1] < HELD).all()
+                                  and evals[-1] >= HELD), (len(reward), evals)
     assert evals.max() > 5000, evals
     assert reward[-10:].mean() > 9.25, reward[-10:]
     assert reward[-10:].mean() > reward[:5].mean() + 0.1
