@@ -7,10 +7,16 @@ or reward first differs by more than 1e-3 and 1e-2). Needs gymnasium[mujoco].
     python scripts/env_parity.py --env Hopper-v4
 """
 
+import os
+import sys
+
 import jax
 import numpy as np
 
-from ppo_jax.cli import ArgumentParser, run_main, user_errors
+# a development tool of this checkout: its measurements live in the tests package
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
 from ppo_jax.envs import PORTS, make_env
 
 
@@ -22,7 +28,7 @@ def main(argv=None) -> int:
     with user_errors(ValueError, ImportError):
         for env_id in args.env:
             make_env(env_id)
-        from ppo_jax.envs import gym_parity as gp
+        from tests import gym_parity as gp
     print(f"{'env':<26} {'x64 step':>9} {'x64 traj':>9} {'f32 step':>9} {'f32 traj':>9} "
           f"{'f32 1e-3':>8} {'f32 1e-2':>8}")
     for env_id in args.env:

@@ -12,7 +12,7 @@ import time
 
 import jax
 
-from ppo_jax.cli import ArgumentParser, run_main, user_errors
+from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
 from ppo_jax.envs import PORTS, VectorEnv, make_env
 
 STEPS = {1: 2000, 64: 200, 1024: 20, 4096: 10}

@@ -6,7 +6,7 @@
 # Fetch the wheels beforehand, on a machine with a network, from the repo root:
 #   ../shared/scripts/device_wheels.sh --torchrl
 # Writes DIR/gpu_check.json, DIR/gpu_check.md (default DIR: gpu_check/). See
-# ppo_jax/bench/gpu_check.py.
+# scripts/gpu_check/check.py.
 set -uo pipefail
 export GPU_CHECK_CWD="$PWD"  # a relative --out is taken from here
 cd "$(dirname "$0")/.."
@@ -47,4 +47,4 @@ fi
 GPU_CHECK_INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
 export GPU_CHECK_INSTALL GPU_CHECK_INSTALL_S
 echo "gpu_check.sh: ${GPU_CHECK_INSTALL} (${GPU_CHECK_INSTALL_S} s)" >&2
-exec "$PY" -m ppo_jax.bench.gpu_check "$@"
+exec "$PY" -m scripts.gpu_check "$@"

@@ -23,8 +23,8 @@
 # TorchRL is installed, sections 3, 4 and 7 also compute the same numbers with TorchRL's own
 # modules, on the same weights and the same batch, and check that the two agree.
 #
-# Every number comes from the library's own functions (`ppo_jax.train.Trainer`, `ppo_jax.
-# normalization`, `ppo_jax.distributions`, `ppo_jax.runner`, ...). The walkthrough only
+# Every number comes from the library's own functions (`ppo_jax.core.train.Trainer`, `ppo_jax.
+# normalization`, `ppo_jax.core.distributions`, `ppo_jax.run.runner`, ...). The walkthrough only
 # calls them one at a time; `scripts/train.py` runs the same functions as three compiled
 # programs.
 #
@@ -46,7 +46,7 @@ import argparse
 import os
 import sys
 
-from ppo_jax import cli
+from ppo_jax.cli import common as cli
 from ppo_jax.config import PPOConfig
 
 PROG = "tutorial.py"
@@ -96,7 +96,7 @@ except cli.CLIError as e:
 # %% [markdown]
 # Everything below runs on the device JAX picks (the GPU when it sees one). Each piece is
 # compiled once with `jax.jit`; the walkthrough's own small programs go through the same
-# program store as the training programs (`ppo_jax.compile_cache`), keyed by the config,
+# program store as the training programs (`ppo_jax.run.compile_cache`), keyed by the config,
 # this file's text and ppo_jax's source, so a second run loads them instead of tracing MJX
 # again.
 
@@ -110,11 +110,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppo_jax import compile_cache, distributions, networks, reporting
+from ppo_jax.run import compile_cache, metrics
+from ppo_jax.core import distributions, networks
 from ppo_jax.envs import VectorEnv
-from ppo_jax.hyper import Runs, hyper_of, program_config
-from ppo_jax.normalization import init_stats, normalize
-from ppo_jax.train import make_train, precision
+from ppo_jax.run.runs import Runs
+from ppo_jax.core.hyper import hyper_of, program_config
+from ppo_jax.core.normalization import init_stats, normalize
+from ppo_jax.core.train import make_train, precision
 
 np.set_printoptions(precision=4, suppress=True, linewidth=100)
 TORCHRL_INSTALLED = all(
@@ -134,7 +136,7 @@ if HAVE_TORCHRL:
     import torchrl
     from tensordict import TensorDict
 
-    from ppo_jax import torchrl_compat, torchrl_reference
+    from ppo_jax.interop.torchrl import compat as torchrl_compat, reference as torchrl_reference
 
     def tensor(x):
         """A torch tensor of a JAX (or numpy) array: a copy, torch's to own."""
@@ -590,7 +592,7 @@ assert int(idx.min()) >= 0 and int(idx.max()) < n
 # ```
 #
 # (TorchRL 0.14 spells the two coefficients `entropy_coeff` and `critic_coeff`:
-# `ppo_jax.torchrl_reference.tutorial_loss` builds this loss with the installed names.)
+# `ppo_jax.interop.torchrl.reference.tutorial_loss` builds this loss with the installed names.)
 #
 # ppo_jax: `Trainer.advantages` is GAE with the current critic (`gae.gae`, then
 # `gae.standardize`: TorchRL's `average_gae=True`); `Trainer.update` recomputes it at the
@@ -780,8 +782,8 @@ else:
 # optimizer and envs of sections 2-5 again), exactly as `scripts/train.py` would.
 
 # %%
-from ppo_jax import runner
-from ppo_jax.commands.train import Progress  # scripts/train.py's tqdm bar
+from ppo_jax.run import runner
+from ppo_jax.cli.train import Progress  # scripts/train.py's tqdm bar
 
 job = runner.prepare(Runs(config), announce=print)
 sources = ", ".join(f"{name}: {info['source']}" for name, info in job.log.compile.items())
@@ -819,7 +821,7 @@ for frames_done, ret, steps in zip(history["eval_frames"][0], history["eval_retu
 # plt.subplot(2, 2, 4); plt.plot(logs["eval step_count"]); plt.title("Max step count (test)")
 # ```
 #
-# ppo_jax: the same four panels from the run's log (`reporting.plot_panels`, what
+# ppo_jax: the same four panels from the run's log (`metrics.plot_panels`, what
 # `scripts/train.py` draws into `curves.png`), against frames; and the log itself as
 # `metrics.json`, in the format `scripts/train.py` writes, so `scripts/compare.py` can put
 # this run beside the TorchRL tutorial's own runs. With the tutorial's 10k frames the
@@ -829,7 +831,7 @@ for frames_done, ret, steps in zip(history["eval_frames"][0], history["eval_retu
 # %%
 log.write(OUT, curves=False)  # metrics.json
 figure = os.path.join(OUT, "curves.png")
-reporting.plot_panels(log.point_series(), figure,
+metrics.plot_panels(log.point_series(), figure,
                       title=f"ppo_jax, the TorchRL tutorial's config, {config.total_frames} "
                             "frames")
 assert os.path.getsize(figure) > 0

@@ -14,7 +14,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=4").strip()
 # MuJoCo reads MUJOCO_GL once, at its first import: the backend is picked as the commands
 # pick it (OSMesa, else EGL, unless MUJOCO_GL is set); the render tests skip where none works.
-from ppo_jax.gl import default_offscreen_backend  # noqa: E402
+from ppo_jax.eval.gl import default_offscreen_backend  # noqa: E402
 
 default_offscreen_backend()
 _CACHE = os.environ.get("PPO_JAX_TEST_CACHE") or os.path.join(
@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from ppo_jax.compile_cache import enable_compile_cache  # noqa: E402
+from ppo_jax.run.compile_cache import enable_compile_cache  # noqa: E402
 from ppo_jax.config import PPOConfig  # noqa: E402
 
 enable_compile_cache(_CACHE)
@@ -41,7 +41,7 @@ enable_compile_cache(_CACHE)
 # depends on it.
 LONGEST_FIRST = ("test_learning.py", "test_cli.py", "test_parallel.py", "test_env_suite.py",
                  "test_gpu_check.py", "test_envs.py", "test_train.py", "test_env.py",
-                 "test_interrupt.py", "test_tutorial.py", "test_mujoco_sim.py",
+                 "test_interrupt.py", "test_tutorial.py", "test_mujoco_c.py",
                  "test_env_parity.py")
 
 
@@ -123,7 +123,7 @@ def tiny_run(tmp_path_factory) -> str:
     """Run directory of a tiny training run, made by ``scripts/train.py`` with the session's
     compilation cache (in-process: its programs are shared with other tests; with the
     policy video where rendering works)."""
-    from ppo_jax.commands import train
+    from ppo_jax.cli import train
 
     out = str(tmp_path_factory.mktemp("tiny_run") / "run")
     assert train.main([*TINY_FLAGS, "--out", out, "--compile-cache-dir", _CACHE,
@@ -157,7 +157,7 @@ def rendering():
 @pytest.fixture(scope="session")
 def jx():
     """ppo_jax's side of the TorchRL parity tests (``tests/parity.py``), compiled once."""
-    from parity import JaxSide
+    from tests.parity import JaxSide
 
     return JaxSide()
 

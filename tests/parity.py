@@ -56,11 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ppo_jax import distributions, gae, losses, optim
-from ppo_jax import torchrl_reference
+from ppo_jax.core import distributions, gae, losses, optim
+from ppo_jax.interop.torchrl import reference as torchrl_reference
 from ppo_jax.config import PPOConfig
-from ppo_jax.hyper import hyper_of
-from ppo_jax.networks import Actor, Critic
+from ppo_jax.core.hyper import hyper_of
+from ppo_jax.core.networks import Actor, Critic
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "torchrl_reference")
 SEED = int(os.environ.get("PPO_JAX_PARITY_SEED", "0"))

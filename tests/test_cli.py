@@ -18,53 +18,11 @@ import time
 import numpy as np
 import pytest
 
-from ppo_jax.cli import CLIError
-from ppo_jax.commands import evaluate as evaluate_cmd
-from ppo_jax.commands import train as train_cmd
+from ppo_jax.cli.common import CLIError
+from ppo_jax.cli import evaluate as evaluate_cmd
+from ppo_jax.cli import train as train_cmd
 from ppo_jax.envs import ENV_ID
-
-
-
-def run(root, script, *args, cache=None, timeout=900, env=None):
-    """``scripts/<script>`` in a subprocess."""
-    cmd = [sys.executable, os.path.join(root, "scripts", script), *args]
-    if cache:
-        cmd += ["--compile-cache-dir", cache]
-    if cache and script == "train.py":
-        cmd += ["--no-progress", "--no-video"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def train(*args, cache):
-    """``scripts/train.py`` in-process; returns its exit code (CLIError: its code)."""
-    try:
-        return train_cmd.main([*args, "--compile-cache-dir", cache, "--no-progress", "--no-video"])
-    except CLIError as e:
-        return e.code
-
-
-def one_line_error(capsys, main, *args, code=2, words=""):
-    """``main(args)`` in-process stops with what ``cli.run_main`` prints as the process's one
-    line: a CLIError, or argparse's exit with its one line on stderr; exit status ``code``."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-    except CLIError as e:
-        got, line = e.code, str(e)
-    except SystemExit as e:
-        got, line = e.code, capsys.readouterr().err.strip()
-    else:
-        pytest.fail(f"no error from {args}")
-    assert got == code and "\n" not in line, line
-    assert words in line, line
-
-
-def assert_one_line_error(proc, code=2, words=""):
-    assert proc.returncode == code, proc.stderr[-2000:]
-    err = proc.stderr.strip().splitlines()
-    assert len(err) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert words in err[0], err[0]
+from tests.helpers import assert_one_line_error, one_line_error, run, train
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +40,7 @@ def runs(tmp_path_factory, compile_cache_dir, tiny_flags):
 
 
 def restore(path):
-    from ppo_jax import checkpoint
+    from ppo_jax.run import checkpoint
 
     return checkpoint.restore(path)
 
@@ -103,7 +61,7 @@ def test_outputs_and_metrics_json(runs):
     assert m["frames"] == [200, 400, 600] and len(m["reward"]) == 3
     assert m["eval_frames"] == [200, 600]
     assert os.path.getsize(os.path.join(runs["a"], "curves.png")) > 0
-    from ppo_jax import checkpoint
+    from ppo_jax.run import checkpoint
 
     assert checkpoint.steps(os.path.join(runs["a"], "checkpoints")) == [1, 2, 3]
 
@@ -213,7 +171,7 @@ def test_existing_run_is_not_overwritten(runs, compile_cache_dir, tiny_flags):
 def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_flags):
     """The second checkpoint cannot be written (disk full): one line, exit 1, and what was
     written before (metrics, the first checkpoint) is intact and restorable."""
-    from ppo_jax import checkpoint
+    from ppo_jax.run import checkpoint
 
     real_save = checkpoint.save
     calls = []
@@ -241,7 +199,7 @@ def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_fla
 def test_default_compile_cache_dir(monkeypatch):
     """--compile-cache-dir's default: PPO_JAX_COMPILE_CACHE_DIR (unless empty), else an
     absolute XDG_CACHE_HOME's ppo_jax/xla, else ~/.cache/ppo_jax/xla."""
-    from ppo_jax import cli
+    from ppo_jax.cli import common as cli
 
     home = os.path.join(os.path.expanduser("~"), ".cache", "ppo_jax", "xla")
     monkeypatch.setenv(cli.CACHE_DIR_ENV, "/some/cache")
@@ -283,8 +241,8 @@ def test_x64_is_refused_by_evaluate(x64, runs, capsys):
 
 
 def test_x64_library_refusal(x64, tiny_config):
-    from ppo_jax import runner
-    from ppo_jax.hyper import Runs
+    from ppo_jax.run import runner
+    from ppo_jax.run.runs import Runs
 
     with pytest.raises(ValueError, match="float32"):
         runner.prepare(Runs(tiny_config))
@@ -365,7 +323,7 @@ def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, ru
     """SIGKILL at random moments while checkpoints are written, then restore and resume: the
     restore picks the last fully committed step, and the resumed run ends bit-identical to
     an uninterrupted one (run B of the ``runs`` fixture)."""
-    from ppo_jax import checkpoint
+    from ppo_jax.run import checkpoint
 
     rng = random.Random(0)
     killed_mid_write = 0

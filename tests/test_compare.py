@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from ppo_jax import compare
-from ppo_jax.cli import CLIError
-from ppo_jax.commands import compare as compare_cmd
+from ppo_jax.interop import compare
+from ppo_jax.cli.common import CLIError
+from ppo_jax.cli import compare as compare_cmd
 
 
 def test_packaged_reference_is_the_tutorial_runs():

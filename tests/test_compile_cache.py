@@ -8,7 +8,7 @@ import uuid
 import jax.numpy as jnp
 import pytest
 
-from ppo_jax import compile_cache
+from ppo_jax.run import compile_cache
 
 
 def _double(x):
@@ -121,8 +121,9 @@ def test_an_env_without_a_file_keeps_its_programs_in_the_process(tiny_config, mo
     for them; its XLA modules are named alike in every process, so that JAX's cache, which
     also keys a program by its content, serves the next process. An env with a file: one
     name for both, stored."""
-    from ppo_jax import evaluate, programs
-    from ppo_jax.train import make_train
+    from ppo_jax.eval import evaluate
+    from ppo_jax.run import programs
+    from ppo_jax.core.train import make_train
 
     trainer, ported = make_train(tiny_config, env=cell_env()), make_train(tiny_config)
     assert programs.storable(ported) and not programs.storable(trainer)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from ppo_jax import cli
+from ppo_jax.cli import common as cli
 from ppo_jax.config import PPOConfig, field_choices, field_types
 
 

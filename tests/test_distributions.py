@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import distributions as D
+from ppo_jax.core import distributions as D
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ def test_vmap_matches_single(env, step, vstep):
 def test_brax_registration_runs_same_physics(env, step):
     import brax.envs
 
-    import ppo_jax.envs.brax_env as be
+    import ppo_jax.bench.brax_env as be
 
     benv = brax.envs.get_environment(be.BRAX_ENV_NAME)
     assert benv.observation_size == 11 and benv.action_size == 1

@@ -2,7 +2,7 @@
 
 For each port, under x64, from states that Gymnasium's env itself visits under random actions
 (so they include floor contacts and the steps that terminate), measured by
-:mod:`ppo_jax.envs.gym_parity`:
+:mod:`tests.gym_parity`:
 
 * one step from identical synced states and actions: obs, reward and terminated within 1e-6;
 * 20-step trajectories from the same start states, without re-synchronising, within 1e-6;
@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("gymnasium")
 
 from ppo_jax.envs import PORTS  # noqa: E402
-from ppo_jax.envs import gym_parity as gp  # noqa: E402
+from tests import gym_parity as gp  # noqa: E402
 
 SUITE = [e for e in PORTS if e != "InvertedDoublePendulum-v4"]
 

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import PPOConfig, checkpoint, load_policy, make_train
+from ppo_jax import PPOConfig, load_policy, make_train
+from ppo_jax.run import checkpoint
 from ppo_jax.envs import EnvError, check_env, make_env
-from test_cli import assert_one_line_error, run, train
+from tests.helpers import assert_one_line_error, run, train
 
 
 def readme_block(root_dir: str) -> str:
@@ -63,7 +64,7 @@ def test_bounded_actions_reach_the_env():
     params = trainer.init_params(jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(lambda x: x * 0, params)
     # loc = 0, scale = softplus(0)-based: samples spread over the whole [-3, 3]
-    from ppo_jax.normalization import ObsNormStats
+    from ppo_jax.core.normalization import ObsNormStats
 
     stats = ObsNormStats(loc=jnp.zeros(4), scale=jnp.ones(4))
     policy = trainer.policy(params.actor, stats, "sample")
@@ -138,7 +139,7 @@ def pendulum_run(tmp_path_factory, compile_cache_dir, tiny_flags):
 
 
 def test_port_evaluates_in_both_sims(pendulum_run, capsys, compile_cache_dir):
-    from ppo_jax.commands import evaluate
+    from ppo_jax.cli import evaluate
 
     assert evaluate.main([pendulum_run, "--sim", "both", "--episodes", "2", "--json",
                           "--compile-cache-dir", compile_cache_dir]) == 0
@@ -159,7 +160,7 @@ def test_env_flag_that_contradicts_the_checkpoint(pendulum_run, root_dir):
 
 
 def test_port_video(pendulum_run, rendering, tmp_path):
-    from ppo_jax import render
+    from ppo_jax.eval import render
 
     trainer, state, _ = checkpoint.restore_run(pendulum_run)
     path = render.write_policy_video(trainer, state, str(tmp_path / "ip.gif"), max_steps=5)
@@ -168,7 +169,7 @@ def test_port_video(pendulum_run, rendering, tmp_path):
 
 def test_port_torchrl_export_keeps_the_bounds(pendulum_run, tmp_path):
     pytest.importorskip("torchrl")
-    from ppo_jax.commands import export_torchrl
+    from ppo_jax.cli import export_torchrl
 
     out = str(tmp_path / "ip.pt")
     assert export_torchrl.main([pendulum_run, out]) == 0

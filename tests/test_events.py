@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from ppo_jax.events import EVAL, EVENTS_DIR, run_names
-from ppo_jax.hyper import Runs
-from ppo_jax.reporting import PER_BATCH
+from ppo_jax.run.events import EVAL, EVENTS_DIR, run_names
+from ppo_jax.run.runs import Runs
+from ppo_jax.run.metrics import PER_BATCH
 
 
 def read_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
@@ -45,7 +45,7 @@ def test_run_names_of_a_sweep(tiny_config):
 
 
 def test_no_tensorboard(tmp_path, tiny_flags, compile_cache_dir):
-    from ppo_jax.commands import train
+    from ppo_jax.cli import train
 
     out = str(tmp_path / "run")
     assert train.main([*tiny_flags, "--out", out, "--no-tensorboard", "--no-video",
@@ -65,12 +65,12 @@ def test_the_writer_loads_without_torch_and_leaves_it_importable():
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed: tensorboardX cannot import it anyway")
     fresh = ("import sys\n"
-             "from ppo_jax.events import summary_writer_class\n"
+             "from ppo_jax.run.events import summary_writer_class\n"
              "summary_writer_class()\n"
              "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
              "import torch; torch.zeros(1)\n")
     before = ("import sys, torch\n"
-              "from ppo_jax.events import summary_writer_class\n"
+              "from ppo_jax.run.events import summary_writer_class\n"
               "summary_writer_class()\n"
               "assert sys.modules['torch'] is torch and 'tensorboardX' in sys.modules\n")
     for code in (fresh, before):

@@ -1,4 +1,4 @@
-"""Export to TorchRL (scripts/export_torchrl.py, ppo_jax.export): the tutorial's modules and
+"""Export to TorchRL (scripts/export_torchrl.py, ppo_jax.interop.torchrl.export): the tutorial's modules and
 env load the file and TorchRL's rollout on GymEnv("InvertedDoublePendulum-v4") scores what
 ppo_jax's MuJoCo C evaluation scores from the same start state; export -> load round trips
 exactly; bad input is one line."""
@@ -14,13 +14,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchrl")
 
-from ppo_jax import checkpoint, evaluate, export, mujoco_sim  # noqa: E402
-from ppo_jax.cli import CLIError  # noqa: E402
+from ppo_jax.run import checkpoint  # noqa: E402
+from ppo_jax.eval import evaluate
+from ppo_jax.interop.torchrl import export
+from ppo_jax.envs import mujoco_c
+from ppo_jax.cli.common import CLIError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def export_script(root_dir):
-    from ppo_jax.commands import export_torchrl
+    from ppo_jax.cli import export_torchrl
 
     return export_torchrl
 
@@ -64,7 +67,7 @@ def torchrl_episode(path, seed):
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     from ppo_jax.envs import ENV_ID
-    from ppo_jax.torchrl_reference import tutorial_env, tutorial_modules
+    from ppo_jax.interop.torchrl.reference import tutorial_env, tutorial_modules
 
     env = tutorial_env(ENV_ID, seed=seed)
     env.transform[0].init_stats(num_iter=1000, reduce_dim=0, cat_dim=0)  # the tutorial's call
@@ -82,9 +85,9 @@ def torchrl_episode(path, seed):
     return float(rewards.sum()), rewards.numel(), qpos, qvel
 
 
-def test_torchrl_rollout_scores_as_mujoco_sim(exported, restored):
+def test_torchrl_rollout_scores_as_mujoco_c(exported, restored):
     trainer, state = restored
-    env = mujoco_sim.MujocoEnv()
+    env = mujoco_c.MujocoCEnv()
     # TorchRL's DETERMINISTIC action of a TanhNormal is tanh(loc): ppo_jax's "tanh_loc"
     policy = evaluate.make_host_policy(trainer.actor_apply, state.params.actor,
                                        state.obs_stats, "tanh_loc")
@@ -146,11 +149,11 @@ def test_without_torch_one_line_and_exit(root_dir, tmp_path):
 def test_init_from_torchrl_starts_from_the_export(exported, restored):
     """``train.py --init-from-torchrl``'s path: the run starts from the export's networks and
     normalization statistics, exactly."""
-    from ppo_jax import runner
+    from ppo_jax.run import runner
 
     trainer, state = restored
     init_from = export.load_torchrl_export(exported, trainer.config)
-    from ppo_jax.hyper import Runs
+    from ppo_jax.run.runs import Runs
 
     run = runner.prepare(Runs(trainer.config), init_from=init_from)
     for a, b in zip(jax.tree_util.tree_leaves(run.states.params),
@@ -161,7 +164,7 @@ def test_init_from_torchrl_starts_from_the_export(exported, restored):
 
 
 def test_init_from_torchrl_bad_file(tmp_path, tiny_run, compile_cache_dir):
-    from ppo_jax.commands import train
+    from ppo_jax.cli import train
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")

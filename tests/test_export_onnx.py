@@ -1,4 +1,4 @@
-"""ONNX export (scripts/export_onnx.py, ppo_jax.onnx_export): onnxruntime's actions equal
+"""ONNX export (scripts/export_onnx.py, ppo_jax.interop.onnx_export): onnxruntime's actions equal
 ppo_jax's on observations that MuJoCo C episodes of the restored policy visit, in both
 modes; an episode driven by the ONNX graph in MuJoCo C returns what ``evaluate.py --sim
 mujoco`` returns from the same start state; the batch axis is dynamic; the jaxpr translator
@@ -15,9 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import checkpoint, evaluate, mujoco_sim, onnx_export
-from ppo_jax.cli import CLIError
-from ppo_jax.commands import export_onnx as command
+from ppo_jax.run import checkpoint
+from ppo_jax.eval import evaluate
+from ppo_jax.envs import mujoco_c
+from ppo_jax.interop import onnx_export
+from ppo_jax.cli.common import CLIError
+from ppo_jax.cli import export_onnx as command
 
 MODES = onnx_export.MODES
 MIN_OBSERVATIONS = 1000
@@ -85,7 +88,7 @@ def visited(restored):
     """``{mode: obs [N >= 1000, 11] float64}``: observations of MuJoCo C episodes (random
     v4 resets, up to 1000 steps each) driven by ppo_jax's MuJoCo C policy in that mode."""
     trainer, state, _ = restored
-    env = mujoco_sim.MujocoEnv(max_episode_steps=trainer.env.max_episode_steps)
+    env = mujoco_c.MujocoCEnv(max_episode_steps=trainer.env.max_episode_steps)
     rng = np.random.default_rng(0)
     out = {}
     for mode in MODES:
@@ -135,7 +138,7 @@ def test_mujoco_episode_matches_evaluate(mode, restored, sessions):
     keys = evaluate.episode_keys(state.eval_key, meta["batches_done"], 3)
     max_steps = trainer.env.max_episode_steps
     ref = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
-    env = mujoco_sim.MujocoEnv(max_episode_steps=max_steps)
+    env = mujoco_c.MujocoCEnv(max_episode_steps=max_steps)
     qpos, qvel = evaluate.mjx_start_states(trainer.env, keys)
     for i, episode in enumerate(ref):
         ours = evaluate.mujoco_episode(env, onnx_host_policy(sessions[mode]), qpos[i], qvel[i],
@@ -295,7 +298,7 @@ def test_failed_write_keeps_the_old_file(ort, restored, tmp_path, monkeypatch):
 
 def _script(root_dir, *args, pre: str = "") -> subprocess.CompletedProcess:
     code = (f"import sys; {pre}sys.argv = ['export_onnx.py', *sys.argv[1:]]; "
-            f"from ppo_jax.commands.export_onnx import run; run()")
+            f"from ppo_jax.cli.export_onnx import run; run()")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=root_dir,
                           capture_output=True, text=True, timeout=120)
 
@@ -314,7 +317,7 @@ def test_script_errors_are_one_line_on_stderr(ort, root_dir, tiny_run, tmp_path)
 
 
 def test_import_loads_neither_onnx_nor_onnxruntime(root_dir):
-    code = ("import json, sys, ppo_jax.onnx_export, ppo_jax.commands.export_onnx; "
+    code = ("import json, sys, ppo_jax.interop.onnx_export, ppo_jax.cli.export_onnx; "
             "print(json.dumps(sorted(sys.modules)))")
     r = subprocess.run([sys.executable, "-c", code], cwd=root_dir, capture_output=True,
                        text=True, timeout=120)

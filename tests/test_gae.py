@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppo_jax.gae import gae, standardize
+from ppo_jax.core.gae import gae, standardize
 
 
 def loop_gae(r, v, nv, term, done, gamma, lmbda):

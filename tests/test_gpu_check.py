@@ -1,4 +1,4 @@
-"""The GPU check (``scripts/gpu_check.sh``, :mod:`ppo_jax.bench.gpu_check`): its test
+"""The GPU check (``scripts/gpu_check.sh``, :mod:`scripts.gpu_check`): its test
 selection names tests that exist, its report draws partial results, it refuses a CPU without
 ``--smoke``, and ``--smoke`` runs every step at tiny sizes on the CPU (the slow test), so
 that a typo shows up here rather than on a lent GPU."""
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from ppo_jax.bench import gpu_check
+from scripts.gpu_check import check as gpu_check
 
 
 def test_selections_name_tests_that_exist():
@@ -79,7 +79,7 @@ def test_report_of_a_partial_check():
 def test_cpu_without_smoke_is_refused(root_dir, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    p = subprocess.run([sys.executable, "-m", "ppo_jax.bench.gpu_check", "--out", str(out)],
+    p = subprocess.run([sys.executable, "-m", "scripts.gpu_check", "--out", str(out)],
                        cwd=root_dir, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2, p.stderr[-2000:]
     err = p.stderr.strip().splitlines()

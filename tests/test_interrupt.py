@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from ppo_jax import checkpoint
-from ppo_jax.commands import train as train_cmd
+from ppo_jax.run import checkpoint
+from ppo_jax.cli import train as train_cmd
 
 # 100 batches of the tiny preset: seconds of training, long enough to be interrupted after
 # the first checkpoint (saved after 10 batches: the 90 after it take seconds, and the test
@@ -93,7 +93,7 @@ def test_signal_saves_and_resume_is_bit_identical(sig, uninterrupted, tmp_path, 
 def test_second_signal_stops_at_once(monkeypatch):
     """The handler's logic: once training, the first signal asks for a stop, a second exits
     at once with one line and 128 + signal; before training, the first exits at once."""
-    from ppo_jax import cli
+    from ppo_jax.cli import common as cli
 
     def exit_now(message, code):
         raise SystemExit((message, code))

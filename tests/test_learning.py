@@ -22,9 +22,9 @@ sooner and the best evaluations were 475, 1,982 and 971.)
 import numpy as np
 import pytest
 
-from ppo_jax import runner
+from ppo_jax.run import runner
 from ppo_jax.config import PPOConfig
-from ppo_jax.hyper import Runs
+from ppo_jax.run.runs import Runs
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_trained_policy_scores_the_same_in_mujoco_c(trained):
     start states of MJX's evaluations scores what it scores in MJX."""
     import jax
 
-    from ppo_jax import evaluate
+    from ppo_jax.eval import evaluate
 
     state = jax.tree_util.tree_map(lambda x: x[0], trained.states)
     keys = evaluate.episode_keys(state.eval_key, 100, 10)
@@ -68,7 +68,7 @@ def test_trained_policy_scores_the_same_in_mujoco_c(trained):
     mjx_r, c_r = np.asarray(res["mjx"]["returns"]), np.asarray(res["mujoco"]["returns"])
     steps = np.asarray(res["mujoco"]["steps"])
     # an episode held for 1000 steps in MJX is held in MuJoCo C, with the same return (a
-    # falling one diverges: the fallen double pendulum is chaotic, see test_mujoco_sim)
+    # falling one diverges: the fallen double pendulum is chaotic, see test_mujoco_c)
     held = mjx_r >= HELD
     assert held.any(), mjx_r  # the trained policy holds some episodes (else nothing is compared)
     assert np.all(steps[held] == 1000) and np.all(c_r[held] >= HELD)

@@ -5,14 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.losses import Minibatch, Params, distance, ppo_loss
+from ppo_jax.core.losses import Minibatch, Params, distance, ppo_loss
 
 
 def make(ratio_shift=0.0, adv=None, B=8):
     loc = jnp.linspace(-0.5, 0.5, B)[:, None]
     scale = jnp.full((B, 1), 0.5)
     u = jnp.linspace(-1, 1, B)[:, None]
-    from ppo_jax.distributions import log_prob_pre_tanh
+    from ppo_jax.core.distributions import log_prob_pre_tanh
 
     old_lp = log_prob_pre_tanh(loc, scale, u) - ratio_shift
     adv = jnp.linspace(-1, 2, B) if adv is None else adv

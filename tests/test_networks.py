@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppo_jax.networks import Actor, Critic, biased_softplus, normal_params
+from ppo_jax.core.networks import Actor, Critic, biased_softplus, normal_params
 
 
 def test_shapes_and_torch_default_init_bounds():

@@ -1,4 +1,4 @@
-"""ppo_jax.normalization's initial statistics against TorchRL's ``ObservationNorm.init_stats``
+"""ppo_jax.core.normalization's initial statistics against TorchRL's ``ObservationNorm.init_stats``
 procedure itself (not only its formula): both drive a deterministic toy environment whose
 episode lengths the test chooses, and must keep the same observations (which ones, where
 episodes are cut, how many) and give the same loc/scale.
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from ppo_jax.normalization import init_stats, random_rollout_observations
+from ppo_jax.core.normalization import init_stats, random_rollout_observations
 
 
 def toy_observation(length, t):
@@ -119,7 +119,7 @@ def torchrl_init_stats(lengths, max_episode_steps: int, num_iter: int):
     """What TorchRL's ``init_stats(num_iter)`` reduced, and its loc and scale."""
     from torchrl.envs import ObservationNorm, TransformedEnv
 
-    from ppo_jax.torchrl_reference import record_init_stats
+    from ppo_jax.interop.torchrl.reference import record_init_stats
 
     norm = ObservationNorm(in_keys=["observation"])
     env = TransformedEnv(torch_toy_env(lengths, max_episode_steps), norm)

@@ -22,11 +22,12 @@ import jax
 import numpy as np
 import pytest
 
-from ppo_jax import checkpoint, cli, compile_cache, programs, runner
-from ppo_jax.commands import train as train_cmd
+from ppo_jax.run import checkpoint, compile_cache, programs, runner
+from ppo_jax.cli import common as cli
+from ppo_jax.cli import train as train_cmd
 from ppo_jax.config import PPOConfig
-from ppo_jax.hyper import Runs, parse_sweep
-from ppo_jax.parallel import LayoutError, choose_devices, gather, make_layout
+from ppo_jax.run.runs import Runs, parse_sweep
+from ppo_jax.run.parallel import LayoutError, choose_devices, gather, make_layout
 
 TINY = PPOConfig.from_preset("tiny")  # conftest's tiny_config, needed at module level here
 TINY_FLAGS = ("--preset", "tiny")
@@ -223,7 +224,7 @@ def _env(devices: int) -> dict:
 
 
 def _train_process(args, devices=2):
-    return subprocess.Popen([sys.executable, "-m", "ppo_jax.commands.train", *args],
+    return subprocess.Popen([sys.executable, "-m", "ppo_jax.cli.train", *args],
                             env=_env(devices), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

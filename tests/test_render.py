@@ -11,11 +11,11 @@ import mujoco
 import numpy as np
 import pytest
 
-from ppo_jax import evaluate, render
+from ppo_jax.eval import evaluate, render
 from ppo_jax.config import PPOConfig
-from ppo_jax.evaluate import make_policy, run_episode
-from ppo_jax.normalization import ObsNormStats
-from ppo_jax.train import make_train
+from ppo_jax.eval.evaluate import make_policy, run_episode
+from ppo_jax.core.normalization import ObsNormStats
+from ppo_jax.core.train import make_train
 
 MAX_STEPS = 50  # the tiny preset's: its programs are shared with other tests
 
@@ -82,7 +82,7 @@ def test_write_policy_video_reads_back(policy_state, tmp_path, suffix, rendering
 
 
 def test_default_key_is_the_logged_evaluation(policy_state, tmp_path, monkeypatch):
-    from ppo_jax.evaluate import eval_episode_key
+    from ppo_jax.eval.evaluate import eval_episode_key
 
     trainer, state = policy_state
     seen = []
@@ -122,9 +122,9 @@ def test_unwritable_video_returns_none(policy_state, tmp_path):
 
 
 def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys, rendering):
-    from ppo_jax.commands import evaluate as evaluate_script
+    from ppo_jax.cli import evaluate as evaluate_script
 
-    from ppo_jax.cli import CLIError
+    from ppo_jax.cli.common import CLIError
 
     out = tmp_path / "ep.gif"
     assert evaluate_script.main([tiny_run, "--episodes", "2", "--video", str(out), "--json"]) == 0

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import distributions, losses, optim
-from ppo_jax import torchrl_compat as tc
-from ppo_jax.normalization import stats_from_observations
+from ppo_jax.core import distributions, losses, optim
+from ppo_jax.interop.torchrl import compat as tc
+from ppo_jax.core.normalization import stats_from_observations
 
-from parity import (  # the shared constants, checks and ppo_jax's side
+from tests.parity import (  # the shared constants, checks and ppo_jax's side
     ACTION_DIM,
     ADAM_ATOL_E2E,
     CONFIG,

@@ -9,14 +9,15 @@ import numpy as np
 import optax
 import pytest
 
-from ppo_jax import distributions, losses, optim, torchrl_reference
-from ppo_jax import torchrl_compat as tc
+from ppo_jax.core import distributions, losses, optim
+from ppo_jax.interop.torchrl import reference as torchrl_reference
+from ppo_jax.interop.torchrl import compat as tc
 from ppo_jax.envs import ENV_ID
-from ppo_jax.hyper import hyper_of
-from ppo_jax.normalization import ObsNormStats, normalize, stats_from_observations
-from torch_patches import fixed_standard_normal
+from ppo_jax.core.hyper import hyper_of
+from ppo_jax.core.normalization import ObsNormStats, normalize, stats_from_observations
+from tests.torch_patches import fixed_standard_normal
 
-from parity import (  # the shared constants, checks and ppo_jax's side
+from tests.parity import (  # the shared constants, checks and ppo_jax's side
     ACTION_DIM,
     ADAM_ATOL_E2E,
     CONFIG,
@@ -61,7 +62,7 @@ def test_live_param_conversion(trl, jx):
     pytest.importorskip("torchrl")
     torch, mods = trl["torch"], trl["mods"]
     p = trl["params"]
-    # layout = ppo_jax.networks' layout
+    # layout = ppo_jax.core.networks' layout
     want = jax.eval_shape(jx.actor.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
     chex.assert_trees_all_equal_shapes_and_dtypes(p.actor, want)
     want = jax.eval_shape(jx.critic.init, jax.random.PRNGKey(0), jnp.zeros(OBS_DIM))
@@ -100,7 +101,7 @@ def test_live_networks(trl, jx):
     # NormalParamExtractor alone, over a wide range of raw outputs (floor 1e-4 included)
     from tensordict.nn.distributions import NormalParamExtractor
 
-    from ppo_jax.networks import normal_params
+    from ppo_jax.core.networks import normal_params
 
     raw = np.concatenate([np.linspace(-30, 30, 601), [-1e4, 0.0, 1e4]]).astype(np.float32)
     raw = np.stack([raw, raw], -1)

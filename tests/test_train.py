@@ -1,5 +1,5 @@
 """The training programs: ``train(key)`` is one compilation; the programs the CLI ships
-(``ppo_jax.programs``) hold no host callback, are each compiled once and give what
+(``ppo_jax.run.programs``) hold no host callback, are each compiled once and give what
 ``train(key)`` gives; determinism, vmapped seeds == seeds one by one, the NaN guard."""
 
 import time
@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax import runner
+from ppo_jax.run import runner
 from ppo_jax.config import PPOConfig
-from ppo_jax.hyper import Runs
-from ppo_jax.optim import anneal_rate, lr_at_batch
-from ppo_jax.reporting import PER_BATCH
-from ppo_jax.train import make_train
+from ppo_jax.run.runs import Runs
+from ppo_jax.core.optim import anneal_rate, lr_at_batch
+from ppo_jax.run.metrics import PER_BATCH
+from ppo_jax.core.train import make_train
 
 TINY = PPOConfig.from_preset("tiny")  # conftest's tiny_config (module level here)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from ppo_jax.bench import driver, report
 from ppo_jax.bench.configs import common_total_frames
-from ppo_jax.cli import ArgumentParser, CLIError
+from ppo_jax.cli.common import ArgumentParser, CLIError
 from ppo_jax.config import MATMUL_PRECISIONS
-from ppo_jax.reporting import versions
+from ppo_jax.util import versions
 
 SYSTEMS = ("torchrl", "ppo_jax", "brax")
 DEFAULT_ENVS = (16, 256, 4096)
@@ -247,6 +247,6 @@ def _scaling(args: argparse.Namespace) -> int:
 
 def run() -> None:
     """Console entry point (``ppo-jax-benchmark``, ``scripts/benchmark.py``)."""
-    from ppo_jax.cli import run_main
+    from ppo_jax.cli.common import run_main
 
     run_main(main)

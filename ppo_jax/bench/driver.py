@@ -301,7 +301,7 @@ def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def device_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The host's CPU and GPUs, and the devices the runs reported."""
-    from ppo_jax.reporting import cpu_model
+    from ppo_jax.util import cpu_model
 
     gpus: list[str] = []
     if shutil.which("nvidia-smi"):

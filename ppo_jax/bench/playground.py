@@ -514,7 +514,7 @@ def notes(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
 def load_runs(path: str, p: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``--replay PATH``: the runs of an earlier ``--json`` (written after measuring or at the
     end), refused unless they were planned as ``p`` (the same flags); and its meta."""
-    from ppo_jax.cli import CLIError
+    from ppo_jax.cli.common import CLIError
 
     with open(path) as f:
         saved = json.load(f)
@@ -532,7 +532,7 @@ def run(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
     """``--playground``: plan, measure (or ``--replay`` an earlier JSON's runs), print the
     tables and notes, write ``--json``; exit status 1 when a run failed."""
     from ppo_jax.bench.driver import device_summary
-    from ppo_jax.reporting import PACKAGES, versions
+    from ppo_jax.util import PACKAGES, versions
 
     started = datetime.datetime.now(datetime.timezone.utc)
 
@@ -542,7 +542,7 @@ def run(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
     try:
         p = plan(args)
     except ValueError as e:
-        from ppo_jax.cli import CLIError
+        from ppo_jax.cli.common import CLIError
 
         raise CLIError(str(e)) from None
     log(f"{p['env']}: {p['total_frames']:,} frames per run (requested "

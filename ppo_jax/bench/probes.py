@@ -55,7 +55,7 @@ class CompileLog:
 def enable_cache(path: str | None) -> None:
     """JAX's persistent compilation cache at ``path`` (None: off)."""
     if path:
-        from ppo_jax.compile_cache import enable_compile_cache
+        from ppo_jax.run.compile_cache import enable_compile_cache
 
         enable_compile_cache(path)
 
@@ -66,7 +66,7 @@ class CacheCounter:
     def __init__(self):
         import jax
 
-        from ppo_jax.compile_cache import _HIT, _MISS
+        from ppo_jax.run.compile_cache import _HIT, _MISS
 
         self._names = {_HIT: "hits", _MISS: "misses"}
         self._counts = {"hits": 0, "misses": 0}

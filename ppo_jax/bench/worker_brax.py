@@ -51,7 +51,7 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
 
     probes.enable_cache(spec.get("compile_cache"))
     precision = spec.get("matmul_precision", "highest")
-    from ppo_jax.train import MATMUL
+    from ppo_jax.core.train import MATMUL
 
     if MATMUL.get(precision):
         jax.config.update("jax_default_matmul_precision", MATMUL[precision])
@@ -61,7 +61,7 @@ def worker_brax(spec: dict[str, Any]) -> dict[str, Any]:
 
     patched = _patch_device_put_replicated(getattr(ppo, "_PMAP_AXIS_NAME", "i"))
 
-    from ppo_jax.envs.brax_env import BRAX_ENV_NAME
+    from ppo_jax.bench.brax_env import BRAX_ENV_NAME
 
     s = dict(spec["settings"])
     hidden = tuple(s.pop("hidden_sizes"))

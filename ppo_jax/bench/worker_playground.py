@@ -36,7 +36,7 @@ def worker_brax_playground(spec: dict[str, Any]) -> dict[str, Any]:
     import jax
 
     probes.enable_cache(spec.get("compile_cache"))
-    from ppo_jax.train import MATMUL
+    from ppo_jax.core.train import MATMUL
 
     precision = spec.get("matmul_precision", "highest")
     if MATMUL.get(precision):

@@ -1,5 +1,5 @@
 """Benchmark worker: ppo_jax's run exactly as ``scripts/train.py`` drives it (the programs of
-:mod:`ppo_jax.programs`, called batch by batch by :func:`ppo_jax.runner.train_batches`),
+:mod:`ppo_jax.run.programs`, called batch by batch by :func:`ppo_jax.run.runner.train_batches`),
 timed at the end of each batch (runs in a fresh subprocess, see :mod:`ppo_jax.bench.worker`)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     import jax
 
     probes.enable_cache(spec.get("compile_cache"))
-    from ppo_jax import runner
+    from ppo_jax.run import runner
 
     compiles = probes.CompileLog()
     t0 = compiles.t0 = time.perf_counter()
@@ -33,7 +33,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     evals: list[tuple[int, float, float]] = []
     fpb = cfg.frames_per_batch
 
-    from ppo_jax.hyper import Runs
+    from ppo_jax.run.runs import Runs
 
     job = runner.prepare(Runs(cfg), devices=spec.get("devices"))
     compile_s = time.perf_counter() - t0

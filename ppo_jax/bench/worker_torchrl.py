@@ -12,7 +12,7 @@ from ppo_jax.bench import probes
 
 def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
     """The tutorial's training loop (torchrl 0.14 names), timed per batch; its objects come
-    from :mod:`ppo_jax.torchrl_reference` (shared with the parity tests)."""
+    from :mod:`ppo_jax.interop.torchrl.reference` (shared with the parity tests)."""
     t_import = time.perf_counter()
     import warnings
 
@@ -23,7 +23,7 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
     from torchrl.data.replay_buffers.storages import LazyTensorStorage
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from ppo_jax import torchrl_reference as ref
+    from ppo_jax.interop.torchrl import reference as ref
 
     warnings.filterwarnings("ignore")
     s = spec["settings"]

@@ -3,7 +3,7 @@ MJX (one file per env), the registry of env ids (:mod:`~ppo_jax.envs.registry`),
 vectorized auto-reset wrapper, and adapters for Brax and MuJoCo Playground envs
 (:mod:`~ppo_jax.envs.external`, imported on demand).
 
-The Brax adapter of the pendulum (for the Brax benchmark) lives in :mod:`ppo_jax.envs.brax_env`.
+The Brax adapter of the pendulum (for the Brax benchmark) lives in :mod:`ppo_jax.bench.brax_env`.
 """
 
 from ppo_jax.envs.base import Env, EnvError, EnvState, MujocoEnv, check_env

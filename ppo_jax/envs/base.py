@@ -25,7 +25,7 @@ steps (RK4 rolled into one ``mjx.forward`` where the model is RK4 and hinge/slid
 own step otherwise), the time limit, and the reset from ``qpos0``/``0`` plus the env's noise.
 A subclass (one file per env) holds only its own semantics: observation, reward terms,
 termination rule and reset noise, written once against ``xp`` (``numpy`` or ``jax.numpy``) so
-that the MuJoCo C simulator (:mod:`ppo_jax.mujoco_sim`) computes them from the same code.
+that the MuJoCo C simulator (:mod:`ppo_jax.envs.mujoco_c`) computes them from the same code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Write the TorchRL parity fixture: ``torchrl_reference.{npz,json}`` beside this file.
 
 Builds the TorchRL PPO tutorial's objects with the installed torchrl
-(:mod:`ppo_jax.torchrl_reference`: ``GymEnv`` + ``ObservationNorm``/``DoubleToFloat``/
+(:mod:`ppo_jax.interop.torchrl.reference`: ``GymEnv`` + ``ObservationNorm``/``DoubleToFloat``/
 ``StepCounter``, the 3 x 256 Tanh actor with ``NormalParamExtractor`` +
 ``ProbabilisticActor(TanhNormal)``, the ``ValueOperator`` critic, ``GAE(average_gae=True)``,
 ``ClipPPOLoss``, Adam + ``clip_grad_norm_`` + ``CosineAnnealingLR``) under a fixed seed, runs
@@ -30,12 +30,12 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
-sys.path[:0] = [os.path.dirname(TESTS), TESTS]  # this checkout's ppo_jax, tests/torch_patches
+sys.path.insert(0, os.path.dirname(TESTS))  # this checkout: its ppo_jax and tests package
 
-from torch_patches import fixed_standard_normal  # noqa: E402
+from tests.torch_patches import fixed_standard_normal  # noqa: E402
 
-from ppo_jax import torchrl_compat as tc  # noqa: E402
-from ppo_jax import torchrl_reference as tr  # noqa: E402
+from ppo_jax.interop.torchrl import compat as tc  # noqa: E402
+from ppo_jax.interop.torchrl import reference as tr  # noqa: E402
 from ppo_jax.config import PPOConfig  # noqa: E402
 from ppo_jax.envs import ACTION_SIZE, ENV_ID, OBSERVATION_SIZE  # noqa: E402
 
@@ -99,11 +99,11 @@ def _subsample_idx(size: int, seed: int) -> np.ndarray:
 
 
 def _entropy_noise(shape) -> np.ndarray:
-    """The standard normal draw ``ppo_jax.losses.ppo_loss(key=PRNGKey(ENTROPY_KEY))`` uses."""
+    """The standard normal draw ``ppo_jax.core.losses.ppo_loss(key=PRNGKey(ENTROPY_KEY))`` uses."""
     import jax
     import jax.numpy as jnp
 
-    from ppo_jax import distributions
+    from ppo_jax.core import distributions
 
     _, u, _ = distributions.sample(
         jax.random.PRNGKey(ENTROPY_KEY), jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32)
@@ -421,7 +421,7 @@ def descriptions(batch: Batch) -> dict[str, str]:
             "patched noise (exact comparison, not in expectation): the MC entropy's "
             "standard-normal draw was fixed to loss/entropy_noise by patching "
             "torch.distributions.normal._standard_normal; that noise is what "
-            "ppo_jax.distributions.sample(PRNGKey(entropy_key), 0, 1) draws, so "
+            "ppo_jax.core.distributions.sample(PRNGKey(entropy_key), 0, 1) draws, so "
             "ppo_loss(..., key=PRNGKey(entropy_key)) uses the same sample."
         ),
         "opt": (
@@ -457,7 +457,7 @@ def metadata(batch: Batch, run: LossRun, norms: list[float]) -> dict[str, Any]:
         },
         "config": hyperparameters(),
         "weights": (
-            "Not stored: ppo_jax.torchrl_compat.numpy_torch_default_params(11, hidden, out, seed) "
+            "Not stored: ppo_jax.interop.torchrl.compat.numpy_torch_default_params(11, hidden, out, seed) "
             "(torch's default Linear distribution from numpy's RandomState) regenerates them; "
             "they were copied into the TorchRL modules with actor/critic_params_to_torch. "
             "weights_sum/* are per-leaf float64 sums to check the regeneration."

@@ -1,0 +1,205 @@
+"""Shared command-line plumbing for ``scripts/*.py``: flags generated from ``PPOConfig``,
+one-line errors, the persistent compilation cache."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import threading
+import typing
+from typing import Any, Callable
+
+from ppo_jax.config import PPOConfig, field_choices, field_types
+from ppo_jax.util import exit_with_one_line
+
+CHOICES = field_choices()
+
+CACHE_DIR_ENV = "PPO_JAX_COMPILE_CACHE_DIR"
+
+
+def default_cache_dir() -> str:
+    """``--compile-cache-dir``'s default: ``$PPO_JAX_COMPILE_CACHE_DIR`` (unless empty),
+    else ``$XDG_CACHE_HOME/ppo_jax/xla`` (an absolute path only, as the XDG spec says), else
+    ``~/.cache/ppo_jax/xla``."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return os.environ[CACHE_DIR_ENV]
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "ppo_jax", "xla")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line (``prog: error: message``), exits with
+    ``code``."""
+
+    kind = "error"
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(CLIError):
+    """A run stopped by a signal, after saving: ``prog: interrupted: message``, exit
+    ``128 + signal``."""
+
+    kind = "interrupted"
+
+
+def require_float32() -> None:
+    """CLIError unless JAX runs in its default float32 (``JAX_ENABLE_X64`` unset)."""
+    import jax
+
+    if jax.config.jax_enable_x64:
+        raise CLIError(X64_REFUSAL)
+
+
+X64_REFUSAL = ("JAX_ENABLE_X64 is set: ppo_jax's programs are float32, as the TorchRL "
+               "tutorial's; unset it (float64 is for the parity tests)")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``PPOConfig`` field, help from its docstring, default shown from the
+    dataclass (``default=SUPPRESS`` so only flags given on the command line are set)."""
+    group = parser.add_argument_group("PPOConfig (defaults: the TorchRL tutorial)")
+    types = field_types()
+    for f in dataclasses.fields(PPOConfig):
+        tp = types[f.name]
+        help_text = f"{f.metadata.get('doc', '')} (default: {f.default})"
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is tuple:
+            kwargs.update(type=int, nargs="+", metavar="N")
+        else:
+            kwargs["type"] = tp
+            if f.name in CHOICES:
+                kwargs["choices"] = CHOICES[f.name]
+        group.add_argument(flag(f.name), dest=f.name, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``PPOConfig`` fields given on the command line."""
+    names = {f.name for f in dataclasses.fields(PPOConfig)}
+    out = {k: v for k, v in vars(args).items() if k in names}
+    if "hidden_sizes" in out:
+        out["hidden_sizes"] = tuple(out["hidden_sizes"])
+    return out
+
+
+def make_config(base: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
+    try:
+        return base.replace(**overrides)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"invalid configuration: {e}") from None
+
+
+def add_run_index_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--run-index I`` (``--seed-index`` is its old name): which run of a job's
+    checkpoint (a ``--num-seeds``/``--sweep`` job) to ``what``."""
+    parser.add_argument("--run-index", "--seed-index", dest="run_index", type=int, default=0,
+                        help=f"which run of a --num-seeds/--sweep job to {what} (an index "
+                             "into metrics.json's runs)")
+
+
+def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
+    group = parser.add_argument_group("compilation")
+    group.add_argument("--compile-cache-dir", default=default_cache_dir(),
+                       help=f"JAX persistent compilation cache (default: %(default)s; "
+                            f"${CACHE_DIR_ENV} changes the default)")
+    group.add_argument("--no-compile-cache", action="store_true",
+                       help="do not use the persistent compilation cache")
+
+
+def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
+    """Turn the cache on as the flags say; returns its directory (None: off)."""
+    if args.no_compile_cache:
+        return None
+    from ppo_jax.run.compile_cache import enable_compile_cache
+
+    try:
+        return enable_compile_cache(args.compile_cache_dir)
+    except OSError as e:
+        raise CLIError(f"cannot use compile cache directory {args.compile_cache_dir!r}: "
+                       f"{e.strerror or e} (pass --no-compile-cache to run without it)") from None
+
+
+@contextlib.contextmanager
+def user_errors(*types: type[BaseException], prefix: str = ""):
+    """Turn the exceptions ``types`` (whose messages are one line for the user, e.g.
+    ``CheckpointError``) into a :class:`CLIError` with ``prefix`` before the message."""
+    try:
+        yield
+    except types as e:
+        raise CLIError(f"{prefix}{e}") from None
+
+
+def ensure_writable_dir(path: str) -> str:
+    """Create ``path`` if needed and check a file can be written there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".ppo_jax_write_test.{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise CLIError(f"cannot write to output directory {path!r}: {e.strerror or e}") from None
+    return os.path.abspath(path)
+
+
+def _quiet_closed_loop_hook(default):
+    """A ``threading.excepthook`` that drops orbax's background-thread ``RuntimeError: Event
+    loop is closed`` (its reader threads, cut off by a corrupt checkpoint, outlive the
+    restore that already failed and was reported) and passes anything else on."""
+
+    def hook(args):
+        if isinstance(args.exc_value, RuntimeError) and "Event loop is closed" in str(
+            args.exc_value
+        ):
+            return
+        default(args)
+
+    return hook
+
+
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """Run ``main`` and exit with its status; user errors become one line on stderr."""
+    prog = os.path.basename(sys.argv[0]) or "ppo_jax"
+    from ppo_jax.eval.gl import default_offscreen_backend
+
+    default_offscreen_backend()  # before anything imports mujoco
+    try:
+        from absl import logging as absl_logging
+
+        # orbax logs (and then raises) what it cannot read: the raised error becomes our line
+        absl_logging.set_verbosity(absl_logging.FATAL)
+    except ImportError:
+        pass
+    threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
+    try:
+        code = main(argv)
+        message = None
+    except CLIError as e:
+        message, code = f"{prog}: {e.kind}: {e}", e.code
+    except KeyboardInterrupt:
+        message, code = f"{prog}: interrupted", 130
+    if code:
+        exit_with_one_line(message, code)
+    sys.exit(code)

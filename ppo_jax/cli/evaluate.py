@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint: restore policy and normalizer, run episodes vectorized on the device.
+
+    python scripts/evaluate.py runs/demo                  # latest checkpoint, 10 episodes
+    python scripts/evaluate.py runs/demo --step 10 --episodes 100 --json
+    python scripts/evaluate.py runs/demo --stochastic --seed 3
+    python scripts/evaluate.py runs/demo --sim both       # MJX and MuJoCo C side by side
+    MUJOCO_GL=osmesa python scripts/evaluate.py runs/demo --video episode.mp4   # or .gif
+
+Without --seed, the episodes start where training's evaluations after the checkpoint's
+last batch start: episode 0 replays the evaluation logged then (training always evaluates
+after its final batch; for an intermediate checkpoint whose last batch was not evaluated the
+output says there is nothing to replay). --sim mujoco runs the same episodes (start states,
+policy noise) in MuJoCo C (ppo_jax.envs.mujoco_c, through ppo_jax.eval.evaluate). ``scripts/evaluate.py`` and the
+``ppo-jax-evaluate`` console script run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ppo_jax.cli import common as cli
+from ppo_jax.eval.gl import default_offscreen_backend
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--episodes", type=int, default=10, help="episodes to run")
+    p.add_argument("--stochastic", action="store_true", help="sample actions (training policy)")
+    p.add_argument("--eval-action", choices=("mean", "tanh_loc"), default=None,
+                   help="deterministic action (default: the run's eval_action); tanh_loc is "
+                   "TorchRL's ExplorationType.DETERMINISTIC")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the episodes' start states (default: the run's eval keys)")
+    cli.add_run_index_flag(p, "evaluate")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="step limit per episode (default: the run's eval_max_steps)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--env", metavar="ID",
+                   help="the env the checkpoint was trained on (default: the checkpoint's own; "
+                        "a different id is refused)")
+    p.add_argument("--sim", choices=("mjx", "mujoco", "both"), default="mjx",
+                   help="simulator: MJX (the training env), MuJoCo C (Gymnasium v4's, as the "
+                   "TorchRL tutorial), or both side by side from the same start states")
+    p.add_argument("--video", metavar="FILE",
+                   help="render episode 0 to FILE (.mp4 or .gif; MuJoCo C's with --sim mujoco)")
+    cli.add_compile_cache_flags(p)
+    return p
+
+
+def main(argv=None) -> int:
+    default_offscreen_backend()  # before anything imports mujoco
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise cli.CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise cli.CLIError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
+        raise cli.CLIError(f"--video must end in .mp4 or .gif, got {args.video!r}")
+    if args.video:
+        cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
+
+    cli.apply_compile_cache_flags(args)
+    cli.require_float32()
+    import jax
+
+    from ppo_jax.run import checkpoint
+    from ppo_jax.eval import evaluate
+
+    with cli.user_errors(checkpoint.CheckpointError):
+        trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
+    cfg = trainer.config
+    if args.env and args.env != cfg.env:
+        raise cli.CLIError(f"--env {args.env} contradicts the checkpoint, trained on {cfg.env} "
+                           "(evaluate reads the env from the checkpoint: drop --env)")
+    step = int(meta["batches_done"])
+    if args.stochastic and args.eval_action:
+        raise cli.CLIError("--stochastic and --eval-action exclude each other")
+    mode = "sample" if args.stochastic else (args.eval_action or cfg.eval_action)
+    max_steps = args.max_steps or cfg.eval_max_steps
+
+    logged = None  # the evaluation training logged after the checkpoint's last batch
+    if args.seed is None and step > 0 and cfg.is_eval_batch(step - 1):
+        returns_logged = meta.get("last_eval_return") or []
+        frames_logged = meta.get("last_eval_frames") or []
+        if args.run_index < len(returns_logged) and \
+                frames_logged[args.run_index] == step * cfg.frames_per_batch:
+            logged = returns_logged[args.run_index]
+    if args.seed is None:
+        keys = evaluate.episode_keys(state.eval_key, step, args.episodes)
+    else:
+        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
+
+    results = {}
+    if args.sim in ("mjx", "both"):
+        results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode)
+    mujoco_episodes = []
+    if args.sim in ("mujoco", "both"):
+        with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
+            mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
+        results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
+                             np.array([e.length for e in mujoco_episodes]))
+    first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
+    out = {
+        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
+        "checkpoint_step": step,
+        "frames": int(meta["frames"]),
+        "policy": mode,
+        "episodes": args.episodes,
+        "sim": first,
+        "replays_logged_eval": logged is not None and mode == cfg.eval_action,
+        "logged_eval_return": logged,
+        **summary(*results[first]),
+    }
+    for name in rest:
+        out[name] = summary(*results[name])
+    if args.video:
+        if args.sim == "mujoco":
+            out["video"] = render_states(trainer, mujoco_episodes[0], args.video)
+        else:
+            out["video"] = render_video(trainer, state, mode, keys[0], max_steps, args.video)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"checkpoint {out['checkpoint']} step {step} ({out['frames']} frames), "
+              f"policy: {mode}")
+        print_table(results)
+        if out["replays_logged_eval"]:
+            print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "
+                  f"(return {logged:.2f})")
+    return 0
+
+
+SIM_NAMES = {"mjx": "MJX", "mujoco": "MuJoCo C"}
+
+
+def summary(returns, lengths) -> dict:
+    """Statistics of episode returns / lengths ``[E]``."""
+    returns = np.asarray(returns, np.float64)
+    lengths = np.asarray(lengths)
+    return {
+        "mean_return": float(returns.mean()),
+        "std_return": float(returns.std()),
+        "min_return": float(returns.min()),
+        "max_return": float(returns.max()),
+        "mean_steps": float(lengths.mean()),
+        "returns": returns.tolist(),
+        "steps": [int(n) for n in lengths],
+    }
+
+
+def print_table(results: dict) -> None:
+    """One row per episode, a return and a step column per simulator, then the means."""
+    head = f"{'episode':>7}"
+    for name in results:
+        head += f" {SIM_NAMES[name] + ' return':>16} {'steps':>6}"
+    print(head)
+    rows = zip(*[zip(*results[name]) for name in results])
+    for i, row in enumerate(rows):
+        print(f"{i:>7}" + "".join(f" {r:>16.2f} {int(n):>6}" for r, n in row))
+    for name, (returns, lengths) in results.items():
+        print(f"{SIM_NAMES[name]}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f}, "
+              f"mean steps {np.mean(lengths):.1f}")
+
+
+def render_states(trainer, episode, path) -> str:
+    """Render a MuJoCo C episode's states to ``path``; CLIError when it cannot."""
+    from ppo_jax.eval import render
+
+    env = trainer.env
+    return _render(lambda: render.render_episode(env.mj_model, episode.qpos, episode.qvel,
+                                                 env.dt, path, getattr(env, "camera", None)),
+                   path)
+
+
+def render_video(trainer, state, mode, key, max_steps, path) -> str:
+    """Render the MJX episode of ``key`` (one jitted rollout) to ``path``; CLIError (one
+    line: how to get an offscreen GL context) when it cannot."""
+    from ppo_jax.eval import render
+
+    return _render(lambda: render.render_policy_episode(trainer, state, key, max_steps, path,
+                                                        mode), path)
+
+
+def _render(draw, path) -> str:
+    """``draw()``, its failures as one line."""
+    from ppo_jax.eval import render
+    from ppo_jax.util import first_line
+
+    try:
+        return draw()
+    except render.RenderUnavailable as e:
+        raise cli.CLIError(f"--video: {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:
+        raise cli.CLIError(f"--video: could not write {path}: "
+                           f"{first_line(e) or type(e).__name__}") from None
+
+
+def run() -> None:
+    """Console entry point (``ppo-jax-evaluate``, ``scripts/evaluate.py``)."""
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

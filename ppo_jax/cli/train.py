@@ -1,0 +1,373 @@
+#!/usr/bin/env python
+"""Train PPO on an MJX env (InvertedDoublePendulum-v4 unless --env) as compiled JAX programs.
+
+    python scripts/train.py --out runs/demo                       # the tutorial: 10k frames
+    python scripts/train.py --env HalfCheetah-v4 --total-frames 1000000 --out runs/hc  # another env
+    python scripts/train.py --total-frames 1000000 --out runs/1M  # a full run
+    python scripts/train.py --num-envs 16 --frames-per-batch 16000 --minibatch-size 1024 \
+        --total-frames 1008000 --num-seeds 4 --out runs/16envs
+    python scripts/train.py --checkpoint-every 10 --out runs/ck ; python scripts/train.py --resume runs/ck
+    python scripts/train.py --preset fast --num-seeds 5 --out runs/fast        # 1024 envs
+    python scripts/train.py --sweep lr=1e-4,3e-4 --sweep clip_epsilon=0.1,0.2 --num-seeds 2 \
+        --out runs/sweep                                                       # 4 configs x 2 seeds
+
+Writes OUT/metrics.json, OUT/curves.png and (with --checkpoint-every) OUT/checkpoints/.
+Runs on the GPU when JAX sees one, else on the CPU. ``scripts/train.py`` and the
+``ppo-jax-train`` console script run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import threading
+from typing import Any
+
+import numpy as np
+
+from ppo_jax.cli import common as cli
+from ppo_jax.run import distributed
+from ppo_jax.config import PRESETS, PPOConfig
+from ppo_jax.eval.gl import default_offscreen_backend
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(
+        prog="train.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default="runs/train", help="output directory")
+    run.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                     help="base configuration, which the PPOConfig flags then change: "
+                          + "; ".join(f"{k}: {v[0]}" for k, v in PRESETS.items()))
+    run.add_argument("--num-seeds", type=int, default=None,
+                     help="train seeds seed..seed+K-1 together in one vmapped program "
+                          "(default 1, or the saved number with --resume)")
+    run.add_argument("--sweep", action="append", default=[], metavar="FIELD=V1,V2,...",
+                     help="train every value of FIELD (repeat for a grid; times the seeds) in "
+                          "the same program: lr, clip_epsilon, gamma, lmbda, entropy_coeff, "
+                          "critic_coeff, max_grad_norm")
+    run.add_argument("--devices", default=None, metavar="N|all",
+                     help="devices to split the runs and envs over (default: every GPU/TPU "
+                          "the job splits over; 1 on a CPU)")
+    run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                     help="save a checkpoint every N batches (0: one call for the whole run)")
+    run.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
+    run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
+                     default=True, help="save a checkpoint at the end of the run")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue the run saved in DIR (its --out) to its total_frames")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                     help="write TensorBoard events of every run under OUT/tensorboard/ while "
+                          "training (tensorboard --logdir OUT)")
+    run.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
+                     help="write OUT/policy.mp4: the final policy's evaluation episode (needs an "
+                          "offscreen GL context: MUJOCO_GL=egl, or osmesa with libosmesa6)")
+    run.add_argument("--init-from-torchrl", metavar="FILE",
+                     help="start from the actor, critic and ObservationNorm statistics of a "
+                          "TorchRL export (scripts/export_torchrl.py's format; torchrl extra)")
+    cli.add_compile_cache_flags(p)
+    distributed.add_flags(p)
+    cli.add_config_flags(p)
+    return p
+
+
+class Progress:
+    """tqdm bar over frames, described like the tutorial's; updated between batches."""
+
+    def __init__(self, config: PPOConfig, start_batch: int, enabled: bool):
+        self.config = config
+        self.bar = None
+        self.init_reward = None
+        self.init_eval = None
+        self.eval_str = ""
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=config.total_frames, initial=start_batch * config.frames_per_batch,
+                            unit="frames", dynamic_ncols=True)
+
+    def __call__(self, i, m, ev):
+        """After batch ``i``: metrics ``m`` ``[K]``, evaluation ``ev`` ``[K]`` or None."""
+        if self.bar is None:
+            return
+        r = float(np.nanmean(m.reward))
+        if self.init_reward is None:
+            self.init_reward = r
+        if ev is not None:
+            er = float(np.mean(ev.eval_return))
+            if self.init_eval is None:
+                self.init_eval = er
+            self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
+                             f"eval step-count: {int(np.max(ev.eval_steps))}")
+        desc = ", ".join(s for s in (
+            self.eval_str,
+            f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
+            f"step count (max): {int(np.max(m.step_count))}",
+            f"lr policy: {float(np.mean(m.lr)): 4.4f}",
+        ) if s)
+        self.bar.set_description(desc)
+        self.bar.update(self.config.frames_per_batch)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while a single-process job trains: the first asks it to stop after
+    the batch in progress (it then saves everything, see ``runner.run_training``); a second
+    exits at once, leaving what was saved intact (every file is written atomically; orbax
+    lists a checkpoint only once it is complete). Called (before each batch), it says
+    whether a stop was asked. A signal before the first call (while the programs compile or
+    the runs initialize, when nothing has been written and there is nothing to save) exits
+    at once: a Ctrl-C does not wait minutes for a compile to finish.
+
+    A multi-process job keeps Python's default handling: its processes would see a signal at
+    different batches and wait on each other's collectives."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.signum: int | None = None
+        self.training = False  # called once: the first batch is about to start
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+        return False
+
+    def __call__(self) -> bool:
+        self.training = True
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if not self.training:  # compiling or initializing: nothing to save
+            cli.exit_with_one_line(
+                f"train.py: interrupted: {signal.Signals(signum).name} before the first batch "
+                "(while compiling or initializing): nothing was written", 128 + signum)
+        if self.signum is not None:
+            cli.exit_with_one_line(
+                f"train.py: interrupted: {signal.Signals(signum).name} again: stopped at once; "
+                f"the last saved checkpoint is intact", 128 + signum)
+        self.signum = signum
+
+    def interrupted(self, job, out: str) -> cli.Interrupted:
+        """The one line (and exit status 128 + signal) of a job stopped by the signal."""
+        name = signal.Signals(self.signum).name
+        code = 128 + self.signum
+        if job.log.batches == 0:
+            return cli.Interrupted(f"{name} before the first batch: nothing was written", code)
+        frames = job.start * job.trainer.config.frames_per_batch
+        return cli.Interrupted(
+            f"{name}: saved {out} after batch {job.start - 1} ({frames} frames); continue with: "
+            f"python scripts/train.py --resume {shlex.quote(out)}", code)
+
+
+def _devices_flag(value: str | None) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise cli.CLIError(f"--devices must be a positive count or 'all', got {value!r}")
+    return n
+
+
+def _params_digest(states) -> str:
+    """sha256 of this process's copy of every run's parameters (the same on every process
+    of a job whose programs agree)."""
+    import hashlib
+
+    import jax
+
+    from ppo_jax.run.parallel import gather
+
+    h = hashlib.sha256()
+    for x in jax.tree_util.tree_leaves(states.params):
+        local = x.addressable_data(0) if x.is_fully_replicated else gather(x)
+        h.update(np.ascontiguousarray(np.asarray(local)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def main(argv=None) -> int:
+    default_offscreen_backend()  # before anything imports mujoco
+    args = build_parser().parse_args(argv)
+    overrides = cli.config_overrides(args)
+    if args.num_seeds is not None and args.num_seeds < 1:
+        raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+    if args.checkpoint_every < 0 or args.keep < 1:
+        raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
+    devices = _devices_flag(args.devices)
+    if args.resume and (args.sweep or args.preset):
+        raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
+                           "change it")
+    try:
+        job = distributed.initialize(args)
+    except distributed.DistributedError as e:
+        raise cli.CLIError(str(e), code=1) from None
+    import jax
+
+    lead = jax.process_index() == 0  # the process that writes files and prints progress
+    if job:
+        print(job, flush=True)
+    cli.require_float32()
+
+    from ppo_jax.run import checkpoint
+
+    saved = None
+    if args.resume:
+        with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
+            saved = checkpoint.open_saved(args.resume)
+            clash = checkpoint.clashes(saved, overrides, args.num_seeds)
+        if clash:
+            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
+                f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
+        config = saved.config
+        out = cli.ensure_writable_dir(args.resume)
+    else:
+        base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
+        config = cli.make_config(base, overrides)
+        from ppo_jax.envs.registry import check_env_id
+
+        with cli.user_errors(ValueError):
+            check_env_id(config.env)
+        out = cli.ensure_writable_dir(args.out)
+        held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS) if os.path.exists(os.path.join(out, n))]
+        if held and jax.process_count() > 1:
+            # the other processes may have made checkpoints/ already: only metrics.json,
+            # which process 0 writes at the end, marks a finished run here
+            held = [n for n in held if n == "metrics.json"]
+        if held:
+            raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
+                               f"--resume {out}, or choose another --out")
+
+    init_from = None
+    if args.init_from_torchrl:
+        if args.resume:
+            raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
+                               "--resume")
+        from ppo_jax.interop.torchrl import export
+
+        try:
+            init_from = export.load_torchrl_export(args.init_from_torchrl, config)
+        except export.ExportError as e:
+            raise cli.CLIError(f"--init-from-torchrl: {e}") from None
+
+    start = saved
+    if saved is None:
+        from ppo_jax.run.runs import Runs, parse_sweep
+
+        with cli.user_errors(ValueError):
+            sweep = parse_sweep(args.sweep, config) if args.sweep else None
+        start = Runs(config, args.num_seeds or 1, sweep)
+
+    cli.apply_compile_cache_flags(args)
+
+    from ppo_jax.run import runner
+    from ppo_jax.run.parallel import LayoutError
+
+    def announce(line: str) -> None:
+        if lead:
+            print(line, flush=True)
+
+    stop = StopRequest(enabled=jax.process_count() == 1)
+    try:
+        with stop:
+            result, job = runner.run_training(
+                start,
+                out=out,
+                devices=devices,
+                checkpoint_every=args.checkpoint_every,
+                keep=args.keep,
+                save_final=args.save_final,
+                tensorboard=args.tensorboard,
+                progress_factory=lambda start: Progress(config, start,
+                                                        lead and not args.no_progress),
+                announce=announce,
+                init_from=init_from,
+                interrupted=stop,
+            )
+    except LayoutError as e:
+        raise cli.CLIError(str(e)) from None
+    except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise cli.CLIError(
+            f"cannot write the run's files in {out}: {reason}; metrics.json and the "
+            f"checkpoints written before this are intact", code=1) from None
+    from ppo_jax.run.parallel import barrier
+
+    if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
+        raise stop.interrupted(job, out)
+    barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
+    summary = {k: result[k] for k in ("total_frames", "compile_seconds", "compiled_from_cache",
+                                      "run_seconds", "frames_per_second", "last_eval_return")}
+    if jax.process_count() > 1:
+        print(f"process {jax.process_index()}: final parameters sha256 "
+              f"{_params_digest(job.states)}", flush=True)
+    if not lead:
+        return 0
+    print(json.dumps(summary))
+    if "sweep_ranking" in result:
+        print(_ranking_table(result["sweep_ranking"], job.runs.num_seeds))
+    print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
+    if args.video and result["failed_batch_per_run"][0] is None and jax.process_count() == 1:
+        from ppo_jax.eval import render
+
+        run0 = jax.tree_util.tree_map(lambda x: x[0], job.states)
+        video = render.write_policy_video(
+            job.trainer, run0, os.path.join(out, "policy.mp4"),
+            on_unavailable=lambda why: print(f"no video: {why} (or pass --no-video)"))
+        if video:
+            print(f"wrote {video}")
+    failed = [(r, b) for r, b in enumerate(result["failed_batch_per_run"]) if b is not None]
+    if failed:
+        which = "; ".join(f"{job.runs.describe(r)} at batch {b}" for r, b in failed)
+        raise cli.CLIError(
+            f"training stopped: NaN/Inf in the loss or parameters ({which}); kept the last "
+            f"good state in {out}", code=1)
+    return 0
+
+
+def _ranking_table(rows: list[dict], num_seeds: int) -> str:
+    """The sweep's points ranked (``metrics.json``'s ``sweep_ranking``) as a text table."""
+    from ppo_jax.core.hyper import SWEEPABLE
+
+    fields = [k for k in rows[0] if k in SWEEPABLE]
+
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    head = ["rank", *fields, f"final eval return (mean of {num_seeds})", "std", "best"]
+    lines = [" | ".join(head)]
+    for r in rows:
+        lines.append(" | ".join([str(r["rank"]), *(f"{r[f]:g}" for f in fields),
+                                 fmt(r["final_eval_return"]), fmt(r["final_eval_return_std"]),
+                                 fmt(r["best_eval_return"])]))
+    return "\n".join(lines)
+
+
+def run() -> None:
+    """Console entry point (``ppo-jax-train``, ``scripts/train.py``)."""
+    cli.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

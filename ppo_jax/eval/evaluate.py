@@ -1,0 +1,252 @@
+"""Evaluation: episodes of a trained policy in MJX and in MuJoCo C, the two compared, and a
+checkpoint evaluated.
+
+Episodes are :mod:`ppo_jax.core.acting`'s (the policy, one MJX episode, its trace: what training's
+evaluation runs); this module evaluates trained policies with them:
+
+* In MJX (the training env): :func:`mjx_episodes` (E episodes of a restored policy, one
+  program from the program store) and :func:`trace_policy` (an episode's states, for video).
+* In MuJoCo C (:mod:`ppo_jax.envs.mujoco_c`, the simulator the TorchRL tutorial trains on):
+  :func:`mujoco_episodes`, episode ``i`` from exactly the start state of MJX's episode ``i``
+  (:func:`mjx_start_states`) with its policy keys, so :func:`compare_sims` compares the two
+  simulators and nothing else. The host policy (:func:`make_host_policy`) keeps TorchRL's
+  order of precision: ``ObservationNorm`` on the float64 observation, then float32
+  (``DoubleToFloat``), then the float32 actor.
+* :func:`episode_keys` are the keys of the evaluations training logged, and
+  :func:`evaluate_checkpoint` runs them from a run directory in both simulators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppo_jax.run import checkpoint, compile_cache
+from ppo_jax.core.acting import (  # noqa: F401 (evaluation's vocabulary, re-exported)
+    EpisodeResult,
+    EpisodeTrace,
+    episode_trace,
+    eval_episode_key,
+    make_policy,
+    policy_action,
+    run_episode,
+)
+from ppo_jax.envs.mujoco_c import MujocoCEnv
+from ppo_jax.core.normalization import normalize
+from ppo_jax.run.programs import module_name, program_key, storable
+
+
+def episode_keys(eval_key: jax.Array, batches_done: int, episodes: int) -> jax.Array:
+    """``[E, 2]`` keys of the evaluation episodes after the last of ``batches_done`` batches
+    of the run whose ``eval_key`` is given: episode 0 is the evaluation training logged
+    then."""
+    batch = max(int(batches_done) - 1, 0)
+    return jnp.stack([eval_episode_key(eval_key, batch, j) for j in range(episodes)])
+
+
+# --- a restored policy in MJX ------------------------------------------------------------------
+def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
+    """``(returns [E], lengths [E])`` of ``run_episode(keys[i])`` with ``state``'s policy (ONE
+    run) in MJX: one jitted vmap, compiled once per (config, episodes, mode, max_steps) and
+    kept in the program store (where :func:`~ppo_jax.run.programs.storable`)."""
+    def episodes(actor_params, stats, keys):
+        policy = trainer.policy(actor_params, stats, mode)
+        return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
+
+    what = dict(episodes=int(keys.shape[0]), mode=mode, max_steps=max_steps)
+    args = (state.params.actor, state.obs_stats, keys)
+    module = module_name(trainer, 1, "episodes", **what)
+    compiled, _ = compile_cache.obtain(
+        {"episodes": program_key(trainer, 1, "episodes", **what)},
+        lambda names: [("episodes", compile_cache.lower(episodes, *args, name=module))],
+        "the evaluation program", persist=storable(trainer))
+    res = compiled["episodes"](*args)
+    return np.asarray(res.episode_return, np.float64), np.asarray(res.length)
+
+
+def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None) -> EpisodeTrace:
+    """:class:`EpisodeTrace` of ``state``'s policy (ONE run) from ``key``, one jitted
+    ``lax.scan``, as host arrays. ``mode``: ``"mean"``/``"tanh_loc"``/``"sample"`` (default:
+    the config's ``eval_action``)."""
+    fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
+    return jax.device_get(fn(state.params.actor, state.obs_stats, key))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_trace(trainer, max_steps: int, mode: str):
+    """``trace(actor_params, obs_stats, key) -> EpisodeTrace``, compiled once per setting."""
+
+    def trace(actor_params, stats, key):
+        policy = trainer.policy(actor_params, stats, mode)
+        return episode_trace(trainer.env, policy, key, max_steps)
+
+    return jax.jit(trace)
+
+
+# --- a restored policy in MuJoCo C -------------------------------------------------------------
+HostPolicy = Callable[[np.ndarray, int], np.ndarray]
+
+
+def make_host_policy(
+    actor_apply: Callable, actor_params, obs_stats, mode: str, key: jax.Array | None = None,
+    bounds=None,
+) -> HostPolicy:
+    """``policy(obs float64, t) -> action float64`` for MuJoCo C.
+
+    ``obs * scale + loc`` in float64, cast to float32, then :func:`policy_action` (one
+    jitted call). ``t`` (the step index) and ``key`` give ``"sample"`` the noise
+    :func:`run_episode` uses: ``fold_in(split(key)[1], t)``. ``bounds``: the env's action
+    bounds (:attr:`ppo_jax.core.train.Trainer.bounds`; None: [-1, 1]).
+    """
+    loc = np.asarray(obs_stats.loc, np.float64)
+    scale = np.asarray(obs_stats.scale, np.float64)
+    k_policy = jax.random.split(jax.random.PRNGKey(0) if key is None else key)[1]
+    act = _jitted_action(actor_apply, mode, bounds)
+
+    def policy(obs: np.ndarray, t: int) -> np.ndarray:
+        norm = (np.asarray(obs, np.float64) * scale + loc).astype(np.float32)
+        return np.asarray(act(actor_params, norm, k_policy, jnp.int32(t)), np.float64)
+
+    return policy
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_action(actor_apply: Callable, mode: str, bounds=None):
+    """``act(params, norm_obs, k_policy, t) -> action``, compiled once per actor and mode."""
+
+    def act(params, norm_obs, k, t):
+        return policy_action(actor_apply, params, norm_obs, jax.random.fold_in(k, t), mode,
+                             bounds)
+
+    return jax.jit(act)
+
+
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """One episode in MuJoCo C: ``episode_return``, ``length`` (steps), the states
+    ``qpos``/``qvel`` ``[length + 1, n]`` (for rendering) and ``reward`` ``[length]``."""
+
+    episode_return: float
+    length: int
+    qpos: np.ndarray
+    qvel: np.ndarray
+    reward: np.ndarray
+
+
+def mujoco_episode(env, policy: HostPolicy, qpos, qvel, max_steps: int) -> Episode:
+    """One episode of ``policy`` in the MuJoCo C env ``env`` (:class:`ppo_jax.envs.mujoco_c.
+    MujocoCEnv`) from ``(qpos, qvel)`` until the first done or ``max_steps`` steps."""
+    obs = env.reset_to(qpos, qvel)
+    states, rewards = [env.state], []
+    for t in range(max_steps):
+        s = env.step(policy(obs, t))
+        obs = s.obs
+        states.append(env.state)
+        rewards.append(s.reward)
+        if s.done:
+            break
+    rewards = np.array(rewards)
+    return Episode(
+        episode_return=float(rewards.sum()),
+        length=len(rewards),
+        qpos=np.array([q for q, _ in states]),
+        qvel=np.array([v for _, v in states]),
+        reward=rewards,
+    )
+
+
+def mjx_start_states(mjx_env, keys: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``(qpos [E, nq], qvel [E, nv])`` float64: the reset states that :func:`run_episode`
+    starts from for ``keys`` ``[E, 2]``."""
+    reset = jax.jit(jax.vmap(lambda k: mjx_env.reset(jax.random.split(k)[0])))
+    s = reset(keys)
+    return np.asarray(s.data.qpos, np.float64), np.asarray(s.data.qvel, np.float64)
+
+
+def mujoco_episodes(
+    trainer, state, keys: jax.Array, max_steps: int, mode: str, env=None
+) -> list[Episode]:
+    """Episodes of ``state``'s policy (ONE run) in MuJoCo C, episode ``i`` from the start
+    state of ``run_episode(keys[i])`` in MJX and with its policy keys."""
+    env = env or MujocoCEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
+    qpos, qvel = mjx_start_states(trainer.env, keys)
+    out = []
+    for i in range(len(qpos)):
+        policy = make_host_policy(
+            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i],
+            trainer.bounds)
+        out.append(mujoco_episode(env, policy, qpos[i], qvel[i], max_steps))
+    return out
+
+
+# --- both, and a checkpoint --------------------------------------------------------------------
+def compare_sims(
+    trainer, state, keys: jax.Array, max_steps: int | None = None, mode: str | None = None
+) -> dict[str, Any]:
+    """The same episodes (start states, policy keys) in MJX and MuJoCo C.
+
+    Returns ``{"mjx": {"returns": [E], "steps": [E]}, "mujoco": {...}}`` (lists).
+    """
+    max_steps = max_steps or trainer.config.eval_max_steps
+    mode = mode or trainer.config.eval_action
+    r, n = mjx_episodes(trainer, state, keys, max_steps, mode)
+    eps = mujoco_episodes(trainer, state, keys, max_steps, mode)
+    return {
+        "mjx": {"returns": r.tolist(), "steps": n.tolist()},
+        "mujoco": {"returns": [e.episode_return for e in eps], "steps": [e.length for e in eps]},
+    }
+
+
+def evaluate_checkpoint(
+    run_dir: str,
+    step: int | None = None,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    run_index: int = 0,
+    mode: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint in both simulators: episode ``j`` is the evaluation episode
+    ``j`` that ``scripts/evaluate.py`` replays (episode 0: the one training logged after the
+    checkpoint's last batch). ``run_dir``: a run or its ``checkpoints/``. Returns
+    :func:`compare_sims`' dict plus ``"checkpoint_step"``."""
+    trainer, state, meta = checkpoint.restore_run(run_dir, step, run_index)
+    keys = episode_keys(state.eval_key, meta["batches_done"], episodes)
+    out = compare_sims(trainer, state, keys, max_steps, mode)
+    out["checkpoint_step"] = int(meta["batches_done"])
+    return out
+
+
+def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
+                mode: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The trained policy of a run directory as a plain function ``obs -> action``.
+
+    ``obs``: raw observations ``[obs_dim]`` or ``[B, obs_dim]`` (numpy or JAX, any float
+    dtype); returns the deterministic actions ``[action_dim]`` / ``[B, action_dim]`` as
+    float32 numpy, normalized and acted on exactly as training's evaluation does (``mode``:
+    ``"mean"`` or ``"tanh_loc"``, default the run's ``eval_action``). One jitted call per
+    batch shape. ``step``/``run_index``: which checkpoint and which run of the job (default:
+    the latest, the first); :class:`ppo_jax.run.checkpoint.CheckpointError` when there is none
+    that fits.
+    """
+    trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index)
+    mode = mode or trainer.config.eval_action
+    if mode == "sample":
+        raise ValueError("load_policy returns a deterministic policy: mode 'mean' or "
+                         "'tanh_loc' (the stochastic one needs keys: make_policy)")
+    params, stats = state.params.actor, state.obs_stats
+    key = jax.random.PRNGKey(0)  # unused by the deterministic modes
+
+    @jax.jit
+    def act(obs):
+        return policy_action(trainer.actor_apply, params, normalize(stats, obs), key, mode,
+                             trainer.bounds)
+
+    def policy(obs) -> np.ndarray:
+        return np.asarray(act(jnp.asarray(obs, jnp.float32)))
+
+    return policy

@@ -1,0 +1,96 @@
+"""ppo_jax runs against TorchRL runs on the tutorial's four panels (``scripts/compare.py``).
+
+Both sides are read from files: a ppo_jax run directory's ``metrics.json`` (one seed: flat
+lists; ``--num-seeds K``: ``[K][batches]``) and TorchRL runs in the reference format (flat
+per-batch ``frames``, ``reward``, ``step_count`` and per-evaluation ``eval_frames``,
+``eval_return``, ``eval_steps``), as in ``ppo_jax/data/torchrl_reference/`` (the tutorial run
+with TorchRL 0.14.1 on 2 CPU cores, seeds 0-2) and in ``scripts/benchmark.py --json`` runs.
+Several TorchRL files are drawn as the seeds of one curve (mean and min-max band).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from typing import Any
+
+from ppo_jax.run import metrics
+
+KEYS = ("reward", "step_count", "eval_return", "eval_steps")
+TUTORIAL_REFERENCE = "tutorial"  # --reference tutorial: the three packaged reference runs
+
+
+class CompareError(Exception):
+    """A file that is missing or not in a format compare reads (one line)."""
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except OSError as e:
+        raise CompareError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise CompareError(f"{path} is not JSON") from None
+    if not isinstance(d, dict) or not all(k in d for k in ("frames", *KEYS, "eval_frames")):
+        raise CompareError(f"{path} has no per-batch frames/reward/step_count and evaluation "
+                           "lists: not a metrics.json or a TorchRL reference run")
+    return metrics.upgrade_metrics(d)
+
+
+def run_lists(run_dir: str) -> dict[str, Any]:
+    """A ppo_jax run directory's metrics as ``[K][n]`` lists per seed."""
+    path = os.path.join(run_dir, "metrics.json") if os.path.isdir(run_dir) else run_dir
+    d = _load(path)
+    k = int(d.get("num_runs") or d.get("num_seeds") or 1)
+    batches = len(d["reward"] if k == 1 else d["reward"][0])
+    return metrics.lists_from_json(d, k, batches)
+
+
+def reference_paths(names: list[str]) -> list[str]:
+    """``--reference`` values: files, or ``tutorial`` for the packaged TorchRL runs."""
+    out = []
+    for name in names:
+        if name == TUTORIAL_REFERENCE:
+            folder = resources.files("ppo_jax.data").joinpath("torchrl_reference")
+            out += sorted(str(p) for p in folder.iterdir() if p.name.endswith(".json"))
+        else:
+            out.append(name)
+    return out
+
+
+def reference_lists(paths: list[str], max_frames: int | None = None) -> dict[str, Any]:
+    """TorchRL runs (one seed each) as the seeds of one ``[K][n]`` series, cut to
+    ``max_frames``."""
+    runs = [_load(p) for p in paths]
+    out: dict[str, Any] = {"frames": [], "eval_frames": [], **{k: [] for k in KEYS}}
+    for d in runs:
+        n = len(d["frames"]) if max_frames is None else sum(f <= max_frames for f in d["frames"])
+        m = (len(d["eval_frames"]) if max_frames is None
+             else sum(f <= max_frames for f in d["eval_frames"]))
+        if len(d["frames"][:n]) > len(out["frames"]):
+            out["frames"] = list(d["frames"][:n])
+        out["reward"].append(list(d["reward"][:n]))
+        out["step_count"].append(list(d["step_count"][:n]))
+        out["eval_frames"].append(list(d["eval_frames"][:m]))
+        out["eval_return"].append(list(d["eval_return"][:m]))
+        out["eval_steps"].append(list(d["eval_steps"][:m]))
+    return out
+
+
+def compare(run_dirs: list[str], references: list[str], out: str,
+            labels: list[str] | None = None) -> str:
+    """Draw the runs and the references (their frames cut to the runs' longest) into ``out``."""
+    series = []
+    for i, d in enumerate(run_dirs):
+        name = os.path.basename(os.path.abspath(d))
+        label = labels[i] if labels and i < len(labels) else f"ppo_jax {name}"
+        series.append((label, run_lists(d)))
+    longest = max((s[1]["frames"][-1] for s in series if s[1]["frames"]), default=None)
+    paths = reference_paths(references)
+    if paths:
+        series.append(("TorchRL tutorial",
+                       reference_lists(paths, longest)))
+    metrics.plot_panels(series, out, title="ppo_jax vs TorchRL, InvertedDoublePendulum-v4")
+    return os.path.abspath(out)

@@ -1,0 +1,196 @@
+"""A trained policy as a file the TorchRL tutorial loads, and back.
+
+The file (``torch.save`` of a plain dict, loadable with ``torch.load(weights_only=True)``)::
+
+    {"format": "ppo_jax.torchrl_export/1",
+     "actor":    state_dict of the tutorial's actor_net (nn.Sequential: Linear, Tanh, ...,
+                 Linear(2 * action_dim), NormalParamExtractor): "0.weight" [h0, 11], "0.bias", ...
+     "critic":   state_dict of the tutorial's value_net (..., Linear(1))
+     "obs_norm": state_dict of the tutorial's ObservationNorm: "loc", "scale" [11] float64
+                 (TorchRL's stored form: applied as obs * scale + loc, scale = 1 / std,
+                 loc = -mean / std), "standard_normal" False
+     "meta":     {"env_id", "observation_size", "action_size", "hidden_sizes", "eval_action",
+                  "source"}}
+
+The tutorial's objects load it with ``actor_net.load_state_dict(d["actor"])``,
+``value_net.load_state_dict(d["critic"])`` and ``env.transform[0].load_state_dict(d["obs_norm"])``
+(after the tutorial's ``init_stats``, which gives the buffers their shape). The networks are
+moved with :mod:`ppo_jax.interop.torchrl.compat`. torch is imported only inside the functions here.
+Everything that goes wrong with a file is an :class:`ExportError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+FORMAT = "ppo_jax.torchrl_export/1"
+TORCH_HINT = "install the torchrl extra: pip install -e '.[torchrl]' (torch, torchrl, tensordict)"
+
+
+class ExportError(Exception):
+    """A file that is not an export, does not fit the config, or cannot be read/written."""
+
+
+def require_torch():
+    """Import torch, torchrl and tensordict; :class:`ExportError` (:data:`TORCH_HINT`) if
+    any is missing. Returns the ``torch`` module."""
+    try:
+        import tensordict  # noqa: F401
+        import torch
+        import torchrl  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"{TORCH_HINT} ({e.name or e} is missing)") from None
+    return torch
+
+
+def expected_shapes(
+    obs_size: int, hidden_sizes: Sequence[int], out_size: int
+) -> dict[str, tuple[int, ...]]:
+    """``state_dict`` shapes of ``nn.Sequential(Linear, Tanh, ..., Linear(out_size))``:
+    ``{"0.weight": (h0, obs_size), "0.bias": (h0,), "2.weight": ..., ...}``."""
+    sizes = [obs_size, *hidden_sizes, out_size]
+    shapes = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"{2 * i}.weight"] = (fan_out, fan_in)
+        shapes[f"{2 * i}.bias"] = (fan_out,)
+    return shapes
+
+
+def _modules(obs_size: int, action_size: int, hidden_sizes: Sequence[int], low=-1.0, high=1.0):
+    from ppo_jax.interop.torchrl.reference import tutorial_modules
+
+    return tutorial_modules(obs_size, action_size, tuple(hidden_sizes), low=low, high=high)
+
+
+def to_torchrl(
+    params, obs_stats, config, observation_size: int, action_size: int, source=None,
+    env=None,
+) -> dict[str, Any]:
+    """The export dict (see the module docstring) of ``params`` (:class:`Params`) and
+    ``obs_stats`` (:class:`ObsNormStats`, ``[obs_dim]``) for ``config``'s networks; ``env``
+    (default: ``config.env``'s id with bounds [-1, 1]) gives the id and the action bounds
+    of the actor's ``TanhNormal(low, high)``."""
+    torch = require_torch()
+    from ppo_jax.interop.torchrl.compat import actor_params_to_torch, critic_params_to_torch
+
+    low = [-1.0] * action_size if env is None else np.asarray(env.action_low).tolist()
+    high = [1.0] * action_size if env is None else np.asarray(env.action_high).tolist()
+    m = _modules(observation_size, action_size, config.hidden_sizes, low, high)
+    actor_params_to_torch(params.actor, m.actor_net)
+    critic_params_to_torch(params.critic, m.value_net)
+
+    def sd(module):
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    def f64(x):
+        return torch.as_tensor(np.asarray(x, np.float64).copy())
+
+    return {
+        "format": FORMAT,
+        "actor": sd(m.actor_net),
+        "critic": sd(m.value_net),
+        "obs_norm": {
+            "loc": f64(obs_stats.loc),
+            "scale": f64(obs_stats.scale),
+            "standard_normal": torch.tensor(False),
+        },
+        "meta": {
+            "env_id": config.env if env is None else env.env_id,
+            "observation_size": int(observation_size),
+            "action_size": int(action_size),
+            "action_low": [float(x) for x in low],
+            "action_high": [float(x) for x in high],
+            "hidden_sizes": [int(h) for h in config.hidden_sizes],
+            "eval_action": config.eval_action,
+            "source": dict(source or {}),
+        },
+    }
+
+
+def save(export: dict[str, Any], path: str) -> str:
+    """``torch.save`` the export dict to ``path``; its absolute path."""
+    torch = require_torch()
+    try:
+        torch.save(export, path)
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
+    return os.path.abspath(path)
+
+
+def read(path: str) -> dict[str, Any]:
+    """Load and check an export file (format marker, its three state dicts)."""
+    torch = require_torch()
+    if not os.path.isfile(path):
+        raise ExportError(f"no such file: {path}")
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, weights_only refusals
+        raise ExportError(
+            f"{path} is not a ppo_jax TorchRL export (torch.load failed: {type(e).__name__})"
+        ) from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ExportError(f"{path} is not a ppo_jax TorchRL export (no {FORMAT!r} marker)")
+    for key in ("actor", "critic", "obs_norm"):
+        if not isinstance(d.get(key), dict):
+            raise ExportError(f"{path}: export has no {key!r} state dict")
+    return d
+
+
+def check_shapes(d: dict[str, Any], path: str, obs_size: int, action_size: int, hidden_sizes):
+    """:class:`ExportError` naming the first entry whose key set or shape does not fit."""
+    want = {
+        "actor": expected_shapes(obs_size, hidden_sizes, 2 * action_size),
+        "critic": expected_shapes(obs_size, hidden_sizes, 1),
+        "obs_norm": {"loc": (obs_size,), "scale": (obs_size,), "standard_normal": ()},
+    }
+    for part, shapes in want.items():
+        got = {k: tuple(v.shape) for k, v in d[part].items()}
+        if set(got) != set(shapes):
+            raise ExportError(
+                f"{path}: {part} has entries {sorted(got)}, hidden sizes "
+                f"{list(hidden_sizes)} need {sorted(shapes)}"
+            )
+        for k, shape in shapes.items():
+            if got[k] != shape:
+                raise ExportError(
+                    f"{path}: {part} {k} has shape {got[k]}, hidden sizes "
+                    f"{list(hidden_sizes)} need {shape}"
+                )
+
+
+def load_torchrl_export(path: str, config, observation_size: int = 11, action_size: int = 1):
+    """``(params, obs_stats)`` for ``config`` (its ``hidden_sizes``) from an export file.
+
+    ``params``: :class:`ppo_jax.core.losses.Params` (flax trees, float32); ``obs_stats``:
+    :class:`ppo_jax.core.normalization.ObsNormStats` (float32; a ``standard_normal`` norm is
+    converted to ``obs * scale + loc``). Raises :class:`ExportError` (one line).
+    """
+    d = read(path)
+    check_shapes(d, path, observation_size, action_size, config.hidden_sizes)
+    from torchrl.envs import ObservationNorm
+
+    from ppo_jax.core.losses import Params
+    from ppo_jax.interop.torchrl.compat import (
+        actor_params_from_torch,
+        critic_params_from_torch,
+        obs_norm_from_torch,
+    )
+
+    m = _modules(observation_size, action_size, config.hidden_sizes)
+    m.actor_net.load_state_dict(d["actor"])
+    m.value_net.load_state_dict(d["critic"])
+    norm = d["obs_norm"]
+    stats = obs_norm_from_torch(
+        ObservationNorm(
+            loc=norm["loc"],
+            scale=norm["scale"],
+            standard_normal=bool(norm["standard_normal"]),
+            in_keys=["observation"],
+        )
+    )
+    params = Params(actor=actor_params_from_torch(m.actor_net),
+                    critic=critic_params_from_torch(m.value_net))
+    return params, stats

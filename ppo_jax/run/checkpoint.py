@@ -1,0 +1,378 @@
+"""Orbax checkpoints of a job: the run directory's layout, save, list, read, restore.
+
+A run directory (``--out``) holds ``metrics.json``, ``curves.png`` and ``checkpoints/``
+(:data:`CHECKPOINTS`); every function here that takes a directory takes either the run
+directory or its ``checkpoints/``.
+
+A checkpoint (one step = batches done) holds, through orbax's ``CheckpointManager``:
+
+* ``state``: the whole :class:`~ppo_jax.core.train.PPOState` of every run (leading axis R: the
+  seeds, times the points of a sweep): actor/critic parameters, Adam moments and update count
+  (the lr schedule resumes from it), observation-normalization statistics, the envs
+  mid-episode, the PRNG key, the run's sweepable hyperparameters, batches done;
+* ``meta`` (JSON): the full config, ``num_seeds`` and the sweep (which run is which), frames
+  done, env id, package versions and the format version.
+
+Reading a checkpoint's metadata once gives a :class:`Saved` (:func:`open_saved`): the job to
+resume (its runs and config), what to check a resume's flags against (:func:`clashes`) and
+what :func:`restore` restores, without reading the metadata again.
+
+Checkpoints do not depend on the devices that wrote them: orbax stores each array whole
+(each process writes its own shards of it), and a restore lays it out over whatever mesh the
+reader uses (:mod:`ppo_jax.run.parallel`), or loads it on the host.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a run
+killed while saving leaves the previous checkpoint restorable (an unfinished one is not
+listed). Restoring builds the expected tree from the saved config and checks every array's
+shape against it: a checkpoint that does not fit gives a :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ppo_jax.config import PPOConfig
+from ppo_jax.run.runs import Runs
+from ppo_jax.run.parallel import Layout, gather
+from ppo_jax.util import first_line, versions
+from ppo_jax.run.programs import state_shapes
+from ppo_jax.core.train import PPOState, Trainer, make_train
+
+# /3: the optimizer's state holds its learning rate and clip norm (optax.inject_hyperparams);
+# per-run counts are named *_per_run
+FORMAT = "ppo_jax.run.checkpoint/3"
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoint_dir(path: str) -> str:
+    """A run directory's ``checkpoints/``, or ``path`` itself when it has none (it is that
+    directory, or nothing is there yet)."""
+    sub = os.path.join(path, CHECKPOINTS)
+    return sub if os.path.isdir(sub) else path
+
+
+def run_checkpoints(run_dir: str) -> str:
+    """Where a run directory keeps its checkpoints (whether or not it exists yet)."""
+    return os.path.join(run_dir, CHECKPOINTS)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, unreadable, or does not fit what was asked of it."""
+
+
+def _manager(directory: str, keep: int | None = None, create: bool = False):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def save(
+    directory: str,
+    trainer: Trainer,
+    states: PPOState,
+    *,
+    runs: Runs | None = None,
+    keep: int | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> int:
+    """Save ``states`` (``[R, ...]``, any sharding) of ``runs`` (default: R seeds of the
+    trainer's config) into ``directory`` (a checkpoints directory) at step = batches done
+    (the most of any run; each run's own count is in the metadata); keep the last ``keep``.
+    Every process of a multi-process job calls it."""
+    done = [int(b) for b in gather(states.batches_done).reshape(-1)]
+    step = max(done)  # runs that hit NaN/Inf stopped earlier: see batches_done_per_run
+    cfg = trainer.config
+    runs = runs or Runs(cfg, len(done))
+    if runs.num_runs != len(done):
+        raise ValueError(f"{len(done)} states for {runs.num_runs} runs")
+    meta = {
+        "format": FORMAT,
+        "config": cfg.to_dict(),
+        **runs.to_meta(),
+        "batches_done": step,
+        "frames": step * cfg.frames_per_batch,
+        "batches_done_per_run": done,
+        "frames_per_run": [b * cfg.frames_per_batch for b in done],
+        "env_id": trainer.env.env_id,
+        "observation_size": trainer.env.observation_size,
+        "action_size": trainer.env.action_size,
+        "versions": versions(),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra_meta or {}),
+    }
+    state = _flat_nonempty(states)  # device arrays: orbax writes each process's shards
+    try:
+        with _manager(directory, keep=keep, create=True) as mngr:
+            if step in mngr.all_steps():  # the same state saved again (e.g. the final save)
+                return step
+            mngr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            mngr.wait_until_finished()
+    except Exception as e:  # disk full, directory gone: orbax/tensorstore raise many types
+        raise CheckpointError(
+            f"could not save checkpoint step {step} in {directory} "
+            f"({type(e).__name__}: {first_line(e)})") from None
+    return step
+
+
+def steps(directory: str) -> list[int]:
+    """Completed checkpoint steps in ``directory`` (raises if it is not a directory)."""
+    directory = checkpoint_dir(directory)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no such checkpoint directory: {directory}")
+    with _manager(directory) as mngr:
+        return sorted(mngr.all_steps())
+
+
+def _pick_step(directory: str, step: int | None) -> int:
+    available = steps(directory)
+    if not available:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    if step is None:
+        return available[-1]
+    if step not in available:
+        raise CheckpointError(
+            f"no checkpoint at step {step} in {directory} (available: {available})"
+        )
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class Saved:
+    """One checkpoint's metadata, read once (:func:`open_saved`): ``directory`` (the
+    checkpoints directory), ``step`` and ``meta``; the job it holds is :attr:`runs`."""
+
+    directory: str
+    step: int
+    meta: dict[str, Any]
+
+    @property
+    def runs(self) -> Runs:
+        """The job's runs (config, seeds, sweep); :class:`CheckpointError` if invalid."""
+        try:
+            return Runs.from_meta(config_from_meta(self.meta), self.meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint metadata is invalid: {e}") from None
+
+    @property
+    def config(self) -> PPOConfig:
+        return self.runs.config
+
+
+def open_saved(path: str, step: int | None = None) -> Saved:
+    """The latest (or given) checkpoint of ``path`` (a run directory or its checkpoints),
+    its metadata read and checked; :class:`CheckpointError` otherwise."""
+    directory = checkpoint_dir(path)
+    step = _pick_step(directory, step)
+    try:
+        with _stderr_held(), _manager(directory) as mngr:
+            meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+                "meta"
+            ]
+    except Exception as e:  # orbax raises many types for unreadable files
+        raise CheckpointError(
+            f"checkpoint {directory} step {step}: metadata unreadable ({type(e).__name__})"
+        ) from None
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("ppo_jax."):
+        raise CheckpointError(f"checkpoint {directory} step {step}: not a ppo_jax checkpoint")
+    if meta["format"] != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {directory} step {step} has format {meta['format']}, this ppo_jax "
+            f"reads {FORMAT}: evaluate or resume it with the ppo_jax version that wrote it")
+    return Saved(directory=directory, step=step, meta=meta)
+
+
+def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
+    cfg = dict(meta["config"])
+    cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+    try:
+        return PPOConfig.from_dict(cfg)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint config is invalid: {e}") from None
+
+
+def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = None
+            ) -> list[tuple[str, Any, Any]]:
+    """What a resume of ``saved`` was asked that contradicts it: ``(field, asked, saved)``
+    for each config field in ``overrides`` whose value differs, and ``("num_seeds", ...)``
+    when ``num_seeds`` is given and differs."""
+    config = saved.config
+    out = [(k, v, getattr(config, k)) for k, v in overrides.items() if getattr(config, k) != v]
+    if num_seeds is not None and num_seeds != saved.meta["num_seeds"]:
+        out.append(("num_seeds", num_seeds, saved.meta["num_seeds"]))
+    return out
+
+
+def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> Trainer:
+    """The trainer of ``saved``'s config, on its env: the registry's ``config.env``, or
+    ``env`` (an env object of that id, for an env of the user's own);
+    :class:`CheckpointError` (one line) where neither fits."""
+    config = saved.config
+    if env is not None and getattr(env, "env_id", None) != config.env:
+        raise CheckpointError(
+            f"the checkpoint was trained on {config.env!r}, the env given is "
+            f"{getattr(env, 'env_id', type(env).__name__)!r}")
+    try:
+        return make_train(config, layout, env)
+    except ValueError as e:  # an env id this process cannot build (or a broken env)
+        raise CheckpointError(
+            f"cannot build the checkpoint's env {config.env!r}: {first_line(e)}"
+            + ("" if env is not None else " (an env of your own: pass env= to restore)")
+        ) from None
+
+
+def restore(
+    source: str | Saved, step: int | None = None, layout: Layout | None = None,
+    env: Any = None,
+) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """Rebuild the trainer from the saved config and restore the state of every run, laid
+    out over ``layout``'s devices (None: on this process's first device, whatever mesh
+    wrote it). ``source``: a run directory (or its checkpoints; ``step`` default: the
+    latest), or a :class:`Saved` already read. ``env``: the env object, for a checkpoint of
+    an env of your own (the registry builds the others from the saved id).
+
+    Returns ``(trainer, states [R, ...], meta)``; raises :class:`CheckpointError`.
+    """
+    saved = source if isinstance(source, Saved) else open_saved(source, step)
+    directory, step, meta = saved.directory, saved.step, saved.meta
+    runs = saved.runs
+    trainer = trainer_for(saved, layout, env)
+    if (meta.get("observation_size"), meta.get("action_size")) != (
+        trainer.env.observation_size,
+        trainer.env.action_size,
+    ):
+        raise CheckpointError(
+            f"checkpoint is for observation/action size {meta.get('observation_size')}/"
+            f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
+            f"{trainer.env.action_size}"
+        )
+    target = state_shapes(trainer, runs.num_runs)
+    if layout is None:  # on this process's first device (whatever mesh wrote it)
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree_util.tree_map(lambda _: one, target)
+    else:
+        shardings = layout.state_shardings(target)
+    target = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings)
+    flat_target = _flat_nonempty(target)
+    try:
+        with _stderr_held(), _manager(directory) as mngr:
+            flat = mngr.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
+            )["state"]
+        restored = _unflatten(target, flat, layout)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint {directory} step {step} is unreadable or corrupt "
+            f"({type(e).__name__}: {first_line(e)})"
+        ) from None
+    if not all(np.all(np.isfinite(gather(x))) for x in jax.tree_util.tree_leaves(
+        restored.params
+    )):
+        raise CheckpointError(f"checkpoint {directory} step {step} holds non-finite parameters")
+    return trainer, restored, meta
+
+
+def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any = None
+                ) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """``(trainer, state of run run_index, meta)`` of the job saved in ``path`` (a run
+    directory or its checkpoints), restored on one device; :class:`CheckpointError` for a
+    missing, corrupt or unfitting checkpoint or a run index out of range."""
+    trainer, states, meta = restore(path, step, env=env)
+    k = int(meta.get("num_runs") or meta["num_seeds"])
+    if not 0 <= run_index < k:
+        raise CheckpointError(f"run index {run_index} is not in [0, {k - 1}] for this {k}-run "
+                              f"checkpoint (its runs: metrics.json's 'runs')")
+    return trainer, jax.tree_util.tree_map(lambda x: x[run_index], states), meta
+
+
+def restore_for_export(path: str, step: int | None = None, run_index: int = 0
+                       ) -> tuple[Trainer, PPOState, dict[str, Any]]:
+    """:func:`restore_run`, and the ``source`` an export records: the checkpoint's absolute
+    path, its step, frames and the run's index. Returns ``(trainer, state, source)``."""
+    trainer, state, meta = restore_run(path, step, run_index)
+    source = {
+        "checkpoint": os.path.abspath(checkpoint_dir(path)),
+        "step": int(meta["batches_done"]),
+        "frames": int(meta["frames"]),
+        "run_index": run_index,
+    }
+    return trainer, state, source
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """Hold what is written to file descriptor 2 while orbax reads a checkpoint; pass it on
+    only if the read succeeds. Orbax's reader threads, cut off by a corrupt file, print
+    tracebacks ("Event loop is closed") of their own beside, and just after, the error that
+    is raised, which :class:`CheckpointError` reports in one line."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if not ok:  # orbax's cut-off threads print shortly after the failed read
+                time.sleep(1.0)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                text = held.read()
+                if text:
+                    os.write(2, text)
+
+
+def _flat_nonempty(tree) -> dict[str, Any]:
+    """``{path: leaf}`` of the non-empty leaves (orbax cannot store zero-size arrays, and
+    ``mjx.Data`` has several for this model)."""
+    return {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if np.prod(leaf.shape) > 0
+    }
+
+
+def _unflatten(target, flat: dict[str, Any], layout: Layout | None = None):
+    """Inverse of :func:`_flat_nonempty` given the expected tree (zero-size leaves: zeros)."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+    leaves = []
+    for path, leaf in paths:
+        name = jax.tree_util.keystr(path)
+        if name in flat:
+            value = flat[name] if layout is not None else np.asarray(flat[name])
+            if tuple(value.shape) != tuple(leaf.shape):
+                raise CheckpointError(
+                    f"checkpoint does not fit its config: {name} has shape {value.shape}, "
+                    f"expected {tuple(leaf.shape)}"
+                )
+            leaves.append(value)
+        elif layout is not None:
+            leaves.append(layout.put(np.zeros(leaf.shape, leaf.dtype), leaf.sharding))
+        else:
+            leaves.append(np.zeros(leaf.shape, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)

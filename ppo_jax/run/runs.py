@@ -1,0 +1,120 @@
+"""The members of a job: the grid of a ``--sweep`` over sweepable fields
+(:data:`ppo_jax.core.hyper.SWEEPABLE`) times ``--num-seeds`` seeds, and each run's config,
+seed, PRNG key and hyperparameters."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+import jax
+
+from ppo_jax.config import PPOConfig
+from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
+
+
+def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
+    """``["lr=1e-4,3e-4", "clip_epsilon=0.1,0.2"]`` -> the grid's overrides, one dict per
+    configuration (the first field varies slowest). Raises ``ValueError`` (one line) for a
+    malformed spec, a field that is unknown or shapes the program, a repeated field, or a
+    value that makes an invalid config."""
+    fields: dict[str, list[float]] = {}
+    known = set(base.to_dict())
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not values.strip():
+            raise ValueError(f"--sweep {spec!r}: expected FIELD=V1,V2,... (e.g. lr=1e-4,3e-4)")
+        if name not in known:
+            raise ValueError(f"--sweep {name}: no such PPOConfig field")
+        if name not in SWEEPABLE:
+            raise ValueError(
+                f"--sweep {name}: only fields that leave the program's shapes unchanged can be "
+                f"swept ({', '.join(SWEEPABLE)}); run other values of {name} separately")
+        if name in fields:
+            raise ValueError(f"--sweep {name} is given twice")
+        try:
+            vals = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--sweep {name}: values must be numbers, got {values!r}") from None
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"--sweep {name}: repeated value in {values!r}")
+        fields[name] = vals
+    grid = [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
+    for overrides in grid:
+        base.replace(**overrides)  # validates (ValueError names the field)
+    return grid or [{}]
+
+
+def run_configs(base: PPOConfig, sweep: list[dict[str, Any]]) -> list[PPOConfig]:
+    """The configuration of each point of ``sweep`` (``[{}]``: just ``base``)."""
+    return [base.replace(**overrides) for overrides in sweep]
+
+
+def label(overrides: dict[str, Any]) -> str:
+    """``{"lr": 1e-4, "clip_epsilon": 0.1}`` -> ``"lr=0.0001 clip_epsilon=0.1"``."""
+    return " ".join(f"{k}={v:g}" for k, v in overrides.items()) or "base config"
+
+
+class Runs:
+    """The members of a job, R runs: each point of a sweep (``[{}]``: just the config) times
+    ``num_seeds`` seeds, in that order (run ``r`` = point ``r // num_seeds``, seed
+    ``config.seed + r % num_seeds``). Every point uses the same seeds."""
+
+    def __init__(self, config: PPOConfig, num_seeds: int = 1,
+                 sweep: list[dict[str, Any]] | None = None):
+        if num_seeds < 1:
+            raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+        self.config = config
+        self.num_seeds = int(num_seeds)
+        self.sweep = [dict(o) for o in (sweep or [{}])]
+        self.configs = run_configs(config, self.sweep)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.sweep)
+
+    @property
+    def num_runs(self) -> int:
+        return self.num_points * self.num_seeds
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.sweep != [{}]
+
+    def seed_of(self, r: int) -> int:
+        return self.config.seed + r % self.num_seeds
+
+    def point_of(self, r: int) -> int:
+        return r // self.num_seeds
+
+    def config_of(self, r: int) -> PPOConfig:
+        return self.configs[self.point_of(r)]
+
+    def describe(self, r: int) -> str:
+        head = f"seed {self.seed_of(r)}"
+        return f"{label(self.sweep[self.point_of(r)])}, {head}" if self.is_sweep else head
+
+    def keys(self):
+        """``[R, 2]`` PRNG keys (seed s runs with ``PRNGKey(s)``), as numpy."""
+        import numpy as np
+
+        seeds = [jax.random.PRNGKey(self.seed_of(r)) for r in range(self.num_runs)]
+        return np.stack([np.asarray(k) for k in seeds])
+
+    def hypers(self) -> Hyper:
+        """``[R]`` hyperparameters, as numpy."""
+        import numpy as np
+
+        per_point = [hyper_of(c) for c in self.configs]
+        rows = [per_point[self.point_of(r)] for r in range(self.num_runs)]
+        return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *rows)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"num_seeds": self.num_seeds, "num_runs": self.num_runs, "sweep": self.sweep,
+                "runs": [{"seed": self.seed_of(r), **self.sweep[self.point_of(r)]}
+                         for r in range(self.num_runs)]}
+
+    @classmethod
+    def from_meta(cls, config: PPOConfig, meta: dict[str, Any]) -> Runs:
+        return cls(config, int(meta["num_seeds"]), meta.get("sweep") or [{}])

@@ -1,0 +1,1 @@
+"""Development tools of this repository that tests import (``scripts.gpu_check``)."""

@@ -1,0 +1,3 @@
+from scripts.gpu_check.check import run
+
+run()

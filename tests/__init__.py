@@ -1,0 +1,1 @@
+"""ppo_jax's tests (a package: shared helpers import as ``tests.<module>``)."""

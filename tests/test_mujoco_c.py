@@ -1,0 +1,159 @@
+"""MuJoCo C evaluation (ppo_jax.envs.mujoco_c): v4's semantics (bit for bit against Gymnasium's
+env), agreement with the MJX env from identical start states, and a trained policy scoring
+the same in both simulators.
+
+Measured (2-core CPU, 8 start states, 100 steps of random actions: the poles fall within
+3-12 steps and then swing, the cart runs into the rail):
+- x64: max |obs difference| 1e-14 after 10 steps, 2e-13 after 30, 1e-8 after 100 (reward
+  1.4e-8): asserted at 1e-6 over all 100 steps.
+- float32: 7e-6 after 10 steps, 9e-5 after 20, 3e-4 after 30, 8e-3 after 50, O(1) after
+  70-100 (the fallen double pendulum is chaotic and float32's 1e-7 per-step error doubles
+  every few steps): asserted at 1e-3 over the first 30 steps.
+"""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import mujoco
+
+from ppo_jax.envs import InvertedDoublePendulum
+from ppo_jax.eval.evaluate import evaluate_checkpoint
+from ppo_jax.envs.mujoco_c import MujocoCEnv, default_solver_model, run_actions
+
+E, T = 8, 100
+
+
+def starts_and_actions(seed=0):
+    rng = np.random.default_rng(seed)
+    qpos = rng.uniform(-0.1, 0.1, (E, 3))
+    qvel = rng.normal(0, 0.1, (E, 3))
+    actions = rng.uniform(-1, 1, (T, E, 1))
+    return qpos, qvel, actions
+
+
+def mjx_rollouts(qpos, qvel, actions, dtype):
+    """obs ``[E, T, 11]``, reward, terminated ``[E, T]`` of the MJX env (one jitted scan)."""
+    env = InvertedDoublePendulum()
+
+    def roll(q, v, acts):
+        def body(s, a):
+            n = env.step(s, a)
+            return n, (n.obs, n.reward, n.terminated)
+
+        return jax.lax.scan(body, env.reset_to(q, v), acts)[1]
+
+    f = jax.jit(jax.vmap(roll, in_axes=(0, 0, 1)))
+    out = f(jnp.asarray(qpos, dtype), jnp.asarray(qvel, dtype), jnp.asarray(actions, dtype))
+    return [np.asarray(x, np.float64) for x in out]
+
+
+def max_errors(dtype):
+    """Max abs obs/reward differences per step ``[T]``, termination mismatches before each
+    episode's first termination, and the number of steps with the cart on the rail."""
+    qpos, qvel, actions = starts_and_actions()
+    # start both from the same representable state
+    qpos = np.asarray(jnp.asarray(qpos, dtype), np.float64)
+    qvel = np.asarray(jnp.asarray(qvel, dtype), np.float64)
+    obs, rew, term = mjx_rollouts(qpos, qvel, actions, dtype)
+    env = MujocoCEnv()
+    err_obs, err_rew = np.zeros(T), np.zeros(T)
+    mismatches = constrained = 0
+    for i in range(E):
+        tr = run_actions(env, qpos[i], qvel[i], actions[:, i])
+        err_obs = np.maximum(err_obs, np.abs(obs[i] - tr.obs[1:]).max(1))
+        err_rew = np.maximum(err_rew, np.abs(rew[i] - tr.reward))
+        first = int(np.argmax(tr.terminated)) if tr.terminated.any() else T - 1
+        mismatches += int((term[i, : first + 1] != tr.terminated[: first + 1]).sum())
+        constrained += int(np.any(tr.obs[1:, 8:] != 0, axis=1).sum())
+    return err_obs, err_rew, mismatches, constrained
+
+
+def test_mjx_agrees_with_mujoco_c_for_100_steps_x64(x64):
+    err_obs, err_rew, mismatches, constrained = max_errors(jnp.float64)
+    assert constrained > 10, "the rollouts must include the cart on the rail"
+    assert mismatches == 0
+    assert err_obs.max() < 1e-6, err_obs[[9, 29, 99]]
+    assert err_rew.max() < 1e-6, err_rew[[9, 29, 99]]
+
+
+def test_mjx_agrees_with_mujoco_c_float32():
+    err_obs, err_rew, mismatches, _ = max_errors(jnp.float32)
+    assert mismatches == 0
+    assert err_obs[:30].max() < 1e-3, err_obs[[9, 19, 29]]
+    assert err_rew[:30].max() < 1e-3, err_rew[[9, 19, 29]]
+
+
+def test_plain_solver_defaults():
+    m = default_solver_model()
+    assert (m.opt.iterations, m.opt.ls_iterations, m.opt.disableflags) == (100, 50, 0)
+    assert m.opt.timestep == 0.01 and m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4
+
+
+def test_same_as_gymnasium_v4():
+    gym = pytest.importorskip("gymnasium")
+    genv = gym.make("InvertedDoublePendulum-v4")
+    genv.reset(seed=0)
+    g = genv.unwrapped
+    env = MujocoCEnv()
+    rng = np.random.default_rng(1)
+    for episode in range(3):
+        gobs, _ = genv.reset(seed=episode)
+        obs = env.reset_to(g.data.qpos, g.data.qvel)
+        np.testing.assert_array_equal(obs, gobs)
+        for t in range(1000):
+            a = rng.uniform(-1, 1, 1)
+            gobs, grew, gterm, gtrunc, _ = genv.step(a)
+            s = env.step(a)
+            np.testing.assert_array_equal(s.obs, gobs)
+            assert (s.reward, s.terminated, s.truncated) == (grew, gterm, gtrunc)
+            if gterm or gtrunc:
+                break
+    # reset distribution: qpos0 + U(-0.1, 0.1), 0.1 N(0, 1)
+    r = np.random.default_rng(0)
+
+    def reset_state():
+        env.reset(r)
+        return np.concatenate(env.state)
+
+    states = np.array([reset_state() for _ in range(2000)])
+    assert np.all(np.abs(states[:, :3]) <= 0.1)
+    np.testing.assert_allclose(states[:, :3].std(0), 0.1 / np.sqrt(3), rtol=0.1)
+    np.testing.assert_allclose(states[:, 3:].std(0), 0.1, rtol=0.1)
+
+
+def test_trained_policy_same_return_in_both_sims(tiny_run):
+    """The tiny run's policy lets the pendulum fall within ~30 steps: the horizon over which
+    float32 MJX and MuJoCo C agree to ~1e-4, so whole episodes must match."""
+    out = evaluate_checkpoint(tiny_run, episodes=4, max_steps=30)
+    assert out["checkpoint_step"] == 3
+    assert out["mjx"]["steps"] == out["mujoco"]["steps"]
+    assert all(0 < n for n in out["mujoco"]["steps"])
+    np.testing.assert_allclose(out["mujoco"]["returns"], out["mjx"]["returns"], rtol=1e-4)
+
+
+def test_evaluate_script_sim_flag(tiny_run, root_dir, capsys):
+    import json
+
+    from ppo_jax.cli import evaluate as evaluate_script
+
+    # (the episodes program of the test above: same episodes, steps and policy)
+    args = [tiny_run, "--episodes", "4", "--max-steps", "30"]
+    assert evaluate_script.main(args + ["--sim", "both", "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["sim"] == "mjx" and len(both["returns"]) == 4
+    assert both["mujoco"]["steps"] == both["steps"]
+    np.testing.assert_allclose(both["mujoco"]["returns"], both["returns"], rtol=1e-4)
+    assert evaluate_script.main(args + ["--sim", "mujoco", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert alone["sim"] == "mujoco" and alone["returns"] == both["mujoco"]["returns"]
+    assert evaluate_script.main(args + ["--sim", "both"]) == 0
+    table = capsys.readouterr().out
+    assert "MJX return" in table and "MuJoCo C return" in table and "MuJoCo C: mean return" in table
+    assert evaluate_script.main(args + ["--sim", "mujoco", "--eval-action", "tanh_loc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "tanh_loc"
+    from ppo_jax.cli.common import CLIError
+
+    with pytest.raises(CLIError):
+        evaluate_script.main(args + ["--stochastic", "--eval-action", "mean"])
