@@ -1,10 +1,12 @@
 """Helpers the test modules share: the commands run in a subprocess or in-process, and the
 one-line-error contract every bad input must keep."""
 
+import contextlib
 import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from ppo_jax.cli import train as train_cmd
@@ -51,3 +53,14 @@ def assert_one_line_error(proc, code=2, words=""):
     assert len(err) == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert words in err[0], err[0]
+
+
+@contextlib.contextmanager
+def x64():
+    """float64 inside the block (JAX's ``jax_enable_x64``), the previous setting after it."""
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", prev)
