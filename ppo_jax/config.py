@@ -17,11 +17,13 @@ ObsNormMode = Literal["reference", "safe"]
 EvalAction = Literal["mean", "tanh_loc"]
 CriticLoss = Literal["smooth_l1", "l2", "l1"]
 MatmulPrecision = Literal["highest", "tf32", "default"]
+EvalSim = Literal["auto", "mjx", "mujoco"]
 
 OBS_NORM_MODES: tuple[str, ...] = typing.get_args(ObsNormMode)
 EVAL_ACTIONS: tuple[str, ...] = typing.get_args(EvalAction)
 CRITIC_LOSSES: tuple[str, ...] = typing.get_args(CriticLoss)
 MATMUL_PRECISIONS: tuple[str, ...] = typing.get_args(MatmulPrecision)
+EVAL_SIMS: tuple[str, ...] = typing.get_args(EvalSim)
 
 
 def _doc(text: str) -> dict:
@@ -141,6 +143,18 @@ class PPOConfig:
             """Deterministic action of evaluation: 'mean' = E[tanh(X)] (what TorchRL's
             ExplorationType.MEAN estimates from 1000 samples; computed here by quadrature) or
             'tanh_loc' = tanh(loc) (TorchRL's ExplorationType.DETERMINISTIC)."""
+        ),
+    )
+    eval_sim: EvalSim = field(
+        default="auto",
+        metadata=_doc(
+            """Where training's evaluations run: 'mjx' (an MJX episode on the training
+            device, between batches), 'mujoco' (MuJoCo C, the exact simulator, on the host
+            CPU in a worker thread while the device trains the next batches; same start
+            states and policy, returns equal within float32 noise; Gymnasium ports only) or
+            'auto' ('mujoco' where the runs train on a GPU/TPU and the env has a MuJoCo C
+            twin, else 'mjx'; on a CPU MJX's evaluation is kept: its numbers are the
+            reference ones). Only the host loop reads it: it changes no program."""
         ),
     )
     # --- numerics -------------------------------------------------------------------------

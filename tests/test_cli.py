@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -119,6 +120,10 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
                                      "--seed", "3", "--stochastic", cache=compile_cache_dir)
 
 
+WARM_START_COMPILES = ["convert_element_type"]  # MJX's put_model (see below)
+
+
+@pytest.mark.gpu
 def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path, tiny_flags):
     """A fresh cache: the first process compiles and stores, the second loads every program
     (no tracing, no compiling) and trains to the same result. (One-device programs in
@@ -127,9 +132,15 @@ def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path, tiny
     first = run(root_dir, "train.py", *tiny_flags, "--out", str(tmp_path / "one"), cache=cache)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "compiling the training programs" in first.stdout
-    second = run(root_dir, "train.py", *tiny_flags, "--out", str(tmp_path / "two"), cache=cache)
+    second = run(root_dir, "train.py", *tiny_flags, "--out", str(tmp_path / "two"), cache=cache,
+                 env=dict(os.environ, JAX_LOG_COMPILES="1"))
     assert second.returncode == 0, second.stderr[-3000:]
     assert "loaded the training programs" in second.stdout
+    # A warm start compiles nothing the program store could serve: the only XLA program it
+    # builds is the one MJX's put_model runs eagerly while the env is built (it strips weak
+    # types; JAX's cache answers it). Keys and hyperparameters are made on the host.
+    compiled = re.findall(r"Compiling jit\((\w+)\)", second.stderr)
+    assert compiled == WARM_START_COMPILES, compiled
     m1 = json.load(open(tmp_path / "one" / "metrics.json"))
     m2 = json.load(open(tmp_path / "two" / "metrics.json"))
     assert m1["compiled_from_cache"] is False

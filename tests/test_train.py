@@ -12,7 +12,7 @@ import pytest
 from ppo_jax.run import runner
 from ppo_jax.config import PPOConfig
 from ppo_jax.run.runs import Runs
-from ppo_jax.core.optim import anneal_rate, lr_at_batch
+from ppo_jax.core.optim import cosine_phase_step, lr_at_batch
 from ppo_jax.run.metrics import PER_BATCH
 from ppo_jax.core.train import make_train
 
@@ -70,6 +70,7 @@ def shipped(trainer):
     return job
 
 
+@pytest.mark.gpu
 def test_whole_run_is_one_compilation(compiled):
     """``train(key)`` is one program, and vmapped over keys still one: the whole run of every
     seed (init, every batch's collection, update and evaluation) in one XLA module."""
@@ -82,10 +83,11 @@ def test_whole_run_is_one_compilation(compiled):
 def test_one_seed_is_one_program(trainer):
     """``train(key)`` itself (not vmapped) lowers to one XLA module with ``[num_batches]``
     metrics (lowered, not compiled: the vmapped program above is the one the module runs)."""
+    key = jax.random.PRNGKey(0)  # made first: its own eager ops are not train's lowering
     events, listener = _count_lowerings()
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        lowered = jax.jit(trainer.train).lower(jax.random.PRNGKey(0))
+        lowered = jax.jit(trainer.train).lower(key)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert len(events) == 1
@@ -121,6 +123,7 @@ def _has_host_callback(compiled) -> bool:
     return "callback" in compiled.as_text()
 
 
+@pytest.mark.gpu
 def test_shipped_programs_hold_no_host_callback(shipped):
     """The executables the CLI runs (compiled here, or loaded from the program store) hold
     no host callback, so JAX's persistent cache keeps them."""
@@ -152,6 +155,7 @@ def _assert_job_equals_train(job, out, s: int) -> None:
         np.testing.assert_allclose(a[0], b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.gpu
 def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
     # each program was compiled (or loaded) once, and run every batch
     assert [i.name for i in shipped.programs.infos] == ["init", "update", "evaluate"]
@@ -184,7 +188,7 @@ def test_nan_keeps_last_good_state(shipped):
     bad = states.replace(obs_stats=states.obs_stats.replace(
         scale=states.obs_stats.scale.at[0, 0].set(jnp.nan)))
     before = jax.device_get((bad.params, bad.opt_state, bad.batches_done))  # (donated below)
-    rate = anneal_rate(run.trainer.config)
+    rate = cosine_phase_step(run.trainer.config)
     after, m = run.programs.update(bad, np.int32(4), rate)
     assert not bool(m.finite[0]) and int(after.failed_batch[0]) == 4
     assert int(after.batches_done[0]) == int(before[2][0])
@@ -209,7 +213,7 @@ def test_the_run_length_is_an_input_of_the_programs(shipped):
         baked = jax.jit(lambda b, lr: lr * 0.5 * (
             1.0 + jnp.cos(jnp.pi * (b.astype(jnp.float32) / n))))(b, lr)  # noqa: B023
         traced = jax.jit(lambda b, lr, r: lr_at_batch(cfg, b, lr, r))(  # noqa: B023
-            b, lr, anneal_rate(cfg))
+            b, lr, cosine_phase_step(cfg))
         np.testing.assert_array_equal(traced, baked, err_msg=f"{n} batches")
 
 

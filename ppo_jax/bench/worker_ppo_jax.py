@@ -27,6 +27,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     from ppo_jax.run import runner
 
     compiles = probes.CompileLog()
+    phases = probes.Phases()
     t0 = compiles.t0 = time.perf_counter()
     launch_to_t0 = (time.time() - launched) if launched else None
     cfg = PPOConfig.from_dict(spec["config"])
@@ -35,8 +36,13 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
 
     from ppo_jax.run.runs import Runs
 
-    job = runner.prepare(Runs(cfg), devices=spec.get("devices"))
+    with phases("backend_init"):  # what prepare's first JAX call would start
+        jax.devices()
+    with phases("prepare"):
+        job = runner.prepare(Runs(cfg), devices=spec.get("devices"))
     compile_s = time.perf_counter() - t0
+    prepared_s = compile_s
+    init_run_s = job.log.run_seconds  # prepare's init program run (train_batches adds to it)
 
     def on_batch(i, m, ev):
         if ev is not None:
@@ -61,4 +67,28 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
         device=probes.jax_device_info(), profile=profile, layout=job.log.layout,
+        startup=_startup(phases, prepared_s, init_run_s, job, compiles),
     )
+
+
+def _startup(phases: probes.Phases, prepared_s: float, init_run_s: float, job,
+             compiles: probes.CompileLog) -> dict[str, Any]:
+    """Where the seconds before the first batch went: backend init, then what ``prepare``
+    records in ``job.log.startup``: the env build, the programs (each loaded or compiled,
+    ``job.programs.report()``), the ``init`` program's run (network init and the
+    normalization statistics' env steps, and the wait for them); the rest of prepare
+    (devices, layout, keys), and every XLA compilation with its name (``program``: which of
+    the job's programs it is, None for any other)."""
+    from ppo_jax.run.programs import PROGRAM_NAMES, module_name
+
+    p = {**phases.seconds, **{k[:-2]: v for k, v in job.log.startup.items()}}
+    names = {module_name(job.trainer, job.runs.num_runs, n): n for n in PROGRAM_NAMES}
+    xla = compiles.report()
+    for c in xla["named"]:
+        c["program"] = next((n for m, n in names.items() if m in c["name"]), None)
+    return {"backend_init_s": p.get("backend_init"), "env_build_s": p.get("env_build"),
+            "programs_s": p.get("programs"), "programs": job.programs.report(),
+            "init_run_s": init_run_s,
+            "prepare_other_s": (p.get("prepare", 0.0) - p.get("env_build", 0.0)
+                                - p.get("programs", 0.0) - init_run_s),
+            "prepared_s": prepared_s, "xla_compiles": xla}

@@ -11,7 +11,8 @@ Without --seed, the episodes start where training's evaluations after the checkp
 last batch start: episode 0 replays the evaluation logged then (training always evaluates
 after its final batch; for an intermediate checkpoint whose last batch was not evaluated the
 output says there is nothing to replay). --sim mujoco runs the same episodes (start states,
-policy noise) in MuJoCo C (ppo_jax.envs.mujoco_c, through ppo_jax.eval.evaluate). ``scripts/evaluate.py`` and the
+policy noise) in MuJoCo C (ppo_jax.envs.mujoco_c, through ppo_jax.eval.evaluate).
+``scripts/evaluate.py`` and the
 ``ppo-jax-evaluate`` console script run :func:`main`.
 """
 
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
                              np.array([e.length for e in mujoco_episodes]))
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
-        "checkpoint": os.path.abspath(checkpoint.checkpoint_dir(args.dir)),
+        "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
         "checkpoint_step": step,
         "frames": int(meta["frames"]),
         "policy": mode,

@@ -12,7 +12,8 @@
         --out runs/sweep                                                       # 4 configs x 2 seeds
 
 Writes OUT/metrics.json, OUT/curves.png and (with --checkpoint-every) OUT/checkpoints/.
-Runs on the GPU when JAX sees one, else on the CPU. ``scripts/train.py`` and the
+Where JAX sees a GPU, a job with many envs trains there and a latency-bound one (few envs)
+on the CPU (``--device``). ``scripts/train.py`` and the
 ``ppo-jax-train`` console script run :func:`main`.
 """
 
@@ -52,6 +53,10 @@ def build_parser() -> cli.ArgumentParser:
                      help="train every value of FIELD (repeat for a grid; times the seeds) in "
                           "the same program: lr, clip_epsilon, gamma, lmbda, entropy_coeff, "
                           "critic_coeff, max_grad_norm")
+    run.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                     help="where to train: auto takes the CPU for a latency-bound job (fewer "
+                          "than ~32 envs per device, an estimate) even where a GPU is present, "
+                          "else JAX's default device; cpu and gpu force one (docs/devices.md)")
     run.add_argument("--devices", default=None, metavar="N|all",
                      help="devices to split the runs and envs over (default: every GPU/TPU "
                           "the job splits over; 1 on a CPU)")
@@ -87,6 +92,7 @@ class Progress:
         self.init_reward = None
         self.init_eval = None
         self.eval_str = ""
+        self.batch_str = ""
         if enabled:
             from tqdm import tqdm
 
@@ -101,19 +107,32 @@ class Progress:
         if self.init_reward is None:
             self.init_reward = r
         if ev is not None:
-            er = float(np.mean(ev.eval_return))
-            if self.init_eval is None:
-                self.init_eval = er
-            self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
-                             f"eval step-count: {int(np.max(ev.eval_steps))}")
-        desc = ", ".join(s for s in (
-            self.eval_str,
+            self._eval(ev)
+        self.batch_str = ", ".join((
             f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
             f"step count (max): {int(np.max(m.step_count))}",
             f"lr policy: {float(np.mean(m.lr)): 4.4f}",
-        ) if s)
-        self.bar.set_description(desc)
+        ))
+        self.bar.set_description(self._desc())
         self.bar.update(self.config.frames_per_batch)
+
+    def add_eval(self, i, ev):
+        """An evaluation (after batch ``i``) that landed after its batch (``--eval-sim
+        mujoco``): shown from now on."""
+        if self.bar is None:
+            return
+        self._eval(ev)
+        self.bar.set_description(self._desc())
+
+    def _eval(self, ev):
+        er = float(np.mean(ev.eval_return))
+        if self.init_eval is None:
+            self.init_eval = er
+        self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
+                         f"eval step-count: {int(np.max(ev.eval_steps))}")
+
+    def _desc(self) -> str:
+        return ", ".join(s for s in (self.eval_str, self.batch_str) if s)
 
     def close(self):
         if self.bar is not None:
@@ -208,17 +227,13 @@ def _params_digest(states) -> str:
 
 
 def main(argv=None) -> int:
+    """``scripts/train.py``: check the flags, choose the device, start (or resume) the job,
+    train it, report."""
     default_offscreen_backend()  # before anything imports mujoco
     args = build_parser().parse_args(argv)
     overrides = cli.config_overrides(args)
-    if args.num_seeds is not None and args.num_seeds < 1:
-        raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
-    if args.checkpoint_every < 0 or args.keep < 1:
-        raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
-    devices = _devices_flag(args.devices)
-    if args.resume and (args.sweep or args.preset):
-        raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
-                           "change it")
+    devices = _check_flags(args)
+    _choose_device(args, overrides, devices)
     try:
         job = distributed.initialize(args)
     except distributed.DistributedError as e:
@@ -229,10 +244,71 @@ def main(argv=None) -> int:
     if job:
         print(job, flush=True)
     cli.require_float32()
+    start, config, out = _start(args, overrides)
+    init_from = _init_from_torchrl(args, config)
+    cli.apply_compile_cache_flags(args)
+    stop = StopRequest(enabled=jax.process_count() == 1)
+    result, job = _train(args, start, config, out, devices, lead, stop, init_from)
+    from ppo_jax.run.parallel import barrier
+
+    if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
+        raise stop.interrupted(job, out)
+    barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
+    if jax.process_count() > 1:
+        print(f"process {jax.process_index()}: final parameters sha256 "
+              f"{_params_digest(job.states)}", flush=True)
+    if lead:
+        _report(args, result, job, out)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> int | str | None:
+    """The flags that no config check sees; returns ``--devices`` as a count, 'all' or None."""
+    if args.num_seeds is not None and args.num_seeds < 1:
+        raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+    if args.checkpoint_every < 0 or args.keep < 1:
+        raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
+    devices = _devices_flag(args.devices)
+    if args.resume and (args.sweep or args.preset):
+        raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
+                           "change it")
+    return devices
+
+
+def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
+                   devices: int | str | None) -> None:
+    """``--device``: the platform, set before JAX starts (one line when it is worth saying)."""
+    from ppo_jax.run import device
+
+    width = None
+    if args.resume:
+        from ppo_jax.run.checkpoint import peek_meta
+
+        meta = peek_meta(args.resume)
+        if meta is not None:
+            width = int(meta.get("num_runs", 1)) * int(meta["config"].get("num_envs", 1))
+    else:
+        base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
+        config = cli.make_config(base, overrides)
+        from ppo_jax.run.runs import parse_sweep
+
+        with cli.user_errors(ValueError):
+            points = len(parse_sweep(args.sweep, config)) if args.sweep else 1
+        width = (args.num_seeds or 1) * points * config.num_envs
+    per_device = max(1, (width or 1) // (devices if isinstance(devices, int) else 1))
+    with cli.user_errors(device.DeviceError):
+        message = device.apply(device.choose(args.device, per_device))
+    if message:
+        print(message, flush=True)
+
+
+def _start(args: argparse.Namespace, overrides: dict[str, Any]):
+    """``(start, config, out)``: the saved job (``--resume``) or the new one's runs, its
+    config and its output directory (a new run's must not hold another run)."""
+    import jax
 
     from ppo_jax.run import checkpoint
 
-    saved = None
     if args.resume:
         with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
             saved = checkpoint.open_saved(args.resume)
@@ -240,58 +316,62 @@ def main(argv=None) -> int:
         if clash:
             raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
                 f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
-        config = saved.config
-        out = cli.ensure_writable_dir(args.resume)
-    else:
-        base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
-        config = cli.make_config(base, overrides)
-        from ppo_jax.envs.registry import check_env_id
+        return saved, saved.config, cli.ensure_writable_dir(args.resume)
+    base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
+    config = cli.make_config(base, overrides)
+    from ppo_jax.envs.registry import check_env_id
 
-        with cli.user_errors(ValueError):
-            check_env_id(config.env)
-        out = cli.ensure_writable_dir(args.out)
-        held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS) if os.path.exists(os.path.join(out, n))]
-        if held and jax.process_count() > 1:
-            # the other processes may have made checkpoints/ already: only metrics.json,
-            # which process 0 writes at the end, marks a finished run here
-            held = [n for n in held if n == "metrics.json"]
-        if held:
-            raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
-                               f"--resume {out}, or choose another --out")
+    with cli.user_errors(ValueError):
+        check_env_id(config.env)
+    out = cli.ensure_writable_dir(args.out)
+    held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
+            if os.path.exists(os.path.join(out, n))]
+    if held and jax.process_count() > 1:
+        # the other processes may have made checkpoints/ already: only metrics.json,
+        # which process 0 writes at the end, marks a finished run here
+        held = [n for n in held if n == "metrics.json"]
+    if held:
+        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
+                           f"--resume {out}, or choose another --out")
+    from ppo_jax.run.runs import Runs, parse_sweep
 
-    init_from = None
-    if args.init_from_torchrl:
-        if args.resume:
-            raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
-                               "--resume")
-        from ppo_jax.interop.torchrl import export
+    with cli.user_errors(ValueError):
+        sweep = parse_sweep(args.sweep, config) if args.sweep else None
+    return Runs(config, args.num_seeds or 1, sweep), config, out
 
-        try:
-            init_from = export.load_torchrl_export(args.init_from_torchrl, config)
-        except export.ExportError as e:
-            raise cli.CLIError(f"--init-from-torchrl: {e}") from None
 
-    start = saved
-    if saved is None:
-        from ppo_jax.run.runs import Runs, parse_sweep
+def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
+    """``--init-from-torchrl``: the TorchRL export's networks and statistics, or None."""
+    if not args.init_from_torchrl:
+        return None
+    if args.resume:
+        raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
+                           "--resume")
+    from ppo_jax.interop.torchrl import export
 
-        with cli.user_errors(ValueError):
-            sweep = parse_sweep(args.sweep, config) if args.sweep else None
-        start = Runs(config, args.num_seeds or 1, sweep)
+    try:
+        return export.load_torchrl_export(args.init_from_torchrl, config)
+    except export.ExportError as e:
+        raise cli.CLIError(f"--init-from-torchrl: {e}") from None
 
-    cli.apply_compile_cache_flags(args)
 
-    from ppo_jax.run import runner
+def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: StopRequest,
+           init_from):
+    """Compile (or load) the programs and train; a failure to write becomes one line."""
+    from ppo_jax.eval.host import MujocoEvaluator
+    from ppo_jax.run import checkpoint, host_eval, runner
     from ppo_jax.run.parallel import LayoutError
+
+    with cli.user_errors(ValueError):  # --eval-sim mujoco where it cannot run: before compiling
+        host_eval.check_eval_sim(config, factory=MujocoEvaluator)
 
     def announce(line: str) -> None:
         if lead:
             print(line, flush=True)
 
-    stop = StopRequest(enabled=jax.process_count() == 1)
     try:
         with stop:
-            result, job = runner.run_training(
+            return runner.run_training(
                 start,
                 out=out,
                 devices=devices,
@@ -304,6 +384,7 @@ def main(argv=None) -> int:
                 announce=announce,
                 init_from=init_from,
                 interrupted=stop,
+                host_evaluator=MujocoEvaluator,
             )
     except LayoutError as e:
         raise cli.CLIError(str(e)) from None
@@ -312,18 +393,14 @@ def main(argv=None) -> int:
         raise cli.CLIError(
             f"cannot write the run's files in {out}: {reason}; metrics.json and the "
             f"checkpoints written before this are intact", code=1) from None
-    from ppo_jax.run.parallel import barrier
 
-    if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
-        raise stop.interrupted(job, out)
-    barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
+
+def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> None:
+    """The summary line, the sweep's ranking, the video; a run that hit NaN ends in one line."""
+    import jax
+
     summary = {k: result[k] for k in ("total_frames", "compile_seconds", "compiled_from_cache",
                                       "run_seconds", "frames_per_second", "last_eval_return")}
-    if jax.process_count() > 1:
-        print(f"process {jax.process_index()}: final parameters sha256 "
-              f"{_params_digest(job.states)}", flush=True)
-    if not lead:
-        return 0
     print(json.dumps(summary))
     if "sweep_ranking" in result:
         print(_ranking_table(result["sweep_ranking"], job.runs.num_seeds))
@@ -343,7 +420,6 @@ def main(argv=None) -> int:
         raise cli.CLIError(
             f"training stopped: NaN/Inf in the loss or parameters ({which}); kept the last "
             f"good state in {out}", code=1)
-    return 0
 
 
 def _ranking_table(rows: list[dict], num_seeds: int) -> str:

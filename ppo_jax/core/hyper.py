@@ -15,6 +15,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from ppo_jax.config import PPOConfig
@@ -37,17 +38,19 @@ SWEEPABLE: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Hyper))
 
 
 def hyper_of(config: PPOConfig) -> Hyper:
-    """``config``'s sweepable values as a :class:`Hyper` of scalars."""
+    """``config``'s sweepable values as a :class:`Hyper` of numpy scalars (made on the host:
+    no device op, nothing to compile; a trace takes them as constants)."""
     dtype = jnp.result_type(float)  # float32, or float64 under x64 (parity tests)
-    return Hyper(**{name: jnp.asarray(getattr(config, name), dtype) for name in SWEEPABLE})
+    return Hyper(**{name: np.asarray(getattr(config, name), dtype) for name in SWEEPABLE})
 
 
 def program_config(config: PPOConfig) -> PPOConfig:
     """``config`` with what its compiled programs take as inputs or never read at their
     defaults: what a program depends on (its cache key). Seeds, like hyperparameters, are
     program inputs; so is the lr schedule's phase step, the one number the run's length
-    enters (:func:`ppo_jax.core.optim.anneal_rate`); when to evaluate is the host loop's choice.
+    enters (:func:`ppo_jax.core.optim.cosine_phase_step`); when to evaluate is the host
+    loop's choice.
     ``total_frames`` becomes one batch (any length gives the same programs)."""
-    names = (*SWEEPABLE, "seed", "eval_every")
+    names = (*SWEEPABLE, "seed", "eval_every", "eval_sim")
     return config.replace(total_frames=config.frames_per_batch,
                           **{name: getattr(PPOConfig(), name) for name in names})

@@ -8,7 +8,7 @@ constant across a batch's minibatch updates::
     lr(batch i) = lr0 * (1 + cos(pi * i / num_batches)) / 2
 
 The schedule's one length-dependent number, the phase step ``pi / num_batches``
-(:func:`anneal_rate`), is an input of the update program, not a constant baked into it: runs
+(:func:`cosine_phase_step`), is an input of the update program, not a constant baked into it: runs
 that differ only in ``total_frames`` share one compiled program (a longer run starts warm).
 It is computed in float32 as XLA folds the constant expression ``pi * (i / num_batches)``
 (``i * fl(fl(pi) * fl(1 / num_batches))``), so the learning rates are bit for bit those of a
@@ -34,7 +34,7 @@ import optax
 from ppo_jax.config import PPOConfig
 
 
-def anneal_rate(config: PPOConfig) -> np.float32:
+def cosine_phase_step(config: PPOConfig) -> np.float32:
     """The cosine schedule's phase step per batch, ``pi / num_batches``, in float32 exactly
     as XLA folds it from ``pi * (i / num_batches)``: ``fl(fl(pi) * fl(1 / num_batches))``."""
     inverse = np.float32(1.0) / np.float32(config.num_batches)
@@ -44,11 +44,11 @@ def anneal_rate(config: PPOConfig) -> np.float32:
 def lr_at_batch(config: PPOConfig, batch, lr=None, rate=None):
     """Learning rate used for the updates of batch ``batch`` (int or int array); ``lr`` (a
     traced value of a sweep) replaces ``config.lr``, ``rate`` (traced: a program input)
-    replaces :func:`anneal_rate` of the config."""
+    replaces :func:`cosine_phase_step` of the config."""
     lr = config.lr if lr is None else lr
     if not config.anneal_lr:
         return jnp.full(jnp.shape(batch), lr, jnp.float32)
-    rate = anneal_rate(config) if rate is None else rate
+    rate = cosine_phase_step(config) if rate is None else rate
     return lr * 0.5 * (1.0 + jnp.cos(jnp.asarray(batch, jnp.float32) * rate))
 
 

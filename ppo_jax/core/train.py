@@ -302,7 +302,8 @@ class Trainer:
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
                hyper: Hyper, rate=None):
         """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement.
-        ``rate``: the lr schedule's phase step (:func:`~ppo_jax.core.optim.anneal_rate`; traced in
+        ``rate``: the lr schedule's phase step
+        (:func:`~ppo_jax.core.optim.cosine_phase_step`; traced in
         the update program, so the run's length is not baked into it)."""
         cfg = self.config
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
@@ -410,11 +411,19 @@ def precision(config: PPOConfig):
 
 def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None = None
                ) -> Trainer:
-    """Build the run's :class:`Trainer` (env, networks, optimizer) from ``config``; its
-    programs split their arrays over ``layout``'s devices (None: one device).
+    """Build one run's PPO: the env, the networks and the optimizer of ``config``.
 
-    ``env``: any object that meets the env protocol (:mod:`ppo_jax.envs.base`); None builds
-    ``config.env`` from the registry. A given env's id becomes ``config.env``."""
+    Args:
+      config: the run's configuration (the tutorial's by default: ``PPOConfig()``).
+      layout: the device mesh its programs split their arrays over (None: one device; the
+        run layer builds it, :mod:`ppo_jax.run.parallel`).
+      env: any object that meets the env protocol (:mod:`ppo_jax.envs.base`); None builds
+        ``config.env`` from the registry. A given env's id becomes ``config.env``.
+
+    Returns:
+      A :class:`Trainer` of pure functions; ``trainer.train(key)`` is the whole run as one
+      program (``jax.vmap`` it over keys for many seeds).
+    """
     if env is None:
         env = make_env(config.env, config.max_episode_steps or None)
     else:

@@ -39,21 +39,18 @@ class RenderUnavailable(RuntimeError):
     """No OpenGL context could be made (message: :data:`GL_HINT` and the backend's error)."""
 
 
-PENDULUM_CAMERA = {"lookat": (0.0, 0.0, 0.05), "distance": 3.3, "azimuth": 90.0,
-                   "elevation": 0.0}
-
-
 def camera(config: dict | None = None, model: mujoco.MjModel | None = None) -> mujoco.MjvCamera:
     """The camera of an env's ``camera`` config (Gymnasium's ``DEFAULT_CAMERA_CONFIG`` keys:
     ``trackbodyid``, ``distance``, ``lookat``, ``elevation``, ``azimuth``): MuJoCo's default free
     camera of ``model``, those fields set, and tracking the body ``trackbodyid`` where it is
     not the world (a runner stays in frame).
 
-    Default: the pendulum's fixed camera along the hinge axis (+y) at the middle of the
-    scene; at 320x240 (MuJoCo's default 45 degree vertical field of view) it frames the whole
-    rail (x in [-1, 1]) with the cart and both poles, upright (tip at height 1.2) or hanging.
+    Default: the pendulum's camera (:attr:`~ppo_jax.envs.InvertedDoublePendulum.camera`).
     """
-    config = PENDULUM_CAMERA if config is None else config
+    if config is None:
+        from ppo_jax.envs import InvertedDoublePendulum
+
+        config = InvertedDoublePendulum.camera
     cam = mujoco.MjvCamera()
     if model is not None:
         mujoco.mjv_defaultFreeCamera(model, cam)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -54,7 +55,7 @@ FORMAT = "ppo_jax.run.checkpoint/3"
 CHECKPOINTS = "checkpoints"
 
 
-def checkpoint_dir(path: str) -> str:
+def locate_checkpoints(path: str) -> str:
     """A run directory's ``checkpoints/``, or ``path`` itself when it has none (it is that
     directory, or nothing is there yet)."""
     sub = os.path.join(path, CHECKPOINTS)
@@ -131,11 +132,26 @@ def save(
 
 def steps(directory: str) -> list[int]:
     """Completed checkpoint steps in ``directory`` (raises if it is not a directory)."""
-    directory = checkpoint_dir(directory)
+    directory = locate_checkpoints(directory)
     if not os.path.isdir(directory):
         raise CheckpointError(f"no such checkpoint directory: {directory}")
     with _manager(directory) as mngr:
         return sorted(mngr.all_steps())
+
+
+def peek_meta(path: str) -> dict[str, Any] | None:
+    """The metadata of ``path``'s latest complete checkpoint read as plain JSON from disk,
+    without orbax (which starts JAX's backends); None when there is none to read. For
+    choices made before JAX starts (the device); :func:`open_saved` checks it properly."""
+    directory = locate_checkpoints(path)
+    try:
+        # orbax writes a step under a temporary name and renames it when complete
+        done = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        with open(os.path.join(directory, str(done[-1]), "meta", "metadata")) as f:
+            meta = json.load(f)
+    except (OSError, IndexError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def _pick_step(directory: str, step: int | None) -> int:
@@ -176,7 +192,7 @@ class Saved:
 def open_saved(path: str, step: int | None = None) -> Saved:
     """The latest (or given) checkpoint of ``path`` (a run directory or its checkpoints),
     its metadata read and checked; :class:`CheckpointError` otherwise."""
-    directory = checkpoint_dir(path)
+    directory = locate_checkpoints(path)
     step = _pick_step(directory, step)
     try:
         with _stderr_held(), _manager(directory) as mngr:
@@ -239,13 +255,22 @@ def restore(
     source: str | Saved, step: int | None = None, layout: Layout | None = None,
     env: Any = None,
 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
-    """Rebuild the trainer from the saved config and restore the state of every run, laid
-    out over ``layout``'s devices (None: on this process's first device, whatever mesh
-    wrote it). ``source``: a run directory (or its checkpoints; ``step`` default: the
-    latest), or a :class:`Saved` already read. ``env``: the env object, for a checkpoint of
-    an env of your own (the registry builds the others from the saved id).
+    """Rebuild the trainer from a checkpoint's config and restore the state of every run.
 
-    Returns ``(trainer, states [R, ...], meta)``; raises :class:`CheckpointError`.
+    Args:
+      source: a run directory (or its ``checkpoints/``), or a :class:`Saved` already read.
+      step: the checkpoint step (None: the latest).
+      layout: the device mesh to lay the states out over (None: this process's first
+        device, whatever mesh wrote them).
+      env: the env object, for a checkpoint of an env of your own (the registry builds the
+        others from the saved id).
+
+    Returns:
+      ``(trainer, states [R, ...], meta)``: the :class:`~ppo_jax.core.train.Trainer`, every
+      run's ``PPOState`` and the checkpoint's metadata.
+
+    Raises:
+      CheckpointError: a missing, unreadable or mismatched checkpoint (one line).
     """
     saved = source if isinstance(source, Saved) else open_saved(source, step)
     directory, step, meta = saved.directory, saved.step, saved.meta
@@ -308,7 +333,7 @@ def restore_for_export(path: str, step: int | None = None, run_index: int = 0
     path, its step, frames and the run's index. Returns ``(trainer, state, source)``."""
     trainer, state, meta = restore_run(path, step, run_index)
     source = {
-        "checkpoint": os.path.abspath(checkpoint_dir(path)),
+        "checkpoint": os.path.abspath(locate_checkpoints(path)),
         "step": int(meta["batches_done"]),
         "frames": int(meta["frames"]),
         "run_index": run_index,

@@ -8,7 +8,7 @@ Two caches, both in the compile-cache directory (``--compile-cache-dir``):
   and ``cache_misses``). It spares the XLA compile, not the tracing and lowering before it
   (~5-15 s for ppo_jax's programs on 2 CPU cores: MJX is a lot of Python to trace).
 * ``ppo_programs/``: the compiled executables themselves (``jax.experimental.
-  serialize_executable``), keyed by :func:`program_key`. A hit skips tracing, lowering and
+  serialize_executable``), keyed by :func:`store_key`. A hit skips tracing, lowering and
   compiling: a second run starts in seconds. Any change of key misses, and the program is
   traced again (and then usually found in JAX's cache).
 
@@ -160,7 +160,7 @@ def _source_hash() -> str:
     return h.hexdigest()
 
 
-def program_key(name: str, identity: dict[str, Any], **extra: Any) -> str:
+def store_key(name: str, identity: dict[str, Any], **extra: Any) -> str:
     """Everything that determines the compiled program ``name``, hashed: ``identity`` (what
     its builder varies: config, number of runs, layout, env, ...; see
     :func:`ppo_jax.run.programs.program_key`), ``extra``, and what every program depends on (the
@@ -349,7 +349,7 @@ def obtain(
     announce: Callable[[str], None] | None = None,
     persist: bool = True,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
-    """Compiled programs ``{name: executable}`` for ``keys`` (``{name: program_key}``): from
+    """Compiled programs ``{name: executable}`` for ``keys`` (``{name: store_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (an
     iterable of ``(name, lowered)``, each module named by its key, or by its key less a
     process's own part), compiled (JAX's cache may answer) and stored. ``announce`` gets one
@@ -360,7 +360,7 @@ def obtain(
 
     Each program's XLA compile runs on its own thread as soon as it is lowered, while the
     next one is traced: XLA releases the GIL, so the compiles overlap each other and the
-    tracing (on 2 CPU cores, ~35 s instead of ~50 s for the tutorial's three programs)."""
+    tracing."""
     compiled: dict[str, Any] = {}
     infos: dict[str, CompileInfo] = {}
     for name, key in keys.items():

@@ -25,7 +25,7 @@ EVAL = ("eval_return", "eval_steps")
 
 
 def run_names(runs) -> list[str]:
-    """A directory name for each run of ``runs`` (:class:`~ppo_jax.core.hyper.Runs`)."""
+    """A directory name for each run of ``runs`` (:class:`~ppo_jax.run.runs.Runs`)."""
     names = []
     for r in range(runs.num_runs):
         point = runs.sweep[runs.point_of(r)]
@@ -77,6 +77,18 @@ class EventLog:
             if h["eval_frames"][r] and h["eval_frames"][r][-1] == frames:
                 for name in EVAL:
                     writer.add_scalar(name, h[name][r][-1], frames)
+
+    def add_eval(self, log, i: int) -> None:
+        """Write the evaluation after batch ``i`` that ``log`` recorded after the batch itself
+        (a host evaluation, :meth:`~ppo_jax.run.runner.RunLog.add_eval`), at that batch's
+        frames, for every run that recorded it."""
+        h = log.history
+        frames = (i + 1) * log.config.frames_per_batch
+        for r, writer in enumerate(self.writers):
+            if frames in h["eval_frames"][r]:
+                at = h["eval_frames"][r].index(frames)
+                for name in EVAL:
+                    writer.add_scalar(name, h[name][r][at], frames)
 
     def flush(self) -> None:
         for writer in self.writers:

@@ -5,7 +5,8 @@ A job is R runs (seeds, times the points of a sweep) and three programs:
 * ``init``: ``(keys [R], hypers [R]) -> PPOState [R, ...]`` (statistics rollouts, networks,
   Adam, envs): :func:`init_runs`;
 * ``update``: ``(states, i, rate) -> (states, BatchMetrics [R])``, batch ``i`` without its
-  evaluation, ``rate`` the lr schedule's phase step (:func:`ppo_jax.core.optim.anneal_rate`); the
+  evaluation, ``rate`` the lr schedule's phase step
+  (:func:`ppo_jax.core.optim.cosine_phase_step`); the
   state argument is donated, so the state is updated in place on the device:
   :func:`update_runs`;
 * ``evaluate``: ``(states, i) -> EvalMetrics [R]``, the evaluation logged after batch ``i``:
@@ -67,7 +68,7 @@ def init_runs(trainer: Trainer, keys: jax.Array, hypers: Hyper) -> PPOState:
 def update_runs(trainer: Trainer, states: PPOState, i: jax.Array, rate: jax.Array
                 ) -> tuple[PPOState, BatchMetrics]:
     """:meth:`Trainer.update_step` of batch ``i`` for every run, with the lr schedule's
-    phase step ``rate`` (:func:`~ppo_jax.core.optim.anneal_rate`); metrics ``[R]``."""
+    phase step ``rate`` (:func:`~ppo_jax.core.optim.cosine_phase_step`); metrics ``[R]``."""
     with precision(trainer.config):
         return over_runs(trainer, lambda s: trainer.update_step(s, i, rate), states)
 
@@ -120,7 +121,7 @@ def _key(trainer: Trainer, num_runs: int, name: str, own: bool, extra: dict) -> 
         "layout": None if trainer.layout is None else trainer.layout.key(),
         "env": env_identity(trainer.env, own),
     }
-    return compile_cache.program_key(name, identity, **extra)
+    return compile_cache.store_key(name, identity, **extra)
 
 
 def env_identity(env, own: bool = True) -> dict[str, Any]:

@@ -6,9 +6,10 @@ The train state never leaves the device between batches: each call of the ``upda
 takes the state (donated) and returns the next one; only the batch's metrics are read back,
 one batch behind the device so that reading them never stalls it.
 
-A :class:`Job` is R runs (:class:`~ppo_jax.core.hyper.Runs`: seeds times sweep points) trained
+A :class:`Job` is R runs (:class:`~ppo_jax.run.runs.Runs`: seeds times sweep points) trained
 together, laid out over a device mesh (:mod:`ppo_jax.run.parallel`); :func:`prepare` makes one,
-new (from :class:`~ppo_jax.core.hyper.Runs`) or resumed (from a :class:`~ppo_jax.run.checkpoint.Saved`
+new (from :class:`~ppo_jax.run.runs.Runs`) or resumed (from a
+:class:`~ppo_jax.run.checkpoint.Saved`
 checkpoint), and :func:`train_batches` drives it. In a multi-process job every process
 runs this driver on the same programs; only process 0 writes ``metrics.json`` and
 ``curves.png``, and all of them take part in saving checkpoints.
@@ -16,6 +17,7 @@ runs this driver on the same programs; only process 0 writes ``metrics.json`` an
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import os
 import time
@@ -24,12 +26,14 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from ppo_jax.run import checkpoint, metrics
+from ppo_jax.run import checkpoint, host_eval, metrics
+from ppo_jax.run import device as device_choice
 from ppo_jax.config import PPOConfig
 from ppo_jax import util
 from ppo_jax.util import write_json
 from ppo_jax.run.runs import Runs, label
-from ppo_jax.core.optim import anneal_rate
+from ppo_jax.run.host_eval import HostEvaluatorFactory
+from ppo_jax.core.optim import cosine_phase_step
 from ppo_jax.run.parallel import barrier, choose_devices, gather, make_layout
 from ppo_jax.run.programs import Programs, build_programs
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
@@ -51,6 +55,9 @@ class RunLog:
     failed: list[int | None] = dataclasses.field(default_factory=list)
     marks: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     layout: str | None = None
+    # where the seconds before the first batch went: the env and networks built (or the
+    # checkpoint restored), the programs loaded or compiled, the init program's run
+    startup: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def config(self) -> PPOConfig:
@@ -101,6 +108,21 @@ class RunLog:
                     h["eval_return"][s].append(float(np.asarray(ev.eval_return)[s]))
                     h["eval_steps"][s].append(int(np.asarray(ev.eval_steps)[s]))
 
+    def add_eval(self, i: int, ev: EvalMetrics) -> None:
+        """Record the evaluation ``ev`` (``[R]`` as numpy) after batch ``i`` that landed
+        after the batch itself was recorded (a host evaluation): at batch ``i``'s frames,
+        in frame order, for every run that batch ``i`` left alive and finite (as
+        :meth:`add_batch` records one)."""
+        h = self.history
+        frames = (i + 1) * self.config.frames_per_batch
+        for s in range(self.num_runs):
+            if self.failed[s] is not None and self.failed[s] <= i:
+                continue
+            at = bisect.bisect_right(h["eval_frames"][s], frames)
+            h["eval_frames"][s].insert(at, frames)
+            h["eval_return"][s].insert(at, float(np.asarray(ev.eval_return)[s]))
+            h["eval_steps"][s].insert(at, int(np.asarray(ev.eval_steps)[s]))
+
     def summary(self) -> dict[str, Any]:
         h = self.history
         last = [s[-1] if s else None for s in h["eval_return"]]
@@ -118,6 +140,7 @@ class RunLog:
             "compile_seconds": round(self.compile_seconds, 3),
             "compiled_from_cache": self.from_cache,
             "compile": self.compile,
+            "startup_seconds": {k: round(v, 3) for k, v in self.startup.items()},
             "run_seconds": round(self.run_seconds, 3),
             "frames_per_second": (round(self.frames_trained / self.run_seconds, 1)
                                   if self.run_seconds > 0 else None),
@@ -206,7 +229,7 @@ def prepare(
     env: Any = None,
 ) -> Job:
     """Compile the programs and initialize the device state of a new job (``start``: its
-    :class:`~ppo_jax.core.hyper.Runs`), or restore a saved one (``start``: a
+    :class:`~ppo_jax.run.runs.Runs`), or restore a saved one (``start``: a
     :class:`~ppo_jax.run.checkpoint.Saved` checkpoint; its run directory's ``metrics.json``
     gives the history so far), over ``devices`` devices (see
     :func:`ppo_jax.run.parallel.choose_devices`; raises its ``LayoutError``). ``init_from`` =
@@ -222,6 +245,7 @@ def prepare(
     runs = start.runs if resume else start
     n_dev = choose_devices(devices, runs.num_runs, runs.config.num_envs)
     layout = make_layout(runs.num_runs, runs.config.num_envs, n_dev)
+    t = time.perf_counter()
     if resume:
         trainer, states, _ = checkpoint.restore(start, layout=layout, env=env)
         first = start.step
@@ -230,13 +254,17 @@ def prepare(
         trainer = make_train(runs.config, layout, env)
         first = 0
         need = ("init", "update", "evaluate")
+    startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
+    t = time.perf_counter()
     programs = build_programs(trainer, runs.num_runs, announce=announce, need=need)
+    startup["programs_s"] = time.perf_counter() - t
     barrier("programs_ready")  # the processes of a job start the first batch together
     log = RunLog(runs=runs, env_id=trainer.env.env_id)
     log.layout = None if layout is None else layout.describe()
     log.compile = programs.report()
     log.compile_seconds = programs.compile_seconds
     log.from_cache = programs.from_cache
+    log.startup = startup
     if resume:
         path = os.path.join(os.path.dirname(start.directory), "metrics.json")
         history = metrics.read_history(path, runs.num_runs, first)
@@ -262,6 +290,7 @@ def prepare(
                 obs_stats=jax.tree_util.tree_map(fill, states.obs_stats, stats))
         jax.block_until_ready(states)
         log.run_seconds += time.perf_counter() - t
+        log.startup["init_run_s"] = time.perf_counter() - t
     return Job(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
                start=first)
 
@@ -274,19 +303,31 @@ def train_batches(
     on_checkpoint: Callable[[Job], None] | None = None,
     checkpoint_every: int = 0,
     interrupted: Callable[[], bool] | None = None,
+    host_evaluator: HostEvaluatorFactory | None = None,
+    on_eval: Callable[[int, EvalMetrics], None] | None = None,
 ) -> Job:
     """Run batches ``job.start ..`` up to ``stop`` (default: the config's last), until every
     run has failed, or until ``interrupted()`` says so (asked before each batch; the batches
     already started finish and are recorded). Each batch's metrics go to ``job.log`` and
     ``on_batch``; with ``checkpoint_every = N``, ``on_checkpoint(job)`` follows every N-th
-    batch but the last. ``job.start`` is then the next batch to run."""
+    batch but the last. ``job.start`` is then the next batch to run.
+
+    Where the config's ``eval_sim`` puts the evaluations on the host
+    (:mod:`ppo_jax.run.host_eval`; ``host_evaluator``: the factory of the evaluator, e.g.
+    :class:`ppo_jax.eval.host.MujocoEvaluator`), ``on_batch`` gets ``None`` for an
+    evaluation batch's evaluation, and each evaluation goes to ``job.log`` and
+    ``on_eval(i, eval [R])`` when it lands, after its batch's metrics; the outstanding ones
+    are waited for before each checkpoint and at the end."""
     cfg = job.trainer.config
     stop = cfg.num_batches if stop is None else min(stop, cfg.num_batches)
     update, evaluate = job.programs.update, job.programs.evaluate
     layout = job.trainer.layout
     scalar = (lambda x: x) if layout is None else lambda x: layout.put(x, layout.replicated)
-    rate = scalar(anneal_rate(cfg))  # the lr schedule's phase step: an input of `update`
+    rate = scalar(cosine_phase_step(cfg))  # the lr schedule's phase step: an input of `update`
     pending: list[tuple[int, Any, Any]] = []
+    host = None  # the host evaluations in flight (eval_sim): None while MJX evaluates
+    if host_eval.choose(cfg, job.trainer.env, job.states, host_evaluator) == "mujoco":
+        host = host_eval.HostEvaluations(host_evaluator(job.trainer, job.runs.num_runs))
     t0 = clock = time.perf_counter()
 
     def count_time() -> None:  # run_seconds up to now, as a checkpoint's metrics.json reports
@@ -305,24 +346,42 @@ def train_batches(
                 if on_batch is not None:
                     on_batch(j, m, ev)
 
+    def land(wait: bool) -> None:  # record the host evaluations landed (all: wait)
+        if host is None:
+            return
+        recorded = job.log.history["batch"]
+        for j, ev in host.landed(recorded[-1] if recorded else None, wait):
+            job.log.add_eval(j, ev)
+            if on_eval is not None:
+                on_eval(j, ev)
+
     i = job.start
     try:
         while i < stop and not job.log.all_failed and not (interrupted and interrupted()):
             states, m = update(job.states, scalar(np.int32(i)), rate)
             job.states = states
-            ev = evaluate(states, scalar(np.int32(i))) if cfg.is_eval_batch(i) else None
+            ev = None
+            if cfg.is_eval_batch(i) and host is not None:
+                host.submit(states, i)  # before the next update donates `states`
+            elif cfg.is_eval_batch(i):
+                ev = evaluate(states, scalar(np.int32(i)))
             pending.append((i, m, ev))
             i += 1
             drain(keep=1)  # read batch i-1 while batch i runs
+            land(wait=False)
             if checkpoint_every and i % checkpoint_every == 0 and i < stop:
                 drain(keep=0)
+                land(wait=True)  # a checkpoint's metrics.json holds its evaluations
                 job.start = i
                 if on_checkpoint is not None and not job.log.all_failed:
                     count_time()
                     on_checkpoint(job)
         drain(keep=0)
+        land(wait=True)
         jax.block_until_ready(job.states)
     finally:
+        if host is not None:
+            host.close()  # nothing outstanding, unless the loop stopped on an exception
         count_time()
     job.start = i
     return job
@@ -342,6 +401,7 @@ def run_training(
     init_from: tuple[Any, Any] | None = None,
     interrupted: Callable[[], bool] | None = None,
     env: Any = None,
+    host_evaluator: HostEvaluatorFactory | None = None,
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
@@ -351,7 +411,10 @@ def run_training(
     (:mod:`ppo_jax.run.events`). When ``interrupted()`` stops the job early (see
     :func:`train_batches`), the last completed batch is checkpointed whatever
     ``checkpoint_every`` and ``save_final`` say, and everything else is written as at the end
-    (``job.start < config.num_batches`` then tells)."""
+    (``job.start < config.num_batches`` then tells). ``host_evaluator``: see
+    :func:`train_batches` (an evaluation that lands late reaches the progress bar's
+    ``add_eval(i, eval)``, TensorBoard and metrics.json then)."""
+    host_eval.check_eval_sim(start.config, env, host_evaluator)
     job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env)
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
@@ -369,6 +432,12 @@ def run_training(
                 events = EventLog(out, job.runs, first * job.trainer.config.frames_per_batch)
             events.add_latest(job.log)
 
+    def on_eval(i, ev):  # a host evaluation landed, after its batch
+        if progress is not None and hasattr(progress, "add_eval"):
+            progress.add_eval(i, ev)
+        if events is not None:
+            events.add_eval(job.log, i)
+
     def save(j: Job) -> None:
         # metrics first: a run killed in between resumes from the older checkpoint and cuts
         # the metrics back to it; never the other way round (a checkpoint ahead of its metrics)
@@ -380,7 +449,8 @@ def run_training(
 
     try:
         train_batches(job, on_batch=on_batch, on_checkpoint=save,
-                      checkpoint_every=checkpoint_every, interrupted=interrupted)
+                      checkpoint_every=checkpoint_every, interrupted=interrupted,
+                      host_evaluator=host_evaluator, on_eval=on_eval)
     finally:
         if progress is not None:
             progress.close()
@@ -411,11 +481,14 @@ def fit(
     sweep: list[dict[str, Any]] | None = None,
     out: str | None = None,
     devices: int | str | None = None,
+    device: str = "auto",
     checkpoint_every: int = 0,
     tensorboard: bool = True,
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
     env: Any = None,
+    host_evaluator: HostEvaluatorFactory | None = None,
+    on_eval: Callable[[int, EvalMetrics], None] | None = None,
 ) -> tuple[PPOState, dict[str, Any]]:
     """Train like ``scripts/train.py`` and return ``(states [R, ...], metrics)``: the final
     train state of every run (R = ``num_seeds`` times the points of ``sweep``) and the dict
@@ -423,8 +496,21 @@ def fit(
     it (metrics.json, curves.png, checkpoints); without, nothing is written. ``on_batch(i,
     metrics [R], eval [R] or None)`` is called after each batch, between program calls;
     ``tensorboard``: with ``out``, also write TensorBoard events there. ``env``: an env
-    object of your own (see :func:`ppo_jax.core.train.make_train`); None: ``config.env``."""
+    object of your own (see :func:`ppo_jax.core.train.make_train`); None: ``config.env``.
+    ``device``: ``"auto"``, ``"cpu"`` or ``"gpu"`` as ``--device`` (:mod:`ppo_jax.run.device`;
+    chosen only before JAX starts its backends: ``"auto"`` then keeps the started one, a
+    forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`); what
+    ``auto`` chose goes to ``announce``. ``host_evaluator``: the factory of the host's
+    evaluator (:class:`ppo_jax.eval.host.MujocoEvaluator`) for ``config.eval_sim``
+    ``'mujoco'`` (or ``'auto'`` on an accelerator; without one ``'auto'`` keeps MJX's
+    evaluation); its evaluations come to ``on_eval(i, eval [R])`` as they land (``on_batch``
+    gets ``None`` for them)."""
     config = config or PPOConfig()
+    per_device = num_seeds * len(sweep or [{}]) * config.num_envs
+    message = device_choice.apply(device_choice.choose(
+        device, max(1, per_device // (devices if isinstance(devices, int) else 1))))
+    if message and announce is not None:
+        announce(message)
     if env is not None:
         config = config.replace(env=env.env_id)
     runs = Runs(config, num_seeds, sweep)
@@ -433,22 +519,29 @@ def fit(
         summary, job = run_training(runs, out=out, devices=devices,
                                     checkpoint_every=checkpoint_every, announce=announce,
                                     tensorboard=tensorboard, env=env,
-                                    progress_factory=None if on_batch is None
-                                    else (lambda _: _Callback(on_batch)))
+                                    host_evaluator=host_evaluator,
+                                    progress_factory=None if on_batch is None and on_eval is None
+                                    else (lambda _: _Callback(on_batch, on_eval)))
         return job.states, summary
+    host_eval.check_eval_sim(config, env, host_evaluator)
     job = prepare(runs, devices=devices, announce=announce, env=env)
-    train_batches(job, on_batch=on_batch)
+    train_batches(job, on_batch=on_batch, host_evaluator=host_evaluator, on_eval=on_eval)
     return job.states, job.log.summary()
 
 
 class _Callback:
-    """A plain ``on_batch`` function in the place of a progress bar."""
+    """Plain ``on_batch`` / ``on_eval`` functions in the place of a progress bar."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, on_eval=None):
+        self.fn, self.on_eval = fn, on_eval
 
     def __call__(self, i, m, ev):
-        self.fn(i, m, ev)
+        if self.fn is not None:
+            self.fn(i, m, ev)
+
+    def add_eval(self, i, ev):
+        if self.on_eval is not None:
+            self.on_eval(i, ev)
 
     def close(self):
         pass

@@ -13,6 +13,21 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
 
 
+def prng_key(seed: int):
+    """``jax.random.PRNGKey(seed)`` as numpy, made on the host where JAX's default
+    ``threefry2x32`` keys are used (no device op to compile at start-up): the seed's high and
+    low 32 bits (the high ones are 0 unless x64 is on). Other key implementations ask JAX."""
+    import numpy as np
+
+    if jax.config.jax_default_prng_impl != "threefry2x32" or jax.config.jax_enable_custom_prng:
+        return np.asarray(jax.random.PRNGKey(seed))
+    bits = 64 if jax.config.jax_enable_x64 else 32
+    if not -(2 ** (bits - 1)) <= seed < 2 ** bits:
+        return np.asarray(jax.random.PRNGKey(seed))  # JAX says what is wrong with it
+    u = seed % 2 ** 64 if bits == 64 else seed % 2 ** 32
+    return np.array([u >> 32, u & 0xFFFFFFFF], np.uint32)
+
+
 def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
     """``["lr=1e-4,3e-4", "clip_epsilon=0.1,0.2"]`` -> the grid's overrides, one dict per
     configuration (the first field varies slowest). Raises ``ValueError`` (one line) for a
@@ -99,8 +114,7 @@ class Runs:
         """``[R, 2]`` PRNG keys (seed s runs with ``PRNGKey(s)``), as numpy."""
         import numpy as np
 
-        seeds = [jax.random.PRNGKey(self.seed_of(r)) for r in range(self.num_runs)]
-        return np.stack([np.asarray(k) for k in seeds])
+        return np.stack([prng_key(self.seed_of(r)) for r in range(self.num_runs)])
 
     def hypers(self) -> Hyper:
         """``[R]`` hyperparameters, as numpy."""

@@ -1,0 +1,131 @@
+"""Which kind of device a run trains on: ``--device auto|cpu|gpu`` (and ``fit(device=...)``).
+
+A GPU wins where the work is wide. Where it is narrow, every env step is a chain of small
+kernels whose launch latency the GPU cannot hide: the MJX pendulum steps at ~140 env
+steps/s at 1 env on an H200 against ~4,100 on 2 CPU cores, and a batch of the tutorial's
+config (1 env, 1,000 sequential steps) takes ~7 s there against ~0.25 s on the CPU.
+``auto`` therefore trains a job on the CPU when its envs per device are below
+:data:`CROSSOVER_ENVS`, even where a GPU is present, and says so in one line.
+
+The choice is made before JAX starts its backends (``jax_platforms``); a process whose JAX
+has already started keeps the backend it has, and an explicit choice that differs from it
+is refused with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import importlib.util
+import os
+
+CHOICES = ("auto", "cpu", "gpu")
+
+# Envs per device below which a job is latency-bound on a GPU. An ESTIMATE from the figures
+# above and in docs/devices.md, until a GPU measures the crossover: a training batch on the
+# H200 cost ~7 ms per sequential env step plus ~0.15 s of minibatch updates, so 1,000 frames
+# from N envs take ~(1000 / N) * 7 ms + 0.15 s there, against ~0.45-0.7 s on 2 CPU cores
+# (1,440-2,300 training frames/s measured at 1-256 envs); the two meet near 16 envs, and
+# the GPU is ~2x ahead from ~64.
+CROSSOVER_ENVS = 32
+
+CUDA_EXTRA = "pip install -e '.[cuda]'"
+# The PJRT plugins that give JAX an NVIDIA GPU (jax[cuda12] / jax[cuda13]).
+_CUDA_PLUGINS = ("jax_plugins.xla_cuda12", "jax_plugins.xla_cuda13", "jax_cuda12_plugin",
+                 "jax_cuda13_plugin")
+
+
+class DeviceError(ValueError):
+    """A device choice that cannot be honoured (one line)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """What a run trains on: ``platform`` for ``jax_platforms`` (None: JAX's own default)
+    and a line for the user (None: nothing worth saying)."""
+
+    platform: str | None
+    message: str | None = None
+    forced: bool = False  # --device cpu|gpu (auto: False)
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA GPU is visible to this process (its device files), whatever JAX has."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/nvidiactl")
+
+
+def cuda_jax_installed() -> bool:
+    """JAX has a CUDA plugin installed (it may still find no GPU)."""
+    for name in _CUDA_PLUGINS:
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
+
+
+def _started_backend() -> str | None:
+    """The platform of JAX's default backend when JAX has already started its backends, else
+    None (then ``jax_platforms`` can still choose)."""
+    from jax._src import xla_bridge
+
+    if not xla_bridge.backends_are_initialized():
+        return None
+    import jax
+
+    return jax.default_backend()
+
+
+def choose(device: str, envs_per_device: int) -> Choice:
+    """The platform for ``device`` (one of :data:`CHOICES`) and a job of ``envs_per_device``
+    vectorized envs per device (runs x envs / devices)."""
+    if device not in CHOICES:
+        raise DeviceError(f"--device must be one of {', '.join(CHOICES)}, got {device!r}")
+    gpu_visible, cuda = nvidia_gpu_present(), cuda_jax_installed()
+    if device == "cpu":
+        return Choice("cpu", forced=True)
+    if device == "gpu":
+        if not cuda:
+            raise DeviceError(f"--device gpu: this JAX has no CUDA support; install it with "
+                              f"{CUDA_EXTRA}")
+        if not gpu_visible:
+            raise DeviceError("--device gpu: no NVIDIA GPU is visible on this machine")
+        return Choice("cuda,cpu", f"training on the GPU (--device gpu), {envs_per_device} "
+                                  f"env(s) per device", forced=True)
+    # auto
+    if not gpu_visible:
+        return Choice(None)
+    if not cuda:
+        if envs_per_device >= CROSSOVER_ENVS:
+            return Choice("cpu", f"a GPU is present but this JAX has no CUDA support: "
+                                 f"training on the CPU; {CUDA_EXTRA} to use the GPU")
+        return Choice("cpu")
+    if envs_per_device < CROSSOVER_ENVS:
+        return Choice("cpu", f"--device auto: training on the CPU: {envs_per_device} env(s) "
+                             f"per device is latency-bound on a GPU (below ~{CROSSOVER_ENVS}, "
+                             f"an estimate); --device gpu forces the GPU")
+    return Choice("cuda,cpu", f"--device auto: training on the GPU ({envs_per_device} envs per "
+                              f"device; below ~{CROSSOVER_ENVS} the CPU would be chosen)")
+
+
+def apply(choice: Choice) -> str | None:
+    """Make ``choice.platform`` JAX's platform and return the line to tell the user. Before
+    JAX starts its backends the platform is set; after, ``auto`` keeps the started backend
+    (and says so) and a forced choice that differs raises :class:`DeviceError`."""
+    if choice.platform is None:
+        return choice.message
+    started = _started_backend()
+    wanted = "gpu" if choice.platform.startswith("cuda") else choice.platform
+    if started is None:
+        import jax
+
+        jax.config.update("jax_platforms", choice.platform)
+    elif started != wanted:
+        if choice.forced:
+            raise DeviceError(f"JAX already runs on {started}: a run on {wanted} must choose it "
+                              f"before JAX starts (e.g. JAX_PLATFORMS={choice.platform} in "
+                              f"the environment)")
+        return (f"--device auto: JAX already runs on {started}, so the run trains there "
+                f"(auto chooses only before JAX starts)")
+    return choice.message

@@ -1,0 +1,141 @@
+"""Training's evaluations on the host, off the device's critical path (``eval_sim``).
+
+With ``eval_sim = 'mujoco'`` (see :attr:`ppo_jax.config.PPOConfig.eval_sim`) the host loop
+(:func:`ppo_jax.run.runner.train_batches`) does not call the ``evaluate`` program after an
+evaluation batch ``i``. Instead :meth:`HostEvaluations.submit`:
+
+1. copies the actor parameters, normalization statistics and eval keys of batch ``i``'s
+   state on the device (one tiny program, queued behind batch ``i``'s update and ahead of
+   the next update, which donates the state): the policy after batch ``i``, exactly as
+   the ``evaluate`` program reads it;
+2. hands the copy to one worker thread, which fetches it to host memory and runs the
+   evaluator (an object made by the ``host_evaluator`` factory the caller passes, e.g.
+   :class:`ppo_jax.eval.host.MujocoEvaluator`: the run layer never imports the evaluation
+   layer) while the device trains the next batches.
+
+Evaluations land in order (one worker); the host loop records each at its batch index once
+that batch's metrics are recorded (:meth:`ppo_jax.run.runner.RunLog.add_eval`), waits for
+the outstanding ones before a checkpoint and at the end of the run, and re-raises a worker's
+exception.
+
+``'auto'`` picks ``'mujoco'`` where the runs' arrays live on an accelerator (where an MJX
+episode of up to 1,000 sequential steps is latency-bound: ~7 s on an H200), the env has a
+MuJoCo C twin (a Gymnasium port), a host evaluator is given and the job is one process;
+else ``'mjx'``: on a CPU the MJX evaluation, whose numbers the reference runs hold, stays.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from ppo_jax.config import PPOConfig
+from ppo_jax.envs.base import MujocoEnv
+from ppo_jax.envs.registry import PORTS
+
+# host_evaluator(trainer, num_runs) -> evaluator(actor_params, obs_stats, eval_key, i) ->
+# EvalMetrics [R] as numpy: every argument a host (numpy) tree with the leading run axis
+HostEvaluatorFactory = Callable[[Any, int], Callable[..., Any]]
+
+def check_eval_sim(config: PPOConfig, env: Any = None,
+                   factory: HostEvaluatorFactory | None = None) -> None:
+    """Refuse ``eval_sim = 'mujoco'`` where it cannot run, before anything is built:
+    ``ValueError``, one line. ``env``: an env object of the user's own (None: the registry's
+    ``config.env``); ``factory``: the host evaluator's."""
+    if config.eval_sim != "mujoco" or not config.eval_batches:
+        return
+    twin = isinstance(env, MujocoEnv) if env is not None else config.env in PORTS
+    if not twin:
+        name = getattr(env, "env_id", config.env) if env is not None else config.env
+        raise ValueError(
+            f"eval_sim 'mujoco' evaluates in MuJoCo C, which only the Gymnasium MuJoCo ports "
+            f"have ({', '.join(PORTS)}); {name!r} has none: evaluate it with eval_sim 'mjx' "
+            f"(or 'auto')")
+    if jax.process_count() > 1:
+        raise ValueError("eval_sim 'mujoco' runs in one process: a multi-process job "
+                         "evaluates with eval_sim 'mjx' (or 'auto')")
+    if factory is None:
+        raise ValueError("eval_sim 'mujoco' needs a host evaluator: pass "
+                         "host_evaluator=ppo_jax.eval.host.MujocoEvaluator")
+
+
+def choose(config: PPOConfig, env: Any, states: Any, factory: HostEvaluatorFactory | None,
+           ) -> str:
+    """``'mjx'`` or ``'mujoco'``: where this job's evaluations run (see the module's
+    docstring); ``ValueError`` (one line, :func:`check_eval_sim`) where ``'mujoco'`` was
+    asked and cannot be."""
+    if config.eval_sim == "mjx" or not config.eval_batches:
+        return "mjx"
+    if config.eval_sim == "mujoco":
+        check_eval_sim(config, env, factory)
+        return "mujoco"
+    if (isinstance(env, MujocoEnv) and jax.process_count() == 1 and factory is not None
+            and _platform(states) != "cpu"):
+        return "mujoco"
+    return "mjx"
+
+
+def _platform(states: Any) -> str:
+    leaves = jax.tree_util.tree_leaves(states)
+    if not leaves or not hasattr(leaves[0], "devices"):
+        return jax.default_backend()
+    return next(iter(leaves[0].devices())).platform
+
+
+@jax.jit
+def _copy(tree):
+    """New device buffers holding ``tree`` (not the donated ones)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+class HostEvaluations:
+    """The evaluations of a job in flight on one worker thread (see the module's
+    docstring)."""
+
+    def __init__(self, evaluator: Callable[..., Any]):
+        self.evaluator = evaluator
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="ppo_jax-eval")
+        self._queue: collections.deque = collections.deque()
+
+    def submit(self, states, i: int) -> None:
+        """Evaluate the policy of ``states`` (batch ``i``'s) in the worker; call it before
+        ``states`` is donated to the next update."""
+        snap = _copy((states.params.actor, states.obs_stats, states.eval_key))
+        self._queue.append((int(i), self._pool.submit(self._evaluate, snap, int(i))))
+
+    def _evaluate(self, snap, i: int):
+        actor, stats, eval_key = jax.device_get(snap)
+        return self.evaluator(actor, stats, eval_key, i)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._queue)
+
+    def landed(self, upto: int | None, wait: bool = False) -> list[tuple[int, Any]]:
+        """``[(i, EvalMetrics [R] as numpy)]`` of the evaluations of batches ``i <= upto``
+        that have finished (with ``wait``: all of them, waiting), in batch order; a worker's
+        exception is raised here."""
+        out = []
+        while self._queue and upto is not None and self._queue[0][0] <= upto:
+            i, future = self._queue[0]
+            if not (wait or future.done()):
+                break
+            self._queue.popleft()
+            out.append((i, future.result()))
+        return out
+
+    def discard(self) -> None:
+        """Drop what has not landed (its batch was never recorded)."""
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
+    def close(self) -> None:
+        """Stop the worker: cancel what has not started, wait for the one running."""
+        self.discard()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,89 @@
+"""``--device auto|cpu|gpu`` (ppo_jax.run.device): what ``auto`` chooses for a job's envs per
+device, with and without a GPU and a CUDA-enabled JAX, the one line it prints, and what a
+choice that cannot be honoured gets (one line)."""
+
+import pytest
+
+from ppo_jax.cli import train as train_cmd
+from ppo_jax.run import device
+from tests.helpers import one_line_error
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Pretend the machine has (or lacks) an NVIDIA GPU and a CUDA-enabled JAX."""
+    def set_(gpu: bool, cuda: bool):
+        monkeypatch.setattr(device, "nvidia_gpu_present", lambda: gpu)
+        monkeypatch.setattr(device, "cuda_jax_installed", lambda: cuda)
+    return set_
+
+
+def test_a_cpu_only_machine_keeps_jax_default_and_says_nothing(machine):
+    machine(gpu=False, cuda=False)
+    for envs in (1, 4096):
+        assert device.choose("auto", envs) == device.Choice(None)
+    assert device.choose("cpu", 1) == device.Choice("cpu", forced=True)
+
+
+@pytest.mark.parametrize("envs", [1, device.CROSSOVER_ENVS - 1])
+def test_auto_trains_a_latency_bound_job_on_the_cpu_beside_a_gpu(machine, envs):
+    machine(gpu=True, cuda=True)
+    choice = device.choose("auto", envs)
+    assert choice.platform == "cpu" and not choice.forced
+    assert "latency-bound" in choice.message and "--device gpu" in choice.message
+    assert "\n" not in choice.message
+
+
+@pytest.mark.parametrize("envs", [device.CROSSOVER_ENVS, 4096])
+def test_auto_trains_a_wide_job_on_the_gpu(machine, envs):
+    machine(gpu=True, cuda=True)
+    choice = device.choose("auto", envs)
+    assert choice.platform == "cuda,cpu" and "on the GPU" in choice.message
+
+
+def test_a_gpu_without_cuda_jax_names_the_extra_for_a_wide_job(machine):
+    machine(gpu=True, cuda=False)
+    wide = device.choose("auto", 1024)
+    assert wide.platform == "cpu" and device.CUDA_EXTRA in wide.message
+    assert device.choose("auto", 1) == device.Choice("cpu")  # the CPU is right anyway
+
+
+@pytest.mark.parametrize("gpu,cuda,words", [(True, False, "no CUDA support"),
+                                            (False, True, "no NVIDIA GPU")])
+def test_forcing_a_gpu_that_is_not_there_is_one_line(machine, gpu, cuda, words):
+    machine(gpu=gpu, cuda=cuda)
+    with pytest.raises(device.DeviceError, match=words):
+        device.choose("gpu", 4096)
+
+
+def test_after_jax_started_auto_keeps_its_backend_and_forcing_another_is_refused():
+    import jax
+
+    jax.devices()  # the backends are up (as in a notebook that used JAX already)
+    assert device.apply(device.Choice("cpu", "on the cpu", forced=True)) == "on the cpu"
+    kept = device.apply(device.Choice("cuda,cpu", "on the GPU"))
+    assert "already runs on cpu" in kept
+    with pytest.raises(device.DeviceError, match="JAX_PLATFORMS=cuda,cpu"):
+        device.apply(device.Choice("cuda,cpu", "on the GPU", forced=True))
+
+
+def test_the_train_command_prints_what_auto_chose(machine, capsys):
+    """The command counts envs per device as runs x envs / devices, before JAX starts."""
+    machine(gpu=True, cuda=False)
+    args = train_cmd.build_parser().parse_args(["--preset", "fast", "--num-seeds", "2"])
+    train_cmd._choose_device(args, {}, None)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and device.CUDA_EXTRA in out[0]
+    args = train_cmd.build_parser().parse_args([])  # the tutorial: 1 env
+    train_cmd._choose_device(args, {}, None)
+    assert capsys.readouterr().out == ""
+
+
+def test_train_with_device_gpu_on_this_machine_is_one_line(capsys, tmp_path):
+    if device.cuda_jax_installed() and device.nvidia_gpu_present():
+        pytest.skip("a GPU is here: --device gpu is valid")
+    one_line_error(capsys, train_cmd.main, "--device", "gpu", "--out", str(tmp_path / "r"),
+                   words="--device gpu:")
+    one_line_error(capsys, train_cmd.main, "--device", "tpu", "--out", str(tmp_path / "r"),
+                   words="--device")
+    assert not (tmp_path / "r").exists()  # nothing was written

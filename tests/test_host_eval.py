@@ -1,0 +1,176 @@
+"""Training's evaluation in MuJoCo C on the host (``eval_sim='mujoco'``:
+:mod:`ppo_jax.eval.host` runs the episodes, :mod:`ppo_jax.run.host_eval` the worker thread).
+
+Tolerance of the returns: ``rtol=1e-4``, with equal episode lengths. The two evaluations start
+from the same state (the MJX reset of the same key) and act with the same float32 actor; what
+differs is the simulator: MJX in float32 with its capped solver, MuJoCo C in float64 with
+MuJoCo's own settings. Over the horizon where the tiny run's policy keeps the pendulum up
+(it falls within ~10-30 steps) the two agree to ~1e-4 in the observations and rewards
+(``tests/test_mujoco_c.py`` measures the float32 drift: 7e-6 after 10 steps, 9e-5 after 20,
+3e-4 after 30), so whole returns (a sum of ~9.x per step) agree far inside 1e-4 relative;
+``tests/test_mujoco_c.py`` compares a restored policy's episodes at the same 1e-4. Measured
+here (2026-12-04, 16 episodes of 8-10 steps): at most 1.2e-7 relative, one float32 ulp of
+the return (MuJoCo C's float64 sum cast to float32 against MJX's float32 sum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ppo_jax.cli import train as train_cmd
+from ppo_jax.eval.host import MujocoEvaluator
+from ppo_jax.run import host_eval, runner
+from ppo_jax.run.runs import Runs
+from tests.helpers import one_line_error
+
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def job(tiny_config):
+    """The tiny run, two seeds (the run axis), trained with MJX's evaluation."""
+    j = runner.prepare(Runs(tiny_config, 2))
+    return runner.train_batches(j)
+
+
+def test_same_returns_as_mjx_from_the_same_start_states(job):
+    """The evaluation after batch ``i`` of both runs in both simulators, for the final
+    policies and the keys of eight batches (16 episodes)."""
+    states = job.states
+    host = MujocoEvaluator(job.trainer, 2)
+    actor, stats, keys = jax.device_get((states.params.actor, states.obs_stats,
+                                         states.eval_key))
+    worst = 0.0
+    for i in range(8):
+        mjx = jax.device_get(job.programs.evaluate(states, np.int32(i)))
+        ev = host(actor, stats, keys, i)
+        np.testing.assert_array_equal(ev.eval_steps, mjx.eval_steps)
+        assert ev.eval_return.dtype == np.float32 and ev.eval_steps.dtype == np.int32
+        np.testing.assert_allclose(ev.eval_return, mjx.eval_return, rtol=RTOL)
+        worst = max(worst, float(np.max(np.abs(ev.eval_return / mjx.eval_return - 1))))
+    print(f"max relative return difference, MuJoCo C vs MJX: {worst:.2e}")
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_run_records_host_evaluations_at_their_batches(tiny_config, tmp_path,
+                                                       compile_cache_dir):
+    """A run with ``eval_sim='mujoco'`` trains exactly as with MJX's evaluation (every
+    per-batch number equal) and records an evaluation at each of the same batches, in order,
+    with returns close to MJX's; on_eval sees each once, after its batch; the metrics.json
+    of a checkpoint holds the evaluations up to it; TensorBoard has them at their frames."""
+    cfg = tiny_config.replace(total_frames=1000, eval_every=2)  # 5 batches: evals 0, 2, 4
+    _, ref = runner.fit(cfg.replace(eval_sim="mjx"), out=str(tmp_path / "mjx"),
+                        tensorboard=False)
+    seen, batches = [], []
+    _, got = runner.fit(cfg.replace(eval_sim="mujoco"), out=str(tmp_path / "host"),
+                        checkpoint_every=2, host_evaluator=MujocoEvaluator,
+                        on_batch=lambda i, m, ev: batches.append((i, ev)),
+                        on_eval=lambda i, ev: seen.append((i, len(batches))))
+    assert ref["eval_frames"] == got["eval_frames"] == [200, 600, 1000]
+    assert got["eval_steps"] == ref["eval_steps"]
+    np.testing.assert_allclose(got["eval_return"], ref["eval_return"], rtol=RTOL)
+    assert got["last_eval_return"] == got["eval_return"][-1]
+    for key in ("batch", "frames", "reward", "step_count", "lr", "grad_norm"):
+        assert got[key] == ref[key], key
+    assert [i for i, _ in batches] == list(range(5)) and all(ev is None for _, ev in batches)
+    assert [i for i, _ in seen] == [0, 2, 4]
+    assert all(recorded > i for i, recorded in seen)  # each landed after its batch
+    assert got["config"]["eval_sim"] == "mujoco"
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(tmp_path, "host", "tensorboard", "seed_0"),
+                           size_guidance={"scalars": 0})
+    acc.Reload()
+    events = acc.Scalars("eval_return")
+    assert [e.step for e in events] == [200, 600, 1000]
+    np.testing.assert_allclose([e.value for e in events], got["eval_return"], rtol=1e-6)
+
+
+def test_checkpoint_holds_its_evaluations(tiny_config, tmp_path):
+    """Batch 2's evaluation is waited for before the checkpoint after batch 3 (and the
+    metrics.json written then holds it)."""
+    cfg = tiny_config.replace(total_frames=1000, eval_every=2, eval_sim="mujoco")
+    job = runner.prepare(Runs(cfg))
+    saved = []
+
+    def on_checkpoint(j):
+        h = j.log.history
+        saved.append((j.start, list(h["eval_frames"][0])))
+
+    runner.train_batches(job, checkpoint_every=2, on_checkpoint=on_checkpoint,
+                         host_evaluator=MujocoEvaluator)
+    assert saved == [(2, [200]), (4, [200, 600])]
+    assert job.log.history["eval_frames"][0] == [200, 600, 1000]
+
+
+def test_auto_keeps_mjx_on_the_cpu(job, tiny_config):
+    assert tiny_config.eval_sim == "auto"
+    env = job.trainer.env
+    assert host_eval.choose(tiny_config, env, job.states, MujocoEvaluator) == "mjx"
+    assert host_eval.choose(tiny_config.replace(eval_sim="mujoco"), env, job.states,
+                            MujocoEvaluator) == "mujoco"
+    # no evaluation at all: nothing to put anywhere
+    assert host_eval.choose(tiny_config.replace(eval_sim="mujoco", eval_every=0), env,
+                            job.states, None) == "mjx"
+
+
+def test_bad_choices_give_one_line(tiny_config, tmp_path, capsys, compile_cache_dir):
+    # an env without a MuJoCo C twin: refused before anything is built
+    for env_id in ("brax:inverted_pendulum", "playground:CartpoleBalance"):
+        with pytest.raises(ValueError, match="only the Gymnasium MuJoCo ports") as e:
+            host_eval.check_eval_sim(tiny_config.replace(env=env_id, eval_sim="mujoco"),
+                                     factory=MujocoEvaluator)
+        assert "\n" not in str(e.value) and env_id in str(e.value)
+    # auto falls back to MJX there
+    host_eval.check_eval_sim(tiny_config.replace(env="brax:inverted_pendulum"),
+                             factory=MujocoEvaluator)
+    # the library without the host evaluator (the run layer never imports the eval layer)
+    with pytest.raises(ValueError, match="needs a host evaluator") as e:
+        runner.fit(tiny_config.replace(eval_sim="mujoco"))
+    assert "\n" not in str(e.value)
+    # the command: an unknown value, and a brax env (one line, exit 2, before compiling)
+    one_line_error(capsys, train_cmd.main, "--eval-sim", "gpu",
+                   words="--eval-sim")
+    one_line_error(capsys, train_cmd.main, "--env",
+                   "brax:inverted_pendulum", "--eval-sim", "mujoco", "--out",
+                   str(tmp_path / "brax"), "--no-compile-cache", words="only the Gymnasium")
+    assert not os.path.exists(tmp_path / "brax" / "metrics.json")
+
+
+def test_progress_bar_shows_an_evaluation_when_it_lands(tiny_config, capsys):
+    from ppo_jax.core.train import EvalMetrics
+
+    bar = train_cmd.Progress(tiny_config, 0, enabled=True)
+    m = type("M", (), {"reward": np.float32([1.5]), "step_count": np.int32([7]),
+                           "lr": np.float32([3e-4])})()
+    bar(0, m, None)  # batch 0's metrics, its evaluation still running
+    assert "eval" not in bar.bar.desc and "average reward" in bar.bar.desc
+    bar.add_eval(0, EvalMetrics(eval_return=np.float32([12.5]), eval_steps=np.int32([3])))
+    assert "eval cumulative reward:  12.5000" in bar.bar.desc
+    assert "eval step-count: 3" in bar.bar.desc and "average reward" in bar.bar.desc
+    bar(1, m, None)  # the next batch keeps showing it
+    assert "eval cumulative reward:  12.5000" in bar.bar.desc
+    bar.close()
+
+
+def test_command_evaluates_on_the_host(tiny_flags, tmp_path, compile_cache_dir):
+    """``scripts/train.py --eval-sim mujoco`` wires the MuJoCo C evaluator in: the same
+    evaluation batches as MJX's (the tiny preset: 0 and 2), recorded in metrics.json."""
+    out = str(tmp_path / "run")
+    assert train_cmd.main([*tiny_flags, "--eval-sim", "mujoco", "--out", out,
+                           "--compile-cache-dir", compile_cache_dir, "--no-progress",
+                           "--no-video"]) == 0
+    got = _read(os.path.join(out, "metrics.json"))
+    assert got["config"]["eval_sim"] == "mujoco"
+    assert got["eval_frames"] == [200, 600] and len(got["eval_return"]) == 2
+    assert all(n > 0 for n in got["eval_steps"])
