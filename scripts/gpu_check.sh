@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU in one shot: install the wheels carried in .whl/ (offline, into .site/) unless the
-# packages they carry are there already, then run every GPU check within --budget-s (default
-# 480 s, counted from the start of this script, the install included):
-#   bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--allow-cpu]
-# Fetch the wheels beforehand, on a machine with a network, from the repo root:
-#   ../shared/scripts/device_wheels.sh --torchrl
-# Writes DIR/gpu_check.json, DIR/gpu_check.md (default DIR: gpu_check/). See
-# scripts/gpu_check/check.py.
+# The GPU check in one command: install the wheels in .whl/ (offline, into .site/) unless the
+# packages they hold are there already, then run every GPU check within --budget-s (default
+# 540 s, counted from the start of this script, the install included):
+#   bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--steps A,B,...]
+#                             [--test-cap-s S] [--allow-cpu]
+# On a GPU node without a network, fetch the wheels beforehand on a machine with one, from the
+# repo root (they go to .whl/):
+#   bash scripts/fetch_wheels.sh --torchrl
+# Writes DIR/gpu_check.json, DIR/gpu_check.md, the tests' outcomes as they happen in
+# DIR/pytest_events.jsonl (default DIR: gpu_check/). See scripts/gpu_check/check.py.
 set -uo pipefail
 export GPU_CHECK_CWD="$PWD"  # a relative --out is taken from here
 cd "$(dirname "$0")/.."
@@ -42,7 +44,7 @@ elif compgen -G ".whl/*.whl" >/dev/null; then
   fi
 else
   GPU_CHECK_INSTALL="failed: one of $MODULES is missing and there is no .whl/"
-  GPU_CHECK_INSTALL+=" (fetch it with ../shared/scripts/device_wheels.sh --torchrl)"
+  GPU_CHECK_INSTALL+=" (fetch the wheels with: bash scripts/fetch_wheels.sh --torchrl)"
 fi
 GPU_CHECK_INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
 export GPU_CHECK_INSTALL GPU_CHECK_INSTALL_S

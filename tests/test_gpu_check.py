@@ -1,9 +1,13 @@
-"""The GPU check (``scripts/gpu_check.sh``, :mod:`scripts.gpu_check`): its test
-selection names tests that exist, its report draws partial results, it refuses a CPU without
-``--smoke``, and ``--smoke`` runs every step at tiny sizes on the CPU (the slow test), so
-that a typo shows up here rather than on a lent GPU."""
+"""The GPU check (``scripts/gpu_check.sh``, :mod:`scripts.gpu_check`): the tests it runs are
+the ones marked ``gpu``; its pytest plugin records each outcome and failure message as it
+happens and a test past its cap is stopped while the rest still run; ``--steps`` chooses
+steps and refuses unknown ones in one line; its report draws partial results; it refuses a
+CPU without ``--smoke``; and ``--smoke`` runs every step at tiny sizes on the CPU (the slow
+test), with an injected failing test and an injected slow test whose message and cap must
+reach the report, so that a typo shows up here rather than on a GPU."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,57 +15,193 @@ import sys
 
 import pytest
 
+from ppo_jax.cli.common import CLIError
 from scripts.gpu_check import check as gpu_check
+from scripts.gpu_check import injected_tests
+
+INJECTED_FAILURE = f"{gpu_check.INJECTED}::test_injected_failure"
+INJECTED_SLOW = f"{gpu_check.INJECTED}::test_injected_slow"
 
 
-def test_selections_name_tests_that_exist():
-    plans = (gpu_check.GPU_PLAN, gpu_check.SMOKE_PLAN)
-    selected = {t for p in plans for t in (*p.tests, *p.learning_tests)}
-    assert gpu_check.missing_tests(tuple(sorted(selected))) == []
+def test_gpu_tests_are_the_marked_ones():
+    marked = gpu_check.marked_tests()
+    names = {n.split("::")[-1] for n in marked}
+    assert {"test_fixture_loss_and_grads", "test_fixture_optimizer_step",
+            "test_whole_run_is_one_compilation",
+            "test_shipped_programs_compile_once_and_equal_train"} <= names
+    assert all(n.startswith("tests/") for n in marked), marked  # never the injected ones
+    # the check's pytest imports only the modules that name the mark: all that hold one
+    files = gpu_check.marked_files((gpu_check.TESTS_DIR,))
+    assert {n.split("::")[0] for n in marked} <= set(files)
+    assert "tests/test_config.py" not in files
+    assert gpu_check.GPU_PLAN.tests == (gpu_check.TESTS_DIR,)
+    assert gpu_check.GPU_PLAN.marker == gpu_check.SMOKE_PLAN.marker == gpu_check.GPU_MARK
+
+
+def test_smoke_selection_names_tests_that_exist():
+    plan = gpu_check.SMOKE_PLAN
+    assert gpu_check.missing_tests((*plan.tests, *plan.learning_tests)) == []
     assert gpu_check.missing_tests(("tests/test_train.py::no_such_test",
                                     "tests/no_such_file.py")) == [
         "tests/test_train.py::no_such_test", "tests/no_such_file.py"]
+    assert set(plan.expected) == {INJECTED_FAILURE, INJECTED_SLOW} <= set(plan.tests)
 
 
 def test_plans_measure_what_they_list():
     for plan in (gpu_check.GPU_PLAN, gpu_check.SMOKE_PLAN):
-        rows = {f"train_{n}" for n, _ in plan.train}
-        assert rows <= set(plan.order) and {"env_speed", "preset_fast", "matmul"} <= set(plan.order)
-        assert plan.matmul_envs in dict(plan.train)
-        for n, batches in plan.train:
+        rows = {f"train_{n}" for n, _, _ in plan.train}
+        assert rows <= set(plan.order)
+        assert {"pytest", "env_speed", "matmul", "brax", "preset_fast",
+                "learning"} <= set(plan.order)
+        assert plan.matmul_envs in {n for n, _, _ in plan.train}
+        assert plan.brax_envs == max(n for n, _, _ in plan.train)
+        assert set(plan.shares) <= set(plan.order)
+        assert sum(plan.shares.values()) <= 1.0
+        for n, batches, _ in plan.train:
             cfg = gpu_check.row_config(n, batches, plan)
             assert cfg.num_batches == batches and cfg.eval_every == 0
-    assert gpu_check.GPU_PLAN.threshold_config["num_envs"] == 1024
-    assert gpu_check.threshold_config(gpu_check.GPU_PLAN).eval_every == 1
+    gpu = gpu_check.GPU_PLAN
+    order = gpu.order
+    # the 4,096-env row and tf32 before anything at 1 or 64 envs; Brax at the largest count
+    first_small = min(order.index(n) for n in ("train_1", "train_64", "env_speed"))
+    assert order.index("train_4096") < first_small and order.index("matmul") < first_small
+    assert gpu.matmul_envs == gpu.brax_envs == 4096 and gpu.env_speed[0] == 4096
+    assert gpu.threshold_config["num_envs"] == 1024
+    assert gpu_check.threshold_config(gpu).eval_every == 1
 
 
-def test_outcomes_of_a_pytest_log():
-    log = ("tests/test_a.py::test_one PASSED                 [ 33%]\n"
-           "tests/test_a.py::test_two FAILED                 [ 66%]\n"
-           "tests/test_b.py::test_three PASSED               [100%]\n"
-           "tests/test_b.py::test_three ERROR                [100%]\n"
-           "tests/test_c.py::test_four SKIPPED (no gym)      [100%]\n")
-    assert gpu_check.outcomes(log) == {
-        "tests/test_a.py::test_one": "PASSED", "tests/test_a.py::test_two": "FAILED",
-        "tests/test_b.py::test_three": "ERROR", "tests/test_c.py::test_four": "SKIPPED"}
+def test_choose_steps():
+    plan = gpu_check.GPU_PLAN
+    assert gpu_check.choose_steps(None, plan) == plan.order
+    # in the check's order, whatever the order given
+    assert gpu_check.choose_steps("train_1, pytest", plan) == ("pytest", "train_1")
+    with pytest.raises(CLIError, match="unknown steps nope, train_2; choose from pytest,"):
+        gpu_check.choose_steps("pytest,nope,train_2", plan)
+    with pytest.raises(CLIError, match="no step named"):
+        gpu_check.choose_steps(",", plan)
+
+
+def test_a_unknown_step_is_one_line(root_dir, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "scripts.gpu_check", "--smoke", "--steps",
+                        "pytest,trian_4", "--out", str(tmp_path / "out")], cwd=root_dir,
+                       capture_output=True, text=True, timeout=300)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1, p.stderr[-2000:]
+    assert "--steps: unknown step trian_4; choose from pytest,train_4," in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_shares_of_chosen_steps():
+    """A second run of fewer steps gives them the plan's shares, scaled up."""
+    check = gpu_check.Check.__new__(gpu_check.Check)
+    check.plan = gpu_check.GPU_PLAN
+    check.budget = gpu_check.Budget(540.0, 0.0)
+    check.chosen = check.plan.order
+    total = sum(check.plan.shares.values())
+    assert check.share_s("pytest") == pytest.approx(check.plan.shares["pytest"] * 540)
+    assert check.share_s("preset_fast") is None
+    check.chosen = ("train_64", "train_1", "preset_fast")
+    two = check.plan.shares["train_64"] + check.plan.shares["train_1"]
+    assert check.share_s("train_1") == pytest.approx(
+        check.plan.shares["train_1"] * total / two * 540)
+
+
+def test_phase_reports_make_one_outcome():
+    def merged(*phases):
+        entry = {}
+        for when, outcome, msg, xfail in phases:
+            gpu_check._merge(entry, {"when": when, "outcome": outcome, "duration": 0.5,
+                                     "message": msg, "wasxfail": xfail})
+        return entry
+
+    ok = ("setup", "passed", None, None)
+    down = ("teardown", "passed", None, None)
+    assert merged(ok, ("call", "passed", None, None), down)["outcome"] == "PASSED"
+    e = merged(ok, ("call", "failed", "AssertionError: boom", None),
+               ("teardown", "failed", "OSError: later", None))
+    assert (e["outcome"], e["message"], e["seconds"]) == ("FAILED", "AssertionError: boom", 1.5)
+    assert merged(("setup", "failed", "fixture broke", None), down)["outcome"] == "ERROR"
+    e = merged(("setup", "skipped", "no gym", None), down)
+    assert (e["outcome"], e["message"]) == ("SKIPPED", "no gym")
+    assert merged(ok, ("call", "skipped", None, "known"), down)["outcome"] == "XFAIL"
+    assert merged(ok, ("call", "passed", None, None),
+                  ("teardown", "failed", "x", None))["outcome"] == "ERROR"
+
+
+def test_outcomes_as_they_happen_and_a_cap(tmp_path):
+    """The plugin's events give each outcome and the failure's message; the slow test is
+    stopped at its cap and pytest goes on with the test after it."""
+    from scripts.gpu_check.worker import child_env
+
+    log, events = tmp_path / "pytest.log", tmp_path / "events.jsonl"
+    seen = []
+    after = "tests/test_config.py::test_defaults_are_the_tutorial"
+    res = gpu_check.run_tests(
+        (INJECTED_FAILURE, INJECTED_SLOW, after), None, log_path=str(log),
+        events_path=str(events), env=child_env(gpu_check.INJECT_ENV), allow_s=240.0,
+        cap_s=3.0, on_change=lambda r: seen.append(dict(r["tests"])))
+    tests = res["tests"]
+    assert list(tests) == [INJECTED_FAILURE, INJECTED_SLOW, after]
+    assert tests[INJECTED_FAILURE]["outcome"] == "FAILED"
+    assert injected_tests.FAILURE_MESSAGE in tests[INJECTED_FAILURE]["message"]
+    assert "assert 1 == 2" in tests[INJECTED_FAILURE]["longrepr"]
+    assert tests[INJECTED_SLOW]["outcome"] == "CAPPED" and tests[INJECTED_SLOW]["cap_s"] == 3.0
+    assert tests[after]["outcome"] == "PASSED"
+    assert [r["stopped"] for r in res["runs"]] == ["capped", None]
+    # the failure was known before the slow test was stopped
+    assert any(INJECTED_FAILURE in s and INJECTED_SLOW not in s for s in seen)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = [(e["event"], e.get("nodeid")) for e in lines]
+    assert ("start", INJECTED_SLOW) in kinds and ("finish", INJECTED_SLOW) not in kinds
+    assert "CAPPED" in log.read_text()
+
+
+def test_a_failed_run_is_its_error_line():
+    """A worker's failure in one line: its exit status and its error, not JAX's note."""
+    tail = ("exit 1: Traceback (most recent call last): | ValueError: 4 envs on 3 devices | "
+            "-------------------- | For simplicity, JAX has removed its internal frames from "
+            "the traceback of the following exception. Set JAX_TRACEBACK_FILTERING=off to "
+            "include these.")
+    assert gpu_check.one_line(RuntimeError(tail)) == "exit 1: ValueError: 4 envs on 3 devices"
+    assert gpu_check.one_line(OSError("disk full")) == "OSError: disk full"
+
+
+def test_injected_tests_skip_unless_injected():
+    env = {k: v for k, v in os.environ.items() if k != "GPU_CHECK_INJECT"}
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-rs", gpu_check.INJECTED], cwd=gpu_check.ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "2 skipped" in p.stdout, p.stdout[-2000:]
 
 
 def test_report_of_a_partial_check():
-    """Skipped, failed and partial steps still give a table with every env count."""
-    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, env_speed=((1, 50), (4, 50)))
+    """Skipped, failed and partial steps still give a table with every env count; a test's
+    failure message and a capped test's cap are in it."""
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, env_speed=(1, 4))
+    details = {"tests/test_a.py::test_one": {"outcome": "FAILED", "seconds": 1.0,
+                                              "message": "AssertionError: off by 3 | x\nmore"},
+               "tests/test_a.py::test_two": {"outcome": "CAPPED", "seconds": 75.0,
+                                              "cap_s": 75.0, "message": "stopped"},
+               "tests/test_b.py::test_three": {"outcome": "not run", "seconds": 0.0}}
     steps = [
         gpu_check.Step("probe", "ok", 1.0, 0.0, {"backend": "gpu", "devices": ["NVIDIA H200"],
                                                  "versions": {"jax": "0.11.2"}}),
+        gpu_check.Step("pytest", "failed", 80.0, 1.0,
+                       {"tests": {k: v["outcome"] for k, v in details.items()},
+                        "details": details, "counts": {"FAILED": 1}, "log": "pytest.log"},
+                       None, "2 of 3 test(s) not as they should be"),
         gpu_check.Step("env_speed", "partial", 9.0, 1.0, {"rows": [
-            {"envs": 1, "steps": 50, "steps_per_s": 1234.4},
-            {"envs": 4, "steps": 50, "skipped": "~9 s needed, 2 s left"}]}, "skipped 4 envs"),
+            {"envs": 1, "steps_per_s": 1234.4},
+            {"envs": 4, "skipped": "~9 s needed, 2 s left"}]}, "skipped 4 envs"),
         gpu_check.Step("train_4", "skipped", 0.0, 10.0, None, "needs ~75 s, 3 s left"),
         gpu_check.Step("preset_fast", "failed", 2.0, 10.0, None, None, "exit 1: boom | bad"),
         gpu_check.Step("matmul", "skipped", 0.0, 12.0, None, "needs ~60 s, 1 s left"),
+        gpu_check.Step("brax", "skipped", 0.0, 12.0, {"envs": 4, "description": "4 envs"},
+                       "Brax rows skipped: brax not installed"),
     ]
-    payload = {"started_utc": "2026-12-01T00:00:00+00:00", "smoke": False, "budget_s": 480,
+    payload = {"started_utc": "2026-12-01T00:00:00+00:00", "smoke": False, "budget_s": 540,
                "elapsed_s": 12.0, "command": "bash scripts/gpu_check.sh --out o",
-               "plan": dataclasses.asdict(plan),
+               "plan": dataclasses.asdict(plan), "steps_chosen": list(plan.order),
                "steps": [dataclasses.asdict(s) for s in steps]}
     rows = gpu_check.table_rows(payload)
     assert [r["envs"] for r in rows] == [1, 4]
@@ -73,6 +213,10 @@ def test_report_of_a_partial_check():
     assert "| 4 | skipped (~9 s needed, 2 s left) | skipped: needs ~75 s, 3 s left |" in md
     assert "| preset_fast | failed | 2.0 | exit 1: boom / bad |" in md
     assert "| tf32 | needs ~60 s, 1 s left | – |" in md
+    assert "| Brax ppo.train | 4 envs | Brax rows skipped: brax not installed | – | – |" in md
+    assert "| tests/test_a.py::test_one | FAILED | 1.0 | AssertionError: off by 3 / x more |" in md
+    assert "| tests/test_a.py::test_two | CAPPED | 75.0 | capped at 75 s |" in md
+    assert "| tests/test_b.py::test_three | not run | 0.0 |" in md
     assert "first evaluation >= 1: s from process start" in md  # the plan's threshold
 
 
@@ -87,7 +231,7 @@ def test_cpu_without_smoke_is_refused(root_dir, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow  # ~2.5 min on 2 CPU cores: three cold compiles of the training programs
+@pytest.mark.slow  # minutes on 2 CPU cores: four cold compiles (three ppo_jax, one Brax)
 def test_smoke_runs_every_step(root_dir, tmp_path):
     out = tmp_path / "out"  # given relative to where the command runs, not the repo root
     p = subprocess.run(["bash", os.path.join(root_dir, "scripts", "gpu_check.sh"), "--smoke",
@@ -97,26 +241,60 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
     report = json.loads((out / "gpu_check.json").read_text())
     md = (out / "gpu_check.md").read_text()
     plan = gpu_check.SMOKE_PLAN
-    names = ["install", "probe", "pytest", *plan.order, "learning"]
+    names = ["install", "probe", *plan.order]
     assert [s["name"] for s in report["steps"]] == names
-    assert {s["name"]: s["status"] for s in report["steps"]} == {n: "ok" for n in names}
+    have_brax = importlib.util.find_spec("brax") is not None
+    want = {n: "ok" for n in names} | ({} if have_brax else {"brax": "skipped"})
+    assert {s["name"]: s["status"] for s in report["steps"]} == want
     assert report["smoke"] and report["elapsed_s"] <= report["budget_s"]
-    assert report["steps"][1]["result"]["backend"] == "cpu"
-    assert all(v == "PASSED" for v in report["steps"][2]["result"]["tests"].values())
+    steps = {s["name"]: s for s in report["steps"]}
+    assert steps["probe"]["result"]["backend"] == "cpu"
+    # the injected failure's message and the injected slow test's cap reach the report
+    tests = steps["pytest"]["result"]["details"]
+    failure, slow = tests[INJECTED_FAILURE], tests[INJECTED_SLOW]
+    assert failure["outcome"] == "FAILED"
+    assert injected_tests.FAILURE_MESSAGE in failure["message"]
+    assert slow["outcome"] == "CAPPED" and slow["cap_s"] == plan.test_cap_s
+    assert f"| {INJECTED_FAILURE} | FAILED (injected: expected FAILED) |" in md
+    assert injected_tests.FAILURE_MESSAGE in md
+    assert f"| {INJECTED_SLOW} | CAPPED (injected: expected CAPPED) |" in md
+    assert f"capped at {plan.test_cap_s:g} s" in md
+    real = [t for t in tests if t not in plan.expected]
+    assert real and all(tests[t]["outcome"] == "PASSED" for t in real)  # run after the cap
+    events = (out / "pytest_events.jsonl").read_text().splitlines()
+    assert any(json.loads(e).get("nodeid") == INJECTED_FAILURE for e in events)
     # the table has a row for every env count it claims, with the figures measured
     rows = {r["envs"]: r for r in report["table"]}
-    assert set(rows) == {n for n, _ in plan.env_speed} | {n for n, _ in plan.train}
+    assert set(rows) == set(plan.env_speed) | {n for n, _, _ in plan.train}
     for n, r in rows.items():
         assert r["env_steps_per_s"] > 0
         assert md.count(f"\n| {n:,} | {r['env_steps_per_s']:,.0f} |") == 1
-    for n, _ in plan.train:
-        assert rows[n]["fps"] > 0 and rows[n]["warm_from_store"] is True
-        assert rows[n]["startup_warm_s"] < rows[n]["startup_cold_s"]
-    threshold = next(s for s in report["steps"] if s["name"] == "preset_fast")["result"]
+    for n, _, warm in plan.train:
+        assert rows[n]["fps"] > 0
+        if warm:
+            assert rows[n]["warm_from_store"] is True
+            assert rows[n]["startup_warm_s"] < rows[n]["startup_cold_s"]
+    # where start-up went: every phase, each program, for the cold and the warm run
+    train = steps[f"train_{plan.train[0][0]}"]["result"]
+    for label in ("cold", "warm"):
+        phases = train[label]["startup_phases"]
+        assert set(phases["programs"]) == {"init", "update"}
+        assert phases["backend_init_s"] >= 0 and phases["env_build_s"] > 0
+        assert phases["programs_s"] > 0 and phases["init_run_s"] > 0
+        assert f"| train_{plan.train[0][0]} {label} |" in md
+    assert {v["source"] for v in train["warm"]["startup_phases"]["programs"].values()} \
+        == {"ppo_programs"}
+    threshold = steps["preset_fast"]["result"]
     assert threshold["reached"] and threshold["threshold_s"] > 0
     assert f"| {threshold['label']} |" in md
-    matmul = next(s for s in report["steps"] if s["name"] == "matmul")["result"]
+    matmul = steps["matmul"]["result"]
     assert matmul["tf32"]["fps"] > 0 and matmul["highest_fps"] == rows[plan.matmul_envs]["fps"]
     assert "| tf32 |" in md and report["command"] in md
+    if have_brax:
+        brax = steps["brax"]["result"]
+        assert brax["brax"]["fps"] > 0
+        assert brax["ppo_jax_over_brax"] == pytest.approx(rows[plan.brax_envs]["fps"]
+                                                          / brax["brax"]["fps"])
+        assert f"| Brax ppo.train | {brax['description']} |" in md
     for log in ("gpu_check.log", "pytest.log", "learning.log"):
         assert (out / log).stat().st_size > 0

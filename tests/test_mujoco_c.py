@@ -78,6 +78,7 @@ def test_mjx_agrees_with_mujoco_c_for_100_steps_x64(x64):
     assert err_rew.max() < 1e-6, err_rew[[9, 29, 99]]
 
 
+@pytest.mark.gpu
 def test_mjx_agrees_with_mujoco_c_float32():
     err_obs, err_rew, mismatches, _ = max_errors(jnp.float32)
     assert mismatches == 0

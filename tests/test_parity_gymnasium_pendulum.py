@@ -86,6 +86,7 @@ def test_per_step_parity_x64(x64):
     assert err_rew < 1e-6, err_rew
 
 
+@pytest.mark.gpu
 def test_per_step_parity_float32():
     env = InvertedDoublePendulum()
     err_obs, err_rew, mismatch, terminations, _ = per_step_errors(env, jnp.float32)

@@ -31,6 +31,7 @@ import time
 from typing import Any, Callable
 
 from ppo_jax.bench import configs
+from ppo_jax.bench.report import fmt_num
 from ppo_jax.config import PPOConfig
 
 DEFAULT_ENV = "CartpoleBalance"
@@ -372,10 +373,6 @@ def returns_at_equal_frames(results: list[dict[str, Any]]) -> list[dict[str, Any
 # ----------------------------------------------------------------------------------------------
 # output
 # ----------------------------------------------------------------------------------------------
-def _f(x: float | None, fmt: str = "{:,.0f}") -> str:
-    return "–" if x is None else fmt.format(x)
-
-
 def differences() -> tuple[str, ...]:
     """What separates the two trainers, from this package's README."""
     from ppo_jax.bench.report import README, markdown_bullets
@@ -434,11 +431,13 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                          "| | | | | | | |")
             continue
         lines.append(
-            f"| {d['label']} | {d['description']} | {_f(d.get('cold_first_step_s'), '{:.1f}')} "
-            f"| {_f(d.get('cold_startup_s'), '{:.1f}')} "
-            f"| {_f(d.get('warm_first_step_s'), '{:.1f}')} "
-            f"| {_f(d.get('warm_startup_s'), '{:.1f}')} | {_f(d['train_fps'])} "
-            f"| {_f(d['run_fps'])} | {_f(d['run_wall_s'])} | {_f(d['peak_rss_mib'])} |")
+            f"| {d['label']} | {d['description']} "
+            f"| {fmt_num(d.get('cold_first_step_s'), '{:.1f}')} "
+            f"| {fmt_num(d.get('cold_startup_s'), '{:.1f}')} "
+            f"| {fmt_num(d.get('warm_first_step_s'), '{:.1f}')} "
+            f"| {fmt_num(d.get('warm_startup_s'), '{:.1f}')} | {fmt_num(d['train_fps'])} "
+            f"| {fmt_num(d['run_fps'])} | {fmt_num(d['run_wall_s'])} "
+            f"| {fmt_num(d['peak_rss_mib'])} |")
     points = returns_at_equal_frames(results)
     others = [d for d in results if d["key"] != "brax_playground" and d.get("evals")]
     if points:

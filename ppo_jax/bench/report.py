@@ -39,13 +39,20 @@ def brax_differences() -> tuple[str, ...]:
         return tuple(markdown_bullets(f.read(), BRAX_DIFFERENCES_SECTION))
 
 
+def fmt_num(x: float | None, fmt: str = "{:,.0f}") -> str:
+    """A figure as table text: ``fmt`` of ``x`` (default: whole, thousands separated); ``–``
+    where there is none. The one number formatter of the benchmark's, the playground
+    comparison's and the GPU check's reports."""
+    return "–" if x is None else fmt.format(x)
+
+
 def _fmt_stat(s: dict[str, float] | None, fmt: str = "{:.0f}") -> str:
     """``median (min–max)``, or the median alone when every run agrees; ``–``: no figure."""
     if not s:
-        return "–"
+        return fmt_num(None)
     if s["n"] == 1 or s["min"] == s["max"]:
-        return fmt.format(s["median"])
-    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+        return fmt_num(s["median"], fmt)
+    return f"{fmt_num(s['median'], fmt)} ({fmt_num(s['min'], fmt)}–{fmt_num(s['max'], fmt)})"
 
 
 def _fmt_ratio(x: float | None) -> str:

@@ -1,26 +1,41 @@
-"""The GPU in one shot: every GPU check of ppo_jax in one command, within a time budget.
+"""The GPU check: every GPU check of ppo_jax in one command, within a time budget.
 
-``bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S]`` installs the carried wheels
-(offline) and runs ``python -m scripts.gpu_check``, which runs these steps in order,
-each timed, each failure recorded while the rest still run:
+``bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--steps A,B,...]`` installs
+the wheels in ``.whl/`` (offline) when the packages they carry are missing, and runs
+``python -m scripts.gpu_check``: after ``install`` and ``probe`` (what JAX sees), these steps,
+each timed, each failure recorded while the rest still run, in this order (the most telling
+for a GPU first, :data:`GPU_PLAN`):
 
-1. ``pytest``: the GPU-relevant tests (:data:`GPU_TESTS`), in a subprocess, output in
-   ``OUT/pytest.log``;
-2. the GPU table, in fresh subprocesses: env steps/s of the MJX env alone (``env_speed``);
-   training frames/s at each env count through the benchmark's own worker
-   (:mod:`ppo_jax.bench.worker_ppo_jax`, the programs ``scripts/train.py`` runs), each run
-   twice, cold (a fresh compile cache) and warm (the cache the cold run filled)
-   (``train_<N>``); ``--preset fast``'s wall time to its first evaluation >= 9,000, one seed
-   (``preset_fast``); ``--matmul-precision tf32`` against ``highest`` (``matmul``);
-3. ``learning``: the learning test (:data:`LEARNING_TESTS`), when the time left allows it.
+1. ``pytest``: the GPU-relevant tests, those marked ``@pytest.mark.gpu`` in ``tests/``
+   (``pytest -m gpu``), in a subprocess with the plugin :mod:`scripts.gpu_check.plugin`,
+   which writes each test's outcome, and a failure's assertion message, to
+   ``OUT/pytest_events.jsonl`` the moment pytest knows it; the check reads that file as it
+   grows and rewrites the report after each test. A test that runs past its cap
+   (``--test-cap-s``) is stopped (pytest is killed: an XLA compile cannot be interrupted
+   from Python), recorded as ``CAPPED``, and pytest starts again on the tests not yet run;
+2. ``train_4096``: training frames/s at 4,096 envs through the benchmark's own worker
+   (:mod:`ppo_jax.bench.worker_ppo_jax`, the programs ``scripts/train.py`` runs), cold (a
+   fresh compile cache) and warm (the cache the cold run filled), with where the start-up
+   seconds went (backend init, env build, each program loaded or compiled, the init program's
+   run with the normalization statistics, the first batch, every XLA compilation by name);
+3. ``matmul``: ``--matmul-precision tf32`` against ``highest`` at 4,096 envs;
+4. ``brax``: Brax's ``ppo.train`` at 4,096 envs on the same config rules (the benchmark's
+   Brax worker), and the ppo_jax / Brax ratio;
+5. ``env_speed``: env steps/s of the MJX env alone at 4,096, 1,024, 64 and 1 envs, each row a
+   short warm-up and then as many calls as fit a few seconds;
+6. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
+7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000;
+8. ``learning``: the learning test.
 
-The training rows are measured in order of value for a GPU (many envs first, see
-:data:`GPU_PLAN`); the table lists them by env count. After every step ``OUT/gpu_check.json``
-(every figure, the device, versions, each step's status and seconds) and
-``OUT/gpu_check.md`` (the tables, with the command that made them) are rewritten, so a run
-cut short still leaves what it measured. A step that no longer fits the budget is skipped
-and says why. ``--smoke`` runs the same steps at tiny sizes on the CPU, so that a typo shows
-up in CI instead of on a lent GPU.
+Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
+fewer); ``train_1024``, ``preset_fast`` and ``learning`` have none: they run on what is left
+and are skipped, saying why, when it is not enough; ``--steps`` runs them in a second short
+run. After every step (and every test) ``OUT/gpu_check.json`` (every figure, the device,
+versions, each step's status and seconds) and ``OUT/gpu_check.md`` (the tables, with the
+command that made them) are rewritten, so a run cut short still leaves what it measured.
+``--smoke`` runs the same steps at tiny sizes on the CPU, with an injected failing test and an
+injected slow test (:mod:`scripts.gpu_check.injected_tests`) whose message and cap must reach
+the report, so that a typo shows up in CI instead of on a GPU.
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from ppo_jax.bench.report import fmt_num
 from ppo_jax.config import PRESETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,31 +62,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # ----------------------------------------------------------------------------------------------
 # what is checked (edit here)
 # ----------------------------------------------------------------------------------------------
-# The GPU-relevant tests, run in this order (tests of one module together: their module
-# fixtures are built once). Left out on purpose: the x64 parity tests (float64 is not what
-# runs on a GPU), test_env's rolled-RK4 bit-equality with mjx.step (XLA fuses differently on
-# a GPU: equal to rounding, not bit for bit), test_parallel's store test (needs 4 devices),
-# the live TorchRL tests (the fixture tests compare the same components, without torchrl).
-GPU_TESTS: tuple[str, ...] = (
-    # the executables the CLI ships hold no host callback (JAX never caches such a program)
-    "tests/test_train.py::test_shipped_programs_hold_no_host_callback",
-    # the program store on this device: scripts/train.py twice in a fresh cache, the second
-    # loads every program and reports compiled_from_cache true in metrics.json
-    "tests/test_cli.py::test_second_process_finds_its_programs_in_the_cache",
-    # each PPO component against TorchRL's (fixtures), float32
-    "tests/test_torchrl_fixtures.py::test_fixture_param_layout_matches_networks",
-    "tests/test_torchrl_fixtures.py::test_fixture_networks",
-    "tests/test_torchrl_fixtures.py::test_fixture_log_prob",
-    "tests/test_torchrl_fixtures.py::test_fixture_gae",
-    "tests/test_torchrl_fixtures.py::test_fixture_loss_and_grads",
-    "tests/test_torchrl_fixtures.py::test_fixture_optimizer_step",
-    # the MJX env against MuJoCo C (Gymnasium's v4 and mujoco_sim), float32
-    "tests/test_env_parity.py::test_per_step_parity_float32",
-    "tests/test_mujoco_c.py::test_mjx_agrees_with_mujoco_c_float32",
-    # a whole run is one compilation; the shipped programs give what train(key) gives
-    "tests/test_train.py::test_whole_run_is_one_compilation",
-    "tests/test_train.py::test_shipped_programs_compile_once_and_equal_train",
-)
+# The GPU-relevant tests are those marked @pytest.mark.gpu in tests/ (GPU_MARK): the float32
+# parity of each PPO component against TorchRL's fixtures, of the MJX env against Gymnasium's
+# v4 and MuJoCo C, the program store across processes, the shipped programs (no host
+# callback, one compilation, equal to train(key)). Left out on purpose (not marked): the x64
+# parity tests (float64 is not what runs on a GPU), test_env_api's rolled-RK4 bit-equality with
+# mjx.step (XLA fuses differently on a GPU: equal to rounding, not bit for bit),
+# test_parallel's store test (needs 4 devices), the live TorchRL tests (the fixture tests
+# compare the same components, without torchrl).
+GPU_MARK = "gpu"
+TESTS_DIR = "tests"
 # The learning test: up to 100k frames of the tutorial config (it stops at its first
 # evaluation that holds; 1 env: latency-bound on a GPU), so it runs last, when the time left
 # allows it. Its estimate takes all 100k.
@@ -83,6 +84,8 @@ LEARNING_FRAMES = 100_000
 PYTEST_ENV_GPU = {"JAX_PLATFORMS": "", "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
                   "JAX_DEFAULT_MATMUL_PRECISION": "highest", "MUJOCO_GL": "disable"}
 PYTEST_ENV_CPU = dict(PYTEST_ENV_GPU, JAX_PLATFORMS="cpu")
+INJECTED = "scripts/gpu_check/injected_tests.py"
+INJECT_ENV = {"GPU_CHECK_INJECT": "1"}
 
 THRESHOLD = 9000.0
 TINY = dict(hidden_sizes=(16, 16), num_epochs=2, init_stats_frames=100, eval_max_steps=50)
@@ -92,42 +95,69 @@ TINY = dict(hidden_sizes=(16, 16), num_epochs=2, init_stats_frames=100, eval_max
 class Plan:
     """The sizes of a check (:data:`GPU_PLAN`, or :data:`SMOKE_PLAN` for ``--smoke``)."""
 
-    tests: tuple[str, ...]
-    env_speed: tuple[tuple[int, int], ...]  # (envs, steps of each env per timed call)
-    train: tuple[tuple[int, int], ...]  # (envs, batches) per training row
-    order: tuple[str, ...]  # the table's measurements, in the order measured
+    tests: tuple[str, ...]  # pytest's arguments (paths, node ids), selected by -m ``marker``
+    marker: str
+    test_cap_s: float  # the most seconds one test may take (then it is stopped: CAPPED)
+    env_speed: tuple[int, ...]  # env counts of the env-speed rows, measured in this order
+    env_speed_row_s: float  # timed seconds of each env-speed row (after a warm-up call)
+    env_speed_chunk: int  # env steps of each env per timed call
+    train: tuple[tuple[int, int, bool], ...]  # (envs, batches, warm run too) per training row
+    order: tuple[str, ...]  # the steps, in the order run
     matmul_envs: int  # tf32 against highest at this env count
+    brax_envs: int  # Brax's ppo.train against ppo_jax at this env count
     threshold: float
     threshold_config: dict[str, Any]  # PPOConfig fields of the preset_fast step
     threshold_label: str
     learning_tests: tuple[str, ...]
     learning_frames: int  # what the learning tests train (sizes their time estimate)
     overrides: dict[str, Any]  # PPOConfig fields changed in every training row
-    shares: dict[str, float]  # the most of the budget a step may take: pytest, env_speed, ...
+    shares: dict[str, float]  # a step's most, as a fraction of the budget (absent: what is left)
     xla_flags: str = ""  # added to XLA_FLAGS of the measuring subprocesses (not of pytest)
+    pytest_env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for pytest
+    # outcomes that some tests must have (the injected ones): node id -> outcome
+    expected: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 GPU_PLAN = Plan(
-    tests=GPU_TESTS,
-    env_speed=((1, 1000), (64, 1000), (1024, 500), (4096, 250)),
-    train=((1, 4), (64, 8), (1024, 8), (4096, 6)),
-    order=("env_speed", "train_1024", "train_4096", "preset_fast", "matmul", "train_64",
-           "train_1"),
-    matmul_envs=1024,
+    tests=(TESTS_DIR,),
+    marker=GPU_MARK,
+    test_cap_s=60.0,
+    env_speed=(4096, 1024, 64, 1),
+    env_speed_row_s=3.0,
+    env_speed_chunk=100,
+    train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False)),
+    order=("pytest", "train_4096", "matmul", "brax", "env_speed", "train_64", "train_1",
+           "train_1024", "preset_fast", "learning"),
+    matmul_envs=4096,
+    brax_envs=4096,
     threshold=THRESHOLD,
     threshold_config=dict(PRESETS["fast"][1]),
     threshold_label="--preset fast",
     learning_tests=LEARNING_TESTS,
     learning_frames=LEARNING_FRAMES,
     overrides={},
-    shares={"pytest": 0.4, "env_speed": 0.15, "preset_fast": 0.35},
+    # Seconds of the 540-s budget, from the H200's first run (2026-12-04: a cold start-up of
+    # ~57 s at 1,024 envs, ~67 s of compile at 4,096, a warm start of 23 s, Brax's compile
+    # 33 s, one env ~7 s a tutorial batch): pytest 108 (12 tests, each capped at 60 s);
+    # train_4096 103 (cold ~80, warm ~25); tf32 81 and Brax 49 (one cold run each); env speed
+    # 38 (four compiles, 3-s rows); train_64 70 and train_1 81 (one cold run each; 1 env:
+    # 2 batches of ~7 s). 0.98 of the budget, the install and probe take the rest.
+    shares={"pytest": 0.2, "train_4096": 0.19, "matmul": 0.15, "brax": 0.09,
+            "env_speed": 0.07, "train_64": 0.13, "train_1": 0.15},
 )
 SMOKE_PLAN = Plan(
-    tests=("tests/test_torchrl_fixtures.py::test_fixture_networks",),
-    env_speed=((4, 50),),  # one env count: the smoke checks the plumbing
-    train=((4, 3),),
-    order=("env_speed", "train_4", "preset_fast", "matmul"),
+    # the injected tests first: the slow one is stopped and pytest starts again on the rest
+    tests=(f"{INJECTED}::test_injected_failure", f"{INJECTED}::test_injected_slow",
+           "tests/test_torchrl_fixtures.py::test_fixture_networks"),
+    marker=GPU_MARK,
+    test_cap_s=10.0,
+    env_speed=(4,),  # one env count: the smoke checks the plumbing
+    env_speed_row_s=0.5,
+    env_speed_chunk=20,
+    train=((4, 3, True),),
+    order=("pytest", "train_4", "matmul", "brax", "env_speed", "preset_fast", "learning"),
     matmul_envs=4,
+    brax_envs=4,
     threshold=1.0,
     threshold_config=dict(TINY, num_envs=4, frames_per_batch=200, minibatch_size=40,
                           total_frames=600, eval_every=1),
@@ -138,6 +168,9 @@ SMOKE_PLAN = Plan(
     shares={},  # no step is capped: all of them must run
     # the least optimizing CPU compile (the smoke checks the plumbing, not the speed)
     xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+    pytest_env=INJECT_ENV,
+    expected={f"{INJECTED}::test_injected_failure": "FAILED",
+              f"{INJECTED}::test_injected_slow": "CAPPED"},
 )
 
 # Guesses before anything is measured, seconds.
@@ -224,8 +257,10 @@ def _start_time() -> float:
 class Check:
     """A check in progress: its plan, budget, steps, and the reports written after each step."""
 
-    def __init__(self, args: argparse.Namespace, argv: list[str], plan: Plan):
+    def __init__(self, args: argparse.Namespace, argv: list[str], plan: Plan,
+                 chosen: tuple[str, ...] | None = None):
         self.args, self.plan = args, plan
+        self.chosen = plan.order if chosen is None else chosen  # the steps to run, in order
         # relative to where the command was typed (scripts/gpu_check.sh runs from the root)
         self.out = os.path.abspath(os.path.join(os.environ.get("GPU_CHECK_CWD", ""), args.out))
         self.budget = Budget(args.budget_s, _start_time())
@@ -234,7 +269,8 @@ class Check:
             "command": command_line(argv), "smoke": args.smoke, "budget_s": args.budget_s,
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
-            "plan": dataclasses.asdict(plan), "environment": _env_summary(),
+            "plan": dataclasses.asdict(plan), "steps_chosen": list(self.chosen),
+            "test_cap_s": self.test_cap_s(), "environment": _env_summary(),
         }
         self.costs: dict[str, float] = {}  # measured walls: "cold", "warm"
         self.work = tempfile.mkdtemp(prefix="ppo_jax_gpu_check_")
@@ -244,6 +280,27 @@ class Check:
         self.xla_flags = os.environ.get("XLA_FLAGS")  # as given (the plan adds to it)
         if plan.xla_flags:
             os.environ["XLA_FLAGS"] = f"{self.xla_flags or ''} {plan.xla_flags}".strip()
+
+    def test_cap_s(self) -> float:
+        """The most seconds one test may take: ``--test-cap-s``, else the plan's."""
+        cap = getattr(self.args, "test_cap_s", None)
+        return self.plan.test_cap_s if cap is None else cap
+
+    def share_s(self, name: str) -> float | None:
+        """Step ``name``'s most seconds: its share of the budget, the shares of the chosen
+        steps scaled to add up to what the plan's do (None: no share, what is left)."""
+        share = self.plan.shares.get(name)
+        if share is None:
+            return None
+        planned = sum(self.plan.shares.values())
+        chosen = sum(self.plan.shares.get(n, 0.0) for n in self.chosen)
+        return share * (planned / chosen if chosen else 1.0) * self.budget.total_s
+
+    def allow(self, name: str) -> float:
+        """Seconds step ``name`` may take now: what is left (less the reserve), at most its
+        share."""
+        share = self.share_s(name)
+        return self.budget.allow(None if share is None else share / self.budget.total_s)
 
     def log(self, msg: str) -> None:
         line = f"[gpu_check {self.budget.elapsed():6.1f}/{self.budget.total_s:.0f} s] {msg}"
@@ -303,11 +360,18 @@ class Check:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+# lines a failed subprocess may end with that are not its error (JAX's traceback note)
+_NOT_THE_ERROR = ("For simplicity, JAX has removed", "----", "The above exception",
+                  "Set JAX_TRACEBACK_FILTERING")
+
+
 def one_line(e: Exception) -> str:
     """``e`` in one line: a subprocess's failure as its exit status and its last line."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, RuntimeError) and msg.startswith("exit ") and " | " in msg:
-        msg = msg.split(":", 1)[0] + ": " + msg.rsplit(" | ", 1)[1].strip()
+        parts = [p.strip() for p in msg.split(":", 1)[1].split(" | ")]
+        told = [p for p in parts if p and not p.startswith(_NOT_THE_ERROR)] or parts
+        msg = msg.split(":", 1)[0] + ": " + told[-1]
     return msg if isinstance(e, RuntimeError) else f"{type(e).__name__}: {msg}"
 
 
@@ -377,8 +441,12 @@ def probe() -> tuple[dict[str, Any] | None, str | None, float]:
 # ----------------------------------------------------------------------------------------------
 # pytest
 # ----------------------------------------------------------------------------------------------
-_OUTCOME = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.M)
-_WORST = ("ERROR", "FAILED", "XPASS", "SKIPPED", "XFAIL", "PASSED")
+# Outcomes, worst first: CAPPED (stopped at its cap), CRASHED (pytest died during it), CUT OFF
+# (stopped when the step's time ran out), then pytest's own; "not run" and "missing" last.
+_WORST = ("CAPPED", "CRASHED", "CUT OFF", "ERROR", "FAILED", "XPASS", "SKIPPED", "XFAIL",
+          "PASSED")
+_GOOD = ("PASSED", "SKIPPED", "XFAIL")
+POLL_S = 0.25
 
 
 def missing_tests(tests: tuple[str, ...], root: str = ROOT) -> list[str]:
@@ -397,33 +465,200 @@ def missing_tests(tests: tuple[str, ...], root: str = ROOT) -> list[str]:
     return missing
 
 
-def outcomes(log_text: str) -> dict[str, str]:
-    """Each test's outcome in a ``pytest -v`` log (the worst when it has two, e.g. a
-    teardown error after PASSED)."""
-    out: dict[str, str] = {}
-    for node, outcome in _OUTCOME.findall(log_text):
-        prev = out.get(node)
-        out[node] = outcome if prev is None else min(prev, outcome, key=_WORST.index)
-    return out
+def marked_files(paths: tuple[str, ...], marker: str = GPU_MARK, root: str = ROOT
+                 ) -> tuple[str, ...]:
+    """``paths`` with each directory replaced by its test files (``test_*.py``) whose text
+    names the mark (``mark.<marker>``): pytest then imports only the modules that can hold
+    a marked test (a module that fails to import elsewhere in the suite is no concern of the
+    check, and collecting the whole suite takes seconds)."""
+    out: list[str] = []
+    for path in paths:
+        full = os.path.join(root, path.partition("::")[0])
+        if not os.path.isdir(full):
+            out.append(path)
+            continue
+        for dirpath, dirnames, files in os.walk(full):
+            dirnames.sort()
+            for name in sorted(files):
+                if not (name.startswith("test_") and name.endswith(".py")):
+                    continue
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    if f"mark.{marker}" in f.read():
+                        out.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return tuple(out)
 
 
-def run_logged(cmd: list[str], log_path: str, env: dict[str, str], timeout: float
-               ) -> int | None:
-    """Run ``cmd`` in its own process group with stdout and stderr appended to ``log_path``;
-    its exit status, or None when it ran past ``timeout`` (then the group is killed)."""
-    with open(log_path, "w") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+def marked_tests(paths: tuple[str, ...] = (TESTS_DIR,), marker: str = GPU_MARK,
+                 env: dict[str, str] | None = None, timeout: float = 600.0) -> list[str]:
+    """The node ids pytest selects with ``-m marker`` under ``paths`` (``--collect-only``, in
+    a subprocess); raises RuntimeError when pytest cannot collect them."""
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+           "-m", marker, *paths]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode not in (0, 5):  # 5: nothing selected
+        tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
+        raise RuntimeError(f"pytest --collect-only exited {p.returncode}: " + " | ".join(tail))
+    return [line.strip() for line in p.stdout.splitlines() if "::" in line
+            and not line.startswith(" ")]
+
+
+def _merge(entry: dict[str, Any], ev: dict[str, Any]) -> None:
+    """One phase report of the plugin into a test's entry: its outcome (the worst of its
+    phases, but the first failure stays: a teardown error after a failed call leaves the
+    call's FAILED and message), seconds (summed), and the message of the phase that made
+    the outcome."""
+    when, outcome, xfail = ev["when"], ev["outcome"], ev.get("wasxfail")
+    if outcome == "passed":
+        new = ("XPASS" if xfail else "PASSED") if when == "call" else None
+    elif outcome == "skipped":
+        new = "XFAIL" if xfail else "SKIPPED"
+    else:
+        new = "FAILED" if when == "call" else "ERROR"
+    entry["seconds"] = round(entry.get("seconds", 0.0) + float(ev.get("duration") or 0.0), 3)
+    if new is None:
+        return
+    old = entry.get("outcome")
+    if old is None or (old not in ("FAILED", "ERROR")
+                       and _WORST.index(new) < _WORST.index(old)):
+        entry.update(outcome=new, phase=when, message=ev.get("message"),
+                     longrepr=ev.get("longrepr"))
+
+
+class EventReader:
+    """The plugin's JSON lines, read as they are written (a partly written last line waits)."""
+
+    def __init__(self, path: str):
+        self.path, self.offset = path, 0
+
+    def new(self) -> list[dict[str, Any]]:
         try:
-            return proc.wait(timeout=max(1.0, timeout))
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            return None
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        out = []
+        for line in data[:end].splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def run_tests(tests: tuple[str, ...], marker: str | None, *, log_path: str, events_path: str,
+              env: dict[str, str], allow_s: float, cap_s: float,
+              on_change: Callable[[dict[str, Any]], None] = lambda r: None,
+              log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+    """Run pytest on ``tests`` (``-m marker`` unless None) with the event plugin, watching its
+    events: a test past ``cap_s`` is stopped (the pytest process group killed) and recorded
+    as CAPPED, one during which pytest died as CRASHED, and pytest starts again on the
+    selected tests not yet run; at ``allow_s`` the running test is CUT OFF and the rest are
+    not run. ``on_change(result)`` after each test. Returns ``{"tests": {node id: entry},
+    "selected": node ids in run order, "runs": one record per pytest started}``, each entry
+    ``{"outcome", "seconds", "message", "longrepr", ...}``."""
+    deadline = time.monotonic() + allow_s
+    results: dict[str, dict[str, Any]] = {}
+    selected: list[str] | None = None
+    runs: list[dict[str, Any]] = []
+    for path in (log_path, events_path):
+        open(path, "w").close()
+    env = dict(env, GPU_CHECK_EVENTS=events_path)
+    targets = list(tests)
+    reader = EventReader(events_path)
+
+    def result() -> dict[str, Any]:
+        order = list(selected or [])
+        order += [n for n in results if n not in order]
+        return {"tests": {n: results[n] for n in order if n in results},
+                "selected": selected, "runs": runs}
+
+    while True:
+        cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+               "-p", "scripts.gpu_check.plugin", "--continue-on-collection-errors",
+               *(["-m", marker] if marker else []), *targets]
+        with open(log_path, "a") as out:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        current: tuple[str, float] | None = None
+        stopped, before = None, len(results)
+        try:
+            while True:
+                for ev in reader.new():
+                    kind, node = ev.get("event"), ev.get("nodeid")
+                    if kind == "collected" and selected is None:
+                        selected = list(ev["nodeids"])
+                    elif kind == "collect_error":
+                        results[node or "(collection)"] = {
+                            "outcome": "ERROR", "phase": "collect", "seconds": 0.0,
+                            "message": ev.get("message"), "longrepr": ev.get("longrepr")}
+                        on_change(result())
+                    elif kind == "start":
+                        current = (node, time.monotonic())
+                    elif kind == "report":
+                        _merge(results.setdefault(node, {}), ev)
+                    elif kind == "finish":
+                        current = None
+                        entry = results.setdefault(node, {"outcome": "PASSED", "seconds": 0.0})
+                        entry.setdefault("outcome", "PASSED")
+                        log(f"  {node}: {entry['outcome']} ({entry.get('seconds', 0):.1f} s)")
+                        on_change(result())
+                code = proc.poll()
+                if code is not None:
+                    break
+                now = time.monotonic()
+                if current and now - current[1] > cap_s:
+                    stopped = "capped"
+                elif now > deadline:
+                    stopped = "cut off"
+                if stopped:
+                    _kill_group(proc)
+                    code = proc.returncode
+                    break
+                time.sleep(POLL_S)
         except BaseException:
             _kill_group(proc)
             raise
+        for ev in reader.new():  # what was written as it ended
+            if ev.get("event") == "report":
+                _merge(results.setdefault(ev["nodeid"], {}), ev)
+            elif ev.get("event") == "finish" and current and ev.get("nodeid") == current[0]:
+                current = None
+        if current is not None:
+            node, t = current
+            entry = results.setdefault(node, {})
+            took = round(time.monotonic() - t, 1)
+            if stopped == "capped":
+                entry.update(outcome="CAPPED", seconds=took, cap_s=cap_s,
+                             message=f"stopped at its cap of {cap_s:g} s")
+            elif stopped == "cut off":
+                entry.update(outcome="CUT OFF", seconds=took,
+                             message=f"stopped after {took:g} s: the step's "
+                                     f"{allow_s:.0f} s ran out")
+            else:
+                entry.update(outcome="CRASHED", seconds=took,
+                             message=f"pytest ended (exit {code}) during this test")
+            log(f"  {node}: {entry['outcome']} ({entry['message']})")
+            with open(log_path, "a") as out:
+                out.write(f"\n[gpu_check] {node}: {entry['outcome']}: {entry['message']}\n")
+        runs.append({"targets": len(targets), "exit_status": code, "stopped": stopped,
+                     "recorded": len(results) - before})
+        on_change(result())
+        remaining = [n for n in (selected or []) if n not in results]
+        if stopped == "cut off" or not remaining or len(results) == before:
+            break
+        targets = remaining
+        log(f"  pytest again on the {len(remaining)} test(s) not yet run")
+    for n in selected or []:
+        results.setdefault(n, {"outcome": "not run", "seconds": 0.0})
+    for entry in results.values():  # a phase reported, then pytest gone without a word
+        if "outcome" not in entry:
+            entry.update(outcome="CRASHED", message="pytest ended during this test")
+    return result()
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -434,66 +669,87 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def pytest_step(check: Check, step: Step, tests: tuple[str, ...], log_name: str,
-                allow_s: float) -> None:
-    """``pytest -v`` on ``tests`` (node ids, or files standing for their tests), output in
-    ``OUT/<log_name>``; each test's outcome in ``step.result``. Any test failed, errored,
-    missing or not run: failed; any skipped: partial."""
+def pytest_step(check: Check, step: Step, tests: tuple[str, ...], marker: str | None,
+                name: str, allow_s: float, cap_s: float | None = None,
+                expected: dict[str, str] | None = None) -> None:
+    """pytest on ``tests`` (node ids or paths; ``-m marker``), output in ``OUT/<name>.log``,
+    its events in ``OUT/<name>_events.jsonl``; each test's outcome, seconds and (failed)
+    message in ``step.result``, the report rewritten after each test. A test with an outcome
+    other than its ``expected`` one (the plan's injected tests; else PASSED, SKIPPED, XFAIL),
+    or an expected one missing: failed; any skipped: partial."""
     from scripts.gpu_check import worker as gpu_worker
 
     env = gpu_worker.child_env(PYTEST_ENV_GPU if check.on_gpu else PYTEST_ENV_CPU)
     env.pop("XLA_FLAGS", None)  # the tests' own flags, not the measuring runs' (plan.xla_flags)
     if check.xla_flags is not None:
         env["XLA_FLAGS"] = check.xla_flags
-    missing = missing_tests(tests)
-    present = [t for t in tests if t not in missing]
-    log_path = os.path.join(check.out, log_name)
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
-           "--continue-on-collection-errors", *present]
-    code = run_logged(cmd, log_path, env, allow_s) if present else 5
-    seen = {}
-    if present:
-        with open(log_path) as f:
-            seen = outcomes(f.read())
-    per_test: dict[str, str] = {}
-    for t in tests:
-        hits = {n: o for n, o in seen.items() if n == t or n.startswith(t + "::")}
-        per_test.update(hits or {t: "missing" if t in missing else "not run"})
-    counts = {k: sum(v == k for v in per_test.values()) for k in sorted(set(per_test.values()))}
-    step.result = {"tests": per_test, "counts": counts, "exit_status": code, "log": log_name,
+    env.update(check.plan.pytest_env)
+    missing = missing_tests(tuple(t for t in tests if "::" in t or t.endswith(".py")))
+    present = tuple(t for t in tests if t not in missing)
+    expected = expected or {}
+    cap = allow_s if cap_s is None else cap_s
+    step.result = {"tests": {}, "counts": {}, "log": f"{name}.log",
+                   "events": f"{name}_events.jsonl", "cap_s": cap, "marker": marker,
                    "env": {k: env.get(k) for k in PYTEST_ENV_GPU}}
-    bad = {t: o for t, o in per_test.items() if o not in ("PASSED", "SKIPPED", "XFAIL")}
-    if code is None:
-        raise RuntimeError(f"timed out after {allow_s:.0f} s; {len(bad)} of {len(per_test)} "
-                           f"test(s) not passed (see {log_name})")
+
+    def publish(res: dict[str, Any]) -> None:
+        details = dict(res["tests"])
+        for t in missing:
+            details[t] = {"outcome": "missing", "seconds": 0.0}
+        for t, want in expected.items():
+            if t in details:
+                details[t] = dict(details[t], expected=want)
+        step.result.update(tests={n: d.get("outcome") for n, d in details.items()},
+                           details=details, runs=res["runs"])
+        outs = [d.get("outcome") for d in details.values()]
+        step.result["counts"] = {k: outs.count(k) for k in sorted(set(outs), key=str)}
+        check.write()
+
+    res = {"tests": {}, "runs": [], "selected": []}
+    if marker:
+        present = marked_files(present, marker)
+    if present:
+        res = run_tests(present, marker, log_path=os.path.join(check.out, f"{name}.log"),
+                        events_path=os.path.join(check.out, f"{name}_events.jsonl"),
+                        env=env, allow_s=allow_s, cap_s=cap, on_change=publish, log=check.log)
+    publish(res)
+    details = step.result["details"]
+    if not details:
+        raise RuntimeError(f"no test selected (see {name}.log)")
+    bad = {}
+    for t, d in details.items():
+        want = expected.get(t)
+        if (d["outcome"] != want) if want else (d["outcome"] not in _GOOD):
+            bad[t] = d["outcome"] + (f" (expected {want})" if want else "")
+    for t, want in expected.items():
+        if t not in details:
+            bad[t] = f"not seen (expected {want})"
     if bad:
-        raise RuntimeError(f"{len(bad)} of {len(per_test)} test(s) not passed: "
+        raise RuntimeError(f"{len(bad)} of {len(details)} test(s) not as they should be: "
                            + ", ".join(f"{t.split('::')[-1]} {o}" for t, o in bad.items()))
-    if code != 0:
-        raise RuntimeError(f"pytest exited {code} (see {log_name})")
-    skipped = [t for t, o in per_test.items() if o == "SKIPPED"]
+    skipped = [t for t, d in details.items() if d["outcome"] == "SKIPPED"]
     if skipped:
-        step.status, step.reason = "partial", f"{len(skipped)} skipped (see {log_name})"
+        step.status, step.reason = "partial", f"{len(skipped)} skipped (see {name}.log)"
 
 
 # ----------------------------------------------------------------------------------------------
 # the GPU table
 # ----------------------------------------------------------------------------------------------
-def env_speed_step(check: Check, step: Step) -> None:
-    """Env steps/s of the MJX env alone at the plan's env counts (one subprocess)."""
+def env_speed_step(check: Check, step: Step, allow: float) -> None:
+    """Env steps/s of the MJX env alone at the plan's env counts (one subprocess), each row
+    a warm-up call and then calls for about ``plan.env_speed_row_s`` seconds."""
     from scripts.gpu_check import worker as gpu_worker
 
-    allow = check.budget.allow(check.plan.shares.get("env_speed"))
     if allow < 10:
         raise Skip(f"{allow:.0f} s left")
-    spec = {"kind": "env_speed", "sizes": [list(s) for s in check.plan.env_speed],
-            "repeats": 3, "deadline_s": max(5.0, allow - min(15.0, 0.2 * allow))}
+    plan = check.plan
+    spec = {"kind": "env_speed", "envs": list(plan.env_speed), "row_s": plan.env_speed_row_s,
+            "chunk": plan.env_speed_chunk, "deadline_s": max(5.0, allow - min(10.0, 0.1 * allow))}
     step.result = gpu_worker.call(spec, timeout=allow)
     done = {r["envs"] for r in step.result["rows"]}
-    for n, steps in check.plan.env_speed:  # cut off while measuring: the rest not measured
+    for n in plan.env_speed:  # cut off while measuring: the rest not measured
         if n not in done:
-            step.result["rows"].append({"envs": n, "steps": steps,
-                                        "skipped": f"cut off at {allow:.0f} s"})
+            step.result["rows"].append({"envs": n, "skipped": f"cut off at {allow:.0f} s"})
     skipped = [r for r in step.result["rows"] if r.get("skipped")]
     if skipped:
         step.status = "partial"
@@ -502,19 +758,46 @@ def env_speed_step(check: Check, step: Step) -> None:
 
 def bench_run(check: Check, cfg, cache: str, timeout: float) -> dict[str, Any]:
     """One run of the benchmark's ppo_jax worker (a fresh process, one device) with the
-    compile cache ``cache``: its figures as the benchmark summarizes them."""
+    compile cache ``cache``: its figures as the benchmark summarizes them, and where its
+    start-up went (:func:`startup_breakdown`)."""
     from ppo_jax.bench import driver
 
     spec = {"kind": "ppo_jax", "compile_cache": cache, "matmul_precision": cfg.matmul_precision,
             "profile": False, "config": cfg.to_dict(), "devices": 1}
     t = time.perf_counter()
-    raw = driver.run_worker(spec, timeout)
+    raw = driver.run_worker(spec, max(1.0, timeout))
     wall = time.perf_counter() - t
     out = driver.summarize_run(raw, None)
     out.update(wall_s=wall, compiled_from_cache=raw.get("compiled_from_cache"),
-               compile=raw.get("compile"),
-               device=raw.get("device"), batch_marks=raw.get("marks"))
+               compile=raw.get("compile"), device=raw.get("device"),
+               batch_marks=raw.get("marks"),
+               startup_phases=startup_breakdown(raw.get("startup"), out["startup_s"]))
     return out
+
+
+def startup_breakdown(startup: dict[str, Any] | None, startup_s: float) -> dict[str, Any] | None:
+    """The worker's start-up record (see :mod:`ppo_jax.bench.worker_ppo_jax`) as phases that
+    add up to ``startup_s``: backend init, env build, programs, the init program's run (the
+    normalization statistics), the rest of prepare (devices, layout, keys), the first batch
+    beyond its steady-rate time, and what is left;
+    with the XLA compilations that are not the job's programs (``other_compiles``)."""
+    if not startup:
+        return None
+    phases = {"backend_init_s": startup.get("backend_init_s") or 0.0,
+              "env_build_s": startup.get("env_build_s") or 0.0,
+              "programs_s": startup.get("programs_s") or 0.0,
+              "init_run_s": startup.get("init_run_s") or 0.0,
+              "prepare_other_s": startup.get("prepare_other_s") or 0.0,
+              "first_batch_extra_s": startup_s - (startup.get("prepared_s") or 0.0)}
+    xla = startup.get("xla_compiles") or {}
+    prepared = startup.get("prepared_s") or 0.0
+    other = [c for c in xla.get("named", []) if c.get("program") is None]
+    return dict(phases, rest_s=startup_s - sum(phases.values()),
+                programs=startup.get("programs") or {},
+                other_compiles=sorted(other, key=lambda c: -c["seconds"]),
+                other_compiles_before_first_batch_s=round(sum(
+                    c["seconds"] for c in other if c["end_s"] <= prepared), 3),
+                small_compiles=xla.get("small"))
 
 
 def _fresh_cache(check: Check, name: str) -> str:
@@ -528,42 +811,57 @@ def _estimate(check: Check, what: str) -> float:
     return check.costs.get(what, guess)
 
 
-def train_step(check: Check, step: Step, num_envs: int, batches: int) -> None:
-    """Training frames/s at ``num_envs`` envs: a cold run (fresh cache), then a warm one."""
+def _fits(check: Check, step: Step, need: float) -> None:
+    """Skip ``step`` unless the ``need`` seconds estimated for it are left (a step with a
+    share of the budget: at most its share, the seconds the plan gives it)."""
+    share, left = check.share_s(step.name), check.budget.allow()
+    want = need if share is None else min(need, share)
+    if want > left or left < 1.0:
+        raise Skip(f"needs ~{want:.0f} s, {left:.0f} s left")
+
+
+def train_step(check: Check, step: Step, num_envs: int, batches: int, warm: bool,
+               allow: float) -> None:
+    """Training frames/s at ``num_envs`` envs: a cold run (fresh cache), then (``warm``) a
+    warm one with the cache the cold one filled, within ``allow`` seconds."""
     from ppo_jax.bench.configs import describe_config
 
+    end = time.monotonic() + allow
     cfg = row_config(num_envs, batches, check.plan)
     step.result = {"envs": num_envs, "batches": batches, "frames": cfg.total_frames,
                    "config": cfg.to_dict(), "description": describe_config("ppo_jax",
                                                                            cfg.to_dict())}
-    need = _estimate(check, "cold") + _estimate(check, "warm")
-    if need > check.budget.allow():
-        raise Skip(f"needs ~{need:.0f} s, {check.budget.allow():.0f} s left")
+    _fits(check, step, _estimate(check, "cold") + (_estimate(check, "warm") if warm else 0.0))
     cache = _fresh_cache(check, f"cache_train_{num_envs}")
-    cold = bench_run(check, cfg, cache, check.budget.allow())
+    cold = bench_run(check, cfg, cache, min(end - time.monotonic(), check.budget.allow()))
     check.costs["cold"] = max(check.costs.get("cold", 0.0), cold["wall_s"])
     step.result["cold"] = cold
     check.write()
-    warm = bench_run(check, cfg, cache, check.budget.allow())
-    check.costs["warm"] = max(check.costs.get("warm", 0.0), warm["wall_s"])
-    step.result["warm"] = warm
-    if not warm.get("compiled_from_cache"):
+    if not warm:
+        return
+    left = min(end - time.monotonic(), check.budget.allow())
+    if left < 5.0:
+        step.status, step.reason = "partial", f"no time left for the warm run ({left:.0f} s)"
+        return
+    warm_run = bench_run(check, cfg, cache, left)
+    check.costs["warm"] = max(check.costs.get("warm", 0.0), warm_run["wall_s"])
+    step.result["warm"] = warm_run
+    if not warm_run.get("compiled_from_cache"):
         step.status, step.reason = "partial", "the warm run did not load its programs"
 
 
-def threshold_step(check: Check, step: Step) -> None:
+def threshold_step(check: Check, step: Step, allow: float) -> None:
     """Wall time, from process start, to the first evaluation >= the threshold (one seed,
     a fresh cache), measured by the benchmark's worker as ``--to-threshold`` measures it,
-    bounded by the budget: not reached within it is partial."""
+    bounded by ``allow``: not reached within it is partial."""
     from ppo_jax.bench import driver
-    from scripts.gpu_check import worker as gpu_worker
     from ppo_jax.bench.configs import describe_config
+    from scripts.gpu_check import worker as gpu_worker
 
     cfg, goal = threshold_config(check.plan), check.plan.threshold
     step.result = {"label": check.plan.threshold_label, "config": cfg.to_dict(),
                    "description": describe_config("ppo_jax", cfg.to_dict()), "threshold": goal,
                    "reached": False}
-    allow = check.budget.allow(check.plan.shares.get("preset_fast"))
     if allow < _estimate(check, "cold"):
         raise Skip(f"needs more than ~{_estimate(check, 'cold'):.0f} s, {allow:.0f} s left")
     spec = {"kind": "threshold", "config": cfg.to_dict(), "threshold": goal, "devices": 1,
@@ -588,50 +886,90 @@ def threshold_step(check: Check, step: Step) -> None:
         step.reason = f"not reached within {raw['process_s']:.0f} s ({raw['stopped']})"
 
 
-def matmul_step(check: Check, step: Step) -> None:
+def _row_fps(check: Check, num_envs: int) -> float | None:
+    """The cold training frames/s of the ``train_<num_envs>`` row, if it was measured."""
+    row = check.step(f"train_{num_envs}")
+    return ((row.result or {}).get("cold") or {}).get("fps") if row else None
+
+
+def matmul_step(check: Check, step: Step, allow: float) -> None:
     """Training frames/s with ``--matmul-precision tf32`` at the plan's env count (fresh
     cache), against the ``highest`` row at that count."""
     n = check.plan.matmul_envs
-    batches = dict(check.plan.train)[n]
-    need = _estimate(check, "cold")
-    if need > check.budget.allow():
-        raise Skip(f"needs ~{need:.0f} s, {check.budget.allow():.0f} s left")
-    cfg = row_config(n, batches, check.plan, matmul_precision="tf32")
-    tf32 = bench_run(check, cfg, _fresh_cache(check, "cache_tf32"), check.budget.allow())
-    row = check.step(f"train_{n}")
-    highest = ((row.result or {}).get("cold") or {}).get("fps") if row else None
+    _fits(check, step, _estimate(check, "cold"))
+    cfg = row_config(n, _batches(check.plan, n), check.plan, matmul_precision="tf32")
+    tf32 = bench_run(check, cfg, _fresh_cache(check, "cache_tf32"),
+                     min(allow, check.budget.allow()))
+    highest = _row_fps(check, n)
     step.result = {"envs": n, "tf32": tf32, "highest_fps": highest,
                    "tf32_over_highest": tf32["fps"] / highest if highest else None}
     if highest is None:
         step.status, step.reason = "partial", f"no highest-precision figure at {n} envs"
 
 
-def learning_step(check: Check, step: Step) -> None:
+def brax_step(check: Check, step: Step, allow: float) -> None:
+    """Brax's ``ppo.train`` at the plan's Brax env count, on the benchmark's config rules
+    (:func:`~ppo_jax.bench.configs.brax_settings` of that training row's config; the
+    benchmark's Brax worker in a fresh process, a fresh compile cache), against ppo_jax's
+    cold figure at that count."""
+    from ppo_jax.bench import driver
+    from ppo_jax.bench.configs import brax_settings, describe_config
+
+    n = check.plan.brax_envs
+    cfg = row_config(n, _batches(check.plan, n), check.plan)
+    settings = brax_settings(cfg, evaluate=False)
+    step.result = {"envs": n, "settings": settings,
+                   "description": describe_config("brax", settings)}
+    reason = driver.brax_unavailable_reason()
+    if reason:
+        raise Skip(reason)
+    _fits(check, step, _estimate(check, "cold"))
+    # one device, as the ppo_jax rows (a host with several, or forced CPU devices, would
+    # have Brax split its envs over all of them)
+    spec = {"kind": "brax", "settings": dict(settings, max_devices_per_host=1),
+            "matmul_precision": cfg.matmul_precision,
+            "compile_cache": _fresh_cache(check, "cache_brax"), "profile": False}
+    t = time.perf_counter()
+    raw = driver.run_worker(spec, max(1.0, min(allow, check.budget.allow())))
+    brax = dict(driver.summarize_run(raw, None), wall_s=time.perf_counter() - t,
+                patched=raw.get("patched"), batch_marks=raw.get("marks"))
+    ours = _row_fps(check, n)
+    cold = (((check.step(f"train_{n}") or Step("")).result or {}).get("cold") or {})
+    step.result.update(brax=brax, ppo_jax_fps=ours, ppo_jax_startup_s=cold.get("startup_s"),
+                       ppo_jax_compile_s=cold.get("compile_s"),
+                       ppo_jax_over_brax=ours / brax["fps"] if ours else None)
+    if ours is None:
+        step.status, step.reason = "partial", f"no ppo_jax figure at {n} envs"
+
+
+def learning_step(check: Check, step: Step, allow: float) -> None:
     """The learning tests, when the time left allows their estimate: a cold compile, and
     their frames at the 1-env row's rate plus a fifth for the evaluations."""
-    allow = check.budget.allow()
     need = 20.0
     if check.plan.learning_frames:
-        row = check.step("train_1")
-        fps = (((row.result or {}).get("cold") or {}).get("fps") if row else None)
+        fps = _row_fps(check, 1)
         if not fps:
             raise Skip("the 1-env training row, which sizes it, was not measured")
         need += _estimate(check, "cold") + 1.2 * check.plan.learning_frames / fps
     if need > allow:
         raise Skip(f"needs ~{need:.0f} s, {allow:.0f} s left")
-    pytest_step(check, step, check.plan.learning_tests, "learning.log", allow)
+    pytest_step(check, step, check.plan.learning_tests, None, "learning", allow)
+
+
+def _batches(plan: Plan, num_envs: int) -> int:
+    return next(b for n, b, _ in plan.train if n == num_envs)
 
 
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------
-def _n(x: float | None, fmt: str = "{:,.0f}") -> str:
-    return "–" if x is None else fmt.format(x)
+MESSAGE_CELL_CHARS = 400  # a test's message in the markdown (the JSON holds all of it)
 
 
-def _cell(text: Any) -> str:
-    """Free text as one markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "/")
+def _cell(text: Any, limit: int | None = None) -> str:
+    """Free text as one markdown table cell (at most ``limit`` characters)."""
+    out = " ".join(str(text).split()).replace("|", "/")
+    return out if limit is None or len(out) <= limit else out[:limit - 1] + "…"
 
 
 def table_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -641,7 +979,9 @@ def table_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
     plan = payload["plan"]
     speed = {r["envs"]: r for r in ((steps.get("env_speed") or {}).get("result") or {})
              .get("rows", [])}
-    counts = sorted({n for n, _ in plan["env_speed"]} | {n for n, _ in plan["train"]})
+    trained = {t[0] for t in plan["train"]}
+    counts = sorted(set(plan["env_speed"]) | trained)
+    chosen = payload.get("steps_chosen") or plan["order"]
     rows = []
     for n in counts:
         s = steps.get(f"train_{n}")
@@ -649,7 +989,8 @@ def table_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
         cold, warm = res.get("cold") or {}, res.get("warm") or {}
         why = None
         if s is None:
-            why = "not in the plan" if n not in dict(plan["train"]) else "not run"
+            why = ("not in the plan" if n not in trained else
+                   "not chosen (--steps)" if f"train_{n}" not in chosen else "not run")
         elif not cold:
             why = s["status"] + (f": {s['reason'] or s['error']}" if s["reason"] or s["error"]
                                  else "")
@@ -665,8 +1006,8 @@ def table_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    """The report: device line, command, the GPU table, the preset and matmul tables, the
-    steps."""
+    """The report: device line, command, the GPU table, the Brax, matmul and preset tables,
+    where start-up went, the tests, the steps."""
     steps = {s["name"]: s for s in payload["steps"]}
     probe = (steps.get("probe") or {}).get("result") or {}
     versions = probe.get("versions") or {}
@@ -685,19 +1026,21 @@ def markdown(payload: dict[str, Any]) -> str:
     rows = table_rows(payload)
     base = next((r["fps"] for r in rows if r["envs"] == 1 and r["fps"]), None)
     for r in rows:
-        speed = _n(r["env_steps_per_s"]) if r["env_steps_per_s"] else (
+        speed = fmt_num(r["env_steps_per_s"]) if r["env_steps_per_s"] else (
             f"skipped ({r['env_speed_note']})" if r["env_speed_note"] else "–")
         if r["fps"] is None:
             lines.append(f"| {r['envs']:,} | {_cell(speed)} | {_cell(r['why'] or '–')} | – | "
                          f"{r['description'] or '–'} | – | – | – |")
             continue
-        ratio = _n(r["fps"] / base, "{:.1f}") if base else "–"
+        ratio = fmt_num(r["fps"] / base, "{:.1f}") if base else "–"
         store = {True: "yes", False: "no", None: "–"}[r["warm_from_store"]]
-        lines.append(f"| {r['envs']:,} | {speed} | {_n(r['fps'])} | {ratio} | {r['description']} | "
-                     f"{_n(r['startup_cold_s'], '{:.1f}')} ({_n(r['compile_cold_s'], '{:.1f}')}) | "
-                     f"{_n(r['startup_warm_s'], '{:.1f}')} | {store} |")
-    lines += ["", *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
-              *_matmul_lines(steps), "",
+        lines.append(f"| {r['envs']:,} | {speed} | {fmt_num(r['fps'])} | {ratio} | "
+                     f"{r['description']} | {fmt_num(r['startup_cold_s'], '{:.1f}')} "
+                     f"({fmt_num(r['compile_cold_s'], '{:.1f}')}) | "
+                     f"{fmt_num(r['startup_warm_s'], '{:.1f}')} | {store} |")
+    lines += ["", *_brax_lines(steps.get("brax")), "", *_matmul_lines(steps), "",
+              *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
+              *_startup_lines(payload), *_test_lines(payload),
               "| step | status | seconds | note |", "| --- | --- | ---: | --- |"]
     for s in payload["steps"]:
         note = _cell(s["reason"] or s["error"] or _step_note(s) or "")
@@ -706,13 +1049,100 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _brax_lines(s: dict[str, Any] | None) -> list[str]:
+    """ppo_jax against Brax's ppo.train at one env count."""
+    res = (s or {}).get("result") or {}
+    n = res.get("envs")
+    head = [f"| side by side{f' ({n:,} envs)' if n else ''}, cold | config | training "
+            "frames/s | start-up s (compile) | ppo_jax / Brax |",
+            "| --- | --- | ---: | ---: | ---: |"]
+    brax = res.get("brax")
+    if not brax:
+        why = (s or {}).get("reason") or (s or {}).get("error") or "not run"
+        return head + [f"| Brax ppo.train | {res.get('description') or '–'} | {_cell(why)} | "
+                       "– | – |"]
+    return head + [f"| ppo_jax | (the training row above) | {fmt_num(res.get('ppo_jax_fps'))} | "
+                   f"{fmt_num(res.get('ppo_jax_startup_s'), '{:.1f}')} "
+                   f"({fmt_num(res.get('ppo_jax_compile_s'), '{:.1f}')}) | "
+                   + fmt_num(res.get("ppo_jax_over_brax"), "{:.2f}") + " |",
+                   f"| Brax ppo.train | {res['description']} | {fmt_num(brax['fps'])} | "
+                   f"{fmt_num(brax.get('startup_s'), '{:.1f}')} "
+                   f"({fmt_num(brax.get('compile_s'), '{:.1f}')}) | 1.00 |"]
+
+
+def _startup_lines(payload: dict[str, Any]) -> list[str]:
+    """Where each training run's start-up seconds went, and its other XLA compilations."""
+    runs = []
+    for s in payload["steps"]:
+        res = s.get("result") or {}
+        for label in ("cold", "warm", "tf32"):
+            run = res.get(label)
+            if isinstance(run, dict) and run.get("startup_phases"):
+                runs.append((f"{s['name']} {label}", run))
+    if not runs:
+        return []
+    lines = ["Start-up, s (imports excluded): backend init; env build (env, networks, "
+             "optimizer); the programs, each loaded (store: the program store, cache: JAX's "
+             "cache) or compiled; the init program's run (network init and the normalization "
+             "statistics' env steps); the first batch beyond its steady-rate time; the rest "
+             "(devices, layout, keys, config). Other XLA compiles: those that are not the "
+             "job's programs.", "",
+             "| run | start-up | backend init | env build | programs | init run (norm. stats) "
+             "| first batch extra | rest | other XLA compiles before the first batch |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    f1 = "{:.1f}"
+    for label, run in runs:
+        p = run["startup_phases"]
+        progs = ", ".join(f"{k} {_source(v)} {fmt_num(v.get('seconds'), f1)}"
+                          for k, v in (p.get("programs") or {}).items())
+        other = p.get("other_compiles") or []
+        top = ", ".join(f"{_cell(c['name'], 40)} {c['seconds']:.2f}"
+                        + (" (cache)" if c.get("cache_hit") else "") for c in other[:4])
+        more = f" and {len(other) - 4} more" if len(other) > 4 else ""
+        lines.append(
+            f"| {label} | {fmt_num(run.get('startup_s'), f1)} | "
+            f"{fmt_num(p['backend_init_s'], f1)} | {fmt_num(p['env_build_s'], f1)} | "
+            f"{fmt_num(p['programs_s'], f1)} ({progs or '–'}) | {fmt_num(p['init_run_s'], f1)} | "
+            f"{fmt_num(p['first_batch_extra_s'], f1)} | "
+            f"{fmt_num(p['rest_s'] + p.get('prepare_other_s', 0.0), f1)} | "
+            f"{fmt_num(p['other_compiles_before_first_batch_s'], '{:.2f}')} s: "
+            f"{top or 'none'}{more} |")
+    return lines + [""]
+
+
+def _source(info: dict[str, Any]) -> str:
+    return {"ppo_programs": "store", "jax_cache": "cache", "compiled": "compiled",
+            "in_process": "in process"}.get(info.get("source"), str(info.get("source")))
+
+
+def _test_lines(payload: dict[str, Any]) -> list[str]:
+    """Each test of the pytest steps: outcome, seconds, and a failure's message."""
+    lines = []
+    for s in payload["steps"]:
+        details = (s.get("result") or {}).get("details")
+        if not details:
+            continue
+        lines += [f"| {s['name']}: test | outcome | s | message |", "| --- | --- | ---: | --- |"]
+        for node, d in details.items():
+            outcome = d.get("outcome") or "running"
+            if d.get("expected"):
+                outcome += f" (injected: expected {d['expected']})"
+            msg = d.get("message") or ""
+            if d.get("outcome") == "CAPPED":
+                msg = f"capped at {d.get('cap_s'):g} s"
+            lines.append(f"| {node} | {outcome} | {d.get('seconds') or 0:.1f} | "
+                         f"{_cell(msg, MESSAGE_CELL_CHARS)} |")
+        lines.append("")
+    return lines
+
+
 def _warnings(payload: dict[str, Any]) -> list[str]:
     """The benchmark's warnings of the runs (XLA compilations during the measured batches)."""
     out = []
     for s in payload["steps"]:
         res = s.get("result") or {}
         runs = [("cold", res.get("cold")), ("warm", res.get("warm")), ("tf32", res.get("tf32")),
-                ("", res if "fps" in res else None)]
+                ("Brax", res.get("brax")), ("", res if "fps" in res else None)]
         for label, run in runs:
             if isinstance(run, dict) and run.get("warning"):
                 out.append(f"- {s['name']}{f' ({label})' if label else ''}: {run['warning']}")
@@ -721,7 +1151,7 @@ def _warnings(payload: dict[str, Any]) -> list[str]:
 
 def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
     res = (s or {}).get("result") or {}
-    head = [f"| run (one seed, cold) | config | first evaluation >= {_n(goal)}: "
+    head = [f"| run (one seed, cold) | config | first evaluation >= {fmt_num(goal)}: "
             "s from process start (frames) | start-up s (compile) | frames/s, evaluations "
             "included | best evaluation |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     if "fps" not in res:
@@ -731,8 +1161,9 @@ def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
     hit = (f"{res['threshold_s']:.1f} ({res['threshold_frames']:,})" if res["reached"]
            else _cell(s.get("reason") or "not reached"))
     return head + [f"| {res['label']} | {res['description']} | {hit} | "
-                   f"{_n(res.get('startup_s'), '{:.1f}')} ({_n(res.get('compile_s'), '{:.1f}')}) | "
-                   f"{_n(res.get('fps'))} | {_n(res.get('best_eval_return'))} |"]
+                   f"{fmt_num(res.get('startup_s'), '{:.1f}')} "
+                   f"({fmt_num(res.get('compile_s'), '{:.1f}')}) | "
+                   f"{fmt_num(res.get('fps'))} | {fmt_num(res.get('best_eval_return'))} |"]
 
 
 def _matmul_lines(steps: dict[str, Any]) -> list[str]:
@@ -743,9 +1174,9 @@ def _matmul_lines(steps: dict[str, Any]) -> list[str]:
             "vs highest |", "| --- | ---: | ---: |"]
     if not res:
         return head + [f"| tf32 | {_cell(s.get('reason') or s.get('error') or 'not run')} | – |"]
-    return head + [f"| highest (the default) | {_n(res['highest_fps'])} | 1.00 |",
-                   f"| tf32 | {_n(res['tf32']['fps'])} | "
-                   f"{_n(res['tf32_over_highest'], '{:.2f}')} |"]
+    return head + [f"| highest (the default) | {fmt_num(res['highest_fps'])} | 1.00 |",
+                   f"| tf32 | {fmt_num(res['tf32']['fps'])} | "
+                   f"{fmt_num(res['tf32_over_highest'], '{:.2f}')} |"]
 
 
 def _step_note(s: dict[str, Any]) -> str:
@@ -765,7 +1196,8 @@ def _notes(payload: dict[str, Any]) -> list[str]:
               "nothing about speed.", ""] if payload["smoke"] else [])
     return smoke + [
         "Env steps/s: the MJX env alone, a jitted vmapped rollout with auto-reset and random "
-        "actions, best of 3 calls after compilation. Training frames/s: env steps of the whole "
+        "actions, over the calls that fit the row's seconds after a warm-up call (its compile "
+        "and first run). Training frames/s: env steps of the whole "
         "PPO loop (collection + 10 epochs of minibatch updates, no evaluation) per second after "
         "the first batch, from the benchmark's ppo_jax worker in a fresh process (the programs "
         "scripts/train.py runs), cold run; configs by the benchmark's rules (1 env: the "
@@ -773,7 +1205,11 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         "Start-up: time to the first batch minus that batch at the steady rate, imports "
         "excluded; cold is a fresh compile cache, warm the second run with the cache the first "
         "one filled. The threshold run's wall time counts from its process start (imports, "
-        "device start and compile included). The pytest steps ran with "
+        "device start and compile included). Side by side: Brax's ppo.train in the "
+        "benchmark's Brax worker, its settings from the same config (the benchmark's "
+        "brax_settings), a fresh compile cache. Tests: each outcome as pytest reported it, "
+        "as it happened; CAPPED: stopped at the cap on one test's seconds, then pytest went on "
+        "with the tests not yet run. The pytest steps ran with "
         + ", ".join(f"{k}={v!r}" for k, v in PYTEST_ENV_GPU.items() if k != "JAX_PLATFORMS")
         + ".",
     ]
@@ -787,33 +1223,64 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
 
     p = ArgumentParser(prog=prog, description=(
         "Every GPU check of ppo_jax in one command within a time budget: the GPU-relevant "
-        "tests, env steps/s and training frames/s at 1 to 4,096 envs (cold and warm start), "
-        "--preset fast's time to an evaluation of 9,000, tf32 against highest matmul "
-        "precision. Writes OUT/gpu_check.json and OUT/gpu_check.md."))
+        "tests (marked gpu), training frames/s at 4,096 envs cold and warm with where the "
+        "start-up went, tf32 against highest matmul precision, Brax's PPO side by side, env "
+        "steps/s at 1 to 4,096 envs, training at 64, 1 and 1,024 envs, --preset fast's time "
+        "to an evaluation of 9,000, the learning test. Writes OUT/gpu_check.json and "
+        "OUT/gpu_check.md."))
     p.add_argument("--out", default="gpu_check", help="output directory (default gpu_check/)")
     p.add_argument("--smoke", action="store_true",
-                   help="the same steps at tiny sizes on the CPU (a minute or few: CI)")
-    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="the same steps at tiny sizes on the CPU, with an injected failing and "
+                        "an injected slow test (a few minutes: CI)")
+    p.add_argument("--budget-s", type=float, default=540.0,
                    help="seconds for the whole check, from the start of scripts/gpu_check.sh "
-                        "(default 480); what no longer fits is skipped")
+                        "(default 540: 9 minutes); what no longer fits is skipped")
+    p.add_argument("--steps", default=None,
+                   help="comma-separated steps to run, in the check's order (default: all): "
+                        + ", ".join(GPU_PLAN.order) + " (train_N: the plan's env counts)")
+    p.add_argument("--test-cap-s", type=float, default=None,
+                   help="the most seconds one test may take before it is stopped and "
+                        f"recorded as capped (default {GPU_PLAN.test_cap_s:g}; "
+                        f"--smoke: {SMOKE_PLAN.test_cap_s:g})")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run the full-size check although JAX sees no GPU")
     return p
 
 
+def choose_steps(text: str | None, plan: Plan) -> tuple[str, ...]:
+    """The steps ``--steps`` names, in the plan's order; raises CLIError (one line) for an
+    unknown or empty list."""
+    from ppo_jax.cli.common import CLIError
+
+    if text is None:
+        return plan.order
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in plan.order]
+    if unknown or not names:
+        what = (f"unknown step{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+                if unknown else "no step named")
+        raise CLIError(f"--steps: {what}; choose from {','.join(plan.order)}")
+    return tuple(n for n in plan.order if n in names)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the check; exit status 1 when a step failed, 2 on a CPU without ``--smoke``."""
+    """Run the check; exit status 1 when a step failed, 2 on bad input or a CPU without
+    ``--smoke``."""
     from ppo_jax.cli.common import CLIError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.budget_s <= 0:
+    if not args.budget_s > 0:
         raise CLIError(f"--budget-s must be > 0, got {args.budget_s:g}")
+    if args.test_cap_s is not None and not args.test_cap_s > 0:
+        raise CLIError(f"--test-cap-s must be > 0, got {args.test_cap_s:g}")
+    plan = SMOKE_PLAN if args.smoke else GPU_PLAN
+    chosen = choose_steps(args.steps, plan)
     probed, error, probe_s = probe()
     if probed and probed["backend"] == "cpu" and not (args.smoke or args.allow_cpu):
         raise CLIError("no GPU: jax sees only cpu; use --smoke")
     try:
-        check = Check(args, argv, SMOKE_PLAN if args.smoke else GPU_PLAN)
+        check = Check(args, argv, plan, chosen)
     except OSError as e:
         raise CLIError(f"cannot write to --out {args.out}: {e.strerror or e}")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # end the running subprocess too
@@ -831,7 +1298,7 @@ def _interrupt(signum, frame):
 def _run(check: Check, probed: dict[str, Any] | None, error: str | None, probe_s: float
          ) -> int:
     check.log(f"{'smoke' if check.args.smoke else 'GPU'} check, budget "
-              f"{check.args.budget_s:.0f} s, out {check.out}")
+              f"{check.args.budget_s:.0f} s, steps {','.join(check.chosen)}, out {check.out}")
     check.run("install", install_step, seconds=float(os.environ.get("GPU_CHECK_INSTALL_S") or 0))
 
     def record_probe(step: Step) -> None:
@@ -843,21 +1310,8 @@ def _run(check: Check, probed: dict[str, Any] | None, error: str | None, probe_s
     if probed is None:
         return 1
     check.on_gpu = probed["backend"] != "cpu"
-    plan = check.plan
-    check.run("pytest", lambda s: pytest_step(check, s, plan.tests, "pytest.log",
-                                              check.budget.allow(plan.shares.get("pytest"))))
-    batches = dict(plan.train)
-    for name in plan.order:
-        if name == "env_speed":
-            check.run(name, lambda s: env_speed_step(check, s))
-        elif name.startswith("train_"):
-            n = int(name.split("_")[1])
-            check.run(name, lambda s, n=n: train_step(check, s, n, batches[n]))
-        elif name == "preset_fast":
-            check.run(name, lambda s: threshold_step(check, s))
-        elif name == "matmul":
-            check.run(name, lambda s: matmul_step(check, s))
-    check.run("learning", lambda s: learning_step(check, s))
+    for name in check.chosen:
+        check.run(name, lambda s, name=name: _step_fn(check, name)(s, check.allow(name)))
     check.write()
     with open(os.path.join(check.out, "gpu_check.md")) as f:
         print(f.read())
@@ -867,10 +1321,27 @@ def _run(check: Check, probed: dict[str, Any] | None, error: str | None, probe_s
     return 1 if failed else 0
 
 
+def _step_fn(check: Check, name: str) -> Callable[[Step, float], None]:
+    """The function of step ``name``: ``fn(step, seconds it may take)``."""
+    plan = check.plan
+    if name == "pytest":
+        return lambda s, allow: pytest_step(check, s, plan.tests, plan.marker, "pytest", allow,
+                                            check.test_cap_s(), plan.expected)
+    if name.startswith("train_"):
+        n, batches, warm = next(t for t in plan.train if name == f"train_{t[0]}")
+        return lambda s, allow: train_step(check, s, n, batches, warm, allow)
+    return {"env_speed": lambda s, allow: env_speed_step(check, s, allow),
+            "matmul": lambda s, allow: matmul_step(check, s, allow),
+            "brax": lambda s, allow: brax_step(check, s, allow),
+            "preset_fast": lambda s, allow: threshold_step(check, s, allow),
+            "learning": lambda s, allow: learning_step(check, s, allow)}[name]
+
+
 def run() -> None:
     """Console entry point (``python -m scripts.gpu_check``)."""
     from ppo_jax.cli.common import run_main
 
+    sys.argv[0] = "gpu_check"  # errors read "gpu_check: error: ...", not "__main__.py: ..."
     run_main(main)
 
 

@@ -6,7 +6,8 @@
 * ``probe``: what JAX sees (backend, devices, versions), without the check's parent process
   ever starting a GPU backend (JAX would take 75% of the GPU's memory for it);
 * ``env_speed``: env steps per second of the MJX env alone, a plain jitted, vmapped rollout
-  with auto-reset and random actions (as ``scripts/env_speed.py``), best of 3 calls;
+  with auto-reset and random actions (as ``scripts/env_speed.py``), each env count sized by
+  time (a warm-up call, then calls for a few seconds);
 * ``threshold``: the benchmark's own ppo_jax worker (:mod:`ppo_jax.bench.worker_ppo_jax`,
   the programs ``scripts/train.py`` runs), stopped at the first evaluation >= the threshold
   or at a deadline.
@@ -107,32 +108,40 @@ def rollout_program(num_envs: int, steps: int):
 
 
 def env_speed(spec: dict[str, Any]) -> dict[str, Any]:
-    """Env steps/s at each ``(num_envs, steps)`` of ``spec["sizes"]``, best of
-    ``spec["repeats"]`` calls after a first one; a size that would end past
-    ``spec["deadline_s"]`` (seconds from this process's start, judged from the previous
-    size's cost) is skipped."""
+    """Env steps/s at each env count of ``spec["envs"]`` (in that order), sized by time: the
+    rollout of ``spec["chunk"]`` steps is compiled and called once (the warm-up), then
+    called until ``spec["row_s"]`` seconds have passed (at least once); steps/s over those
+    calls. A row whose warm-up and seconds (judged from the previous row's) would end past
+    ``spec["deadline_s"]`` (seconds from this process's start) is skipped."""
     import jax
 
-    rows, last_cost = [], 0.0
-    for num_envs, steps in spec["sizes"]:
+    rows, last_warmup = [], 0.0
+    chunk, row_s = int(spec["chunk"]), float(spec["row_s"])
+    for num_envs in spec["envs"]:
         elapsed = time.perf_counter() - PROCESS_START
-        if elapsed + last_cost > spec["deadline_s"]:
-            rows.append({"envs": num_envs, "steps": steps,
-                         "skipped": f"~{last_cost:.0f} s needed, "
+        need = last_warmup + row_s
+        if elapsed + need > spec["deadline_s"]:
+            rows.append({"envs": num_envs,
+                         "skipped": f"~{need:.0f} s needed, "
                                     f"{spec['deadline_s'] - elapsed:.0f} s left"})
             continue
         t0 = time.perf_counter()
-        fn = rollout_program(num_envs, steps)
+        fn = rollout_program(num_envs, chunk)
         compile_s = time.perf_counter() - t0
         jax.block_until_ready(fn(jax.random.PRNGKey(0)))
-        best = float("inf")
-        for rep in range(spec["repeats"]):
+        last_warmup = time.perf_counter() - t0
+        calls, best, t_start = 0, float("inf"), time.perf_counter()
+        while True:
             t = time.perf_counter()
-            jax.block_until_ready(fn(jax.random.PRNGKey(rep + 1)))
-            best = min(best, time.perf_counter() - t)
-        last_cost = time.perf_counter() - t0
-        rows.append({"envs": num_envs, "steps": steps, "compile_s": compile_s, "best_s": best,
-                     "steps_per_s": num_envs * steps / best})
+            jax.block_until_ready(fn(jax.random.PRNGKey(calls + 1)))
+            now = time.perf_counter()
+            best, calls = min(best, now - t), calls + 1
+            if now - t_start >= row_s:
+                break
+        timed = time.perf_counter() - t_start
+        rows.append({"envs": num_envs, "steps_per_call": chunk, "calls": calls,
+                     "compile_s": compile_s, "warmup_s": last_warmup, "timed_s": timed,
+                     "best_call_s": best, "steps_per_s": num_envs * chunk * calls / timed})
         save_partial(spec, {"rows": rows})
     from ppo_jax.bench import probes
 
