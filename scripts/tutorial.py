@@ -161,7 +161,7 @@ def program(name, fn, *example_args):
             print(f"  [{name}: compiled in {time.perf_counter() - t:.1f} s]")
             return exe
         shapes = [(tuple(x.shape), str(x.dtype)) for x in jax.tree_util.tree_leaves(example_args)]
-        key = compile_cache.program_key(
+        key = compile_cache.store_key(
             f"tutorial_{name}",
             {"config": program_config(config).to_dict(), "script": SCRIPT_HASH, "args": shapes})
         exes, infos = compile_cache.obtain(
@@ -769,7 +769,7 @@ else:
 # as in the seed, and after the last batch. The train state stays on the device between
 # calls; only each batch's metrics come back, and the tqdm bar (the seed's description) is
 # updated between calls. The cosine learning-rate schedule lives in the optimizer's state;
-# its phase step (pi / num_batches, `optim.anneal_rate`) is an input of `update`, so a run of
+# its phase step (pi / num_batches, `optim.cosine_phase_step`) is an input of `update`, so a run of
 # another length uses the same compiled programs.
 #
 # ```python

@@ -1,5 +1,6 @@
 """Measuring a Gymnasium port against Gymnasium's own v4 env (MuJoCo C): the shared part of
-``tests/test_env_suite.py`` (which asserts it) and ``scripts/env_parity.py`` (which prints it,
+``tests/test_parity_gymnasium_ports.py`` (which asserts it) and ``scripts/env_parity.py`` (which
+prints it,
 with the float32 horizon). Needs ``gymnasium[mujoco]`` (the ``test`` extra), imported here
 only, on demand.
 

@@ -16,7 +16,7 @@ def _double(x):
 
 
 def test_a_waiting_obtain_loads_what_the_lock_holder_stored():
-    key = compile_cache.program_key("double", {"test": uuid.uuid4().hex})
+    key = compile_cache.store_key("double", {"test": uuid.uuid4().hex})
     keys = {"double": key}
     lowered_by_waiter, lines, result = [], [], {}
 
@@ -50,7 +50,7 @@ def test_a_waiting_obtain_loads_what_the_lock_holder_stored():
 
 
 def test_without_a_holder_obtain_compiles_and_stores():
-    key = compile_cache.program_key("double", {"test": uuid.uuid4().hex})
+    key = compile_cache.store_key("double", {"test": uuid.uuid4().hex})
     lines = []
     compiled, infos = compile_cache.obtain(
         {"double": key}, lambda names: [(n, compile_cache.lower(_double, jnp.ones(3), name=key))
@@ -154,7 +154,7 @@ def test_an_env_without_a_file_keeps_its_programs_in_the_process(tiny_config, mo
     assert programs.module_name(trainer, 1, "init") == module
     monkeypatch.undo()
     # obtain(persist=False) compiles and leaves the store alone
-    key = compile_cache.program_key("double", {"test": uuid.uuid4().hex})
+    key = compile_cache.store_key("double", {"test": uuid.uuid4().hex})
     compiled, infos = compile_cache.obtain(
         {"double": key}, lambda names: [(n, compile_cache.lower(_double, jnp.ones(3), name="d"))
                                         for n in names], "the double", persist=False)

@@ -11,7 +11,7 @@ For each port, under x64, from states that Gymnasium's env itself visits under r
 Each env compiles one step program per precision, shared by its tests (the synced start
 state is built as the env's reset builds it, without a forward pass; Reacher's runs MJX's
 kinematics). ``scripts/env_parity.py`` prints the same figures and the float32 horizon. The
-pendulum's own, deeper parity tests are tests/test_env_parity.py.
+pendulum's own, deeper parity tests are tests/test_parity_gymnasium_pendulum.py.
 """
 
 import numpy as np

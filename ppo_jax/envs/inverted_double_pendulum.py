@@ -18,15 +18,15 @@ the slider's joint limit (one row; no geom collides, ``contype=0``). Newton's me
 exact line search solves a one-row problem in at most two iterations, but MJX's solver loops
 until a 1e-8 tolerance that float32 never reaches, i.e. 100 iterations (x 50 line-search
 iterations) per physics step. We cap the solver at ``solver_iterations=4`` /
-``ls_iterations=8`` and skip the warm start. ``tests/test_env_parity.py`` shows the result
-equals MuJoCo C's (Gymnasium's env) to ~1e-12 under x64, including steps where the cart hits
+``ls_iterations=8`` and skip the warm start. ``tests/test_parity_gymnasium_pendulum.py``
+shows the result equals MuJoCo C's (Gymnasium's env) to ~1e-12 under x64, including steps where the cart hits
 the rail and ``qfrc_constraint`` is nonzero.
 
 What makes the program small (compile time follows the number of ``mjx.forward`` copies):
 
-* :func:`~ppo_jax.envs.base.rk4_step` is ``mjx.step`` for this RK4 model with the four Runge-Kutta stages rolled
-  into a ``lax.scan`` over ONE ``mjx.forward`` (MJX unrolls them: four copies per physics
-  step). Same arithmetic in the same order: ``tests/test_env.py`` checks it equals
+* :func:`~ppo_jax.envs.base.rk4_step` is ``mjx.step`` for this RK4 model with the four
+  Runge-Kutta stages rolled into a ``lax.scan`` over ONE ``mjx.forward`` (MJX unrolls them: four copies per physics
+  step). Same arithmetic in the same order: ``tests/test_env_api.py`` checks it equals
   ``mjx.step`` bit for bit in float32 and within 1e-12 under x64.
 * :meth:`InvertedDoublePendulum.reset` builds the observation without a forward pass: v4's
   reset states keep the cart within 0.1 of the centre, far from the rail limits (+-1, margin
@@ -62,9 +62,11 @@ class InvertedDoublePendulum(MujocoEnv):
     xml = "inverted_double_pendulum.xml"
     frame_skip = 5
     max_episode_steps = 1000
-    # a fixed camera along the hinge axis (Gymnasium's tracks the cart: the rail leaves the frame)
+    # A fixed camera along the hinge axis (+y) at the middle of the scene (Gymnasium's tracks
+    # the cart: the rail leaves the frame). At 320x240 (MuJoCo's default 45 degree vertical
+    # field of view) it frames the whole rail (x in [-1, 1]) with the cart and both poles,
+    # upright (tip at height 1.2) or hanging.
     camera = {"lookat": (0.0, 0.0, 0.05), "distance": 3.3, "azimuth": 90.0, "elevation": 0.0}
-    # (render.PENDULUM_CAMERA)
     params = {"reset_noise_scale": 0.1}
 
     def __init__(self, max_episode_steps: int | None = None, frame_skip: int | None = None,
@@ -101,13 +103,8 @@ class InvertedDoublePendulum(MujocoEnv):
 
     def reset(self, key: jax.Array) -> EnvState:
         dtype = float_dtype()
-        k_pos, k_vel = jax.random.split(key)
-        s = self.reset_noise_scale
-        nq, nv = self.mj_model.nq, self.mj_model.nv
-        qpos = jnp.asarray(self.mj_model.qpos0, dtype) + jax.random.uniform(
-            k_pos, (nq,), dtype, -s, s
-        )
-        qvel = s * jax.random.normal(k_vel, (nv,), dtype)
+        qpos, qvel = self.reset_noise(
+            key, jnp.asarray(self.mj_model.qpos0, dtype), jnp.zeros(self.mj_model.nv, dtype))
         if not self._reset_is_unconstrained:
             return self.reset_to(qpos, qvel)
         # No forward pass: the cart starts within reset_noise_scale of the centre, away from

@@ -58,7 +58,7 @@ def make_env(env_id: str = DEFAULT_ENV, max_episode_steps: int | None = None):
     """The env ``env_id`` with its time limit (None: the env's own). An env of another
     registry is checked against the protocol (:func:`ppo_jax.envs.base.check_env`, which
     traces its reset and step: ~1 s a build); the ports are not checked at every build:
-    ``tests/test_envs.py`` checks each of them."""
+    ``tests/test_env_swap.py`` checks each of them."""
     from ppo_jax.envs.base import check_env
 
     if env_id not in PORTS and not any(env_id.startswith(p) for p in PREFIXES):

@@ -6,7 +6,7 @@ Builds the TorchRL PPO tutorial's objects with the installed torchrl
 ``ProbabilisticActor(TanhNormal)``, the ``ValueOperator`` critic, ``GAE(average_gae=True)``,
 ``ClipPPOLoss``, Adam + ``clip_grad_norm_`` + ``CosineAnnealingLR``) under a fixed seed, runs
 each component once on recorded inputs, and stores inputs, weights (as a seed: see
-``numpy_torch_default_params``) and outputs, so that ``tests/test_torchrl_parity.py`` can
+``numpy_torch_default_params``) and outputs, so that ``tests/test_torchrl_fixtures.py`` can
 check ppo_jax against TorchRL without torch installed. The hyperparameters are
 ``PPOConfig()``'s (the tutorial's); the json's ``config`` records them for the tests.
 

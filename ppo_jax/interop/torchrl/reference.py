@@ -2,7 +2,7 @@
 
 The benchmark's TorchRL worker (:mod:`ppo_jax.bench.worker_torchrl`), the parity fixture
 script (``tests/data/make_torchrl_reference.py``) and the live parity tests
-(``tests/test_torchrl_parity.py``) all build the tutorial's env, networks, GAE, loss and
+(``tests/test_torchrl_live.py``) all build the tutorial's env, networks, GAE, loss and
 optimizer here, with the installed torchrl's names (torchrl >= 0.11: ``critic_coeff`` /
 ``entropy_coeff``; 0.14: ``Collector``).
 
