@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 
 _EXPORTS = {
@@ -69,17 +70,28 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old flat path as the module at its new place (the same module object)."""
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname in MOVED or fullname in SPLIT:
+        if fullname in SPLIT:
             return importlib.machinery.ModuleSpec(fullname, self)
+        if fullname in MOVED:  # its origin: the file at the new place (python -m's argv[0])
+            origin = importlib.util.find_spec(MOVED[fullname]).origin
+            return importlib.machinery.ModuleSpec(fullname, self, origin=origin)
         return None
 
     def create_module(self, spec):
         if spec.name in SPLIT:
             raise ImportError(f"{spec.name} was split: {SPLIT[spec.name]}")
-        return importlib.import_module(MOVED[spec.name])
+        module = importlib.import_module(MOVED[spec.name])
+        spec.moved_spec = module.__spec__  # the import system sets __spec__ to this one next
+        return module
 
     def exec_module(self, module):
-        pass
+        module.__spec__ = module.__spec__.moved_spec  # the module keeps its own spec
+
+    def get_code(self, fullname):
+        """``python -m`` of an old path runs the module at its new place."""
+        if fullname in SPLIT:
+            raise ImportError(f"{fullname} was split: {SPLIT[fullname]}")
+        return importlib.util.find_spec(MOVED[fullname]).loader.get_code(MOVED[fullname])
 
 
 if not any(isinstance(f, _MovedModules) for f in sys.meta_path):

@@ -6,7 +6,7 @@
 #                             [--test-cap-s S] [--allow-cpu]
 # On a GPU node without a network, fetch the wheels beforehand on a machine with one, from the
 # repo root (they go to .whl/):
-#   bash scripts/fetch_wheels.sh --torchrl
+#   bash scripts/fetch_wheels.sh
 # Writes DIR/gpu_check.json, DIR/gpu_check.md, the tests' outcomes as they happen in
 # DIR/pytest_events.jsonl (default DIR: gpu_check/). See scripts/gpu_check/check.py.
 set -uo pipefail
@@ -44,7 +44,7 @@ elif compgen -G ".whl/*.whl" >/dev/null; then
   fi
 else
   GPU_CHECK_INSTALL="failed: one of $MODULES is missing and there is no .whl/"
-  GPU_CHECK_INSTALL+=" (fetch the wheels with: bash scripts/fetch_wheels.sh --torchrl)"
+  GPU_CHECK_INSTALL+=" (fetch the wheels with: bash scripts/fetch_wheels.sh)"
 fi
 GPU_CHECK_INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
 export GPU_CHECK_INSTALL GPU_CHECK_INSTALL_S

@@ -87,3 +87,23 @@ def test_train_with_device_gpu_on_this_machine_is_one_line(capsys, tmp_path):
     one_line_error(capsys, train_cmd.main, "--device", "tpu", "--out", str(tmp_path / "r"),
                    words="--device")
     assert not (tmp_path / "r").exists()  # nothing was written
+
+
+def test_envs_per_device_counts_every_gpu_a_job_splits_over(monkeypatch):
+    monkeypatch.setattr(device, "visible_gpus", lambda: 4)
+    assert device.envs_per_device(64, None) == 16 == device.envs_per_device(64, "all")
+    assert device.envs_per_device(64, 2) == 32
+    monkeypatch.setattr(device, "visible_gpus", lambda: 0)
+    assert device.envs_per_device(64, None) == 64 and device.envs_per_device(1, 8) == 1
+
+
+@pytest.mark.parametrize("meta", ['{"num_runs": null, "config": {"num_envs": 4}}',
+                                  '{"num_runs": 1, "config": {"num_envs": "a"}}',
+                                  '{"num_runs": 1}', '[1, 2]', '{not json'])
+def test_resuming_a_corrupt_checkpoint_is_one_line(capsys, tmp_path, meta):
+    """The device choice reads the checkpoint's metadata before JAX starts; what it cannot
+    read is left to the resume, which names it in one line."""
+    step = tmp_path / "run" / "checkpoints" / "1" / "meta"
+    step.mkdir(parents=True)
+    (step / "metadata").write_text(meta)
+    one_line_error(capsys, train_cmd.main, "--resume", str(tmp_path / "run"), words="--resume")

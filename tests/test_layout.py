@@ -128,6 +128,7 @@ def test_old_flat_paths_import_the_moved_module(old, new):
     import importlib
 
     assert importlib.import_module(old) is importlib.import_module(new)
+    assert importlib.import_module(new).__spec__.name == new  # the module keeps its own spec
 
 
 def test_a_split_module_names_its_new_places():

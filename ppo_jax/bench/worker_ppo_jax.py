@@ -44,12 +44,20 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     prepared_s = compile_s
     init_run_s = job.log.run_seconds  # prepare's init program run (train_batches adds to it)
 
+    def on_eval(i, ev):
+        evals.append(((i + 1) * fpb, time.perf_counter() - t0, float(ev.eval_return[0])))
+
     def on_batch(i, m, ev):
-        if ev is not None:
-            evals.append(((i + 1) * fpb, time.perf_counter() - t0, float(ev.eval_return[0])))
+        if ev is not None:  # an MJX evaluation, read with its batch
+            on_eval(i, ev)
+
+    from ppo_jax.eval.host import MujocoEvaluator
 
     t_call = time.perf_counter()
-    runner.train_batches(job, on_batch=on_batch, stop=spec.get("stop"))
+    # evaluations where scripts/train.py runs them (--eval-sim auto: MuJoCo C on the host
+    # beside a GPU; a host evaluation lands through on_eval)
+    runner.train_batches(job, on_batch=on_batch, on_eval=on_eval,
+                         host_evaluator=MujocoEvaluator, stop=spec.get("stop"))
     call_s = time.perf_counter() - t_call
     offset = t_call - t0  # train_batches' marks count from its own start
     profile = None

@@ -285,8 +285,10 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
         from ppo_jax.run.checkpoint import peek_meta
 
         meta = peek_meta(args.resume)
-        if meta is not None:
+        try:
             width = int(meta.get("num_runs", 1)) * int(meta["config"].get("num_envs", 1))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            width = None  # unreadable: _start's open_saved says what is wrong, in one line
     else:
         base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
         config = cli.make_config(base, overrides)
@@ -295,9 +297,9 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
         with cli.user_errors(ValueError):
             points = len(parse_sweep(args.sweep, config)) if args.sweep else 1
         width = (args.num_seeds or 1) * points * config.num_envs
-    per_device = max(1, (width or 1) // (devices if isinstance(devices, int) else 1))
     with cli.user_errors(device.DeviceError):
-        message = device.apply(device.choose(args.device, per_device))
+        message = device.apply(device.choose(args.device,
+                                             device.envs_per_device(width or 1, devices)))
     if message:
         print(message, flush=True)
 
@@ -321,8 +323,12 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     config = cli.make_config(base, overrides)
     from ppo_jax.envs.registry import check_env_id
 
-    with cli.user_errors(ValueError):
+    from ppo_jax.eval.host import MujocoEvaluator
+    from ppo_jax.run import host_eval
+
+    with cli.user_errors(ValueError):  # before anything is written or compiled
         check_env_id(config.env)
+        host_eval.check_eval_sim(config, factory=MujocoEvaluator)
     out = cli.ensure_writable_dir(args.out)
     held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
             if os.path.exists(os.path.join(out, n))]
@@ -359,11 +365,8 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
            init_from):
     """Compile (or load) the programs and train; a failure to write becomes one line."""
     from ppo_jax.eval.host import MujocoEvaluator
-    from ppo_jax.run import checkpoint, host_eval, runner
+    from ppo_jax.run import checkpoint, runner
     from ppo_jax.run.parallel import LayoutError
-
-    with cli.user_errors(ValueError):  # --eval-sim mujoco where it cannot run: before compiling
-        host_eval.check_eval_sim(config, factory=MujocoEvaluator)
 
     def announce(line: str) -> None:
         if lead:

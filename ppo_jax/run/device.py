@@ -54,6 +54,19 @@ def nvidia_gpu_present() -> bool:
     return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/nvidiactl")
 
 
+def visible_gpus() -> int:
+    """How many NVIDIA GPUs this process sees (their device files)."""
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def envs_per_device(width: int, devices: int | str | None) -> int:
+    """A job's vectorized envs (runs x envs: ``width``) per device: ``devices`` as
+    ``--devices`` gives it (a count; 'all' or None: every visible GPU, as a GPU job splits
+    over them)."""
+    n = devices if isinstance(devices, int) else max(1, visible_gpus())
+    return max(1, width // max(1, n))
+
+
 def cuda_jax_installed() -> bool:
     """JAX has a CUDA plugin installed (it may still find no GPU)."""
     for name in _CUDA_PLUGINS:

@@ -506,9 +506,9 @@ def fit(
     evaluation); its evaluations come to ``on_eval(i, eval [R])`` as they land (``on_batch``
     gets ``None`` for them)."""
     config = config or PPOConfig()
-    per_device = num_seeds * len(sweep or [{}]) * config.num_envs
+    width = num_seeds * len(sweep or [{}]) * config.num_envs
     message = device_choice.apply(device_choice.choose(
-        device, max(1, per_device // (devices if isinstance(devices, int) else 1))))
+        device, device_choice.envs_per_device(width, devices)))
     if message and announce is not None:
         announce(message)
     if env is not None:

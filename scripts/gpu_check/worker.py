@@ -179,7 +179,12 @@ def threshold(spec: dict[str, Any]) -> dict[str, Any]:
     train_batches = runner.train_batches
     state = {"reached": False, "stopped": "run ended"}
 
-    def until_threshold(job, *, on_batch=None, **kwargs):
+    def until_threshold(job, *, on_batch=None, on_eval=None, **kwargs):
+        def landed(i, ev):  # a host evaluation (MuJoCo C beside a GPU), after its batch
+            if on_eval is not None:
+                on_eval(i, ev)
+            state["reached"] |= float(ev.eval_return[0]) >= goal
+
         def check(i, m, ev):
             if on_batch is not None:
                 on_batch(i, m, ev)
@@ -192,7 +197,7 @@ def threshold(spec: dict[str, Any]) -> dict[str, Any]:
                 raise _Stop("deadline")
 
         try:
-            return train_batches(job, on_batch=check, **kwargs)
+            return train_batches(job, on_batch=check, on_eval=landed, **kwargs)
         except _Stop as e:
             state["stopped"] = str(e)
             return job
