@@ -78,16 +78,21 @@ def random_rollout_observations(
     """Observations of TorchRL-style random rollouts, as ``(obs [L, obs_dim], mask [L])``.
 
     ``L = num_frames + min(num_frames, env.max_episode_steps) - 1`` bounds the count; the
-    rows where ``mask`` is True are exactly the observations TorchRL would concatenate.
+    rows where ``mask`` is True are exactly the observations TorchRL would concatenate (the
+    others are zeros). The loop stops at the rollout that completes ``num_frames``: every step
+    is sequential (one env), so on a GPU, where each costs a few ms of kernel latency, the
+    steps after it (up to ``L - num_frames``) would be most of the start-up.
     """
     rollout_cap = min(num_frames, env.max_episode_steps)
     low, high = _action_range(env)
     length = num_frames + rollout_cap - 1
     k_reset, k_loop = jax.random.split(key)
 
-    def body(carry, k):
-        state, rollout_len, count, active = carry
-        k_act, k_reset = jax.random.split(k)
+    keys = jax.random.split(k_loop, length)
+
+    def body(carry):
+        i, state, rollout_len, count, active, obs_rows, mask_rows = carry
+        k_act, k_reset = jax.random.split(keys[i])
         obs = state.obs
         action = jax.random.uniform(
             k_act, (env.action_size,), obs.dtype, minval=low, maxval=high
@@ -100,10 +105,13 @@ def random_rollout_observations(
         fresh = env.reset(k_reset)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b), fresh, nxt)
         rollout_len = jnp.where(ended, 0, rollout_len)
-        return (state, rollout_len, count, still), (obs, active)
+        return (i + 1, state, rollout_len, count, still, obs_rows.at[i].set(obs),
+                mask_rows.at[i].set(active))
 
-    init = (env.reset(k_reset), jnp.int32(0), jnp.int32(0), jnp.bool_(True))
-    _, (obs, mask) = jax.lax.scan(body, init, jax.random.split(k_loop, length))
+    state = env.reset(k_reset)
+    init = (jnp.int32(0), state, jnp.int32(0), jnp.int32(0), jnp.bool_(True),
+            jnp.zeros((length, *state.obs.shape), state.obs.dtype), jnp.zeros(length, bool))
+    *_, obs, mask = jax.lax.while_loop(lambda c: (c[0] < length) & c[4], body, init)
     return obs, mask
 
 
