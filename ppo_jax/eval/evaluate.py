@@ -231,13 +231,20 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
                 mode: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The trained policy of a run directory as a plain function ``obs -> action``.
 
-    ``obs``: raw observations ``[obs_dim]`` or ``[B, obs_dim]`` (numpy or JAX, any float
-    dtype); returns the deterministic actions ``[action_dim]`` / ``[B, action_dim]`` as
-    float32 numpy, normalized and acted on exactly as training's evaluation does (``mode``:
-    ``"mean"`` or ``"tanh_loc"``, default the run's ``eval_action``). One jitted call per
-    batch shape. ``step``/``run_index``: which checkpoint and which run of the job (default:
-    the latest, the first); :class:`ppo_jax.run.checkpoint.CheckpointError` when there is none
-    that fits.
+    Args:
+      run_dir: a run directory (or its ``checkpoints/``).
+      step: which checkpoint (None: the latest).
+      run_index: which run of the job (0: the first).
+      mode: ``"mean"`` or ``"tanh_loc"`` (None: the run's ``eval_action``).
+
+    Returns:
+      ``policy(obs)``: raw observations ``[obs_dim]`` or ``[B, obs_dim]`` (numpy or JAX, any
+      float dtype) to deterministic actions ``[action_dim]`` / ``[B, action_dim]``, float32
+      numpy, normalized and acted on exactly as training's evaluation does; one jitted call
+      per batch shape.
+
+    Raises:
+      CheckpointError: no checkpoint that fits (:class:`ppo_jax.run.checkpoint.CheckpointError`).
     """
     trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index)
     mode = mode or trainer.config.eval_action

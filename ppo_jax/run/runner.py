@@ -490,21 +490,36 @@ def fit(
     host_evaluator: HostEvaluatorFactory | None = None,
     on_eval: Callable[[int, EvalMetrics], None] | None = None,
 ) -> tuple[PPOState, dict[str, Any]]:
-    """Train like ``scripts/train.py`` and return ``(states [R, ...], metrics)``: the final
-    train state of every run (R = ``num_seeds`` times the points of ``sweep``) and the dict
-    ``metrics.json`` holds. With ``out`` the run directory is written as the command writes
-    it (metrics.json, curves.png, checkpoints); without, nothing is written. ``on_batch(i,
-    metrics [R], eval [R] or None)`` is called after each batch, between program calls;
-    ``tensorboard``: with ``out``, also write TensorBoard events there. ``env``: an env
-    object of your own (see :func:`ppo_jax.core.train.make_train`); None: ``config.env``.
-    ``device``: ``"auto"``, ``"cpu"`` or ``"gpu"`` as ``--device`` (:mod:`ppo_jax.run.device`;
-    chosen only before JAX starts its backends: ``"auto"`` then keeps the started one, a
-    forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`); what
-    ``auto`` chose goes to ``announce``. ``host_evaluator``: the factory of the host's
-    evaluator (:class:`ppo_jax.eval.host.MujocoEvaluator`) for ``config.eval_sim``
-    ``'mujoco'`` (or ``'auto'`` on an accelerator; without one ``'auto'`` keeps MJX's
-    evaluation); its evaluations come to ``on_eval(i, eval [R])`` as they land (``on_batch``
-    gets ``None`` for them)."""
+    """Train as ``scripts/train.py`` does and return every run's final state and metrics.
+
+    Args:
+      config: the configuration (None: the tutorial's, ``PPOConfig()``).
+      num_seeds: seeds ``config.seed ..`` trained together in one vmapped program.
+      sweep: grid points of sweepable fields (:func:`ppo_jax.run.runs.parse_sweep`), each
+        trained with every seed; R = ``num_seeds`` x points runs in all.
+      out: a run directory to write as the command writes it (metrics.json, curves.png,
+        checkpoints); None writes nothing.
+      devices: how many devices to split the runs and envs over (a count, ``"all"``, None).
+      device: ``"auto"``, ``"cpu"`` or ``"gpu"``, as ``--device`` (:mod:`ppo_jax.run.device`);
+        chosen only before JAX starts its backends: then ``"auto"`` keeps the started one and
+        a forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`.
+      checkpoint_every: with ``out``, a checkpoint every N batches (0: at the end only).
+      tensorboard: with ``out``, also write TensorBoard events there.
+      on_batch: ``on_batch(i, metrics [R], eval [R] or None)`` after each batch, between
+        program calls.
+      announce: gets the one-line messages (what ``auto`` chose, what is compiled).
+      env: an env object of your own (see :func:`ppo_jax.core.train.make_train`); None:
+        ``config.env``.
+      host_evaluator: the factory of the host's evaluator
+        (:class:`ppo_jax.eval.host.MujocoEvaluator`) for ``config.eval_sim`` ``'mujoco'``, or
+        ``'auto'`` on an accelerator; without one, ``'auto'`` keeps MJX's evaluation.
+      on_eval: ``on_eval(i, eval [R])`` when a host evaluation lands (``on_batch`` then gets
+        None for it).
+
+    Returns:
+      ``(states [R, ...], metrics)``: the final ``PPOState`` of every run and the dict
+      ``metrics.json`` holds.
+    """
     config = config or PPOConfig()
     width = num_seeds * len(sweep or [{}]) * config.num_envs
     message = device_choice.apply(device_choice.choose(
