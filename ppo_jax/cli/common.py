@@ -116,6 +116,17 @@ def add_run_index_flag(parser: argparse.ArgumentParser, what: str) -> None:
                              "into metrics.json's runs)")
 
 
+def restore_for_export(args: argparse.Namespace):
+    """An export command's checkpoint (``args.dir``, ``--step``, ``--run-index``) as
+    ``(trainer, state, source)``, once ``args.out``'s directory is known to be writable;
+    what cannot be read is one line."""
+    from ppo_jax.run import checkpoint
+
+    ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    with user_errors(checkpoint.CheckpointError):
+        return checkpoint.restore_for_export(args.dir, args.step, args.run_index)
+
+
 def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
     """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
     group = parser.add_argument_group("compilation")

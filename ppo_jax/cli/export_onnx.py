@@ -12,7 +12,6 @@ describes it); it is checked with onnxruntime before it is written. Needs the on
 
 from __future__ import annotations
 
-import os
 
 from ppo_jax.cli import common as cli
 
@@ -32,17 +31,12 @@ def build_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ppo_jax.run import checkpoint
     from ppo_jax.interop import onnx_export
 
     with cli.user_errors(onnx_export.OnnxExportError):
         onnx_export.require_onnx()
         onnx_export.require_onnxruntime()
-    cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
-
-    with cli.user_errors(checkpoint.CheckpointError):
-        trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
-                                                               args.run_index)
+    trainer, state, source = cli.restore_for_export(args)
     mode = args.eval_action or trainer.config.eval_action
     with cli.user_errors(onnx_export.OnnxExportError):
         path = onnx_export.export_onnx(trainer, state, args.out, mode, opset=args.opset,

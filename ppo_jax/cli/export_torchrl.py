@@ -10,7 +10,6 @@ ObservationNorm (ppo_jax.interop.torchrl.export describes the format); needs the
 
 from __future__ import annotations
 
-import os
 
 from ppo_jax.cli import common as cli
 
@@ -26,16 +25,11 @@ def build_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ppo_jax.run import checkpoint
     from ppo_jax.interop.torchrl import export
 
     with cli.user_errors(export.ExportError):
         export.require_torch()
-    cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
-
-    with cli.user_errors(checkpoint.CheckpointError):
-        trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
-                                                               args.run_index)
+    trainer, state, source = cli.restore_for_export(args)
     env = trainer.env
     with cli.user_errors(export.ExportError):
         d = export.to_torchrl(state.params, state.obs_stats, trainer.config,
