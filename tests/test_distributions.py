@@ -76,3 +76,20 @@ def test_mean_action_matches_monte_carlo(params):
     np.testing.assert_allclose(D.deterministic_action(loc, scale, "tanh_loc"), jnp.tanh(loc), atol=1e-6)
     with pytest.raises(ValueError):
         D.deterministic_action(loc, scale, "mode")
+
+
+def test_saturated_is_where_the_stored_action_loses_u():
+    """``saturated``: an action entry at tanh's clamp, where TorchRL's log-prob of the
+    stored action (the atanh path) sees the clamp's pre-tanh value instead of ``u``."""
+    u = jnp.array([[0.0, 7.0], [7.3, 0.0], [-9.0, 1.0], [0.5, -0.5], [-7.2, 30.0]], jnp.float32)
+    np.testing.assert_array_equal(D.saturated(u), [False, True, True, False, True])
+    recovered = np.abs(np.asarray(D.safe_atanh(D.squash(u))))
+    at_clamp = float(D.safe_atanh(jnp.float32(1.0)))  # ~7.25 in float32
+    entry = np.abs(np.tanh(np.asarray(u, np.float64))) >= np.float32(1 - 1e-6)
+    np.testing.assert_array_equal(recovered == at_clamp, np.asarray(entry))
+    np.testing.assert_array_equal(entry.any(-1), D.saturated(u))
+    # other bounds: the clamp is on the unit action, the same entries
+    b = D.Bounds.of([-3.0, -3.0], [3.0, 3.0])
+    np.testing.assert_array_equal(
+        np.abs(np.asarray(D.safe_atanh(b.unsquash(D.squash(u, b))))) >= at_clamp - 1e-3,
+        np.asarray(entry))

@@ -77,3 +77,19 @@ def test_the_writer_loads_without_torch_and_leaves_it_importable():
         p = subprocess.run([sys.executable, "-c", code + "print('ok')"], capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_a_metric_newer_than_the_file_resumes_as_unknown(tmp_path):
+    """Resuming from a metrics.json written before a per-batch metric existed: its batches
+    read as None for it (written as null, skipped by TensorBoard), the others unchanged."""
+    import json
+
+    from ppo_jax.run.metrics import read_history
+
+    d = {"batch": [0, 1], "frames": [1000, 2000], "eval_frames": [1000],
+         "eval_return": [5.0], "eval_steps": [4]}
+    d.update({k: [1.0, 2.0] for k in PER_BATCH if k != "saturation"})
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(d))
+    h = read_history(str(path), 1, 2)
+    assert h["saturation"] == [[None, None]] and h["reward"] == [[1.0, 2.0]]

@@ -81,6 +81,14 @@ def safe_atanh(a: jax.Array) -> jax.Array:
     return jnp.arctanh(jnp.clip(a, -lim, lim))
 
 
+def saturated(u: jax.Array) -> jax.Array:
+    """Whether the action of ``u`` sits at tanh's clamp in some dimension: ``|tanh(u_j)| >= 1 -
+    resolution`` (float32: ``|u_j| >= ~7.25``), where TorchRL's ``log_prob`` of the stored
+    action (:func:`log_prob_from_action`) no longer sees ``u``. Boolean ``[...]``."""
+    lim = 1.0 - _resolution(u.dtype)
+    return jnp.any(jnp.abs(jnp.tanh(u)) >= lim, axis=-1)
+
+
 def tanh_log_det_jacobian(u: jax.Array) -> jax.Array:
     """``log(1 - tanh(u)^2)`` in the stable form, elementwise."""
     return 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))

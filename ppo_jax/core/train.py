@@ -114,8 +114,10 @@ class BatchMetrics:
 
     ``reward``: mean reward of the batch; ``step_count``: its max ``step_count`` (TorchRL's);
     ``lr``: learning rate of the batch; ``grad_norm``: mean global norm before clipping;
-    ``finite``: False if this batch produced NaN/Inf (then discarded); ``losses``: the loss
-    terms (:class:`~ppo_jax.core.losses.LossMetrics`), means over the batch's minibatch updates.
+    ``finite``: False if this batch produced NaN/Inf (then discarded); ``saturation``: the
+    share of the batch's frames whose action sits at tanh's clamp in some dimension
+    (:func:`~ppo_jax.core.distributions.saturated`); ``losses``: the loss terms
+    (:class:`~ppo_jax.core.losses.LossMetrics`), means over the batch's minibatch updates.
     """
 
     reward: jax.Array
@@ -123,6 +125,7 @@ class BatchMetrics:
     lr: jax.Array
     grad_norm: jax.Array
     finite: jax.Array
+    saturation: jax.Array
     losses: LossMetrics
 
     def scalars(self) -> dict[str, jax.Array]:
@@ -368,6 +371,7 @@ class Trainer:
             lr=lr_at_batch(cfg, i, state.hyper.lr, rate),
             grad_norm=gnorm,
             finite=finite,
+            saturation=distributions.saturated(batch.pre_tanh).mean(dtype=jnp.float32),
             losses=lm,
         )
         return state, metrics

@@ -12,7 +12,7 @@ import numpy as np
 
 PER_BATCH = (
     "reward step_count lr loss loss_objective loss_critic loss_entropy entropy "
-    "clip_fraction kl_approx ESS grad_norm"
+    "clip_fraction kl_approx ESS grad_norm saturation"
 ).split()
 SHARED = ("batch", "frames")
 # metrics.json's format. /1 (no "format" key) named the per-run failures
@@ -65,6 +65,9 @@ def lists_from_json(d: dict[str, Any], num_runs: int, batches: int) -> dict[str,
         out[key] = list(v[:batches])
     last_frame = batches * (out["frames"][0] // max(out["batch"][0] + 1, 1)) if out["frames"] else 0
     for key in PER_BATCH:
+        if key not in d:  # a metric newer than the file: unknown for its batches
+            out[key] = [[None] * len(out["batch"]) for _ in range(num_runs)]
+            continue
         v = [d[key]] if num_runs == 1 else d[key]
         out[key] = [list(s[:batches]) for s in v]
     ef = [d["eval_frames"]] if num_runs == 1 else d["eval_frames"]
