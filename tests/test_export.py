@@ -171,3 +171,58 @@ def test_init_from_torchrl_bad_file(tmp_path, tiny_run, compile_cache_dir):
     with pytest.raises(CLIError, match="--init-from-torchrl"):
         train.main(["--init-from-torchrl", str(bad), "--out", str(tmp_path / "run"),
                     "--compile-cache-dir", compile_cache_dir])
+
+
+def test_a_torchrl_start_loads_exactly(tmp_path):
+    """A TorchRL run's start (the tutorial's modules and initialized ObservationNorm, as
+    the benchmark's --matched saves it) loads into ppo_jax's networks and statistics, with
+    the sizes from its meta: the same actor outputs and normalized observations."""
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.core.train import make_train
+    from ppo_jax.interop.torchrl import reference as ref
+
+    torch.manual_seed(3)
+    env = ref.tutorial_env("InvertedPendulum-v4", seed=3)
+    ref.init_obs_norm(env.transform[0], 200)
+    spec = env.action_spec
+    m = ref.tutorial_modules(4, 1, (8, 8), low=spec.space.low, high=spec.space.high, spec=spec)
+    path = str(tmp_path / "start.pt")
+    export.save(export.from_tutorial_modules(m, env.transform[0], "InvertedPendulum-v4", (8, 8),
+                                             low=spec.space.low.numpy(),
+                                             high=spec.space.high.numpy()), path)
+    cfg = PPOConfig(env="InvertedPendulum-v4", hidden_sizes=(8, 8))
+    params, stats = export.load_torchrl_export(path, cfg)  # sizes: the file's meta
+    assert export.read(path)["meta"]["action_low"] == [-3.0]
+    obs = np.random.default_rng(0).normal(size=(5, 4))
+    with torch.no_grad():
+        theirs = env.transform[0](env.observation_spec.rand().set(
+            "observation", torch.as_tensor(obs, dtype=torch.float32)))["observation"].float().numpy()
+        loc, scale = m.actor_net(torch.as_tensor(theirs))
+    np.testing.assert_allclose(obs * np.asarray(stats.scale) + np.asarray(stats.loc), theirs,
+                               rtol=1e-5, atol=1e-5)
+    trainer = make_train(cfg)
+    ours_loc, ours_scale = trainer.actor.apply(params.actor, theirs)
+    np.testing.assert_allclose(ours_loc, loc.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours_scale, scale.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_another_envs_start_is_one_line(exported, tmp_path, capsys):
+    """An export of the pendulum (11 observations) given to a HalfCheetah run: one line
+    naming both sizes, before anything compiles, and no run directory."""
+    from ppo_jax.cli import train
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.run import runner
+
+    with pytest.raises(CLIError, match=r"--init-from-torchrl .*policy.pt: its normalization "
+                                       r"statistics are for 11 observation entries; "
+                                       r"HalfCheetah-v4 has 17"):
+        train.main(["--env", "HalfCheetah-v4", "--init-from-torchrl", exported,
+                    "--hidden-sizes", "16", "16", "--out", str(tmp_path / "run"),
+                    "--no-compile-cache"])
+    assert not os.path.exists(tmp_path / "run" / "metrics.json")
+    params, stats = export.load_torchrl_export(exported, PPOConfig(hidden_sizes=(16, 16)))
+    from ppo_jax.core.train import make_train
+
+    trainer = make_train(PPOConfig(hidden_sizes=(16, 16, 16)))
+    with pytest.raises(runner.InitFromError, match=r"network entry .* has shape"):
+        runner.check_init_from(trainer, (params, stats))

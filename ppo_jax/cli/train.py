@@ -391,6 +391,8 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
             )
     except LayoutError as e:
         raise cli.CLIError(str(e)) from None
+    except runner.InitFromError as e:
+        raise cli.CLIError(f"--init-from-torchrl {args.init_from_torchrl}: {e}") from None
     except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise cli.CLIError(

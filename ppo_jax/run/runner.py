@@ -255,6 +255,8 @@ def prepare(
         first = 0
         need = ("init", "update", "evaluate")
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
+    if init_from is not None:
+        check_init_from(trainer, init_from)
     t = time.perf_counter()
     programs = build_programs(trainer, runs.num_runs, announce=announce, need=need)
     startup["programs_s"] = time.perf_counter() - t
@@ -293,6 +295,32 @@ def prepare(
         log.startup["init_run_s"] = time.perf_counter() - t
     return Job(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
                start=first)
+
+
+class InitFromError(ValueError):
+    """``init_from``'s networks or statistics do not fit the job's (one line)."""
+
+
+def check_init_from(trainer, init_from: tuple[Any, Any]) -> None:
+    """:class:`InitFromError` naming the first entry of ``init_from`` = ``(Params,
+    ObsNormStats)`` whose shape is not the job's (e.g. an export of another env)."""
+    params, stats = init_from
+    want = jax.eval_shape(trainer.init_params, jax.random.key(0))
+    env = trainer.env
+    got_obs = tuple(np.shape(stats.loc))
+    if got_obs != (env.observation_size,):
+        raise InitFromError(
+            f"its normalization statistics are for {got_obs[0] if got_obs else '?'} "
+            f"observation entries; {env.env_id} has {env.observation_size}")
+    flat_want = jax.tree_util.tree_flatten_with_path(want)[0]
+    flat_got = jax.tree_util.tree_leaves(params)
+    if len(flat_want) != len(flat_got):
+        raise InitFromError("its networks have another structure than the config's")
+    for (path, w), g in zip(flat_want, flat_got):
+        if tuple(np.shape(g)) != tuple(w.shape):
+            raise InitFromError(
+                f"network entry {jax.tree_util.keystr(path)} has shape {tuple(np.shape(g))}; "
+                f"the config's networks on {env.env_id} need {tuple(w.shape)}")
 
 
 def train_batches(

@@ -110,6 +110,40 @@ def to_torchrl(
     }
 
 
+def from_tutorial_modules(modules, observation_norm, env_id: str, hidden_sizes, low=None,
+                          high=None, source=None, eval_action: str = "mean") -> dict[str, Any]:
+    """The export dict of the TorchRL tutorial's own objects as they are now:
+    ``modules`` (:class:`~ppo_jax.interop.torchrl.reference.TutorialModules`) and its env's
+    initialized ``ObservationNorm`` (e.g. a TorchRL run's start, which
+    ``scripts/train.py --init-from-torchrl`` then takes); ``low``/``high``: the action
+    bounds (default [-1, 1])."""
+    torch = require_torch()
+
+    def sd(module):
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    norm = sd(observation_norm)
+    action_size = int(modules.actor_net[-2].out_features) // 2
+    observation_size = int(modules.actor_net[0].in_features)
+    return {
+        "format": FORMAT,
+        "actor": sd(modules.actor_net),
+        "critic": sd(modules.value_net),
+        "obs_norm": {"loc": norm["loc"].to(torch.float64), "scale": norm["scale"].to(torch.float64),
+                     "standard_normal": torch.tensor(bool(observation_norm.standard_normal))},
+        "meta": {
+            "env_id": env_id, "observation_size": observation_size,
+            "action_size": action_size,
+            "action_low": ([-1.0] * action_size if low is None
+                           else np.broadcast_to(np.asarray(low, float), action_size).tolist()),
+            "action_high": ([1.0] * action_size if high is None
+                            else np.broadcast_to(np.asarray(high, float), action_size).tolist()),
+            "hidden_sizes": [int(h) for h in hidden_sizes], "eval_action": eval_action,
+            "source": dict(source or {}),
+        },
+    }
+
+
 def save(export: dict[str, Any], path: str) -> str:
     """``torch.save`` the export dict to ``path``; its absolute path."""
     torch = require_torch()
@@ -161,14 +195,25 @@ def check_shapes(d: dict[str, Any], path: str, obs_size: int, action_size: int, 
                 )
 
 
-def load_torchrl_export(path: str, config, observation_size: int = 11, action_size: int = 1):
+def load_torchrl_export(path: str, config, observation_size: int | None = None,
+                        action_size: int | None = None):
     """``(params, obs_stats)`` for ``config`` (its ``hidden_sizes``) from an export file.
 
-    ``params``: :class:`ppo_jax.core.losses.Params` (flax trees, float32); ``obs_stats``:
-    :class:`ppo_jax.core.normalization.ObsNormStats` (float32; a ``standard_normal`` norm is
-    converted to ``obs * scale + loc``). Raises :class:`ExportError` (one line).
+    ``observation_size``/``action_size``: the sizes the file must have (None: those its
+    ``meta`` records). ``params``: :class:`ppo_jax.core.losses.Params` (flax trees, float32);
+    ``obs_stats``: :class:`ppo_jax.core.normalization.ObsNormStats` (float32; a
+    ``standard_normal`` norm is converted to ``obs * scale + loc``). Raises
+    :class:`ExportError` (one line).
     """
     d = read(path)
+    meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
+    try:
+        if observation_size is None:
+            observation_size = int(meta["observation_size"])
+        if action_size is None:
+            action_size = int(meta["action_size"])
+    except (KeyError, TypeError, ValueError):
+        raise ExportError(f"{path}: export has no observation and action sizes in its meta")
     check_shapes(d, path, observation_size, action_size, config.hidden_sizes)
     from torchrl.envs import ObservationNorm
 
