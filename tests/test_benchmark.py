@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ppo_jax.bench import cli, configs, driver, report
@@ -154,3 +155,155 @@ def test_scaling_config_splits_over_every_device_count():
     assert cfg.num_minibatches == 15
     for d in (1, 2, 4, 8):
         assert cfg.num_envs % d == 0
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds: give one of them"),
+    (["--matched", "--systems", "ppo_jax"], "--matched compares ppo_jax with TorchRL"),
+    (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--seeds", "0,1", "--scaling", "1,2"], "--seeds and --matched go with the comparison"),
+])
+def test_seed_flags_are_checked(argv, words):
+    from ppo_jax.cli.common import CLIError
+
+    with pytest.raises(CLIError, match=words):
+        cli.resolve_args(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("text", ["0,0", "-1", "a", ""])
+def test_seeds_must_be_distinct_non_negative(text, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.build_parser().parse_args(["--seeds", text])
+    assert e.value.code == 2 and "--seeds" in capsys.readouterr().err
+
+
+def test_evaluation_follows_the_flags():
+    """Evaluation runs for a threshold or when its interval is given; else frames/s are
+    measured without it (as before --seeds)."""
+    def resolved(*argv):
+        return cli.resolve_args(cli.build_parser().parse_args(list(argv)))
+
+    assert not resolved().evaluate
+    assert resolved("--to-threshold").evaluate
+    a = resolved("--eval-every-frames", "5000", "--seeds", "3,1", "--envs", "1")
+    assert a.evaluate and a.eval_every_frames == 5000 and driver.run_seeds(a) == [3, 1]
+    rows, _ = driver.plan_rows(a, 20_000)
+    ppo = next(r for r in rows if r.key == "ppo_jax_1")
+    assert ppo.settings["eval_every"] == 5
+    assert driver._spec(ppo, a, seed=1)["config"]["seed"] == 1
+    assert driver.run_seeds(resolved("--seed", "4")) == [4]
+
+
+def test_learning_tables_by_seed():
+    def run(seed, ret, sat):
+        return {"seed": seed, "last_eval": {"frames": 201_000, "return": ret},
+                "saturation": {"mean": sat, "max": sat, "last10": sat}}
+
+    results = [{"label": "TorchRL tutorial (CPU)", "description": "d",
+                "runs": [run(0, 4000.0, 0.01), run(1, 2000.0, 0.03)]},
+               {"label": "ppo_jax, tutorial config", "description": "d",
+                "runs": [run(1, 1000.0, 0.0)]}]
+    meta = {"settings": {"seeds": [0, 1], "seed": 0, "evaluate": True}}
+    text = "\n".join(report.learning_tables(results, meta))
+    assert "at 201,000 frames" in text
+    assert "| TorchRL tutorial (CPU) | d | 4,000 | 2,000 | 3,000 | 1,414 |" in text
+    assert "| ppo_jax, tutorial config | d | – | 1,000 | 1,000 | – |" in text
+    assert "| TorchRL tutorial (CPU) | d | 1.000 | 3.000 | 2.000 | 1.414 |" in text
+    assert report.learning_tables(results, {"settings": dict(meta["settings"],
+                                                             evaluate=False)}) == []
+
+
+def test_matched_runs_wait_for_their_torchrl_start(monkeypatch, tmp_path):
+    """With --jobs 2 a matched run starts only after its seed's TorchRL run, and takes the
+    start that run saved; a failed TorchRL run leaves its matched run one error line."""
+    import threading
+    import time
+
+    monkeypatch.setattr(driver, "torchrl_unavailable_reason", lambda: None)
+    monkeypatch.setattr(driver, "torch_cuda_available", lambda: False)
+    args = cli.resolve_args(cli.build_parser().parse_args(
+        ["--systems", "torchrl,ppo_jax", "--envs", "1", "--seeds", "0,1", "--matched",
+         "--jobs", "2", "--eval-every-frames", "1000", "--repeats", "1"]))
+    rows, _ = driver.plan_rows(args, 2000)
+    assert [r.key for r in rows] == ["torchrl", "ppo_jax_1", "ppo_jax_matched"]
+    events, lock = [], threading.Lock()
+
+    def fake_worker(spec, timeout):
+        st = spec.get("settings") or spec["config"]
+        name = spec["kind"] + ("_matched" if spec.get("init_from_torchrl") else "")
+        with lock:
+            events.append(("start", name, st["seed"]))
+        if spec["kind"] == "torchrl":
+            time.sleep(0.2)
+            if st["seed"] == 1:
+                raise RuntimeError("exit 1: simulated")
+            with open(st["save_init"], "w") as f:
+                f.write("start")
+        else:
+            assert spec.get("init_from_torchrl") is None or open(
+                spec["init_from_torchrl"]).read() == "start"
+        with lock:
+            events.append(("end", name, st["seed"]))
+        return {"marks": [(1000, 1.0), (2000, 2.0)], "evals": [(2000, 2.0, 5.0)],
+                "per_batch": {"saturation": [0.0, 0.5]}, "peak_rss_mib": 1.0}
+
+    monkeypatch.setattr(driver, "run_worker", fake_worker)
+    driver.measure(rows, args, log=lambda m: None)
+    assert events.index(("start", "ppo_jax_matched", 0)) > events.index(("end", "torchrl", 0))
+    assert ("start", "ppo_jax_matched", 1) not in events
+    by_key = {r.key: r for r in rows}
+    assert [r["seed"] for r in by_key["ppo_jax_matched"].runs] == [0]
+    assert by_key["ppo_jax_matched"].errors == ["repeat 1, seed 1: no TorchRL start for seed 1 "
+                                                "(its run failed)"]
+    assert sorted(r["seed"] for r in by_key["ppo_jax_1"].runs) == [0, 1]
+    assert by_key["ppo_jax_1"].runs[0]["saturation"]["mean"] == pytest.approx(0.25)
+
+
+@pytest.mark.slow
+def test_seeds_and_matched_starts_end_to_end(tmp_path, root_dir, compile_cache_dir):
+    """Two seeds with matched starts, the real workers: each matched run's initial
+    normalization statistics are its seed's TorchRL run's (float32 of them), the plain
+    runs' are their own, and the learning table has every seed."""
+    if driver.torchrl_unavailable_reason():
+        pytest.skip(driver.torchrl_unavailable_reason())
+    out = tmp_path / "seeds.json"
+    cmd = [sys.executable, os.path.join(root_dir, "scripts", "benchmark.py"), "--systems",
+           "torchrl,ppo_jax", "--envs", "1", "--total-frames", "2000", "--repeats", "1",
+           "--seeds", "0,1", "--matched", "--eval-every-frames", "1000", "--torch-threads", "1",
+           "--compile-cache", compile_cache_dir, "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Learning by seed" in proc.stdout and "Saturated actions by seed" in proc.stdout
+    rows = {r["key"]: r for r in json.loads(out.read_text())["rows"]}
+    torch_stats = {r["seed"]: r["start_stats"] for r in rows["torchrl"]["runs"]}
+    assert sorted(torch_stats) == [0, 1]
+    for r in rows["ppo_jax_matched"]["runs"]:
+        theirs = torch_stats[r["seed"]]
+        for k in ("loc", "scale"):
+            np.testing.assert_allclose(r["start_stats"][k], theirs[k], rtol=1e-6)
+        assert r["last_eval"]["frames"] == 2000 and 0 <= r["saturation"]["mean"] <= 1
+    for r in rows["ppo_jax_1"]["runs"]:
+        assert not np.allclose(r["start_stats"]["loc"], torch_stats[r["seed"]]["loc"])
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("obs_norm=nope", "obs_norm must be one of"), ("seed=3", "seed: the benchmark sets it"),
+    ("hidden_sizes=3", "only single-valued fields"), ("init_stats_frames=x", "expected int"),
+    ("foo=1", "foo: no such PPOConfig field"), ("lr", "expected FIELD=VALUE")])
+def test_ppo_jax_config_is_checked(spec, words):
+    from ppo_jax.cli.common import CLIError
+
+    with pytest.raises(CLIError, match=words):
+        configs.parse_overrides([spec])
+
+
+def test_ppo_jax_config_sets_only_the_ppo_jax_rows():
+    a = cli.resolve_args(cli.build_parser().parse_args(
+        ["--envs", "1", "--ppo-jax-config", "init-stats-frames=10000", "obs_norm=safe"]))
+    rows, _ = driver.plan_rows(a, 20_000)
+    by_key = {r.key: r for r in rows}
+    assert by_key["ppo_jax_1"].settings["init_stats_frames"] == 10_000
+    assert by_key["ppo_jax_1"].settings["obs_norm"] == "safe"
+    assert by_key["ppo_jax_1"].label.endswith("(init_stats_frames=10000 obs_norm=safe)")
+    if not by_key["torchrl"].skipped:
+        assert by_key["torchrl"].settings["init_stats_num_iter"] == 1000

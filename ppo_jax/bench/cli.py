@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ppo_jax.bench import driver, report
+from ppo_jax.bench import configs
 from ppo_jax.bench.configs import common_total_frames
 from ppo_jax.cli.common import ArgumentParser, CLIError
 from ppo_jax.config import MATMUL_PRECISIONS
@@ -30,6 +31,17 @@ def parse_int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def parse_seed_list(text: str) -> list[int]:
+    """``--seeds``: distinct non-negative integers separated by commas."""
+    try:
+        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    if not vals or min(vals) < 0 or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
     return vals
 
 
@@ -74,7 +86,23 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                         "tutorial: every 10 batches of 1000; default 10000); with "
                         "--playground: ppo_jax's evaluations (default: 10 per Brax training "
                         "step, 98,304 frames)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every run (default 0)")
+    p.add_argument("--seeds", type=parse_seed_list, default=None, metavar="S1,S2,...",
+                   help="run every row once per seed (instead of --seed); with evaluation "
+                        "(--to-threshold or --eval-every-frames) a table of each seed's "
+                        "last evaluation return and saturated-action share follows")
+    p.add_argument("--ppo-jax-config", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="set fields of every ppo_jax row's config (e.g. init_stats_frames=10000 "
+                        "obs_norm=safe); the TorchRL rows keep the tutorial's; the fields the "
+                        "benchmark sets (env, envs, frames, evaluation, seed, precision) have "
+                        "their own flags")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="runs at once (default 1: each run has the machine to itself; more "
+                        "suits learning tables, not speed: the runs then share the cores)")
+    p.add_argument("--matched", action="store_true",
+                   help="add a ppo_jax row at the tutorial config that starts from the same "
+                        "seed's TorchRL run: its initial networks and normalization statistics "
+                        "(as scripts/train.py --init-from-torchrl); needs the torchrl system")
     p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
                    help="JAX matmul precision of the ppo_jax and Brax runs (default highest: "
                         "full float32, as PyTorch)")
@@ -125,6 +153,13 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the defaults that depend on ``--quick`` (and ``--playground``); ``env_counts``: 1
     and ``--envs``, sorted."""
+    if getattr(args, "seeds", None) is not None and args.seed is not None:
+        raise CLIError("--seed and --seeds: give one of them")
+    if args.seed is None:
+        args.seed = 0
+    if (args.seeds or args.matched) and (getattr(args, "playground", None) or args.scaling):
+        raise CLIError("--seeds and --matched go with the comparison, not with --playground "
+                       "or --scaling")
     if getattr(args, "playground", None):
         from ppo_jax.bench import playground
 
@@ -145,6 +180,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return args
     if args.smoke:
         raise CLIError("--smoke goes with --playground (the comparison's smoke size is --quick)")
+    args.ppo_jax_overrides = configs.parse_overrides(args.ppo_jax_config)
+    if args.jobs < 1:
+        raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.matched and not {"torchrl", "ppo_jax"} <= set(args.systems):
+        raise CLIError("--matched compares ppo_jax with TorchRL: --systems needs both")
+    # evaluation during the runs: for the threshold, or asked for by its interval
+    args.evaluate = args.to_threshold is not None or args.eval_every_frames is not None
     if args.eval_every_frames is None:
         args.eval_every_frames = 10_000
     if args.envs is None:
@@ -197,7 +239,10 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
             "env": args.env, "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
             "eval_every_frames": args.eval_every_frames if args.to_threshold is not None else None,
-            "seed": args.seed, "matmul_precision": args.matmul_precision, "quick": args.quick,
+            "seed": args.seed, "seeds": driver.run_seeds(args), "matched": args.matched,
+            "jobs": args.jobs, "ppo_jax_config": args.ppo_jax_overrides,
+            "evaluate": args.evaluate,
+            "matmul_precision": args.matmul_precision, "quick": args.quick,
             "compile_cache": args.compile_cache, "warm": args.warm, "profile": args.profile,
         },
         "versions": versions(),

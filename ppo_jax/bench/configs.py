@@ -70,6 +70,51 @@ def scaled_config(num_envs: int, total_frames: int, *, seed: int = 0, eval_every
                             matmul_precision=matmul_precision)
 
 
+# fields scaled_config and the benchmark's own flags set: --ppo-jax-config leaves them alone
+BENCHMARK_FIELDS = ("env", "num_envs", "frames_per_batch", "total_frames", "minibatch_size",
+                    "eval_every", "seed", "matmul_precision")
+
+
+def parse_overrides(specs: list[str]) -> dict[str, Any]:
+    """``["init_stats_frames=10000", "obs_norm=safe"]`` -> ``{field: value}`` of PPOConfig's
+    scalar fields (converted to the field's type and checked on the tutorial config); one
+    ``CLIError`` line for anything else."""
+    from ppo_jax.cli.common import CLIError
+    from ppo_jax.config import field_types
+
+    types = field_types()
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not text.strip():
+            raise CLIError(f"--ppo-jax-config {spec!r}: expected FIELD=VALUE "
+                           "(e.g. init_stats_frames=10000)")
+        if name not in types:
+            raise CLIError(f"--ppo-jax-config {name}: no such PPOConfig field")
+        if name in BENCHMARK_FIELDS:
+            raise CLIError(f"--ppo-jax-config {name}: the benchmark sets it (see its flags)")
+        kind = types[name]
+        if kind not in (int, float, str, bool):
+            raise CLIError(f"--ppo-jax-config {name}: only single-valued fields can be set")
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value: Any = text.lower() in ("true", "1")
+            else:
+                value = kind(text)
+        except ValueError:
+            raise CLIError(f"--ppo-jax-config {name}: expected {kind.__name__}, got {text!r}") \
+                from None
+        out[name] = value
+    try:
+        TUTORIAL.replace(**out)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--ppo-jax-config: {e}") from None
+    return out
+
+
 def brax_settings(cfg: PPOConfig, *, evaluate: bool) -> dict[str, Any]:
     """Keyword arguments of Brax's ``ppo.train`` matching ``cfg`` as far as its API allows.
 

@@ -36,6 +36,8 @@ class Row:
     runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     skipped: str | None = None
+    matched: bool = False  # ppo_jax from the same seed's TorchRL start (--matched)
+    variant: str = ""  # ppo_jax's fields set by --ppo-jax-config, as FIELD=VALUE text
 
     @property
     def label(self) -> str:
@@ -43,7 +45,9 @@ class Row:
         if self.system.startswith("torchrl"):
             return "TorchRL tutorial" + (" (CUDA)" if self.system == "torchrl_cuda" else " (CPU)")
         name = "ppo_jax" if self.system == "ppo_jax" else "Brax PPO"
-        return f"{name}, {'tutorial config' if self.num_envs == 1 else f'{self.num_envs} envs'}"
+        label = f"{name}, {'tutorial config' if self.num_envs == 1 else f'{self.num_envs} envs'}"
+        return (label + (", TorchRL's start" if self.matched else "")
+                + (f" ({self.variant})" if self.variant else ""))
 
 
 def torchrl_unavailable_reason() -> str | None:
@@ -78,12 +82,15 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
     """The rows to measure, and one message per system skipped."""
     rows: list[Row] = []
     messages: list[str] = []
-    evaluate = args.to_threshold is not None
+    evaluate = getattr(args, "evaluate", args.to_threshold is not None)
     eval_frames = args.eval_every_frames if evaluate else 0
     env = getattr(args, "env", TUTORIAL.env)
     configs = {n: scaled_config(n, total_frames, seed=args.seed, eval_every_frames=eval_frames,
                                 matmul_precision=args.matmul_precision).replace(env=env)
                for n in args.env_counts}
+    overrides = getattr(args, "ppo_jax_overrides", None) or {}
+    variant = " ".join(f"{k}={v}" for k, v in overrides.items())
+    ppo_configs = {n: cfg.replace(**overrides) for n, cfg in configs.items()}
     if "torchrl" in args.systems:
         rows += torchrl_rows(configs[1], args.torch_threads or None, messages)
     brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
@@ -93,12 +100,24 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
         messages.append(brax_reason)
     for n, cfg in configs.items():
         if "ppo_jax" in args.systems:
-            d = cfg.to_dict()
-            rows.append(Row(f"ppo_jax_{n}", "ppo_jax", n, d, describe_config("ppo_jax", d)))
+            d = ppo_configs[n].to_dict()
+            rows.append(Row(f"ppo_jax_{n}", "ppo_jax", n, d, describe_config("ppo_jax", d),
+                            variant=variant))
         if "brax" in args.systems:
             st = brax_settings(cfg, evaluate=evaluate)
             rows.append(Row(f"brax_{n}", "brax", n, st, describe_config("brax", st),
                             skipped=brax_reason))
+    if getattr(args, "matched", False) and "ppo_jax" in args.systems:
+        d = ppo_configs[1].to_dict()
+        torchrl_cpu = next((r for r in rows if r.system == "torchrl"), None)
+        reason = (None if torchrl_cpu is not None and torchrl_cpu.skipped is None else
+                  "matched starts skipped: they need the TorchRL (CPU) row")
+        if reason:
+            messages.append(reason)
+        rows.append(Row("ppo_jax_matched", "ppo_jax", 1, d,
+                        describe_config("ppo_jax", d) + "; TorchRL's initial networks and "
+                        "normalization statistics", skipped=reason, matched=True,
+                        variant=variant))
     return rows, messages
 
 
@@ -149,67 +168,125 @@ def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             return json.load(f)
 
 
-def _spec(row: Row, args: argparse.Namespace) -> dict[str, Any]:
-    """The worker's input for one run of ``row``."""
+def _spec(row: Row, args: argparse.Namespace, seed: int | None = None) -> dict[str, Any]:
+    """The worker's input for one run of ``row`` (``seed``: the run's seed instead of the
+    row's)."""
     kind = "torchrl" if row.system.startswith("torchrl") else row.system
     spec: dict[str, Any] = {"kind": kind, "compile_cache": args.compile_cache,
                             "matmul_precision": args.matmul_precision,
                             "profile": bool(getattr(args, "profile", False))}
-    spec["config" if kind == "ppo_jax" else "settings"] = row.settings
+    settings = dict(row.settings)
+    if seed is not None:
+        settings["seed"] = seed
+    spec["config" if kind == "ppo_jax" else "settings"] = settings
     return spec
 
 
+def run_seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds every row runs (``--seeds``, else ``--seed``)."""
+    return list(getattr(args, "seeds", None) or [args.seed])
+
+
 def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
-    """Interleaved, repeated runs: repeat r runs every row once, starting at row r mod n."""
-    active = [r for r in rows if r.skipped is None]
-    total = len(active) * args.repeats
-    done = 0
-    for rep in range(args.repeats):
+    """Interleaved, repeated runs: repeat r runs every seed of every row once, starting at row
+    r mod n (the matched rows last: each starts from its seed's TorchRL run of the repeat).
+    ``args.jobs`` runs at once (default 1: each run has the machine to itself); a matched run
+    waits for its TorchRL run."""
+    with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_starts") as starts:
+        _measure(rows, args, log, starts)
+
+
+def _measure(rows: list[Row], args: argparse.Namespace, log, starts: str) -> None:
+    import concurrent.futures
+    import threading
+
+    active = [r for r in rows if r.skipped is None and not r.matched]
+    matched = [r for r in rows if r.skipped is None and r.matched]
+    seeds = run_seeds(args)
+    tasks = []  # (row, repeat, seed, start file) in the order they start
+    for rep, seed in ((r, s) for r in range(args.repeats) for s in seeds):
         order = active[rep % len(active):] + active[: rep % len(active)] if active else []
-        for row in order:
-            if row.skipped is not None:  # skipped after a failure in an earlier repeat
-                continue
-            done += 1
-            log(f"[{done}/{total}] repeat {rep + 1}/{args.repeats}: {row.label} "
-                f"({row.description})")
-            try:
-                load_before = os.getloadavg()[0]
-                spec = _spec(row, args)
-                warm = None
-                if getattr(args, "warm", False) and row.system in ("ppo_jax", "brax"):
-                    with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_cache") as cache:
-                        spec["compile_cache"] = cache
-                        result = run_worker(spec, args.timeout)  # cold: the cache is empty
-                        warm_spec = dict(spec, profile=False)
-                        warm = summarize_run(run_worker(warm_spec, args.timeout),
-                                             args.to_threshold)
-                else:
-                    result = run_worker(spec, args.timeout)
-                summary = summarize_run(result, args.to_threshold)
-                if warm is not None:
-                    summary["warm"] = {k: warm.get(k) for k in
-                                       ("startup_s", "compile_s", "threshold_s", "fps")}
-                summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-            except (RuntimeError, ValueError) as e:
-                msg = f"repeat {rep + 1}: {e}"
+        start_file = os.path.join(starts, f"torchrl_start_seed{seed}_repeat{rep}.pt")
+        tasks += [(row, rep, seed, start_file) for row in order + matched]
+    lock = threading.Lock()
+    stopped = threading.Event()  # --no-keep-going after a failure
+    torchrl_done: dict[str, threading.Event] = {t[3]: threading.Event() for t in tasks}
+    counter = iter(range(1, len(tasks) + 1))
+
+    def run_one(row: Row, rep: int, seed: int, start_file: str) -> None:
+        if row.matched:  # its TorchRL run was submitted earlier: wait for it
+            torchrl_done[start_file].wait()
+        with lock:
+            if row.skipped is not None or stopped.is_set():  # skipped after a failure
+                return
+            seed_text = f", seed {seed}" if len(seeds) > 1 else ""
+            log(f"[{next(counter)}/{len(tasks)}] repeat {rep + 1}/{args.repeats}{seed_text}: "
+                f"{row.label} ({row.description})")
+        try:
+            summary = _one_run(row, args, seed, start_file, bool(matched))
+        except (RuntimeError, ValueError) as e:
+            with lock:
+                msg = f"repeat {rep + 1}{seed_text}: {e}"
                 row.errors.append(msg)
-                log(f"    failed: {msg}")
+                log(f"    {row.label}{seed_text} failed: {msg}")
                 if row.system == "brax" and not row.runs:
                     row.skipped = f"Brax PPO could not run: {e}"
                 if not args.keep_going and row.system != "brax":
-                    return
-                continue
-            summary["raw"] = result
-            if result.get("failed_batch") is not None:
-                summary["note"] = f"NaN/Inf at batch {result['failed_batch']} (update discarded)"
+                    stopped.set()
+            return
+        finally:
+            if row.system == "torchrl":
+                torchrl_done[start_file].set()
+        with lock:
+            summary["seed"] = seed
             row.runs.append(summary)
             extra = f", compile {summary['compile_s']:.1f} s" if summary.get("compile_s") else ""
-            log(f"    {summary['fps']:.0f} frames/s, start-up {summary['startup_s']:.1f} s{extra}, "
-                f"peak RSS {summary['peak_rss_mib']:.0f} MiB, load average "
+            log(f"    {row.label}{seed_text}: {summary['fps']:.0f} frames/s, start-up "
+                f"{summary['startup_s']:.1f} s{extra}, peak RSS "
+                f"{summary['peak_rss_mib']:.0f} MiB, load average "
                 f"{summary['loadavg_1m'][0]:.1f} -> {summary['loadavg_1m'][1]:.1f}")
             for key in ("warning", "note"):
                 if summary.get(key):
                     log(f"    {key}: {summary[key]}")
+
+    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    if jobs == 1:
+        for t in tasks:
+            run_one(*t)
+        return
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:  # FIFO: a dependency starts first
+        for f in [pool.submit(run_one, *t) for t in tasks]:
+            f.result()
+
+
+def _one_run(row: Row, args: argparse.Namespace, seed: int, start_file: str,
+             save_starts: bool) -> dict[str, Any]:
+    """One run of ``row`` at ``seed`` (cold and, with ``--warm``, warm): its summary."""
+    load_before = os.getloadavg()[0]
+    spec = _spec(row, args, seed)
+    if save_starts and row.system == "torchrl":
+        spec["settings"]["save_init"] = start_file
+    if row.matched:
+        if not os.path.exists(start_file):
+            raise RuntimeError(f"no TorchRL start for seed {seed} (its run failed)")
+        spec["init_from_torchrl"] = start_file
+    warm = None
+    if getattr(args, "warm", False) and row.system in ("ppo_jax", "brax"):
+        with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_cache") as cache:
+            spec["compile_cache"] = cache
+            result = run_worker(spec, args.timeout)  # cold: the cache is empty
+            warm_spec = dict(spec, profile=False)
+            warm = summarize_run(run_worker(warm_spec, args.timeout), args.to_threshold)
+    else:
+        result = run_worker(spec, args.timeout)
+    summary = summarize_run(result, args.to_threshold)
+    if warm is not None:
+        summary["warm"] = {k: warm.get(k) for k in ("startup_s", "compile_s", "threshold_s", "fps")}
+    summary["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    summary["raw"] = result
+    if result.get("failed_batch") is not None:
+        summary["note"] = f"NaN/Inf at batch {result['failed_batch']} (update discarded)"
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,6 +312,14 @@ def summarize_run(result: dict[str, Any], threshold: float | None) -> dict[str, 
     if late:
         out["warning"] = (f"{len(late)} XLA compilation(s) of >= 1 s during the measured batches "
                           f"({sum(d for _, d in late):.1f} s): frames/s is understated")
+    per_batch = result.get("per_batch") or {}
+    sat = [v for v in per_batch.get("saturation") or [] if v is not None]
+    if sat:
+        out["saturation"] = {"mean": statistics.fmean(sat), "max": max(sat),
+                             "last10": statistics.fmean(sat[-10:])}
+    if result.get("evals"):
+        f_last, _, r_last = result["evals"][-1]
+        out["last_eval"] = {"frames": f_last, "return": r_last}
     if threshold is not None:
         hit = next(((f, t, r) for f, t, r in result["evals"] if r >= threshold), None)
         out["threshold_frames"] = hit[0] if hit else None
@@ -261,7 +346,7 @@ def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
         d: dict[str, Any] = {
             "key": row.key, "system": row.system, "label": row.label, "num_envs": row.num_envs,
             "description": row.description, "config": row.settings, "skipped": row.skipped,
-            "errors": row.errors, "repeats": len(row.runs),
+            "errors": row.errors, "repeats": len(row.runs), "matched": row.matched,
         }
         for name in ("fps", "startup_s", "compile_s", "peak_rss_mib", "device_peak_mib",
                      "call_fps", "threshold_s", "threshold_frames"):
@@ -273,8 +358,13 @@ def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
                            if profiles else None)
         if threshold is not None:
             d["threshold_reached"] = sum(r.get("threshold_s") is not None for r in row.runs)
+        d["last_eval_return"] = _stats([(r.get("last_eval") or {}).get("return")
+                                        for r in row.runs])
+        d["saturation_mean"] = _stats([(r.get("saturation") or {}).get("mean")
+                                       for r in row.runs])
         d["runs"] = [{k: v for k, v in r.items() if k != "raw"} | {
             "batch_marks": r["raw"]["marks"], "evals": r["raw"]["evals"],
+            "per_batch": r["raw"].get("per_batch"), "start_stats": r["raw"].get("start_stats"),
             "xla_compiles": r["raw"].get("compiles"), "device": r["raw"].get("device")}
             for r in row.runs]
         out.append(d)
@@ -288,7 +378,7 @@ def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
 
 def headline(results: list[dict[str, Any]]) -> dict[str, Any]:
     """ppo_jax / TorchRL (CPU) frames per second at the tutorial config and the best env count."""
-    jx = [d for d in results if d["system"] == "ppo_jax" and d["fps"]]
+    jx = [d for d in results if d["system"] == "ppo_jax" and d["fps"] and not d.get("matched")]
     tut = next((d for d in jx if d["num_envs"] == 1), None)
     best = max(jx, key=lambda d: d["fps"]["median"], default=None)
     h: dict[str, Any] = {"reference": "torchrl"}

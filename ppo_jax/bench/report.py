@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
 from typing import Any
 
 from ppo_jax.bench.worker_brax import BRAX_PATCH_NOTE
@@ -75,7 +76,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                  f"JAX backend: {dev.get('jax_backend') or '–'}.")
     lines.append("")
     lines.append("Throughput (collection + updates, after the first batch"
-                 + (", evaluation included" if threshold is not None else ", no evaluation") + "):")
+                 + (", evaluation included" if s.get("evaluate", threshold is not None)
+                    else ", no evaluation") + "):")
     lines.append("")
     head = "| system | config | frames/s | × TorchRL CPU |"
     head += " × TorchRL CUDA |" if has_cuda_ref else ""
@@ -125,6 +127,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                          f"{_fmt_stat(d['threshold_s'], '{:.0f}')} |"
                          + (f" {_fmt_stat(d.get('warm_threshold_s'), '{:.0f}')} |" if warm else "")
                          + f" {_fmt_stat(d['threshold_frames'], '{:.0f}')} |")
+    lines += learning_tables(results, meta)
     profiled = [d for d in results if d.get("profile_ms")]
     if profiled:
         lines.append("")
@@ -153,6 +156,54 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _by_seed(runs: list[dict[str, Any]], seeds: list[int], value) -> list[float | None]:
+    """Per seed: the median of ``value(run)`` over that seed's runs (None: no figure)."""
+    out = []
+    for seed in seeds:
+        vals = [v for v in (value(r) for r in runs if r.get("seed") == seed) if v is not None]
+        out.append(statistics.median(vals) if vals else None)
+    return out
+
+
+def learning_tables(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """With evaluation: each row's last evaluation return and saturated-action share by seed
+    (the median of a seed's repeats), and their mean and sample standard deviation over the
+    seeds; no lines without evaluation."""
+    seeds = meta["settings"].get("seeds") or [meta["settings"]["seed"]]
+    rows = [d for d in results if any(r.get("last_eval") for r in d["runs"])]
+    if not rows or not meta["settings"].get("evaluate"):
+        return []
+    frames = sorted({r["last_eval"]["frames"] for d in rows for r in d["runs"]
+                     if r.get("last_eval")})
+    at = ", ".join(f"{f:,}" for f in frames)
+    head = ("| system | config | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | mean | sd |")
+    rule = "| --- | --- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"
+
+    def table(value, fmt):
+        out = [head, rule]
+        for d in rows:
+            vals = _by_seed(d["runs"], seeds, value)
+            have = [v for v in vals if v is not None]
+            mean = statistics.fmean(have) if have else None
+            sd = statistics.stdev(have) if len(have) > 1 else None
+            out.append(f"| {d['label']} | {d['description']} | "
+                       + " | ".join(fmt_num(v, fmt) for v in vals)
+                       + f" | {fmt_num(mean, fmt)} | {fmt_num(sd, fmt)} |")
+        return out
+
+    lines = ["", f"Learning by seed: the return of the last evaluation (deterministic "
+                 f"policy; at {at} frames):", ""]
+    lines += table(lambda r: (r.get("last_eval") or {}).get("return"), "{:,.0f}")
+    if any(r.get("saturation") for d in rows for r in d["runs"]):
+        lines += ["", "Saturated actions by seed: the share of a batch's frames whose action "
+                      "has an entry at tanh's clamp (|a| >= 1 - 1e-6), mean over the run's "
+                      "batches, in %:", ""]
+        lines += table(lambda r: (None if not r.get("saturation")
+                                  else 100 * r["saturation"]["mean"]), "{:.3f}")
+    return lines
+
+
 def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     """The notes printed under the tables (and stored in the JSON)."""
     out = [
@@ -179,6 +230,13 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
             for key in ("warning", "note"):
                 if r.get(key):
                     out.append(f"{d['label']}, run {k + 1}: {r[key]}")
+    if meta["settings"].get("jobs", 1) > 1:
+        out.append(f"{meta['settings']['jobs']} runs ran at once (--jobs): frames/s and "
+                   "start-ups are those of runs sharing the cores, not of a run alone.")
+    if meta["settings"].get("matched"):
+        out.append("TorchRL's start: each run of that row took its seed's TorchRL run's "
+                   "initial networks and normalization statistics (TorchRL's init_stats); "
+                   "its own draws (resets, actions, minibatches) are ppo_jax's.")
     if meta["settings"]["compile_cache"]:
         out.append("A persistent compilation cache was on: start-up may be a cache load, not a "
                    "compile.")

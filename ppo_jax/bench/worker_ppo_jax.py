@@ -38,16 +38,27 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
 
     with phases("backend_init"):  # what prepare's first JAX call would start
         jax.devices()
+    init_from = None
+    if spec.get("init_from_torchrl"):  # a matched start: a TorchRL run's networks and stats
+        from ppo_jax.interop.torchrl.export import load_torchrl_export
+
+        init_from = load_torchrl_export(spec["init_from_torchrl"], cfg)
     with phases("prepare"):
-        job = runner.prepare(Runs(cfg), devices=spec.get("devices"))
+        job = runner.prepare(Runs(cfg), devices=spec.get("devices"), init_from=init_from)
     compile_s = time.perf_counter() - t0
+    stats = jax.device_get(job.states.obs_stats)  # the run's initial statistics, [R, obs]
+    start_stats = {"loc": stats.loc[0].tolist(), "scale": stats.scale[0].tolist()}
     prepared_s = compile_s
     init_run_s = job.log.run_seconds  # prepare's init program run (train_batches adds to it)
 
     def on_eval(i, ev):
         evals.append(((i + 1) * fpb, time.perf_counter() - t0, float(ev.eval_return[0])))
 
+    per_batch: dict[str, list] = {"saturation": [], "reward": []}
+
     def on_batch(i, m, ev):
+        for name in per_batch:
+            per_batch[name].append(float(getattr(m, name)[0]))
         if ev is not None:  # an MJX evaluation, read with its batch
             on_eval(i, ev)
 
@@ -68,7 +79,8 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     marks = [(f, t + offset) for f, t in job.log.marks]
     failed = job.log.failed[0]
     return dict(
-        marks=marks, evals=evals, import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,
+        marks=marks, evals=evals, per_batch=per_batch, start_stats=start_stats,
+        import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,
         compile_s=compile_s,
         compiled_from_cache=job.programs.from_cache, compile=job.programs.report(),
         call_s=call_s, call_fps=job.start * fpb / call_s, compiles=compiles.events,

@@ -46,6 +46,21 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
 
     collector = Collector(env, policy_module, frames_per_batch=frames_per_batch,
                           total_frames=total_frames, split_trajs=False, device=device)
+    if s.get("save_init"):  # the start a matched ppo_jax run takes (--init-from-torchrl)
+        from ppo_jax.interop.torchrl.export import from_tutorial_modules, save
+
+        save(from_tutorial_modules(
+            modules, env.transform[0], s["env"], s["hidden_sizes"],
+            low=action_spec.space.low.cpu().numpy(), high=action_spec.space.high.cpu().numpy(),
+            source={"torchrl_tutorial_start": {"seed": s["seed"]}}), s["save_init"])
+    norm = env.transform[0]
+    start_stats = {"loc": norm.loc.detach().cpu().reshape(-1).tolist(),
+                   "scale": norm.scale.detach().cpu().reshape(-1).tolist()}
+    # TorchRL's log-prob of a stored action sees atanh(clamp(a, +-(1 - resolution))):
+    # the share of frames with an action entry at that clamp (ppo_jax's `saturation`)
+    low, high = action_spec.space.low.to(device), action_spec.space.high.to(device)
+    mid, half = (high + low) / 2, (high - low) / 2
+    clamp = 1.0 - torch.finfo(torch.float32).resolution
     replay_buffer = ReplayBuffer(storage=LazyTensorStorage(max_size=frames_per_batch),
                                  sampler=SamplerWithoutReplacement())
     advantage_module = ref.tutorial_gae(value_module, gamma=s["gamma"], lmbda=s["lmbda"])
@@ -59,7 +74,7 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
 
     marks: list[tuple[int, float]] = []
     evals: list[tuple[int, float, float]] = []
-    logs: dict[str, list] = {"reward": [], "step_count": [], "lr": []}
+    logs: dict[str, list] = {"reward": [], "step_count": [], "lr": [], "saturation": []}
     sub = s["sub_batch_size"]
     eval_every = s["eval_every"]
     for i, data in enumerate(collector):
@@ -73,6 +88,8 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
         logs["reward"].append(data["next", "reward"].mean().item())
         logs["step_count"].append(data["step_count"].max().item())
         logs["lr"].append(optim.param_groups[0]["lr"])
+        unit = ((data["action"] - mid) / half).abs()
+        logs["saturation"].append((unit >= clamp).any(-1).float().mean().item())
         frames = (i + 1) * frames_per_batch
         if eval_every and i % eval_every == 0:
             with set_exploration_type(ExplorationType.MEAN), torch.no_grad():
@@ -89,4 +106,6 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         peak_dev = torch.cuda.max_memory_allocated(device) / 2**20
     return dict(marks=marks, evals=evals, import_s=t0 - t_import, compile_s=None,
+                per_batch={"saturation": logs["saturation"], "reward": logs["reward"]},
+                start_stats=start_stats,
                 peak_rss_mib=probes.rss_mib(), device_peak_mib=peak_dev, device=info)
