@@ -161,7 +161,9 @@ def test_scaling_config_splits_over_every_device_count():
     (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds: give one of them"),
     (["--matched", "--systems", "ppo_jax"], "--matched compares ppo_jax with TorchRL"),
     (["--jobs", "0"], "--jobs must be >= 1"),
-    (["--seeds", "0,1", "--scaling", "1,2"], "--seeds and --matched go with the comparison"),
+    (["--seeds", "0,1", "--scaling", "1,2"], "--seeds, --matched, --ppo-jax-config and --jobs go "
+                                             "with the comparison"),
+    (["--jobs", "2", "--playground"], "not with --playground or --scaling"),
 ])
 def test_seed_flags_are_checked(argv, words):
     from ppo_jax.cli.common import CLIError
@@ -195,22 +197,31 @@ def test_evaluation_follows_the_flags():
 
 
 def test_learning_tables_by_seed():
-    def run(seed, ret, sat):
-        return {"seed": seed, "last_eval": {"frames": 201_000, "return": ret},
+    """Returns at the last frame count every run evaluated (TorchRL's last evaluation is
+    after batch 190 of 200, ppo_jax's also after the last batch), their mean over the last
+    five such, and the saturation share: by seed, with mean and sd over the seeds."""
+    def run(seed, base, sat, last=False):
+        evals = [(f, 0.0, base + f / 1000) for f in range(1000, 200_000, 10_000)]
+        return {"seed": seed, "evals": evals + ([(200_000, 0.0, -1e6)] if last else []),
                 "saturation": {"mean": sat, "max": sat, "last10": sat}}
 
     results = [{"label": "TorchRL tutorial (CPU)", "description": "d",
                 "runs": [run(0, 4000.0, 0.01), run(1, 2000.0, 0.03)]},
                {"label": "ppo_jax, tutorial config", "description": "d",
-                "runs": [run(1, 1000.0, 0.0)]}]
+                "runs": [run(1, 1000.0, 0.0, last=True)]}]
     meta = {"settings": {"seeds": [0, 1], "seed": 0, "evaluate": True}}
     text = "\n".join(report.learning_tables(results, meta))
-    assert "at 201,000 frames" in text
-    assert "| TorchRL tutorial (CPU) | d | 4,000 | 2,000 | 3,000 | 1,414 |" in text
-    assert "| ppo_jax, tutorial config | d | – | 1,000 | 1,000 | – |" in text
+    assert "evaluation at 191,000 frames" in text and "200,000" not in text
+    assert "| TorchRL tutorial (CPU) | d | 4,191 | 2,191 | 3,191 | 1,414 |" in text
+    assert "| ppo_jax, tutorial config | d | – | 1,191 | 1,191 | – |" in text
+    # last five: 151k .. 191k, mean 171k
+    assert "| TorchRL tutorial (CPU) | d | 4,171 | 2,171 | 3,171 | 1,414 |" in text
     assert "| TorchRL tutorial (CPU) | d | 1.000 | 3.000 | 2.000 | 1.414 |" in text
-    assert report.learning_tables(results, {"settings": dict(meta["settings"],
-                                                             evaluate=False)}) == []
+    no_eval = report.learning_tables(results, {"settings": dict(meta["settings"],
+                                                                evaluate=False)})
+    assert "Learning by seed" not in "\n".join(no_eval) and "Saturated" in "\n".join(no_eval)
+    assert report.learning_tables(results, {"settings": {"seeds": None, "seed": 0,
+                                                         "evaluate": False}}) == []
 
 
 def test_matched_runs_wait_for_their_torchrl_start(monkeypatch, tmp_path):
@@ -307,3 +318,30 @@ def test_ppo_jax_config_sets_only_the_ppo_jax_rows():
     assert by_key["ppo_jax_1"].label.endswith("(init_stats_frames=10000 obs_norm=safe)")
     if not by_key["torchrl"].skipped:
         assert by_key["torchrl"].settings["init_stats_num_iter"] == 1000
+
+
+def test_a_stop_after_a_failure_ends_every_wait(monkeypatch):
+    """--no-keep-going with matched starts: the first failure stops the measurement, and
+    no matched run is left waiting for a TorchRL run that never starts (with and without
+    --jobs)."""
+    import threading
+
+    monkeypatch.setattr(driver, "torchrl_unavailable_reason", lambda: None)
+    monkeypatch.setattr(driver, "torch_cuda_available", lambda: False)
+
+    def failing(spec, timeout):
+        raise RuntimeError("exit 1: simulated")
+
+    monkeypatch.setattr(driver, "run_worker", failing)
+    for jobs in ("1", "2"):
+        args = cli.resolve_args(cli.build_parser().parse_args(
+            ["--systems", "torchrl,ppo_jax", "--envs", "1", "--seeds", "0,1", "--matched",
+             "--no-keep-going", "--jobs", jobs, "--repeats", "2"]))
+        rows, _ = driver.plan_rows(args, 2000)
+        t = threading.Thread(target=driver.measure, args=(rows, args, lambda m: None),
+                             daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), f"--jobs {jobs}: the measurement hangs"
+        # the runs already under way when the first failed; none started after it
+        assert 1 <= sum(len(r.errors) for r in rows) <= int(jobs)

@@ -219,10 +219,12 @@ def test_init_from_another_envs_start_is_one_line(exported, tmp_path, capsys):
         train.main(["--env", "HalfCheetah-v4", "--init-from-torchrl", exported,
                     "--hidden-sizes", "16", "16", "--out", str(tmp_path / "run"),
                     "--no-compile-cache"])
-    assert not os.path.exists(tmp_path / "run" / "metrics.json")
+    assert os.listdir(tmp_path / "run") == []  # checked writable, nothing written
     params, stats = export.load_torchrl_export(exported, PPOConfig(hidden_sizes=(16, 16)))
     from ppo_jax.core.train import make_train
 
-    trainer = make_train(PPOConfig(hidden_sizes=(16, 16, 16)))
-    with pytest.raises(runner.InitFromError, match=r"network entry .* has shape"):
-        runner.check_init_from(trainer, (params, stats))
+    with pytest.raises(runner.InitFromError, match=r"network entry .* has shape \(16,\); the "
+                                                   r"config's networks on .* need \(32,\)"):
+        runner.check_init_from(make_train(PPOConfig(hidden_sizes=(32, 32))), (params, stats))
+    with pytest.raises(runner.InitFromError, match="another structure"):
+        runner.check_init_from(make_train(PPOConfig(hidden_sizes=(16, 16, 16))), (params, stats))

@@ -82,13 +82,15 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                                      f"until the eval return first reaches R (default R "
                                      f"{DEFAULT_THRESHOLD:g}); frames/s then include evaluation")
     p.add_argument("--eval-every-frames", type=int, default=None,
-                   help="with --to-threshold: evaluate about every this many frames (the "
-                        "tutorial: every 10 batches of 1000; default 10000); with "
+                   help="evaluate about every this many frames (the tutorial: every 10 "
+                        "batches of 1000; default with --to-threshold 10000; given alone it "
+                        "turns evaluation on); with "
                         "--playground: ppo_jax's evaluations (default: 10 per Brax training "
                         "step, 98,304 frames)")
     p.add_argument("--seed", type=int, default=None, help="seed of every run (default 0)")
     p.add_argument("--seeds", type=parse_seed_list, default=None, metavar="S1,S2,...",
-                   help="run every row once per seed (instead of --seed); with evaluation "
+                   help="run every row once per seed (instead of --seed; --repeats then "
+                        "defaults to 1); with evaluation "
                         "(--to-threshold or --eval-every-frames) a table of each seed's "
                         "last evaluation return and saturated-action share follows")
     p.add_argument("--ppo-jax-config", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -157,9 +159,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError("--seed and --seeds: give one of them")
     if args.seed is None:
         args.seed = 0
-    if (args.seeds or args.matched) and (getattr(args, "playground", None) or args.scaling):
-        raise CLIError("--seeds and --matched go with the comparison, not with --playground "
-                       "or --scaling")
+    if ((args.seeds or args.matched or args.ppo_jax_config or args.jobs != 1)
+            and (getattr(args, "playground", None) or args.scaling)):
+        raise CLIError("--seeds, --matched, --ppo-jax-config and --jobs go with the "
+                       "comparison, not with --playground or --scaling")
     if getattr(args, "playground", None):
         from ppo_jax.bench import playground
 
@@ -193,8 +196,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         args.envs = list(QUICK_ENVS if args.quick else DEFAULT_ENVS)
     if args.total_frames is None:
         args.total_frames = QUICK_TOTAL_FRAMES if args.quick else DEFAULT_TOTAL_FRAMES
-    if args.repeats is None:
-        args.repeats = 1 if args.quick else 3
+    if args.repeats is None:  # a seed's repeats repeat its learning: one by default
+        args.repeats = 1 if (args.quick or args.seeds) else 3
     if args.repeats < 1 or args.total_frames < 1 or args.eval_every_frames < 1:
         raise CLIError("--repeats, --total-frames and --eval-every-frames must be >= 1")
     args.env_counts = sorted(set([1] + list(args.envs)))
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         "settings": {
             "env": args.env, "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
-            "eval_every_frames": args.eval_every_frames if args.to_threshold is not None else None,
+            "eval_every_frames": args.eval_every_frames if args.evaluate else None,
             "seed": args.seed, "seeds": driver.run_seeds(args), "matched": args.matched,
             "jobs": args.jobs, "ppo_jax_config": args.ppo_jax_overrides,
             "evaluate": args.evaluate,

@@ -140,16 +140,20 @@ def torchrl_rows(tutorial: PPOConfig, threads: int | None, messages: list[str]) 
 # ----------------------------------------------------------------------------------------------
 # runs
 # ----------------------------------------------------------------------------------------------
-def _worker_env() -> dict[str, str]:
-    """This environment, with this checkout first on ``PYTHONPATH``."""
+def _worker_env(shared: bool = False) -> dict[str, str]:
+    """This environment, with this checkout first on ``PYTHONPATH``; ``shared`` (runs at
+    once): JAX allocates GPU memory as it needs it, not 75% of it up front."""
     env = dict(os.environ)
+    if shared:
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 
 def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one measurement in a fresh Python process; raises RuntimeError on failure."""
+    """Run one measurement in a fresh Python process; raises RuntimeError on failure
+    (``spec["shared"]``: other runs share the machine, see :func:`_worker_env`)."""
     with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_") as tmp:
         spec_path = os.path.join(tmp, "spec.json")
         out_path = os.path.join(tmp, "result.json")
@@ -157,7 +161,8 @@ def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             json.dump(spec, f)
         cmd = [sys.executable, "-m", "ppo_jax.bench.worker", spec_path, out_path]
         try:
-            proc = subprocess.run(cmd, env=_worker_env(), capture_output=True, text=True,
+            proc = subprocess.run(cmd, env=_worker_env(bool(spec.get("shared"))),
+                                  capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"timed out after {timeout:g} s") from None
@@ -209,36 +214,45 @@ def _measure(rows: list[Row], args: argparse.Namespace, log, starts: str) -> Non
         start_file = os.path.join(starts, f"torchrl_start_seed{seed}_repeat{rep}.pt")
         tasks += [(row, rep, seed, start_file) for row in order + matched]
     lock = threading.Lock()
-    stopped = threading.Event()  # --no-keep-going after a failure
+    stopped = threading.Event()  # --no-keep-going after a failure, or an interrupt
     torchrl_done: dict[str, threading.Event] = {t[3]: threading.Event() for t in tasks}
     counter = iter(range(1, len(tasks) + 1))
 
-    def run_one(row: Row, rep: int, seed: int, start_file: str) -> None:
-        if row.matched:  # its TorchRL run was submitted earlier: wait for it
-            torchrl_done[start_file].wait()
-        with lock:
-            if row.skipped is not None or stopped.is_set():  # skipped after a failure
+    def wait_for_start(start_file: str) -> None:
+        """Until the TorchRL run has written its start (it does before its first batch) or
+        has ended (without one, when it failed), or the measurement stops."""
+        done = torchrl_done[start_file]
+        while not done.wait(1.0) and not stopped.is_set():
+            if os.path.exists(start_file):
                 return
-            seed_text = f", seed {seed}" if len(seeds) > 1 else ""
-            log(f"[{next(counter)}/{len(tasks)}] repeat {rep + 1}/{args.repeats}{seed_text}: "
-                f"{row.label} ({row.description})")
+
+    def run_one(row: Row, rep: int, seed: int, start_file: str) -> None:
+        seed_text = f", seed {seed}" if len(seeds) > 1 else ""
         try:
-            summary = _one_run(row, args, seed, start_file, bool(matched))
-        except (RuntimeError, ValueError) as e:
+            if row.matched:  # its TorchRL run was submitted earlier
+                wait_for_start(start_file)
             with lock:
-                msg = f"repeat {rep + 1}{seed_text}: {e}"
-                row.errors.append(msg)
-                log(f"    {row.label}{seed_text} failed: {msg}")
-                if row.system == "brax" and not row.runs:
-                    row.skipped = f"Brax PPO could not run: {e}"
-                if not args.keep_going and row.system != "brax":
-                    stopped.set()
-            return
+                if row.skipped is not None or stopped.is_set():  # after a failure
+                    return
+                log(f"[{next(counter)}/{len(tasks)}] repeat {rep + 1}/{args.repeats}"
+                    f"{seed_text}: {row.label} ({row.description})")
+            try:
+                summary = _one_run(row, args, seed, start_file, bool(matched))
+            except (RuntimeError, ValueError) as e:
+                with lock:
+                    msg = f"repeat {rep + 1}{seed_text}: {e}"
+                    row.errors.append(msg)
+                    log(f"    {row.label}{seed_text} failed: {msg}")
+                    if row.system == "brax" and not row.runs:
+                        row.skipped = f"Brax PPO could not run: {e}"
+                    if not args.keep_going and row.system != "brax":
+                        stopped.set()
+                return
         finally:
             if row.system == "torchrl":
                 torchrl_done[start_file].set()
         with lock:
-            summary["seed"] = seed
+            summary.update(seed=seed, repeat=rep + 1)
             row.runs.append(summary)
             extra = f", compile {summary['compile_s']:.1f} s" if summary.get("compile_s") else ""
             log(f"    {row.label}{seed_text}: {summary['fps']:.0f} frames/s, start-up "
@@ -254,9 +268,17 @@ def _measure(rows: list[Row], args: argparse.Namespace, log, starts: str) -> Non
         for t in tasks:
             run_one(*t)
         return
-    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:  # FIFO: a dependency starts first
+    pool = concurrent.futures.ThreadPoolExecutor(jobs)  # FIFO: a TorchRL run starts first
+    try:
         for f in [pool.submit(run_one, *t) for t in tasks]:
             f.result()
+    except BaseException:  # an interrupt or a bug: the queued runs do not start
+        stopped.set()
+        for event in torchrl_done.values():
+            event.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _one_run(row: Row, args: argparse.Namespace, seed: int, start_file: str,
@@ -264,6 +286,7 @@ def _one_run(row: Row, args: argparse.Namespace, seed: int, start_file: str,
     """One run of ``row`` at ``seed`` (cold and, with ``--warm``, warm): its summary."""
     load_before = os.getloadavg()[0]
     spec = _spec(row, args, seed)
+    spec["shared"] = int(getattr(args, "jobs", 1) or 1) > 1
     if save_starts and row.system == "torchrl":
         spec["settings"]["save_init"] = start_file
     if row.matched:

@@ -67,9 +67,12 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     threshold = meta["settings"]["threshold"]
     lines = []
     s = meta["settings"]
+    n_seeds = len(s.get("seeds") or [s["seed"]])
+    per_row = (f"{n_seeds} seeds x {s['repeats']} repeat(s)" if n_seeds > 1
+               else f"{s['repeats']} repeat(s)")
     lines.append(f"Total frames per run: {s['total_frames']:,} (requested "
                  f"{s['requested_frames']:,}, rounded up to a multiple of every batch); "
-                 f"{s['repeats']} repeat(s) per row, interleaved; median (min–max).")
+                 f"{per_row} per row, interleaved; median (min–max).")
     dev = meta["device"]
     gpus = f"GPU: {', '.join(dev['gpus'])}" if dev["gpus"] else "no GPU"
     lines.append(f"Device: {dev['cpu']} ({dev['cpu_count']} cores); {gpus}; "
@@ -165,17 +168,26 @@ def _by_seed(runs: list[dict[str, Any]], seeds: list[int], value) -> list[float 
     return out
 
 
+def common_eval_frames(runs: list[dict[str, Any]]) -> list[int]:
+    """The frame counts at which every run in ``runs`` evaluated, in order (TorchRL
+    evaluates after batches 0, 10, 20, ..., ppo_jax after the last batch as well)."""
+    sets = [{f for f, _, _ in r.get("evals") or []} for r in runs]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def learning_tables(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
-    """With evaluation: each row's last evaluation return and saturated-action share by seed
-    (the median of a seed's repeats), and their mean and sample standard deviation over the
-    seeds; no lines without evaluation."""
-    seeds = meta["settings"].get("seeds") or [meta["settings"]["seed"]]
-    rows = [d for d in results if any(r.get("last_eval") for r in d["runs"])]
-    if not rows or not meta["settings"].get("evaluate"):
+    """With evaluation: each row's evaluation return at the last frame count every run
+    evaluated, the mean of the last five such evaluations, and the saturated-action share,
+    by seed (the median of a seed's repeats), with their mean and sample standard deviation
+    over the seeds. The saturation table alone without evaluation but with ``--seeds``;
+    nothing otherwise."""
+    st = meta["settings"]
+    seeds = st.get("seeds") or [st["seed"]]
+    if not st.get("evaluate") and len(seeds) < 2:
         return []
-    frames = sorted({r["last_eval"]["frames"] for d in rows for r in d["runs"]
-                     if r.get("last_eval")})
-    at = ", ".join(f"{f:,}" for f in frames)
+    rows = [d for d in results if d["runs"]]
+    runs = [r for d in rows for r in d["runs"]]
+    frames = common_eval_frames(runs) if st.get("evaluate") else []
     head = ("| system | config | " + " | ".join(f"seed {s}" for s in seeds)
             + " | mean | sd |")
     rule = "| --- | --- | " + " | ".join("---:" for _ in seeds) + " | ---: | ---: |"
@@ -192,13 +204,26 @@ def learning_tables(results: list[dict[str, Any]], meta: dict[str, Any]) -> list
                        + f" | {fmt_num(mean, fmt)} | {fmt_num(sd, fmt)} |")
         return out
 
-    lines = ["", f"Learning by seed: the return of the last evaluation (deterministic "
-                 f"policy; at {at} frames):", ""]
-    lines += table(lambda r: (r.get("last_eval") or {}).get("return"), "{:,.0f}")
-    if any(r.get("saturation") for d in rows for r in d["runs"]):
+    def returns_at(points):
+        def value(r):
+            by_frames = {f: ret for f, _, ret in r.get("evals") or []}
+            vals = [by_frames[f] for f in points if f in by_frames]
+            return statistics.fmean(vals) if len(vals) == len(points) else None
+        return value
+
+    lines: list[str] = []
+    if frames:
+        last5 = frames[-5:]
+        lines += ["", f"Learning by seed: the return of the evaluation at {frames[-1]:,} "
+                      f"frames, the last every run made (one deterministic episode):", ""]
+        lines += table(returns_at(frames[-1:]), "{:,.0f}")
+        lines += ["", f"The mean of the last {len(last5)} evaluations every run made "
+                      f"({', '.join(f'{f:,}' for f in last5)} frames):", ""]
+        lines += table(returns_at(last5), "{:,.0f}")
+    if any(r.get("saturation") for r in runs):
         lines += ["", "Saturated actions by seed: the share of a batch's frames whose action "
-                      "has an entry at tanh's clamp (|a| >= 1 - 1e-6), mean over the run's "
-                      "batches, in %:", ""]
+                      "has an entry at tanh's clamp (|a| >= 1 - 1e-6 of the unit action), mean "
+                      "over the run's batches, in %:", ""]
         lines += table(lambda r: (None if not r.get("saturation")
                                   else 100 * r["saturation"]["mean"]), "{:.3f}")
     return lines

@@ -49,18 +49,24 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
     if s.get("save_init"):  # the start a matched ppo_jax run takes (--init-from-torchrl)
         from ppo_jax.interop.torchrl.export import from_tutorial_modules, save
 
+        import os
+
+        partial = s["save_init"] + ".partial"  # a matched run waits for the whole file
         save(from_tutorial_modules(
             modules, env.transform[0], s["env"], s["hidden_sizes"],
             low=action_spec.space.low.cpu().numpy(), high=action_spec.space.high.cpu().numpy(),
-            source={"torchrl_tutorial_start": {"seed": s["seed"]}}), s["save_init"])
+            source={"torchrl_tutorial_start": {"seed": s["seed"]}}), partial)
+        os.replace(partial, s["save_init"])
     norm = env.transform[0]
     start_stats = {"loc": norm.loc.detach().cpu().reshape(-1).tolist(),
                    "scale": norm.scale.detach().cpu().reshape(-1).tolist()}
     # TorchRL's log-prob of a stored action sees atanh(clamp(a, +-(1 - resolution))):
-    # the share of frames with an action entry at that clamp (ppo_jax's `saturation`)
+    # the share of frames with an action entry at that clamp (ppo_jax's `saturation`), in
+    # action space as TanhNormal maps it (mid + half * t, the same float32 operations)
     low, high = action_spec.space.low.to(device), action_spec.space.high.to(device)
     mid, half = (high + low) / 2, (high - low) / 2
-    clamp = 1.0 - torch.finfo(torch.float32).resolution
+    lim = torch.tensor(1.0 - torch.finfo(torch.float32).resolution, device=device)
+    upper, lower = mid + half * lim, mid + half * -lim
     replay_buffer = ReplayBuffer(storage=LazyTensorStorage(max_size=frames_per_batch),
                                  sampler=SamplerWithoutReplacement())
     advantage_module = ref.tutorial_gae(value_module, gamma=s["gamma"], lmbda=s["lmbda"])
@@ -88,8 +94,8 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
         logs["reward"].append(data["next", "reward"].mean().item())
         logs["step_count"].append(data["step_count"].max().item())
         logs["lr"].append(optim.param_groups[0]["lr"])
-        unit = ((data["action"] - mid) / half).abs()
-        logs["saturation"].append((unit >= clamp).any(-1).float().mean().item())
+        a = data["action"]
+        logs["saturation"].append(((a >= upper) | (a <= lower)).any(-1).float().mean().item())
         frames = (i + 1) * frames_per_batch
         if eval_every and i % eval_every == 0:
             with set_exploration_type(ExplorationType.MEAN), torch.no_grad():

@@ -207,13 +207,16 @@ def load_torchrl_export(path: str, config, observation_size: int | None = None,
     """
     d = read(path)
     meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
-    try:
+    try:  # the meta's sizes, else the tensors' (the statistics, the actor's last layer)
         if observation_size is None:
-            observation_size = int(meta["observation_size"])
+            observation_size = int(meta.get("observation_size")
+                                   or tuple(d["obs_norm"]["loc"].shape)[-1])
         if action_size is None:
-            action_size = int(meta["action_size"])
-    except (KeyError, TypeError, ValueError):
-        raise ExportError(f"{path}: export has no observation and action sizes in its meta")
+            last = max((k for k in d["actor"] if k.endswith(".bias")),
+                       key=lambda k: int(k.split(".")[0]))
+            action_size = int(meta.get("action_size") or tuple(d["actor"][last].shape)[0] // 2)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        raise ExportError(f"{path}: cannot tell its observation and action sizes")
     check_shapes(d, path, observation_size, action_size, config.hidden_sizes)
     from torchrl.envs import ObservationNorm
 
