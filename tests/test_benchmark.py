@@ -292,7 +292,7 @@ def test_seeds_and_matched_starts_end_to_end(tmp_path, root_dir, compile_cache_d
         theirs = torch_stats[r["seed"]]
         for k in ("loc", "scale"):
             np.testing.assert_allclose(r["start_stats"][k], theirs[k], rtol=1e-6)
-        assert r["last_eval"]["frames"] == 2000 and 0 <= r["saturation"]["mean"] <= 1
+        assert r["evals"][-1][0] == 2000 and 0 <= r["saturation"]["mean"] <= 1
     for r in rows["ppo_jax_1"]["runs"]:
         assert not np.allclose(r["start_stats"]["loc"], torch_stats[r["seed"]]["loc"])
 

@@ -8,8 +8,7 @@ import json
 import sys
 from typing import Any
 
-from ppo_jax.bench import driver, report
-from ppo_jax.bench import configs
+from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
 from ppo_jax.cli.common import ArgumentParser, CLIError
 from ppo_jax.config import MATMUL_PRECISIONS
@@ -23,12 +22,16 @@ DEFAULT_TOTAL_FRAMES = 20_000
 DEFAULT_THRESHOLD = 9000.0
 
 
-def parse_int_list(text: str) -> list[int]:
-    """``--envs``: positive integers separated by commas."""
+def _ints(text: str) -> list[int]:
     try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+
+
+def parse_int_list(text: str) -> list[int]:
+    """``--envs``: positive integers separated by commas."""
+    vals = _ints(text)
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return vals
@@ -36,10 +39,7 @@ def parse_int_list(text: str) -> list[int]:
 
 def parse_seed_list(text: str) -> list[int]:
     """``--seeds``: distinct non-negative integers separated by commas."""
-    try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}")
+    vals = _ints(text)
     if not vals or min(vals) < 0 or len(set(vals)) != len(vals):
         raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
     return vals

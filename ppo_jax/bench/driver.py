@@ -192,6 +192,11 @@ def run_seeds(args: argparse.Namespace) -> list[int]:
     return list(getattr(args, "seeds", None) or [args.seed])
 
 
+def run_jobs(args: argparse.Namespace) -> int:
+    """The runs at once (``--jobs``, default 1)."""
+    return max(1, int(getattr(args, "jobs", 1) or 1))
+
+
 def measure(rows: list[Row], args: argparse.Namespace, log=print) -> None:
     """Interleaved, repeated runs: repeat r runs every seed of every row once, starting at row
     r mod n (the matched rows last: each starts from its seed's TorchRL run of the repeat).
@@ -263,7 +268,7 @@ def _measure(rows: list[Row], args: argparse.Namespace, log, starts: str) -> Non
                 if summary.get(key):
                     log(f"    {key}: {summary[key]}")
 
-    jobs = max(1, int(getattr(args, "jobs", 1) or 1))
+    jobs = run_jobs(args)
     if jobs == 1:
         for t in tasks:
             run_one(*t)
@@ -286,7 +291,7 @@ def _one_run(row: Row, args: argparse.Namespace, seed: int, start_file: str,
     """One run of ``row`` at ``seed`` (cold and, with ``--warm``, warm): its summary."""
     load_before = os.getloadavg()[0]
     spec = _spec(row, args, seed)
-    spec["shared"] = int(getattr(args, "jobs", 1) or 1) > 1
+    spec["shared"] = run_jobs(args) > 1
     if save_starts and row.system == "torchrl":
         spec["settings"]["save_init"] = start_file
     if row.matched:
@@ -340,9 +345,6 @@ def summarize_run(result: dict[str, Any], threshold: float | None) -> dict[str, 
     if sat:
         out["saturation"] = {"mean": statistics.fmean(sat), "max": max(sat),
                              "last10": statistics.fmean(sat[-10:])}
-    if result.get("evals"):
-        f_last, _, r_last = result["evals"][-1]
-        out["last_eval"] = {"frames": f_last, "return": r_last}
     if threshold is not None:
         hit = next(((f, t, r) for f, t, r in result["evals"] if r >= threshold), None)
         out["threshold_frames"] = hit[0] if hit else None
@@ -381,10 +383,6 @@ def aggregate(rows: list[Row], threshold: float | None) -> list[dict[str, Any]]:
                            if profiles else None)
         if threshold is not None:
             d["threshold_reached"] = sum(r.get("threshold_s") is not None for r in row.runs)
-        d["last_eval_return"] = _stats([(r.get("last_eval") or {}).get("return")
-                                        for r in row.runs])
-        d["saturation_mean"] = _stats([(r.get("saturation") or {}).get("mean")
-                                       for r in row.runs])
         d["runs"] = [{k: v for k, v in r.items() if k != "raw"} | {
             "batch_marks": r["raw"]["marks"], "evals": r["raw"]["evals"],
             "per_batch": r["raw"].get("per_batch"), "start_stats": r["raw"].get("start_stats"),

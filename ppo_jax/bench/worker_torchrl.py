@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -48,8 +49,6 @@ def worker_torchrl(spec: dict[str, Any]) -> dict[str, Any]:
                           total_frames=total_frames, split_trajs=False, device=device)
     if s.get("save_init"):  # the start a matched ppo_jax run takes (--init-from-torchrl)
         from ppo_jax.interop.torchrl.export import from_tutorial_modules, save
-
-        import os
 
         partial = s["save_init"] + ".partial"  # a matched run waits for the whole file
         save(from_tutorial_modules(

@@ -73,7 +73,7 @@ def to_torchrl(
     ``obs_stats`` (:class:`ObsNormStats`, ``[obs_dim]``) for ``config``'s networks; ``env``
     (default: ``config.env``'s id with bounds [-1, 1]) gives the id and the action bounds
     of the actor's ``TanhNormal(low, high)``."""
-    torch = require_torch()
+    require_torch()
     from ppo_jax.interop.torchrl.compat import actor_params_to_torch, critic_params_to_torch
 
     low = [-1.0] * action_size if env is None else np.asarray(env.action_low).tolist()
@@ -81,33 +81,9 @@ def to_torchrl(
     m = _modules(observation_size, action_size, config.hidden_sizes, low, high)
     actor_params_to_torch(params.actor, m.actor_net)
     critic_params_to_torch(params.critic, m.value_net)
-
-    def sd(module):
-        return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    def f64(x):
-        return torch.as_tensor(np.asarray(x, np.float64).copy())
-
-    return {
-        "format": FORMAT,
-        "actor": sd(m.actor_net),
-        "critic": sd(m.value_net),
-        "obs_norm": {
-            "loc": f64(obs_stats.loc),
-            "scale": f64(obs_stats.scale),
-            "standard_normal": torch.tensor(False),
-        },
-        "meta": {
-            "env_id": config.env if env is None else env.env_id,
-            "observation_size": int(observation_size),
-            "action_size": int(action_size),
-            "action_low": [float(x) for x in low],
-            "action_high": [float(x) for x in high],
-            "hidden_sizes": [int(h) for h in config.hidden_sizes],
-            "eval_action": config.eval_action,
-            "source": dict(source or {}),
-        },
-    }
+    return _export(m, obs_stats.loc, obs_stats.scale, False,
+                   config.env if env is None else env.env_id, low, high, config.hidden_sizes,
+                   config.eval_action, source)
 
 
 def from_tutorial_modules(modules, observation_norm, env_id: str, hidden_sizes, low=None,
@@ -117,28 +93,43 @@ def from_tutorial_modules(modules, observation_norm, env_id: str, hidden_sizes, 
     initialized ``ObservationNorm`` (e.g. a TorchRL run's start, which
     ``scripts/train.py --init-from-torchrl`` then takes); ``low``/``high``: the action
     bounds (default [-1, 1])."""
+    action_size = int(modules.actor_net[-2].out_features) // 2
+    low = np.broadcast_to(np.asarray(-1.0 if low is None else low, float), action_size)
+    high = np.broadcast_to(np.asarray(1.0 if high is None else high, float), action_size)
+    loc, scale = (observation_norm.loc.detach().cpu().numpy(),
+                  observation_norm.scale.detach().cpu().numpy())
+    return _export(modules, loc, scale, bool(observation_norm.standard_normal), env_id, low,
+                   high, hidden_sizes, eval_action, source)
+
+
+def _export(modules, loc, scale, standard_normal: bool, env_id: str, low, high, hidden_sizes,
+            eval_action: str, source) -> dict[str, Any]:
+    """The export dict (module docstring) of the tutorial's ``modules`` (actor_net,
+    value_net) and an ObservationNorm's ``loc``/``scale``."""
     torch = require_torch()
 
     def sd(module):
         return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
-    norm = sd(observation_norm)
-    action_size = int(modules.actor_net[-2].out_features) // 2
-    observation_size = int(modules.actor_net[0].in_features)
+    def f64(x):
+        return torch.as_tensor(np.asarray(x, np.float64).reshape(-1).copy())
+
+    low, high = [float(x) for x in np.asarray(low).reshape(-1)], [
+        float(x) for x in np.asarray(high).reshape(-1)]
     return {
         "format": FORMAT,
         "actor": sd(modules.actor_net),
         "critic": sd(modules.value_net),
-        "obs_norm": {"loc": norm["loc"].to(torch.float64), "scale": norm["scale"].to(torch.float64),
-                     "standard_normal": torch.tensor(bool(observation_norm.standard_normal))},
+        "obs_norm": {"loc": f64(loc), "scale": f64(scale),
+                     "standard_normal": torch.tensor(bool(standard_normal))},
         "meta": {
-            "env_id": env_id, "observation_size": observation_size,
-            "action_size": action_size,
-            "action_low": ([-1.0] * action_size if low is None
-                           else np.broadcast_to(np.asarray(low, float), action_size).tolist()),
-            "action_high": ([1.0] * action_size if high is None
-                            else np.broadcast_to(np.asarray(high, float), action_size).tolist()),
-            "hidden_sizes": [int(h) for h in hidden_sizes], "eval_action": eval_action,
+            "env_id": env_id,
+            "observation_size": int(modules.actor_net[0].in_features),
+            "action_size": len(low),
+            "action_low": low,
+            "action_high": high,
+            "hidden_sizes": [int(h) for h in hidden_sizes],
+            "eval_action": eval_action,
             "source": dict(source or {}),
         },
     }
@@ -199,24 +190,21 @@ def load_torchrl_export(path: str, config, observation_size: int | None = None,
                         action_size: int | None = None):
     """``(params, obs_stats)`` for ``config`` (its ``hidden_sizes``) from an export file.
 
-    ``observation_size``/``action_size``: the sizes the file must have (None: those its
-    ``meta`` records). ``params``: :class:`ppo_jax.core.losses.Params` (flax trees, float32);
+    ``observation_size``/``action_size``: the sizes the file must have (None: its own, from
+    its tensors). ``params``: :class:`ppo_jax.core.losses.Params` (flax trees, float32);
     ``obs_stats``: :class:`ppo_jax.core.normalization.ObsNormStats` (float32; a
     ``standard_normal`` norm is converted to ``obs * scale + loc``). Raises
     :class:`ExportError` (one line).
     """
     d = read(path)
-    meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
-    try:  # the meta's sizes, else the tensors' (the statistics, the actor's last layer)
-        if observation_size is None:
-            observation_size = int(meta.get("observation_size")
-                                   or tuple(d["obs_norm"]["loc"].shape)[-1])
-        if action_size is None:
+    if observation_size is None or action_size is None:
+        try:  # the file's own: its statistics' length, its actor's output layer over 2
             last = max((k for k in d["actor"] if k.endswith(".bias")),
                        key=lambda k: int(k.split(".")[0]))
-            action_size = int(meta.get("action_size") or tuple(d["actor"][last].shape)[0] // 2)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-        raise ExportError(f"{path}: cannot tell its observation and action sizes")
+            observation_size = observation_size or int(d["obs_norm"]["loc"].shape[-1])
+            action_size = action_size or int(d["actor"][last].shape[0]) // 2
+        except (KeyError, AttributeError, IndexError, ValueError):
+            raise ExportError(f"{path}: cannot tell its observation and action sizes") from None
     check_shapes(d, path, observation_size, action_size, config.hidden_sizes)
     from torchrl.envs import ObservationNorm
 
