@@ -40,7 +40,7 @@ class PPOConfig:
         metadata=_doc(
             """The environment: a Gymnasium MuJoCo id ported to MJX (InvertedDoublePendulum-v4,
             InvertedPendulum-v4, HalfCheetah-v4, Hopper-v4, Walker2d-v4, Swimmer-v4,
-            Reacher-v4), brax:NAME (a brax.envs env on MJX) or playground:NAME (a MuJoCo
+            Reacher-v4, Ant-v4), brax:NAME (a brax.envs env on MJX) or playground:NAME (a MuJoCo
             Playground env)."""
         ),
     )

@@ -37,22 +37,25 @@ def random_actions(rng: np.random.Generator, env, shape: tuple) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def visited_states(env_id: str, n: int = 24, steps: int = 1500):
-    """``(qpos [n, nq], qvel [n, nv], contact [n])`` spread over ``steps`` random-action steps
-    of Gymnasium's env, each episode's final state included."""
+def visited_states(env_id: str, n: int = 24, steps: int = 1500, before_end: int = 3):
+    """``(qpos [m, nq], qvel [m, nv], contact [m])``: ``n`` states spread over ``steps``
+    random-action steps of Gymnasium's env, each episode's final state included, and the
+    states that the first ``before_end`` terminating steps started from (so an env that
+    rarely terminates, such as Ant, still has its termination rule compared)."""
     genv = gym_env(env_id)
     ours = make_env(env_id)
     rng = np.random.default_rng(0)
-    pool = []
+    pool, ends = [], []
     genv.reset(seed=1)
     for _ in range(steps):
         pool.append((genv.data.qpos.copy(), genv.data.qvel.copy(), genv.data.ncon > 0))
         _, _, term, _, _ = genv.step(random_actions(rng, ours, ()))
         if term:
+            ends.append(len(pool) - 1)
             pool.append((genv.data.qpos.copy(), genv.data.qvel.copy(), genv.data.ncon > 0))
             genv.reset(seed=int(rng.integers(1 << 30)))
-    pick = [pool[i] for i in np.linspace(0, len(pool) - 1, n).astype(int)]
-    return tuple(np.array([p[k] for p in pick]) for k in range(3))
+    picks = sorted(set(np.linspace(0, len(pool) - 1, n).astype(int)) | set(ends[:before_end]))
+    return tuple(np.array([pool[i][k] for i in picks]) for k in range(3))
 
 
 class Programs:

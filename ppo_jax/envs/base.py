@@ -21,8 +21,9 @@ env gets one line at construction instead of a trace-time stack.
 
 **The MJX base** (:class:`MujocoEnv`) holds what every Gymnasium v4 MuJoCo env shares: the
 model from Gymnasium's own MJCF (``assets/``), ``ctrl = action`` then ``frame_skip`` physics
-steps (RK4 rolled into one ``mjx.forward`` where the model is RK4 and hinge/slide only, MJX's
-own step otherwise), the time limit, and the reset from ``qpos0``/``0`` plus the env's noise.
+steps (RK4 rolled into one ``mjx.forward``, MJX's own step otherwise; where MuJoCo C and MJX
+differ, MuJoCo C's rule: :mod:`ppo_jax.envs.physics`), the time limit, and the reset from
+``qpos0``/``0`` plus the env's noise.
 A subclass (one file per env) holds only its own semantics: observation, reward terms,
 termination rule and reset noise, written once against ``xp`` (``numpy`` or ``jax.numpy``) so
 that the MuJoCo C simulator (:mod:`ppo_jax.envs.mujoco_c`) computes them from the same code.
@@ -44,6 +45,8 @@ from flax import struct
 
 with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
     from mujoco import mjx
+
+from ppo_jax.envs.physics import mujoco_c_contacts, rk4_step, rolls_rk4  # noqa: F401 (re-exported)
 
 
 class EnvError(ValueError):
@@ -165,63 +168,6 @@ def load_asset_model(xml: str, options: tuple = ()) -> mujoco.MjModel:
     return model
 
 
-# Runge-Kutta 4 tableau (MuJoCo's): stage i starts from qpos0 + A_i dt k_{i-1}, ...
-_RK4_A = np.array([0.0, 0.5, 0.5, 1.0])  # stage 0 starts from the state itself
-_RK4_B = np.array([1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0])
-
-
-def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
-    """``mjx.step(m, d)`` for an RK4 model of hinge/slide joints without activations, with
-    the four stages in a ``lax.scan`` over one ``mjx.forward`` (MJX's first forward pass
-    and its three unrolled stages become the scan's four iterations).
-
-    Stage ``i`` evaluates the dynamics at ``qpos0 + dt a_i k_{i-1}``, ``qvel0 + dt a_i
-    qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
-    and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
-    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``.
-    """
-    dt = m.opt.timestep
-    a = jnp.asarray(_RK4_A, dt.dtype)
-    b = jnp.asarray(_RK4_B, dt.dtype)
-    t = d.time + a * dt
-    first = jnp.arange(4) == 0
-    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
-
-    def stage(carry, x):
-        d, kqvel, sums = carry
-        is_first, a_i, b_i, t_i = x
-        qpos = jnp.where(is_first, qpos0, qpos0 + dt * (a_i * kqvel))
-        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
-        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
-        time = jnp.where(is_first, d.time, t_i)
-        d = mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time))
-        terms = (qvel, d.qacc, d.act_dot)
-        sums = jax.tree_util.tree_map(
-            lambda s, k: jnp.where(is_first, b_i * k, s + b_i * k), sums, terms
-        )
-        return (d, qvel, sums), None
-
-    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(d.act_dot))
-    (d1, _, (qvel_sum, qacc_sum, _)), _ = jax.lax.scan(
-        stage, (d, qvel0, zeros), (first, a, b, t)
-    )
-    # MJX's _advance with the RK4 sums (na = 0: act unchanged).
-    return d1.replace(
-        qpos=qpos0 + dt * qvel_sum,
-        qvel=qvel0 + qacc_sum * dt,
-        act=act0,
-        time=d.time + dt,
-        qacc_warmstart=d1.qacc,
-    )
-
-
-def rolls_rk4(model: mujoco.MjModel) -> bool:
-    """Whether :func:`rk4_step` covers ``model``: RK4, hinge/slide joints, no activations."""
-    hinge_slide = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
-    return (model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4 and not model.na
-            and set(int(j) for j in model.jnt_type) <= hinge_slide)
-
-
 def float_dtype() -> Any:
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
@@ -244,7 +190,9 @@ class MujocoEnv:
       max_episode_steps: time limit (None: Gymnasium's registered one).
       frame_skip: physics steps per env step (None: the env's).
       integrator: ``"rolled"`` (:func:`rk4_step` for RK4 models it covers, MJX's step
-        otherwise) or ``"mjx"`` (``mjx.step`` always): the same numbers, different compile times.
+        otherwise) or ``"mjx"`` (``mjx.step`` always): for hinge and slide joints the same
+        numbers, different compile times; ball and free joints step as MuJoCo 3 did under
+        ``"mjx"`` (see :mod:`ppo_jax.envs.physics`).
       **params: the env's own keyword arguments (Gymnasium's ``*_v4`` kwargs).
     """
 
@@ -316,7 +264,9 @@ class MujocoEnv:
     # -- shared machinery ------------------------------------------------------------------------
     def reset_to(self, qpos: jax.Array, qvel: jax.Array) -> EnvState:
         """Start from any physical state (Gymnasium's ``set_state``): runs the forward pass."""
-        data = mjx.forward(self.mjx_model, self._data(qpos, qvel))
+        data = self._data(qpos, qvel)
+        with mujoco_c_contacts():  # (MJX's forward writes its quaternions back normalized)
+            data = mjx.forward(self.mjx_model, data).replace(qpos=data.qpos)
         return self._initial_state(data, self.observation(data, jnp))
 
     def _data(self, qpos: jax.Array, qvel: jax.Array) -> mjx.Data:
@@ -345,7 +295,8 @@ class MujocoEnv:
             return self.reset_to(qpos, qvel)
         data = self._data(qpos, qvel)
         if self.obs_reads == "positions":
-            data = mjx.kinematics(self.mjx_model, data)
+            # MJX's kinematics writes its quaternions back normalized; MuJoCo C's does not
+            data = mjx.kinematics(self.mjx_model, data).replace(qpos=data.qpos)
         return self._initial_state(data, self.observation(data, jnp))
 
     def reset(self, key: jax.Array) -> EnvState:
@@ -362,8 +313,9 @@ class MujocoEnv:
     def advance(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
         """The physics of one env step: ``ctrl = action``, then ``frame_skip`` MJX steps."""
         data = data.replace(ctrl=jnp.asarray(action, data.ctrl.dtype).reshape(-1))
-        data, _ = jax.lax.scan(lambda d, _: (self.physics_step(d), None), data, None,
-                               length=self.frame_skip)
+        with mujoco_c_contacts():
+            data, _ = jax.lax.scan(lambda d, _: (self.physics_step(d), None), data, None,
+                                   length=self.frame_skip)
         return data
 
     def step(self, state: EnvState, action: jax.Array) -> EnvState:

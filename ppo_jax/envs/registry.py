@@ -20,6 +20,7 @@ PORTS = {
     "Walker2d-v4": "walker2d:Walker2d",
     "Swimmer-v4": "swimmer:Swimmer",
     "Reacher-v4": "reacher:Reacher",
+    "Ant-v4": "ant:Ant",
 }
 PREFIXES = {"brax:": "ppo_jax.envs.external:BraxEnv",
             "playground:": "ppo_jax.envs.external:PlaygroundEnv"}

@@ -1,0 +1,294 @@
+"""Where the MJX physics of the Gymnasium ports follows MuJoCo C (what Gymnasium runs) rather
+than MJX's own step: the numbers mean Gymnasium's.
+
+* :func:`rk4_step`: ``mjx.step`` of an RK4 model with the four stages rolled into one
+  ``mjx.forward`` (a quarter of the compile), and ball and free joints turned on the rotation
+  group where the installed MuJoCo C does so (MuJoCo 4; :func:`rk4_rotations` measures it). MJX's
+  own step adds their B-weighted angular velocity to the start orientation, as MuJoCo 3 did:
+  1e-6 apart in one step of Ant-v4's torso.
+* :func:`mujoco_c_contacts`: a plane-capsule contact's friction pyramid oriented as MuJoCo C
+  orients it, along the capsule's axis projected on the plane. MJX orients it by the world's y
+  axis whenever that projection is shorter than 0.5 (a capsule within 30 degrees of the
+  plane's normal, as an ant's or a walker's foot often is): its pyramid is then rotated and the
+  contact forces differ (up to 100 m/s^2 in Ant-v4's accelerations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
+    from mujoco import mjx
+
+
+# Runge-Kutta 4 tableau (MuJoCo's): stage i starts from qpos0 + A_i dt k_{i-1}, ...
+_RK4_A = np.array([0.0, 0.5, 0.5, 1.0])  # stage 0 starts from the state itself
+_RK4_B = np.array([1.0 / 6.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 6.0])
+_HINGE_SLIDE = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
+_BALL, _FREE = int(mujoco.mjtJoint.mjJNT_BALL), int(mujoco.mjtJoint.mjJNT_FREE)
+
+
+def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
+    """``mjx.step(m, d)`` for an RK4 model without activations, with the four stages in a
+    ``lax.scan`` over one ``mjx.forward`` (MJX's first forward pass and its three unrolled
+    stages become the scan's four iterations).
+
+    Stage ``i`` evaluates the dynamics at ``qpos0 + dt a_i k_{i-1}``, ``qvel0 + dt a_i
+    qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
+    and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
+    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``. A model with ball or free
+    joints steps their rotations as the installed MuJoCo does (:func:`_rk4_on_the_group`,
+    checked by :func:`rk4_rotations`).
+    """
+    if _rotations(m)[2].size:
+        return _rk4_on_the_group(m, d)
+    dt = m.opt.timestep
+    a = jnp.asarray(_RK4_A, dt.dtype)
+    b = jnp.asarray(_RK4_B, dt.dtype)
+    t = d.time + a * dt
+    first = jnp.arange(4) == 0
+    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
+
+    def stage(carry, x):
+        d, kqvel, sums = carry
+        is_first, a_i, b_i, t_i = x
+        qpos = jnp.where(is_first, qpos0, qpos0 + dt * (a_i * kqvel))
+        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
+        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
+        time = jnp.where(is_first, d.time, t_i)
+        d = _like(mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time)), d)
+        terms = (qvel, d.qacc, d.act_dot)
+        sums = jax.tree_util.tree_map(
+            lambda s, k: jnp.where(is_first, b_i * k, s + b_i * k), sums, terms
+        )
+        return (d, qvel, sums), None
+
+    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(d.act_dot))
+    (d1, _, (qvel_sum, qacc_sum, _)), _ = jax.lax.scan(
+        stage, (d, qvel0, zeros), (first, a, b, t)
+    )
+    # MJX's _advance with the RK4 sums (na = 0: act unchanged).
+    return d1.replace(
+        qpos=qpos0 + dt * qvel_sum,
+        qvel=qvel0 + qacc_sum * dt,
+        act=act0,
+        time=d.time + dt,
+        qacc_warmstart=d1.qacc,
+    )
+
+
+def _like(new: mjx.Data, old: mjx.Data) -> mjx.Data:
+    """``new`` with ``old``'s dtypes, so the scan's carry keeps its type: under x64 MJX's
+    forward pass returns int64 for a few integer fields (tendon wrapping) that ``make_data``
+    makes int32. Leaves already alike are passed through untouched."""
+    return jax.tree_util.tree_map(
+        lambda n, o: n if n.dtype == o.dtype else n.astype(o.dtype), new, old)
+
+
+# -- rotations (ball and free joints) on the group ----------------------------------------------
+
+def _rotations(m) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays of a model's coordinates: ``(lin_qpos, lin_dof, rot_qpos [n, 4],
+    rot_dof [n, 3])``: the entries that integrate linearly (hinge, slide, a free joint's
+    position) and the quaternions of ball and free joints with their angular velocities."""
+    lin_q, lin_v, rot_q, rot_v = [], [], [], []
+    for jtype, qa, va in zip(np.asarray(m.jnt_type), np.asarray(m.jnt_qposadr),
+                             np.asarray(m.jnt_dofadr)):
+        qa, va = int(qa), int(va)
+        if jtype == _FREE:
+            lin_q += range(qa, qa + 3)
+            lin_v += range(va, va + 3)
+            qa, va = qa + 3, va + 3
+        if jtype in (_FREE, _BALL):
+            rot_q.append(range(qa, qa + 4))
+            rot_v.append(range(va, va + 3))
+        else:
+            lin_q.append(qa)
+            lin_v.append(va)
+    ints = lambda x, shape: np.asarray(x, np.int32).reshape(shape)  # noqa: E731
+    return (ints(lin_q, -1), ints(lin_v, -1), ints(rot_q, (-1, 4)), ints(rot_v, (-1, 3)))
+
+
+def _quat_mul(p, q, xp):
+    pw, px, py, pz = (p[..., i] for i in range(4))
+    qw, qx, qy, qz = (q[..., i] for i in range(4))
+    return xp.stack([pw * qw - px * qx - py * qy - pz * qz, pw * qx + px * qw + py * qz - pz * qy,
+                     pw * qy - px * qz + py * qw + pz * qx, pw * qz + px * qy - py * qx + pz * qw],
+                    axis=-1)
+
+
+def _quat_turn(q, v, xp):
+    """``q`` turned by the rotation vector ``v`` in its own (body) frame, ``q exp(v)``,
+    normalized (MuJoCo's ``mju_quatIntegrate``)."""
+    angle = xp.sqrt(xp.sum(v * v, axis=-1, keepdims=True))
+    safe = xp.where(angle > 0, angle, 1.0)
+    turn = xp.concatenate([xp.cos(angle / 2), xp.where(angle > 0, xp.sin(angle / 2) / safe, 0.5) * v],
+                          axis=-1)
+    out = _quat_mul(q, turn, xp)
+    return out / xp.sqrt(xp.sum(out * out, axis=-1, keepdims=True))
+
+
+def _dexp_inv(u, w, xp):
+    """The inverse differential of the exponential map of SO(3) at ``u`` applied to the body
+    angular velocity ``w``: the rate of the rotation vector ``u`` (``q = q0 exp(u)``) is
+    ``w + u x w / 2 + c(|u|) u x (u x w)``, ``c = (1 - (t/2) cot(t/2)) / t^2`` (its series
+    ``1/12 + t^2/720 + t^4/30240`` below 0.1, where the closed form cancels)."""
+    t2 = xp.sum(u * u, axis=-1, keepdims=True)
+    t = xp.sqrt(t2)
+    small = t < 0.1
+    ts = xp.where(small, 1.0, t)
+    c = xp.where(small, 1.0 / 12.0 + t2 / 720.0 + t2 * t2 / 30240.0,
+                 (1.0 - (ts / 2) / xp.tan(ts / 2)) / (ts * ts))
+    uw = xp.cross(u, w)
+    return w + 0.5 * uw + c * xp.cross(u, uw)
+
+
+def _rk4_on_the_group(m: mjx.Model, d: mjx.Data) -> mjx.Data:
+    """RK4 with ball and free joints stepped on the rotation group (Runge-Kutta-Munthe-Kaas),
+    as MuJoCo C 4's ``mj_RungeKutta`` does: a rotation's stage ``i`` starts from ``q0
+    exp(dt a_i k_{i-1})`` where ``k_j = dexp_inv(dt a_j k_{j-1}, w_j)`` (``w_j`` the stage's
+    angular velocity), and the step ends at ``q0 exp(dt sum(b k))``; every other coordinate
+    (hinge, slide, a free joint's position) and every velocity is :func:`rk4_step`'s."""
+    lin_q, lin_v, rot_q, rot_v = _rotations(m)
+    dt = m.opt.timestep
+    a = jnp.asarray(_RK4_A, dt.dtype)
+    b = jnp.asarray(_RK4_B, dt.dtype)
+    t = d.time + a * dt
+    first = jnp.arange(4) == 0
+    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
+    quat0 = qpos0[rot_q]
+
+    def positions(lin_rate, rot_turn):
+        qpos = qpos0.at[lin_q].set(qpos0[lin_q] + dt * lin_rate[lin_v])
+        return qpos.at[rot_q.reshape(-1)].set(_quat_turn(quat0, rot_turn, jnp).reshape(-1))
+
+    def stage(carry, x):
+        d, kqvel, krot, sums = carry
+        is_first, a_i, b_i, t_i = x
+        u = dt * (a_i * krot)
+        qpos = jnp.where(is_first, qpos0, positions(a_i * kqvel, u))
+        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
+        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
+        time = jnp.where(is_first, d.time, t_i)
+        d = _like(mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time)), d)
+        k = _dexp_inv(u, qvel[rot_v], jnp)
+        terms = (qvel, d.qacc, k)
+        sums = jax.tree_util.tree_map(
+            lambda s, x: jnp.where(is_first, b_i * x, s + b_i * x), sums, terms
+        )
+        return (d, qvel, k, sums), None
+
+    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(quat0[:, :3]))
+    (d1, _, _, (qvel_sum, qacc_sum, rot_sum)), _ = jax.lax.scan(
+        stage, (d, qvel0, zeros[2], zeros), (first, a, b, t)
+    )
+    return d1.replace(
+        qpos=positions(qvel_sum, dt * rot_sum),
+        qvel=qvel0 + qacc_sum * dt,
+        act=act0,
+        time=d.time + dt,
+        qacc_warmstart=d1.qacc,
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def rk4_rotations() -> str:
+    """How the installed MuJoCo C's RK4 steps ball and free joints: ``"group"`` (MuJoCo 4:
+    :func:`_rk4_on_the_group`) or ``"linear"`` (MuJoCo 3 and MJX's step: ``q0`` integrated by
+    the B-weighted angular velocity). Measured once, on one RK4 step of a tumbling body."""
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><option integrator="RK4" gravity="0 0 0" timestep="0.01"/><worldbody><body>'
+        '<freejoint/><geom type="box" size=".1 .2 .4" contype="0" conaffinity="0"/></body>'
+        '</worldbody></mujoco>')
+    qpos0 = np.array([0.1, -0.2, 0.3, 0.6, -0.3, 0.5, 0.2])
+    qpos0[3:] /= np.linalg.norm(qpos0[3:])
+    qvel0 = np.array([0.5, -1.0, 0.2, 3.0, -4.0, 5.0])
+    d = mujoco.MjData(model)
+    d.qpos, d.qvel = qpos0, qvel0
+    mujoco.mj_step(model, d)
+    # the stages of a torque-free body: its accelerations do not depend on its orientation
+    s = mujoco.MjData(model)
+    vel, krot, qvel_sum, rot_sum = qvel0, np.zeros(3), np.zeros(6), np.zeros(3)
+    for a_i, b_i in zip(_RK4_A, _RK4_B):
+        u = model.opt.timestep * a_i * krot
+        s.qvel = qvel0 + model.opt.timestep * a_i * (s.qacc if a_i else 0.0)
+        s.qpos = qpos0
+        mujoco.mj_forward(model, s)
+        krot = _dexp_inv(u, s.qvel[3:], np)
+        qvel_sum, rot_sum = qvel_sum + b_i * s.qvel, rot_sum + b_i * krot
+    group = _quat_turn(qpos0[3:], model.opt.timestep * rot_sum, np)
+    linear = qpos0.copy()
+    mujoco.mj_integratePos(model, linear, qvel_sum, model.opt.timestep)
+    if np.abs(d.qpos[3:] - group).max() < 1e-12:
+        return "group"
+    if np.abs(d.qpos[3:] - linear[3:]).max() < 1e-12:
+        return "linear"
+    raise RuntimeError(f"MuJoCo {mujoco.__version__} steps RK4 rotations in a way ppo_jax does not "
+                       "know")
+
+
+def rolls_rk4(model: mujoco.MjModel) -> bool:
+    """Whether :func:`rk4_step` covers ``model``: RK4 without activations, and ball or free
+    joints only where the installed MuJoCo steps them on the group (MJX's own step follows
+    MuJoCo 3's linear rule)."""
+    types = set(int(j) for j in model.jnt_type)
+    return (model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4 and not model.na
+            and (types <= _HINGE_SLIDE or rk4_rotations() == "group"))
+
+
+# -- contact frames ------------------------------------------------------------------------------
+
+def _plane_capsule(m, d, _key, geom):
+    """MuJoCo C's plane-capsule contacts (``mjc_PlaneCapsule``) in the calling convention of
+    MJX's collision table: two per pair (the capsule's ends as spheres, ``+axis`` first), the
+    friction frame's first tangent the capsule's axis made orthogonal to the plane's normal."""
+    g1, g2 = geom.T
+    n = d.geom_xmat[g1][:, :, 2]
+    axis = d.geom_xmat[g2][:, :, 2]
+    radius, half = m.geom_size[g2][:, :1], m.geom_size[g2][:, 1:2]
+    b = axis - n * jnp.sum(n * axis, axis=-1, keepdims=True)
+    norm = jnp.sqrt(jnp.sum(b * b, axis=-1, keepdims=True))
+    tiny = norm < mujoco.mjMINVAL  # an axis along the normal: mju_normalize3's (1, 0, 0)
+    b = jnp.where(tiny, jnp.array([1.0, 0.0, 0.0], b.dtype), b / jnp.where(tiny, 1.0, norm))
+    frame = jnp.stack([n, b, jnp.cross(n, b)], axis=1)
+    dists, poss = [], []
+    for sign in (1.0, -1.0):
+        center = d.geom_xpos[g2] + sign * half * axis
+        dist = jnp.sum((center - d.geom_xpos[g1]) * n, axis=-1, keepdims=True) - radius
+        dists.append(dist[:, 0])
+        poss.append(center - n * (radius + 0.5 * dist))
+    pair_major = lambda x: x.reshape((-1,) + x.shape[2:])  # noqa: E731
+    return (pair_major(jnp.stack(dists, axis=1)), pair_major(jnp.stack(poss, axis=1)),
+            pair_major(jnp.stack([frame, frame], axis=1)))
+
+
+_plane_capsule.ncon = 2
+
+
+@contextlib.contextmanager
+def mujoco_c_contacts():
+    """While tracing inside it, MJX collides planes with capsules as MuJoCo C does
+    (:func:`_plane_capsule`). MJX picks its collision functions when it traces: the programs
+    traced inside keep MuJoCo C's frames, nothing else changes. Where MJX's collision table is
+    not where this MJX version is known to keep it, MJX's own is used."""
+    try:
+        from mujoco.mjx._src import collision_driver
+        from mujoco.mjx._src.types import GeomType
+
+        table, pair = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
+        own = table[pair]
+    except (ImportError, AttributeError, KeyError):
+        yield
+        return
+    table[pair] = _plane_capsule
+    try:
+        yield
+    finally:
+        table[pair] = own

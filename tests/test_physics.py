@@ -1,0 +1,140 @@
+"""Where the ports' MJX physics follows MuJoCo C instead of MJX's own step
+(:mod:`ppo_jax.envs.physics`), on small models of its own, under x64: the RK4 step of ball and
+free joints, and the friction frame of plane-capsule contacts. Each test also shows MJX's own
+result apart from MuJoCo C's, so the replacement changes exactly what it is meant to."""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+from ppo_jax.envs import physics
+from ppo_jax.envs.base import mjx
+
+# a tumbling torso on a free joint, a hinged arm and a ball-jointed pendulum under gravity,
+# no contacts: every coordinate kind that RK4 integrates
+TUMBLER = """<mujoco><option integrator="RK4" timestep="0.01"/><worldbody>
+  <body><freejoint/><geom type="box" size=".1 .2 .4" contype="0" conaffinity="0"/>
+    <body pos="0 0 .5"><joint type="hinge" axis="1 0 0" damping=".3"/>
+      <geom type="capsule" fromto="0 0 0 0 .3 .3" size=".05" contype="0" conaffinity="0"/></body>
+  </body>
+  <body pos="1 0 2"><joint type="ball" damping=".2"/>
+    <geom type="box" size=".1 .2 .3" pos="0 .1 -.3" contype="0" conaffinity="0"/></body>
+</worldbody></mujoco>"""
+
+
+def _states(model, rng, n):
+    """``n`` random ``(qpos, qvel)`` with quaternions of norm 0.9-1.1 (as Gymnasium's
+    uniform reset noise leaves them), and the quaternion slices."""
+    _, _, rot_q, _ = physics._rotations(model)
+    qpos = rng.normal(size=(n, model.nq))
+    for q in rot_q:
+        qpos[:, q] *= (rng.uniform(0.9, 1.1, (n, 1)) / np.linalg.norm(qpos[:, q], axis=1,
+                                                                      keepdims=True))
+    return qpos, 3.0 * rng.normal(size=(n, model.nv)), rot_q
+
+
+def test_rk4_rotations_step_as_mujoco_c(x64):
+    """One RK4 step of ball and free joints equals MuJoCo C's ``mj_step`` (1e-12); on MuJoCo 4,
+    which turns them on the rotation group, MJX's own step (MuJoCo 3's rule) is 1e-7 or more
+    off in the quaternions. On a MuJoCo that steps them as MJX does, the ports use MJX's step."""
+    model = mujoco.MjModel.from_xml_string(TUMBLER)
+    rotations = physics.rk4_rotations()
+    assert rotations in ("group", "linear")
+    assert physics.rolls_rk4(model) == (rotations == "group")
+    if rotations == "linear":
+        pytest.skip(f"MuJoCo {mujoco.__version__} steps rotations as MJX does")
+    qpos, qvel, rot_q = _states(model, np.random.default_rng(0), 16)
+    m = mjx.put_model(model)
+    data = jax.vmap(lambda q, v: mjx.make_data(m).replace(qpos=q, qvel=v))(
+        jnp.asarray(qpos), jnp.asarray(qvel))
+    ours = jax.jit(jax.vmap(lambda d: physics.rk4_step(m, d)))(data)
+    theirs = jax.jit(jax.vmap(lambda d: mjx.step(m, d)))(data)
+    ref_qpos, ref_qvel = [], []
+    for q, v in zip(qpos, qvel):
+        d = mujoco.MjData(model)
+        d.qpos, d.qvel = q, v
+        mujoco.mj_step(model, d)
+        ref_qpos.append(d.qpos.copy())
+        ref_qvel.append(d.qvel.copy())
+    ref_qpos, ref_qvel = np.array(ref_qpos), np.array(ref_qvel)
+    assert np.abs(np.asarray(ours.qpos) - ref_qpos).max() < 1e-12
+    assert np.abs(np.asarray(ours.qvel) - ref_qvel).max() < 1e-12
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(ours.qpos)[:, rot_q], axis=-1), 1.0,
+                               atol=1e-14)
+    assert np.abs(np.asarray(theirs.qpos)[:, rot_q] - ref_qpos[:, rot_q]).max() > 1e-7
+
+
+def test_hinge_models_keep_the_plain_scan(monkeypatch):
+    """A model of hinge and slide joints never reaches the rotation code: the pendulum's
+    programs are what they were."""
+    from ppo_jax.envs import InvertedDoublePendulum
+
+    def fail(*_):
+        raise AssertionError("a hinge model took the rotation step")
+
+    monkeypatch.setattr(physics, "_rk4_on_the_group", fail)
+    env = InvertedDoublePendulum()
+    jax.eval_shape(lambda d: physics.rk4_step(env.mjx_model, d),
+                   env._data(jnp.zeros(3), jnp.zeros(3)))
+
+
+def test_dexp_inv_series_meets_the_closed_form(x64):
+    """The series of c(t) below t = 0.1 and the closed form above agree at the seam, and
+    dexp_inv is the identity at u = 0."""
+    w = np.array([0.3, -1.2, 2.0])
+    for t in (0.1 - 1e-9, 0.1 + 1e-9):
+        u = t * np.array([0.6, 0.0, 0.8])
+        a = physics._dexp_inv(jnp.asarray(u), jnp.asarray(w), jnp)
+        b = physics._dexp_inv(u, w, np)
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-15)
+    lo = physics._dexp_inv(0.1 * (1 - 1e-9) * np.array([0.6, 0, 0.8]), w, np)
+    hi = physics._dexp_inv(0.1 * (1 + 1e-9) * np.array([0.6, 0, 0.8]), w, np)
+    np.testing.assert_allclose(lo, hi, rtol=1e-8)
+    np.testing.assert_array_equal(physics._dexp_inv(np.zeros(3), w, np), w)
+
+
+# a capsule standing 20 degrees off the floor's normal, in contact, with a box resting flat
+CAPSULE = """<mujoco><option timestep="0.01"/><worldbody>
+  <geom type="plane" size="5 5 .1"/>
+  <body pos="0 0 .238" euler="20 10 0"><freejoint/>
+    <geom type="capsule" size=".05 .2" margin=".01"/></body>
+  <body pos="1 0 .053" euler="0 90 30"><freejoint/>
+    <geom type="capsule" size=".05 .2" margin=".01"/></body>
+</worldbody></mujoco>"""
+
+
+def test_plane_capsule_contacts_as_mujoco_c(x64):
+    """Inside ``mujoco_c_contacts`` MJX's forward pass equals ``mj_forward`` for a steep
+    capsule on a plane (contact frames and accelerations); MJX's own collider turns that
+    contact's friction pyramid (its frame differs, so do the forces), and the flat capsule's
+    frame is the same either way. MJX's table is left as it was."""
+    from mujoco.mjx._src import collision_driver
+
+    model = mujoco.MjModel.from_xml_string(CAPSULE)
+    ref = mujoco.MjData(model)
+    ref.qvel[:] = np.random.default_rng(1).normal(size=model.nv)
+    mujoco.mj_forward(model, ref)
+    assert ref.ncon == 3  # both ends of the flat capsule, the low end of the steep one
+    m = mjx.put_model(model)
+    d = mjx.make_data(m).replace(qpos=jnp.asarray(ref.qpos), qvel=jnp.asarray(ref.qvel))
+    own = dict(collision_driver._COLLISION_FUNC)
+    with physics.mujoco_c_contacts():
+        ours = jax.jit(lambda d: mjx.forward(m, d))(d)
+    assert collision_driver._COLLISION_FUNC == own
+    theirs = jax.jit(lambda d: mjx.forward(m, d))(d)
+
+    def frames(out):
+        c = out._impl.contact
+        active = np.asarray(c.dist) < np.asarray(c.includemargin)
+        return np.asarray(c.frame)[active]
+
+    ref_frames = np.array([ref.contact[i].frame.reshape(3, 3) for i in range(ref.ncon)])
+    key = lambda f: tuple(np.round(f[1], 6))  # noqa: E731
+    np.testing.assert_allclose(sorted(frames(ours), key=key), sorted(ref_frames, key=key),
+                               atol=1e-12)
+    np.testing.assert_allclose(np.asarray(ours.qacc), ref.qacc, atol=1e-9)
+    assert np.abs(np.asarray(theirs.qacc) - ref.qacc).max() > 1e-3
+    steep = [f for f in frames(theirs) if not any(np.allclose(f, r) for r in ref_frames)]
+    assert len(steep) == 1
