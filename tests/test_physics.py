@@ -67,9 +67,9 @@ def test_rk4_rotations_step_as_mujoco_c(x64):
     assert np.abs(np.asarray(theirs.qpos)[:, rot_q] - ref_qpos[:, rot_q]).max() > 1e-7
 
 
-def test_hinge_models_keep_the_plain_scan(monkeypatch):
-    """A model of hinge and slide joints never reaches the rotation code: the pendulum's
-    programs are what they were."""
+def test_hinge_models_never_reach_the_rotation_code(monkeypatch):
+    """A model of hinge and slide joints takes the plain rolled scan: the rotation step is
+    never called (the default run's bit-identity itself is checked on its metrics.json)."""
     from ppo_jax.envs import InvertedDoublePendulum
 
     def fail(*_):
@@ -81,49 +81,61 @@ def test_hinge_models_keep_the_plain_scan(monkeypatch):
                    env._data(jnp.zeros(3), jnp.zeros(3)))
 
 
-def test_dexp_inv_series_meets_the_closed_form(x64):
-    """The series of c(t) below t = 0.1 and the closed form above agree at the seam, and
-    dexp_inv is the identity at u = 0."""
-    w = np.array([0.3, -1.2, 2.0])
-    for t in (0.1 - 1e-9, 0.1 + 1e-9):
-        u = t * np.array([0.6, 0.0, 0.8])
-        a = physics._dexp_inv(jnp.asarray(u), jnp.asarray(w), jnp)
-        b = physics._dexp_inv(u, w, np)
-        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-15)
-    lo = physics._dexp_inv(0.1 * (1 - 1e-9) * np.array([0.6, 0, 0.8]), w, np)
-    hi = physics._dexp_inv(0.1 * (1 + 1e-9) * np.array([0.6, 0, 0.8]), w, np)
-    np.testing.assert_allclose(lo, hi, rtol=1e-8)
+def test_dexp_inv_is_the_rate_of_the_rotation_vector(x64):
+    """``q0 exp(u + e k)`` with ``k = dexp_inv(u, w)`` turns like ``q0 exp(u) exp(e w)`` to
+    first order in ``e`` (the defining property), on both sides of the series' 0.1 seam and
+    at a large angle; a wrong k (w itself) is off at first order. dexp_inv(0, w) = w."""
+    rng = np.random.default_rng(3)
+    eps, q0 = 1e-6, np.array([1.0, 0.0, 0.0, 0.0])
+    for t in (1e-4, 0.05, 0.0999999, 0.1000001, 0.7, 2.5):
+        u = rng.normal(size=3)
+        u *= t / np.linalg.norm(u)
+        w = rng.normal(size=3)
+        k = physics._dexp_inv(u, w, np)
+        np.testing.assert_allclose(np.asarray(physics._dexp_inv(jnp.asarray(u), jnp.asarray(w),
+                                                                 jnp)), k, rtol=1e-14)
+        target = physics._quat_turn(physics._quat_turn(q0, u, np), eps * w, np)
+        assert np.abs(physics._quat_turn(q0, u + eps * k, np) - target).max() < 1e-11, t
+        if t > 1e-3:
+            assert np.abs(physics._quat_turn(q0, u + eps * w, np) - target).max() > 1e-10
     np.testing.assert_array_equal(physics._dexp_inv(np.zeros(3), w, np), w)
 
 
-# a capsule standing 20 degrees off the floor's normal, in contact, with a box resting flat
+# a capsule standing 20 degrees off the floor's normal, one lying flat and one upright, each
+# in contact
 CAPSULE = """<mujoco><option timestep="0.01"/><worldbody>
   <geom type="plane" size="5 5 .1"/>
   <body pos="0 0 .238" euler="20 10 0"><freejoint/>
     <geom type="capsule" size=".05 .2" margin=".01"/></body>
   <body pos="1 0 .053" euler="0 90 30"><freejoint/>
     <geom type="capsule" size=".05 .2" margin=".01"/></body>
+  <body pos="-1 0 .253"><freejoint/>
+    <geom type="capsule" size=".05 .2" margin=".01"/></body>
 </worldbody></mujoco>"""
 
 
 def test_plane_capsule_contacts_as_mujoco_c(x64):
-    """Inside ``mujoco_c_contacts`` MJX's forward pass equals ``mj_forward`` for a steep
-    capsule on a plane (contact frames and accelerations); MJX's own collider turns that
-    contact's friction pyramid (its frame differs, so do the forces), and the flat capsule's
-    frame is the same either way. MJX's table is left as it was."""
-    from mujoco.mjx._src import collision_driver
+    """Inside ``mujoco_c_contacts`` MJX's forward pass equals ``mj_forward`` (contact frames and
+    accelerations) for a steep, a flat and an upright capsule on a plane; MJX's own collider
+    turns the steep one's friction pyramid (the forces change) and the upright one's by 90
+    degrees (the same edges), and leaves the flat one's. Another thread tracing meanwhile gets
+    MJX's own."""
+    import threading
 
     model = mujoco.MjModel.from_xml_string(CAPSULE)
     ref = mujoco.MjData(model)
     ref.qvel[:] = np.random.default_rng(1).normal(size=model.nv)
     mujoco.mj_forward(model, ref)
-    assert ref.ncon == 3  # both ends of the flat capsule, the low end of the steep one
+    assert ref.ncon == 4  # both ends of the flat capsule, the low ends of the others
     m = mjx.put_model(model)
     d = mjx.make_data(m).replace(qpos=jnp.asarray(ref.qpos), qvel=jnp.asarray(ref.qvel))
-    own = dict(collision_driver._COLLISION_FUNC)
+    elsewhere = {}
     with physics.mujoco_c_contacts():
         ours = jax.jit(lambda d: mjx.forward(m, d))(d)
-    assert collision_driver._COLLISION_FUNC == own
+        t = threading.Thread(target=lambda: elsewhere.update(
+            out=jax.jit(lambda d: mjx.forward(m, d))(d)))
+        t.start()
+        t.join()
     theirs = jax.jit(lambda d: mjx.forward(m, d))(d)
 
     def frames(out):
@@ -135,7 +147,9 @@ def test_plane_capsule_contacts_as_mujoco_c(x64):
     key = lambda f: tuple(np.round(f[1], 6))  # noqa: E731
     np.testing.assert_allclose(sorted(frames(ours), key=key), sorted(ref_frames, key=key),
                                atol=1e-12)
+    assert any(np.allclose(f[1], [1.0, 0.0, 0.0]) for f in ref_frames)  # the upright one
     np.testing.assert_allclose(np.asarray(ours.qacc), ref.qacc, atol=1e-9)
     assert np.abs(np.asarray(theirs.qacc) - ref.qacc).max() > 1e-3
-    steep = [f for f in frames(theirs) if not any(np.allclose(f, r) for r in ref_frames)]
-    assert len(steep) == 1
+    turned = [f for f in frames(theirs) if not any(np.allclose(f, r) for r in ref_frames)]
+    assert len(turned) == 2
+    np.testing.assert_array_equal(np.asarray(elsewhere["out"].qacc), np.asarray(theirs.qacc))

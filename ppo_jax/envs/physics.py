@@ -5,12 +5,14 @@ than MJX's own step: the numbers mean Gymnasium's.
   ``mjx.forward`` (a quarter of the compile), and ball and free joints turned on the rotation
   group where the installed MuJoCo C does so (MuJoCo 4; :func:`rk4_rotations` measures it). MJX's
   own step adds their B-weighted angular velocity to the start orientation, as MuJoCo 3 did:
-  1e-6 apart in one step of Ant-v4's torso.
+  up to 8e-6 apart in one physics step of Ant-v4's torso. (Where the probe finds MuJoCo 3's
+  rule, or neither, such models take MJX's step.)
 * :func:`mujoco_c_contacts`: a plane-capsule contact's friction pyramid oriented as MuJoCo C
   orients it, along the capsule's axis projected on the plane. MJX orients it by the world's y
   axis whenever that projection is shorter than 0.5 (a capsule within 30 degrees of the
   plane's normal, as an ant's or a walker's foot often is): its pyramid is then rotated and the
-  contact forces differ (up to 100 m/s^2 in Ant-v4's accelerations).
+  contact forces differ (1.3e2 in one of Ant-v4's accelerations). In a planar model (the
+  runners) the two frames give the same pyramid edges in another order: rounding only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -44,11 +47,11 @@ def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
     qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
     and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
     sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``. A model with ball or free
-    joints steps their rotations as the installed MuJoCo does (:func:`_rk4_on_the_group`,
-    checked by :func:`rk4_rotations`).
+    joints steps them as the installed MuJoCo C does: :func:`_rk4_on_the_group` where
+    :func:`rk4_rotations` finds the group rule, MJX's step otherwise.
     """
     if _rotations(m)[2].size:
-        return _rk4_on_the_group(m, d)
+        return _rk4_on_the_group(m, d) if rk4_rotations() == "group" else mjx.step(m, d)
     dt = m.opt.timestep
     a = jnp.asarray(_RK4_A, dt.dtype)
     b = jnp.asarray(_RK4_B, dt.dtype)
@@ -271,23 +274,49 @@ def _plane_capsule(m, d, _key, geom):
 _plane_capsule.ncon = 2
 
 
+_ON = threading.local()  # how deep this thread is inside mujoco_c_contacts()
+_INSTALL = threading.Lock()
+_installed: list = []  # [True] once the dispatcher sits in MJX's table, [False] if it cannot
+
+
+def _install() -> bool:
+    """Put a dispatcher in MJX's collision table for (plane, capsule), once per process: it
+    calls :func:`_plane_capsule` on a thread inside :func:`mujoco_c_contacts` and MJX's own
+    collider everywhere else. False where the table is not where this MJX version keeps it,
+    or its collider emits other than two contacts a pair (MJX's own is then used)."""
+    with _INSTALL:
+        if not _installed:
+            try:
+                from mujoco.mjx._src import collision_driver
+                from mujoco.mjx._src.types import GeomType
+
+                table, pair = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
+                own = table[pair]
+                ok = getattr(own, "ncon", None) == _plane_capsule.ncon
+            except (ImportError, AttributeError, KeyError):
+                ok = False
+            if ok:
+                def collide(m, d, key, geom):
+                    use = _plane_capsule if getattr(_ON, "depth", 0) else own
+                    return use(m, d, key, geom)
+
+                collide.ncon = own.ncon
+                collide.mjx_own = own
+                table[pair] = collide
+            _installed.append(ok)
+        return _installed[0]
+
+
 @contextlib.contextmanager
 def mujoco_c_contacts():
-    """While tracing inside it, MJX collides planes with capsules as MuJoCo C does
+    """While this thread traces inside it, MJX collides planes with capsules as MuJoCo C does
     (:func:`_plane_capsule`). MJX picks its collision functions when it traces: the programs
-    traced inside keep MuJoCo C's frames, nothing else changes. Where MJX's collision table is
-    not where this MJX version is known to keep it, MJX's own is used."""
-    try:
-        from mujoco.mjx._src import collision_driver
-        from mujoco.mjx._src.types import GeomType
-
-        table, pair = collision_driver._COLLISION_FUNC, (GeomType.PLANE, GeomType.CAPSULE)
-        own = table[pair]
-    except (ImportError, AttributeError, KeyError):
+    traced inside keep MuJoCo C's frames; other threads, and code outside, get MJX's own."""
+    if not _install():
         yield
         return
-    table[pair] = _plane_capsule
+    _ON.depth = getattr(_ON, "depth", 0) + 1
     try:
         yield
     finally:
-        table[pair] = own
+        _ON.depth -= 1
