@@ -46,40 +46,56 @@ def rk4_step(m: mjx.Model, d: mjx.Data) -> mjx.Data:
     Stage ``i`` evaluates the dynamics at ``qpos0 + dt a_i k_{i-1}``, ``qvel0 + dt a_i
     qacc_{i-1}`` (stage 0 at the state itself), and accumulates ``b_i`` times its velocity
     and acceleration; the step then advances ``qvel0 + dt sum(b qacc)`` and ``qpos0 + dt
-    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``. A model with ball or free
-    joints steps them as the installed MuJoCo C does: :func:`_rk4_on_the_group` where
-    :func:`rk4_rotations` finds the group rule, MJX's step otherwise.
+    sum(b k)``, exactly as MJX's ``rungekutta4`` + ``_advance``.
+
+    Ball and free joints turn on the rotation group (Runge-Kutta-Munthe-Kaas), as MuJoCo C
+    4's ``mj_RungeKutta`` does: a rotation's stage ``i`` starts from ``q0 exp(dt a_i
+    k_{i-1})`` where ``k_j = dexp_inv(dt a_j k_{j-1}, w_j)`` (``w_j`` the stage's angular
+    velocity), and the step ends at ``q0 exp(dt sum(b k))``; a free joint's position moves as a
+    hinge's. Where :func:`rk4_rotations` does not find that rule in the installed MuJoCo C,
+    such a model takes MJX's step.
     """
-    if _rotations(m)[2].size:
-        return _rk4_on_the_group(m, d) if rk4_rotations() == "group" else mjx.step(m, d)
+    lin_q, lin_v, rot_q, rot_v = _rotations(m)
+    if rot_q.size and rk4_rotations() != "group":
+        return mjx.step(m, d)
     dt = m.opt.timestep
     a = jnp.asarray(_RK4_A, dt.dtype)
     b = jnp.asarray(_RK4_B, dt.dtype)
     t = d.time + a * dt
     first = jnp.arange(4) == 0
     qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
+    quat0 = qpos0[rot_q]
+
+    def positions(rate, turn):
+        if not rot_q.size:
+            return qpos0 + dt * rate
+        qpos = qpos0.at[lin_q].set(qpos0[lin_q] + dt * rate[lin_v])
+        return qpos.at[rot_q.reshape(-1)].set(_quat_turn(quat0, turn, jnp).reshape(-1))
 
     def stage(carry, x):
-        d, kqvel, sums = carry
+        d, kqvel, krot, sums = carry
         is_first, a_i, b_i, t_i = x
-        qpos = jnp.where(is_first, qpos0, qpos0 + dt * (a_i * kqvel))
+        u = dt * (a_i * krot)
+        qpos = jnp.where(is_first, qpos0, positions(a_i * kqvel, u))
         qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
         act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
         time = jnp.where(is_first, d.time, t_i)
         d = _like(mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time)), d)
-        terms = (qvel, d.qacc, d.act_dot)
+        k = _dexp_inv(u, qvel[rot_v], jnp) if rot_q.size else krot
+        terms = (qvel, d.qacc, k)
         sums = jax.tree_util.tree_map(
-            lambda s, k: jnp.where(is_first, b_i * k, s + b_i * k), sums, terms
+            lambda s, x: jnp.where(is_first, b_i * x, s + b_i * x), sums, terms
         )
-        return (d, qvel, sums), None
+        return (d, qvel, k, sums), None
 
-    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(d.act_dot))
-    (d1, _, (qvel_sum, qacc_sum, _)), _ = jax.lax.scan(
-        stage, (d, qvel0, zeros), (first, a, b, t)
+    krot0 = jnp.zeros_like(quat0[:, :3])
+    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), krot0)
+    (d1, _, _, (qvel_sum, qacc_sum, rot_sum)), _ = jax.lax.scan(
+        stage, (d, qvel0, krot0, zeros), (first, a, b, t)
     )
     # MJX's _advance with the RK4 sums (na = 0: act unchanged).
     return d1.replace(
-        qpos=qpos0 + dt * qvel_sum,
+        qpos=positions(qvel_sum, dt * rot_sum),
         qvel=qvel0 + qacc_sum * dt,
         act=act0,
         time=d.time + dt,
@@ -153,58 +169,10 @@ def _dexp_inv(u, w, xp):
     return w + 0.5 * uw + c * xp.cross(u, uw)
 
 
-def _rk4_on_the_group(m: mjx.Model, d: mjx.Data) -> mjx.Data:
-    """RK4 with ball and free joints stepped on the rotation group (Runge-Kutta-Munthe-Kaas),
-    as MuJoCo C 4's ``mj_RungeKutta`` does: a rotation's stage ``i`` starts from ``q0
-    exp(dt a_i k_{i-1})`` where ``k_j = dexp_inv(dt a_j k_{j-1}, w_j)`` (``w_j`` the stage's
-    angular velocity), and the step ends at ``q0 exp(dt sum(b k))``; every other coordinate
-    (hinge, slide, a free joint's position) and every velocity is :func:`rk4_step`'s."""
-    lin_q, lin_v, rot_q, rot_v = _rotations(m)
-    dt = m.opt.timestep
-    a = jnp.asarray(_RK4_A, dt.dtype)
-    b = jnp.asarray(_RK4_B, dt.dtype)
-    t = d.time + a * dt
-    first = jnp.arange(4) == 0
-    qpos0, qvel0, act0 = d.qpos, d.qvel, d.act
-    quat0 = qpos0[rot_q]
-
-    def positions(lin_rate, rot_turn):
-        qpos = qpos0.at[lin_q].set(qpos0[lin_q] + dt * lin_rate[lin_v])
-        return qpos.at[rot_q.reshape(-1)].set(_quat_turn(quat0, rot_turn, jnp).reshape(-1))
-
-    def stage(carry, x):
-        d, kqvel, krot, sums = carry
-        is_first, a_i, b_i, t_i = x
-        u = dt * (a_i * krot)
-        qpos = jnp.where(is_first, qpos0, positions(a_i * kqvel, u))
-        qvel = jnp.where(is_first, qvel0, qvel0 + (a_i * d.qacc) * dt)
-        act = jnp.where(is_first, act0, act0 + (a_i * d.act_dot) * dt)
-        time = jnp.where(is_first, d.time, t_i)
-        d = _like(mjx.forward(m, d.replace(qpos=qpos, qvel=qvel, act=act, time=time)), d)
-        k = _dexp_inv(u, qvel[rot_v], jnp)
-        terms = (qvel, d.qacc, k)
-        sums = jax.tree_util.tree_map(
-            lambda s, x: jnp.where(is_first, b_i * x, s + b_i * x), sums, terms
-        )
-        return (d, qvel, k, sums), None
-
-    zeros = (jnp.zeros_like(qvel0), jnp.zeros_like(d.qacc), jnp.zeros_like(quat0[:, :3]))
-    (d1, _, _, (qvel_sum, qacc_sum, rot_sum)), _ = jax.lax.scan(
-        stage, (d, qvel0, zeros[2], zeros), (first, a, b, t)
-    )
-    return d1.replace(
-        qpos=positions(qvel_sum, dt * rot_sum),
-        qvel=qvel0 + qacc_sum * dt,
-        act=act0,
-        time=d.time + dt,
-        qacc_warmstart=d1.qacc,
-    )
-
-
 @functools.lru_cache(maxsize=None)
 def rk4_rotations() -> str:
     """How the installed MuJoCo C's RK4 steps ball and free joints: ``"group"`` (MuJoCo 4:
-    :func:`_rk4_on_the_group`), ``"linear"`` (MuJoCo 3 and MJX's step: ``q0`` integrated by
+    :func:`rk4_step`), ``"linear"`` (MuJoCo 3 and MJX's step: ``q0`` integrated by
     the B-weighted angular velocity) or ``"other"`` (neither: such models then take MJX's step,
     and the parity tests show how far that is). Measured once, on one RK4 step of a tumbling
     body."""
