@@ -58,6 +58,35 @@ def visited_states(env_id: str, n: int = 24, steps: int = 1500, before_end: int 
     return tuple(np.array([pool[i][k] for i in picks]) for k in range(3))
 
 
+def forward_qacc(env_id: str, steps: int = 1500, seed: int = 0):
+    """``(capped [steps, nv], full [steps, nv])``: MJX's ``forward`` accelerations, at the
+    current precision, with the port's ``solver`` options and with the MJCF's own, from the
+    states Gymnasium's env visits in ``steps`` random-action steps and the actions taken
+    there (so the constraint rows are those the env's own steps solve)."""
+    from mujoco import mjx
+
+    from ppo_jax.envs.base import load_asset_model
+
+    genv, port = gym_env(env_id), make_env(env_id)
+    rng = np.random.default_rng(seed)
+    genv.reset(seed=seed)
+    rows = []
+    for t in range(steps):
+        a = random_actions(rng, port, ())
+        rows.append((genv.data.qpos.copy(), genv.data.qvel.copy(), a))
+        if genv.step(a)[2]:
+            genv.reset(seed=int(rng.integers(1 << 30)))
+    qpos, qvel, ctrl = (np.array([r[k] for r in rows]) for k in range(3))
+
+    def qacc(options):
+        m = mjx.put_model(load_asset_model(port.xml, options))
+        d0 = mjx.make_data(m)
+        f = jax.vmap(lambda q, v, c: mjx.forward(m, d0.replace(qpos=q, qvel=v, ctrl=c)).qacc)
+        return np.asarray(jax.jit(f)(qpos, qvel, ctrl))
+
+    return qacc(tuple(port.solver)), qacc(())
+
+
 class Programs:
     """A port's jitted programs at the current precision: vmapped ``state_at`` (the synced
     start state) and ``step``."""

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("gymnasium")
 
-from ppo_jax.envs import PORTS  # noqa: E402
+from ppo_jax.envs import PORTS, make_env  # noqa: E402
 from tests import gym_parity as gp  # noqa: E402
 
 SUITE = [e for e in PORTS if e != "InvertedDoublePendulum-v4"]
@@ -56,6 +56,18 @@ def test_reset_moments_match_gymnasium(env_id):
     np.testing.assert_allclose(ours.std(0), theirs.std(0), rtol=0.1, atol=1e-12)
     # the observation of a reset state is the observation Gymnasium computes for it
     np.testing.assert_allclose(obs, their_obs, atol=1e-5)
+
+
+@pytest.mark.parametrize("env_id", [e for e in PORTS if make_env(e).solver])
+def test_solver_cap_changes_nothing(env_id, x64):
+    """A port's capped solver (``solver``: fewer Newton / line-search iterations than its
+    MJCF's, which float32 would run to the end) reaches the same accelerations as the MJCF's
+    own settings, under x64, on the states Gymnasium's env visits (contacts, joint limits)."""
+    capped, full = gp.forward_qacc(env_id)
+    err = np.abs(capped - full).max()
+    print(f"PARITY {env_id} capped solver x64: max |dqacc| {err:.2g} (|qacc| up to "
+          f"{np.abs(full).max():.3g})")
+    assert err <= 1e-9 * np.abs(full).max(), err
 
 
 def test_obs_reads_is_checked():

@@ -25,9 +25,6 @@ class Ant(Runner):
     frame_skip = 5
     max_episode_steps = 1000
     camera = {"distance": 4.0}
-    # Newton needs at most 8 iterations on the parity tests' states under x64 (6 is too few);
-    # float32 never meets the MJCF's 1e-8 tolerance and would run all 100 for nothing
-    solver = (("iterations", 16), ("ls_iterations", 8))
     # the reward reads the torso's pose of the state before the step: a reset state needs it
     obs_reads = "positions"
     exclude = 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax
 
-from ppo_jax.envs.base import MujocoEnv
+from ppo_jax.envs.base import NEWTON_CAP, MujocoEnv
 
 
 class InvertedPendulum(MujocoEnv):
@@ -21,6 +21,7 @@ class InvertedPendulum(MujocoEnv):
     frame_skip = 2
     max_episode_steps = 1000
     camera = {"trackbodyid": 0, "distance": 2.04}
+    solver = NEWTON_CAP
 
     def observation(self, data, xp):
         return xp.concatenate([data.qpos, data.qvel])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import jax
 
-from ppo_jax.envs.base import MujocoEnv
+from ppo_jax.envs.base import NEWTON_CAP, MujocoEnv
 
 
 def inside(x, lo, hi):
@@ -24,6 +24,7 @@ def inside(x, lo, hi):
 class Runner(MujocoEnv):
     """reward = ``forward_reward_weight * x velocity - ctrl_cost``; never terminates."""
 
+    solver = NEWTON_CAP
     exclude = 1
     clip_velocity: float | None = None
     normal_velocity_noise = False

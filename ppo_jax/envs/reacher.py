@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ppo_jax.envs.base import MujocoEnv
+from ppo_jax.envs.base import NEWTON_CAP, MujocoEnv
 
 
 class Reacher(MujocoEnv):
@@ -24,6 +24,7 @@ class Reacher(MujocoEnv):
     frame_skip = 2
     max_episode_steps = 50
     camera = {"trackbodyid": 0}
+    solver = NEWTON_CAP
     obs_reads = "positions"  # body positions: reset runs MJX's kinematics (not all of forward)
 
     def _to_target(self, data):
