@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ObsNormMode = Literal["reference", "safe"]
+ObsNormMode = Literal["reference", "safe", "running"]
 EvalAction = Literal["mean", "tanh_loc"]
 CriticLoss = Literal["smooth_l1", "l2", "l1"]
 MatmulPrecision = Literal["highest", "tf32", "default"]
@@ -79,7 +79,10 @@ class PPOConfig:
         metadata=_doc(
             """'reference': TorchRL's statistics, where a zero-variance entry gets scale
             1/1e-6 (the constraint-force entries: any nonzero force becomes a huge input).
-            'safe': zero-variance entries are only centred (scale 1)."""
+            'safe': zero-variance entries are only centred (scale 1). Both stay fixed after
+            init. 'running': 'safe' statistics that start from the same random rollouts and
+            take in every batch's observations after its update (CleanRL's and Brax's kind
+            of normalization; not the tutorial's)."""
         ),
     )
     # --- networks -------------------------------------------------------------------------

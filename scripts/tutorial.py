@@ -176,10 +176,13 @@ def program(name, fn, *example_args):
 
 
 def show(tree, indent="  "):
-    """Print the shape and dtype of every array of a (nested) dataclass or dict."""
+    """Print the shape and dtype of every array of a (nested) dataclass or dict (fields this
+    config leaves empty, None, are skipped)."""
     items = (((f.name, getattr(tree, f.name)) for f in dataclasses.fields(tree))
              if dataclasses.is_dataclass(tree) else tree.items())
     for name, x in items:
+        if x is None:
+            continue
         if dataclasses.is_dataclass(x) or isinstance(x, dict):
             print(f"{indent}{name}:")
             show(x, indent + "    ")

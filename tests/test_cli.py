@@ -94,6 +94,34 @@ def test_resume_equals_uninterrupted_and_checkpointing_changes_nothing(runs):
     assert mc["reward"] == ma["reward"]
 
 
+def test_running_statistics_are_checkpointed_and_resumed(tmp_path, compile_cache_dir,
+                                                       tiny_flags):
+    """``--obs-norm running``: the moments travel in the checkpoint; a run stopped after
+    batch 1 and resumed ends bit for bit as the uninterrupted one, statistics included, and
+    its statistics are those of the init rollouts' and all three batches' observations."""
+    import jax
+
+    from ppo_jax.core.normalization import stats_from_moments
+
+    a, c = str(tmp_path / "a"), str(tmp_path / "c")
+    assert train(*tiny_flags, "--obs-norm", "running", "--checkpoint-every", "1", "--out", a,
+                 cache=compile_cache_dir) == 0
+    shutil.copytree(a, c)
+    for step in ("2", "3"):
+        shutil.rmtree(os.path.join(c, "checkpoints", step))
+    assert train("--resume", c, cache=compile_cache_dir) == 0
+    (trainer, sa, _), (_, sc, _) = restore(a), restore(c)
+    assert trainer.config.obs_norm == "running"
+    for x, y in zip(*(jax.tree_util.tree_leaves((s.params, s.obs_stats, s.obs_moments))
+                      for s in (sa, sc))):
+        np.testing.assert_array_equal(x, y)
+    moments = jax.tree_util.tree_map(lambda x: x[0], sa.obs_moments)
+    assert float(moments.count) - 600 >= trainer.config.init_stats_frames
+    # (1 ulp apart: the program's fusion against eager ops)
+    np.testing.assert_allclose(sa.obs_stats.scale[0],
+                               stats_from_moments(moments, "running").scale, rtol=1e-6)
+
+
 def evaluate(capsys, *args, cache):
     """``scripts/evaluate.py`` in-process; returns its stdout (the exit code must be 0)."""
     capsys.readouterr()

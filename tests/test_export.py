@@ -163,6 +163,19 @@ def test_init_from_torchrl_starts_from_the_export(exported, restored):
     np.testing.assert_array_equal(run.states.obs_stats.loc[0], state.obs_stats.loc)
 
 
+def test_init_from_torchrl_refuses_running_statistics(exported, restored):
+    """A TorchRL start carries fixed statistics: ``--obs-norm running``, which keeps their
+    moments, refuses it in one line rather than inventing the moments."""
+    from ppo_jax.core.train import make_train
+    from ppo_jax.run import runner
+
+    trainer, _ = restored
+    init_from = export.load_torchrl_export(exported, trainer.config)
+    running = make_train(trainer.config.replace(obs_norm="running"))
+    with pytest.raises(runner.InitFromError, match="--obs-norm running"):
+        runner.check_init_from(running, init_from)
+
+
 def test_init_from_torchrl_bad_file(tmp_path, tiny_run, compile_cache_dir):
     from ppo_jax.cli import train
 

@@ -161,3 +161,37 @@ def test_init_stats_procedure_matches_torchrl(x64, lengths, max_steps, num_iter,
     stats = init_stats(env, key, num_iter, "reference")
     np.testing.assert_allclose(stats.loc, loc, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(stats.scale, scale, rtol=1e-12)
+
+
+def test_merged_moments_are_the_moments_of_everything(x64):
+    """``--obs-norm running``'s accumulator: moments merged batch by batch (any split, a
+    one-row batch included) are the moments of all the rows at once, and the statistics of
+    moments are those of the rows (each mode); a constant entry is only centred in
+    ``running`` mode, as in ``safe``."""
+    from ppo_jax.core.normalization import (merge, moments_of, stats_from_moments,
+                                            stats_from_observations)
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(1311, 4)) * np.array([1e-3, 1.0, 40.0, 0.0]) + np.array(
+        [5.0, -2.0, 100.0, 7.0])
+    cuts = [0, 1, 8, 500, 503, 1311]
+    acc = moments_of(jnp.asarray(rows[:1]))
+    for lo, hi in zip(cuts[1:-1], cuts[2:]):
+        acc = merge(acc, moments_of(jnp.asarray(rows[lo:hi])))
+    whole = moments_of(jnp.asarray(rows))
+    assert float(acc.count) == len(rows)
+    np.testing.assert_allclose(acc.mean, whole.mean, rtol=1e-13, atol=1e-12)
+    np.testing.assert_allclose(acc.m2, whole.m2, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(acc.mean, rows.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(acc.m2[:3] / (len(rows) - 1), rows.var(0, ddof=1)[:3], rtol=1e-11)
+    for mode in ("reference", "safe", "running"):
+        a, b = stats_from_moments(acc, mode), stats_from_observations(jnp.asarray(rows), mode=mode)
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-9)
+        np.testing.assert_allclose(a.loc, b.loc, rtol=1e-9, atol=1e-9)
+    running = stats_from_moments(acc, "running")
+    assert float(running.scale[3]) == 1.0 and float(running.loc[3]) == -7.0
+    assert float(stats_from_moments(acc, "reference").scale[3]) == pytest.approx(1e6)
+    # masked rows are left out, as in init_stats
+    mask = np.arange(len(rows)) % 3 != 0
+    np.testing.assert_allclose(moments_of(jnp.asarray(rows), jnp.asarray(mask)).mean,
+                               rows[mask].mean(0), rtol=1e-13)

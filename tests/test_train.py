@@ -217,6 +217,47 @@ def test_the_run_length_is_an_input_of_the_programs(shipped):
         np.testing.assert_array_equal(traced, baked, err_msg=f"{n} batches")
 
 
+def test_fixed_statistics_stay_fixed(shipped):
+    """The tutorial's statistics (``obs_norm`` reference, as safe): set at init, never
+    updated, and no moments carried."""
+    run = shipped
+    start = run.programs.init(run.runs.keys(), run.runs.hypers())
+    assert run.states.obs_moments is None and int(run.states.batches_done[0]) == 3
+    for a, b in zip(jax.tree_util.tree_leaves(run.states.obs_stats),
+                    jax.tree_util.tree_leaves(start.obs_stats)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_running_statistics_take_in_each_batch():
+    """``obs_norm="running"``: a batch acts and trains with the statistics so far; after its
+    update its observations join the moments (the random rollouts' first), and the next
+    batch and the evaluation act with the safe statistics of all of them."""
+    from ppo_jax.core.hyper import hyper_of
+    from ppo_jax.core.normalization import merge, moments_of, normalize, stats_from_moments
+
+    cfg = TINY.replace(obs_norm="running")
+    tr = make_train(cfg)
+    state = jax.jit(tr.init)(jax.random.PRNGKey(5), hyper_of(cfg))
+    count = float(state.obs_moments.count)
+    assert count >= cfg.init_stats_frames
+    first = stats_from_moments(state.obs_moments, "running")  # eager: rounding apart
+    np.testing.assert_allclose(state.obs_stats.scale, first.scale, rtol=1e-6)
+    _, k_col, _ = jax.random.split(state.key, 3)  # update_step's collection key
+    _, batch = jax.jit(tr.collect)(state.params, state.obs_stats, state.env_state, k_col)
+    np.testing.assert_allclose(batch.obs, normalize(state.obs_stats, batch.raw_obs),
+                               rtol=1e-6, atol=1e-6)
+    new, m = jax.jit(tr.update_step)(state, jnp.int32(0))
+    assert bool(m.finite)
+    want = merge(state.obs_moments, moments_of(batch.raw_obs.reshape(-1, batch.obs.shape[-1])))
+    assert float(new.obs_moments.count) == count + cfg.frames_per_batch
+    np.testing.assert_allclose(new.obs_moments.mean, want.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.obs_moments.m2, want.m2, rtol=1e-5)
+    now = stats_from_moments(new.obs_moments, "running")
+    np.testing.assert_allclose(new.obs_stats.scale, now.scale, rtol=1e-6)
+    np.testing.assert_allclose(new.obs_stats.loc, now.loc, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(now.scale, first.scale)
+
+
 def test_seed_keys_are_the_documented_ones():
     keys = Runs(TINY.replace(seed=3), num_seeds=2).keys()
     np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(4))

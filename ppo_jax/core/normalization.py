@@ -13,6 +13,12 @@ observation included, the final one excluded). Then::
 Zero-variance entries (the three ``qfrc_constraint`` entries under random play) get
 ``scale' = 1e6`` in ``"reference"`` mode, as in the tutorial. ``"safe"`` mode centres them
 (``scale' = 1``) instead, so a nonzero constraint force is not a 1e6-sized input.
+
+``"running"`` mode (not TorchRL's: CleanRL's and Brax's kind) starts from the same random
+rollouts and keeps their :class:`ObsMoments` (count, mean, sum of squared deviations); after
+each batch's update the batch's observations are merged in (:func:`merge`, Chan et al.'s
+parallel update, exact up to rounding for any split of the data) and the statistics the next
+batch acts with are ``"safe"``'s formula on the moments so far.
 """
 
 from __future__ import annotations
@@ -39,28 +45,58 @@ def normalize(stats: ObsNormStats, obs: jax.Array) -> jax.Array:
     return obs * stats.scale + stats.loc
 
 
-def stats_from_observations(
-    obs: jax.Array, mask: jax.Array | None = None, mode: str = "reference"
-) -> ObsNormStats:
-    """Statistics of the rows of ``obs`` ``[T, obs_dim]`` where ``mask`` ``[T]`` is True."""
+@struct.dataclass
+class ObsMoments:
+    """Every observation seen so far, summarized: ``count`` (scalar), ``mean`` and ``m2``
+    (the sum of squared deviations from the mean), ``[obs_dim]``."""
+
+    count: jax.Array
+    mean: jax.Array
+    m2: jax.Array
+
+
+def moments_of(obs: jax.Array, mask: jax.Array | None = None) -> ObsMoments:
+    """The moments of the rows of ``obs`` ``[T, obs_dim]`` where ``mask`` ``[T]`` is True."""
     if mask is None:
         mask = jnp.ones(obs.shape[:1], bool)
     w = mask.astype(obs.dtype)[:, None]
     n = w.sum()
     mean = (w * obs).sum(0) / n
-    var = (w * (obs - mean) ** 2).sum(0) / (n - 1.0)
+    return ObsMoments(count=n, mean=mean, m2=(w * (obs - mean) ** 2).sum(0))
+
+
+def merge(a: ObsMoments, b: ObsMoments) -> ObsMoments:
+    """The moments of the union of ``a``'s and ``b``'s observations (Chan et al.)."""
+    n = a.count + b.count
+    delta = b.mean - a.mean
+    return ObsMoments(count=n, mean=a.mean + delta * (b.count / n),
+                      m2=a.m2 + b.m2 + delta**2 * (a.count * b.count / n))
+
+
+def stats_from_moments(m: ObsMoments, mode: str = "reference") -> ObsNormStats:
+    """The statistics (unbiased std) of the observations ``m`` summarizes, by ``mode``'s rule
+    for zero-variance entries (``"running"``: ``"safe"``'s)."""
+    mean = m.mean
+    var = m.m2 / (m.count - 1.0)
     std = jnp.sqrt(var)
     inv = 1.0 / jnp.maximum(std, EPS)
     if mode == "reference":
         scale = jnp.maximum(inv, EPS)
         loc = -mean * inv
-    elif mode == "safe":
+    elif mode in ("safe", "running"):
         degenerate = std < EPS
         scale = jnp.where(degenerate, 1.0, jnp.maximum(inv, EPS))
         loc = -mean * jnp.where(degenerate, 1.0, inv)
     else:
         raise ValueError(f"unknown obs_norm mode {mode!r}")
     return ObsNormStats(loc=loc, scale=scale)
+
+
+def stats_from_observations(
+    obs: jax.Array, mask: jax.Array | None = None, mode: str = "reference"
+) -> ObsNormStats:
+    """Statistics of the rows of ``obs`` ``[T, obs_dim]`` where ``mask`` ``[T]`` is True."""
+    return stats_from_moments(moments_of(obs, mask), mode)
 
 
 def _action_range(env):
@@ -115,9 +151,13 @@ def random_rollout_observations(
     return obs, mask
 
 
+def init_moments(env, key: jax.Array, num_frames: int = 1000) -> ObsMoments:
+    """The moments of TorchRL's ``init_stats(num_iter=num_frames)`` observations (jit-able)."""
+    return moments_of(*random_rollout_observations(env, key, num_frames))
+
+
 def init_stats(
     env, key: jax.Array, num_frames: int = 1000, mode: str = "reference"
 ) -> ObsNormStats:
     """TorchRL's ``init_stats(num_iter=num_frames)`` on ``env`` (jit-able)."""
-    obs, mask = random_rollout_observations(env, key, num_frames)
-    return stats_from_observations(obs, mask, mode)
+    return stats_from_moments(init_moments(env, key, num_frames), mode)

@@ -41,7 +41,8 @@ from ppo_jax.core.acting import eval_episode_key, make_policy, run_episode
 from ppo_jax.core.hyper import Hyper, hyper_of
 from ppo_jax.core.losses import LossMetrics, Minibatch, Params, ppo_loss
 from ppo_jax.core.networks import Actor, Critic
-from ppo_jax.core.normalization import ObsNormStats, init_stats, normalize
+from ppo_jax.core.normalization import (ObsMoments, ObsNormStats, init_moments, merge,
+                                        moments_of, normalize, stats_from_moments)
 from ppo_jax.core.optim import lr_at_batch, make_optimizer, with_hyper
 
 if TYPE_CHECKING:  # the run layer builds the mesh; the core only constrains its arrays to it
@@ -57,7 +58,8 @@ class PPOState:
     Attributes:
       params: actor and critic parameters.
       opt_state: optax state (Adam moments, update count: it drives the lr schedule).
-      obs_stats: observation normalization (fixed after init).
+      obs_stats: observation normalization (fixed after init; ``obs_norm="running"``: after
+        each batch's update).
       env_state: ``[num_envs]`` vectorized env state (mid-episode across batches).
       key: PRNG key for what comes next.
       eval_key: fixed per run; evaluation after batch i starts from
@@ -67,6 +69,8 @@ class PPOState:
       batches_done: int32, batches completed.
       failed_batch: int32, -1, or the first batch whose loss or parameters went non-finite
         (that batch's update was discarded and the run stopped advancing).
+      obs_moments: ``obs_norm="running"`` only (else None): the moments of every observation
+        the statistics have taken in (:class:`~ppo_jax.core.normalization.ObsMoments`).
     """
 
     params: Params
@@ -78,6 +82,7 @@ class PPOState:
     hyper: Hyper
     batches_done: jax.Array
     failed_batch: jax.Array
+    obs_moments: ObsMoments | None = None
 
 
 @struct.dataclass
@@ -86,7 +91,8 @@ class Transition:
 
     ``obs``/``next_obs`` are normalized; ``next_obs`` is the true next observation (the final
     one of an episode that ended). ``step_count`` is TorchRL's ``step_count``: env steps of
-    the episode BEFORE this step.
+    the episode BEFORE this step. ``raw_obs``: ``obs`` before normalization, kept only for
+    ``obs_norm="running"`` (else None).
     """
 
     obs: jax.Array
@@ -97,6 +103,7 @@ class Transition:
     terminated: jax.Array
     done: jax.Array
     step_count: jax.Array
+    raw_obs: jax.Array | None = None
 
 
 @struct.dataclass
@@ -191,6 +198,11 @@ class Trainer:
         obs = jnp.zeros((self.env.observation_size,), jnp.float32)
         return Params(actor=self.actor.init(k_a, obs), critic=self.critic.init(k_c, obs))
 
+    @property
+    def running_stats(self) -> bool:
+        """Whether the statistics take in every batch (``obs_norm="running"``)."""
+        return self.config.obs_norm == "running"
+
     def _envs_split(self, tree, axis: int = 0):
         """Mark ``tree``'s env (or minibatch) axis as split over the layout's env devices."""
         return tree if self.layout is None else self.layout.constrain_envs(tree, axis)
@@ -200,8 +212,9 @@ class Trainer:
         sweepable hyperparameters ``hyper`` (``hyper_of(config)``: the config's)."""
         cfg = self.config
         k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
-        stats = init_stats(self.env, k_stats, cfg.init_stats_frames, cfg.obs_norm)
-        stats = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), stats)
+        moments = init_moments(self.env, k_stats, cfg.init_stats_frames)
+        f32 = lambda tree: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), tree)
+        stats = f32(stats_from_moments(moments, cfg.obs_norm))
         params = self.init_params(k_params)
         return PPOState(
             params=params,
@@ -214,6 +227,7 @@ class Trainer:
             hyper=hyper,
             batches_done=jnp.int32(0),
             failed_batch=jnp.int32(-1),
+            obs_moments=f32(moments) if self.running_stats else None,
         )
 
     def collect(
@@ -224,7 +238,8 @@ class Trainer:
 
         def step(env_state, k):
             k_act, k_env = jax.random.split(k)
-            obs = normalize(stats, env_state.obs.astype(jnp.float32))
+            raw_obs = env_state.obs.astype(jnp.float32)
+            obs = normalize(stats, raw_obs)
             loc, scale = self.actor_apply(params.actor, obs)
             action, pre_tanh, log_prob = distributions.sample(k_act, loc, scale, self.bounds)
             next_state, out = venv.step(env_state, action, k_env)
@@ -238,6 +253,7 @@ class Trainer:
                 terminated=out.terminated,
                 done=out.done,
                 step_count=env_state.steps,
+                raw_obs=raw_obs if self.running_stats else None,
             )
             return next_state, self._envs_split(tr)
 
@@ -350,17 +366,23 @@ class Trainer:
         params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd,
                                                    state.hyper, rate)
 
-        finite = _all_finite((params, lm)) & (state.failed_batch < 0)
+        checked, stats, moments = (params, lm), state.obs_stats, state.obs_moments
+        if self.running_stats:  # the batch trained on what it acted with; the next one sees it
+            moments = merge(moments, moments_of(batch.raw_obs.reshape(-1, batch.obs.shape[-1])))
+            stats = stats_from_moments(moments, cfg.obs_norm)
+            checked = (params, lm, moments)
+        finite = _all_finite(checked) & (state.failed_batch < 0)
         new_state = PPOState(
             params=params,
             opt_state=opt_state,
-            obs_stats=state.obs_stats,
+            obs_stats=stats,
             env_state=env_state,
             key=key,
             eval_key=state.eval_key,
             hyper=state.hyper,
             batches_done=state.batches_done + 1,
             failed_batch=state.failed_batch,
+            obs_moments=moments,
         )
         failed = jnp.where(state.failed_batch >= 0, state.failed_batch, i.astype(jnp.int32))
         bad_state = state.replace(failed_batch=failed)

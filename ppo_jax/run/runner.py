@@ -305,6 +305,9 @@ def check_init_from(trainer, init_from: tuple[Any, Any]) -> None:
     """:class:`InitFromError` naming the first entry of ``init_from`` = ``(Params,
     ObsNormStats)`` whose shape is not the job's (e.g. an export of another env)."""
     params, stats = init_from
+    if trainer.running_stats:
+        raise InitFromError("it carries fixed statistics, not the observation moments that "
+                            "--obs-norm running keeps updating: use --obs-norm reference or safe")
     want = jax.eval_shape(trainer.init_params, jax.random.key(0))
     env = trainer.env
     got_obs = tuple(np.shape(stats.loc))
