@@ -161,6 +161,8 @@ def test_scaling_config_splits_over_every_device_count():
     (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds: give one of them"),
     (["--matched", "--systems", "ppo_jax"], "--matched compares ppo_jax with TorchRL"),
     (["--jobs", "0"], "--jobs must be >= 1"),
+    (["--matched", "--systems", "torchrl,ppo_jax", "--ppo-jax-config", "obs_norm=running"],
+     "obs_norm=running cannot take in"),
     (["--seeds", "0,1", "--scaling", "1,2"], "--seeds, --matched, --ppo-jax-config and --jobs go "
                                              "with the comparison"),
     (["--jobs", "2", "--playground"], "not with --playground or --scaling"),

@@ -116,7 +116,11 @@ def test_running_statistics_are_checkpointed_and_resumed(tmp_path, compile_cache
                       for s in (sa, sc))):
         np.testing.assert_array_equal(x, y)
     moments = jax.tree_util.tree_map(lambda x: x[0], sa.obs_moments)
-    assert float(moments.count) - 600 >= trainer.config.init_stats_frames
+    from ppo_jax.run import checkpoint
+
+    after_1 = float(checkpoint.restore(a, step=1)[1].obs_moments.count[0])
+    assert float(moments.count) == after_1 + 400  # batches 2 and 3, 200 frames each
+    assert after_1 - 200 >= trainer.config.init_stats_frames  # the init rollouts' and batch 1's
     # (1 ulp apart: the program's fusion against eager ops)
     np.testing.assert_allclose(sa.obs_stats.scale[0],
                                stats_from_moments(moments, "running").scale, rtol=1e-6)

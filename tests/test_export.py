@@ -172,7 +172,7 @@ def test_init_from_torchrl_refuses_running_statistics(exported, restored):
     trainer, _ = restored
     init_from = export.load_torchrl_export(exported, trainer.config)
     running = make_train(trainer.config.replace(obs_norm="running"))
-    with pytest.raises(runner.InitFromError, match="--obs-norm running"):
+    with pytest.raises(runner.InitFromError, match="obs_norm 'running'"):
         runner.check_init_from(running, init_from)
 
 

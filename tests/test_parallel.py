@@ -84,6 +84,28 @@ def test_four_devices_equal_one_device(one, four):
     assert s4["layout"] == layout.describe() and s1["layout"] is None
 
 
+def test_running_statistics_over_devices_and_runs(tmp_path):
+    """``obs_norm="running"`` with 2 seeds on 4 devices (2 runs x 2 env shards): the moments
+    of a batch split over devices are those of the one-device run (up to the order of the
+    reductions), per run."""
+    cfg = TINY.replace(obs_norm="running")
+    jobs = []
+    for devices in (1, 4):
+        out = tmp_path / f"d{devices}"
+        os.makedirs(out)
+        jobs.append(runner.run_training(Runs(cfg, num_seeds=2), out=str(out),
+                                        devices=devices)[1])
+    m1, m4 = (jax.device_get(j.states.obs_moments) for j in jobs)
+    layout = jobs[1].trainer.layout
+    assert layout.mesh.size == 4 and layout.env_shards == 2 and m4.mean.shape == m1.mean.shape
+    np.testing.assert_array_equal(m4.count, m1.count)
+    np.testing.assert_allclose(m4.mean, m1.mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m4.m2, m1.m2, rtol=1e-4)
+    assert not np.allclose(m1.mean[0], m1.mean[1])  # two runs, two sets of moments
+    for r in (0, 1):
+        assert rel_diff(flat_params(jobs[1].states, r), flat_params(jobs[0].states, r)) < 1e-5
+
+
 def test_the_program_store_serves_four_device_programs(four):
     """The 4-device evaluate program, loaded from its serialized form in this 4-device
     process, runs on the sharded state and gives what the live program gives. (Loaded onto

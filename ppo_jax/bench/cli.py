@@ -188,6 +188,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
     if args.matched and not {"torchrl", "ppo_jax"} <= set(args.systems):
         raise CLIError("--matched compares ppo_jax with TorchRL: --systems needs both")
+    if args.matched and args.ppo_jax_overrides.get("obs_norm") == "running":
+        raise CLIError("--matched starts ppo_jax from TorchRL's fixed statistics, which "
+                       "obs_norm=running cannot take in (it keeps the moments they came from)")
     # evaluation during the runs: for the threshold, or asked for by its interval
     args.evaluate = args.to_threshold is not None or args.eval_every_frames is not None
     if args.eval_every_frames is None:

@@ -423,7 +423,9 @@ def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> 
     if failed:
         which = "; ".join(f"{job.runs.describe(r)} at batch {b}" for r, b in failed)
         raise cli.CLIError(
-            f"training stopped: NaN/Inf in the loss or parameters ({which}); kept the last "
+            f"training stopped: NaN/Inf in the loss or parameters"
+            f"{' or observation moments' if job.trainer.config.obs_norm == 'running' else ''} "
+            f"({which}); kept the last "
             f"good state in {out}", code=1)
 
 

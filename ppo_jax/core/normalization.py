@@ -56,13 +56,15 @@ class ObsMoments:
 
 
 def moments_of(obs: jax.Array, mask: jax.Array | None = None) -> ObsMoments:
-    """The moments of the rows of ``obs`` ``[T, obs_dim]`` where ``mask`` ``[T]`` is True."""
+    """The moments of the rows of ``obs`` ``[..., obs_dim]`` where ``mask`` ``[...]`` is True
+    (every leading axis reduced in place: a batch split over devices is not gathered)."""
     if mask is None:
-        mask = jnp.ones(obs.shape[:1], bool)
-    w = mask.astype(obs.dtype)[:, None]
+        mask = jnp.ones(obs.shape[:-1], bool)
+    axes = tuple(range(obs.ndim - 1))
+    w = mask.astype(obs.dtype)[..., None]
     n = w.sum()
-    mean = (w * obs).sum(0) / n
-    return ObsMoments(count=n, mean=mean, m2=(w * (obs - mean) ** 2).sum(0))
+    mean = (w * obs).sum(axes) / n
+    return ObsMoments(count=n, mean=mean, m2=(w * (obs - mean) ** 2).sum(axes))
 
 
 def merge(a: ObsMoments, b: ObsMoments) -> ObsMoments:

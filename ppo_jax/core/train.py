@@ -368,7 +368,7 @@ class Trainer:
 
         checked, stats, moments = (params, lm), state.obs_stats, state.obs_moments
         if self.running_stats:  # the batch trained on what it acted with; the next one sees it
-            moments = merge(moments, moments_of(batch.raw_obs.reshape(-1, batch.obs.shape[-1])))
+            moments = merge(moments, moments_of(batch.raw_obs))
             stats = stats_from_moments(moments, cfg.obs_norm)
             checked = (params, lm, moments)
         finite = _all_finite(checked) & (state.failed_batch < 0)

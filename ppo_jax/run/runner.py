@@ -303,11 +303,13 @@ class InitFromError(ValueError):
 
 def check_init_from(trainer, init_from: tuple[Any, Any]) -> None:
     """:class:`InitFromError` naming the first entry of ``init_from`` = ``(Params,
-    ObsNormStats)`` whose shape is not the job's (e.g. an export of another env)."""
+    ObsNormStats)`` whose shape is not the job's (e.g. an export of another env), or
+    refusing it for ``obs_norm="running"`` (fixed statistics carry no moments to update)."""
     params, stats = init_from
     if trainer.running_stats:
-        raise InitFromError("it carries fixed statistics, not the observation moments that "
-                            "--obs-norm running keeps updating: use --obs-norm reference or safe")
+        raise InitFromError("a TorchRL start carries fixed statistics, not the observation "
+                            "moments that obs_norm 'running' keeps updating: use 'reference' "
+                            "or 'safe'")
     want = jax.eval_shape(trainer.init_params, jax.random.key(0))
     env = trainer.env
     got_obs = tuple(np.shape(stats.loc))
