@@ -1,10 +1,12 @@
 """The program store shared by processes: a set of programs that one holder of the cache's lock
 is compiling is waited for and then loaded, not compiled a second time."""
 
+import pickle
 import threading
 import time
 import uuid
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -58,6 +60,25 @@ def test_without_a_holder_obtain_compiles_and_stores():
     assert infos["double"].source in ("compiled", "jax_cache")
     assert not any("waiting" in line for line in lines)
     assert compile_cache.load_stored("double", key) is not None
+
+
+def test_a_stored_program_loads_onto_the_device_it_was_compiled_for():
+    """Each device of a stored program is named by platform and id (a GPU job's ``stats``
+    program runs on the host's CPU, whose device 0 is not the GPU's): here a program on the
+    third of the forced CPU devices comes back on that device, not on the default one."""
+    device = jax.devices("cpu")[2]
+    x = jax.ShapeDtypeStruct((3,), jnp.float32,
+                             sharding=jax.sharding.SingleDeviceSharding(device))
+    key = compile_cache.store_key("double", {"test": uuid.uuid4().hex})
+    compiled, _ = compile_cache.compile_lowered("double", compile_cache.lower(_double, x, name=key))
+    assert compile_cache.store(key, compiled)
+    with open(compile_cache._store_path(key), "rb") as f:
+        assert pickle.load(f)[-1] == [("cpu", 2)]
+    loaded, info = compile_cache.load_stored("double", key)
+    assert info.source == compile_cache.STORE_DIR
+    out = loaded(jax.device_put(jnp.arange(3.0), device))
+    assert out.devices() == {device} != {jax.devices()[0]}
+    assert jnp.array_equal(out, jnp.arange(3.0) * 2)
 
 
 # an env class as a notebook cell defines it: no file holds it

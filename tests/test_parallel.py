@@ -26,6 +26,7 @@ from ppo_jax.run import checkpoint, compile_cache, programs, runner
 from ppo_jax.cli import common as cli
 from ppo_jax.cli import train as train_cmd
 from ppo_jax.config import PPOConfig
+from ppo_jax.core.train import make_train
 from ppo_jax.run.runs import Runs, parse_sweep
 from ppo_jax.run.parallel import LayoutError, choose_devices, gather, make_layout
 
@@ -104,6 +105,33 @@ def test_running_statistics_over_devices_and_runs(tmp_path):
     assert not np.allclose(m1.mean[0], m1.mean[1])  # two runs, two sets of moments
     for r in (0, 1):
         assert rel_diff(flat_params(jobs[1].states, r), flat_params(jobs[0].states, r)) < 1e-5
+
+
+def _init_states(trainer, runs, host_stats):
+    """The first states of ``runs`` from the ``init`` program alone, with the statistics
+    inside it or (``host_stats``) from the ``stats`` program on the host's CPU."""
+    progs = programs.build_programs(trainer, runs.num_runs, need=("init",),
+                                    host_stats=host_stats)
+    assert (progs.stats is not None) == host_stats
+    states, stats_s = programs.run_init(progs, trainer, runs)
+    assert (stats_s is not None) == host_stats
+    return states
+
+
+def test_statistics_on_the_host_equal_init_s_own():
+    """A job on an accelerator draws its normalization statistics in a ``stats`` program on
+    the host's CPU and hands them to ``init`` (over the mesh's rows of runs): the states are
+    bit for bit those of ``init`` drawing them itself, per run, on 2 runs x 2 env devices."""
+    runs = Runs(TINY, num_seeds=2)
+    own = jax.device_get(_init_states(make_train(TINY), runs, host_stats=False))
+    layout = make_layout(2, TINY.num_envs, 4)
+    host = _init_states(make_train(TINY, layout), runs, host_stats=True)
+    assert host.obs_stats.loc.sharding == layout.runs()
+    assert len(host.env_state.obs.sharding.device_set) == 4
+    host = jax.device_get(host)
+    assert not np.array_equal(own.obs_stats.loc[0], own.obs_stats.loc[1])
+    for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(own)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_the_program_store_serves_four_device_programs(four):

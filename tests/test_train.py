@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.run import runner
+from ppo_jax.run import programs, runner
 from ppo_jax.config import PPOConfig
 from ppo_jax.run.runs import Runs
 from ppo_jax.core.optim import cosine_phase_step, lr_at_batch
@@ -119,6 +119,12 @@ def test_documented_metrics(compiled):
     assert TINY.replace(total_frames=800).eval_batches == (0, 2, 3)
 
 
+def _shipped_names(job) -> list[str]:
+    """The programs the CLI builds: on an accelerator the statistics' own first."""
+    own = ["stats"] if programs.host_statistics(job.trainer) else []
+    return own + ["init", "update", "evaluate"]
+
+
 def _has_host_callback(compiled) -> bool:
     return "callback" in compiled.as_text()
 
@@ -128,7 +134,7 @@ def test_shipped_programs_hold_no_host_callback(shipped):
     """The executables the CLI runs (compiled here, or loaded from the program store) hold
     no host callback, so JAX's persistent cache keeps them."""
     names = [i.name for i in shipped.programs.infos]
-    assert names == ["init", "update", "evaluate"]
+    assert names == _shipped_names(shipped)
     for name in names:
         compiled = getattr(shipped.programs, name)
         assert not _has_host_callback(compiled), name
@@ -158,7 +164,7 @@ def _assert_job_equals_train(job, out, s: int) -> None:
 @pytest.mark.gpu
 def test_shipped_programs_compile_once_and_equal_train(shipped, compiled):
     # each program was compiled (or loaded) once, and run every batch
-    assert [i.name for i in shipped.programs.infos] == ["init", "update", "evaluate"]
+    assert [i.name for i in shipped.programs.infos] == _shipped_names(shipped)
     _assert_job_equals_train(shipped, compiled[2], 0)
 
 
@@ -184,7 +190,7 @@ def test_nan_keeps_last_good_state(shipped):
     """A non-finite batch (the CLI's update program): the state keeps its last good
     parameters, Adam state and batch count, and the run stays stopped at that batch."""
     run = shipped
-    states = run.programs.init(run.runs.keys(), run.runs.hypers())
+    states, _ = programs.run_init(run.programs, run.trainer, run.runs)
     bad = states.replace(obs_stats=states.obs_stats.replace(
         scale=states.obs_stats.scale.at[0, 0].set(jnp.nan)))
     before = jax.device_get((bad.params, bad.opt_state, bad.batches_done))  # (donated below)
@@ -221,10 +227,26 @@ def test_fixed_statistics_stay_fixed(shipped):
     """The tutorial's statistics (``obs_norm`` reference, as safe): set at init, never
     updated, and no moments carried."""
     run = shipped
-    start = run.programs.init(run.runs.keys(), run.runs.hypers())
+    start, _ = programs.run_init(run.programs, run.trainer, run.runs)
     assert run.states.obs_moments is None and int(run.states.batches_done[0]) == 3
     for a, b in zip(jax.tree_util.tree_leaves(run.states.obs_stats),
                     jax.tree_util.tree_leaves(start.obs_stats)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_gpu_job_draws_its_statistics_on_the_host(shipped, monkeypatch):
+    """The CLI's path where the job trains on an accelerator (``host_statistics``, forced
+    here): a ``stats`` program on the host's CPU, whose moments ``init`` takes; the first
+    states are bit for bit the CPU job's, and the start-up record says what the host spent."""
+    monkeypatch.setattr(programs, "host_statistics", lambda trainer: True)
+    job = runner.prepare(Runs(TINY))
+    assert [i.name for i in job.programs.infos] == ["stats", "init", "update", "evaluate"]
+    assert {i.source for i in job.programs.infos[2:]} == {"in_process"}  # shipped's
+    assert job.log.startup["host_stats_s"] > 0
+    assert job.programs.modules["init"] != shipped.programs.modules["init"]
+    own, _ = programs.run_init(shipped.programs, shipped.trainer, shipped.runs)
+    for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(job.states)),
+                    jax.tree_util.tree_leaves(jax.device_get(own))):
         np.testing.assert_array_equal(a, b)
 
 

@@ -96,19 +96,18 @@ def _startup(phases: probes.Phases, prepared_s: float, init_run_s: float, job,
     """Where the seconds before the first batch went: backend init, then what ``prepare``
     records in ``job.log.startup``: the env build, the programs (each loaded or compiled,
     ``job.programs.report()``), the ``init`` program's run (network init and the
-    normalization statistics' env steps, and the wait for them); the rest of prepare
+    normalization statistics' env steps, and the wait for them; ``host_stats_s``: of which
+    the statistics on the host's CPU, for a job on a GPU); the rest of prepare
     (devices, layout, keys), and every XLA compilation with its name (``program``: which of
     the job's programs it is, None for any other)."""
-    from ppo_jax.run.programs import PROGRAM_NAMES, module_name
-
     p = {**phases.seconds, **{k[:-2]: v for k, v in job.log.startup.items()}}
-    names = {module_name(job.trainer, job.runs.num_runs, n): n for n in PROGRAM_NAMES}
+    names = {m: n for n, m in job.programs.modules.items()}
     xla = compiles.report()
     for c in xla["named"]:
         c["program"] = next((n for m, n in names.items() if m in c["name"]), None)
     return {"backend_init_s": p.get("backend_init"), "env_build_s": p.get("env_build"),
             "programs_s": p.get("programs"), "programs": job.programs.report(),
-            "init_run_s": init_run_s,
+            "init_run_s": init_run_s, "host_stats_s": p.get("host_stats"),
             "prepare_other_s": (p.get("prepare", 0.0) - p.get("env_build", 0.0)
                                 - p.get("programs", 0.0) - init_run_s),
             "prepared_s": prepared_s, "xla_compiles": xla}

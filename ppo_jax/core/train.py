@@ -17,9 +17,10 @@
 A :class:`Trainer` is one run's PPO. The host driver (:mod:`ppo_jax.run.programs`,
 :mod:`ppo_jax.run.runner`) compiles the same pieces for R runs at once as three programs
 (``init``, ``update`` = :meth:`Trainer.update_step`, ``evaluate`` =
-:meth:`Trainer.evaluate_after`) and calls them batch by batch: the state stays on the device,
-only each batch's metrics come back, and no program holds a host callback, so all three live
-in JAX's persistent compilation cache.
+:meth:`Trainer.evaluate_after`; on a GPU a fourth, :meth:`Trainer.init_moments`, on the host's
+CPU) and calls them batch by batch: the state stays on the device, only each batch's metrics
+come back, and no program holds a host callback, so all of them live in JAX's persistent
+compilation cache.
 """
 
 from __future__ import annotations
@@ -207,12 +208,23 @@ class Trainer:
         """Mark ``tree``'s env (or minibatch) axis as split over the layout's env devices."""
         return tree if self.layout is None else self.layout.constrain_envs(tree, axis)
 
-    def init(self, key: jax.Array, hyper: Hyper) -> PPOState:
+    def init_moments(self, key: jax.Array) -> ObsMoments:
+        """The moments of the random rollouts that :meth:`init` (with the same ``key``) draws
+        its normalization statistics from: one env, ``init_stats_frames`` sequential steps.
+        A program of its own where those steps should run elsewhere than the wide work (on
+        the host's CPU for a job on a GPU, :mod:`ppo_jax.run.programs`)."""
+        k_stats = jax.random.split(key, 5)[0]
+        return init_moments(self.env, k_stats, self.config.init_stats_frames)
+
+    def init(self, key: jax.Array, hyper: Hyper,
+             moments: ObsMoments | None = None) -> PPOState:
         """Statistics, parameters, optimizer and envs for a run seeded by ``key``, with the
-        sweepable hyperparameters ``hyper`` (``hyper_of(config)``: the config's)."""
+        sweepable hyperparameters ``hyper`` (``hyper_of(config)``: the config's).
+        ``moments``: :meth:`init_moments` of ``key`` computed elsewhere (None: here)."""
         cfg = self.config
-        k_stats, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
-        moments = init_moments(self.env, k_stats, cfg.init_stats_frames)
+        _, k_params, k_env, k_run, k_eval = jax.random.split(key, 5)
+        if moments is None:
+            moments = self.init_moments(key)
         f32 = lambda tree: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), tree)
         stats = f32(stats_from_moments(moments, cfg.obs_norm))
         params = self.init_params(k_params)

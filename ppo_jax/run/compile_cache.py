@@ -202,16 +202,18 @@ def load_stored(name: str, key: str) -> tuple[Any, CompileInfo] | None:
 
     t = time.perf_counter()
     try:
-        _prepare_cpu_runtime()
         with open(path, "rb") as f:
             payload, in_tree, out_tree, device_ids = pickle.load(f)
-        by_id = {d.id: d for d in jax.local_devices()}
         # The devices it was compiled for, in their order (by default JAX would load it
         # onto every device of the process, and a one-device program would then expect
-        # one shard of each argument per device).
-        devices = [by_id[i] for i in device_ids]
+        # one shard of each argument per device), each named by its platform and id (a
+        # job on a GPU runs a program on the host's CPU too, whose device 0 is not the
+        # GPU's).
+        devices = [_local_device(i) for i in device_ids]
+        if devices[0].platform == "cpu":
+            _prepare_cpu_runtime()
         compiled = serialize_executable.deserialize_and_load(
-            payload, in_tree, out_tree, execution_devices=devices)
+            payload, in_tree, out_tree, backend=devices[0].client, execution_devices=devices)
     except Exception:  # truncated, from another jaxlib build, ...: compile instead
         return None
     info = CompileInfo(name=name, seconds=time.perf_counter() - t, source=STORE_DIR,
@@ -219,14 +221,24 @@ def load_stored(name: str, key: str) -> tuple[Any, CompileInfo] | None:
     return compiled, info
 
 
+def _device_name(d: jax.Device) -> tuple[str, int]:
+    return (d.platform, d.id)
+
+
+def _local_device(name: tuple[str, int]) -> jax.Device:
+    """The local device named by :func:`_device_name`; an exception where this process has
+    none such (the stored program is then compiled again)."""
+    platform, i = name
+    return {d.id: d for d in jax.local_devices(backend=platform)}[i]
+
+
 def _prepare_cpu_runtime() -> None:
     """Load what a CPU executable's LAPACK calls need. Lowering a linear-algebra op does this
     as a side effect; a program loaded without lowering anything would crash in its first
     LAPACK call (MJX's solver factorizes with one) without it."""
-    if jax.default_backend() == "cpu":
-        from jax._src.lib import lapack
+    from jax._src.lib import lapack
 
-        lapack._lapack.initialize()
+    lapack._lapack.initialize()
 
 
 def store(key: str, compiled: Any) -> bool:
@@ -237,7 +249,7 @@ def store(key: str, compiled: Any) -> bool:
     from jax.experimental import serialize_executable
 
     try:
-        device_ids = [d.id for d in compiled.runtime_executable().local_devices()]
+        device_ids = [_device_name(d) for d in compiled.runtime_executable().local_devices()]
         blob = pickle.dumps((*serialize_executable.serialize(compiled), device_ids))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, blob)

@@ -1,6 +1,6 @@
 """The training programs of a job: R runs of one :class:`~ppo_jax.core.train.Trainer` at once.
 
-A job is R runs (seeds, times the points of a sweep) and three programs:
+A job is R runs (seeds, times the points of a sweep) and three programs (four on a GPU):
 
 * ``init``: ``(keys [R], hypers [R]) -> PPOState [R, ...]`` (statistics rollouts, networks,
   Adam, envs): :func:`init_runs`;
@@ -10,7 +10,11 @@ A job is R runs (seeds, times the points of a sweep) and three programs:
   state argument is donated, so the state is updated in place on the device:
   :func:`update_runs`;
 * ``evaluate``: ``(states, i) -> EvalMetrics [R]``, the evaluation logged after batch ``i``:
-  :func:`evaluate_runs`.
+  :func:`evaluate_runs`;
+* ``stats``, for a job on an accelerator only: ``keys [R] -> ObsMoments [R]``, the
+  normalization statistics' random rollouts, compiled for and run on the host's CPU (one
+  env's sequential steps are latency-bound on a GPU), then handed to ``init``:
+  :func:`stats_runs`, :func:`host_statistics`.
 
 The sweepable hyperparameters (:mod:`ppo_jax.core.hyper`) and the run's length are inputs, not
 constants: a program serves every value of them. With a device mesh
@@ -42,6 +46,7 @@ from ppo_jax.run import compile_cache
 from ppo_jax.run.compile_cache import CompileInfo
 from ppo_jax.core.hyper import Hyper, hyper_of, program_config
 from ppo_jax.run.parallel import RUNS
+from ppo_jax.core.normalization import ObsMoments
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, precision
 
 PROGRAM_NAMES = ("init", "update", "evaluate")
@@ -59,10 +64,43 @@ def over_runs(trainer: Trainer, fn: Callable, *trees):
     return jax.vmap(fn, spmd_axis_name=spmd)(*trees)
 
 
-def init_runs(trainer: Trainer, keys: jax.Array, hypers: Hyper) -> PPOState:
-    """``keys [R]``, ``hypers [R]`` -> ``PPOState [R, ...]`` (:meth:`Trainer.init`)."""
+def init_runs(trainer: Trainer, keys: jax.Array, hypers: Hyper,
+              moments: ObsMoments | None = None) -> PPOState:
+    """``keys [R]``, ``hypers [R]`` -> ``PPOState [R, ...]`` (:meth:`Trainer.init`), with the
+    statistics rollouts' ``moments [R]`` from :func:`stats_runs` (None: computed here)."""
     with precision(trainer.config):
-        return over_runs(trainer, trainer.init, keys, hypers)
+        if moments is None:
+            return over_runs(trainer, trainer.init, keys, hypers)
+        return over_runs(trainer, trainer.init, keys, hypers, moments)
+
+
+def stats_runs(trainer: Trainer, keys: jax.Array) -> ObsMoments:
+    """``keys [R]`` -> the moments ``[R]`` of every run's statistics rollouts
+    (:meth:`Trainer.init_moments`)."""
+    with precision(trainer.config):
+        return over_runs(trainer, trainer.init_moments, keys)
+
+
+def host_statistics(trainer: Trainer) -> bool:
+    """Whether the job's statistics rollouts run as a program of their own on the host's CPU
+    (``stats``) rather than inside ``init``: where the job trains on an accelerator, in one
+    process. The rollouts are one env's ``init_stats_frames`` sequential steps, each a chain
+    of small kernels on a GPU (~7 ms a pendulum step on an H200, so ~7 s of every start-up
+    at the tutorial's 1,000 frames), and ~0.2 ms on a CPU core. On a CPU ``init`` keeps them:
+    the same program as ever. (A multi-process job keeps them on its devices: the processes'
+    CPUs could round differently, and every process must hold the same statistics; so does
+    a process whose JAX runs without its CPU backend, e.g. ``JAX_PLATFORMS=cuda``.)"""
+    if jax.default_backend() == "cpu" or jax.process_count() > 1:
+        return False
+    try:
+        return bool(jax.local_devices(backend="cpu"))
+    except RuntimeError:  # no CPU backend in this process
+        return False
+
+
+def host_device() -> jax.Device:
+    """The host's CPU device, where the ``stats`` program runs."""
+    return jax.local_devices(backend="cpu")[0]
 
 
 def update_runs(trainer: Trainer, states: PPOState, i: jax.Array, rate: jax.Array
@@ -171,6 +209,8 @@ class Programs:
     evaluate: Any
     infos: tuple[CompileInfo, ...]
     compile_seconds: float  # wall time to have them all (the compiles overlap)
+    stats: Any = None  # the statistics rollouts on the host (host_statistics), else None
+    modules: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> XLA module
 
     @property
     def from_cache(self) -> bool | None:
@@ -201,11 +241,24 @@ def program_inputs(trainer: Trainer, num_runs: int):
     return keys, hypers, states
 
 
-def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
+def stats_inputs(trainer: Trainer, num_runs: int):
+    """Abstract ``(keys, moments)`` of the ``stats`` program: its keys on the host's CPU, and
+    the moments it returns as ``init`` takes them (over the layout's rows of runs)."""
+    keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32,
+                                sharding=jax.sharding.SingleDeviceSharding(host_device()))
+    moments = jax.eval_shape(lambda k: stats_runs(trainer, k), keys)
+    runs = None if trainer.layout is None else trainer.layout.runs()
+    moments = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=runs), moments)
+    return keys, moments
+
+
+def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...],
+                 split: bool = False):
     """``(name, lowered)`` of the programs in ``names``, one at a time (each can compile
     while the next is traced). Each XLA module is named by its :func:`module_name`, so JAX's
     persistent cache holds each program under the program store's identity (less a
-    process's own part)."""
+    process's own part). ``split``: ``init`` takes the ``stats`` program's moments."""
     keys, hypers, states = program_inputs(trainer, num_runs)
     layout = trainer.layout
     i = jax.ShapeDtypeStruct((), jnp.int32)
@@ -217,10 +270,15 @@ def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
         i = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep_out)
         rate = jax.ShapeDtypeStruct((), jnp.float32, sharding=rep_out)
     lower = compile_cache.lower
+    if split:
+        host_keys, moments = stats_inputs(trainer, num_runs)
+    if "stats" in names:
+        yield "stats", lower(functools.partial(stats_runs, trainer), host_keys,
+                             name=module_name(trainer, num_runs, "stats"))
     if "init" in names:
         yield "init", lower(functools.partial(init_runs, trainer), keys, hypers,
-                            out_shardings=state_out,
-                            name=module_name(trainer, num_runs, "init"))
+                            *((moments,) if split else ()), out_shardings=state_out,
+                            name=module_name(trainer, num_runs, "init", **_init_extra(split)))
     if "update" in names:
         yield "update", lower(functools.partial(update_runs, trainer), states, i, rate,
                               donate_argnums=0,
@@ -232,24 +290,61 @@ def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...]):
                                 name=module_name(trainer, num_runs, "evaluate"))
 
 
+def _init_extra(split: bool) -> dict[str, Any]:
+    """What tells ``init`` that takes the ``stats`` program's moments from the one that
+    computes them (the keys of the programs that ever ran are kept)."""
+    return {"moments": "input"} if split else {}
+
+
 def build_programs(
     trainer: Trainer, num_runs: int, announce: Callable[[str], None] | None = None,
-    need: tuple[str, ...] = PROGRAM_NAMES,
+    need: tuple[str, ...] = PROGRAM_NAMES, host_stats: bool | None = None,
 ) -> Programs:
     """The job's compiled programs for R = ``num_runs`` runs (those in ``need``; the others
-    are None), see :func:`ppo_jax.run.compile_cache.obtain`."""
+    are None), see :func:`ppo_jax.run.compile_cache.obtain`. ``host_stats``: whether ``init``
+    takes its statistics from a ``stats`` program on the host's CPU (None:
+    :func:`host_statistics`); only where ``init`` is needed."""
     if not trainer.config.eval_batches:
         need = tuple(n for n in need if n != "evaluate")
-    keys = {name: program_key(trainer, num_runs, name) for name in need}
+    if host_stats is None:
+        host_stats = host_statistics(trainer)
+    split = host_stats and "init" in need
+    if split:
+        need = ("stats", *need)
+    extra = {name: _init_extra(split) if name == "init" else {} for name in need}
+    keys = {name: program_key(trainer, num_runs, name, **extra[name]) for name in need}
     where = (jax.default_backend() if trainer.layout is None
              else f"{jax.default_backend()} ({trainer.layout.describe()})")
     what = (f"the training programs ({', '.join(need)}) for {num_runs} run(s) x "
             f"{trainer.config.num_envs} env(s) on {where}")
     t = time.perf_counter()
     compiled, infos = compile_cache.obtain(
-        keys, lambda names: iter_lowered(trainer, num_runs, names), what, announce,
+        keys, lambda names: iter_lowered(trainer, num_runs, names, split), what, announce,
         persist=storable(trainer))
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
-                    evaluate=compiled.get("evaluate"),
+                    evaluate=compiled.get("evaluate"), stats=compiled.get("stats"),
                     infos=tuple(infos[n] for n in need),
-                    compile_seconds=time.perf_counter() - t)
+                    compile_seconds=time.perf_counter() - t,
+                    modules={n: module_name(trainer, num_runs, n, **extra[n]) for n in need})
+
+
+def run_init(programs: Programs, trainer: Trainer, runs: Any) -> tuple[PPOState, float | None]:
+    """The first states of ``runs`` (:class:`~ppo_jax.run.runs.Runs`: their keys and
+    hyperparameters, laid out over the trainer's mesh) from the ``init`` program; with a
+    ``stats`` program, its moments first, on the host's CPU, then moved to where ``init``
+    takes them. Returns the states and the seconds the statistics took on the host (None:
+    they were drawn inside ``init``)."""
+    keys, hypers, layout = runs.keys(), runs.hypers(), trainer.layout
+    stats_s = moments = None
+    if programs.stats is not None:
+        t = time.perf_counter()
+        moments = jax.block_until_ready(programs.stats(jax.device_put(keys, host_device())))
+        stats_s = time.perf_counter() - t
+        moments = (jax.device_put(moments, jax.devices()[0]) if layout is None else
+                   layout.put(jax.device_get(moments),
+                              jax.tree_util.tree_map(lambda _: layout.runs(), moments)))
+    if layout is not None:
+        keys = layout.put(keys, layout.runs())
+        hypers = layout.put(hypers, jax.tree_util.tree_map(lambda _: layout.runs(), hypers))
+    args = (keys, hypers) if moments is None else (keys, hypers, moments)
+    return programs.init(*args), stats_s

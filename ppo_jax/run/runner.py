@@ -35,7 +35,7 @@ from ppo_jax.run.runs import Runs, label
 from ppo_jax.run.host_eval import HostEvaluatorFactory
 from ppo_jax.core.optim import cosine_phase_step
 from ppo_jax.run.parallel import barrier, choose_devices, gather, make_layout
-from ppo_jax.run.programs import Programs, build_programs
+from ppo_jax.run.programs import Programs, build_programs, run_init
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
 
 
@@ -275,11 +275,9 @@ def prepare(
         log.failed = [None if f < 0 else int(f) for f in gather(states.failed_batch)]
     else:
         t = time.perf_counter()
-        keys, hypers = runs.keys(), runs.hypers()
-        if layout is not None:
-            keys = layout.put(keys, layout.runs())
-            hypers = layout.put(hypers, jax.tree_util.tree_map(lambda _: layout.runs(), hypers))
-        states = programs.init(keys, hypers)
+        states, stats_s = run_init(programs, trainer, runs)
+        if stats_s is not None:
+            log.startup["host_stats_s"] = stats_s
         if init_from is not None:
             params, stats = init_from
 

@@ -779,6 +779,12 @@ def bench_run(check: Check, cfg, cache: str, timeout: float) -> dict[str, Any]:
     return out
 
 
+def _host_stats(phases: dict[str, Any]) -> str:
+    """`` (of which stats on the host x.x)`` where the statistics ran on the host's CPU."""
+    s = phases.get("host_stats_s")
+    return "" if s is None else f" (of which stats on the host's CPU {s:.1f})"
+
+
 def startup_breakdown(startup: dict[str, Any] | None, startup_s: float) -> dict[str, Any] | None:
     """The worker's start-up record (see :mod:`ppo_jax.bench.worker_ppo_jax`) as phases that
     add up to ``startup_s``: backend init, env build, programs, the init program's run (the
@@ -797,6 +803,7 @@ def startup_breakdown(startup: dict[str, Any] | None, startup_s: float) -> dict[
     prepared = startup.get("prepared_s") or 0.0
     other = [c for c in xla.get("named", []) if c.get("program") is None]
     return dict(phases, rest_s=startup_s - sum(phases.values()),
+                host_stats_s=startup.get("host_stats_s"),
                 programs=startup.get("programs") or {},
                 other_compiles=sorted(other, key=lambda c: -c["seconds"]),
                 other_compiles_before_first_batch_s=round(sum(
@@ -1106,7 +1113,8 @@ def _startup_lines(payload: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {label} | {fmt_num(run.get('startup_s'), f1)} | "
             f"{fmt_num(p['backend_init_s'], f1)} | {fmt_num(p['env_build_s'], f1)} | "
-            f"{fmt_num(p['programs_s'], f1)} ({progs or '–'}) | {fmt_num(p['init_run_s'], f1)} | "
+            f"{fmt_num(p['programs_s'], f1)} ({progs or '–'}) | {fmt_num(p['init_run_s'], f1)}"
+            f"{_host_stats(p)} | "
             f"{fmt_num(p['first_batch_extra_s'], f1)} | "
             f"{fmt_num(p['rest_s'] + p.get('prepare_other_s', 0.0), f1)} | "
             f"{fmt_num(p['other_compiles_before_first_batch_s'], '{:.2f}')} s: "
