@@ -23,12 +23,13 @@ for a GPU first, :data:`GPU_PLAN`):
    Brax worker), and the ppo_jax / Brax ratio;
 5. ``env_speed``: env steps/s of the MJX env alone at 4,096, 1,024, 64 and 1 envs, each row a
    short warm-up and then as many calls as fit a few seconds;
-6. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
+6. ``train_64``, ``train_1``, then ``train_1024``, ``train_16384`` and ``train_65536``: the
+   other training rows (cold; with ``train_4096`` the env-count curve of training frames/s);
 7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000;
 8. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
-fewer); ``train_1024``, ``preset_fast`` and ``learning`` have none: they run on what is left
+fewer); ``train_16384``, ``train_65536`` and ``learning`` have none: they run on what is left
 and are skipped, saying why, when it is not enough; ``--steps`` runs them in a second short
 run. After every step (and every test) ``OUT/gpu_check.json`` (every figure, the device,
 versions, each step's status and seconds) and ``OUT/gpu_check.md`` (the tables, with the
@@ -125,9 +126,10 @@ GPU_PLAN = Plan(
     env_speed=(4096, 1024, 64, 1),
     env_speed_row_s=3.0,
     env_speed_chunk=100,
-    train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False)),
+    train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False),
+           (16384, 4, False), (65536, 3, False)),
     order=("pytest", "train_4096", "matmul", "brax", "env_speed", "train_64", "train_1",
-           "train_1024", "preset_fast", "learning"),
+           "train_1024", "train_16384", "train_65536", "preset_fast", "learning"),
     matmul_envs=4096,
     brax_envs=4096,
     threshold=THRESHOLD,
