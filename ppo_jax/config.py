@@ -17,7 +17,7 @@ ObsNormMode = Literal["reference", "safe", "running"]
 EvalAction = Literal["mean", "tanh_loc"]
 CriticLoss = Literal["smooth_l1", "l2", "l1"]
 MatmulPrecision = Literal["highest", "tf32", "default"]
-EvalSim = Literal["auto", "mjx", "mujoco"]
+EvalSim = Literal["auto", "mjx", "mujoco", "mjx-cpu"]
 
 OBS_NORM_MODES: tuple[str, ...] = typing.get_args(ObsNormMode)
 EVAL_ACTIONS: tuple[str, ...] = typing.get_args(EvalAction)
@@ -154,10 +154,12 @@ class PPOConfig:
             """Where training's evaluations run: 'mjx' (an MJX episode on the training
             device, between batches), 'mujoco' (MuJoCo C, the exact simulator, on the host
             CPU in a worker thread while the device trains the next batches; same start
-            states and policy, returns equal within float32 noise; Gymnasium ports only) or
-            'auto' ('mujoco' where the runs train on a GPU/TPU and the env has a MuJoCo C
-            twin, else 'mjx'; on a CPU MJX's evaluation is kept: its numbers are the
-            reference ones). Only the host loop reads it: it changes no program."""
+            states and policy, returns equal within float32 noise; Gymnasium ports only),
+            'mjx-cpu' (the same MJX episode as 'mjx', on the host's CPU in that worker
+            thread; any env) or 'auto' (where the runs train on a GPU/TPU in one process:
+            'mujoco' for an env with a MuJoCo C twin, else 'mjx-cpu'; on a CPU, or over
+            several processes, 'mjx': on a CPU MJX's evaluation is kept, its numbers are the
+            reference ones). Only the host loop reads it: it changes no training program."""
         ),
     )
     # --- numerics -------------------------------------------------------------------------

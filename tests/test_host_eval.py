@@ -1,7 +1,8 @@
-"""Training's evaluation in MuJoCo C on the host (``eval_sim='mujoco'``:
-:mod:`ppo_jax.eval.host` runs the episodes, :mod:`ppo_jax.run.host_eval` the worker thread).
+"""Training's evaluation on the host: in MuJoCo C (``eval_sim='mujoco'``:
+:mod:`ppo_jax.eval.host` runs the episodes, :mod:`ppo_jax.run.host_eval` the worker thread)
+and MJX's own episode on the host's CPU (``eval_sim='mjx-cpu'``).
 
-Tolerance of the returns: ``rtol=1e-4``, with equal episode lengths. The two evaluations start
+Tolerance of MuJoCo C's returns: ``rtol=1e-4``, with equal episode lengths. The two evaluations start
 from the same state (the MJX reset of the same key) and act with the same float32 actor; what
 differs is the simulator: MJX in float32 with its capped solver, MuJoCo C in float64 with
 MuJoCo's own settings. Over the horizon where the tiny run's policy keeps the pendulum up
@@ -62,15 +63,23 @@ def _read(path):
         return json.load(f)
 
 
-def test_run_records_host_evaluations_at_their_batches(tiny_config, tmp_path,
+@pytest.fixture(scope="module")
+def five_batches(tiny_config, tmp_path_factory):
+    """``(config, metrics)`` of the tiny run over 5 batches, evaluated after batches 0, 2
+    and 4 by MJX on the training device."""
+    cfg = tiny_config.replace(total_frames=1000, eval_every=2)
+    out = tmp_path_factory.mktemp("mjx") / "run"
+    _, ref = runner.fit(cfg.replace(eval_sim="mjx"), out=str(out), tensorboard=False)
+    return cfg, ref
+
+
+def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
                                                        compile_cache_dir):
     """A run with ``eval_sim='mujoco'`` trains exactly as with MJX's evaluation (every
     per-batch number equal) and records an evaluation at each of the same batches, in order,
     with returns close to MJX's; on_eval sees each once, after its batch; the metrics.json
     of a checkpoint holds the evaluations up to it; TensorBoard has them at their frames."""
-    cfg = tiny_config.replace(total_frames=1000, eval_every=2)  # 5 batches: evals 0, 2, 4
-    _, ref = runner.fit(cfg.replace(eval_sim="mjx"), out=str(tmp_path / "mjx"),
-                        tensorboard=False)
+    cfg, ref = five_batches
     seen, batches = [], []
     _, got = runner.fit(cfg.replace(eval_sim="mujoco"), out=str(tmp_path / "host"),
                         checkpoint_every=2, host_evaluator=MujocoEvaluator,
@@ -97,6 +106,43 @@ def test_run_records_host_evaluations_at_their_batches(tiny_config, tmp_path,
     np.testing.assert_allclose([e.value for e in events], got["eval_return"], rtol=1e-6)
 
 
+def test_mjx_on_the_host_s_cpu_is_the_evaluate_program_s_episode(job, five_batches,
+                                                                  tmp_path):
+    """``eval_sim='mjx-cpu'``: the ``evaluate`` program's episode compiled for the host's
+    CPU and run in the worker thread. Per run (2 runs, 8 batches' keys) it gives what the
+    ``evaluate`` program gives; a run with it trains as with MJX's evaluation on the device
+    and records the same evaluations, and its job compiles no ``evaluate`` program."""
+    states = job.states
+    host = host_eval.MjxCpuEvaluator(job.trainer, 2)
+    actor, stats, keys = jax.device_get((states.params.actor, states.obs_stats,
+                                         states.eval_key))
+    for i in range(8):
+        mjx = jax.device_get(job.programs.evaluate(states, np.int32(i)))
+        ev = host(actor, stats, keys, i)
+        assert ev.eval_return.dtype == np.float32 and ev.eval_steps.dtype == np.int32
+        np.testing.assert_array_equal(ev.eval_steps, mjx.eval_steps)
+        np.testing.assert_array_equal(ev.eval_return, mjx.eval_return)
+
+    cfg, ref = five_batches
+    prepared = []
+    real_prepare = runner.prepare
+
+    def prepare(*a, **kw):
+        prepared.append(real_prepare(*a, **kw))
+        return prepared[-1]
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(runner, "prepare", prepare):
+        _, got = runner.fit(cfg.replace(eval_sim="mjx-cpu"), out=str(tmp_path / "run"),
+                            tensorboard=False)
+    assert prepared[0].programs.evaluate is None
+    assert [i.name for i in prepared[0].programs.infos] == ["init", "update"]
+    for key in ("batch", "frames", "reward", "step_count", "lr", "grad_norm", "eval_frames",
+                "eval_steps", "eval_return"):
+        assert got[key] == ref[key], key
+
+
 def test_checkpoint_holds_its_evaluations(tiny_config, tmp_path):
     """Batch 2's evaluation is waited for before the checkpoint after batch 3 (and the
     metrics.json written then holds it)."""
@@ -114,15 +160,27 @@ def test_checkpoint_holds_its_evaluations(tiny_config, tmp_path):
     assert job.log.history["eval_frames"][0] == [200, 600, 1000]
 
 
-def test_auto_keeps_mjx_on_the_cpu(job, tiny_config):
+def test_auto_keeps_mjx_on_the_cpu_and_evaluates_on_the_host_beside_a_gpu(job, tiny_config):
     assert tiny_config.eval_sim == "auto"
     env = job.trainer.env
-    assert host_eval.choose(tiny_config, env, job.states, MujocoEvaluator) == "mjx"
-    assert host_eval.choose(tiny_config.replace(eval_sim="mujoco"), env, job.states,
-                            MujocoEvaluator) == "mujoco"
+    assert host_eval.platform_of(job.states) == "cpu"
+    assert host_eval.choose(tiny_config, env, "cpu", MujocoEvaluator) == "mjx"
+    assert host_eval.on_device(tiny_config, "cpu")
+    # beside a GPU: MuJoCo C for a port with its evaluator, else MJX on the host's CPU
+    assert host_eval.choose(tiny_config, env, "gpu", MujocoEvaluator) == "mujoco"
+    assert host_eval.choose(tiny_config, env, "gpu", None) == "mjx-cpu"
+    assert host_eval.choose(tiny_config, object(), "gpu", MujocoEvaluator) == "mjx-cpu"
+    assert not host_eval.on_device(tiny_config, "gpu")
+    for sim in ("mujoco", "mjx-cpu"):  # asked for: wherever the runs train
+        assert host_eval.choose(tiny_config.replace(eval_sim=sim), env, "cpu",
+                                MujocoEvaluator) == sim
+        assert not host_eval.on_device(tiny_config.replace(eval_sim=sim), "cpu")
+    assert host_eval.choose(tiny_config.replace(eval_sim="mjx"), env, "gpu",
+                            MujocoEvaluator) == "mjx"
+    assert host_eval.on_device(tiny_config.replace(eval_sim="mjx"), "gpu")
     # no evaluation at all: nothing to put anywhere
     assert host_eval.choose(tiny_config.replace(eval_sim="mujoco", eval_every=0), env,
-                            job.states, None) == "mjx"
+                            "gpu", None) == "mjx"
 
 
 def test_bad_choices_give_one_line(tiny_config, tmp_path, capsys, compile_cache_dir):
@@ -132,9 +190,10 @@ def test_bad_choices_give_one_line(tiny_config, tmp_path, capsys, compile_cache_
             host_eval.check_eval_sim(tiny_config.replace(env=env_id, eval_sim="mujoco"),
                                      factory=MujocoEvaluator)
         assert "\n" not in str(e.value) and env_id in str(e.value)
-    # auto falls back to MJX there
-    host_eval.check_eval_sim(tiny_config.replace(env="brax:inverted_pendulum"),
-                             factory=MujocoEvaluator)
+    # auto, and MJX on the host's CPU, evaluate them
+    for sim in ("auto", "mjx-cpu"):
+        host_eval.check_eval_sim(tiny_config.replace(env="brax:inverted_pendulum",
+                                                     eval_sim=sim), factory=MujocoEvaluator)
     # the library without the host evaluator (the run layer never imports the eval layer)
     with pytest.raises(ValueError, match="needs a host evaluator") as e:
         runner.fit(tiny_config.replace(eval_sim="mujoco"))

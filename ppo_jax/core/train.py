@@ -365,7 +365,11 @@ class Trainer:
 
     def evaluate(self, params: Params, stats: ObsNormStats, key: jax.Array):
         """One deterministic episode (``config.eval_action``) of up to ``eval_max_steps``."""
-        policy = self.policy(params.actor, stats, self.config.eval_action)
+        return self.actor_episode(params.actor, stats, key)
+
+    def actor_episode(self, actor_params, stats: ObsNormStats, key: jax.Array):
+        """:meth:`evaluate` from the actor's parameters alone."""
+        policy = self.policy(actor_params, stats, self.config.eval_action)
         return run_episode(self.env, policy, key, self.config.eval_max_steps)
 
     def update_step(self, state: PPOState, i: jax.Array, rate=None
@@ -413,7 +417,13 @@ class Trainer:
     def evaluate_after(self, state: PPOState, i: jax.Array) -> EvalMetrics:
         """The evaluation logged after batch ``i`` (on the state that batch produced): one
         deterministic episode from ``eval_episode_key(state.eval_key, i)``."""
-        res = self.evaluate(state.params, state.obs_stats, eval_episode_key(state.eval_key, i))
+        return self.evaluate_policy(state.params.actor, state.obs_stats, state.eval_key, i)
+
+    def evaluate_policy(self, actor_params, stats: ObsNormStats, eval_key: jax.Array,
+                        i: jax.Array) -> EvalMetrics:
+        """:meth:`evaluate_after` from the parts of the state it reads (what an evaluation
+        elsewhere than the training device is handed)."""
+        res = self.actor_episode(actor_params, stats, eval_episode_key(eval_key, i))
         return EvalMetrics(
             eval_return=res.episode_return.astype(jnp.float32), eval_steps=res.length - 1
         )

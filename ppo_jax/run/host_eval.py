@@ -18,10 +18,15 @@ that batch's metrics are recorded (:meth:`ppo_jax.run.runner.RunLog.add_eval`), 
 the outstanding ones before a checkpoint and at the end of the run, and re-raises a worker's
 exception.
 
-``'auto'`` picks ``'mujoco'`` where the runs' arrays live on an accelerator (where an MJX
-episode of up to 1,000 sequential steps is latency-bound: ~7 s on an H200), the env has a
-MuJoCo C twin (a Gymnasium port), a host evaluator is given and the job is one process;
-else ``'mjx'``: on a CPU the MJX evaluation, whose numbers the reference runs hold, stays.
+``eval_sim = 'mjx-cpu'`` runs the same way with :class:`MjxCpuEvaluator`: the ``evaluate``
+program's own MJX episode, compiled for the host's CPU; any env has it.
+
+``'auto'`` evaluates on the host where the runs' arrays live on an accelerator (where an MJX
+episode of up to 1,000 sequential steps is latency-bound: ~7 s on an H200) and the job is
+one process: ``'mujoco'`` where the env has a MuJoCo C twin (a Gymnasium port) and a host
+evaluator is given, else ``'mjx-cpu'``. Elsewhere ``'mjx'``: on a CPU the MJX evaluation,
+whose numbers the reference runs hold, stays. A job that evaluates on the host has no
+``evaluate`` program on its device (:func:`on_device`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs.base import MujocoEnv
@@ -41,49 +47,88 @@ from ppo_jax.envs.registry import PORTS
 # EvalMetrics [R] as numpy: every argument a host (numpy) tree with the leading run axis
 HostEvaluatorFactory = Callable[[Any, int], Callable[..., Any]]
 
+HOST_SIMS = ("mujoco", "mjx-cpu")  # the eval_sim values that evaluate in the worker thread
+
+
 def check_eval_sim(config: PPOConfig, env: Any = None,
                    factory: HostEvaluatorFactory | None = None) -> None:
-    """Refuse ``eval_sim = 'mujoco'`` where it cannot run, before anything is built:
+    """Refuse an ``eval_sim`` on the host where it cannot run, before anything is built:
     ``ValueError``, one line. ``env``: an env object of the user's own (None: the registry's
-    ``config.env``); ``factory``: the host evaluator's."""
-    if config.eval_sim != "mujoco" or not config.eval_batches:
+    ``config.env``); ``factory``: the host evaluator's (``'mujoco'`` needs one)."""
+    sim = config.eval_sim
+    if sim not in HOST_SIMS or not config.eval_batches:
         return
-    twin = isinstance(env, MujocoEnv) if env is not None else config.env in PORTS
-    if not twin:
-        name = getattr(env, "env_id", config.env) if env is not None else config.env
-        raise ValueError(
-            f"eval_sim 'mujoco' evaluates in MuJoCo C, which only the Gymnasium MuJoCo ports "
-            f"have ({', '.join(PORTS)}); {name!r} has none: evaluate it with eval_sim 'mjx' "
-            f"(or 'auto')")
+    if sim == "mujoco":
+        twin = isinstance(env, MujocoEnv) if env is not None else config.env in PORTS
+        if not twin:
+            name = getattr(env, "env_id", config.env) if env is not None else config.env
+            raise ValueError(
+                f"eval_sim 'mujoco' evaluates in MuJoCo C, which only the Gymnasium MuJoCo "
+                f"ports have ({', '.join(PORTS)}); {name!r} has none: evaluate it with "
+                f"eval_sim 'mjx-cpu', 'mjx' or 'auto'")
     if jax.process_count() > 1:
-        raise ValueError("eval_sim 'mujoco' runs in one process: a multi-process job "
-                         "evaluates with eval_sim 'mjx' (or 'auto')")
-    if factory is None:
+        raise ValueError(f"eval_sim {sim!r} runs in one process: a multi-process job "
+                         f"evaluates with eval_sim 'mjx' (or 'auto')")
+    if sim == "mujoco" and factory is None:
         raise ValueError("eval_sim 'mujoco' needs a host evaluator: pass "
                          "host_evaluator=ppo_jax.eval.host.MujocoEvaluator")
 
 
-def choose(config: PPOConfig, env: Any, states: Any, factory: HostEvaluatorFactory | None,
-           ) -> str:
-    """``'mjx'`` or ``'mujoco'``: where this job's evaluations run (see the module's
-    docstring); ``ValueError`` (one line, :func:`check_eval_sim`) where ``'mujoco'`` was
-    asked and cannot be."""
-    if config.eval_sim == "mjx" or not config.eval_batches:
+def choose(config: PPOConfig, env: Any, platform: str,
+           factory: HostEvaluatorFactory | None) -> str:
+    """``'mjx'``, ``'mujoco'`` or ``'mjx-cpu'``: where the evaluations of a job training on
+    ``platform`` (``'cpu'``, ``'gpu'``, ...) run (see the module's docstring); ``ValueError``
+    (one line, :func:`check_eval_sim`) where a host evaluation was asked and cannot be.
+    Whether it is ``'mjx'`` (the ``evaluate`` program on the training device) does not
+    depend on ``factory``: :func:`on_device`."""
+    sim = config.eval_sim
+    if on_device(config, platform):
         return "mjx"
-    if config.eval_sim == "mujoco":
+    if sim in HOST_SIMS:
         check_eval_sim(config, env, factory)
-        return "mujoco"
-    if (isinstance(env, MujocoEnv) and jax.process_count() == 1 and factory is not None
-            and _platform(states) != "cpu"):
-        return "mujoco"
-    return "mjx"
+        return sim
+    return "mujoco" if isinstance(env, MujocoEnv) and factory is not None else "mjx-cpu"
 
 
-def _platform(states: Any) -> str:
+def on_device(config: PPOConfig, platform: str) -> bool:
+    """Whether a job training on ``platform`` evaluates with its ``evaluate`` program on the
+    training device (:func:`choose` gives ``'mjx'``), so that it needs one."""
+    sim = config.eval_sim
+    if sim == "mjx" or not config.eval_batches:
+        return True
+    if sim in HOST_SIMS:
+        return False
+    return platform == "cpu" or jax.process_count() > 1
+
+
+def platform_of(states: Any) -> str:
+    """The platform the arrays of ``states`` live on (JAX's default where it cannot tell)."""
     leaves = jax.tree_util.tree_leaves(states)
     if not leaves or not hasattr(leaves[0], "devices"):
         return jax.default_backend()
     return next(iter(leaves[0].devices())).platform
+
+
+class MjxCpuEvaluator:
+    """``evaluator(actor_params [R], obs_stats [R], eval_key [R], i) -> EvalMetrics [R]``
+    (host arrays in, numpy out): the ``evaluate`` program's MJX episode
+    (:meth:`~ppo_jax.core.train.Trainer.evaluate_policy`) compiled for and run on the host's
+    CPU, for any env (``eval_sim='mjx-cpu'``). Its program is obtained at the first
+    evaluation, in the worker thread, from the program store (or compiled there, while the
+    device trains)."""
+
+    def __init__(self, trainer, num_runs: int):
+        self.trainer, self.num_runs = trainer, int(num_runs)
+        self._program = None
+
+    def __call__(self, actor_params, obs_stats, eval_key, i: int):
+        from ppo_jax.run import programs
+
+        args = (actor_params, obs_stats, eval_key)
+        if self._program is None:
+            self._program = programs.build_host_evaluate(self.trainer, self.num_runs, args)
+        on_host = jax.device_put((*args, np.int32(i)), programs.host_device())
+        return jax.device_get(self._program(*on_host))
 
 
 @jax.jit

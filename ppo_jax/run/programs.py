@@ -46,21 +46,22 @@ from ppo_jax.run import compile_cache
 from ppo_jax.run.compile_cache import CompileInfo
 from ppo_jax.core.hyper import Hyper, hyper_of, program_config
 from ppo_jax.run.parallel import RUNS
-from ppo_jax.core.normalization import ObsMoments
+from ppo_jax.core.normalization import ObsMoments, ObsNormStats
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, precision
 
 PROGRAM_NAMES = ("init", "update", "evaluate")
 
 
 # --- R runs at once ----------------------------------------------------------------------------
-def over_runs(trainer: Trainer, fn: Callable, *trees):
+def over_runs(trainer: Trainer, fn: Callable, *trees, on_mesh: bool = True):
     """``fn`` applied to every slice of the leading run axis (vmap, splitting that axis over
-    the layout's rows of runs; R = 1: squeezed away rather than vmapped)."""
+    the layout's rows of runs unless ``on_mesh`` is False, for a program off the mesh; R = 1:
+    squeezed away rather than vmapped)."""
     k = jax.tree_util.tree_leaves(trees)[0].shape[0]
     if k == 1:
         out = fn(*jax.tree_util.tree_map(lambda x: x[0], trees))
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], out)
-    spmd = RUNS if trainer.layout is not None else None
+    spmd = RUNS if trainer.layout is not None and on_mesh else None
     return jax.vmap(fn, spmd_axis_name=spmd)(*trees)
 
 
@@ -96,6 +97,38 @@ def host_statistics(trainer: Trainer) -> bool:
         return bool(jax.local_devices(backend="cpu"))
     except RuntimeError:  # no CPU backend in this process
         return False
+
+
+def host_evaluate_runs(trainer: Trainer, actor_params, stats: ObsNormStats,
+                       eval_keys: jax.Array, i: jax.Array) -> EvalMetrics:
+    """The evaluation after batch ``i`` of every run from the parts of its state that it
+    reads (``[R]`` each; :meth:`Trainer.evaluate_policy`): the ``evaluate`` program's
+    episode, for the host's CPU (``eval_sim='mjx-cpu'``), off the job's mesh."""
+    with precision(trainer.config):
+        return over_runs(trainer, lambda a, s, k: trainer.evaluate_policy(a, s, k, i),
+                         actor_params, stats, eval_keys, on_mesh=False)
+
+
+def build_host_evaluate(trainer: Trainer, num_runs: int, example: tuple) -> Any:
+    """:func:`host_evaluate_runs` compiled for the host's CPU, for arguments shaped as
+    ``example`` = ``(actor_params, stats, eval_keys)`` (host arrays, ``[R]`` each), from
+    the program store like the job's own programs (:func:`compile_cache.obtain`)."""
+    on_host = jax.sharding.SingleDeviceSharding(host_device())
+    args = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=on_host),
+        (*example, np.int32(0)))
+    name = "evaluate_cpu"
+
+    def lower_missing(names):
+        for n in names:
+            yield n, compile_cache.lower(functools.partial(host_evaluate_runs, trainer), *args,
+                                         name=module_name(trainer, num_runs, n))
+
+    compiled, _ = compile_cache.obtain(
+        {name: program_key(trainer, num_runs, name)}, lower_missing,
+        f"the evaluation program for {num_runs} run(s) on the host's CPU",
+        persist=storable(trainer))
+    return compiled[name]
 
 
 def host_device() -> jax.Device:

@@ -254,6 +254,8 @@ def prepare(
         trainer = make_train(runs.config, layout, env)
         first = 0
         need = ("init", "update", "evaluate")
+    if not host_eval.on_device(runs.config, jax.default_backend()):
+        need = tuple(n for n in need if n != "evaluate")  # evaluated on the host
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
     if init_from is not None:
         check_init_from(trainer, init_from)
@@ -357,8 +359,11 @@ def train_batches(
     rate = scalar(cosine_phase_step(cfg))  # the lr schedule's phase step: an input of `update`
     pending: list[tuple[int, Any, Any]] = []
     host = None  # the host evaluations in flight (eval_sim): None while MJX evaluates
-    if host_eval.choose(cfg, job.trainer.env, job.states, host_evaluator) == "mujoco":
-        host = host_eval.HostEvaluations(host_evaluator(job.trainer, job.runs.num_runs))
+    sim = host_eval.choose(cfg, job.trainer.env, host_eval.platform_of(job.states),
+                           host_evaluator)
+    if sim != "mjx":
+        factory = host_evaluator if sim == "mujoco" else host_eval.MjxCpuEvaluator
+        host = host_eval.HostEvaluations(factory(job.trainer, job.runs.num_runs))
     t0 = clock = time.perf_counter()
 
     def count_time() -> None:  # run_seconds up to now, as a checkpoint's metrics.json reports
@@ -543,7 +548,8 @@ def fit(
         ``config.env``.
       host_evaluator: the factory of the host's evaluator
         (:class:`ppo_jax.eval.host.MujocoEvaluator`) for ``config.eval_sim`` ``'mujoco'``, or
-        ``'auto'`` on an accelerator; without one, ``'auto'`` keeps MJX's evaluation.
+        ``'auto'`` on an accelerator; without one, ``'auto'`` there evaluates with MJX on
+        the host's CPU (``'mjx-cpu'``).
       on_eval: ``on_eval(i, eval [R])`` when a host evaluation lands (``on_batch`` then gets
         None for it).
 
