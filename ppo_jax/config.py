@@ -157,9 +157,11 @@ class PPOConfig:
             states and policy, returns equal within float32 noise; Gymnasium ports only),
             'mjx-cpu' (the same MJX episode as 'mjx', on the host's CPU in that worker
             thread; any env) or 'auto' (where the runs train on a GPU/TPU in one process:
-            'mujoco' for an env with a MuJoCo C twin, else 'mjx-cpu'; on a CPU, or over
-            several processes, 'mjx': on a CPU MJX's evaluation is kept, its numbers are the
-            reference ones). Only the host loop reads it: it changes no training program."""
+            'mujoco' for an env with a MuJoCo C twin when a MuJoCo C evaluator is given, as
+            scripts/train.py gives one, else 'mjx-cpu'; on a CPU, or over several processes,
+            'mjx': on a CPU MJX's evaluation is kept, its numbers are the reference ones).
+            It changes no training program; a job that evaluates on the host builds no
+            evaluate program."""
         ),
     )
     # --- numerics -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import pytest
 
 from ppo_jax.cli import train as train_cmd
 from ppo_jax.eval.host import MujocoEvaluator
-from ppo_jax.run import host_eval, runner
+from ppo_jax.run import host_eval, programs, runner
 from ppo_jax.run.runs import Runs
 from tests.helpers import one_line_error
 
@@ -34,8 +34,9 @@ RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def job(tiny_config):
-    """The tiny run, two seeds (the run axis), trained with MJX's evaluation."""
-    j = runner.prepare(Runs(tiny_config, 2))
+    """The tiny run, two seeds (the run axis), trained with MJX's evaluation on the training
+    device (also beside a GPU)."""
+    j = runner.prepare(Runs(tiny_config.replace(eval_sim="mjx"), 2))
     return runner.train_batches(j)
 
 
@@ -163,7 +164,7 @@ def test_checkpoint_holds_its_evaluations(tiny_config, tmp_path):
 def test_auto_keeps_mjx_on_the_cpu_and_evaluates_on_the_host_beside_a_gpu(job, tiny_config):
     assert tiny_config.eval_sim == "auto"
     env = job.trainer.env
-    assert host_eval.platform_of(job.states) == "cpu"
+    assert job.platform == "cpu"
     assert host_eval.choose(tiny_config, env, "cpu", MujocoEvaluator) == "mjx"
     assert host_eval.on_device(tiny_config, "cpu")
     # beside a GPU: MuJoCo C for a port with its evaluator, else MJX on the host's CPU
@@ -181,6 +182,22 @@ def test_auto_keeps_mjx_on_the_cpu_and_evaluates_on_the_host_beside_a_gpu(job, t
     # no evaluation at all: nothing to put anywhere
     assert host_eval.choose(tiny_config.replace(eval_sim="mujoco", eval_every=0), env,
                             "gpu", None) == "mjx"
+
+
+def test_without_jax_s_cpu_backend_auto_keeps_mjx(tiny_config, monkeypatch):
+    """A process whose JAX runs without its CPU backend (``JAX_PLATFORMS=cuda``): ``auto``
+    evaluates on the training device, ``mjx-cpu`` is refused in one line, and the
+    statistics stay in ``init``."""
+    trainer = runner.make_train(tiny_config)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert programs.host_statistics(trainer)
+    monkeypatch.setattr(programs, "host_cpu", lambda: None)
+    assert not programs.host_statistics(trainer)
+    assert host_eval.on_device(tiny_config, "gpu")
+    assert host_eval.choose(tiny_config, None, "gpu", None) == "mjx"
+    with pytest.raises(ValueError, match="JAX_PLATFORMS") as e:
+        host_eval.check_eval_sim(tiny_config.replace(eval_sim="mjx-cpu"))
+    assert "\n" not in str(e.value)
 
 
 def test_bad_choices_give_one_line(tiny_config, tmp_path, capsys, compile_cache_dir):

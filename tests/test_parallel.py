@@ -121,15 +121,18 @@ def _init_states(trainer, runs, host_stats):
 def test_statistics_on_the_host_equal_init_s_own():
     """A job on an accelerator draws its normalization statistics in a ``stats`` program on
     the host's CPU and hands them to ``init`` (over the mesh's rows of runs): the states are
-    bit for bit those of ``init`` drawing them itself, per run, on 2 runs x 2 env devices."""
-    runs = Runs(TINY, num_seeds=2)
-    own = jax.device_get(_init_states(make_train(TINY), runs, host_stats=False))
-    layout = make_layout(2, TINY.num_envs, 4)
-    host = _init_states(make_train(TINY, layout), runs, host_stats=True)
+    bit for bit those of ``init`` drawing them itself, per run, on 2 runs x 2 env devices
+    (with ``obs_norm="running"``: the moments the statistics keep taking in too)."""
+    cfg = TINY.replace(obs_norm="running")
+    runs = Runs(cfg, num_seeds=2)
+    own = jax.device_get(_init_states(make_train(cfg), runs, host_stats=False))
+    layout = make_layout(2, cfg.num_envs, 4)
+    host = _init_states(make_train(cfg, layout), runs, host_stats=True)
     assert host.obs_stats.loc.sharding == layout.runs()
     assert len(host.env_state.obs.sharding.device_set) == 4
     host = jax.device_get(host)
     assert not np.array_equal(own.obs_stats.loc[0], own.obs_stats.loc[1])
+    assert own.obs_moments is not None and host.obs_moments is not None
     for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(own)):
         np.testing.assert_array_equal(a, b)
 

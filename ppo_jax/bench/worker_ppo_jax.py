@@ -65,8 +65,9 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     from ppo_jax.eval.host import MujocoEvaluator
 
     t_call = time.perf_counter()
-    # evaluations where scripts/train.py runs them (--eval-sim auto: MuJoCo C on the host
-    # beside a GPU; a host evaluation lands through on_eval)
+    # evaluations where scripts/train.py runs them (--eval-sim auto: beside a GPU on the
+    # host, in MuJoCo C for a Gymnasium port, else MJX on the CPU; a host evaluation lands
+    # through on_eval)
     runner.train_batches(job, on_batch=on_batch, on_eval=on_eval,
                          host_evaluator=MujocoEvaluator, stop=spec.get("stop"))
     call_s = time.perf_counter() - t_call

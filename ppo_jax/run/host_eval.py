@@ -42,6 +42,7 @@ import numpy as np
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs.base import MujocoEnv
 from ppo_jax.envs.registry import PORTS
+from ppo_jax.run import programs
 
 # host_evaluator(trainer, num_runs) -> evaluator(actor_params, obs_stats, eval_key, i) ->
 # EvalMetrics [R] as numpy: every argument a host (numpy) tree with the leading run axis
@@ -69,6 +70,10 @@ def check_eval_sim(config: PPOConfig, env: Any = None,
     if jax.process_count() > 1:
         raise ValueError(f"eval_sim {sim!r} runs in one process: a multi-process job "
                          f"evaluates with eval_sim 'mjx' (or 'auto')")
+    if sim == "mjx-cpu" and programs.host_cpu() is None:
+        raise ValueError("eval_sim 'mjx-cpu' runs on the host's CPU, which JAX was started "
+                         "without here (JAX_PLATFORMS lacks 'cpu'): evaluate with eval_sim "
+                         "'mjx' (or 'auto'), or add 'cpu' to JAX_PLATFORMS")
     if sim == "mujoco" and factory is None:
         raise ValueError("eval_sim 'mujoco' needs a host evaluator: pass "
                          "host_evaluator=ppo_jax.eval.host.MujocoEvaluator")
@@ -92,21 +97,14 @@ def choose(config: PPOConfig, env: Any, platform: str,
 
 def on_device(config: PPOConfig, platform: str) -> bool:
     """Whether a job training on ``platform`` evaluates with its ``evaluate`` program on the
-    training device (:func:`choose` gives ``'mjx'``), so that it needs one."""
+    training device (:func:`choose` gives ``'mjx'``), so that it needs one: ``'auto'`` does
+    on a CPU, over several processes, and where JAX runs without its CPU backend."""
     sim = config.eval_sim
     if sim == "mjx" or not config.eval_batches:
         return True
     if sim in HOST_SIMS:
         return False
-    return platform == "cpu" or jax.process_count() > 1
-
-
-def platform_of(states: Any) -> str:
-    """The platform the arrays of ``states`` live on (JAX's default where it cannot tell)."""
-    leaves = jax.tree_util.tree_leaves(states)
-    if not leaves or not hasattr(leaves[0], "devices"):
-        return jax.default_backend()
-    return next(iter(leaves[0].devices())).platform
+    return platform == "cpu" or jax.process_count() > 1 or programs.host_cpu() is None
 
 
 class MjxCpuEvaluator:
@@ -122,12 +120,10 @@ class MjxCpuEvaluator:
         self._program = None
 
     def __call__(self, actor_params, obs_stats, eval_key, i: int):
-        from ppo_jax.run import programs
-
         args = (actor_params, obs_stats, eval_key)
         if self._program is None:
             self._program = programs.build_host_evaluate(self.trainer, self.num_runs, args)
-        on_host = jax.device_put((*args, np.int32(i)), programs.host_device())
+        on_host = jax.device_put((*args, np.int32(i)), programs.host_cpu())
         return jax.device_get(self._program(*on_host))
 
 

@@ -79,7 +79,7 @@ def stats_runs(trainer: Trainer, keys: jax.Array) -> ObsMoments:
     """``keys [R]`` -> the moments ``[R]`` of every run's statistics rollouts
     (:meth:`Trainer.init_moments`)."""
     with precision(trainer.config):
-        return over_runs(trainer, trainer.init_moments, keys)
+        return over_runs(trainer, trainer.init_moments, keys, on_mesh=False)
 
 
 def host_statistics(trainer: Trainer) -> bool:
@@ -90,13 +90,9 @@ def host_statistics(trainer: Trainer) -> bool:
     at the tutorial's 1,000 frames), and ~0.2 ms on a CPU core. On a CPU ``init`` keeps them:
     the same program as ever. (A multi-process job keeps them on its devices: the processes'
     CPUs could round differently, and every process must hold the same statistics; so does
-    a process whose JAX runs without its CPU backend, e.g. ``JAX_PLATFORMS=cuda``.)"""
-    if jax.default_backend() == "cpu" or jax.process_count() > 1:
-        return False
-    try:
-        return bool(jax.local_devices(backend="cpu"))
-    except RuntimeError:  # no CPU backend in this process
-        return False
+    a process whose JAX runs without its CPU backend, :func:`host_cpu`.)"""
+    return (jax.default_backend() != "cpu" and jax.process_count() == 1
+            and host_cpu() is not None)
 
 
 def host_evaluate_runs(trainer: Trainer, actor_params, stats: ObsNormStats,
@@ -113,7 +109,7 @@ def build_host_evaluate(trainer: Trainer, num_runs: int, example: tuple) -> Any:
     """:func:`host_evaluate_runs` compiled for the host's CPU, for arguments shaped as
     ``example`` = ``(actor_params, stats, eval_keys)`` (host arrays, ``[R]`` each), from
     the program store like the job's own programs (:func:`compile_cache.obtain`)."""
-    on_host = jax.sharding.SingleDeviceSharding(host_device())
+    on_host = jax.sharding.SingleDeviceSharding(host_cpu())
     args = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=on_host),
         (*example, np.int32(0)))
@@ -131,9 +127,13 @@ def build_host_evaluate(trainer: Trainer, num_runs: int, example: tuple) -> Any:
     return compiled[name]
 
 
-def host_device() -> jax.Device:
-    """The host's CPU device, where the ``stats`` program runs."""
-    return jax.local_devices(backend="cpu")[0]
+def host_cpu() -> jax.Device | None:
+    """The host's CPU device, where the ``stats`` program and the ``mjx-cpu`` evaluation run;
+    None where this process's JAX runs without its CPU backend (e.g. ``JAX_PLATFORMS=cuda``)."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:
+        return None
 
 
 def update_runs(trainer: Trainer, states: PPOState, i: jax.Array, rate: jax.Array
@@ -278,7 +278,7 @@ def stats_inputs(trainer: Trainer, num_runs: int):
     """Abstract ``(keys, moments)`` of the ``stats`` program: its keys on the host's CPU, and
     the moments it returns as ``init`` takes them (over the layout's rows of runs)."""
     keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32,
-                                sharding=jax.sharding.SingleDeviceSharding(host_device()))
+                                sharding=jax.sharding.SingleDeviceSharding(host_cpu()))
     moments = jax.eval_shape(lambda k: stats_runs(trainer, k), keys)
     runs = None if trainer.layout is None else trainer.layout.runs()
     moments = jax.tree_util.tree_map(
@@ -371,7 +371,7 @@ def run_init(programs: Programs, trainer: Trainer, runs: Any) -> tuple[PPOState,
     stats_s = moments = None
     if programs.stats is not None:
         t = time.perf_counter()
-        moments = jax.block_until_ready(programs.stats(jax.device_put(keys, host_device())))
+        moments = jax.block_until_ready(programs.stats(jax.device_put(keys, host_cpu())))
         stats_s = time.perf_counter() - t
         moments = (jax.device_put(moments, jax.devices()[0]) if layout is None else
                    layout.put(jax.device_get(moments),

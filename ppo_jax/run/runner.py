@@ -218,6 +218,7 @@ class Job:
     states: PPOState
     log: RunLog
     start: int
+    platform: str = "cpu"  # where its programs run: with the config, where it evaluates
 
 
 def prepare(
@@ -254,7 +255,8 @@ def prepare(
         trainer = make_train(runs.config, layout, env)
         first = 0
         need = ("init", "update", "evaluate")
-    if not host_eval.on_device(runs.config, jax.default_backend()):
+    platform = jax.default_backend()
+    if not host_eval.on_device(runs.config, platform):
         need = tuple(n for n in need if n != "evaluate")  # evaluated on the host
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
     if init_from is not None:
@@ -294,7 +296,7 @@ def prepare(
         log.run_seconds += time.perf_counter() - t
         log.startup["init_run_s"] = time.perf_counter() - t
     return Job(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
-               start=first)
+               start=first, platform=platform)
 
 
 class InitFromError(ValueError):
@@ -359,8 +361,7 @@ def train_batches(
     rate = scalar(cosine_phase_step(cfg))  # the lr schedule's phase step: an input of `update`
     pending: list[tuple[int, Any, Any]] = []
     host = None  # the host evaluations in flight (eval_sim): None while MJX evaluates
-    sim = host_eval.choose(cfg, job.trainer.env, host_eval.platform_of(job.states),
-                           host_evaluator)
+    sim = host_eval.choose(cfg, job.trainer.env, job.platform, host_evaluator)
     if sim != "mjx":
         factory = host_evaluator if sim == "mujoco" else host_eval.MjxCpuEvaluator
         host = host_eval.HostEvaluations(factory(job.trainer, job.runs.num_runs))

@@ -23,10 +23,11 @@ for a GPU first, :data:`GPU_PLAN`):
    Brax worker), and the ppo_jax / Brax ratio;
 5. ``env_speed``: env steps/s of the MJX env alone at 4,096, 1,024, 64 and 1 envs, each row a
    short warm-up and then as many calls as fit a few seconds;
-6. ``train_64``, ``train_1``, then ``train_1024``, ``train_16384`` and ``train_65536``: the
-   other training rows (cold; with ``train_4096`` the env-count curve of training frames/s);
+6. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
 7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000;
-8. ``learning``: the learning test.
+8. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
+   and ``train_4096`` the env-count curve of training frames/s);
+9. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
 fewer); ``train_16384``, ``train_65536`` and ``learning`` have none: they run on what is left
@@ -129,7 +130,7 @@ GPU_PLAN = Plan(
     train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False),
            (16384, 4, False), (65536, 3, False)),
     order=("pytest", "train_4096", "matmul", "brax", "env_speed", "train_64", "train_1",
-           "train_1024", "train_16384", "train_65536", "preset_fast", "learning"),
+           "train_1024", "preset_fast", "train_16384", "train_65536", "learning"),
     matmul_envs=4096,
     brax_envs=4096,
     threshold=THRESHOLD,
@@ -144,7 +145,8 @@ GPU_PLAN = Plan(
     # test capped at 60 s); train_4096 92 (cold, then warm); tf32 59 and Brax 49 (one cold
     # run each); env speed 32 (four compiles, 3-s rows); train_64 49, train_1 54 (2 batches
     # of ~7 s), train_1024 49 (one cold run each); --preset fast to 9,000 54. 0.98 of the
-    # budget; the install and probe take the rest, and learning runs on what is left. Until
+    # budget; the install and probe take the rest, and train_16384, train_65536 and learning
+    # run on what is left (--steps gives the curve's rows a run of their own). Until
     # a GPU has run this plan, these are estimates: a step cut short keeps what it measured,
     # and --steps redoes the ones that did not fit in a second run.
     shares={"pytest": 0.17, "train_4096": 0.17, "matmul": 0.11, "brax": 0.09,
