@@ -110,9 +110,10 @@ def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
 def test_mjx_on_the_host_s_cpu_is_the_evaluate_program_s_episode(job, five_batches,
                                                                   tmp_path):
     """``eval_sim='mjx-cpu'``: the ``evaluate`` program's episode compiled for the host's
-    CPU and run in the worker thread. Per run (2 runs, 8 batches' keys) it gives what the
-    ``evaluate`` program gives; a run with it trains as with MJX's evaluation on the device
-    and records the same evaluations, and its job compiles no ``evaluate`` program."""
+    CPU and run in the worker thread. Per run (2 runs, 8 batches' keys; the evaluator
+    obtaining its program itself) it gives what the ``evaluate`` program gives; a run with it
+    trains as with MJX's evaluation on the device and records the same evaluations, and its
+    job has an ``evaluate_cpu`` program instead of an ``evaluate`` one."""
     states = job.states
     host = host_eval.MjxCpuEvaluator(job.trainer, 2)
     actor, stats, keys = jax.device_get((states.params.actor, states.obs_stats,
@@ -137,8 +138,9 @@ def test_mjx_on_the_host_s_cpu_is_the_evaluate_program_s_episode(job, five_batch
     with unittest.mock.patch.object(runner, "prepare", prepare):
         _, got = runner.fit(cfg.replace(eval_sim="mjx-cpu"), out=str(tmp_path / "run"),
                             tensorboard=False)
-    assert prepared[0].programs.evaluate is None
-    assert [i.name for i in prepared[0].programs.infos] == ["init", "update"]
+    programs_ = prepared[0].programs
+    assert programs_.evaluate is None and programs_.evaluate_cpu is not None
+    assert [i.name for i in programs_.infos] == ["init", "update", "evaluate_cpu"]
     for key in ("batch", "frames", "reward", "step_count", "lr", "grad_norm", "eval_frames",
                 "eval_steps", "eval_return"):
         assert got[key] == ref[key], key

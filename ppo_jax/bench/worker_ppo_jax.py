@@ -34,6 +34,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     evals: list[tuple[int, float, float]] = []
     fpb = cfg.frames_per_batch
 
+    from ppo_jax.eval.host import MujocoEvaluator
     from ppo_jax.run.runs import Runs
 
     with phases("backend_init"):  # what prepare's first JAX call would start
@@ -44,7 +45,8 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
 
         init_from = load_torchrl_export(spec["init_from_torchrl"], cfg)
     with phases("prepare"):
-        job = runner.prepare(Runs(cfg), devices=spec.get("devices"), init_from=init_from)
+        job = runner.prepare(Runs(cfg), devices=spec.get("devices"), init_from=init_from,
+                             host_evaluator=MujocoEvaluator)
     compile_s = time.perf_counter() - t0
     stats = jax.device_get(job.states.obs_stats)  # the run's initial statistics, [R, obs]
     start_stats = {"loc": stats.loc[0].tolist(), "scale": stats.scale[0].tolist()}
@@ -61,8 +63,6 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
             per_batch[name].append(float(getattr(m, name)[0]))
         if ev is not None:  # an MJX evaluation, read with its batch
             on_eval(i, ev)
-
-    from ppo_jax.eval.host import MujocoEvaluator
 
     t_call = time.perf_counter()
     # evaluations where scripts/train.py runs them (--eval-sim auto: beside a GPU on the

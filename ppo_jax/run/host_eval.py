@@ -86,12 +86,19 @@ def choose(config: PPOConfig, env: Any, platform: str,
     (one line, :func:`check_eval_sim`) where a host evaluation was asked and cannot be.
     Whether it is ``'mjx'`` (the ``evaluate`` program on the training device) does not
     depend on ``factory``: :func:`on_device`."""
-    sim = config.eval_sim
+    sim = decide(config, env, platform, factory)
+    if sim != "mjx":
+        check_eval_sim(config, env, factory)
+    return sim
+
+
+def decide(config: PPOConfig, env: Any, platform: str,
+           factory: HostEvaluatorFactory | None) -> str:
+    """:func:`choose` without its checks."""
     if on_device(config, platform):
         return "mjx"
-    if sim in HOST_SIMS:
-        check_eval_sim(config, env, factory)
-        return sim
+    if config.eval_sim in HOST_SIMS:
+        return config.eval_sim
     return "mujoco" if isinstance(env, MujocoEnv) and factory is not None else "mjx-cpu"
 
 
@@ -111,19 +118,20 @@ class MjxCpuEvaluator:
     """``evaluator(actor_params [R], obs_stats [R], eval_key [R], i) -> EvalMetrics [R]``
     (host arrays in, numpy out): the ``evaluate`` program's MJX episode
     (:meth:`~ppo_jax.core.train.Trainer.evaluate_policy`) compiled for and run on the host's
-    CPU, for any env (``eval_sim='mjx-cpu'``). Its program is obtained at the first
-    evaluation, in the worker thread, from the program store (or compiled there, while the
-    device trains)."""
+    CPU, for any env (``eval_sim='mjx-cpu'``). Its program is the job's ``evaluate_cpu``
+    (obtained with the others; ``program``), else obtained at the first evaluation, in the
+    worker thread, from the program store (or compiled there, while the device trains)."""
 
-    def __init__(self, trainer, num_runs: int):
+    def __init__(self, trainer, num_runs: int, program: Any = None):
         self.trainer, self.num_runs = trainer, int(num_runs)
-        self._program = None
+        self._program = program  # the job's evaluate_cpu program, if it has one
 
     def __call__(self, actor_params, obs_stats, eval_key, i: int):
-        args = (actor_params, obs_stats, eval_key)
         if self._program is None:
-            self._program = programs.build_host_evaluate(self.trainer, self.num_runs, args)
-        on_host = jax.device_put((*args, np.int32(i)), programs.host_cpu())
+            self._program = programs.build_programs(
+                self.trainer, self.num_runs, need=("evaluate_cpu",)).evaluate_cpu
+        on_host = jax.device_put((actor_params, obs_stats, eval_key, np.int32(i)),
+                                 programs.host_cpu())
         return jax.device_get(self._program(*on_host))
 
 

@@ -1,6 +1,6 @@
 """The training programs of a job: R runs of one :class:`~ppo_jax.core.train.Trainer` at once.
 
-A job is R runs (seeds, times the points of a sweep) and three programs (four on a GPU):
+A job is R runs (seeds, times the points of a sweep) and three programs (more on a GPU):
 
 * ``init``: ``(keys [R], hypers [R]) -> PPOState [R, ...]`` (statistics rollouts, networks,
   Adam, envs): :func:`init_runs`;
@@ -11,6 +11,9 @@ A job is R runs (seeds, times the points of a sweep) and three programs (four on
   :func:`update_runs`;
 * ``evaluate``: ``(states, i) -> EvalMetrics [R]``, the evaluation logged after batch ``i``:
   :func:`evaluate_runs`;
+* ``evaluate_cpu``, for a job that evaluates with ``eval_sim='mjx-cpu'``: ``evaluate``'s
+  episode from the parts of the states it reads, compiled for the host's CPU
+  (:func:`host_evaluate_runs`, run by :class:`ppo_jax.run.host_eval.MjxCpuEvaluator`);
 * ``stats``, for a job on an accelerator only: ``keys [R] -> ObsMoments [R]``, the
   normalization statistics' random rollouts, compiled for and run on the host's CPU (one
   env's sequential steps are latency-bound on a GPU), then handed to ``init``:
@@ -105,26 +108,14 @@ def host_evaluate_runs(trainer: Trainer, actor_params, stats: ObsNormStats,
                          actor_params, stats, eval_keys, on_mesh=False)
 
 
-def build_host_evaluate(trainer: Trainer, num_runs: int, example: tuple) -> Any:
-    """:func:`host_evaluate_runs` compiled for the host's CPU, for arguments shaped as
-    ``example`` = ``(actor_params, stats, eval_keys)`` (host arrays, ``[R]`` each), from
-    the program store like the job's own programs (:func:`compile_cache.obtain`)."""
+def host_evaluate_inputs(states: PPOState) -> tuple:
+    """Abstract ``(actor_params, stats, eval_keys, i)`` of the ``evaluate_cpu`` program: the
+    parts of ``states [R]`` (abstract) that it reads, and the batch index, on the host's CPU."""
     on_host = jax.sharding.SingleDeviceSharding(host_cpu())
-    args = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=on_host),
-        (*example, np.int32(0)))
-    name = "evaluate_cpu"
-
-    def lower_missing(names):
-        for n in names:
-            yield n, compile_cache.lower(functools.partial(host_evaluate_runs, trainer), *args,
-                                         name=module_name(trainer, num_runs, n))
-
-    compiled, _ = compile_cache.obtain(
-        {name: program_key(trainer, num_runs, name)}, lower_missing,
-        f"the evaluation program for {num_runs} run(s) on the host's CPU",
-        persist=storable(trainer))
-    return compiled[name]
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_host),
+        (states.params.actor, states.obs_stats, states.eval_key,
+         jax.ShapeDtypeStruct((), jnp.int32)))
 
 
 def host_cpu() -> jax.Device | None:
@@ -243,6 +234,7 @@ class Programs:
     infos: tuple[CompileInfo, ...]
     compile_seconds: float  # wall time to have them all (the compiles overlap)
     stats: Any = None  # the statistics rollouts on the host (host_statistics), else None
+    evaluate_cpu: Any = None  # the evaluation on the host's CPU (eval_sim 'mjx-cpu'), if asked
     modules: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> XLA module
 
     @property
@@ -321,6 +313,10 @@ def iter_lowered(trainer: Trainer, num_runs: int, names: tuple[str, ...],
         yield "evaluate", lower(functools.partial(evaluate_runs, trainer), states, i,
                                 out_shardings=rep_out,
                                 name=module_name(trainer, num_runs, "evaluate"))
+    if "evaluate_cpu" in names:
+        yield "evaluate_cpu", lower(functools.partial(host_evaluate_runs, trainer),
+                                    *host_evaluate_inputs(states),
+                                    name=module_name(trainer, num_runs, "evaluate_cpu"))
 
 
 def _init_extra(split: bool) -> dict[str, Any]:
@@ -338,7 +334,7 @@ def build_programs(
     takes its statistics from a ``stats`` program on the host's CPU (None:
     :func:`host_statistics`); only where ``init`` is needed."""
     if not trainer.config.eval_batches:
-        need = tuple(n for n in need if n != "evaluate")
+        need = tuple(n for n in need if n not in ("evaluate", "evaluate_cpu"))
     if host_stats is None:
         host_stats = host_statistics(trainer)
     split = host_stats and "init" in need
@@ -356,6 +352,7 @@ def build_programs(
         persist=storable(trainer))
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
                     evaluate=compiled.get("evaluate"), stats=compiled.get("stats"),
+                    evaluate_cpu=compiled.get("evaluate_cpu"),
                     infos=tuple(infos[n] for n in need),
                     compile_seconds=time.perf_counter() - t,
                     modules={n: module_name(trainer, num_runs, n, **extra[n]) for n in need})

@@ -228,6 +228,7 @@ def prepare(
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
     env: Any = None,
+    host_evaluator: HostEvaluatorFactory | None = None,
 ) -> Job:
     """Compile the programs and initialize the device state of a new job (``start``: its
     :class:`~ppo_jax.run.runs.Runs`), or restore a saved one (``start``: a
@@ -237,7 +238,8 @@ def prepare(
     ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
     initialized networks and normalization statistics. ``env``: an env object of the user's
     own (it must meet :mod:`ppo_jax.envs.base`'s protocol; None: the registry's
-    ``config.env``)."""
+    ``config.env``). ``host_evaluator``: the factory :func:`train_batches` will be given (it
+    decides which evaluation program the job needs)."""
     if jax.config.jax_enable_x64:
         raise ValueError("ppo_jax's programs are float32: train with JAX_ENABLE_X64 unset")
     resume = isinstance(start, checkpoint.Saved)
@@ -256,8 +258,10 @@ def prepare(
         first = 0
         need = ("init", "update", "evaluate")
     platform = jax.default_backend()
-    if not host_eval.on_device(runs.config, platform):
-        need = tuple(n for n in need if n != "evaluate")  # evaluated on the host
+    if not host_eval.on_device(runs.config, platform):  # evaluated on the host
+        sim = host_eval.decide(runs.config, trainer.env, platform, host_evaluator)
+        need = tuple(n for n in need if n != "evaluate") + (
+            ("evaluate_cpu",) if sim == "mjx-cpu" else ())
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
     if init_from is not None:
         check_init_from(trainer, init_from)
@@ -363,8 +367,10 @@ def train_batches(
     host = None  # the host evaluations in flight (eval_sim): None while MJX evaluates
     sim = host_eval.choose(cfg, job.trainer.env, job.platform, host_evaluator)
     if sim != "mjx":
-        factory = host_evaluator if sim == "mujoco" else host_eval.MjxCpuEvaluator
-        host = host_eval.HostEvaluations(factory(job.trainer, job.runs.num_runs))
+        host = host_eval.HostEvaluations(
+            host_evaluator(job.trainer, job.runs.num_runs) if sim == "mujoco" else
+            host_eval.MjxCpuEvaluator(job.trainer, job.runs.num_runs,
+                                      program=job.programs.evaluate_cpu))
     t0 = clock = time.perf_counter()
 
     def count_time() -> None:  # run_seconds up to now, as a checkpoint's metrics.json reports
@@ -452,7 +458,8 @@ def run_training(
     :func:`train_batches` (an evaluation that lands late reaches the progress bar's
     ``add_eval(i, eval)``, TensorBoard and metrics.json then)."""
     host_eval.check_eval_sim(start.config, env, host_evaluator)
-    job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env)
+    job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env,
+                  host_evaluator=host_evaluator)
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
     events = None  # made at the first batch: a job stopped before it leaves no files
@@ -577,7 +584,8 @@ def fit(
                                     else (lambda _: _Callback(on_batch, on_eval)))
         return job.states, summary
     host_eval.check_eval_sim(config, env, host_evaluator)
-    job = prepare(runs, devices=devices, announce=announce, env=env)
+    job = prepare(runs, devices=devices, announce=announce, env=env,
+                  host_evaluator=host_evaluator)
     train_batches(job, on_batch=on_batch, host_evaluator=host_evaluator, on_eval=on_eval)
     return job.states, job.log.summary()
 
