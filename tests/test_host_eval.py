@@ -200,6 +200,23 @@ def test_without_jax_s_cpu_backend_auto_keeps_mjx(tiny_config, monkeypatch):
     with pytest.raises(ValueError, match="JAX_PLATFORMS") as e:
         host_eval.check_eval_sim(tiny_config.replace(eval_sim="mjx-cpu"))
     assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="JAX_PLATFORMS"):  # before anything is compiled
+        runner.prepare(Runs(tiny_config.replace(eval_sim="mjx-cpu")))
+
+
+def test_a_job_evaluating_on_the_host_has_the_program_its_evaluator_runs(tiny_config, tmp_path,
+                                                                       monkeypatch):
+    """Where ``auto`` evaluates on the host (forced here, as beside a GPU), ``prepare`` builds
+    what the evaluator it is told of will run: nothing more for MuJoCo C (the run then
+    evaluates there, at the usual batches), ``evaluate_cpu`` without an evaluator."""
+    monkeypatch.setattr(host_eval, "on_device", lambda config, platform: False)
+    seen = []
+    _, got = runner.fit(tiny_config, out=str(tmp_path / "run"), tensorboard=False,
+                        host_evaluator=MujocoEvaluator, on_eval=lambda i, ev: seen.append(i))
+    assert set(got["compile"]) == {"init", "update"}
+    assert seen == [0, 2] and got["eval_frames"] == [200, 600]
+    job = runner.prepare(Runs(tiny_config))
+    assert [i.name for i in job.programs.infos] == ["init", "update", "evaluate_cpu"]
 
 
 def test_bad_choices_give_one_line(tiny_config, tmp_path, capsys, compile_cache_dir):

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from ppo_jax.run import checkpoint, compile_cache, programs, runner
+from ppo_jax.run import checkpoint, compile_cache, host_eval, programs, runner
 from ppo_jax.cli import common as cli
 from ppo_jax.cli import train as train_cmd
 from ppo_jax.config import PPOConfig
@@ -152,6 +152,25 @@ def test_the_program_store_serves_four_device_programs(four):
     got, want = stored(run.states, i), run.programs.evaluate(run.states, i)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_array_equal(gather(a), gather(b))
+
+
+def test_the_host_s_evaluation_of_a_job_on_a_mesh(four):
+    """``evaluate_cpu`` of the 4-device job (its abstract states carry the mesh's shardings;
+    the program takes the parts it reads on the host's CPU) gives what the job's sharded
+    ``evaluate`` program gives, for three batches' keys."""
+    run = four[1]
+    progs = programs.build_programs(run.trainer, run.runs.num_runs, need=("evaluate_cpu",))
+    assert progs.init is progs.evaluate is None and progs.evaluate_cpu is not None
+    evaluator = host_eval.MjxCpuEvaluator(run.trainer, 1, program=progs.evaluate_cpu)
+    states, layout = run.states, run.trainer.layout
+    actor, stats, keys = jax.device_get((states.params.actor, states.obs_stats,
+                                         states.eval_key))
+    for i in range(3):
+        want = jax.device_get(run.programs.evaluate(states, layout.put(np.int32(i),
+                                                                       layout.replicated)))
+        got = evaluator(actor, stats, keys, i)
+        np.testing.assert_array_equal(got.eval_steps, want.eval_steps)
+        np.testing.assert_array_equal(got.eval_return, want.eval_return)
 
 
 # --- 3. checkpoints across device counts ---------------------------------------------------

@@ -238,7 +238,7 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
         "start-up: seconds to the end of the first batch minus what that batch takes at the "
         "steady rate (env and network set-up, TorchRL's init_stats, JAX compilation); "
         "peak RSS: ru_maxrss of the run's own process, imports included. 'of which compile': "
-        "ppo_jax: tracing + XLA compilation (or loading from its cache) of its three programs; "
+        "ppo_jax: tracing + XLA compilation (or loading from its cache) of its programs; "
         "Brax: "
         "its XLA compilations of >= 1 s before the first batch ended.",
         "configs: N envs x T steps per env = frames per batch; 'mb' = minibatches per epoch x "

@@ -260,6 +260,8 @@ def prepare(
     platform = jax.default_backend()
     if not host_eval.on_device(runs.config, platform):  # evaluated on the host
         sim = host_eval.decide(runs.config, trainer.env, platform, host_evaluator)
+        if sim == "mjx-cpu":  # one line, before compiling, where it cannot run
+            host_eval.check_eval_sim(runs.config, trainer.env, host_evaluator)
         need = tuple(n for n in need if n != "evaluate") + (
             ("evaluate_cpu",) if sim == "mjx-cpu" else ())
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
