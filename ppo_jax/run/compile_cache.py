@@ -221,13 +221,9 @@ def load_stored(name: str, key: str) -> tuple[Any, CompileInfo] | None:
     return compiled, info
 
 
-def _device_name(d: jax.Device) -> tuple[str, int]:
-    return (d.platform, d.id)
-
-
 def _local_device(name: tuple[str, int]) -> jax.Device:
-    """The local device named by :func:`_device_name`; an exception where this process has
-    none such (the stored program is then compiled again)."""
+    """The local device named ``(platform, id)``, as :func:`store` names it; an exception
+    where this process has none such (the stored program is then compiled again)."""
     platform, i = name
     return {d.id: d for d in jax.local_devices(backend=platform)}[i]
 
@@ -249,7 +245,7 @@ def store(key: str, compiled: Any) -> bool:
     from jax.experimental import serialize_executable
 
     try:
-        device_ids = [_device_name(d) for d in compiled.runtime_executable().local_devices()]
+        device_ids = [(d.platform, d.id) for d in compiled.runtime_executable().local_devices()]
         blob = pickle.dumps((*serialize_executable.serialize(compiled), device_ids))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, blob)

@@ -72,10 +72,9 @@ def init_runs(trainer: Trainer, keys: jax.Array, hypers: Hyper,
               moments: ObsMoments | None = None) -> PPOState:
     """``keys [R]``, ``hypers [R]`` -> ``PPOState [R, ...]`` (:meth:`Trainer.init`), with the
     statistics rollouts' ``moments [R]`` from :func:`stats_runs` (None: computed here)."""
+    extra = () if moments is None else (moments,)
     with precision(trainer.config):
-        if moments is None:
-            return over_runs(trainer, trainer.init, keys, hypers)
-        return over_runs(trainer, trainer.init, keys, hypers, moments)
+        return over_runs(trainer, trainer.init, keys, hypers, *extra)
 
 
 def stats_runs(trainer: Trainer, keys: jax.Array) -> ObsMoments:
@@ -90,7 +89,7 @@ def host_statistics(trainer: Trainer) -> bool:
     (``stats``) rather than inside ``init``: where the job trains on an accelerator, in one
     process. The rollouts are one env's ``init_stats_frames`` sequential steps, each a chain
     of small kernels on a GPU (~7 ms a pendulum step on an H200, so ~7 s of every start-up
-    at the tutorial's 1,000 frames), and ~0.2 ms on a CPU core. On a CPU ``init`` keeps them:
+    at the tutorial's 1,000 frames), and ~0.2 ms on 2 CPU cores. On a CPU ``init`` keeps them:
     the same program as ever. (A multi-process job keeps them on its devices: the processes'
     CPUs could round differently, and every process must hold the same statistics; so does
     a process whose JAX runs without its CPU backend, :func:`host_cpu`.)"""
