@@ -1,10 +1,13 @@
 """The GPU check (``scripts/gpu_check.sh``, :mod:`scripts.gpu_check`): the tests it runs are
 the ones marked ``gpu``; its pytest plugin records each outcome and failure message as it
 happens and a test past its cap is stopped while the rest still run; ``--steps`` chooses
-steps and refuses unknown ones in one line; its report draws partial results; it refuses a
-CPU without ``--smoke``; and ``--smoke`` runs every step at tiny sizes on the CPU (the slow
-test), with an injected failing test and an injected slow test whose message and cap must
-reach the report, so that a typo shows up here rather than on a GPU."""
+steps and refuses unknown ones in one line; its report draws partial results; each XLA flag
+lever is measured in a process of its own against XLA's defaults, and XLA parses its flags;
+the crossover step trains the GPU rows' configs on the host's CPU and finds where the GPU
+starts to win; it refuses a CPU without ``--smoke``; and ``--smoke`` runs every step at tiny
+sizes on the CPU (the slow test), with an injected failing test and an injected slow test
+whose message and cap must reach the report, so that a typo shows up here rather than on a
+GPU."""
 
 import dataclasses
 import importlib.util
@@ -225,6 +228,117 @@ def test_report_of_a_partial_check():
     assert "first evaluation >= 1: s from process start" in md  # the plan's threshold
 
 
+def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
+    """Each lever runs in a process of its own with its flags after the given XLA_FLAGS;
+    every row gets its ratio to the default lever's; a lever that fails leaves its error line
+    and the others still run; the report draws each lever's row."""
+    from scripts.gpu_check import worker as gpu_worker
+
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, lever_envs=(1, 8), levers=(
+        ("default", ""), ("faster", "--xla_a=1"), ("broken", "--xla_b=2")))
+    seen = []
+
+    def fake_call(spec, timeout, env=None):
+        seen.append((spec["kind"], spec["envs"], env["XLA_FLAGS"]))
+        if "--xla_b=2" in env["XLA_FLAGS"]:
+            raise RuntimeError("exit 1: F1204 Unknown flag | For simplicity, JAX has removed")
+        k = 2.5 if "--xla_a=1" in env["XLA_FLAGS"] else 1.0
+        return {"rows": [{"envs": n, "steps_per_s": 100.0 * n * k, "compile_s": 3.0}
+                         for n in spec["envs"]]}
+
+    monkeypatch.setattr(gpu_worker, "call", fake_call)
+    monkeypatch.setenv("XLA_FLAGS", "--given=1")
+    args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
+    check = gpu_check.Check(args, [], plan, ("levers",))
+    try:
+        step = check.run("levers", lambda s: gpu_check.levers_step(check, s, 300.0))
+        given = f"--given=1 {plan.xla_flags}"
+        assert seen == [("env_speed", [1, 8], given), ("env_speed", [1, 8], f"{given} --xla_a=1"),
+                        ("env_speed", [1, 8], f"{given} --xla_b=2")]
+        assert step.status == "partial" and step.reason == "not measured in full: broken"
+        default, faster, broken = step.result["levers"]
+        assert [r["x_default"] for r in default["rows"]] == [1.0, 1.0]
+        assert [r["x_default"] for r in faster["rows"]] == [2.5, 2.5]
+        assert broken["error"] == "exit 1: F1204 Unknown flag" and "rows" not in broken
+        md = (tmp_path / "gpu_check.md").read_text()
+        assert "| faster | 250 (2.50) | 3.0 | 2,000 (2.50) | 3.0 | --xla_a=1 |" in md
+        assert "| broken | exit 1: F1204 Unknown flag | – | exit 1: F1204 Unknown flag | – |" in md
+        # too little time: every lever skipped, saying so
+        short = check.run("levers", lambda s: gpu_check.levers_step(check, s, 15.0))
+        assert all(lv["skipped"] == "5 s left for it" for lv in short.result["levers"])
+        assert short.status == "partial" and len(seen) == 3
+    finally:
+        check.close()
+    assert os.environ["XLA_FLAGS"] == "--given=1"
+
+
+def test_crossover_of_gpu_over_cpu_ratios():
+    cross = gpu_check.crossover
+    # 0.1 at 1 env, 10 at 100 envs: log-log midway is 10 envs
+    c = cross([{"envs": 100, "gpu_over_cpu": 10.0}, {"envs": 1, "gpu_over_cpu": 0.1}])
+    assert c["between"] == [1, 100] and c["envs"] == pytest.approx(10.0)
+    # the first count where the CPU loses, rows without a ratio left out
+    c = cross([{"envs": 1, "gpu_over_cpu": 0.05}, {"envs": 64, "gpu_over_cpu": 0.5},
+               {"envs": 256}, {"envs": 1024, "gpu_over_cpu": 2.0}])
+    assert c["between"] == [64, 1024] and c["envs"] == pytest.approx(256.0)
+    assert cross([{"envs": 64, "gpu_over_cpu": 1.0}]) == {"below": 64}
+    assert cross([{"envs": 1, "gpu_over_cpu": 0.2}, {"envs": 64, "gpu_over_cpu": 0.9}]) \
+        == {"above": 64}
+    assert cross([{"envs": 1, "error": "exit 1: boom"}]) == {}
+
+
+def test_crossover_step_trains_on_the_host_cpu_beside_the_gpu_rows(monkeypatch, tmp_path):
+    """The CPU rows run the GPU rows' configs with JAX_PLATFORMS=cpu in fresh caches; each
+    gets its GPU / CPU ratio, a failed one its error line, and the report says where the GPU
+    starts to win."""
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, crossover_envs=(1, 64, 1024),
+                               train=((1, 2, False), (64, 3, False), (1024, 2, False)))
+    runs = []
+
+    def fake_bench_run(check, cfg, cache, timeout, env=None):
+        runs.append((cfg.num_envs, cfg.total_frames, os.path.basename(cache), env))
+        if cfg.num_envs == 1024:
+            raise RuntimeError("exit 1: MemoryError")
+        return {"fps": {1: 4000.0, 64: 16000.0}[cfg.num_envs], "startup_s": 9.0, "wall_s": 20.0,
+                "device": {"backend": "cpu"}}
+
+    monkeypatch.setattr(gpu_check, "bench_run", fake_bench_run)
+    args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
+    check = gpu_check.Check(args, [], plan, ("crossover",))
+    try:
+        for n, fps in ((1, 200.0), (64, 32000.0), (1024, 400000.0)):
+            check.steps.append(gpu_check.Step(f"train_{n}", "ok", 1.0, 0.0,
+                                              {"cold": {"fps": fps}}))
+        step = check.run("crossover", lambda s: gpu_check.crossover_step(check, s, 500.0))
+    finally:
+        check.close()
+    assert runs == [(n, gpu_check.row_config(n, b, plan).total_frames, f"cache_cpu_{n}",
+                     {"JAX_PLATFORMS": "cpu"}) for n, b, _ in plan.train]
+    one, sixty_four, wide = step.result["rows"]
+    assert one["gpu_over_cpu"] == 0.05 and sixty_four["gpu_over_cpu"] == 2.0
+    assert wide["error"] == "exit 1: MemoryError" and "gpu_over_cpu" not in wide
+    assert step.status == "partial" and step.reason == "no GPU / CPU ratio at 1024 envs"
+    c = step.result["crossover"]
+    assert c["between"] == [1, 64] and 1 < c["envs"] < 64
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "| 1 envs | 200 | 4,000 | 0.05 |" in md
+    assert "| 1,024 envs | 400,000 | exit 1: MemoryError | – |" in md
+    assert (f"Crossover on this machine: the GPU trains faster from ~{c['envs']:,.0f} envs per "
+            "device (between 1 and 64, interpolated in log-log).") in md
+
+
+def test_every_lever_s_flags_are_xla_s(root_dir):
+    """XLA parses every lever's flags (on any backend: a misspelt one fails on the CPU too,
+    as the control shows), so no lever is lost to a typo on a GPU."""
+    code = "import jax.numpy as jnp; jnp.ones(2).block_until_ready()"
+    control = ("misspelt", "--xla_gpu_enable_command_buffer=FUSION,WHILST")
+    for name, flags in (*gpu_check.LEVERS, control):
+        p = subprocess.run([sys.executable, "-c", code], cwd=root_dir, capture_output=True,
+                           text=True, timeout=120,
+                           env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu"))
+        assert (p.returncode == 0) == (name != "misspelt"), (name, p.stderr[-2000:])
+
+
 def test_cpu_without_smoke_is_refused(root_dir, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -301,5 +415,17 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
         assert brax["ppo_jax_over_brax"] == pytest.approx(rows[plan.brax_envs]["fps"]
                                                           / brax["brax"]["fps"])
         assert f"| Brax ppo.train | {brax['description']} |" in md
+    crossing = steps["crossover"]["result"]
+    for r in crossing["rows"]:  # on the CPU both sides are the CPU: the plumbing only
+        assert r["cpu_fps"] > 0 and r["gpu_fps"] == rows[r["envs"]]["fps"]
+        assert r["gpu_over_cpu"] == pytest.approx(r["gpu_fps"] / r["cpu_fps"])
+        assert r["cpu_device"] == "cpu"
+    assert "Crossover on this machine:" in md
+    levers = steps["levers"]["result"]["levers"]
+    assert [lv["name"] for lv in levers] == [n for n, _ in plan.levers]
+    for lever in levers:
+        assert [r["envs"] for r in lever["rows"]] == list(plan.lever_envs)
+        assert all(r["steps_per_s"] > 0 and r["x_default"] > 0 for r in lever["rows"])
+        assert f"| {lever['name']} | {lever['rows'][0]['steps_per_s']:,.0f} (" in md
     for log in ("gpu_check.log", "pytest.log", "learning.log"):
         assert (out / log).stat().st_size > 0

@@ -151,9 +151,11 @@ def _worker_env(shared: bool = False) -> dict[str, str]:
     return env
 
 
-def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run_worker(spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+               ) -> dict[str, Any]:
     """Run one measurement in a fresh Python process; raises RuntimeError on failure
-    (``spec["shared"]``: other runs share the machine, see :func:`_worker_env`)."""
+    (``spec["shared"]``: other runs share the machine, see :func:`_worker_env`; ``env``:
+    variables set for that process, e.g. ``JAX_PLATFORMS``)."""
     with tempfile.TemporaryDirectory(prefix="ppo_jax_bench_") as tmp:
         spec_path = os.path.join(tmp, "spec.json")
         out_path = os.path.join(tmp, "result.json")
@@ -161,7 +163,8 @@ def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             json.dump(spec, f)
         cmd = [sys.executable, "-m", "ppo_jax.bench.worker", spec_path, out_path]
         try:
-            proc = subprocess.run(cmd, env=_worker_env(bool(spec.get("shared"))),
+            proc = subprocess.run(cmd, env={**_worker_env(bool(spec.get("shared"))),
+                                            **(env or {})},
                                   capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -25,16 +25,23 @@ for a GPU first, :data:`GPU_PLAN`):
    short warm-up and then as many calls as fit a few seconds;
 6. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
 7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000;
-8. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
+8. ``crossover``: training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``) at 1, 64 and
+   1,024 envs, the configs of the GPU's rows, and the env count from which the GPU trains
+   faster on this machine (:func:`crossover`);
+9. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
-9. ``learning``: the learning test.
+10. ``levers``: XLA's flags that may cut the env step's latency (:data:`LEVERS`: command
+   buffers off, loops in command buffers, unrolled while loops, autotuning off), each
+   measured against XLA's defaults as the env steps/s at 1 and 4,096 envs of a fresh process;
+11. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
-fewer); ``train_16384``, ``train_65536`` and ``learning`` have none: they run on what is left
-and are skipped, saying why, when it is not enough; ``--steps`` runs them in a second short
-run. After every step (and every test) ``OUT/gpu_check.json`` (every figure, the device,
-versions, each step's status and seconds) and ``OUT/gpu_check.md`` (the tables, with the
-command that made them) are rewritten, so a run cut short still leaves what it measured.
+fewer); ``crossover``, ``train_16384``, ``train_65536``, ``levers`` and ``learning`` have
+none: they run on what is left and are skipped, saying why, when it is not enough;
+``--steps`` runs them in a second short run. After every step (and every test)
+``OUT/gpu_check.json`` (every figure, the device, versions, each step's status and seconds)
+and ``OUT/gpu_check.md`` (the tables, with the command that made them) are rewritten, so a
+run cut short still leaves what it measured.
 ``--smoke`` runs the same steps at tiny sizes on the CPU, with an injected failing test and an
 injected slow test (:mod:`scripts.gpu_check.injected_tests`) whose message and cap must reach
 the report, so that a typo shows up in CI instead of on a GPU.
@@ -115,10 +122,37 @@ class Plan:
     overrides: dict[str, Any]  # PPOConfig fields changed in every training row
     shares: dict[str, float]  # a step's most, as a fraction of the budget (absent: what is left)
     xla_flags: str = ""  # added to XLA_FLAGS of the measuring subprocesses (not of pytest)
+    # the ``crossover`` step: training rows on the host's CPU at these env counts (each one of
+    # ``train``'s), against the GPU's rows at the same counts
+    crossover_envs: tuple[int, ...] = ()
+    # the ``levers`` step: (name, XLA flags added) measured on the env step alone, at these
+    # env counts, each row a warm-up call and then calls for ``lever_row_s`` seconds
+    levers: tuple[tuple[str, str], ...] = ()
+    lever_envs: tuple[int, ...] = ()
+    lever_row_s: float = 2.0
     pytest_env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for pytest
     # outcomes that some tests must have (the injected ones): node id -> outcome
     expected: dict[str, str] = dataclasses.field(default_factory=dict)
 
+
+# XLA's levers on the latency of one env step (the ``levers`` step): the MJX step is many
+# small kernels in loops (5 substeps x 4 RK4 stages, the constraint solver's iterations), so a
+# narrow job waits on launches and on the loops' conditions. Each is measured against XLA's
+# defaults on the env step alone; a flag is only kept for users where it measured faster.
+LEVERS: tuple[tuple[str, str], ...] = (
+    ("default", ""),
+    ("command buffers off", "--xla_gpu_enable_command_buffer="),
+    ("loops in command buffers",
+     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,"
+     "DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"),
+    ("loops in command buffers, unrolled",
+     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,"
+     "DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1 "
+     "--xla_gpu_command_buffer_unroll_loops=true"),
+    ("while loops unrolled (auto)",
+     "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_AUTO_UNROLL"),
+    ("autotuning off", "--xla_gpu_autotune_level=0"),
+)
 
 GPU_PLAN = Plan(
     tests=(TESTS_DIR,),
@@ -130,7 +164,8 @@ GPU_PLAN = Plan(
     train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False),
            (16384, 4, False), (65536, 3, False)),
     order=("pytest", "train_4096", "matmul", "brax", "env_speed", "train_64", "train_1",
-           "train_1024", "preset_fast", "train_16384", "train_65536", "learning"),
+           "train_1024", "preset_fast", "crossover", "train_16384", "train_65536", "levers",
+           "learning"),
     matmul_envs=4096,
     brax_envs=4096,
     threshold=THRESHOLD,
@@ -152,6 +187,10 @@ GPU_PLAN = Plan(
     shares={"pytest": 0.17, "train_4096": 0.17, "matmul": 0.11, "brax": 0.09,
             "env_speed": 0.06, "train_64": 0.09, "train_1": 0.10, "train_1024": 0.09,
             "preset_fast": 0.10},
+    crossover_envs=(1, 64, 1024),
+    levers=LEVERS,
+    lever_envs=(1, 4096),
+    lever_row_s=3.0,
 )
 SMOKE_PLAN = Plan(
     # the injected tests first: the slow one is stopped and pytest starts again on the rest
@@ -163,7 +202,8 @@ SMOKE_PLAN = Plan(
     env_speed_row_s=0.5,
     env_speed_chunk=20,
     train=((4, 3, True),),
-    order=("pytest", "train_4", "matmul", "brax", "env_speed", "preset_fast", "learning"),
+    order=("pytest", "train_4", "matmul", "brax", "env_speed", "preset_fast", "crossover",
+           "levers", "learning"),
     matmul_envs=4,
     brax_envs=4,
     threshold=1.0,
@@ -176,6 +216,11 @@ SMOKE_PLAN = Plan(
     shares={},  # no step is capped: all of them must run
     # the least optimizing CPU compile (the smoke checks the plumbing, not the speed)
     xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+    crossover_envs=(4,),
+    # two levers: the plumbing (every lever's flags are parsed by tests/test_gpu_check.py)
+    levers=LEVERS[:2],
+    lever_envs=(4,),
+    lever_row_s=0.3,
     pytest_env=INJECT_ENV,
     expected={f"{INJECTED}::test_injected_failure": "FAILED",
               f"{INJECTED}::test_injected_slow": "CAPPED"},
@@ -764,16 +809,58 @@ def env_speed_step(check: Check, step: Step, allow: float) -> None:
         step.reason = "skipped " + ", ".join(f"{r['envs']} envs ({r['skipped']})" for r in skipped)
 
 
-def bench_run(check: Check, cfg, cache: str, timeout: float) -> dict[str, Any]:
-    """One run of the benchmark's ppo_jax worker (a fresh process, one device) with the
-    compile cache ``cache``: its figures as the benchmark summarizes them, and where its
-    start-up went (:func:`startup_breakdown`)."""
+def levers_step(check: Check, step: Step, allow: float) -> None:
+    """Env steps/s of the MJX env alone at ``plan.lever_envs`` under each of ``plan.levers``
+    (XLA flags added to the check's), in order, a fresh process each, the time left shared
+    evenly among the levers not yet run (once a share is under 10 s, the rest are skipped);
+    each row's ratio to the first (XLA's defaults) lever's."""
+    from scripts.gpu_check import worker as gpu_worker
+
+    plan = check.plan
+    end = time.monotonic() + allow
+    step.result = {"envs": list(plan.lever_envs), "levers": []}
+    short = None
+    for i, (name, flags) in enumerate(plan.levers):
+        share = (end - time.monotonic()) / (len(plan.levers) - i)
+        lever = {"name": name, "xla_flags": flags}
+        step.result["levers"].append(lever)
+        short = short or (f"{share:.0f} s left for it" if share < 10 else None)
+        if short:
+            lever["skipped"] = short
+            continue
+        spec = {"kind": "env_speed", "envs": list(plan.lever_envs), "row_s": plan.lever_row_s,
+                "chunk": plan.env_speed_chunk,
+                "deadline_s": max(5.0, share - min(10.0, 0.1 * share))}
+        given = os.environ.get("XLA_FLAGS", "")
+        try:
+            lever["rows"] = gpu_worker.call(spec, timeout=share, env={
+                "XLA_FLAGS": f"{given} {flags}".strip()})["rows"]
+        except RuntimeError as e:
+            lever["error"] = one_line(e)
+        check.write()
+    base = {r["envs"]: r.get("steps_per_s") for r in step.result["levers"][0].get("rows", [])}
+    for lever in step.result["levers"]:
+        for r in lever.get("rows", []):
+            if r.get("steps_per_s") and base.get(r["envs"]):
+                r["x_default"] = r["steps_per_s"] / base[r["envs"]]
+    missed = [lv["name"] for lv in step.result["levers"]
+              if lv.get("skipped") or lv.get("error")
+              or any(r.get("skipped") for r in lv.get("rows", []))]
+    if missed:
+        step.status, step.reason = "partial", "not measured in full: " + ", ".join(missed)
+
+
+def bench_run(check: Check, cfg, cache: str, timeout: float,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One run of the benchmark's ppo_jax worker (a fresh process, one device; ``env``:
+    variables set for it) with the compile cache ``cache``: its figures as the benchmark
+    summarizes them, and where its start-up went (:func:`startup_breakdown`)."""
     from ppo_jax.bench import driver
 
     spec = {"kind": "ppo_jax", "compile_cache": cache, "matmul_precision": cfg.matmul_precision,
             "profile": False, "config": cfg.to_dict(), "devices": 1}
     t = time.perf_counter()
-    raw = driver.run_worker(spec, max(1.0, timeout))
+    raw = driver.run_worker(spec, max(1.0, timeout), env=env)
     wall = time.perf_counter() - t
     out = driver.summarize_run(raw, None)
     out.update(wall_s=wall, compiled_from_cache=raw.get("compiled_from_cache"),
@@ -957,6 +1044,62 @@ def brax_step(check: Check, step: Step, allow: float) -> None:
         step.status, step.reason = "partial", f"no ppo_jax figure at {n} envs"
 
 
+def crossover_step(check: Check, step: Step, allow: float) -> None:
+    """Training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``, all its cores, a fresh
+    cache) at ``plan.crossover_envs``, each the config of the GPU's ``train_<n>`` row, and
+    the GPU / CPU ratio of each; then :func:`crossover` of those ratios: the env count from
+    which the GPU trains faster on this machine (what ``--device auto`` compares)."""
+    end = time.monotonic() + allow
+    rows: list[dict[str, Any]] = []
+    step.result = {"rows": rows, "host_cpus": os.cpu_count()}
+    for n in check.plan.crossover_envs:
+        cfg = row_config(n, _batches(check.plan, n), check.plan)
+        row = {"envs": n, "gpu_fps": _row_fps(check, n)}
+        rows.append(row)
+        left = min(end - time.monotonic(), check.budget.allow())
+        need = check.costs.get("cpu_cold", COLD_GUESS_S / 2)
+        if left < need:
+            row["skipped"] = f"needs ~{need:.0f} s, {left:.0f} s left"
+            continue
+        try:
+            cpu = bench_run(check, cfg, _fresh_cache(check, f"cache_cpu_{n}"), left,
+                            env={"JAX_PLATFORMS": "cpu"})
+        except RuntimeError as e:
+            row["error"] = one_line(e)
+            continue
+        check.costs["cpu_cold"] = max(check.costs.get("cpu_cold", 0.0), cpu["wall_s"])
+        row.update(cpu_fps=cpu["fps"], cpu_startup_s=cpu["startup_s"],
+                   cpu_device=(cpu.get("device") or {}).get("backend"))
+        if row["gpu_fps"]:
+            row["gpu_over_cpu"] = row["gpu_fps"] / cpu["fps"]
+        check.write()
+    step.result["crossover"] = crossover(rows)
+    missed = [str(r["envs"]) for r in rows if not r.get("gpu_over_cpu")]
+    if missed:
+        step.status, step.reason = "partial", f"no GPU / CPU ratio at {', '.join(missed)} envs"
+
+
+def crossover(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the GPU starts to train faster than the CPU, from rows of ``envs`` and
+    ``gpu_over_cpu`` (sorted by envs; rows without a ratio are left out): ``{"envs": n}``
+    interpolated in log-log between the last count where the CPU was faster and the next
+    (with ``between``), or ``{"below": n}`` / ``{"above": n}`` when the GPU was faster /
+    slower at every count measured, or ``{}`` with no ratio."""
+    import math
+
+    pts = sorted((r["envs"], r["gpu_over_cpu"]) for r in rows if r.get("gpu_over_cpu"))
+    if not pts:
+        return {}
+    if pts[0][1] >= 1.0:
+        return {"below": pts[0][0]}
+    for (n0, r0), (n1, r1) in zip(pts, pts[1:]):
+        if r0 < 1.0 <= r1:
+            x0, x1, y0, y1 = math.log(n0), math.log(n1), math.log(r0), math.log(r1)
+            return {"envs": math.exp(x0 + (0.0 - y0) * (x1 - x0) / (y1 - y0)),
+                    "between": [n0, n1]}
+    return {"above": pts[-1][0]}
+
+
 def learning_step(check: Check, step: Step, allow: float) -> None:
     """The learning tests, when the time left allows their estimate: a cold compile, and
     their frames at the 1-env row's rate plus a fifth for the evaluations."""
@@ -1055,6 +1198,8 @@ def markdown(payload: dict[str, Any]) -> str:
                      f"{fmt_num(r['startup_warm_s'], '{:.1f}')} | {store} |")
     lines += ["", *_brax_lines(steps.get("brax")), "", *_matmul_lines(steps), "",
               *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
+              *_crossover_lines(steps.get("crossover")),
+              *_lever_lines(steps.get("levers")),
               *_startup_lines(payload), *_test_lines(payload),
               "| step | status | seconds | note |", "| --- | --- | ---: | --- |"]
     for s in payload["steps"]:
@@ -1182,6 +1327,68 @@ def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
                    f"{fmt_num(res.get('fps'))} | {fmt_num(res.get('best_eval_return'))} |"]
 
 
+def _crossover_lines(s: dict[str, Any] | None) -> list[str]:
+    """The ``crossover`` step: the GPU's and the host CPU's training rows side by side, and
+    where the GPU starts to win (nothing where the step was not chosen)."""
+    if s is None:
+        return []
+    res = s.get("result") or {}
+    if not res.get("rows"):
+        return [f"GPU against the host's CPU: not measured "
+                f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
+    lines = [f"| GPU against the host's CPU ({res.get('host_cpus')} cores), cold | GPU "
+             "training frames/s | CPU training frames/s | GPU / CPU |",
+             "| ---: | ---: | ---: | ---: |"]
+    for r in res["rows"]:
+        cpu = (fmt_num(r["cpu_fps"]) if r.get("cpu_fps")
+               else _cell(r.get("skipped") or r.get("error") or "not measured", 80))
+        lines.append(f"| {r['envs']:,} envs | {fmt_num(r.get('gpu_fps'))} | {cpu} | "
+                     f"{fmt_num(r.get('gpu_over_cpu'), '{:.2f}')} |")
+    c = res.get("crossover") or {}
+    if "envs" in c:
+        what = (f"the GPU trains faster from ~{c['envs']:,.0f} envs per device (between "
+                f"{c['between'][0]:,} and {c['between'][1]:,}, interpolated in log-log)")
+    elif "below" in c:
+        what = f"the GPU trains faster at every count measured, from {c['below']:,} envs"
+    elif "above" in c:
+        what = f"the CPU trains faster at every count measured, up to {c['above']:,} envs"
+    else:
+        what = "no GPU / CPU ratio measured"
+    return lines + ["", f"Crossover on this machine: {what}.", ""]
+
+
+def _lever_lines(s: dict[str, Any] | None) -> list[str]:
+    """The ``levers`` step: env steps/s under each lever's XLA flags, and x XLA's defaults
+    (nothing where the step was not chosen)."""
+    if s is None:
+        return []
+    res = s.get("result") or {}
+    envs = res.get("envs") or []
+    head = ["| XLA flags: the env step alone | "
+            + " | ".join(f"{n:,} env{'s' if n > 1 else ''}: steps/s (x default) | compile s"
+                         for n in envs) + " | flags |",
+            "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- |"]
+    if not res.get("levers"):
+        return [f"XLA flags on the env step: not measured "
+                f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
+    lines = list(head)
+    for lever in res["levers"]:
+        rows = {r["envs"]: r for r in lever.get("rows", [])}
+        why = lever.get("skipped") or lever.get("error")
+        cells = []
+        for n in envs:
+            r = rows.get(n) or {}
+            if r.get("steps_per_s"):
+                cells.append(f"{fmt_num(r['steps_per_s'])} "
+                             f"({fmt_num(r.get('x_default'), '{:.2f}')}) | "
+                             f"{fmt_num(r.get('compile_s'), '{:.1f}')}")
+            else:
+                cells.append(f"{_cell(r.get('skipped') or why or 'not measured', 80)} | –")
+        lines.append(f"| {lever['name']} | " + " | ".join(cells)
+                     + f" | {_cell(lever['xla_flags'] or '(none)')} |")
+    return lines + [""]
+
+
 def _matmul_lines(steps: dict[str, Any]) -> list[str]:
     s = steps.get("matmul") or {}
     res = s.get("result") or {}
@@ -1223,9 +1430,11 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         "one filled. The threshold run's wall time counts from its process start (imports, "
         "device start and compile included). Side by side: Brax's ppo.train in the "
         "benchmark's Brax worker, its settings from the same config (the benchmark's "
-        "brax_settings), a fresh compile cache. Tests: each outcome as pytest reported it, "
-        "as it happened; CAPPED: stopped at the cap on one test's seconds, then pytest went on "
-        "with the tests not yet run. The pytest steps ran with "
+        "brax_settings), a fresh compile cache. XLA flags: the env-steps/s rows in a fresh "
+        "process with the lever's flags added to XLA_FLAGS, x default: against the first "
+        "lever's (XLA's defaults) at the same env count. Tests: each outcome as pytest "
+        "reported it, as it happened; CAPPED: stopped at the cap on one test's seconds, then "
+        "pytest went on with the tests not yet run. The pytest steps ran with "
         + ", ".join(f"{k}={v!r}" for k, v in PYTEST_ENV_GPU.items() if k != "JAX_PLATFORMS")
         + ".",
     ]
@@ -1242,8 +1451,9 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
         "tests (marked gpu), training frames/s at 4,096 envs cold and warm with where the "
         "start-up went, tf32 against highest matmul precision, Brax's PPO side by side, env "
         "steps/s at 1 to 4,096 envs, training at 64, 1 and 1,024 envs, --preset fast's time "
-        "to an evaluation of 9,000, the learning test. Writes OUT/gpu_check.json and "
-        "OUT/gpu_check.md."))
+        "to an evaluation of 9,000, the GPU against the host's CPU (the crossover), training "
+        "at 16,384 and 65,536 envs, XLA flags on the env step's latency, the learning test. "
+        "Writes OUT/gpu_check.json and OUT/gpu_check.md."))
     p.add_argument("--out", default="gpu_check", help="output directory (default gpu_check/)")
     p.add_argument("--smoke", action="store_true",
                    help="the same steps at tiny sizes on the CPU, with an injected failing and "
@@ -1350,6 +1560,8 @@ def _step_fn(check: Check, name: str) -> Callable[[Step, float], None]:
             "matmul": lambda s, allow: matmul_step(check, s, allow),
             "brax": lambda s, allow: brax_step(check, s, allow),
             "preset_fast": lambda s, allow: threshold_step(check, s, allow),
+            "crossover": lambda s, allow: crossover_step(check, s, allow),
+            "levers": lambda s, allow: levers_step(check, s, allow),
             "learning": lambda s, allow: learning_step(check, s, allow)}[name]
 
 

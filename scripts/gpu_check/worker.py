@@ -38,8 +38,10 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def call(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run ``spec`` in a fresh ``python -m scripts.gpu_check.worker``; raises RuntimeError
+def call(spec: dict[str, Any], timeout: float, env: dict[str, str] | None = None
+         ) -> dict[str, Any]:
+    """Run ``spec`` in a fresh ``python -m scripts.gpu_check.worker`` (``env``: variables
+    set for it, over this process's); raises RuntimeError
     (one line: the exit status and the last line of its stderr) on failure, and on timeout
     unless the worker had saved a partial result (then that, with ``timed_out`` true)."""
     with tempfile.TemporaryDirectory(prefix="ppo_jax_gpu_worker_") as tmp:
@@ -48,7 +50,7 @@ def call(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             json.dump(spec, f)
         cmd = [sys.executable, "-m", "scripts.gpu_check.worker", spec_path, out_path]
         try:
-            proc = subprocess.run(cmd, env=child_env(), capture_output=True, text=True,
+            proc = subprocess.run(cmd, env=child_env(env), capture_output=True, text=True,
                                   timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:
             if os.path.exists(out_path + ".partial"):
