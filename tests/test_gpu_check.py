@@ -12,6 +12,7 @@ GPU."""
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -230,21 +231,28 @@ def test_report_of_a_partial_check():
 
 def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     """Each lever runs in a process of its own with its flags after the given XLA_FLAGS;
-    every row gets its ratio to the default lever's; a lever that fails leaves its error line
-    and the others still run; the report draws each lever's row."""
+    every row gets its ratio to the first (default) lever's; a lever that fails leaves its
+    error line and one cut off its missing rows, and the others still run; the report draws
+    each lever's row; with too little time every lever is skipped, saying why."""
     from scripts.gpu_check import worker as gpu_worker
 
-    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, lever_envs=(1, 8), levers=(
-        ("default", ""), ("faster", "--xla_a=1"), ("broken", "--xla_b=2")))
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, lever_envs=(1, 8), lever_guess_s=15.0,
+                               levers=(("default", ""), ("faster", "--xla_a=1"),
+                                       ("broken", "--xla_b=2"), ("slow", "--xla_c=3")))
     seen = []
 
     def fake_call(spec, timeout, env=None):
-        seen.append((spec["kind"], spec["envs"], env["XLA_FLAGS"]))
-        if "--xla_b=2" in env["XLA_FLAGS"]:
+        flags = env["XLA_FLAGS"]
+        seen.append((spec["kind"], spec["envs"], flags))
+        assert timeout <= spec["deadline_s"] + 10.0
+        if "--xla_b=2" in flags:
             raise RuntimeError("exit 1: F1204 Unknown flag | For simplicity, JAX has removed")
-        k = 2.5 if "--xla_a=1" in env["XLA_FLAGS"] else 1.0
-        return {"rows": [{"envs": n, "steps_per_s": 100.0 * n * k, "compile_s": 3.0}
-                         for n in spec["envs"]]}
+        k = 2.5 if "--xla_a=1" in flags else 1.0
+        rows = [{"envs": n, "steps_per_s": 100.0 * n * k, "compile_s": 3.0}
+                for n in spec["envs"]]
+        if "--xla_c=3" in flags:  # cut off after its first row
+            return {"rows": rows[:1], "timed_out": True}
+        return {"rows": rows}
 
     monkeypatch.setattr(gpu_worker, "call", fake_call)
     monkeypatch.setenv("XLA_FLAGS", "--given=1")
@@ -253,78 +261,103 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     try:
         step = check.run("levers", lambda s: gpu_check.levers_step(check, s, 300.0))
         given = f"--given=1 {plan.xla_flags}"
-        assert seen == [("env_speed", [1, 8], given), ("env_speed", [1, 8], f"{given} --xla_a=1"),
-                        ("env_speed", [1, 8], f"{given} --xla_b=2")]
-        assert step.status == "partial" and step.reason == "not measured in full: broken"
-        default, faster, broken = step.result["levers"]
+        assert seen == [("env_speed", [1, 8], f"{given} {flags}".strip())
+                        for _, flags in plan.levers]
+        assert step.status == "partial"
+        assert step.reason == "not measured in full: broken, slow"
+        default, faster, broken, slow = step.result["levers"]
+        assert step.result["given_xla_flags"] == given
         assert [r["x_default"] for r in default["rows"]] == [1.0, 1.0]
         assert [r["x_default"] for r in faster["rows"]] == [2.5, 2.5]
         assert broken["error"] == "exit 1: F1204 Unknown flag" and "rows" not in broken
+        assert slow["timed_out"] and slow["rows"][0]["x_default"] == 1.0
+        assert slow["rows"][1]["skipped"].startswith("cut off at ")
         md = (tmp_path / "gpu_check.md").read_text()
         assert "| faster | 250 (2.50) | 3.0 | 2,000 (2.50) | 3.0 | --xla_a=1 |" in md
-        assert "| broken | exit 1: F1204 Unknown flag | – | exit 1: F1204 Unknown flag | – |" in md
-        # too little time: every lever skipped, saying so
-        short = check.run("levers", lambda s: gpu_check.levers_step(check, s, 15.0))
-        assert all(lv["skipped"] == "5 s left for it" for lv in short.result["levers"])
-        assert short.status == "partial" and len(seen) == 3
+        assert ("| broken | exit 1: F1204 Unknown flag | – | exit 1: F1204 Unknown flag | – "
+                "| --xla_b=2 |") in md
+        assert "| slow | 100 (1.00) | 3.0 | cut off at " in md
+        assert "| default | 100 (1.00) | 3.0 | 800 (1.00) | 3.0 | (none added) |" in md
+        assert f"Every lever ran with the XLA_FLAGS given to the check first: `{given}`." in md
+        # too little time for one lever: each skipped, saying so
+        short = check.run("levers", lambda s: gpu_check.levers_step(check, s, 12.0))
+        assert short.status == "skipped" and short.reason.startswith("needs ~")
+        assert all(lv["skipped"].startswith("needs ~") for lv in short.result["levers"])
+        assert len(seen) == len(plan.levers)
     finally:
         check.close()
     assert os.environ["XLA_FLAGS"] == "--given=1"
 
 
 def test_crossover_of_gpu_over_cpu_ratios():
-    cross = gpu_check.crossover
+    def cross(*pairs):
+        return gpu_check.crossover([{"envs": n, "gpu_over_cpu": r} for n, r in pairs])
+
     # 0.1 at 1 env, 10 at 100 envs: log-log midway is 10 envs
-    c = cross([{"envs": 100, "gpu_over_cpu": 10.0}, {"envs": 1, "gpu_over_cpu": 0.1}])
-    assert c["between"] == [1, 100] and c["envs"] == pytest.approx(10.0)
-    # the first count where the CPU loses, rows without a ratio left out
-    c = cross([{"envs": 1, "gpu_over_cpu": 0.05}, {"envs": 64, "gpu_over_cpu": 0.5},
-               {"envs": 256}, {"envs": 1024, "gpu_over_cpu": 2.0}])
-    assert c["between"] == [64, 1024] and c["envs"] == pytest.approx(256.0)
-    assert cross([{"envs": 64, "gpu_over_cpu": 1.0}]) == {"below": 64}
-    assert cross([{"envs": 1, "gpu_over_cpu": 0.2}, {"envs": 64, "gpu_over_cpu": 0.9}]) \
-        == {"above": 64}
-    assert cross([{"envs": 1, "error": "exit 1: boom"}]) == {}
+    c = cross((100, 10.0), (1, 0.1))
+    assert c == {"envs": pytest.approx(10.0), "between": [1, 100]}
+    # rows without a ratio are left out
+    c = gpu_check.crossover([{"envs": 1, "gpu_over_cpu": 0.05},
+                             {"envs": 64, "gpu_over_cpu": 0.5}, {"envs": 256},
+                             {"envs": 1024, "gpu_over_cpu": 2.0}])
+    assert c == {"envs": pytest.approx(256.0), "between": [64, 1024]}
+    assert cross((64, 1.0), (1024, 3.0)) == {"below": 64}  # a tie counts for the GPU
+    assert cross((1, 0.2), (64, 0.9)) == {"above": 64}
+    # not monotonic: the crossing after the widest count where the CPU wins, flagged
+    assert cross((1, 1.1), (64, 0.8), (1024, 2.0)) == {
+        "envs": pytest.approx(64 * 16 ** (math.log(1.25) / math.log(2.5))),
+        "between": [64, 1024], "non_monotonic": True}
+    assert cross((1, 0.5), (64, 1.2), (1024, 0.8)) == {"above": 1024, "non_monotonic": True}
+    assert gpu_check.crossover([{"envs": 1, "error": "exit 1: boom"}]) == {}
 
 
 def test_crossover_step_trains_on_the_host_cpu_beside_the_gpu_rows(monkeypatch, tmp_path):
     """The CPU rows run the GPU rows' configs with JAX_PLATFORMS=cpu in fresh caches; each
-    gets its GPU / CPU ratio, a failed one its error line, and the report says where the GPU
-    starts to win."""
-    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, crossover_envs=(1, 64, 1024),
-                               train=((1, 2, False), (64, 3, False), (1024, 2, False)))
+    gets its GPU / CPU ratio; a count without a GPU row is skipped without training, a failed
+    one keeps its error line, one that ran on another backend gets no ratio; the report says
+    where the GPU starts to win."""
+    plan = dataclasses.replace(
+        gpu_check.SMOKE_PLAN, crossover_envs=(1, 16, 64, 256, 1024),
+        train=((1, 2, False), (16, 2, False), (64, 3, False), (256, 2, False),
+               (1024, 2, False)))
     runs = []
 
     def fake_bench_run(check, cfg, cache, timeout, env=None):
         runs.append((cfg.num_envs, cfg.total_frames, os.path.basename(cache), env))
         if cfg.num_envs == 1024:
             raise RuntimeError("exit 1: MemoryError")
-        return {"fps": {1: 4000.0, 64: 16000.0}[cfg.num_envs], "startup_s": 9.0, "wall_s": 20.0,
-                "device": {"backend": "cpu"}}
+        return {"fps": {1: 4000.0, 64: 16000.0, 256: 20000.0}[cfg.num_envs], "startup_s": 9.0,
+                "wall_s": 20.0, "device": {"backend": "gpu" if cfg.num_envs == 256 else "cpu"}}
 
     monkeypatch.setattr(gpu_check, "bench_run", fake_bench_run)
     args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
     check = gpu_check.Check(args, [], plan, ("crossover",))
     try:
-        for n, fps in ((1, 200.0), (64, 32000.0), (1024, 400000.0)):
+        for n, fps in ((1, 200.0), (64, 32000.0), (256, 1e5), (1024, 400000.0)):  # no 16
             check.steps.append(gpu_check.Step(f"train_{n}", "ok", 1.0, 0.0,
                                               {"cold": {"fps": fps}}))
         step = check.run("crossover", lambda s: gpu_check.crossover_step(check, s, 500.0))
     finally:
         check.close()
     assert runs == [(n, gpu_check.row_config(n, b, plan).total_frames, f"cache_cpu_{n}",
-                     {"JAX_PLATFORMS": "cpu"}) for n, b, _ in plan.train]
-    one, sixty_four, wide = step.result["rows"]
+                     {"JAX_PLATFORMS": "cpu"}) for n, b, _ in plan.train if n != 16]
+    one, sixteen, sixty_four, wrong, wide = step.result["rows"]
     assert one["gpu_over_cpu"] == 0.05 and sixty_four["gpu_over_cpu"] == 2.0
+    assert sixteen["skipped"] == "train_16 not measured" and "cpu_fps" not in sixteen
+    assert wrong["error"] == "the CPU row ran on gpu" and "gpu_over_cpu" not in wrong
     assert wide["error"] == "exit 1: MemoryError" and "gpu_over_cpu" not in wide
-    assert step.status == "partial" and step.reason == "no GPU / CPU ratio at 1024 envs"
+    assert step.status == "partial"
+    assert step.reason == "no GPU / CPU ratio at 16, 256, 1024 envs"
     c = step.result["crossover"]
     assert c["between"] == [1, 64] and 1 < c["envs"] < 64
     md = (tmp_path / "gpu_check.md").read_text()
-    assert "| 1 envs | 200 | 4,000 | 0.05 |" in md
-    assert "| 1,024 envs | 400,000 | exit 1: MemoryError | – |" in md
-    assert (f"Crossover on this machine: the GPU trains faster from ~{c['envs']:,.0f} envs per "
-            "device (between 1 and 64, interpolated in log-log).") in md
+    assert "| 1 env | 200 | 4,000 | 0.05 | 9.0 |" in md
+    assert "| 16 envs | – | train_16 not measured | – | – |" in md
+    assert "| 256 envs | 100,000 | the CPU row ran on gpu | – | 9.0 |" in md
+    assert "| 1,024 envs | 400,000 | exit 1: MemoryError | – | – |" in md
+    assert ("Crossover on this machine (steady-state frames/s, start-up left out): the GPU "
+            f"trains faster from ~{c['envs']:,.0f} envs per device (between 1 and 64, "
+            "interpolated in log-log).") in md
 
 
 def test_every_lever_s_flags_are_xla_s(root_dir):
@@ -420,7 +453,7 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
         assert r["cpu_fps"] > 0 and r["gpu_fps"] == rows[r["envs"]]["fps"]
         assert r["gpu_over_cpu"] == pytest.approx(r["gpu_fps"] / r["cpu_fps"])
         assert r["cpu_device"] == "cpu"
-    assert "Crossover on this machine:" in md
+    assert "Crossover on this machine (steady-state frames/s, start-up left out): " in md
     levers = steps["levers"]["result"]["levers"]
     assert [lv["name"] for lv in levers] == [n for n, _ in plan.levers]
     for lever in levers:

@@ -31,17 +31,18 @@ for a GPU first, :data:`GPU_PLAN`):
 9. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
 10. ``levers``: XLA's flags that may cut the env step's latency (:data:`LEVERS`: command
-   buffers off, loops in command buffers, unrolled while loops, autotuning off), each
-   measured against XLA's defaults as the env steps/s at 1 and 4,096 envs of a fresh process;
+   buffers off, loops in command buffers, rolled and unrolled, command buffers from one op,
+   autotuning off), each measured against XLA's defaults (run first and again last) as the
+   env steps/s at 1 and 4,096 envs of a fresh process;
 11. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
 fewer); ``crossover``, ``train_16384``, ``train_65536``, ``levers`` and ``learning`` have
-none: they run on what is left and are skipped, saying why, when it is not enough;
-``--steps`` runs them in a second short run. After every step (and every test)
-``OUT/gpu_check.json`` (every figure, the device, versions, each step's status and seconds)
-and ``OUT/gpu_check.md`` (the tables, with the command that made them) are rewritten, so a
-run cut short still leaves what it measured.
+none: they run on what is left and are skipped, saying why, when it is not enough (in a
+full run of 540 s the shares leave them little: ``--steps`` runs them in a second run).
+After every step (and every test) ``OUT/gpu_check.json`` (every figure, the device,
+versions, each step's status and seconds) and ``OUT/gpu_check.md`` (the tables, with the
+command that made them) are rewritten, so a run cut short still leaves what it measured.
 ``--smoke`` runs the same steps at tiny sizes on the CPU, with an injected failing test and an
 injected slow test (:mod:`scripts.gpu_check.injected_tests`) whose message and cap must reach
 the report, so that a typo shows up in CI instead of on a GPU.
@@ -130,6 +131,7 @@ class Plan:
     levers: tuple[tuple[str, str], ...] = ()
     lever_envs: tuple[int, ...] = ()
     lever_row_s: float = 2.0
+    lever_guess_s: float = 60.0  # seconds one lever takes until one is measured
     pytest_env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for pytest
     # outcomes that some tests must have (the injected ones): node id -> outcome
     expected: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -137,23 +139,22 @@ class Plan:
 
 # XLA's levers on the latency of one env step (the ``levers`` step): the MJX step is many
 # small kernels in loops (5 substeps x 4 RK4 stages, the constraint solver's iterations), so a
-# narrow job waits on launches and on the loops' conditions. Each is measured against XLA's
-# defaults on the env step alone; a flag is only kept for users where it measured faster.
+# narrow job waits on launches and on the loops' conditions. Each changes one thing against
+# XLA's defaults ("+TYPE" adds a command type to XLA's default set); the defaults run first
+# and again last, so their spread shows the noise. A flag is kept for users only where it
+# measured faster.
 LEVERS: tuple[tuple[str, str], ...] = (
     ("default", ""),
     ("command buffers off", "--xla_gpu_enable_command_buffer="),
-    ("loops in command buffers",
-     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,"
-     "DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1"),
+    ("loops in command buffers", "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"),
     ("loops in command buffers, unrolled",
-     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,"
-     "DYNAMIC_SLICE_FUSION,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1 "
+     "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL "
      "--xla_gpu_command_buffer_unroll_loops=true"),
-    ("while loops unrolled (auto)",
-     "--xla_gpu_enable_while_loop_unrolling=WHILE_LOOP_UNROLLING_AUTO_UNROLL"),
+    ("command buffers from 1 op", "--xla_gpu_graph_min_graph_size=1"),
     ("autotuning off", "--xla_gpu_autotune_level=0"),
+    ("default, again", ""),
 )
-
+LEVER_GUESS_S = 60.0  # one lever before any is measured: a fresh process, two compiles
 GPU_PLAN = Plan(
     tests=(TESTS_DIR,),
     marker=GPU_MARK,
@@ -191,6 +192,7 @@ GPU_PLAN = Plan(
     levers=LEVERS,
     lever_envs=(1, 4096),
     lever_row_s=3.0,
+    lever_guess_s=LEVER_GUESS_S,
 )
 SMOKE_PLAN = Plan(
     # the injected tests first: the slow one is stopped and pytest starts again on the rest
@@ -217,10 +219,12 @@ SMOKE_PLAN = Plan(
     # the least optimizing CPU compile (the smoke checks the plumbing, not the speed)
     xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
     crossover_envs=(4,),
-    # two levers: the plumbing (every lever's flags are parsed by tests/test_gpu_check.py)
-    levers=LEVERS[:2],
+    # the defaults twice and one lever: the plumbing (every lever's flags are parsed by
+    # tests/test_gpu_check.py)
+    levers=(LEVERS[0], LEVERS[1], LEVERS[-1]),
     lever_envs=(4,),
     lever_row_s=0.3,
+    lever_guess_s=15.0,
     pytest_env=INJECT_ENV,
     expected={f"{INJECTED}::test_injected_failure": "FAILED",
               f"{INJECTED}::test_injected_slow": "CAPPED"},
@@ -811,41 +815,56 @@ def env_speed_step(check: Check, step: Step, allow: float) -> None:
 
 def levers_step(check: Check, step: Step, allow: float) -> None:
     """Env steps/s of the MJX env alone at ``plan.lever_envs`` under each of ``plan.levers``
-    (XLA flags added to the check's), in order, a fresh process each, the time left shared
-    evenly among the levers not yet run (once a share is under 10 s, the rest are skipped);
-    each row's ratio to the first (XLA's defaults) lever's."""
+    (XLA flags added to those the check was given), in order, a fresh process each. A lever
+    runs when the time left covers what one took so far (``plan.lever_guess_s`` before the
+    first); after one does not, the rest are skipped. Each row gets its ratio to the first
+    lever's (XLA's defaults)."""
     from scripts.gpu_check import worker as gpu_worker
 
     plan = check.plan
     end = time.monotonic() + allow
-    step.result = {"envs": list(plan.lever_envs), "levers": []}
+    given = os.environ.get("XLA_FLAGS", "")
+    step.result = {"envs": list(plan.lever_envs), "given_xla_flags": given, "levers": []}
+    walls: list[float] = []  # seconds of each lever that measured
     short = None
-    for i, (name, flags) in enumerate(plan.levers):
-        share = (end - time.monotonic()) / (len(plan.levers) - i)
+    for name, flags in plan.levers:
+        need = max(walls, default=plan.lever_guess_s)
         lever = {"name": name, "xla_flags": flags}
         step.result["levers"].append(lever)
-        short = short or (f"{share:.0f} s left for it" if share < 10 else None)
+        left = min(end - time.monotonic(), check.budget.allow())
+        short = short or (f"needs ~{need:.0f} s, {left:.0f} s left" if left < need else None)
         if short:
             lever["skipped"] = short
             continue
+        cap = min(left, 3.0 * need)  # one lever that hangs leaves time for the others
         spec = {"kind": "env_speed", "envs": list(plan.lever_envs), "row_s": plan.lever_row_s,
                 "chunk": plan.env_speed_chunk,
-                "deadline_s": max(5.0, share - min(10.0, 0.1 * share))}
-        given = os.environ.get("XLA_FLAGS", "")
+                "deadline_s": max(5.0, cap - min(10.0, 0.1 * cap))}
+        t = time.perf_counter()
         try:
-            lever["rows"] = gpu_worker.call(spec, timeout=share, env={
-                "XLA_FLAGS": f"{given} {flags}".strip()})["rows"]
+            got = gpu_worker.call(spec, timeout=cap,
+                                  env={"XLA_FLAGS": f"{given} {flags}".strip()})
         except RuntimeError as e:
             lever["error"] = one_line(e)
+            continue
+        walls.append(time.perf_counter() - t)
+        rows = {r["envs"]: r for r in got["rows"]}
+        lever["rows"] = [rows.get(n) or {"envs": n, "skipped": f"cut off at {cap:.0f} s"}
+                         for n in plan.lever_envs]
+        if got.get("timed_out"):
+            lever["timed_out"] = True
         check.write()
     base = {r["envs"]: r.get("steps_per_s") for r in step.result["levers"][0].get("rows", [])}
     for lever in step.result["levers"]:
         for r in lever.get("rows", []):
             if r.get("steps_per_s") and base.get(r["envs"]):
                 r["x_default"] = r["steps_per_s"] / base[r["envs"]]
+    ran = [lv for lv in step.result["levers"] if "rows" in lv]
+    if not ran:
+        raise Skip(short or "no lever measured: " + "; ".join(
+            f"{lv['name']}: {lv.get('error')}" for lv in step.result["levers"]))
     missed = [lv["name"] for lv in step.result["levers"]
-              if lv.get("skipped") or lv.get("error")
-              or any(r.get("skipped") for r in lv.get("rows", []))]
+              if "rows" not in lv or any(not r.get("steps_per_s") for r in lv["rows"])]
     if missed:
         step.status, step.reason = "partial", "not measured in full: " + ", ".join(missed)
 
@@ -1046,16 +1065,21 @@ def brax_step(check: Check, step: Step, allow: float) -> None:
 
 def crossover_step(check: Check, step: Step, allow: float) -> None:
     """Training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``, all its cores, a fresh
-    cache) at ``plan.crossover_envs``, each the config of the GPU's ``train_<n>`` row, and
-    the GPU / CPU ratio of each; then :func:`crossover` of those ratios: the env count from
-    which the GPU trains faster on this machine (what ``--device auto`` compares)."""
+    cache) at ``plan.crossover_envs``, each the config of the GPU's ``train_<n>`` row (a count
+    whose GPU row was not measured is skipped), and the GPU / CPU ratio of each; then
+    :func:`crossover` of those ratios: the env count from which the GPU trains faster on
+    this machine (what ``--device auto`` compares). Both are steady-state frames/s: start-up
+    is left out (it is in each row)."""
     end = time.monotonic() + allow
     rows: list[dict[str, Any]] = []
-    step.result = {"rows": rows, "host_cpus": os.cpu_count()}
+    step.result = {"rows": rows, "host_cpus": _host_cpus()}
     for n in check.plan.crossover_envs:
         cfg = row_config(n, _batches(check.plan, n), check.plan)
-        row = {"envs": n, "gpu_fps": _row_fps(check, n)}
+        row = {"envs": n, "gpu_fps": _row_fps(check, n), "frames": cfg.total_frames}
         rows.append(row)
+        if row["gpu_fps"] is None:
+            row["skipped"] = f"train_{n} not measured"
+            continue
         left = min(end - time.monotonic(), check.budget.allow())
         need = check.costs.get("cpu_cold", COLD_GUESS_S / 2)
         if left < need:
@@ -1064,40 +1088,60 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
         try:
             cpu = bench_run(check, cfg, _fresh_cache(check, f"cache_cpu_{n}"), left,
                             env={"JAX_PLATFORMS": "cpu"})
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001  (recorded; the other counts still run)
             row["error"] = one_line(e)
             continue
         check.costs["cpu_cold"] = max(check.costs.get("cpu_cold", 0.0), cpu["wall_s"])
-        row.update(cpu_fps=cpu["fps"], cpu_startup_s=cpu["startup_s"],
-                   cpu_device=(cpu.get("device") or {}).get("backend"))
-        if row["gpu_fps"]:
+        backend = (cpu.get("device") or {}).get("backend")
+        row.update(cpu_fps=cpu["fps"], cpu_startup_s=cpu["startup_s"], cpu_device=backend)
+        if backend != "cpu":
+            row["error"] = f"the CPU row ran on {backend}"
+        elif row["gpu_fps"] and cpu["fps"]:
             row["gpu_over_cpu"] = row["gpu_fps"] / cpu["fps"]
         check.write()
     step.result["crossover"] = crossover(rows)
+    if not any(r.get("gpu_over_cpu") for r in rows):
+        raise Skip("no GPU / CPU ratio: " + "; ".join(
+            f"{r['envs']} envs: {r.get('skipped') or r.get('error')}" for r in rows))
     missed = [str(r["envs"]) for r in rows if not r.get("gpu_over_cpu")]
     if missed:
         step.status, step.reason = "partial", f"no GPU / CPU ratio at {', '.join(missed)} envs"
 
 
+def _host_cpus() -> int | None:
+    """The CPU cores this process may use (a container's share, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
 def crossover(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Where the GPU starts to train faster than the CPU, from rows of ``envs`` and
-    ``gpu_over_cpu`` (sorted by envs; rows without a ratio are left out): ``{"envs": n}``
-    interpolated in log-log between the last count where the CPU was faster and the next
-    (with ``between``), or ``{"below": n}`` / ``{"above": n}`` when the GPU was faster /
-    slower at every count measured, or ``{}`` with no ratio."""
+    ``gpu_over_cpu`` (rows without a ratio are left out): ``{"envs": n, "between": [a, b]}``,
+    n interpolated in log-log between the widest count where the CPU was faster (a) and the
+    next one (b); ``{"below": n}`` when the GPU was faster at every count (from n), ``{"above":
+    n}`` when the CPU was faster at the widest (n); ``{}`` with no ratio. ``non_monotonic``:
+    the GPU was faster somewhere below that crossing too."""
     import math
 
     pts = sorted((r["envs"], r["gpu_over_cpu"]) for r in rows if r.get("gpu_over_cpu"))
     if not pts:
         return {}
-    if pts[0][1] >= 1.0:
+    slower = [i for i, (_, r) in enumerate(pts) if r < 1.0]
+    if not slower:
         return {"below": pts[0][0]}
-    for (n0, r0), (n1, r1) in zip(pts, pts[1:]):
-        if r0 < 1.0 <= r1:
-            x0, x1, y0, y1 = math.log(n0), math.log(n1), math.log(r0), math.log(r1)
-            return {"envs": math.exp(x0 + (0.0 - y0) * (x1 - x0) / (y1 - y0)),
-                    "between": [n0, n1]}
-    return {"above": pts[-1][0]}
+    i = slower[-1]
+    out: dict[str, Any]
+    if i == len(pts) - 1:
+        out = {"above": pts[i][0]}
+    else:
+        (n0, r0), (n1, r1) = pts[i], pts[i + 1]
+        x0, x1, y0, y1 = math.log(n0), math.log(n1), math.log(r0), math.log(r1)
+        out = {"envs": math.exp(x0 - y0 * (x1 - x0) / (y1 - y0)), "between": [n0, n1]}
+    if any(r >= 1.0 for _, r in pts[:i]):
+        out["non_monotonic"] = True
+    return out
 
 
 def learning_step(check: Check, step: Step, allow: float) -> None:
@@ -1327,6 +1371,10 @@ def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
                    f"{fmt_num(res.get('fps'))} | {fmt_num(res.get('best_eval_return'))} |"]
 
 
+def _envs(n: int) -> str:
+    return f"{n:,} env{'s' if n != 1 else ''}"
+
+
 def _crossover_lines(s: dict[str, Any] | None) -> list[str]:
     """The ``crossover`` step: the GPU's and the host CPU's training rows side by side, and
     where the GPU starts to win (nothing where the step was not chosen)."""
@@ -1336,25 +1384,29 @@ def _crossover_lines(s: dict[str, Any] | None) -> list[str]:
     if not res.get("rows"):
         return [f"GPU against the host's CPU: not measured "
                 f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
-    lines = [f"| GPU against the host's CPU ({res.get('host_cpus')} cores), cold | GPU "
-             "training frames/s | CPU training frames/s | GPU / CPU |",
-             "| ---: | ---: | ---: | ---: |"]
+    lines = [f"| GPU against the host's CPU ({res.get('host_cpus')} cores) | GPU training "
+             "frames/s | CPU training frames/s | GPU / CPU | CPU start-up s |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
     for r in res["rows"]:
-        cpu = (fmt_num(r["cpu_fps"]) if r.get("cpu_fps")
+        cpu = (fmt_num(r["cpu_fps"]) if r.get("cpu_fps") and not r.get("error")
                else _cell(r.get("skipped") or r.get("error") or "not measured", 80))
-        lines.append(f"| {r['envs']:,} envs | {fmt_num(r.get('gpu_fps'))} | {cpu} | "
-                     f"{fmt_num(r.get('gpu_over_cpu'), '{:.2f}')} |")
+        lines.append(f"| {_envs(r['envs'])} | {fmt_num(r.get('gpu_fps'))} | {cpu} | "
+                     f"{fmt_num(r.get('gpu_over_cpu'), '{:.2f}')} | "
+                     f"{fmt_num(r.get('cpu_startup_s'), '{:.1f}')} |")
     c = res.get("crossover") or {}
     if "envs" in c:
         what = (f"the GPU trains faster from ~{c['envs']:,.0f} envs per device (between "
                 f"{c['between'][0]:,} and {c['between'][1]:,}, interpolated in log-log)")
     elif "below" in c:
-        what = f"the GPU trains faster at every count measured, from {c['below']:,} envs"
+        what = f"the GPU trains faster at every count measured, from {_envs(c['below'])}"
     elif "above" in c:
-        what = f"the CPU trains faster at every count measured, up to {c['above']:,} envs"
+        what = f"the CPU trains faster at the widest count measured, {_envs(c['above'])}"
     else:
         what = "no GPU / CPU ratio measured"
-    return lines + ["", f"Crossover on this machine: {what}.", ""]
+    if c.get("non_monotonic"):
+        what += "; the GPU was also faster at a narrower count (the ratios are not monotonic)"
+    return lines + ["", f"Crossover on this machine (steady-state frames/s, start-up left "
+                        f"out): {what}.", ""]
 
 
 def _lever_lines(s: dict[str, Any] | None) -> list[str]:
@@ -1365,13 +1417,14 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
     res = s.get("result") or {}
     envs = res.get("envs") or []
     head = ["| XLA flags: the env step alone | "
-            + " | ".join(f"{n:,} env{'s' if n > 1 else ''}: steps/s (x default) | compile s"
-                         for n in envs) + " | flags |",
+            + " | ".join(f"{_envs(n)}: steps/s (x default) | compile s" for n in envs)
+            + " | flags |",
             "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- |"]
     if not res.get("levers"):
         return [f"XLA flags on the env step: not measured "
                 f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
     lines = list(head)
+    given = res.get("given_xla_flags")
     for lever in res["levers"]:
         rows = {r["envs"]: r for r in lever.get("rows", [])}
         why = lever.get("skipped") or lever.get("error")
@@ -1385,8 +1438,13 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
             else:
                 cells.append(f"{_cell(r.get('skipped') or why or 'not measured', 80)} | –")
         lines.append(f"| {lever['name']} | " + " | ".join(cells)
-                     + f" | {_cell(lever['xla_flags'] or '(none)')} |")
-    return lines + [""]
+                     + f" | {_cell(lever['xla_flags'] or '(none added)')} |")
+    repeats = sum(not lv["xla_flags"] for lv in res["levers"]) > 1
+    return lines + ["", "Each lever ran once, in this order; "
+                    + ("the spread of the runs of XLA's defaults is the noise of these figures."
+                       if repeats else "a difference of a few percent may be noise.")
+                    + (f" Every lever ran with the XLA_FLAGS given to the check first: "
+                       f"`{given}`." if given else ""), ""]
 
 
 def _matmul_lines(steps: dict[str, Any]) -> list[str]:
