@@ -289,6 +289,57 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     assert os.environ["XLA_FLAGS"] == "--given=1"
 
 
+def test_time_to_the_threshold_cold_then_warm(monkeypatch, tmp_path):
+    """The threshold step runs cold in a fresh cache, then warm with the same cache on the
+    time left; a cold run cut off, a warm run with no time left, or one that compiled, is
+    partial and says why."""
+    calls = []
+
+    def run(frames_s, compiled=None):
+        return {"fps": 5e4, "reached": frames_s is not None, "threshold_s": frames_s,
+                "threshold_frames": 491520, "startup_s": 4.0, "compile_s": 3.0,
+                "best_eval_return": 9350.0, "stopped": "reached" if frames_s else "deadline",
+                "process_s": 30.0, "compiled_from_cache": compiled}
+
+    outcomes = []
+
+    def fake(cfg, goal, cache, allow):
+        calls.append((os.path.basename(cache), round(allow)))
+        return outcomes.pop(0)
+
+    monkeypatch.setattr(gpu_check, "_to_threshold", fake)
+    args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
+    check = gpu_check.Check(args, [], gpu_check.SMOKE_PLAN, ("preset_fast",))
+    try:
+        outcomes[:] = [run(20.0, False), run(8.5, True)]
+        step = check.run("preset_fast", lambda s: gpu_check.threshold_step(check, s, 300.0))
+        assert [c[0] for c in calls] == ["cache_threshold"] * 2 and calls[1][1] <= 300
+        assert step.status == "ok" and step.result["threshold_s"] == 20.0
+        assert step.result["warm"]["threshold_s"] == 8.5
+        md = (tmp_path / "gpu_check.md").read_text()
+        assert "| tiny config (smoke), warm | (the same) | 8.5 (491,520) | 4.0 (3.0) |" in md
+        # the cold run needed 27 s after its compile: 25 s do not cover the warm run
+        check.costs["cold"] = 10.0  # a cold run measured before: 25 s may start one
+        outcomes[:] = [run(20.0, False)]
+        step = check.run("preset_fast", lambda s: gpu_check.threshold_step(check, s, 25.0))
+        assert step.status == "partial" and "warm" not in step.result
+        assert step.reason == "no time left for the warm run (needs ~27 s, 25 s left)"
+        # neither reached: both say so; a warm run that compiled is not a warm start
+        outcomes[:] = [run(None, False), run(None, False)]
+        step = check.run("preset_fast", lambda s: gpu_check.threshold_step(check, s, 300.0))
+        assert step.reason == ("cold: not reached within 30 s (deadline); "
+                               "warm: not reached (deadline)")
+        outcomes[:] = [run(20.0, False), run(8.5, False)]
+        step = check.run("preset_fast", lambda s: gpu_check.threshold_step(check, s, 300.0))
+        assert step.reason == "the warm run did not load its programs"
+        # cut off by the timeout
+        outcomes[:] = [{"reached": False, "stopped": "timed out after 300 s"}]
+        step = check.run("preset_fast", lambda s: gpu_check.threshold_step(check, s, 300.0))
+        assert step.reason == "not reached within 300 s (timed out after 300 s)"
+    finally:
+        check.close()
+
+
 def test_crossover_of_gpu_over_cpu_ratios():
     def cross(*pairs):
         return gpu_check.crossover([{"envs": n, "gpu_over_cpu": r} for n, r in pairs])
@@ -438,7 +489,11 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
         == {"ppo_programs"}
     threshold = steps["preset_fast"]["result"]
     assert threshold["reached"] and threshold["threshold_s"] > 0
-    assert f"| {threshold['label']} |" in md
+    assert threshold["compiled_from_cache"] is False
+    assert f"| {threshold['label']}, cold | {threshold['description']} |" in md
+    warm = threshold["warm"]  # a second process with the cache the first one filled
+    assert warm["reached"] and warm["threshold_s"] > 0 and warm["compiled_from_cache"] is True
+    assert f"| {threshold['label']}, warm | (the same) | {warm['threshold_s']:.1f} (" in md
     matmul = steps["matmul"]["result"]
     assert matmul["tf32"]["fps"] > 0 and matmul["highest_fps"] == rows[plan.matmul_envs]["fps"]
     assert "| tf32 |" in md and report["command"] in md

@@ -24,7 +24,8 @@ for a GPU first, :data:`GPU_PLAN`):
 5. ``env_speed``: env steps/s of the MJX env alone at 4,096, 1,024, 64 and 1 envs, each row a
    short warm-up and then as many calls as fit a few seconds;
 6. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
-7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000;
+7. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000, cold
+   and then warm (the cache the cold run filled);
 8. ``crossover``: training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``) at 1, 64 and
    1,024 envs, the configs of the GPU's rows, and the env count from which the GPU trains
    faster on this machine (:func:`crossover`);
@@ -972,39 +973,69 @@ def train_step(check: Check, step: Step, num_envs: int, batches: int, warm: bool
 
 
 def threshold_step(check: Check, step: Step, allow: float) -> None:
-    """Wall time, from process start, to the first evaluation >= the threshold (one seed,
-    a fresh cache), measured by the benchmark's worker as ``--to-threshold`` measures it,
-    bounded by ``allow``: not reached within it is partial."""
-    from ppo_jax.bench import driver
+    """Wall time, from process start, to the first evaluation >= the threshold (one seed),
+    measured by the benchmark's worker as ``--to-threshold`` measures it: cold (a fresh
+    cache), then warm (a second process with the cache the first one filled) on the time
+    left, both within ``allow``; not reached, or no warm run, is partial."""
     from ppo_jax.bench.configs import describe_config
-    from scripts.gpu_check import worker as gpu_worker
 
+    end = time.monotonic() + allow
     cfg, goal = threshold_config(check.plan), check.plan.threshold
     step.result = {"label": check.plan.threshold_label, "config": cfg.to_dict(),
                    "description": describe_config("ppo_jax", cfg.to_dict()), "threshold": goal,
                    "reached": False}
     if allow < _estimate(check, "cold"):
         raise Skip(f"needs more than ~{_estimate(check, 'cold'):.0f} s, {allow:.0f} s left")
+    cache = _fresh_cache(check, "cache_threshold")
+    cold = _to_threshold(cfg, goal, cache, allow)
+    if "fps" not in cold:
+        step.status = "partial"
+        step.reason = f"not reached within {allow:.0f} s ({cold['stopped']})"
+        return
+    step.result.update(cold)
+    check.write()
+    missing = [] if cold["reached"] else [f"cold: not reached within {cold['process_s']:.0f} s "
+                                          f"({cold['stopped']})"]
+    # the warm run repeats what the cold one did after its compile
+    need = cold["process_s"] - (cold.get("compile_s") or 0.0)
+    left = end - time.monotonic()
+    if left < need:
+        missing.append(f"no time left for the warm run (needs ~{need:.0f} s, {left:.0f} s "
+                       "left)")
+    else:
+        warm = _to_threshold(cfg, goal, cache, left)
+        step.result["warm"] = warm
+        if not warm["reached"]:
+            missing.append(f"warm: not reached ({warm['stopped']})")
+        elif not warm.get("compiled_from_cache"):
+            missing.append("the warm run did not load its programs")
+    if missing:
+        step.status, step.reason = "partial", "; ".join(missing)
+
+
+def _to_threshold(cfg, goal: float, cache: str, allow: float) -> dict[str, Any]:
+    """One threshold run (:func:`scripts.gpu_check.worker.threshold`) with the compile cache
+    ``cache``, within ``allow`` seconds: the benchmark's summary of it with ``reached``,
+    ``stopped``, ``process_s`` and how its programs were obtained; a run the timeout cut
+    off: ``{"reached": False, "stopped": ...}``."""
+    from ppo_jax.bench import driver
+    from scripts.gpu_check import worker as gpu_worker
+
     spec = {"kind": "threshold", "config": cfg.to_dict(), "threshold": goal, "devices": 1,
-            "compile_cache": _fresh_cache(check, "cache_threshold"),
-            "matmul_precision": cfg.matmul_precision, "deadline_s": max(5.0, allow - 10.0)}
+            "compile_cache": cache, "matmul_precision": cfg.matmul_precision,
+            "deadline_s": max(5.0, allow - 10.0)}
     try:
         raw = gpu_worker.call(spec, timeout=allow)
     except RuntimeError as e:
         if "timed out" not in str(e):
             raise
-        step.status, step.reason = "partial", f"not reached within {allow:.0f} s ({e})"
-        return
+        return {"reached": False, "stopped": str(e)}
     if len(raw["marks"]) < 2:
         raise RuntimeError(f"stopped after {len(raw['marks'])} batch(es): {raw['stopped']}")
     summary = driver.summarize_run(raw, goal)
-    step.result.update(summary, reached=summary["threshold_s"] is not None,
-                       evals=raw["evals"], stopped=raw["stopped"], process_s=raw["process_s"],
-                       compiled_from_cache=raw.get("compiled_from_cache"),
-                       compile=raw.get("compile"))
-    if not step.result["reached"]:
-        step.status = "partial"
-        step.reason = f"not reached within {raw['process_s']:.0f} s ({raw['stopped']})"
+    return dict(summary, reached=summary["threshold_s"] is not None, evals=raw["evals"],
+                stopped=raw["stopped"], process_s=raw["process_s"],
+                compiled_from_cache=raw.get("compiled_from_cache"), compile=raw.get("compile"))
 
 
 def _row_fps(check: Check, num_envs: int) -> float | None:
@@ -1355,20 +1386,32 @@ def _warnings(payload: dict[str, Any]) -> list[str]:
 
 
 def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
+    """The threshold step: its cold run, and its warm run where there was one."""
     res = (s or {}).get("result") or {}
-    head = [f"| run (one seed, cold) | config | first evaluation >= {fmt_num(goal)}: "
+    head = [f"| run (one seed) | config | first evaluation >= {fmt_num(goal)}: "
             "s from process start (frames) | start-up s (compile) | frames/s, evaluations "
             "included | best evaluation |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    label = res.get("label") or "preset"
     if "fps" not in res:
         why = (s or {}).get("reason") or (s or {}).get("error") or "not run"
-        return head + [f"| {res.get('label') or 'preset'} | {res.get('description') or '–'} | "
+        return head + [f"| {label}, cold | {res.get('description') or '–'} | "
                        f"{_cell(why)} | – | – | – |"]
-    hit = (f"{res['threshold_s']:.1f} ({res['threshold_frames']:,})" if res["reached"]
-           else _cell(s.get("reason") or "not reached"))
-    return head + [f"| {res['label']} | {res['description']} | {hit} | "
-                   f"{fmt_num(res.get('startup_s'), '{:.1f}')} "
-                   f"({fmt_num(res.get('compile_s'), '{:.1f}')}) | "
-                   f"{fmt_num(res.get('fps'))} | {fmt_num(res.get('best_eval_return'))} |"]
+    lines = list(head)
+    for which, run in (("cold", res), ("warm", res.get("warm"))):
+        if run is None:
+            continue
+        if "fps" not in run:
+            lines.append(f"| {label}, {which} | (the same) | {_cell(run.get('stopped'))} | – | "
+                         "– | – |")
+            continue
+        hit = (f"{run['threshold_s']:.1f} ({run['threshold_frames']:,})" if run["reached"]
+               else _cell(f"not reached ({run.get('stopped')})"))
+        lines.append(f"| {label}, {which} | "
+                     f"{res['description'] if which == 'cold' else '(the same)'} | {hit} | "
+                     f"{fmt_num(run.get('startup_s'), '{:.1f}')} "
+                     f"({fmt_num(run.get('compile_s'), '{:.1f}')}) | "
+                     f"{fmt_num(run.get('fps'))} | {fmt_num(run.get('best_eval_return'))} |")
+    return lines
 
 
 def _envs(n: int) -> str:
@@ -1485,7 +1528,7 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         "tutorial's; more envs: at least 16 steps per env per batch, 15 minibatches per epoch). "
         "Start-up: time to the first batch minus that batch at the steady rate, imports "
         "excluded; cold is a fresh compile cache, warm the second run with the cache the first "
-        "one filled. The threshold run's wall time counts from its process start (imports, "
+        "one filled. The threshold runs' wall times count from their process start (imports, "
         "device start and compile included). Side by side: Brax's ppo.train in the "
         "benchmark's Brax worker, its settings from the same config (the benchmark's "
         "brax_settings), a fresh compile cache. XLA flags: the env-steps/s rows in a fresh "
