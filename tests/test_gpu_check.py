@@ -89,13 +89,17 @@ def test_choose_steps():
         gpu_check.choose_steps(",", plan)
 
 
-def test_a_unknown_step_is_one_line(root_dir, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "scripts.gpu_check", "--smoke", "--steps",
-                        "pytest,trian_4", "--out", str(tmp_path / "out")], cwd=root_dir,
+@pytest.mark.parametrize("flags,words", [
+    (["--steps", "pytest,trian_4"], "--steps: unknown step trian_4; choose from pytest,train_4,"),
+    (["--gpu-rows", "no/such/gpu_check.json"],
+     "--gpu-rows: cannot read no/such/gpu_check.json: No such file or directory")])
+def test_bad_input_is_one_line(root_dir, tmp_path, flags, words):
+    p = subprocess.run([sys.executable, "-m", "scripts.gpu_check", "--smoke", *flags,
+                        "--out", str(tmp_path / "out")], cwd=root_dir,
                        capture_output=True, text=True, timeout=300)
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1, p.stderr[-2000:]
-    assert "--steps: unknown step trian_4; choose from pytest,train_4," in err[0]
+    assert words in err[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -340,6 +344,55 @@ def test_time_to_the_threshold_cold_then_warm(monkeypatch, tmp_path):
         assert step.reason == "not reached within 300 s (timed out after 300 s)"
     finally:
         check.close()
+
+
+def test_crossover_takes_gpu_rows_from_an_earlier_report(monkeypatch, tmp_path):
+    """--gpu-rows: a second short run takes the GPU rows it did not measure from an earlier
+    report of the same device, JAX and plan (a row of another config is not taken), says so,
+    and refuses a report from another device; an unreadable file is one line."""
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, crossover_envs=(1, 64),
+                               train=((1, 2, False), (64, 3, False)))
+    probed = {"backend": "gpu", "devices": ["NVIDIA H200"], "versions": {"jax": "0.11.2"}}
+    other_64 = gpu_check.row_config(64, 5, plan).to_dict()  # not this plan's 64-env row
+    earlier = {"started_utc": "2026-12-06T10:00:00+00:00", "smoke": True, "steps": [
+        {"name": "probe", "result": probed},
+        {"name": "train_1", "result": {"config": gpu_check.row_config(1, 2, plan).to_dict(),
+                                       "cold": {"fps": 200.0}}},
+        {"name": "train_64", "result": {"config": other_64, "cold": {"fps": 9e4}}}]}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    monkeypatch.setattr(gpu_check, "bench_run", lambda check, cfg, cache, timeout, env=None: {
+        "fps": 4000.0, "startup_s": 9.0, "wall_s": 20.0, "device": {"backend": "cpu"}})
+
+    def crossover(device):
+        out = tmp_path / device.split()[-1]
+        args = gpu_check.build_parser().parse_args(
+            ["--smoke", "--out", str(out), "--gpu-rows", str(path)])
+        check = gpu_check.Check(args, [], plan, ("crossover",))
+        check.earlier = gpu_check.read_gpu_rows(str(path))
+        try:
+            gpu_check.adopt_gpu_rows(check, dict(probed, devices=[device]))
+            step = check.run("crossover", lambda s: gpu_check.crossover_step(check, s, 500.0))
+        finally:
+            check.close()
+        return step, (out / "gpu_check.md").read_text()
+
+    step, md = crossover("NVIDIA H200")
+    one, sixty_four = step.result["rows"]
+    assert one["gpu_over_cpu"] == 0.05
+    assert one["gpu_from"] == "--gpu-rows (2026-12-06T10:00:00+00:00)"
+    assert sixty_four["skipped"] == "train_64 not measured"
+    assert (f"The GPU figures at 1 env come from {path} (the check of "
+            "2026-12-06T10:00:00+00:00 on this device).") in md
+    step, md = crossover("NVIDIA H100")
+    assert step.status == "skipped"
+    assert step.result["rows"][0]["skipped"] == (
+        "train_1 not measured (--gpu-rows not used: devices ['NVIDIA H200'] there, "
+        "['NVIDIA H100'] here)")
+    for text in ("{", json.dumps({"steps": 3})):
+        path.write_text(text)
+        with pytest.raises(CLIError, match=r"^--gpu-rows: "):
+            gpu_check.read_gpu_rows(str(path))
 
 
 def test_crossover_of_gpu_over_cpu_ratios():

@@ -28,7 +28,8 @@ for a GPU first, :data:`GPU_PLAN`):
 7. ``matmul``: ``--matmul-precision tf32`` against ``highest`` at 4,096 envs;
 8. ``crossover``: training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``) at 1, 64 and
    1,024 envs, the configs of the GPU's rows, and the env count from which the GPU trains
-   faster on this machine (:func:`crossover`);
+   faster on this machine (:func:`crossover`); ``--gpu-rows`` lends it the GPU rows of an
+   earlier report of this device, for a second short run;
 9. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
 10. ``levers``: XLA's flags that may cut the env step's latency (:data:`LEVERS`: command
@@ -336,6 +337,7 @@ class Check:
         os.makedirs(self.out, exist_ok=True)
         self._log = open(os.path.join(self.out, "gpu_check.log"), "w")
         self.on_gpu = False  # set from the probe
+        self.earlier: dict[str, Any] | None = None  # --gpu-rows: an earlier report
         self.xla_flags = os.environ.get("XLA_FLAGS")  # as given (the plan adds to it)
         if plan.xla_flags:
             os.environ["XLA_FLAGS"] = f"{self.xla_flags or ''} {plan.xla_flags}".strip()
@@ -1045,6 +1047,65 @@ def _row_fps(check: Check, num_envs: int) -> float | None:
     return ((row.result or {}).get("cold") or {}).get("fps") if row else None
 
 
+def read_gpu_rows(path: str) -> dict[str, Any]:
+    """``--gpu-rows``: the report of an earlier check; raises CLIError (one line) when it
+    cannot be read or is not a check's report."""
+    from ppo_jax.cli.common import CLIError
+
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except OSError as e:
+        raise CLIError(f"--gpu-rows: cannot read {path}: {e.strerror or e}")
+    except ValueError as e:
+        raise CLIError(f"--gpu-rows: {path} is not JSON: {e}")
+    if not (isinstance(payload, dict) and isinstance(payload.get("steps"), list)
+            and "started_utc" in payload):
+        raise CLIError(f"--gpu-rows: {path} is not a GPU check's gpu_check.json")
+    return payload
+
+
+def _other_device(earlier: dict[str, Any], probed: dict[str, Any],
+                  args: argparse.Namespace) -> str | None:
+    """Why the rows of ``earlier`` cannot stand beside this run's (None: they can): another
+    backend, devices or JAX, or a smoke run beside a full one."""
+    then = next((s.get("result") for s in earlier["steps"] if s.get("name") == "probe"),
+                None) or {}
+    for what, a, b in (("backend", then.get("backend"), probed.get("backend")),
+                       ("devices", then.get("devices"), probed.get("devices")),
+                       ("JAX", (then.get("versions") or {}).get("jax"),
+                        (probed.get("versions") or {}).get("jax")),
+                       ("smoke", bool(earlier.get("smoke")), bool(args.smoke))):
+        if a != b:
+            return f"{what} {a} there, {b} here"
+    return None
+
+
+def adopt_gpu_rows(check: Check, probed: dict[str, Any]) -> None:
+    """Record ``--gpu-rows`` in the report, and whether its rows may be used here."""
+    if check.earlier is not None:
+        check.meta["gpu_rows"] = {"file": check.args.gpu_rows,
+                                  "started_utc": check.earlier.get("started_utc"),
+                                  "refused": _other_device(check.earlier, probed, check.args)}
+
+
+def _gpu_row(check: Check, num_envs: int, cfg) -> tuple[float | None, str | None]:
+    """The GPU's cold training frames/s at ``num_envs`` and where it comes from: this run's
+    ``train_<n>`` row, else ``--gpu-rows``'s when it ran on this device with ``cfg``."""
+    fps = _row_fps(check, num_envs)
+    if fps is not None:
+        return fps, "this run"
+    earlier = check.earlier
+    if earlier is None or check.meta.get("gpu_rows", {}).get("refused"):
+        return None, None
+    row = next((s for s in earlier["steps"] if s.get("name") == f"train_{num_envs}"), None)
+    res = (row or {}).get("result") or {}
+    if res.get("config") != cfg.to_dict():
+        return None, None
+    fps = (res.get("cold") or {}).get("fps")
+    return (fps, f"--gpu-rows ({earlier['started_utc']})") if fps else (None, None)
+
+
 def matmul_step(check: Check, step: Step, allow: float) -> None:
     """Training frames/s with ``--matmul-precision tf32`` at the plan's env count (fresh
     cache), against the ``highest`` row at that count."""
@@ -1107,10 +1168,13 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
     step.result = {"rows": rows, "host_cpus": _host_cpus()}
     for n in check.plan.crossover_envs:
         cfg = row_config(n, _batches(check.plan, n), check.plan)
-        row = {"envs": n, "gpu_fps": _row_fps(check, n), "frames": cfg.total_frames}
+        fps, source = _gpu_row(check, n, cfg)
+        row = {"envs": n, "gpu_fps": fps, "gpu_from": source, "frames": cfg.total_frames}
         rows.append(row)
-        if row["gpu_fps"] is None:
-            row["skipped"] = f"train_{n} not measured"
+        if fps is None:
+            refused = check.meta.get("gpu_rows", {}).get("refused")
+            row["skipped"] = f"train_{n} not measured" + (
+                f" (--gpu-rows not used: {refused})" if refused else "")
             continue
         left = min(end - time.monotonic(), check.budget.allow())
         need = check.costs.get("cpu_cold", COLD_GUESS_S / 2)
@@ -1274,7 +1338,7 @@ def markdown(payload: dict[str, Any]) -> str:
                      f"{fmt_num(r['startup_warm_s'], '{:.1f}')} | {store} |")
     lines += ["", *_brax_lines(steps.get("brax")), "", *_matmul_lines(steps), "",
               *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
-              *_crossover_lines(steps.get("crossover")),
+              *_crossover_lines(steps.get("crossover"), payload.get("gpu_rows")),
               *_lever_lines(steps.get("levers")),
               *_startup_lines(payload), *_test_lines(payload),
               "| step | status | seconds | note |", "| --- | --- | ---: | --- |"]
@@ -1419,9 +1483,11 @@ def _envs(n: int) -> str:
     return f"{n:,} env{'s' if n != 1 else ''}"
 
 
-def _crossover_lines(s: dict[str, Any] | None) -> list[str]:
+def _crossover_lines(s: dict[str, Any] | None, gpu_rows: dict[str, Any] | None = None
+                     ) -> list[str]:
     """The ``crossover`` step: the GPU's and the host CPU's training rows side by side, and
-    where the GPU starts to win (nothing where the step was not chosen)."""
+    where the GPU starts to win (nothing where the step was not chosen); ``gpu_rows``:
+    the ``--gpu-rows`` file some GPU figures came from."""
     if s is None:
         return []
     res = s.get("result") or {}
@@ -1449,8 +1515,13 @@ def _crossover_lines(s: dict[str, Any] | None) -> list[str]:
         what = "no GPU / CPU ratio measured"
     if c.get("non_monotonic"):
         what += "; the GPU was also faster at a narrower count (the ratios are not monotonic)"
-    return lines + ["", f"Crossover on this machine (steady-state frames/s, start-up left "
-                        f"out): {what}.", ""]
+    borrowed = [_envs(r["envs"]) for r in res["rows"]
+                if (r.get("gpu_from") or "").startswith("--gpu-rows")]
+    source = ([f"The GPU figures at {', '.join(borrowed)} come from {gpu_rows['file']} (the "
+               f"check of {gpu_rows['started_utc']} on this device)."]
+              if borrowed and gpu_rows else [])
+    return lines + ["", *source, f"Crossover on this machine (steady-state frames/s, start-up "
+                        f"left out): {what}.", ""]
 
 
 def _lever_lines(s: dict[str, Any] | None) -> list[str]:
@@ -1573,6 +1644,10 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
                         f"--smoke: {SMOKE_PLAN.test_cap_s:g})")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run the full-size check although JAX sees no GPU")
+    p.add_argument("--gpu-rows", default=None, metavar="FILE",
+                   help="an earlier gpu_check.json on this device: the crossover step takes "
+                        "the GPU training rows this run did not measure from it (a second "
+                        "short run: --steps crossover --gpu-rows OUT1/gpu_check.json)")
     return p
 
 
@@ -1605,6 +1680,7 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--test-cap-s must be > 0, got {args.test_cap_s:g}")
     plan = SMOKE_PLAN if args.smoke else GPU_PLAN
     chosen = choose_steps(args.steps, plan)
+    earlier = read_gpu_rows(args.gpu_rows) if args.gpu_rows else None
     probed, error, probe_s = probe()
     if probed and probed["backend"] == "cpu" and not (args.smoke or args.allow_cpu):
         raise CLIError("no GPU: jax sees only cpu; use --smoke")
@@ -1612,6 +1688,7 @@ def main(argv: list[str] | None = None) -> int:
         check = Check(args, argv, plan, chosen)
     except OSError as e:
         raise CLIError(f"cannot write to --out {args.out}: {e.strerror or e}")
+    check.earlier = earlier
     previous = signal.signal(signal.SIGTERM, _interrupt)  # end the running subprocess too
     try:
         return _run(check, probed, error, probe_s)
@@ -1639,6 +1716,7 @@ def _run(check: Check, probed: dict[str, Any] | None, error: str | None, probe_s
     if probed is None:
         return 1
     check.on_gpu = probed["backend"] != "cpu"
+    adopt_gpu_rows(check, probed)
     for name in check.chosen:
         check.run(name, lambda s, name=name: _step_fn(check, name)(s, check.allow(name)))
     check.write()
