@@ -290,6 +290,11 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
         assert short.status == "skipped" and short.reason.startswith("needs ~")
         assert all(lv["skipped"].startswith("needs ~") for lv in short.result["levers"])
         assert len(seen) == len(plan.levers)
+        # every lever failed (not for lack of time): the step failed
+        check.plan = dataclasses.replace(plan, levers=(("broken", "--xla_b=2"),))
+        failed = check.run("levers", lambda s: gpu_check.levers_step(check, s, 300.0))
+        assert failed.status == "failed"
+        assert failed.error == "broken: exit 1: F1204 Unknown flag"
     finally:
         check.close()
     assert os.environ["XLA_FLAGS"] == "--given=1"
@@ -443,8 +448,14 @@ def test_crossover_step_trains_on_the_host_cpu_beside_the_gpu_rows(monkeypatch, 
             check.steps.append(gpu_check.Step(f"train_{n}", "ok", 1.0, 0.0,
                                               {"cold": {"fps": fps}}))
         step = check.run("crossover", lambda s: gpu_check.crossover_step(check, s, 500.0))
+        md = (tmp_path / "gpu_check.md").read_text()
+        check.plan = dataclasses.replace(plan, crossover_envs=(1024,))  # its CPU row fails
+        failed = check.run("crossover", lambda s: gpu_check.crossover_step(check, s, 500.0))
     finally:
         check.close()
+    assert failed.status == "failed"
+    assert failed.error == "no GPU / CPU ratio: 1,024 envs: exit 1: MemoryError"
+    runs.pop()
     assert runs == [(n, gpu_check.row_config(n, b, plan).total_frames, f"cache_cpu_{n}",
                      {"JAX_PLATFORMS": "cpu"}) for n, b, _ in plan.train if n != 16]
     one, sixteen, sixty_four, wrong, wide = step.result["rows"]
@@ -456,7 +467,6 @@ def test_crossover_step_trains_on_the_host_cpu_beside_the_gpu_rows(monkeypatch, 
     assert step.reason == "no GPU / CPU ratio at 16, 256, 1024 envs"
     c = step.result["crossover"]
     assert c["between"] == [1, 64] and 1 < c["envs"] < 64
-    md = (tmp_path / "gpu_check.md").read_text()
     assert "| 1 env | 200 | 4,000 | 0.05 | 9.0 |" in md
     assert "| 16 envs | – | train_16 not measured | – | – |" in md
     assert "| 256 envs | 100,000 | the CPU row ran on gpu | – | 9.0 |" in md

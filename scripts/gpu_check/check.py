@@ -863,10 +863,12 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
         for r in lever.get("rows", []):
             if r.get("steps_per_s") and base.get(r["envs"]):
                 r["x_default"] = r["steps_per_s"] / base[r["envs"]]
-    ran = [lv for lv in step.result["levers"] if "rows" in lv]
-    if not ran:
-        raise Skip(short or "no lever measured: " + "; ".join(
-            f"{lv['name']}: {lv.get('error')}" for lv in step.result["levers"]))
+    if not any("rows" in lv for lv in step.result["levers"]):
+        errors = [f"{lv['name']}: {lv['error']}" for lv in step.result["levers"]
+                  if lv.get("error")]
+        if errors:  # none measured, and not for lack of time alone
+            raise RuntimeError("; ".join(errors))
+        raise Skip(short)
     missed = [lv["name"] for lv in step.result["levers"]
               if "rows" not in lv or any(not r.get("steps_per_s") for r in lv["rows"])]
     if missed:
@@ -1197,8 +1199,11 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
         check.write()
     step.result["crossover"] = crossover(rows)
     if not any(r.get("gpu_over_cpu") for r in rows):
-        raise Skip("no GPU / CPU ratio: " + "; ".join(
-            f"{r['envs']} envs: {r.get('skipped') or r.get('error')}" for r in rows))
+        why = "; ".join(f"{_envs(r['envs'])}: {r.get('skipped') or r.get('error')}"
+                        for r in rows)
+        if any(r.get("error") for r in rows):  # not for lack of rows or time alone
+            raise RuntimeError(f"no GPU / CPU ratio: {why}")
+        raise Skip(f"no GPU / CPU ratio: {why}")
     missed = [str(r["envs"]) for r in rows if not r.get("gpu_over_cpu")]
     if missed:
         step.status, step.reason = "partial", f"no GPU / CPU ratio at {', '.join(missed)} envs"
