@@ -1,6 +1,7 @@
 """The GPU check: every GPU check of ppo_jax in one command, within a time budget.
 
-``bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--steps A,B,...]`` installs
+``bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--steps A,B,...]
+[--gpu-rows FILE]`` installs
 the wheels in ``.whl/`` (offline) when the packages they carry are missing, and runs
 ``python -m scripts.gpu_check``: after ``install`` and ``probe`` (what JAX sees), these steps,
 each timed, each failure recorded while the rest still run, in this order (the most telling
@@ -207,7 +208,7 @@ SMOKE_PLAN = Plan(
     env_speed_row_s=0.5,
     env_speed_chunk=20,
     train=((4, 3, True),),
-    order=("pytest", "train_4", "matmul", "brax", "env_speed", "preset_fast", "crossover",
+    order=("pytest", "train_4", "brax", "env_speed", "preset_fast", "matmul", "crossover",
            "levers", "learning"),
     matmul_envs=4,
     brax_envs=4,
@@ -303,6 +304,12 @@ class Budget:
         return left if share is None else min(left, share * self.total_s)
 
 
+def typed_path(path: str) -> str:
+    """``path`` as the user typed it: relative to where the command ran (scripts/gpu_check.sh
+    runs from the repo root and says where it was started in ``GPU_CHECK_CWD``)."""
+    return os.path.abspath(os.path.join(os.environ.get("GPU_CHECK_CWD", ""), path))
+
+
 def _start_time() -> float:
     """When the check started: ``GPU_CHECK_STARTED`` (set by scripts/gpu_check.sh before it
     installs the wheels) when it is sane, else now."""
@@ -322,7 +329,7 @@ class Check:
         self.args, self.plan = args, plan
         self.chosen = plan.order if chosen is None else chosen  # the steps to run, in order
         # relative to where the command was typed (scripts/gpu_check.sh runs from the root)
-        self.out = os.path.abspath(os.path.join(os.environ.get("GPU_CHECK_CWD", ""), args.out))
+        self.out = typed_path(args.out)
         self.budget = Budget(args.budget_s, _start_time())
         self.steps: list[Step] = []
         self.meta: dict[str, Any] = {
@@ -849,7 +856,7 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
             got = gpu_worker.call(spec, timeout=cap,
                                   env={"XLA_FLAGS": f"{given} {flags}".strip()})
         except RuntimeError as e:
-            lever["error"] = one_line(e)
+            lever["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
         walls.append(time.perf_counter() - t)
         rows = {r["envs"]: r for r in got["rows"]}
@@ -868,7 +875,7 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
                   if lv.get("error")]
         if errors:  # none measured, and not for lack of time alone
             raise RuntimeError("; ".join(errors))
-        raise Skip(short)
+        raise Skip(short or next(lv["skipped"] for lv in step.result["levers"]))
     missed = [lv["name"] for lv in step.result["levers"]
               if "rows" not in lv or any(not r.get("steps_per_s") for r in lv["rows"])]
     if missed:
@@ -1001,14 +1008,19 @@ def threshold_step(check: Check, step: Step, allow: float) -> None:
     check.write()
     missing = [] if cold["reached"] else [f"cold: not reached within {cold['process_s']:.0f} s "
                                           f"({cold['stopped']})"]
-    # the warm run repeats what the cold one did after its compile
-    need = cold["process_s"] - (cold.get("compile_s") or 0.0)
+    # the warm run repeats what the cold one did besides preparing its programs, then loads
+    # them (a warm start), and stops 10 s before its time is up
+    need = (cold["process_s"] - (cold.get("compile_s") or 0.0) + _estimate(check, "warm")
+            + 10.0)
     left = end - time.monotonic()
     if left < need:
         missing.append(f"no time left for the warm run (needs ~{need:.0f} s, {left:.0f} s "
                        "left)")
     else:
-        warm = _to_threshold(cfg, goal, cache, left)
+        try:
+            warm = _to_threshold(cfg, goal, cache, left)
+        except RuntimeError as e:  # the cold row stands
+            warm = {"reached": False, "stopped": one_line(e)}
         step.result["warm"] = warm
         if not warm["reached"]:
             missing.append(f"warm: not reached ({warm['stopped']})")
@@ -1062,22 +1074,26 @@ def read_gpu_rows(path: str) -> dict[str, Any]:
     except ValueError as e:
         raise CLIError(f"--gpu-rows: {path} is not JSON: {e}")
     if not (isinstance(payload, dict) and isinstance(payload.get("steps"), list)
+            and all(isinstance(x, dict) for x in payload["steps"])
             and "started_utc" in payload):
         raise CLIError(f"--gpu-rows: {path} is not a GPU check's gpu_check.json")
     return payload
 
 
-def _other_device(earlier: dict[str, Any], probed: dict[str, Any],
-                  args: argparse.Namespace) -> str | None:
+def _other_device(earlier: dict[str, Any], probed: dict[str, Any], smoke: bool,
+                  xla_flags: str | None) -> str | None:
     """Why the rows of ``earlier`` cannot stand beside this run's (None: they can): another
-    backend, devices or JAX, or a smoke run beside a full one."""
+    backend, devices or JAX, a smoke run beside a full one, or other ``XLA_FLAGS`` (as each
+    check was given them)."""
     then = next((s.get("result") for s in earlier["steps"] if s.get("name") == "probe"),
                 None) or {}
     for what, a, b in (("backend", then.get("backend"), probed.get("backend")),
                        ("devices", then.get("devices"), probed.get("devices")),
                        ("JAX", (then.get("versions") or {}).get("jax"),
                         (probed.get("versions") or {}).get("jax")),
-                       ("smoke", bool(earlier.get("smoke")), bool(args.smoke))):
+                       ("smoke", bool(earlier.get("smoke")), smoke),
+                       ("XLA_FLAGS", (earlier.get("environment") or {}).get("XLA_FLAGS"),
+                        xla_flags)):
         if a != b:
             return f"{what} {a} there, {b} here"
     return None
@@ -1088,24 +1104,33 @@ def adopt_gpu_rows(check: Check, probed: dict[str, Any]) -> None:
     if check.earlier is not None:
         check.meta["gpu_rows"] = {"file": check.args.gpu_rows,
                                   "started_utc": check.earlier.get("started_utc"),
-                                  "refused": _other_device(check.earlier, probed, check.args)}
+                                  "refused": _other_device(check.earlier, probed,
+                                                           bool(check.args.smoke),
+                                                           check.xla_flags)}
 
 
-def _gpu_row(check: Check, num_envs: int, cfg) -> tuple[float | None, str | None]:
-    """The GPU's cold training frames/s at ``num_envs`` and where it comes from: this run's
-    ``train_<n>`` row, else ``--gpu-rows``'s when it ran on this device with ``cfg``."""
+def _gpu_row(check: Check, num_envs: int, cfg) -> tuple[float | None, str]:
+    """The GPU's cold training frames/s at ``num_envs`` and where it comes from (this run's
+    ``train_<n>`` row, else ``--gpu-rows``'s when it ran on this device with ``cfg``), or
+    None and why not."""
     fps = _row_fps(check, num_envs)
     if fps is not None:
         return fps, "this run"
-    earlier = check.earlier
-    if earlier is None or check.meta.get("gpu_rows", {}).get("refused"):
-        return None, None
-    row = next((s for s in earlier["steps"] if s.get("name") == f"train_{num_envs}"), None)
+    missing = f"train_{num_envs} not measured"
+    lent = check.meta.get("gpu_rows")
+    if check.earlier is None or lent is None:
+        return None, missing
+    if lent["refused"]:
+        return None, f"{missing} (--gpu-rows not used: {lent['refused']})"
+    row = next((s for s in check.earlier["steps"] if s.get("name") == f"train_{num_envs}"),
+               None)
     res = (row or {}).get("result") or {}
-    if res.get("config") != cfg.to_dict():
-        return None, None
     fps = (res.get("cold") or {}).get("fps")
-    return (fps, f"--gpu-rows ({earlier['started_utc']})") if fps else (None, None)
+    if not fps:
+        return None, f"{missing}, here or in --gpu-rows"
+    if res.get("config") != cfg.to_dict():
+        return None, f"{missing} (--gpu-rows has it with another config)"
+    return fps, f"--gpu-rows ({check.earlier['started_utc']})"
 
 
 def matmul_step(check: Check, step: Step, allow: float) -> None:
@@ -1171,13 +1196,12 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
     for n in check.plan.crossover_envs:
         cfg = row_config(n, _batches(check.plan, n), check.plan)
         fps, source = _gpu_row(check, n, cfg)
-        row = {"envs": n, "gpu_fps": fps, "gpu_from": source, "frames": cfg.total_frames}
+        row = {"envs": n, "gpu_fps": fps, "frames": cfg.total_frames}
         rows.append(row)
         if fps is None:
-            refused = check.meta.get("gpu_rows", {}).get("refused")
-            row["skipped"] = f"train_{n} not measured" + (
-                f" (--gpu-rows not used: {refused})" if refused else "")
+            row["skipped"] = source
             continue
+        row["gpu_from"] = source
         left = min(end - time.monotonic(), check.budget.allow())
         need = check.costs.get("cpu_cold", COLD_GUESS_S / 2)
         if left < need:
@@ -1187,7 +1211,7 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
             cpu = bench_run(check, cfg, _fresh_cache(check, f"cache_cpu_{n}"), left,
                             env={"JAX_PLATFORMS": "cpu"})
         except Exception as e:  # noqa: BLE001  (recorded; the other counts still run)
-            row["error"] = one_line(e)
+            row["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
         check.costs["cpu_cold"] = max(check.costs.get("cpu_cold", 0.0), cpu["wall_s"])
         backend = (cpu.get("device") or {}).get("backend")
@@ -1685,7 +1709,14 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--test-cap-s must be > 0, got {args.test_cap_s:g}")
     plan = SMOKE_PLAN if args.smoke else GPU_PLAN
     chosen = choose_steps(args.steps, plan)
-    earlier = read_gpu_rows(args.gpu_rows) if args.gpu_rows else None
+    earlier = None
+    if args.gpu_rows:
+        args.gpu_rows = typed_path(args.gpu_rows)
+        if os.path.realpath(args.gpu_rows) == os.path.realpath(
+                os.path.join(typed_path(args.out), "gpu_check.json")):
+            raise CLIError(f"--gpu-rows: {args.gpu_rows} is the report this run writes "
+                           "(--out): give this run another --out")
+        earlier = read_gpu_rows(args.gpu_rows)
     probed, error, probe_s = probe()
     if probed and probed["backend"] == "cpu" and not (args.smoke or args.allow_cpu):
         raise CLIError("no GPU: jax sees only cpu; use --smoke")
