@@ -803,21 +803,30 @@ def pytest_step(check: Check, step: Step, tests: tuple[str, ...], marker: str | 
 # ----------------------------------------------------------------------------------------------
 # the GPU table
 # ----------------------------------------------------------------------------------------------
+def run_env_speed(plan: Plan, envs: tuple[int, ...], row_s: float, seconds: float,
+                  env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The worker's env-speed rows at ``envs`` (one subprocess, ``env``: variables set for
+    it), each a warm-up call and then calls for about ``row_s`` seconds, within ``seconds``;
+    a count it did not reach (cut off) is a row saying so."""
+    from scripts.gpu_check import worker as gpu_worker
+
+    spec = {"kind": "env_speed", "envs": list(envs), "row_s": row_s,
+            "chunk": plan.env_speed_chunk,
+            "deadline_s": max(5.0, seconds - min(10.0, 0.1 * seconds))}
+    result = gpu_worker.call(spec, timeout=seconds, env=env)
+    done = {r["envs"]: r for r in result["rows"]}
+    result["rows"] = [done.get(n) or {"envs": n, "skipped": f"cut off at {seconds:.0f} s"}
+                      for n in envs]
+    return result
+
+
 def env_speed_step(check: Check, step: Step, allow: float) -> None:
     """Env steps/s of the MJX env alone at the plan's env counts (one subprocess), each row
     a warm-up call and then calls for about ``plan.env_speed_row_s`` seconds."""
-    from scripts.gpu_check import worker as gpu_worker
-
     if allow < 10:
         raise Skip(f"{allow:.0f} s left")
     plan = check.plan
-    spec = {"kind": "env_speed", "envs": list(plan.env_speed), "row_s": plan.env_speed_row_s,
-            "chunk": plan.env_speed_chunk, "deadline_s": max(5.0, allow - min(10.0, 0.1 * allow))}
-    step.result = gpu_worker.call(spec, timeout=allow)
-    done = {r["envs"] for r in step.result["rows"]}
-    for n in plan.env_speed:  # cut off while measuring: the rest not measured
-        if n not in done:
-            step.result["rows"].append({"envs": n, "skipped": f"cut off at {allow:.0f} s"})
+    step.result = run_env_speed(plan, plan.env_speed, plan.env_speed_row_s, allow)
     skipped = [r for r in step.result["rows"] if r.get("skipped")]
     if skipped:
         step.status = "partial"
@@ -830,8 +839,6 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
     runs when the time left covers what one took so far (``plan.lever_guess_s`` before the
     first); after one does not, the rest are skipped. Each row gets its ratio to the first
     lever's (XLA's defaults)."""
-    from scripts.gpu_check import worker as gpu_worker
-
     plan = check.plan
     end = time.monotonic() + allow
     given = os.environ.get("XLA_FLAGS", "")
@@ -848,20 +855,15 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
             lever["skipped"] = short
             continue
         cap = min(left, 3.0 * need)  # one lever that hangs leaves time for the others
-        spec = {"kind": "env_speed", "envs": list(plan.lever_envs), "row_s": plan.lever_row_s,
-                "chunk": plan.env_speed_chunk,
-                "deadline_s": max(5.0, cap - min(10.0, 0.1 * cap))}
         t = time.perf_counter()
         try:
-            got = gpu_worker.call(spec, timeout=cap,
-                                  env={"XLA_FLAGS": f"{given} {flags}".strip()})
+            got = run_env_speed(plan, plan.lever_envs, plan.lever_row_s, cap,
+                                env={"XLA_FLAGS": f"{given} {flags}".strip()})
         except RuntimeError as e:
             lever["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
         walls.append(time.perf_counter() - t)
-        rows = {r["envs"]: r for r in got["rows"]}
-        lever["rows"] = [rows.get(n) or {"envs": n, "skipped": f"cut off at {cap:.0f} s"}
-                         for n in plan.lever_envs]
+        lever["rows"] = got["rows"]
         if got.get("timed_out"):
             lever["timed_out"] = True
         check.write()
@@ -1218,8 +1220,8 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
         row.update(cpu_fps=cpu["fps"], cpu_startup_s=cpu["startup_s"], cpu_device=backend)
         if backend != "cpu":
             row["error"] = f"the CPU row ran on {backend}"
-        elif row["gpu_fps"] and cpu["fps"]:
-            row["gpu_over_cpu"] = row["gpu_fps"] / cpu["fps"]
+        elif cpu["fps"]:
+            row["gpu_over_cpu"] = fps / cpu["fps"]
         check.write()
     step.result["crossover"] = crossover(rows)
     if not any(r.get("gpu_over_cpu") for r in rows):
@@ -1559,15 +1561,14 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
     if s is None:
         return []
     res = s.get("result") or {}
-    envs = res.get("envs") or []
-    head = ["| XLA flags: the env step alone | "
-            + " | ".join(f"{_envs(n)}: steps/s (x default) | compile s" for n in envs)
-            + " | flags |",
-            "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- |"]
     if not res.get("levers"):
         return [f"XLA flags on the env step: not measured "
                 f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
-    lines = list(head)
+    envs = res.get("envs") or []
+    lines = ["| XLA flags: the env step alone | "
+             + " | ".join(f"{_envs(n)}: steps/s (x default) | compile s" for n in envs)
+             + " | flags |",
+             "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- |"]
     given = res.get("given_xla_flags")
     for lever in res["levers"]:
         rows = {r["envs"]: r for r in lever.get("rows", [])}
