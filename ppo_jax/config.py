@@ -18,12 +18,14 @@ EvalAction = Literal["mean", "tanh_loc"]
 CriticLoss = Literal["smooth_l1", "l2", "l1"]
 MatmulPrecision = Literal["highest", "tf32", "default"]
 EvalSim = Literal["auto", "mjx", "mujoco", "mjx-cpu"]
+Linalg = Literal["library", "inline"]
 
 OBS_NORM_MODES: tuple[str, ...] = typing.get_args(ObsNormMode)
 EVAL_ACTIONS: tuple[str, ...] = typing.get_args(EvalAction)
 CRITIC_LOSSES: tuple[str, ...] = typing.get_args(CriticLoss)
 MATMUL_PRECISIONS: tuple[str, ...] = typing.get_args(MatmulPrecision)
 EVAL_SIMS: tuple[str, ...] = typing.get_args(EvalSim)
+LINALGS: tuple[str, ...] = typing.get_args(Linalg)
 
 
 def _doc(text: str) -> dict:
@@ -170,6 +172,17 @@ class PPOConfig:
         metadata=_doc(
             """Matmul precision: 'highest' (full float32, as PyTorch), 'tf32' (faster on
             recent NVIDIA GPUs; reported to hurt PPO) or 'default' (JAX's default)."""
+        ),
+    )
+    linalg: Linalg = field(
+        default="library",
+        metadata=_doc(
+            """The env's small linear algebra (MJX's Cholesky factorizations and triangular
+            solves: the mass matrix, the constraint solver's Newton step): 'library' (as JAX
+            lowers them: LAPACK on a CPU, cuSOLVER and cuBLAS calls on a GPU) or 'inline'
+            (written out as elementwise ops that XLA fuses, for matrices of up to 32 rows:
+            the same results up to float32 rounding, not the same bits; on a GPU the env step
+            then needs far fewer kernel launches, see docs/devices.md)."""
         ),
     )
 

@@ -6,6 +6,7 @@ compilation.
     python scripts/env_speed.py                                  # the pendulum: 1, 64, 1024, 4096 envs
     python scripts/env_speed.py --env HalfCheetah-v4 Hopper-v4 --envs 1 64
     python scripts/env_speed.py --env all --envs 1 64            # every Gymnasium port
+    python scripts/env_speed.py --linalg library inline          # PPOConfig.linalg's two choices
 """
 
 import time
@@ -13,13 +14,15 @@ import time
 import jax
 
 from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
+from ppo_jax.config import LINALGS
 from ppo_jax.envs import PORTS, VectorEnv, make_env
+from ppo_jax.envs.linalg import with_linalg
 
 STEPS = {1: 2000, 64: 200, 1024: 20, 4096: 10}
 
 
-def measure(env_id: str, n: int) -> tuple[float, float]:
-    env = make_env(env_id)
+def measure(env_id: str, n: int, linalg: str = "library") -> tuple[float, float]:
+    env = with_linalg(make_env(env_id), linalg)
     venv = VectorEnv(env, n)
     steps = STEPS.get(n, max(10, 20_000 // n))
 
@@ -55,16 +58,21 @@ def main(argv=None) -> int:
                    help="env ids ('all': every Gymnasium port)")
     p.add_argument("--envs", nargs="+", type=int, default=[1, 64, 1024, 4096],
                    help="env counts")
+    p.add_argument("--linalg", nargs="+", choices=LINALGS, default=["library"],
+                   help="the env's small linear algebra, each measured in turn "
+                        "(PPOConfig.linalg; default: library)")
     args = p.parse_args(argv)
     ids = list(PORTS) if args.env == ["all"] else args.env
     with user_errors(ValueError):  # an unknown id: one line before any compile
         for env_id in ids:
             make_env(env_id)
-    print(f"{'env':<28} {'N':>5} {'compile s':>10} {'env steps/s':>12}")
+    print(f"{'env':<28} {'N':>5} {'linalg':>8} {'compile s':>10} {'env steps/s':>12}")
     for env_id in ids:
         for n in args.envs:
-            compile_s, rate = measure(env_id, n)
-            print(f"{env_id:<28} {n:>5} {compile_s:>10.1f} {rate:>12,.0f}", flush=True)
+            for linalg in args.linalg:
+                compile_s, rate = measure(env_id, n, linalg)
+                print(f"{env_id:<28} {n:>5} {linalg:>8} {compile_s:>10.1f} {rate:>12,.0f}",
+                      flush=True)
     return 0
 
 

@@ -54,7 +54,7 @@ def test_frozen_and_round_trip():
 def test_string_choices_come_from_the_literal_annotations():
     choices = field_choices()
     assert set(choices) == {"obs_norm", "eval_action", "critic_loss", "matmul_precision",
-                            "eval_sim"}
+                            "eval_sim", "linalg"}
     assert cli.CHOICES == choices
     parser = cli.ArgumentParser(prog="t")
     cli.add_config_flags(parser)

@@ -38,6 +38,7 @@ from flax import struct
 from ppo_jax.core import distributions, gae as gae_lib
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import Env, EnvState, VectorEnv, check_env, make_env
+from ppo_jax.envs.linalg import with_linalg
 from ppo_jax.core.acting import eval_episode_key, make_policy, run_episode
 from ppo_jax.core.hyper import Hyper, hyper_of
 from ppo_jax.core.losses import LossMetrics, Minibatch, Params, ppo_loss
@@ -477,6 +478,7 @@ def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None 
     else:
         env = check_env(env)
         config = config.replace(env=env.env_id)
+    env = with_linalg(env, config.linalg)
     return Trainer(
         config=config,
         env=env,
