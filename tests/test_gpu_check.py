@@ -89,8 +89,29 @@ def test_choose_steps():
         gpu_check.choose_steps(",", plan)
 
 
+def test_linalg_reaches_every_training_and_env_speed_row():
+    plan = gpu_check.GPU_PLAN
+    assert gpu_check.with_linalg(plan, None) is plan
+    inline = gpu_check.with_linalg(plan, "inline")
+    assert inline.linalg == "inline" and plan.linalg == "library"
+    assert gpu_check.row_config(4096, 2, inline).linalg == "inline"
+    assert gpu_check.row_config(4096, 2, plan).linalg == "library"
+    assert gpu_check.threshold_config(inline).linalg == "inline"
+    assert gpu_check.threshold_config(plan).linalg == "library"
+    # a report written before the field existed still lends its rows (the default's)
+    old = gpu_check.row_config(4096, 2, plan).to_dict()
+    del old["linalg"]
+    assert gpu_check._config_of(old) == gpu_check.row_config(4096, 2, plan)
+    assert gpu_check._config_of(old) != gpu_check.row_config(4096, 2, inline)
+    assert gpu_check._config_of({"no_such_field": 1}) is None
+    # the levers: the defaults, then both inline levers first
+    assert [lv[2] for lv in plan.levers[:3]] == ["library", "inline", "inline"]
+    assert plan.levers[0] == ("default", "", "library") and plan.levers[-1][1:] == ("", "library")
+
+
 @pytest.mark.parametrize("flags,words", [
     (["--steps", "pytest,trian_4"], "--steps: unknown step trian_4; choose from pytest,train_4,"),
+    (["--linalg", "lapack"], "argument --linalg: invalid choice: 'lapack'"),
     (["--gpu-rows", "no/such/gpu_check.json"], "/no/such/gpu_check.json: No such file or "
                                                 "directory"),
     (["--gpu-rows", "OUT/gpu_check.json"], "/out/gpu_check.json is the report this run writes "
@@ -246,13 +267,15 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     from scripts.gpu_check import worker as gpu_worker
 
     plan = dataclasses.replace(gpu_check.SMOKE_PLAN, lever_envs=(1, 8), lever_guess_s=15.0,
-                               levers=(("default", ""), ("faster", "--xla_a=1"),
-                                       ("broken", "--xla_b=2"), ("slow", "--xla_c=3")))
+                               levers=(("default", "", "library"),
+                                       ("faster", "--xla_a=1", "inline"),
+                                       ("broken", "--xla_b=2", "library"),
+                                       ("slow", "--xla_c=3", "library")))
     seen = []
 
     def fake_call(spec, timeout, env=None):
         flags = env["XLA_FLAGS"]
-        seen.append((spec["kind"], spec["envs"], flags))
+        seen.append((spec["kind"], spec["envs"], flags, spec["linalg"]))
         assert timeout <= spec["deadline_s"] + 10.0
         if "--xla_b=2" in flags:
             raise RuntimeError("exit 1: F1204 Unknown flag | For simplicity, JAX has removed")
@@ -270,8 +293,8 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     try:
         step = check.run("levers", lambda s: gpu_check.levers_step(check, s, 300.0))
         given = f"--given=1 {plan.xla_flags}"
-        assert seen == [("env_speed", [1, 8], f"{given} {flags}".strip())
-                        for _, flags in plan.levers]
+        assert seen == [("env_speed", [1, 8], f"{given} {flags}".strip(), linalg)
+                        for _, flags, linalg in plan.levers]
         assert step.status == "partial"
         assert step.reason == "not measured in full: broken, slow"
         default, faster, broken, slow = step.result["levers"]
@@ -282,11 +305,12 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
         assert slow["timed_out"] and slow["rows"][0]["x_default"] == 1.0
         assert slow["rows"][1]["skipped"].startswith("cut off at ")
         md = (tmp_path / "gpu_check.md").read_text()
-        assert "| faster | 250 (2.50) | 3.0 | 2,000 (2.50) | 3.0 | --xla_a=1 |" in md
+        assert "| faster | 250 (2.50) | 3.0 | 2,000 (2.50) | 3.0 | inline | --xla_a=1 |" in md
         assert ("| broken | exit 1: F1204 Unknown flag | – | exit 1: F1204 Unknown flag | – "
-                "| --xla_b=2 |") in md
+                "| library | --xla_b=2 |") in md
         assert "| slow | 100 (1.00) | 3.0 | cut off at " in md
-        assert "| default | 100 (1.00) | 3.0 | 800 (1.00) | 3.0 | (none added) |" in md
+        assert ("| default | 100 (1.00) | 3.0 | 800 (1.00) | 3.0 | library | (none added) |"
+                in md)
         assert f"Every lever ran with the XLA_FLAGS given to the check first: `{given}`." in md
         # too little time for one lever: each skipped, saying so
         short = check.run("levers", lambda s: gpu_check.levers_step(check, s, 12.0))
@@ -294,7 +318,7 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
         assert all(lv["skipped"].startswith("needs ~") for lv in short.result["levers"])
         assert len(seen) == len(plan.levers)
         # every lever failed (not for lack of time): the step failed
-        check.plan = dataclasses.replace(plan, levers=(("broken", "--xla_b=2"),))
+        check.plan = dataclasses.replace(plan, levers=(("broken", "--xla_b=2", "library"),))
         failed = check.run("levers", lambda s: gpu_check.levers_step(check, s, 300.0))
         assert failed.status == "failed"
         assert failed.error == "broken: exit 1: F1204 Unknown flag"
@@ -508,7 +532,7 @@ def test_every_lever_s_flags_are_xla_s(root_dir):
     as the control shows), so no lever is lost to a typo on a GPU."""
     code = "import jax.numpy as jnp; jnp.ones(2).block_until_ready()"
     control = ("misspelt", "--xla_gpu_enable_command_buffer=FUSION,WHILST")
-    for name, flags in (*gpu_check.LEVERS, control):
+    for name, flags, _ in (*gpu_check.LEVERS, control + ("library",)):
         p = subprocess.run([sys.executable, "-c", code], cwd=root_dir, capture_output=True,
                            text=True, timeout=120,
                            env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu"))
@@ -603,7 +627,8 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
         assert r["cpu_device"] == "cpu"
     assert "Crossover on this machine (steady-state frames/s, start-up left out): " in md
     levers = steps["levers"]["result"]["levers"]
-    assert [lv["name"] for lv in levers] == [n for n, _ in plan.levers]
+    assert [lv["name"] for lv in levers] == [n for n, _, _ in plan.levers]
+    assert [lv["linalg"] for lv in levers] == [linalg for _, _, linalg in plan.levers]
     for lever in levers:
         assert [r["envs"] for r in lever["rows"]] == list(plan.lever_envs)
         assert all(r["steps_per_s"] > 0 and r["x_default"] > 0 for r in lever["rows"])

@@ -33,10 +33,11 @@ for a GPU first, :data:`GPU_PLAN`):
    earlier report of this device, for a second short run;
 9. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
-10. ``levers``: XLA's flags that may cut the env step's latency (:data:`LEVERS`: command
-   buffers off, loops in command buffers, rolled and unrolled, command buffers from one op,
-   autotuning off), each measured against XLA's defaults (run first and again last) as the
-   env steps/s at 1 and 4,096 envs of a fresh process;
+10. ``levers``: what may cut the env step's latency (:data:`LEVERS`: the env's linear
+   algebra inline, alone and with loops in command buffers; command buffers off, loops in
+   command buffers, rolled and unrolled, command buffers from one op, autotuning off), each
+   measured against the defaults (run first and again last) as the env steps/s at 1 and
+   4,096 envs of a fresh process;
 11. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
@@ -127,12 +128,14 @@ class Plan:
     overrides: dict[str, Any]  # PPOConfig fields changed in every training row
     shares: dict[str, float]  # a step's most, as a fraction of the budget (absent: what is left)
     xla_flags: str = ""  # added to XLA_FLAGS of the measuring subprocesses (not of pytest)
+    linalg: str = "library"  # PPOConfig.linalg of the env-speed rows (training: overrides)
     # the ``crossover`` step: training rows on the host's CPU at these env counts (each one of
     # ``train``'s), against the GPU's rows at the same counts
     crossover_envs: tuple[int, ...] = ()
-    # the ``levers`` step: (name, XLA flags added) measured on the env step alone, at these
-    # env counts, each row a warm-up call and then calls for ``lever_row_s`` seconds
-    levers: tuple[tuple[str, str], ...] = ()
+    # the ``levers`` step: (name, XLA flags added, the env's ``linalg``) measured on the env
+    # step alone, at these env counts, each row a warm-up call and then calls for
+    # ``lever_row_s`` seconds
+    levers: tuple[tuple[str, str, str], ...] = ()
     lever_envs: tuple[int, ...] = ()
     lever_row_s: float = 2.0
     lever_guess_s: float = 60.0  # seconds one lever takes until one is measured
@@ -141,22 +144,31 @@ class Plan:
     expected: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-# XLA's levers on the latency of one env step (the ``levers`` step): the MJX step is many
-# small kernels in loops (5 substeps x 4 RK4 stages, the constraint solver's iterations), so a
+# Levers on the latency of one env step (the ``levers`` step): the MJX step is many small
+# kernels in loops (5 substeps x 4 RK4 stages, the constraint solver's iterations), so a
 # narrow job waits on launches and on the loops' conditions. Each changes one thing against
-# XLA's defaults ("+TYPE" adds a command type to XLA's default set); the defaults run first
-# and again last, so their spread shows the noise. A flag is kept for users only where it
-# measured faster.
-LEVERS: tuple[tuple[str, str], ...] = (
-    ("default", ""),
-    ("command buffers off", "--xla_gpu_enable_command_buffer="),
-    ("loops in command buffers", "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"),
+# the defaults: an XLA flag ("+TYPE" adds a command type to XLA's default set), or the env's
+# small linear algebra written out (``linalg="inline"``: no cuSOLVER or cuBLAS call left in
+# the step, so XLA can keep its kernels, and with loops in command buffers the whole step, in
+# CUDA graphs; docs/devices.md). Compiled for an H200 without a GPU, the pendulum's step at
+# 1 env takes 688 launches from the host by default (with one solver and one line-search
+# iteration), 168 inline, and 1 inline with loops in command buffers: the two inline levers
+# come first. The defaults run first and again last, so
+# their spread shows the noise. A choice is kept for users only where it measured faster.
+LEVERS: tuple[tuple[str, str, str], ...] = (
+    ("default", "", "library"),
+    ("linalg inline", "", "inline"),
+    ("linalg inline, loops in command buffers",
+     "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL", "inline"),
+    ("command buffers off", "--xla_gpu_enable_command_buffer=", "library"),
+    ("loops in command buffers", "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
+     "library"),
     ("loops in command buffers, unrolled",
      "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL "
-     "--xla_gpu_command_buffer_unroll_loops=true"),
-    ("command buffers from 1 op", "--xla_gpu_graph_min_graph_size=1"),
-    ("autotuning off", "--xla_gpu_autotune_level=0"),
-    ("default, again", ""),
+     "--xla_gpu_command_buffer_unroll_loops=true", "library"),
+    ("command buffers from 1 op", "--xla_gpu_graph_min_graph_size=1", "library"),
+    ("autotuning off", "--xla_gpu_autotune_level=0", "library"),
+    ("default, again", "", "library"),
 )
 LEVER_GUESS_S = 60.0  # one lever before any is measured: a fresh process, two compiles
 GPU_PLAN = Plan(
@@ -223,8 +235,8 @@ SMOKE_PLAN = Plan(
     # the least optimizing CPU compile (the smoke checks the plumbing, not the speed)
     xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
     crossover_envs=(4,),
-    # the defaults twice and one lever: the plumbing (every lever's flags are parsed by
-    # tests/test_gpu_check.py)
+    # the defaults twice and one lever (linalg inline): the plumbing (every lever's flags are
+    # parsed by tests/test_gpu_check.py)
     levers=(LEVERS[0], LEVERS[1], LEVERS[-1]),
     lever_envs=(4,),
     lever_row_s=0.3,
@@ -804,14 +816,16 @@ def pytest_step(check: Check, step: Step, tests: tuple[str, ...], marker: str | 
 # the GPU table
 # ----------------------------------------------------------------------------------------------
 def run_env_speed(plan: Plan, envs: tuple[int, ...], row_s: float, seconds: float,
-                  env: dict[str, str] | None = None) -> dict[str, Any]:
+                  env: dict[str, str] | None = None, linalg: str | None = None
+                  ) -> dict[str, Any]:
     """The worker's env-speed rows at ``envs`` (one subprocess, ``env``: variables set for
-    it), each a warm-up call and then calls for about ``row_s`` seconds, within ``seconds``;
-    a count it did not reach (cut off) is a row saying so."""
+    it; ``linalg``: the env's, None: the plan's), each a warm-up call and then calls for
+    about ``row_s`` seconds, within ``seconds``; a count it did not reach (cut off) is a row
+    saying so."""
     from scripts.gpu_check import worker as gpu_worker
 
     spec = {"kind": "env_speed", "envs": list(envs), "row_s": row_s,
-            "chunk": plan.env_speed_chunk,
+            "chunk": plan.env_speed_chunk, "linalg": linalg or plan.linalg,
             "deadline_s": max(5.0, seconds - min(10.0, 0.1 * seconds))}
     result = gpu_worker.call(spec, timeout=seconds, env=env)
     done = {r["envs"]: r for r in result["rows"]}
@@ -826,7 +840,8 @@ def env_speed_step(check: Check, step: Step, allow: float) -> None:
     if allow < 10:
         raise Skip(f"{allow:.0f} s left")
     plan = check.plan
-    step.result = run_env_speed(plan, plan.env_speed, plan.env_speed_row_s, allow)
+    step.result = dict(run_env_speed(plan, plan.env_speed, plan.env_speed_row_s, allow),
+                       linalg=plan.linalg)
     skipped = [r for r in step.result["rows"] if r.get("skipped")]
     if skipped:
         step.status = "partial"
@@ -845,9 +860,9 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
     step.result = {"envs": list(plan.lever_envs), "given_xla_flags": given, "levers": []}
     walls: list[float] = []  # seconds of each lever that measured
     short = None
-    for name, flags in plan.levers:
+    for name, flags, linalg in plan.levers:
         need = max(walls, default=plan.lever_guess_s)
-        lever = {"name": name, "xla_flags": flags}
+        lever = {"name": name, "xla_flags": flags, "linalg": linalg}
         step.result["levers"].append(lever)
         left = min(end - time.monotonic(), check.budget.allow())
         short = short or (f"needs ~{need:.0f} s, {left:.0f} s left" if left < need else None)
@@ -858,7 +873,7 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
         t = time.perf_counter()
         try:
             got = run_env_speed(plan, plan.lever_envs, plan.lever_row_s, cap,
-                                env={"XLA_FLAGS": f"{given} {flags}".strip()})
+                                env={"XLA_FLAGS": f"{given} {flags}".strip()}, linalg=linalg)
         except RuntimeError as e:
             lever["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
@@ -1130,9 +1145,20 @@ def _gpu_row(check: Check, num_envs: int, cfg) -> tuple[float | None, str]:
     fps = (res.get("cold") or {}).get("fps")
     if not fps:
         return None, f"{missing}, here or in --gpu-rows"
-    if res.get("config") != cfg.to_dict():
+    if _config_of(res.get("config")) != cfg:
         return None, f"{missing} (--gpu-rows has it with another config)"
     return fps, f"--gpu-rows ({check.earlier['started_utc']})"
+
+
+def _config_of(d: dict[str, Any] | None):
+    """The PPOConfig a report's row recorded (a field it predates takes its default), or
+    None where it records none or one this version cannot read."""
+    from ppo_jax.config import PPOConfig
+
+    try:
+        return PPOConfig.from_dict(d) if d else None
+    except (TypeError, ValueError):
+        return None
 
 
 def matmul_step(check: Check, step: Step, allow: float) -> None:
@@ -1349,6 +1375,11 @@ def markdown(payload: dict[str, Any]) -> str:
              f"Python {versions.get('python') or '–'}; {date}; "
              f"{payload['elapsed_s']:.0f} s of a {payload['budget_s']:.0f} s budget.",
              "", "```bash", payload["command"], "```", ""]
+    linalg = payload["plan"].get("linalg") or "library"
+    if linalg != "library":
+        lines += [f"Every training row, the time to 9,000 and the env-speed rows ran with the "
+                  f"env's linear algebra {linalg} (`--linalg {linalg}`; users' default: "
+                  f"library).", ""]
     lines += ["| envs | env steps/s (MJX alone) | training frames/s | x 1 env | config | "
               "start-up s cold (compile) | start-up s warm | warm run loaded its programs |",
               "| ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |"]
@@ -1556,19 +1587,19 @@ def _crossover_lines(s: dict[str, Any] | None, gpu_rows: dict[str, Any] | None =
 
 
 def _lever_lines(s: dict[str, Any] | None) -> list[str]:
-    """The ``levers`` step: env steps/s under each lever's XLA flags, and x XLA's defaults
-    (nothing where the step was not chosen)."""
+    """The ``levers`` step: env steps/s under each lever (its XLA flags, its ``linalg``), and
+    x the defaults (nothing where the step was not chosen)."""
     if s is None:
         return []
     res = s.get("result") or {}
     if not res.get("levers"):
-        return [f"XLA flags on the env step: not measured "
+        return [f"Levers on the env step: not measured "
                 f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
     envs = res.get("envs") or []
-    lines = ["| XLA flags: the env step alone | "
+    lines = ["| levers: the env step alone | "
              + " | ".join(f"{_envs(n)}: steps/s (x default) | compile s" for n in envs)
-             + " | flags |",
-             "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- |"]
+             + " | linalg | XLA flags |",
+             "| --- | " + " | ".join("---: | ---:" for _ in envs) + " | --- | --- |"]
     given = res.get("given_xla_flags")
     for lever in res["levers"]:
         rows = {r["envs"]: r for r in lever.get("rows", [])}
@@ -1583,10 +1614,12 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
             else:
                 cells.append(f"{_cell(r.get('skipped') or why or 'not measured', 80)} | –")
         lines.append(f"| {lever['name']} | " + " | ".join(cells)
+                     + f" | {lever.get('linalg') or 'library'}"
                      + f" | {_cell(lever['xla_flags'] or '(none added)')} |")
-    repeats = sum(not lv["xla_flags"] for lv in res["levers"]) > 1
+    repeats = sum(not lv["xla_flags"] and lv.get("linalg", "library") == "library"
+                  for lv in res["levers"]) > 1
     return lines + ["", "Each lever ran once, in this order; "
-                    + ("the spread of the runs of XLA's defaults is the noise of these figures."
+                    + ("the spread of the runs of the defaults is the noise of these figures."
                        if repeats else "a difference of a few percent may be noise.")
                     + (f" Every lever ran with the XLA_FLAGS given to the check first: "
                        f"`{given}`." if given else ""), ""]
@@ -1633,9 +1666,10 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         "one filled. The threshold runs' wall times count from their process start (imports, "
         "device start and compile included). Side by side: Brax's ppo.train in the "
         "benchmark's Brax worker, its settings from the same config (the benchmark's "
-        "brax_settings), a fresh compile cache. XLA flags: the env-steps/s rows in a fresh "
-        "process with the lever's flags added to XLA_FLAGS, x default: against the first "
-        "lever's (XLA's defaults) at the same env count. Tests: each outcome as pytest "
+        "brax_settings), a fresh compile cache. Levers: the env-steps/s rows in a fresh "
+        "process with the lever's flags added to XLA_FLAGS and its linalg (PPOConfig.linalg), "
+        "x default: against the first lever's (XLA's defaults, linalg library) at the same "
+        "env count. Tests: each outcome as pytest "
         "reported it, as it happened; CAPPED: stopped at the cap on one test's seconds, then "
         "pytest went on with the tests not yet run. The pytest steps ran with "
         + ", ".join(f"{k}={v!r}" for k, v in PYTEST_ENV_GPU.items() if k != "JAX_PLATFORMS")
@@ -1655,8 +1689,8 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
         "start-up went, Brax's PPO side by side, env steps/s at 1 to 4,096 envs, training at "
         "64, 1 and 1,024 envs, --preset fast's time to an evaluation of 9,000 cold and warm, "
         "tf32 against highest matmul precision, the GPU against the host's CPU (the "
-        "crossover), training at 16,384 and 65,536 envs, XLA flags on the env step's "
-        "latency, the learning test. "
+        "crossover), training at 16,384 and 65,536 envs, levers on the env step's "
+        "latency (XLA flags, the env's linear algebra inline), the learning test. "
         "Writes OUT/gpu_check.json and OUT/gpu_check.md."))
     p.add_argument("--out", default="gpu_check", help="output directory (default gpu_check/)")
     p.add_argument("--smoke", action="store_true",
@@ -1674,11 +1708,24 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
                         f"--smoke: {SMOKE_PLAN.test_cap_s:g})")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run the full-size check although JAX sees no GPU")
+    p.add_argument("--linalg", choices=("library", "inline"), default=None,
+                   help="the env's small linear algebra in every training and env-speed row "
+                        "(PPOConfig.linalg; default: library, as users' runs)")
     p.add_argument("--gpu-rows", default=None, metavar="FILE",
                    help="an earlier gpu_check.json on this device: the crossover step takes "
                         "the GPU training rows this run did not measure from it (a second "
                         "short run: --steps crossover --gpu-rows OUT1/gpu_check.json)")
     return p
+
+
+def with_linalg(plan: Plan, linalg: str | None) -> Plan:
+    """``plan`` with ``linalg`` (``--linalg``) in its training rows' configs, its time to
+    9,000 and its env-speed rows (None: the plan as it is)."""
+    if linalg is None:
+        return plan
+    return dataclasses.replace(plan, linalg=linalg,
+                               overrides={**plan.overrides, "linalg": linalg},
+                               threshold_config={**plan.threshold_config, "linalg": linalg})
 
 
 def choose_steps(text: str | None, plan: Plan) -> tuple[str, ...]:
@@ -1708,7 +1755,7 @@ def main(argv: list[str] | None = None) -> int:
         raise CLIError(f"--budget-s must be > 0, got {args.budget_s:g}")
     if args.test_cap_s is not None and not args.test_cap_s > 0:
         raise CLIError(f"--test-cap-s must be > 0, got {args.test_cap_s:g}")
-    plan = SMOKE_PLAN if args.smoke else GPU_PLAN
+    plan = with_linalg(SMOKE_PLAN if args.smoke else GPU_PLAN, args.linalg)
     chosen = choose_steps(args.steps, plan)
     earlier = None
     if args.gpu_rows:

@@ -88,14 +88,16 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # env steps per second
 # ----------------------------------------------------------------------------------------------
-def rollout_program(num_envs: int, steps: int):
+def rollout_program(num_envs: int, steps: int, linalg: str = "library"):
     """``steps`` vectorized steps of ``num_envs`` envs from a reset, random actions in [-1, 1],
-    auto-reset: one jitted scan, compiled for a PRNG key (returns the summed reward)."""
+    auto-reset: one jitted scan, compiled for a PRNG key (returns the summed reward).
+    ``linalg``: the env's small linear algebra (``PPOConfig.linalg``)."""
     import jax
 
     from ppo_jax.envs import InvertedDoublePendulum, VectorEnv
+    from ppo_jax.envs.linalg import with_linalg
 
-    venv = VectorEnv(InvertedDoublePendulum(), num_envs)
+    venv = VectorEnv(with_linalg(InvertedDoublePendulum(), linalg), num_envs)
 
     def run(key):
         def body(state, k):
@@ -128,7 +130,7 @@ def env_speed(spec: dict[str, Any]) -> dict[str, Any]:
                                     f"{spec['deadline_s'] - elapsed:.0f} s left"})
             continue
         t0 = time.perf_counter()
-        fn = rollout_program(num_envs, chunk)
+        fn = rollout_program(num_envs, chunk, spec.get("linalg", "library"))
         compile_s = time.perf_counter() - t0
         jax.block_until_ready(fn(jax.random.PRNGKey(0)))
         last_warmup = time.perf_counter() - t0
