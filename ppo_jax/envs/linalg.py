@@ -86,13 +86,15 @@ def _inlined(eqn) -> bool:
     return jnp.issubdtype(a.dtype, jnp.floating) and 1 <= a.shape[-1] <= MAX_SIZE
 
 
+def _is_jaxpr(value) -> bool:
+    return isinstance(value, (jcore.ClosedJaxpr, jcore.Jaxpr))
+
+
 def _jaxprs(value) -> list:
-    """The jaxprs held by one equation parameter (a jaxpr, or a tuple of them)."""
-    if isinstance(value, (jcore.ClosedJaxpr, jcore.Jaxpr)):
+    """The jaxprs held by one equation parameter (a jaxpr, or a tuple holding some)."""
+    if _is_jaxpr(value):
         return [value]
-    if isinstance(value, tuple):
-        return [v for v in value if isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr))]
-    return []
+    return [v for v in value if _is_jaxpr(v)] if isinstance(value, tuple) else []
 
 
 def _holds_target(jaxpr) -> bool:
@@ -124,8 +126,7 @@ def _rewrite_param(value):
             return value
         return out.jaxpr
     if isinstance(value, tuple) and _jaxprs(value):  # cond's branches, custom_linear_solve's
-        parts = [_rewrite_param(v) if isinstance(v, (jcore.ClosedJaxpr, jcore.Jaxpr)) else v
-                 for v in value]
+        parts = [_rewrite_param(v) if _is_jaxpr(v) else v for v in value]
         return type(value)(*parts) if hasattr(value, "_fields") else tuple(parts)
     return value
 

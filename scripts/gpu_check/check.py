@@ -70,7 +70,7 @@ import time
 from typing import Any, Callable
 
 from ppo_jax.bench.report import fmt_num
-from ppo_jax.config import PRESETS
+from ppo_jax.config import LINALGS, PRESETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -128,7 +128,6 @@ class Plan:
     overrides: dict[str, Any]  # PPOConfig fields changed in every training row
     shares: dict[str, float]  # a step's most, as a fraction of the budget (absent: what is left)
     xla_flags: str = ""  # added to XLA_FLAGS of the measuring subprocesses (not of pytest)
-    linalg: str = "library"  # PPOConfig.linalg of the env-speed rows (training: overrides)
     # the ``crossover`` step: training rows on the host's CPU at these env counts (each one of
     # ``train``'s), against the GPU's rows at the same counts
     crossover_envs: tuple[int, ...] = ()
@@ -143,6 +142,11 @@ class Plan:
     # outcomes that some tests must have (the injected ones): node id -> outcome
     expected: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    @property
+    def linalg(self) -> str:
+        """``PPOConfig.linalg`` of every row (``--linalg``: in ``overrides``)."""
+        return self.overrides.get("linalg", "library")
+
 
 # Levers on the latency of one env step (the ``levers`` step): the MJX step is many small
 # kernels in loops (5 substeps x 4 RK4 stages, the constraint solver's iterations), so a
@@ -153,8 +157,8 @@ class Plan:
 # CUDA graphs; docs/devices.md). Compiled for an H200 without a GPU, the pendulum's step at
 # 1 env takes 688 launches from the host by default (with one solver and one line-search
 # iteration), 168 inline, and 1 inline with loops in command buffers: the two inline levers
-# come first. The defaults run first and again last, so
-# their spread shows the noise. A choice is kept for users only where it measured faster.
+# come first. The defaults run first and again last, so their spread shows the noise. A
+# choice is kept for users only where it measured faster.
 LEVERS: tuple[tuple[str, str, str], ...] = (
     ("default", "", "library"),
     ("linalg inline", "", "inline"),
@@ -1375,7 +1379,7 @@ def markdown(payload: dict[str, Any]) -> str:
              f"Python {versions.get('python') or '–'}; {date}; "
              f"{payload['elapsed_s']:.0f} s of a {payload['budget_s']:.0f} s budget.",
              "", "```bash", payload["command"], "```", ""]
-    linalg = payload["plan"].get("linalg") or "library"
+    linalg = payload["plan"]["overrides"].get("linalg", "library")
     if linalg != "library":
         lines += [f"Every training row, the time to 9,000 and the env-speed rows ran with the "
                   f"env's linear algebra {linalg} (`--linalg {linalg}`; users' default: "
@@ -1545,6 +1549,12 @@ def _envs(n: int) -> str:
     return f"{n:,} env{'s' if n != 1 else ''}"
 
 
+def _not_measured(what: str, s: dict[str, Any]) -> list[str]:
+    """A report section whose step ran but measured nothing: why, in one line."""
+    return [f"{what}: not measured "
+            f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
+
+
 def _crossover_lines(s: dict[str, Any] | None, gpu_rows: dict[str, Any] | None = None
                      ) -> list[str]:
     """The ``crossover`` step: the GPU's and the host CPU's training rows side by side, and
@@ -1554,8 +1564,7 @@ def _crossover_lines(s: dict[str, Any] | None, gpu_rows: dict[str, Any] | None =
         return []
     res = s.get("result") or {}
     if not res.get("rows"):
-        return [f"GPU against the host's CPU: not measured "
-                f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
+        return _not_measured("GPU against the host's CPU", s)
     lines = [f"| GPU against the host's CPU ({res.get('host_cpus')} cores) | GPU training "
              "frames/s | CPU training frames/s | GPU / CPU | CPU start-up s |",
              "| ---: | ---: | ---: | ---: | ---: |"]
@@ -1593,8 +1602,7 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
         return []
     res = s.get("result") or {}
     if not res.get("levers"):
-        return [f"Levers on the env step: not measured "
-                f"({_cell(s.get('reason') or s.get('error') or s.get('status'))}).", ""]
+        return _not_measured("Levers on the env step", s)
     envs = res.get("envs") or []
     lines = ["| levers: the env step alone | "
              + " | ".join(f"{_envs(n)}: steps/s (x default) | compile s" for n in envs)
@@ -1708,7 +1716,7 @@ def build_parser(prog: str = "gpu_check") -> argparse.ArgumentParser:
                         f"--smoke: {SMOKE_PLAN.test_cap_s:g})")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run the full-size check although JAX sees no GPU")
-    p.add_argument("--linalg", choices=("library", "inline"), default=None,
+    p.add_argument("--linalg", choices=LINALGS, default=None,
                    help="the env's small linear algebra in every training and env-speed row "
                         "(PPOConfig.linalg; default: library, as users' runs)")
     p.add_argument("--gpu-rows", default=None, metavar="FILE",
@@ -1723,8 +1731,7 @@ def with_linalg(plan: Plan, linalg: str | None) -> Plan:
     9,000 and its env-speed rows (None: the plan as it is)."""
     if linalg is None:
         return plan
-    return dataclasses.replace(plan, linalg=linalg,
-                               overrides={**plan.overrides, "linalg": linalg},
+    return dataclasses.replace(plan, overrides={**plan.overrides, "linalg": linalg},
                                threshold_config={**plan.threshold_config, "linalg": linalg})
 
 
