@@ -19,9 +19,11 @@ import sys
 
 import pytest
 
+from ppo_jax.bench import trace as trace_lib
 from ppo_jax.cli.common import CLIError
 from scripts.gpu_check import check as gpu_check
 from scripts.gpu_check import injected_tests
+from tests import test_trace
 
 INJECTED_FAILURE = f"{gpu_check.INJECTED}::test_injected_failure"
 INJECTED_SLOW = f"{gpu_check.INJECTED}::test_injected_slow"
@@ -76,6 +78,11 @@ def test_plans_measure_what_they_list():
     assert {1024, 4096, 16384, 65536} <= {n for n, _, _ in gpu.train}
     assert gpu.threshold_config["num_envs"] == 1024
     assert gpu_check.threshold_config(gpu).eval_every == 1
+    # the trace: rows measured before it (their stores make it a warm start)
+    for plan in (gpu, gpu_check.SMOKE_PLAN):
+        assert plan.trace_envs and set(plan.trace_envs) <= {n for n, _, _ in plan.train}
+        assert all(plan.order.index(f"train_{n}") < plan.order.index("trace")
+                   for n in plan.trace_envs)
 
 
 def test_choose_steps():
@@ -325,6 +332,54 @@ def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):
     finally:
         check.close()
     assert os.environ["XLA_FLAGS"] == "--given=1"
+
+
+def test_trace_step(monkeypatch, tmp_path):
+    """Each env count: the training row's config, from the row's store where it ran, 2
+    batches timed and then the traced ones; too little time or an error is recorded per
+    row, and the step is partial, skipped or failed as the rows say."""
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, trace_envs=(4, 8, 16), trace_batches=3,
+                               trace_overrides={})
+    calls = []
+
+    def fake_bench_run(check, cfg, cache, timeout, env=None, extra=None):
+        calls.append((cfg.num_envs, cfg.num_batches, os.path.basename(cache), extra["stop"],
+                      extra["trace"]["batches"]))
+        if cfg.num_envs == 16:
+            raise RuntimeError("worker exited 1: boom")
+        summary = trace_lib.summarize_trace(test_trace.gpu_like_trace(), batches=3)
+        return {"fps": 100.0 * cfg.num_envs, "startup_s": 1.0,
+                "compiled_from_cache": cfg.num_envs == 4,
+                "trace": {"batches": 3, "batches_s": 0.3, "first_batch": 2,
+                          "summary": summary}}
+
+    monkeypatch.setattr(gpu_check, "bench_run", fake_bench_run)
+    args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
+    check = gpu_check.Check(args, [], plan, ("trace",))
+    try:
+        os.makedirs(os.path.join(check.work, "cache_train_4"))
+        open(os.path.join(check.work, "cache_train_4", "x"), "w").close()
+        step = check.run("trace", lambda s: gpu_check.trace_step(check, s, 300.0))
+        assert calls == [(4, 5, "cache_train_4", 2, 3), (8, 5, "cache_trace_8", 2, 3),
+                         (16, 5, "cache_trace_16", 2, 3)]
+        assert step.status == "partial" and step.reason == "not traced at 16"
+        four, eight, sixteen = step.result["rows"]
+        assert four["warm_start"] is True and eight["warm_start"] is False
+        assert sixteen["error"] == "worker exited 1: boom"
+        md = (tmp_path / "gpu_check.md").read_text()
+        assert ("Where a batch's time goes: JAX's profiler over 3 batches, after 2 timed "
+                "ones:") in md
+        assert "- 4 envs (" in md and "400 frames/s timed, warm start):" in md
+        assert "the device busy 38% of the window, 1.7 kernels a batch" in md
+        assert "- 16 envs: worker exited 1: boom" in md
+        short = check.run("trace", lambda s: gpu_check.trace_step(check, s, 1.0))
+        assert short.status == "skipped" and short.reason.startswith("no trace: 4 envs: needs ~")
+        check.plan = dataclasses.replace(plan, trace_envs=(16,))
+        failed = check.run("trace", lambda s: gpu_check.trace_step(check, s, 300.0))
+        assert failed.status == "failed"
+        assert failed.error == "no trace: 16 envs: worker exited 1: boom"
+    finally:
+        check.close()
 
 
 def test_time_to_the_threshold_cold_then_warm(monkeypatch, tmp_path):
@@ -633,5 +688,13 @@ def test_smoke_runs_every_step(root_dir, tmp_path):
         assert [r["envs"] for r in lever["rows"]] == list(plan.lever_envs)
         assert all(r["steps_per_s"] > 0 and r["x_default"] > 0 for r in lever["rows"])
         assert f"| {lever['name']} | {lever['rows'][0]['steps_per_s']:,.0f} (" in md
+    traced = steps["trace"]["result"]
+    assert [r["envs"] for r in traced["rows"]] == list(plan.trace_envs)
+    for r in traced["rows"]:
+        assert r["fps"] > 0 and r["trace"]["first_batch"] == gpu_check.TRACE_TIMED
+        assert r["trace"]["batches"] == plan.trace_batches
+        assert r["trace"]["summary"]["events"] > 0 and r["trace"]["summary"]["window_ms"] > 0
+    assert (f"Where a batch's time goes: JAX's profiler over {plan.trace_batches} batch, "
+            f"after {gpu_check.TRACE_TIMED} timed ones:") in md
     for log in ("gpu_check.log", "pytest.log", "learning.log"):
         assert (out / log).stat().st_size > 0

@@ -13,7 +13,10 @@ from ppo_jax.config import PPOConfig
 
 def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
     """ppo_jax's run of ``spec["config"]``; optional: ``stop`` (run only that many batches),
-    ``launched_unix`` (when the driver launched this process: ``launch_to_t0_s``)."""
+    ``launched_unix`` (when the driver launched this process: ``launch_to_t0_s``), ``trace``
+    (``{"batches": k, "dir": path}``: then run the next k batches under JAX's profiler, its
+    trace written under path, and return its summary as ``trace``,
+    :func:`ppo_jax.bench.trace.trace_batches`; they are not among the timed batches)."""
     t_import = time.perf_counter()
     launched = spec.get("launched_unix")
     if spec.get("force_host_devices"):  # CPU "devices" for --scaling (before jax starts)
@@ -78,16 +81,22 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
 
         profile = profile_batch(job.trainer, jax.tree_util.tree_map(lambda x: x[0], job.states))
     marks = [(f, t + offset) for f, t in job.log.marks]
-    failed = job.log.failed[0]
+    failed, done = job.log.failed[0], job.start
+    traced = None
+    if spec.get("trace"):
+        from ppo_jax.bench.trace import trace_batches
+
+        traced = trace_batches(job, int(spec["trace"]["batches"]), spec["trace"]["dir"],
+                               host_evaluator=MujocoEvaluator)
     return dict(
         marks=marks, evals=evals, per_batch=per_batch, start_stats=start_stats,
         import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,
         compile_s=compile_s,
         compiled_from_cache=job.programs.from_cache, compile=job.programs.report(),
-        call_s=call_s, call_fps=job.start * fpb / call_s, compiles=compiles.events,
+        call_s=call_s, call_fps=done * fpb / call_s, compiles=compiles.events,
         failed_batch=failed,
         peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
-        device=probes.jax_device_info(), profile=profile, layout=job.log.layout,
+        device=probes.jax_device_info(), profile=profile, trace=traced, layout=job.log.layout,
         startup=_startup(phases, prepared_s, init_run_s, job, compiles),
     )
 

@@ -26,19 +26,23 @@ for a GPU first, :data:`GPU_PLAN`):
 5. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
 6. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000, cold
    and then warm (the cache the cold run filled);
-7. ``matmul``: ``--matmul-precision tf32`` against ``highest`` at 4,096 envs;
-8. ``crossover``: training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``) at 1, 64 and
+7. ``trace``: where a batch's time goes, at 4,096 envs (then 1,024): the training row's
+   config started warm from that row's program store, 2 batches timed and 2 more under JAX's
+   profiler (:mod:`ppo_jax.bench.trace`): the share of the time the GPU was busy, its kernels
+   a batch, and the kernels that take the time;
+8. ``matmul``: ``--matmul-precision tf32`` against ``highest`` at 4,096 envs;
+9. ``crossover``: training frames/s on the host's CPU (``JAX_PLATFORMS=cpu``) at 1, 64 and
    1,024 envs, the configs of the GPU's rows, and the env count from which the GPU trains
    faster on this machine (:func:`crossover`); ``--gpu-rows`` lends it the GPU rows of an
    earlier report of this device, for a second short run;
-9. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
+10. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
-10. ``levers``: what may cut the env step's latency (:data:`LEVERS`: the env's linear
+11. ``levers``: what may cut the env step's latency (:data:`LEVERS`: the env's linear
    algebra inline, alone and with loops in command buffers; command buffers off, loops in
    command buffers, rolled and unrolled, command buffers from one op, autotuning off), each
    measured against the defaults (run first and again last) as the env steps/s at 1 and
    4,096 envs of a fresh process;
-11. ``learning``: the learning test.
+12. ``learning``: the learning test.
 
 Every step has a share of the budget (:attr:`Plan.shares`, scaled up when ``--steps`` chooses
 fewer); ``matmul``, ``crossover``, ``train_16384``, ``train_65536``, ``levers`` and
@@ -138,6 +142,11 @@ class Plan:
     lever_envs: tuple[int, ...] = ()
     lever_row_s: float = 2.0
     lever_guess_s: float = 60.0  # seconds one lever takes until one is measured
+    # the ``trace`` step: at these env counts, the training row's config timed for
+    # TRACE_TIMED batches, then ``trace_batches`` more under JAX's profiler
+    trace_envs: tuple[int, ...] = ()
+    trace_batches: int = 2
+    trace_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # PPOConfig
     pytest_env: dict[str, str] = dataclasses.field(default_factory=dict)  # added for pytest
     # outcomes that some tests must have (the injected ones): node id -> outcome
     expected: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -185,8 +194,8 @@ GPU_PLAN = Plan(
     train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False),
            (16384, 4, False), (65536, 3, False)),
     order=("pytest", "train_4096", "brax", "env_speed", "train_64", "train_1", "train_1024",
-           "preset_fast", "matmul", "crossover", "train_16384", "train_65536", "levers",
-           "learning"),
+           "preset_fast", "trace", "matmul", "crossover", "train_16384", "train_65536",
+           "levers", "learning"),
     matmul_envs=4096,
     brax_envs=4096,
     threshold=THRESHOLD,
@@ -200,15 +209,19 @@ GPU_PLAN = Plan(
     # one env ~7 s a tutorial batch): pytest 92 (each test capped at 60 s); train_4096 92
     # (cold, then warm); Brax 49 (one cold run); env speed 32 (four compiles, 3-s rows);
     # train_64 49, train_1 54 (2 batches of ~7 s), train_1024 49 (one cold run each);
-    # --preset fast to 9,000 113 (its cold run took 58.6 s to start and did not reach 9,000
-    # in a 68-s share; the warm run follows it). 0.98 of the budget; the install and probe
-    # take the rest. tf32 (a choice with a known risk, not the default) gave its share to
-    # the time to 9,000: it, the crossover, the curve's wide rows, the levers and learning
-    # run on what is left, which --steps gives them in a run of their own. Until a GPU has
-    # run this plan, these are estimates: a step cut short keeps what it measured.
+    # --preset fast to 9,000 86 (its cold run took 58.6 s to start and did not reach 9,000
+    # in a 68-s share; the warm run follows it); the trace 27 (a warm start of 4,096 envs
+    # from train_4096's store, 2 timed and 2 traced batches; 1,024 envs if time is left).
+    # 0.98 of the budget; the install and probe take the rest. tf32 (a choice with a
+    # known risk, not the default) gave its share to the time to 9,000: it, the crossover,
+    # the curve's wide rows, the levers and learning run on what is left, which --steps
+    # gives them in a run of their own. Until a GPU has run this plan, these are
+    # estimates: a step cut short keeps what it measured.
     shares={"pytest": 0.17, "train_4096": 0.17, "brax": 0.09, "env_speed": 0.06,
-            "train_64": 0.09, "train_1": 0.10, "train_1024": 0.09, "preset_fast": 0.21},
+            "train_64": 0.09, "train_1": 0.10, "train_1024": 0.09, "preset_fast": 0.16,
+            "trace": 0.05},
     crossover_envs=(1, 64, 1024),
+    trace_envs=(4096, 1024),
     levers=LEVERS,
     lever_envs=(1, 4096),
     lever_row_s=3.0,
@@ -224,8 +237,8 @@ SMOKE_PLAN = Plan(
     env_speed_row_s=0.5,
     env_speed_chunk=20,
     train=((4, 3, True),),
-    order=("pytest", "train_4", "brax", "env_speed", "preset_fast", "matmul", "crossover",
-           "levers", "learning"),
+    order=("pytest", "train_4", "brax", "env_speed", "preset_fast", "trace", "matmul",
+           "crossover", "levers", "learning"),
     matmul_envs=4,
     brax_envs=4,
     threshold=1.0,
@@ -239,6 +252,10 @@ SMOKE_PLAN = Plan(
     # the least optimizing CPU compile (the smoke checks the plumbing, not the speed)
     xla_flags="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
     crossover_envs=(4,),
+    trace_envs=(4,),
+    trace_batches=1,
+    # 10 env steps a batch: a CPU's trace records every op XLA runs (the plumbing only)
+    trace_overrides=dict(frames_per_batch=40, minibatch_size=20),
     # the defaults twice and one lever (linalg inline): the plumbing (every lever's flags are
     # parsed by tests/test_gpu_check.py)
     levers=(LEVERS[0], LEVERS[1], LEVERS[-1]),
@@ -904,21 +921,23 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
 
 
 def bench_run(check: Check, cfg, cache: str, timeout: float,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """One run of the benchmark's ppo_jax worker (a fresh process, one device; ``env``:
-    variables set for it) with the compile cache ``cache``: its figures as the benchmark
-    summarizes them, and where its start-up went (:func:`startup_breakdown`)."""
+    variables set for it; ``extra``: added to the worker's spec, e.g. ``stop`` and
+    ``trace``) with the compile cache ``cache``: its figures as the benchmark summarizes
+    them, and where its start-up went (:func:`startup_breakdown`)."""
     from ppo_jax.bench import driver
 
     spec = {"kind": "ppo_jax", "compile_cache": cache, "matmul_precision": cfg.matmul_precision,
-            "profile": False, "config": cfg.to_dict(), "devices": 1}
+            "profile": False, "config": cfg.to_dict(), "devices": 1, **(extra or {})}
     t = time.perf_counter()
     raw = driver.run_worker(spec, max(1.0, timeout), env=env)
     wall = time.perf_counter() - t
     out = driver.summarize_run(raw, None)
     out.update(wall_s=wall, compiled_from_cache=raw.get("compiled_from_cache"),
                compile=raw.get("compile"), device=raw.get("device"),
-               batch_marks=raw.get("marks"),
+               batch_marks=raw.get("marks"), trace=raw.get("trace"),
                startup_phases=startup_breakdown(raw.get("startup"), out["startup_s"]))
     return out
 
@@ -1080,6 +1099,63 @@ def _row_fps(check: Check, num_envs: int) -> float | None:
     """The cold training frames/s of the ``train_<num_envs>`` row, if it was measured."""
     row = check.step(f"train_{num_envs}")
     return ((row.result or {}).get("cold") or {}).get("fps") if row else None
+
+
+TRACE_TIMED = 2  # batches a traced run times first (a run's figures need two)
+
+
+def trace_step(check: Check, step: Step, allow: float) -> None:
+    """Where a batch's time goes, at each of ``plan.trace_envs``: a run of that training
+    row's config (from the row's program store where the row ran: a warm start) that times
+    :data:`TRACE_TIMED` batches, then runs ``plan.trace_batches`` more under JAX's profiler
+    (:mod:`ppo_jax.bench.trace`): how busy the device was, its kernels a batch, and the
+    kernels that take the time."""
+    from ppo_jax.bench.configs import describe_config
+
+    end = time.monotonic() + allow
+    plan, rows = check.plan, []
+    step.result = {"rows": rows, "batches": plan.trace_batches}
+    for n in plan.trace_envs:
+        row: dict[str, Any] = {"envs": n}
+        rows.append(row)
+        cache = os.path.join(check.work, f"cache_train_{n}")
+        warm = os.path.isdir(cache) and bool(os.listdir(cache))
+        need = _estimate(check, "warm" if warm else "cold")
+        left = min(end - time.monotonic(), check.budget.allow())
+        if left < need:
+            row["skipped"] = f"needs ~{need:.0f} s, {left:.0f} s left"
+            continue
+        if not warm:
+            cache = _fresh_cache(check, f"cache_trace_{n}")
+        cfg = row_config(n, TRACE_TIMED + plan.trace_batches, plan)
+        if plan.trace_overrides:
+            fields = dict(plan.trace_overrides)
+            fields["total_frames"] = fields.get("frames_per_batch", cfg.frames_per_batch) * (
+                TRACE_TIMED + plan.trace_batches)
+            cfg = cfg.replace(**fields)
+        where = _fresh_cache(check, f"trace_{n}")
+        try:
+            run = bench_run(check, cfg, cache, left, extra={
+                "stop": TRACE_TIMED, "trace": {"batches": plan.trace_batches, "dir": where}})
+        except Exception as e:  # noqa: BLE001  (recorded; the other counts still run)
+            row["skipped" if "timed out" in str(e) else "error"] = one_line(e)
+            continue
+        row.update(warm_start=bool(run.get("compiled_from_cache")), fps=run["fps"],
+                   startup_s=run["startup_s"],
+                   description=describe_config("ppo_jax", cfg.to_dict()),
+                   trace=run.get("trace"))
+        check.write()
+    traced = [r for r in rows if (r.get("trace") or {}).get("summary")]
+    if not traced:
+        why = "; ".join(f"{_envs(r['envs'])}: " + str(
+            r.get("skipped") or r.get("error") or (r.get("trace") or {}).get("error"))
+            for r in rows) or "no env counts to trace"
+        if any(r.get("error") or r.get("trace") for r in rows):
+            raise RuntimeError(f"no trace: {why}")
+        raise Skip(f"no trace: {why}")
+    if len(traced) < len(rows):
+        step.status, step.reason = "partial", "not traced at " + ", ".join(
+            str(r["envs"]) for r in rows if r not in traced)
 
 
 def read_gpu_rows(path: str) -> dict[str, Any]:
@@ -1405,7 +1481,7 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", *_brax_lines(steps.get("brax")), "", *_matmul_lines(steps), "",
               *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
               *_crossover_lines(steps.get("crossover"), payload.get("gpu_rows")),
-              *_lever_lines(steps.get("levers")),
+              *_lever_lines(steps.get("levers")), *_trace_lines(steps.get("trace")),
               *_startup_lines(payload), *_test_lines(payload),
               "| step | status | seconds | note |", "| --- | --- | ---: | --- |"]
     for s in payload["steps"]:
@@ -1547,6 +1623,31 @@ def _threshold_lines(s: dict[str, Any] | None, goal: float) -> list[str]:
 
 def _envs(n: int) -> str:
     return f"{n:,} env{'s' if n != 1 else ''}"
+
+
+def _trace_lines(s: dict[str, Any] | None) -> list[str]:
+    """The ``trace`` step: per env count, where a traced batch's time went (nothing where
+    the step was not chosen)."""
+    from ppo_jax.bench.trace import trace_lines
+
+    if s is None:
+        return []
+    res = s.get("result") or {}
+    rows = res.get("rows") or []
+    if not any(r.get("trace") for r in rows):
+        return _not_measured("Where a batch's time goes (trace)", s)
+    n = res.get('batches') or 0
+    lines = [f"Where a batch's time goes: JAX's profiler over {n} batch{'es' if n != 1 else ''}, "
+             f"after {TRACE_TIMED} timed ones:", ""]
+    for r in rows:
+        if not r.get("trace"):
+            lines.append(f"- {_envs(r['envs'])}: {_cell(r.get('skipped') or r.get('error'))}")
+            continue
+        lines.append(f"- {_envs(r['envs'])} ({r['description']}; "
+                     f"{fmt_num(r['fps'])} frames/s timed, "
+                     f"{'warm' if r.get('warm_start') else 'cold'} start):")
+        lines += ["  " + line for line in trace_lines(r["trace"])]
+    return lines + [""]
 
 
 def _not_measured(what: str, s: dict[str, Any]) -> list[str]:
@@ -1834,6 +1935,7 @@ def _step_fn(check: Check, name: str) -> Callable[[Step, float], None]:
             "preset_fast": lambda s, allow: threshold_step(check, s, allow),
             "crossover": lambda s, allow: crossover_step(check, s, allow),
             "levers": lambda s, allow: levers_step(check, s, allow),
+            "trace": lambda s, allow: trace_step(check, s, allow),
             "learning": lambda s, allow: learning_step(check, s, allow)}[name]
 
 
