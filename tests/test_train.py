@@ -97,6 +97,39 @@ def test_one_seed_is_one_program(trainer):
     assert m.batch.reward.shape == (TINY.num_batches,) and state.batches_done.shape == ()
 
 
+def _scans(jaxpr, depth=0):
+    """Every scan in ``jaxpr`` (its sub-programs included), as ``(depth, eqn)``: depth counts
+    the scans around it."""
+    for eqn in jaxpr.eqns:
+        inner = depth + (eqn.primitive.name == "scan")
+        if eqn.primitive.name == "scan":
+            yield depth, eqn
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            yield from _scans(sub, inner)
+
+
+def test_minibatches_are_gathered_in_their_own_step(trainer, shipped):
+    """The update's minibatch loop (the scan inside the epochs' scan) takes only each
+    minibatch's rows and key, and gathers the minibatch from the flat batch in its step: no
+    [M, B, ...] copy of the batch per epoch to slice (on a GPU a scan's slice of its input is
+    a copy launched from the host, which keeps the loop out of a CUDA graph)."""
+    s = shipped.states
+    one = jax.tree_util.tree_map(lambda x: x[0], s)
+    _, batch = trainer.collect(one.params, one.obs_stats, one.env_state, jax.random.PRNGKey(1))
+    closed = jax.make_jaxpr(trainer.update)(one.params, one.opt_state, batch,
+                                            jax.random.PRNGKey(2), one.hyper)
+    # inside the epochs' scan: GAE's (backwards in time) and the minibatches'
+    inner = [e for d, e in _scans(closed.jaxpr) if d == 1 and not e.params["reverse"]]
+    cfg = trainer.config
+    assert [e.params["length"] for e in inner] == [cfg.num_minibatches]
+    eqn = inner[0]
+    first_x = eqn.params["num_consts"] + eqn.params["num_carry"]
+    xs = [v.aval for v in eqn.invars[first_x:]]
+    assert [x.shape[0] for x in xs] == [cfg.num_minibatches] * len(xs)
+    assert sum(int(np.prod(x.shape)) for x in xs) <= cfg.num_minibatches * (
+        cfg.minibatch_size + 2)  # the rows, and a key per minibatch
+
+
 def test_documented_metrics(compiled):
     _, _, out, _ = compiled
     for s in range(SEEDS):

@@ -317,19 +317,23 @@ class Trainer:
         idx = jax.random.permutation(key, cfg.frames_per_batch)[:used]
         return idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
 
-    def minibatches(self, batch: Transition, adv: jax.Array, target: jax.Array,
-                    idx: jax.Array) -> Minibatch:
+    def flat_batch(self, batch: Transition, adv: jax.Array, target: jax.Array) -> Minibatch:
         """The batch flattened to ``[frames_per_batch, ...]`` with its advantages and value
-        targets, gathered at ``idx`` (e.g. :meth:`minibatch_indices`: ``[M, B, ...]``)."""
+        targets: what the minibatches are gathered from."""
         n = self.config.frames_per_batch
-        flat = Minibatch(
+        return Minibatch(
             obs=batch.obs.reshape(n, -1),
             pre_tanh=batch.pre_tanh.reshape(n, -1),
             log_prob=batch.log_prob.reshape(n),
             advantage=adv.reshape(n),
             value_target=target.reshape(n),
         )
-        return jax.tree_util.tree_map(lambda x: x[idx], flat)
+
+    def minibatches(self, batch: Transition, adv: jax.Array, target: jax.Array,
+                    idx: jax.Array) -> Minibatch:
+        """:meth:`flat_batch` gathered at ``idx`` (a row of :meth:`minibatch_indices`,
+        ``[B]``: one minibatch; all of them, ``[M, B]``: every minibatch of an epoch)."""
+        return jax.tree_util.tree_map(lambda x: x[idx], self.flat_batch(batch, adv, target))
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
                hyper: Hyper, rate=None):
@@ -340,29 +344,35 @@ class Trainer:
         cfg = self.config
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
 
-        def minibatch_step(carry, xs):
-            params, opt_state = carry
-            mb, k = xs
-            (_, metrics), grads = grad_fn(params, mb, k, hyper)
-            opt_state = with_hyper(opt_state, cfg, hyper, rate)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state), (metrics, optax.global_norm(grads))
-
         def epoch(carry, k):
-            params, opt_state = carry
             k_perm, k_mb = jax.random.split(k)
-            adv, target = self.advantages(params.critic, batch, hyper)
-            idx = self.minibatch_indices(k_perm)
-            mbs = self._envs_split(self.minibatches(batch, adv, target, idx), axis=1)
-            keys = jax.random.split(k_mb, cfg.num_minibatches)
-            return jax.lax.scan(minibatch_step, (params, opt_state), (mbs, keys))
+            adv, target = self.advantages(carry[0].critic, batch, hyper)
+            flat = self.flat_batch(batch, adv, target)
 
-        (params, opt_state), (metrics, gnorm) = jax.lax.scan(
+            def minibatch_step(carry, xs):
+                params, opt_state = carry
+                rows, k = xs
+                # Each minibatch is gathered in its own step, from the flat batch: no
+                # [M, B] copy of the batch to slice (on a GPU, a scan's slice of its input
+                # is a copy launched from the host, which keeps the loop out of a CUDA graph).
+                mb = self._envs_split(jax.tree_util.tree_map(lambda x: x[rows], flat))
+                (_, metrics), grads = grad_fn(params, mb, k, hyper)
+                opt_state = with_hyper(opt_state, cfg, hyper, rate)
+                updates, opt_state = self.optimizer.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+                # the squared norm, as optax sums it; its square root after the loops is
+                # optax.global_norm's value (taken inside, it was a copy from the host too)
+                return (params, opt_state), (metrics, optax.tree.norm(grads, squared=True))
+
+            rows = self.minibatch_indices(k_perm)
+            keys = jax.random.split(k_mb, cfg.num_minibatches)
+            return jax.lax.scan(minibatch_step, carry, (rows, keys))
+
+        (params, opt_state), (metrics, gnorm_sq) = jax.lax.scan(
             epoch, (params, opt_state), jax.random.split(key, cfg.num_epochs)
         )
         mean = jax.tree_util.tree_map(jnp.mean, metrics)
-        return params, opt_state, mean, gnorm.mean()
+        return params, opt_state, mean, jnp.sqrt(gnorm_sq).mean()
 
     def evaluate(self, params: Params, stats: ObsNormStats, key: jax.Array):
         """One deterministic episode (``config.eval_action``) of up to ``eval_max_steps``."""
