@@ -6,6 +6,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jcore
 import numpy as np
 import pytest
 
@@ -104,8 +105,19 @@ def _scans(jaxpr, depth=0):
         inner = depth + (eqn.primitive.name == "scan")
         if eqn.primitive.name == "scan":
             yield depth, eqn
-        for sub in jax.core.jaxprs_in_params(eqn.params):
+        for sub in jcore.jaxprs_in_params(eqn.params):
             yield from _scans(sub, inner)
+
+
+def _scan_xs(eqn):
+    """The avals of what a scan equation scans over (its inputs after consts and carry)."""
+    p = eqn.params
+    if "num_consts" in p:
+        first = p["num_consts"] + p["num_carry"]
+    else:  # JAX >= 0.11: ft_in groups the inputs as (consts, carry, xs)
+        consts, carry, _ = p["ft_in"].unpack()
+        first = len(consts) + len(carry)
+    return [v.aval for v in eqn.invars[first:]]
 
 
 def test_minibatches_are_gathered_in_their_own_step(trainer, shipped):
@@ -122,9 +134,7 @@ def test_minibatches_are_gathered_in_their_own_step(trainer, shipped):
     inner = [e for d, e in _scans(closed.jaxpr) if d == 1 and not e.params["reverse"]]
     cfg = trainer.config
     assert [e.params["length"] for e in inner] == [cfg.num_minibatches]
-    eqn = inner[0]
-    first_x = eqn.params["num_consts"] + eqn.params["num_carry"]
-    xs = [v.aval for v in eqn.invars[first_x:]]
+    xs = _scan_xs(inner[0])
     assert [x.shape[0] for x in xs] == [cfg.num_minibatches] * len(xs)
     assert sum(int(np.prod(x.shape)) for x in xs) <= cfg.num_minibatches * (
         cfg.minibatch_size + 2)  # the rows, and a key per minibatch
