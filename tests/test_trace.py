@@ -90,6 +90,11 @@ def test_summary_of_a_gpu_like_trace():
                                "gemm_fusion_dot 0.0 ms (1)")
 
 
+def test_device_processes():
+    assert trace.is_device("/device:GPU:0") and trace.is_device("GPU 0")
+    assert not trace.is_device("/host:CPU") and not trace.is_device("python")
+
+
 def test_lanes_are_capped_but_device_lanes_kept():
     s = trace.summarize_trace(gpu_like_trace(), lanes=1)
     assert [x["device"] for x in s["lanes"]] == [True, True]

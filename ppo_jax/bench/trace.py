@@ -21,7 +21,12 @@ from typing import Any
 TRACE_FILE = "perfetto_trace.json.gz"  # what ``jax.profiler.trace(create_perfetto_trace=True)``
 TOP = 10  # event groups listed per lane
 LANES = 8  # lanes listed (the busiest first; every device lane is kept)
-DEVICE_PREFIX = "/device:"
+DEVICE_PREFIX = "/device:"  # a device's process ("/device:GPU:0"); a host's is "/host:CPU"
+
+
+def is_device(process: str) -> bool:
+    """Whether a trace process is a device's (a GPU's kernels), not the host's threads."""
+    return process.startswith(DEVICE_PREFIX) or process.upper().startswith("GPU")
 
 # a trailing instance number ("loop_add_fusion_12", "copy.861", "Stream #3", "thread/1234"),
 # so the instances of one XLA fusion or one thread pool fall into one group
@@ -75,11 +80,10 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     stream or a pool of XLA's threads) the number of complete events, the time covered by at
     least one of them (``busy_ms``, overlaps counted once), its share of the window, and the
     event groups (:func:`group_name`) that take the most time. Device lanes (a process named
-    ``/device:...``) come first, then the busiest others. A group's ``ms`` is its events' own
-    time: less that of the events nested in them (a host thread's events nest like calls).
-    ``device`` sums the device lanes
-    (``None`` where the trace has none, as on a CPU). ``batches``: the batches traced, to
-    give per-batch counts."""
+    ``/device:...``, :func:`is_device`) come first, then the busiest others. A group's
+    ``ms`` is its events' own time: less that of the events nested in them (a host thread's
+    events nest like calls). ``device`` sums the device lanes (``None`` where the trace has
+    none, as on a CPU). ``batches``: the batches traced, to give per-batch counts."""
     if isinstance(trace, (str, os.PathLike)):
         opener = gzip.open if str(trace).endswith(".gz") else open
         with opener(trace, "rt") as f:
@@ -116,7 +120,7 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
             g[0] += 1
             g[1] += own[id(e)]
         ranked = sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]
-        return {"process": proc, "thread": thread, "device": proc.startswith(DEVICE_PREFIX),
+        return {"process": proc, "thread": thread, "device": is_device(proc),
                 "events": len(evs), "events_per_batch": per(len(evs)),
                 "busy_ms": round(busy / 1e3, 3),
                 "busy_share": round(busy / window_us, 4) if window_us else None,
@@ -130,7 +134,7 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     kept = [s for s in summaries if s["device"]]
     kept += [s for s in summaries if not s["device"]][:max(0, lanes - len(kept))]
     device = None
-    dev = [(p, t) for (p, t) in by_lane if p.startswith(DEVICE_PREFIX)]
+    dev = [(p, t) for (p, t) in by_lane if is_device(p)]
     if dev:
         evs = [e for k in dev for e in by_lane[k]]
         spans = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur") or 0.0)) for e in evs]
