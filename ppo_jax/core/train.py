@@ -156,6 +156,11 @@ class TrainMetrics:
     eval: EvalMetrics
 
 
+def _rows(tree, idx: jax.Array):
+    """Every leaf of ``tree`` gathered at ``idx`` along its first axis."""
+    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
 def _tree_where(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
@@ -333,7 +338,7 @@ class Trainer:
                     idx: jax.Array) -> Minibatch:
         """:meth:`flat_batch` gathered at ``idx`` (a row of :meth:`minibatch_indices`,
         ``[B]``: one minibatch; all of them, ``[M, B]``: every minibatch of an epoch)."""
-        return jax.tree_util.tree_map(lambda x: x[idx], self.flat_batch(batch, adv, target))
+        return _rows(self.flat_batch(batch, adv, target), idx)
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
                hyper: Hyper, rate=None):
@@ -355,7 +360,7 @@ class Trainer:
                 # Each minibatch is gathered in its own step, from the flat batch: no
                 # [M, B] copy of the batch to slice (on a GPU, a scan's slice of its input
                 # is a copy launched from the host, which keeps the loop out of a CUDA graph).
-                mb = self._envs_split(jax.tree_util.tree_map(lambda x: x[rows], flat))
+                mb = self._envs_split(_rows(flat, rows))
                 (_, metrics), grads = grad_fn(params, mb, k, hyper)
                 opt_state = with_hyper(opt_state, cfg, hyper, rate)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -366,11 +371,20 @@ class Trainer:
 
             rows = self.minibatch_indices(k_perm)
             keys = jax.random.split(k_mb, cfg.num_minibatches)
-            return jax.lax.scan(minibatch_step, carry, (rows, keys))
+            carry, per_step = jax.lax.scan(minibatch_step, carry, (rows, keys))
+            # the epoch's metrics (all float32) as one [metrics, M] array: one row of the
+            # epochs' output to write, not one per metric (on a GPU each is a copy
+            # launched from the host, which keeps the epochs' loop out of a CUDA graph)
+            leaves, tree = jax.tree_util.tree_flatten(per_step)
+            structure.append(tree)
+            return carry, jnp.stack(leaves)
 
-        (params, opt_state), (metrics, gnorm_sq) = jax.lax.scan(
+        structure: list = []  # the metrics' pytree structure, as the epoch traced it
+        (params, opt_state), stacked = jax.lax.scan(
             epoch, (params, opt_state), jax.random.split(key, cfg.num_epochs)
         )
+        metrics, gnorm_sq = jax.tree_util.tree_unflatten(
+            structure[-1], [stacked[:, i] for i in range(stacked.shape[1])])
         mean = jax.tree_util.tree_map(jnp.mean, metrics)
         return params, opt_state, mean, jnp.sqrt(gnorm_sq).mean()
 
