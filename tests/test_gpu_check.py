@@ -362,7 +362,7 @@ def test_trace_step(monkeypatch, tmp_path):
         step = check.run("trace", lambda s: gpu_check.trace_step(check, s, 300.0))
         assert calls == [(4, 5, "cache_train_4", 2, 3), (8, 5, "cache_trace_8", 2, 3),
                          (16, 5, "cache_trace_16", 2, 3)]
-        assert step.status == "partial" and step.reason == "not traced at 16"
+        assert step.status == "partial" and step.reason == "16 envs: worker exited 1: boom"
         four, eight, sixteen = step.result["rows"]
         assert four["warm_start"] is True and eight["warm_start"] is False
         assert sixteen["error"] == "worker exited 1: boom"
@@ -372,6 +372,14 @@ def test_trace_step(monkeypatch, tmp_path):
         assert "- 4 envs (" in md and "400 frames/s timed, warm start):" in md
         assert "the device busy 38% of the window, 1.7 kernels a batch" in md
         assert "- 16 envs: worker exited 1: boom" in md
+        # a row left out for lack of time is said in the report, the step is not partial
+        check.plan = dataclasses.replace(plan, trace_envs=(4, 8))
+        check.costs["cold"] = 1e4
+        timed = check.run("trace", lambda s: gpu_check.trace_step(check, s, 300.0))
+        assert timed.status == "ok" and timed.reason is None
+        assert timed.result["rows"][1]["skipped"].startswith("needs ~10000 s")
+        check.costs.pop("cold")
+        check.plan = plan
         short = check.run("trace", lambda s: gpu_check.trace_step(check, s, 1.0))
         assert short.status == "skipped" and short.reason.startswith("no trace: 4 envs: needs ~")
         check.plan = dataclasses.replace(plan, trace_envs=(16,))

@@ -95,6 +95,38 @@ def test_device_processes():
     assert not trace.is_device("/host:CPU") and not trace.is_device("python")
 
 
+def test_own_time_with_overlapping_siblings():
+    """Events that overlap without nesting: each instant goes to the innermost (the latest
+    started) open event, so the own times add up to the time covered."""
+    evs = [_x(2, 1, "P", 0, 100), _x(2, 1, "A", 10, 20), _x(2, 1, "B", 20, 20),
+           _x(2, 1, "Z", 50, 0), _x(2, 1, "C", 60, 10), _x(2, 1, "D", 60, 10)]
+    s = trace.summarize_trace(evs)
+    own = {t["name"]: t["ms"] for t in s["lanes"][0]["top"]}
+    # P: 0-10, 40-60, 70-100; A: 10-20 (B starts inside it and outlasts it); B: 20-40;
+    # C and D start together and end together: the one sorted innermost takes it all
+    assert own["P"] == pytest.approx(0.06) and own["A"] == pytest.approx(0.01)
+    assert own["B"] == pytest.approx(0.02) and own["Z"] == 0.0
+    assert own["C"] + own["D"] == pytest.approx(0.01)
+    assert sum(own.values()) == pytest.approx(s["lanes"][0]["busy_ms"]) == pytest.approx(0.1)
+
+
+def test_derived_device_lanes_are_not_kernels():
+    """A profiler's spans over whole programs in the device's process (gaps included) are
+    not counted as the device's kernels: they would read as a device always busy."""
+    t = gpu_like_trace()
+    t["traceEvents"] += [_meta(1, "XLA Modules", 3), _x(1, 3, "jit_update", 0, 200),
+                         _meta(1, "XLA Ops", 4), _x(1, 4, "fusion", 0, 150)]
+    s = trace.summarize_trace(t, batches=2)
+    assert s["device"]["events"] == 5 and s["device"]["busy_share"] == pytest.approx(0.375)
+    lanes = {x["thread"]: x for x in s["lanes"]}
+    assert not lanes["XLA Modules"]["device"] and not lanes["XLA Ops"]["device"]
+    assert trace.is_kernel_lane("/device:GPU:0", "Stream #7(Compute)")
+    assert not trace.is_kernel_lane("/device:GPU:0", "XLA Modules")
+    assert not trace.is_kernel_lane("/host:CPU", "Stream")
+    lines = trace.trace_lines({"batches": 2, "summary": s, "error": "a note"})
+    assert lines[-1] == "  - a note"
+
+
 def test_lanes_are_capped_but_device_lanes_kept():
     s = trace.summarize_trace(gpu_like_trace(), lanes=1)
     assert [x["device"] for x in s["lanes"]] == [True, True]
@@ -141,3 +173,23 @@ def test_tracing_past_the_last_batch_is_refused(tmp_path):
         config=types.SimpleNamespace(num_batches=3)))
     with pytest.raises(ValueError, match="no batch left to trace: the run ends at batch 3"):
         trace.trace_batches(job, 2, str(tmp_path))
+
+
+def test_the_benchmark_worker_traces_after_its_timed_batches(tmp_path):
+    """The benchmark's worker times its batches, then traces the next ones; a trace that
+    cannot run (no batch left) is recorded as an error and the timed figures stay."""
+    from ppo_jax.bench.worker_ppo_jax import worker_ppo_jax
+    from ppo_jax.config import PPOConfig
+
+    cfg = PPOConfig.from_preset("tiny").replace(eval_sim="mjx")
+    out = worker_ppo_jax({"config": cfg.to_dict(), "stop": 2,
+                          "trace": {"batches": 1, "dir": str(tmp_path / "t")}})
+    assert len(out["marks"]) == 2 and out["call_fps"] > 0  # the timed batches alone
+    traced = out["trace"]
+    assert traced["first_batch"] == 2 and traced["batches"] == 1 and "error" not in traced
+    assert traced["summary"]["events"] > 0 and traced["file"].startswith(str(tmp_path))
+    out = worker_ppo_jax({"config": cfg.to_dict(),
+                          "trace": {"batches": 1, "dir": str(tmp_path / "u")}})
+    assert len(out["marks"]) == cfg.num_batches
+    assert out["trace"] == {"error": "ValueError: no batch left to trace: the run ends at "
+                                     f"batch {cfg.num_batches}"}

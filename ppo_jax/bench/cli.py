@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         "started_utc": started.isoformat(timespec="seconds"),
         "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
         "settings": {
-            "env": args.env, "systems": args.systems, "envs": args.env_counts, "requested_frames": args.total_frames,
+            "env": args.env, "systems": args.systems, "envs": args.env_counts,
+            "requested_frames": args.total_frames,
             "total_frames": total, "repeats": args.repeats, "threshold": args.to_threshold,
             "eval_every_frames": args.eval_every_frames if args.evaluate else None,
             "seed": args.seed, "seeds": driver.run_seeds(args), "matched": args.matched,

@@ -1,5 +1,7 @@
-"""Where the seconds of a few training batches go, kernel by kernel: the batches run under
-JAX's profiler (:func:`trace_batches`), and its trace is summarized (:func:`summarize_trace`).
+"""A kernel-by-kernel trace of a few training batches: the batches run under JAX's profiler
+(:func:`trace_batches`), and its trace is summarized (:func:`summarize_trace`). (The phase
+timing of :mod:`ppo_jax.bench.profile` times each phase alone; this traces the shipped
+programs as a run calls them.)
 
 On a GPU the trace holds the device's kernels (one lane per stream) beside the host's threads
 (the launches, XLA's loops, Python): the share of the traced time the device was busy says
@@ -20,13 +22,25 @@ from typing import Any
 
 TRACE_FILE = "perfetto_trace.json.gz"  # what ``jax.profiler.trace(create_perfetto_trace=True)``
 TOP = 10  # event groups listed per lane
-LANES = 8  # lanes listed (the busiest first; every device lane is kept)
+LANES = 8  # lanes listed (the busiest first; every kernel lane is kept)
 DEVICE_PREFIX = "/device:"  # a device's process ("/device:GPU:0"); a host's is "/host:CPU"
+
+
+# lanes a profiler derives from a device's kernels (spans over whole programs or steps,
+# gaps included): in the device's process, but not kernels
+DERIVED_LANES = ("XLA Modules", "XLA Ops", "XLA TraceMe", "Steps", "Framework", "TensorFlow",
+                 "Source", "Launch Stats")
 
 
 def is_device(process: str) -> bool:
     """Whether a trace process is a device's (a GPU's kernels), not the host's threads."""
     return process.startswith(DEVICE_PREFIX) or process.upper().startswith("GPU")
+
+
+def is_kernel_lane(process: str, thread: str) -> bool:
+    """Whether a lane holds a device's kernels (a GPU stream), not the host's threads nor
+    the spans a profiler derives from them (:data:`DERIVED_LANES`)."""
+    return is_device(process) and not thread.startswith(DERIVED_LANES)
 
 # a trailing instance number ("loop_add_fusion_12", "copy.861", "Stream #3", "thread/1234"),
 # so the instances of one XLA fusion or one thread pool fall into one group
@@ -52,21 +66,34 @@ def _union_us(spans: list[tuple[float, float]]) -> float:
 
 
 def _self_us(evs: list[dict[str, Any]]) -> list[float]:
-    """Each event's own time on its thread (microseconds): its duration less that of the
-    events nested in it (a host thread's events nest like calls; a GPU stream's do not)."""
-    order = sorted(range(len(evs)), key=lambda i: (float(evs[i]["ts"]),
-                                                   -float(evs[i].get("dur") or 0.0)))
-    own = [float(e.get("dur") or 0.0) for e in evs]
-    stack: list[tuple[float, int]] = []  # (end, index) of the open events
-    for i in order:
-        ts, dur = float(evs[i]["ts"]), float(evs[i].get("dur") or 0.0)
-        while stack and stack[-1][0] <= ts:
-            stack.pop()
-        if stack:
-            parent_end, parent = stack[-1]
-            own[parent] -= min(ts + dur, parent_end) - ts
-        stack.append((ts + dur, i))
-    return [max(0.0, x) for x in own]
+    """Each event's own time on its thread (microseconds): the time it was the innermost
+    open event (the latest started), so nested events (a host thread's nest like calls)
+    take their time out of their parents', and the own times add up to the time covered."""
+    start = [float(e["ts"]) for e in evs]
+    end = [s + float(e.get("dur") or 0.0) for s, e in zip(start, evs)]
+    own = [0.0] * len(evs)
+    stack: list[int] = []  # the open events, innermost last
+    now: float | None = None
+
+    def advance(to: float) -> None:  # charge [now, to) to the innermost open events
+        nonlocal now
+        now = to if now is None else now
+        while stack:
+            top = stack[-1]
+            stop = min(end[top], to)
+            if stop > now:
+                own[top] += stop - now
+                now = stop
+            if end[top] > to:
+                break
+            stack.pop()  # ended (one that ended while not innermost is charged nothing)
+        now = max(now, to)
+
+    for i in sorted(range(len(evs)), key=lambda i: (start[i], -end[i])):
+        advance(start[i])
+        stack.append(i)
+    advance(float("inf"))
+    return own
 
 
 def _events(trace: Any) -> list[dict[str, Any]]:
@@ -79,10 +106,10 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     ``.json.gz`` file): its window, and per lane (a process's threads of one name, e.g. a GPU
     stream or a pool of XLA's threads) the number of complete events, the time covered by at
     least one of them (``busy_ms``, overlaps counted once), its share of the window, and the
-    event groups (:func:`group_name`) that take the most time. Device lanes (a process named
-    ``/device:...``, :func:`is_device`) come first, then the busiest others. A group's
+    event groups (:func:`group_name`) that take the most time. The device's kernel lanes
+    (:func:`is_kernel_lane`) come first, then the busiest others. A group's
     ``ms`` is its events' own time: less that of the events nested in them (a host thread's
-    events nest like calls). ``device`` sums the device lanes (``None`` where the trace has
+    events nest like calls). ``device`` sums the kernel lanes (``None`` where the trace has
     none, as on a CPU). ``batches``: the batches traced, to give per-batch counts."""
     if isinstance(trace, (str, os.PathLike)):
         opener = gzip.open if str(trace).endswith(".gz") else open
@@ -120,7 +147,7 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
             g[0] += 1
             g[1] += own[id(e)]
         ranked = sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]
-        return {"process": proc, "thread": thread, "device": is_device(proc),
+        return {"process": proc, "thread": thread, "device": is_kernel_lane(proc, thread),
                 "events": len(evs), "events_per_batch": per(len(evs)),
                 "busy_ms": round(busy / 1e3, 3),
                 "busy_share": round(busy / window_us, 4) if window_us else None,
@@ -134,7 +161,7 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     kept = [s for s in summaries if s["device"]]
     kept += [s for s in summaries if not s["device"]][:max(0, lanes - len(kept))]
     device = None
-    dev = [(p, t) for (p, t) in by_lane if is_device(p)]
+    dev = [(p, t) for (p, t) in by_lane if is_kernel_lane(p, t)]
     if dev:
         evs = [e for k in dev for e in by_lane[k]]
         spans = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur") or 0.0)) for e in evs]
@@ -187,6 +214,9 @@ def trace_batches(job, batches: int, log_dir: str, **train_kwargs) -> dict[str, 
         out["error"] = f"the profiler wrote no {TRACE_FILE} under {log_dir}"
         return out
     out["summary"] = summarize_trace(path, batches=stop - start)
+    if out["summary"]["device"] is None and jax.default_backend() != "cpu":
+        out["error"] = (f"the trace holds no kernel of the {jax.default_backend()}: the "
+                        "profiler could not trace the device (on an NVIDIA GPU it needs CUPTI)")
     return out
 
 
@@ -215,4 +245,6 @@ def trace_lines(traced: dict[str, Any] | None) -> list[str]:
     if lane:
         tops = ", ".join(f"{t['name']} {t['ms']:.1f} ms ({t['count']:,})" for t in lane["top"][:5])
         lines.append(f"  - most time ({lane['process']} {lane['thread']}): {tops}")
+    if traced.get("error"):
+        lines.append(f"  - {traced['error']}")
     return lines

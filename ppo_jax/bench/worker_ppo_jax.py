@@ -82,12 +82,16 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
         profile = profile_batch(job.trainer, jax.tree_util.tree_map(lambda x: x[0], job.states))
     marks = [(f, t + offset) for f, t in job.log.marks]
     failed, done = job.log.failed[0], job.start
+    peak_rss, device_peak = probes.rss_mib(), probes.jax_device_peak_mib()  # before a trace
     traced = None
-    if spec.get("trace"):
+    if spec.get("trace"):  # after the timed batches: a failure here keeps their figures
         from ppo_jax.bench.trace import trace_batches
 
-        traced = trace_batches(job, int(spec["trace"]["batches"]), spec["trace"]["dir"],
-                               host_evaluator=MujocoEvaluator)
+        try:
+            traced = trace_batches(job, int(spec["trace"]["batches"]), spec["trace"]["dir"],
+                                   host_evaluator=MujocoEvaluator)
+        except Exception as e:  # noqa: BLE001  (recorded with the run)
+            traced = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
     return dict(
         marks=marks, evals=evals, per_batch=per_batch, start_stats=start_stats,
         import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,
@@ -95,7 +99,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
         compiled_from_cache=job.programs.from_cache, compile=job.programs.report(),
         call_s=call_s, call_fps=done * fpb / call_s, compiles=compiles.events,
         failed_batch=failed,
-        peak_rss_mib=probes.rss_mib(), device_peak_mib=probes.jax_device_peak_mib(),
+        peak_rss_mib=peak_rss, device_peak_mib=device_peak,
         device=probes.jax_device_info(), profile=profile, trace=traced, layout=job.log.layout,
         startup=_startup(phases, prepared_s, init_run_s, job, compiles),
     )
