@@ -96,6 +96,19 @@ def _self_us(evs: list[dict[str, Any]]) -> list[float]:
     return own
 
 
+def _coverage(evs: list[dict[str, Any]], window_us: float, batches: int | None
+              ) -> tuple[float, dict[str, Any]]:
+    """The busy time of ``evs`` (microseconds) and their counts: events (a batch), busy ms
+    and share of the window, mean length."""
+    spans = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur") or 0.0)) for e in evs]
+    busy = _union_us(spans)
+    return busy, {"events": len(evs),
+                  "events_per_batch": round(len(evs) / batches, 1) if batches else None,
+                  "busy_ms": round(busy / 1e3, 3),
+                  "busy_share": round(busy / window_us, 4) if window_us else None,
+                  "mean_event_us": round(sum(b - a for a, b in spans) / len(evs), 2)}
+
+
 def _events(trace: Any) -> list[dict[str, Any]]:
     return trace.get("traceEvents", []) if isinstance(trace, dict) else list(trace)
 
@@ -136,11 +149,9 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     for evs in by_thread.values():
         own.update(zip(map(id, evs), _self_us(evs)))
     window_us = max(0.0, last - first) if by_lane else 0.0
-    per = (lambda n: round(n / batches, 1)) if batches else (lambda n: None)
 
     def lane_summary(proc: str, thread: str, evs: list[dict[str, Any]]) -> dict[str, Any]:
-        spans = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur") or 0.0)) for e in evs]
-        busy = _union_us(spans)
+        busy, counts = _coverage(evs, window_us, batches)
         groups: dict[str, list[float]] = {}
         for e in evs:
             g = groups.setdefault(group_name(str(e.get("name", ""))), [0, 0.0])
@@ -148,10 +159,7 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
             g[1] += own[id(e)]
         ranked = sorted(groups.items(), key=lambda kv: -kv[1][1])[:top]
         return {"process": proc, "thread": thread, "device": is_kernel_lane(proc, thread),
-                "events": len(evs), "events_per_batch": per(len(evs)),
-                "busy_ms": round(busy / 1e3, 3),
-                "busy_share": round(busy / window_us, 4) if window_us else None,
-                "mean_event_us": round(sum(s[1] - s[0] for s in spans) / len(evs), 2),
+                **counts,
                 "top": [{"name": n, "count": int(c), "ms": round(t / 1e3, 3),
                          "share_of_busy": round(t / busy, 4) if busy else None}
                         for n, (c, t) in ranked]}
@@ -162,14 +170,9 @@ def summarize_trace(trace: Any, *, batches: int | None = None, top: int = TOP,
     kept += [s for s in summaries if not s["device"]][:max(0, lanes - len(kept))]
     device = None
     dev = [(p, t) for (p, t) in by_lane if is_kernel_lane(p, t)]
-    if dev:
-        evs = [e for k in dev for e in by_lane[k]]
-        spans = [(float(e["ts"]), float(e["ts"]) + float(e.get("dur") or 0.0)) for e in evs]
-        busy = _union_us(spans)
-        device = {"lanes": len(dev), "events": len(evs), "events_per_batch": per(len(evs)),
-                  "busy_ms": round(busy / 1e3, 3),
-                  "busy_share": round(busy / window_us, 4) if window_us else None,
-                  "mean_event_us": round(sum(s[1] - s[0] for s in spans) / len(evs), 2)}
+    if dev:  # every kernel lane together: a kernel overlapping another counted once
+        _, counts = _coverage([e for k in dev for e in by_lane[k]], window_us, batches)
+        device = {"lanes": len(dev), **counts}
     return {"window_ms": round(window_us / 1e3, 3), "batches": batches,
             "events": sum(len(v) for v in by_lane.values()), "device": device,
             "lanes": kept, "lanes_left_out": len(summaries) - len(kept)}

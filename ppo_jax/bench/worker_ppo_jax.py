@@ -9,6 +9,7 @@ from typing import Any
 
 from ppo_jax.bench import probes
 from ppo_jax.config import PPOConfig
+from ppo_jax.util import first_line
 
 
 def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def worker_ppo_jax(spec: dict[str, Any]) -> dict[str, Any]:
             traced = trace_batches(job, int(spec["trace"]["batches"]), spec["trace"]["dir"],
                                    host_evaluator=MujocoEvaluator)
         except Exception as e:  # noqa: BLE001  (recorded with the run)
-            traced = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
+            traced = {"error": f"{type(e).__name__}: {first_line(e)}"}
     return dict(
         marks=marks, evals=evals, per_batch=per_batch, start_stats=start_stats,
         import_s=t0 - t_import, launch_to_t0_s=launch_to_t0,

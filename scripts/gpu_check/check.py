@@ -164,8 +164,8 @@ class Plan:
 # small linear algebra written out (``linalg="inline"``: no cuSOLVER or cuBLAS call left in
 # the step, so XLA can keep its kernels, and with loops in command buffers the whole step, in
 # CUDA graphs; docs/devices.md). Compiled for an H200 without a GPU, the pendulum's step at
-# 1 env takes 688 launches from the host by default (with one solver and one line-search
-# iteration), 168 inline, and 1 inline with loops in command buffers: the two inline levers
+# 1 env takes 848 launches from the host by default (with one solver iteration), 328
+# inline, and 1 inline with loops in command buffers: the two inline levers
 # come first. The defaults run first and again last, so their spread shows the noise. A
 # choice is kept for users only where it measured faster.
 LEVERS: tuple[tuple[str, str, str], ...] = (
@@ -1146,19 +1146,21 @@ def trace_step(check: Check, step: Step, allow: float) -> None:
                    description=describe_config("ppo_jax", cfg.to_dict()),
                    trace=run.get("trace"))
         check.write()
-    def why(r: dict[str, Any]) -> str:
-        return str(r.get("skipped") or r.get("error") or (r.get("trace") or {}).get("error"))
-
     traced = [r for r in rows if (r.get("trace") or {}).get("summary")]
     if not traced:
-        reasons = "; ".join(f"{_envs(r['envs'])}: {why(r)}" for r in rows)
+        reasons = "; ".join(f"{_envs(r['envs'])}: {_why_untraced(r)}" for r in rows)
         if any(r.get("error") or r.get("trace") for r in rows):
             raise RuntimeError(f"no trace: {reasons or 'no env counts to trace'}")
         raise Skip(f"no trace: {reasons or 'no env counts to trace'}")
     failed = [r for r in rows if r.get("error") or (r.get("trace") or {}).get("error")]
     if failed:  # a row left out for lack of time is said in the report, not a partial step
         step.status, step.reason = "partial", "; ".join(
-            f"{_envs(r['envs'])}: {why(r)}" for r in failed)
+            f"{_envs(r['envs'])}: {_why_untraced(r)}" for r in failed)
+
+
+def _why_untraced(row: dict[str, Any]) -> str:
+    """Why a ``trace`` row has no trace (or only an error beside it)."""
+    return str(row.get("skipped") or row.get("error") or (row.get("trace") or {}).get("error"))
 
 
 def read_gpu_rows(path: str) -> dict[str, Any]:
@@ -1640,7 +1642,7 @@ def _trace_lines(s: dict[str, Any] | None) -> list[str]:
     rows = res.get("rows") or []
     if not any(r.get("trace") for r in rows):
         return _not_measured("Where a batch's time goes (trace)", s)
-    n = res.get('batches') or 0
+    n = res.get("batches") or 0
     lines = [f"Where a batch's time goes: JAX's profiler over {n} batch{'es' if n != 1 else ''}, "
              f"after {TRACE_TIMED} timed ones:", ""]
     for r in rows:
