@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +27,10 @@ CRITIC_LOSSES: tuple[str, ...] = typing.get_args(CriticLoss)
 MATMUL_PRECISIONS: tuple[str, ...] = typing.get_args(MatmulPrecision)
 EVAL_SIMS: tuple[str, ...] = typing.get_args(EvalSim)
 LINALGS: tuple[str, ...] = typing.get_args(Linalg)
+
+
+INT32_MAX = 2**31 - 1  # the programs' step and batch counters are int32
+SEED_MAX = 2**32 - 1  # a seed is the 32-bit seed of the run's PRNG key (JAX without x64)
 
 
 def _doc(text: str) -> dict:
@@ -229,6 +234,23 @@ class PPOConfig:
         for name in ("clip_epsilon", "lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lr", "entropy_coeff", "critic_coeff"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if self.critic_coeff < 0:
+            raise ValueError(f"critic_coeff must be >= 0, got {self.critic_coeff}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), "
+                             f"got {self.seed}")
+        # the programs count steps and batches in int32
+        for name in (*(n for n in positive if n != "total_frames"), "max_episode_steps",
+                     "eval_every", "num_batches"):
+            if getattr(self, name) > INT32_MAX:
+                what = ("total_frames / frames_per_batch" if name == "num_batches" else name)
+                raise ValueError(f"{what} must be at most {INT32_MAX}, "
+                                 f"got {getattr(self, name)}")
+        if max(self.hidden_sizes) > INT32_MAX:
+            raise ValueError(f"hidden_sizes must be at most {INT32_MAX}, got {self.hidden_sizes}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lmbda <= 1.0):
             raise ValueError(f"gamma and lmbda must be in [0, 1], got {self.gamma}, {self.lmbda}")
 
@@ -254,8 +276,14 @@ class PPOConfig:
         the last batch (so a final checkpoint's evaluation is always logged)."""
         if self.eval_every == 0:
             return ()
-        return tuple(sorted(set(range(0, self.num_batches, self.eval_every))
-                            | {self.num_batches - 1}))
+        every = range(0, self.num_batches, self.eval_every)
+        return tuple(every) + (() if every[-1] == self.num_batches - 1
+                               else (self.num_batches - 1,))
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether any batch is followed by an evaluation (``eval_every > 0``)."""
+        return self.eval_every > 0
 
     def is_eval_batch(self, i):
         """Whether batch ``i`` (int or traced int) is in :attr:`eval_batches`."""

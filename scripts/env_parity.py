@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
 from ppo_jax.envs import PORTS, make_env
+from ppo_jax.envs.registry import check_env_id
 
 
 def main(argv=None) -> int:
@@ -25,9 +26,16 @@ def main(argv=None) -> int:
     p.add_argument("--env", nargs="+", default=list(PORTS), help="env ids (default: all ports)")
     p.add_argument("--steps", type=int, default=20, help="trajectory length (default 20)")
     args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
     with user_errors(ValueError, ImportError):
         for env_id in args.env:
-            make_env(env_id)
+            if env_id in PORTS:
+                make_env(env_id)
+                continue
+            check_env_id(env_id)  # an unknown id says so; a known one is not a port
+            raise ValueError(f"{env_id} is not a Gymnasium port: env_parity steps the "
+                                 f"ports beside Gymnasium ({', '.join(PORTS)})")
         from tests import gym_parity as gp
     print(f"{'env':<26} {'x64 step':>9} {'x64 traj':>9} {'f32 step':>9} {'f32 traj':>9} "
           f"{'f32 1e-3':>8} {'f32 1e-2':>8}")

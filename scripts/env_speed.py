@@ -62,6 +62,8 @@ def main(argv=None) -> int:
                    help="the env's small linear algebra, each measured in turn "
                         "(PPOConfig.linalg; default: library)")
     args = p.parse_args(argv)
+    if min(args.envs) < 1:
+        p.error(f"--envs must be counts >= 1, got {' '.join(map(str, args.envs))}")
     ids = list(PORTS) if args.env == ["all"] else args.env
     with user_errors(ValueError):  # an unknown id: one line before any compile
         for env_id in ids:

@@ -48,5 +48,5 @@ else
 fi
 GPU_CHECK_INSTALL_S=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
 export GPU_CHECK_INSTALL GPU_CHECK_INSTALL_S
-echo "gpu_check.sh: ${GPU_CHECK_INSTALL} (${GPU_CHECK_INSTALL_S} s)" >&2
+echo "gpu_check.sh: ${GPU_CHECK_INSTALL} (${GPU_CHECK_INSTALL_S} s)"  # stdout: stderr keeps one line for an error
 exec "$PY" -m scripts.gpu_check "$@"

@@ -86,8 +86,12 @@ try:
             raise cli.CLIError(f"{FRAMES_ENV} must be a whole number of frames, got "
                                f"{os.environ[FRAMES_ENV]!r}") from None
     config = cli.make_config(PPOConfig.from_preset("tutorial"),
-                             {"total_frames": frames or TUTORIAL_FRAMES, "seed": args.seed})
+                             {"total_frames": TUTORIAL_FRAMES if frames is None else frames,
+                              "seed": args.seed})
     cli.require_float32()
+    if os.path.isdir(os.path.join(args.out, "checkpoints")):  # scripts/train.py's run
+        raise cli.CLIError(f"{args.out} holds a run of scripts/train.py (checkpoints/), whose "
+                           "metrics.json this would replace: choose another --out")
     OUT = cli.ensure_writable_dir(args.out)
     CACHE = cli.apply_compile_cache_flags(args)
 except cli.CLIError as e:

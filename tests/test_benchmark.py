@@ -166,6 +166,12 @@ def test_scaling_config_splits_over_every_device_count():
     (["--seeds", "0,1", "--scaling", "1,2"], "--seeds, --matched, --ppo-jax-config and --jobs go "
                                              "with the comparison"),
     (["--jobs", "2", "--playground"], "not with --playground or --scaling"),
+    (["--seed", "-1"], "--seed must be in"),
+    (["--seed", str(2**64)], "--seed must be in"),
+    (["--timeout", "nan"], "--timeout must be a positive number"),
+    (["--timeout", "-1"], "--timeout must be a positive number"),
+    (["--json", "/proc/forbidden/b.json"], "cannot write"),
+    (["--json", "/tmp"], "is a directory"),
 ])
 def test_seed_flags_are_checked(argv, words):
     from ppo_jax.cli.common import CLIError
@@ -174,7 +180,7 @@ def test_seed_flags_are_checked(argv, words):
         cli.resolve_args(cli.build_parser().parse_args(argv))
 
 
-@pytest.mark.parametrize("text", ["0,0", "-1", "a", ""])
+@pytest.mark.parametrize("text", ["0,0", "-1", "a", "", str(2**32)])
 def test_seeds_must_be_distinct_non_negative(text, capsys):
     with pytest.raises(SystemExit) as e:
         cli.build_parser().parse_args(["--seeds", text])

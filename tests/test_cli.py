@@ -399,3 +399,144 @@ def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, ru
         m = json.load(open(os.path.join(out, "metrics.json")))
         assert m["batch"] == [0, 1, 2]
     assert killed_mid_write >= 1
+
+
+def _tree_bytes(d):
+    """Every file under ``d`` with its bytes (what a command must leave as it was)."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, d)] = open(p, "rb").read()
+    return out
+
+
+def test_resume_of_a_finished_run_changes_nothing(runs, capsys, compile_cache_dir):
+    """A finished run resumed (again): one line, exit 0, not a byte of it rewritten (its
+    timings in metrics.json were once replaced by a zero-batch resume's)."""
+    before = _tree_bytes(runs["b"])
+    capsys.readouterr()
+    assert train("--resume", runs["b"], cache=compile_cache_dir) == 0
+    assert "is finished (3 of 3 batches): nothing to train" in capsys.readouterr().out
+    assert train("--resume", runs["b"], "--out", runs["b"], cache=compile_cache_dir) == 0
+    assert _tree_bytes(runs["b"]) == before
+
+
+def test_resume_refuses_a_history_it_cannot_read(runs, tmp_path, capsys, compile_cache_dir):
+    """An unfinished run whose metrics.json is cut off or has lists of the wrong shape: one
+    line before anything is compiled, and nothing rewritten."""
+    d = _copy_run(runs, tmp_path, "history")
+    shutil.rmtree(os.path.join(d, "checkpoints", "3"))  # stopped after batch 1
+    good = json.load(open(os.path.join(d, "metrics.json")))
+    for text, words in [('{"reward": [1, 2', "is not JSON"),
+                        (json.dumps({**good, "frames": 5}), "'frames' is not a flat list"),
+                        (json.dumps({**good, "reward": good["reward"][:1]}),
+                         "'reward' has 1 entries where 'frames' has 3")]:
+        open(os.path.join(d, "metrics.json"), "w").write(text)
+        before = _tree_bytes(d)
+        one_line_error(capsys, train_cmd.main, "--resume", d, "--compile-cache-dir",
+                       compile_cache_dir, words=words)
+        assert _tree_bytes(d) == before
+
+
+def test_flags_that_contradict_each_other(runs, tmp_path, capsys, tiny_flags):
+    other = tmp_path / "other"
+    one_line_error(capsys, train_cmd.main, "--resume", runs["a"], "--out", str(other),
+                   words="cannot move it")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--sweep", "lr=1e-4,3e-4", "--lr",
+                   "1e-3", "--out", str(other), words="--lr: the field is also swept")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--sweep", "entropy-coeff=0,1e-3",
+                   "--entropy-coeff", "0", "--out", str(other), words="also swept")
+    assert not other.exists()
+
+
+def test_a_directory_with_a_runs_files_is_not_written_over(tmp_path, capsys, tiny_flags):
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "curves.png").write_bytes(b"mine")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(d),
+                   words="already holds a run's files (curves.png)")
+    assert (d / "curves.png").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("flags,words", [
+    (("--env", "brax:fast"), "brax:fast has no MuJoCo model"),  # refused once the env is built
+    (("--seed", str(2**64)), "seed must be in [0, 4294967295]"),
+    (("--seed", str(2**32 - 1), "--num-seeds", "2"), "go past 4294967295"),
+    (("--eval-max-steps", str(3 * 10**9)), "eval_max_steps must be at most"),
+    (("--entropy-coeff", "nan"), "entropy_coeff must be finite"),
+    (("--sweep", "lr=1e-4,inf"), "lr must be finite"),
+])
+def test_refusals_leave_no_empty_out(flags, words, tmp_path, capsys, tiny_flags):
+    out = tmp_path / "new"
+    one_line_error(capsys, train_cmd.main, *tiny_flags, *flags, "--out", str(out),
+                   words=words)
+    assert not out.exists()
+
+
+def test_evaluate_seed_and_steps_beyond_their_types(runs, capsys):
+    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--seed", "-1", words="--seed must be in")
+    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--seed", str(2**64),
+                   words="--seed must be in")
+    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--max-steps", str(2**31),
+                   words="--max-steps must be in [1, 2147483647]")
+
+
+def test_checkpoint_metadata_without_its_fields(runs, tmp_path, capsys):
+    """A checkpoint whose metadata lacks a field every reader takes: one line naming it."""
+    d = _copy_run(runs, tmp_path, "meta")
+    for f in glob.glob(os.path.join(d, "checkpoints", "3", "meta", "metadata")):
+        meta = json.load(open(f))
+        del meta["batches_done"]
+        json.dump(meta, open(f, "w"))
+    one_line_error(capsys, evaluate_cmd.main, d,
+                   words="'batches_done' is missing or not a whole number")
+
+
+def test_memory_the_host_or_device_cannot_give_is_one_line():
+    from ppo_jax.cli import common as cli
+
+    class JaxRuntimeError(RuntimeError):  # XLA's error type, by its name
+        pass
+
+    line, code = cli.failure_line("train.py", JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 400 bytes.\ndetails"))
+    assert code == 1 and "\n" not in line
+    assert line.startswith("train.py: error: out of device memory (RESOURCE_EXHAUSTED: Out of")
+    assert "--hidden-sizes" in line
+    assert cli.failure_line("x", MemoryError())[0].startswith("x: error: out of host memory")
+    assert cli.failure_line("x", JaxRuntimeError("INTERNAL: something else")) is None
+    assert cli.failure_line("x", ValueError("a bug")) is None
+    assert cli.failure_line("x", SystemExit(2)) is None
+    assert cli.failure_line("x", CLIError("bad", code=3)) == ("x: error: bad", 3)
+
+
+@pytest.mark.parametrize("path,words", [
+    ("", "must name a file"), ("DIR", "is a directory"), ("/proc/forbidden/x.pt", "cannot write"),
+])
+def test_output_files_are_checked_before_anything_runs(path, words, tmp_path):
+    from ppo_jax.cli import common as cli
+
+    path = str(tmp_path) if path == "DIR" else path
+    with pytest.raises(CLIError, match=re.escape(words)):
+        cli.check_output_file(path, "OUT")
+    assert cli.check_output_file(str(tmp_path / "new" / "x.pt"), "OUT").endswith("x.pt")
+    assert (tmp_path / "new").is_dir() and not (tmp_path / "new" / "x.pt").exists()
+
+
+@pytest.mark.parametrize("script,args,words", [
+    ("env_speed.py", ("--envs", "0", "4"), "--envs must be counts >= 1"),
+    ("env_parity.py", ("--steps", "-3"), "--steps must be >= 1"),
+    ("env_parity.py", ("--env", "brax:inverted_pendulum"), "is not a Gymnasium port"),
+    ("tutorial.py", ("--total-frames", "0", "--no-torchrl"), "total_frames must be >= 1"),
+])
+def test_small_scripts_refuse_bad_numbers(script, args, words, root_dir):
+    assert_one_line_error(run(root_dir, script, *args), words=words)
+
+
+def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
+    d = _copy_run(runs, tmp_path, "tut")
+    before = _tree_bytes(d)
+    assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
+                          words="holds a run of scripts/train.py")
+    assert _tree_bytes(d) == before

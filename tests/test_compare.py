@@ -2,6 +2,7 @@
 and files in the same format), bad files as one line."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -40,3 +41,65 @@ def test_bad_reference_is_one_line(tiny_run, tmp_path):
         compare_cmd.main([tiny_run, "--reference", str(bad), "--out", str(tmp_path / "x.png")])
     with pytest.raises(CLIError, match="cannot read"):
         compare_cmd.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+
+
+def _one_run(n=3, m=2):
+    """A one-run metrics dict in metrics.json's layout (flat lists)."""
+    return {"num_runs": 1, "batch": list(range(n)), "frames": [200 * (i + 1) for i in range(n)],
+            "reward": [1.0] * n, "step_count": [5] * n, "eval_frames": [200, 600][:m],
+            "eval_return": [3.0] * m, "eval_steps": [9] * m}
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"reward": "abc"}, "'reward' is not a flat list of numbers"),
+    ({"reward": ["abc", 1.0, 2.0]}, "'reward' is not a flat list of numbers"),
+    ({"frames": 5}, "'frames' is not a flat list"),
+    ({"reward": [1.0, 2.0]}, "'reward' has 2 entries where 'frames' has 3"),
+    ({"eval_steps": [1]}, "'eval_steps' has 1 entries where 'eval_frames' has 2"),
+    ({"num_runs": "x"}, "num_runs must be a positive count"),
+    ({"num_runs": 0, "num_seeds": -1}, "num_runs must be a positive count"),
+    ({"num_runs": 2}, "is not 2 lists (one per run)"),
+])
+def test_malformed_metrics_are_one_line(change, words, tmp_path):
+    """Lists of the wrong shape or kind, in a run's metrics.json or a reference file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({**_one_run(), **change}))
+    with pytest.raises(CLIError, match=re.escape(words)):
+        compare_cmd.main([str(run), "--reference", "--out", str(tmp_path / "x.png")])
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "metrics.json").write_text(json.dumps(_one_run()))
+    with pytest.raises(CLIError, match=re.escape(words)):
+        compare_cmd.main([str(good), "--reference", str(run / "metrics.json"),
+                          "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_several_runs_and_a_reference_of_several_runs(tmp_path):
+    """A metrics.json of 2 runs draws as 2 seeds; as a reference (one TorchRL run) it is
+    refused in one line."""
+    two = {k: ([v, v] if isinstance(v, list) else v) for k, v in _one_run().items()}
+    two.update(num_runs=2, batch=[0, 1, 2])
+    two["batch"] = [[0, 1, 2], [0, 1, 2]]
+    run = tmp_path / "two"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(two))
+    assert compare_cmd.main([str(run), "--reference", "--out", str(tmp_path / "a.png")]) == 0
+    with pytest.raises(CLIError, match="holds 2 runs: a reference is one TorchRL run"):
+        compare_cmd.main([str(run), "--reference", str(run / "metrics.json"),
+                          "--out", str(tmp_path / "b.png")])
+
+
+@pytest.mark.parametrize("out,words", [
+    ("x.txt", "must end in .png or .pdf"), ("", "must name a file"),
+    ("DIR", "is a directory"), ("/proc/forbidden/x.png", "cannot write"),
+])
+def test_bad_out_is_refused_before_reading(out, words, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_one_run()))
+    out = str(tmp_path) if out == "DIR" else (out if out.startswith("/") or not out
+                                              else str(tmp_path / out))
+    with pytest.raises(CLIError, match=re.escape(words)):
+        compare_cmd.main([str(run), "--reference", "--out", out])

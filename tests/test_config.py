@@ -35,6 +35,17 @@ def test_every_field_is_documented():
     (dict(obs_norm="maybe"), "obs_norm"),
     (dict(num_envs=0), "num_envs"),
     (dict(gamma=1.5), "gamma"),
+    (dict(seed=-1), r"seed must be in \[0, 4294967295\]"),
+    (dict(seed=2**32), "seed must be in"),
+    (dict(lr=float("inf")), "lr must be finite"),
+    (dict(entropy_coeff=float("nan")), "entropy_coeff must be finite"),
+    (dict(critic_coeff=float("-inf")), "critic_coeff must be finite"),
+    (dict(critic_coeff=-1.0), "critic_coeff must be >= 0"),
+    (dict(eval_max_steps=2**31), "eval_max_steps must be at most 2147483647"),
+    (dict(max_episode_steps=3_000_000_000), "max_episode_steps must be at most"),
+    (dict(total_frames=200 * 2**31, frames_per_batch=200),
+     "total_frames / frames_per_batch must be at most 2147483647"),
+    (dict(hidden_sizes=(2**31,)), "hidden_sizes must be at most"),
 ])
 def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:
@@ -67,3 +78,29 @@ def test_string_choices_come_from_the_literal_annotations():
             PPOConfig(**{name: "nope"})
         with pytest.raises(SystemExit):
             parser.parse_args([cli.flag(name), "nope"])
+
+
+def test_the_largest_values_are_accepted():
+    """Seeds and counts at their bounds: a 32-bit seed, int32 counts."""
+    assert PPOConfig(seed=2**32 - 1).seed == 2**32 - 1
+    c = PPOConfig(total_frames=1000 * (2**31 - 1), eval_every=2**30)
+    assert c.num_batches == 2**31 - 1 and c.evaluates
+    assert c.eval_batches == (0, 2**30, 2**31 - 2)
+    assert not PPOConfig(eval_every=0).evaluates
+
+
+@pytest.mark.parametrize("batches,every", [(1, 1), (1, 10), (10, 10), (11, 10), (21, 10),
+                                            (7, 3), (9, 3), (100, 1), (5, 7)])
+def test_eval_batches_are_every_kth_and_the_last(batches, every):
+    c = PPOConfig(total_frames=1000 * batches, eval_every=every)
+    want = sorted(set(range(0, batches, every)) | {batches - 1})
+    assert list(c.eval_batches) == want
+    assert [i for i in range(batches) if c.is_eval_batch(i)] == want
+
+
+def test_seeds_of_a_job_stay_32_bit():
+    from ppo_jax.run.runs import Runs
+
+    assert Runs(PPOConfig(seed=2**32 - 2), num_seeds=2).seed_of(1) == 2**32 - 1
+    with pytest.raises(ValueError, match="go past 4294967295"):
+        Runs(PPOConfig(seed=2**32 - 2), num_seeds=3)

@@ -274,7 +274,7 @@ def test_bad_input_is_one_line(ort, tiny_run, tmp_path):
         command.main([str(tmp_path / "no_such_run"), str(tmp_path / "p.onnx")])
     assert "\n" not in str(e.value) and not os.listdir(tmp_path)
     (tmp_path / "a_dir.onnx").mkdir()
-    with pytest.raises(CLIError, match="cannot write .*a_dir.onnx"):
+    with pytest.raises(CLIError, match="a_dir.onnx is a directory: give the path of a file"):
         command.main([tiny_run, str(tmp_path / "a_dir.onnx")])
     assert os.listdir(tmp_path) == ["a_dir.onnx"]  # no temporary file left
     with pytest.raises(CLIError, match=r"opset must be in \[18, \d+\]"):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import sys
 from typing import Any
 
 from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
-from ppo_jax.cli.common import ArgumentParser, CLIError
-from ppo_jax.config import MATMUL_PRECISIONS
+from ppo_jax.cli.common import ArgumentParser, CLIError, check_output_file
+from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX
 from ppo_jax.util import versions
 
 SYSTEMS = ("torchrl", "ppo_jax", "brax")
@@ -40,8 +41,9 @@ def parse_int_list(text: str) -> list[int]:
 def parse_seed_list(text: str) -> list[int]:
     """``--seeds``: distinct non-negative integers separated by commas."""
     vals = _ints(text)
-    if not vals or min(vals) < 0 or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
+    if not vals or min(vals) < 0 or max(vals) > SEED_MAX or len(set(vals)) != len(vals):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct integers in [0, {SEED_MAX}], got {text!r}")
     return vals
 
 
@@ -159,6 +161,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError("--seed and --seeds: give one of them")
     if args.seed is None:
         args.seed = 0
+    if not 0 <= args.seed <= SEED_MAX:
+        raise CLIError(f"--seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), got "
+                       f"{args.seed}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.json:
+        check_output_file(args.json, "--json")
     if ((args.seeds or args.matched or args.ppo_jax_config or args.jobs != 1)
             and (getattr(args, "playground", None) or args.scaling)):
         raise CLIError("--seeds, --matched, --ppo-jax-config and --jobs go with the "

@@ -13,7 +13,7 @@ import typing
 from typing import Any, Callable
 
 from ppo_jax.config import PPOConfig, field_choices, field_types
-from ppo_jax.util import exit_with_one_line
+from ppo_jax.util import exit_with_one_line, first_line
 
 CHOICES = field_choices()
 
@@ -122,7 +122,7 @@ def restore_for_export(args: argparse.Namespace):
     what cannot be read is one line."""
     from ppo_jax.run import checkpoint
 
-    ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    check_output_file(args.out, "OUT")
     with user_errors(checkpoint.CheckpointError):
         return checkpoint.restore_for_export(args.dir, args.step, args.run_index)
 
@@ -173,6 +173,19 @@ def ensure_writable_dir(path: str) -> str:
     return os.path.abspath(path)
 
 
+def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> str:
+    """One line unless ``path`` names a file that can be written (its directory is created
+    if needed; the file itself is not), ending in one of ``suffixes`` where given."""
+    if not path or not os.path.basename(path):
+        raise CLIError(f"{what} must name a file, got {path!r}")
+    if os.path.isdir(path):
+        raise CLIError(f"{what} {path} is a directory: give the path of a file to write")
+    if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
+        raise CLIError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}")
+    ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
+    return os.path.abspath(path)
+
+
 def _quiet_closed_loop_hook(default):
     """A ``threading.excepthook`` that drops orbax's background-thread ``RuntimeError: Event
     loop is closed`` (its reader threads, cut off by a corrupt checkpoint, outlive the
@@ -188,6 +201,25 @@ def _quiet_closed_loop_hook(default):
     return hook
 
 
+
+
+OUT_OF_MEMORY_HINT = "try fewer envs, seeds or sweep points, or smaller --hidden-sizes"
+
+
+def failure_line(prog: str, e: BaseException) -> tuple[str, int] | None:
+    """The one line and exit status of a command stopped by ``e``: a :class:`CLIError`, an
+    interrupt, or memory that the host or the device could not give (None: anything else,
+    which is a bug to show in full)."""
+    if isinstance(e, CLIError):
+        return f"{prog}: {e.kind}: {e}", e.code
+    if isinstance(e, KeyboardInterrupt):
+        return f"{prog}: interrupted", 130
+    if isinstance(e, MemoryError):
+        return f"{prog}: error: out of host memory: {OUT_OF_MEMORY_HINT}", 1
+    if (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+            and "RESOURCE_EXHAUSTED" in str(e)):  # XLA's: an allocation the device refused
+        return f"{prog}: error: out of device memory ({first_line(e)}): {OUT_OF_MEMORY_HINT}", 1
+    return None
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
@@ -207,10 +239,11 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     try:
         code = main(argv)
         message = None
-    except CLIError as e:
-        message, code = f"{prog}: {e.kind}: {e}", e.code
-    except KeyboardInterrupt:
-        message, code = f"{prog}: interrupted", 130
+    except BaseException as e:  # noqa: BLE001 (what failure_line does not know is raised)
+        line = failure_line(prog, e)
+        if line is None:
+            raise
+        message, code = line
     if code:
         exit_with_one_line(message, code)
     sys.exit(code)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from ppo_jax.cli import common as cli
 
+# what the figure can be written as (matplotlib's formats that need nothing more)
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
 
 def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="compare.py", description=__doc__.split("\n\n")[0])
@@ -26,9 +29,7 @@ def build_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import os
-
-    cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.out)))
+    cli.check_output_file(args.out, "--out", IMAGE_SUFFIXES)
     from ppo_jax.interop import compare
 
     try:

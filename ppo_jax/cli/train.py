@@ -35,6 +35,12 @@ from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
 
+DEFAULT_OUT = "runs/train"
+# what a run writes in --out besides its checkpoints: a directory holding any of them is
+# not written over
+RUN_FILES = ("metrics.json", "curves.png", "policy.mp4", "tensorboard")
+
+
 def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(
         prog="train.py",
@@ -42,7 +48,8 @@ def build_parser() -> cli.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
-    run.add_argument("--out", default="runs/train", help="output directory")
+    run.add_argument("--out", default=None,
+                     help=f"output directory (default: {DEFAULT_OUT}; with --resume: DIR)")
     run.add_argument("--preset", choices=tuple(PRESETS), default=None,
                      help="base configuration, which the PPOConfig flags then change: "
                           + "; ".join(f"{k}: {v[0]}" for k, v in PRESETS.items()))
@@ -244,11 +251,23 @@ def main(argv=None) -> int:
     if job:
         print(job, flush=True)
     cli.require_float32()
-    start, config, out = _start(args, overrides)
-    init_from = _init_from_torchrl(args, config)
-    cli.apply_compile_cache_flags(args)
-    stop = StopRequest(enabled=jax.process_count() == 1)
-    result, job = _train(args, start, config, out, devices, lead, stop, init_from)
+    new_out = None if args.resume else os.path.abspath(args.out)
+    made = new_out is not None and not os.path.exists(new_out)
+    try:
+        start, config, out = _start(args, overrides)
+        if args.resume and start.step >= config.num_batches:
+            print(f"{out} is finished ({config.num_batches} of {config.num_batches} batches): "
+                  "nothing to train; its files are unchanged", flush=True)
+            return 0
+        init_from = _init_from_torchrl(args, config)
+        cli.apply_compile_cache_flags(args)
+        stop = StopRequest(enabled=jax.process_count() == 1)
+        result, job = _train(args, start, config, out, devices, lead, stop, init_from)
+    except BaseException:
+        # a refusal or a failure before anything was written leaves no empty --out behind
+        if made and os.path.isdir(new_out) and not os.listdir(new_out):
+            os.rmdir(new_out)
+        raise
     from ppo_jax.run.parallel import barrier
 
     if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
@@ -272,6 +291,17 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
     if args.resume and (args.sweep or args.preset):
         raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
                            "change it")
+    if args.resume and args.out is not None and (
+            os.path.abspath(args.out) != os.path.abspath(args.resume)):
+        raise cli.CLIError(f"--resume continues the run in {args.resume}, where it writes: "
+                           f"--out {args.out} cannot move it")
+    if args.out is None:
+        args.out = args.resume or DEFAULT_OUT
+    swept = {spec.partition("=")[0].strip().replace("-", "_") for spec in args.sweep}
+    both = sorted(swept & set(cli.config_overrides(args)))
+    if both:
+        raise cli.CLIError(f"{', '.join(cli.flag(n) for n in both)}: the field is also swept "
+                           "(--sweep): give its values once")
     return devices
 
 
@@ -318,6 +348,15 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         if clash:
             raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
                 f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
+        from ppo_jax.run import metrics
+
+        path = os.path.join(os.path.dirname(saved.directory), "metrics.json")
+        try:  # before compiling: the run's history, which the resumed run extends
+            with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
+                metrics.read_history(path, saved.runs.num_runs, saved.step)
+        except metrics.MetricsError as e:
+            raise cli.CLIError(f"--resume: {e} (the checkpoints are intact: move it away to "
+                               "resume without the history before them)") from None
         return saved, saved.config, cli.ensure_writable_dir(args.resume)
     base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
     config = cli.make_config(base, overrides)
@@ -330,20 +369,20 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         check_env_id(config.env)
         host_eval.check_eval_sim(config, factory=MujocoEvaluator)
     out = cli.ensure_writable_dir(args.out)
-    held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
+    held = [n for n in (*RUN_FILES, checkpoint.CHECKPOINTS)
             if os.path.exists(os.path.join(out, n))]
     if held and jax.process_count() > 1:
         # the other processes may have made checkpoints/ already: only metrics.json,
         # which process 0 writes at the end, marks a finished run here
         held = [n for n in held if n == "metrics.json"]
     if held:
-        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
-                           f"--resume {out}, or choose another --out")
+        raise cli.CLIError(f"{out} already holds a run's files ({', '.join(held)}): "
+                           f"continue it with --resume {out}, or choose another --out")
     from ppo_jax.run.runs import Runs, parse_sweep
 
     with cli.user_errors(ValueError):
         sweep = parse_sweep(args.sweep, config) if args.sweep else None
-    return Runs(config, args.num_seeds or 1, sweep), config, out
+        return Runs(config, args.num_seeds or 1, sweep), config, out
 
 
 def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
@@ -364,6 +403,7 @@ def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
 def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: StopRequest,
            init_from):
     """Compile (or load) the programs and train; a failure to write becomes one line."""
+    from ppo_jax.envs.base import EnvError
     from ppo_jax.eval.host import MujocoEvaluator
     from ppo_jax.run import checkpoint, runner
     from ppo_jax.run.parallel import LayoutError
@@ -389,7 +429,7 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
                 interrupted=stop,
                 host_evaluator=MujocoEvaluator,
             )
-    except LayoutError as e:
+    except (LayoutError, EnvError) as e:  # EnvError: an env that cannot be built or traced
         raise cli.CLIError(str(e)) from None
     except runner.InitFromError as e:
         raise cli.CLIError(f"--init-from-torchrl {args.init_from_torchrl}: {e}") from None

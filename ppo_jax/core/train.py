@@ -459,7 +459,7 @@ class Trainer:
         :meth:`update_step` and :meth:`evaluate_after`, as separate programs."""
         state, m = self.update_step(state, i)
         none = EvalMetrics(eval_return=jnp.float32(0.0), eval_steps=jnp.int32(0))
-        if not self.config.eval_batches:
+        if not self.config.evaluates:
             return state, TrainMetrics(batch=m, evaluated=jnp.bool_(False), eval=none)
         evaluated = self.config.is_eval_batch(i) & m.finite
         ev = jax.lax.cond(evaluated, lambda s: self.evaluate_after(s, i), lambda s: none, state)

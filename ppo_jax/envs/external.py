@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppo_jax.envs.base import EnvState, unit_bounds
+from ppo_jax.envs.base import EnvError, EnvState, unit_bounds
 
 
 def _missing(package: str, extra: str, env_id: str) -> ValueError:
@@ -104,6 +104,9 @@ class BraxEnv(_Adapter):
             self._env = brax_envs.get_environment(name, backend="mjx")
         except TypeError:  # an env without a backend argument (its own physics)
             self._env = brax_envs.get_environment(name)
+        if getattr(self._env, "sys", None) is None:  # e.g. brax's test env "fast"
+            raise EnvError(f"{self.env_id} has no MuJoCo model (a brax env without "
+                           "physics): ppo_jax trains brax's envs on MJX")
         self.observation_size = int(self._env.observation_size)
         self.action_size = int(self._env.action_size)
         self.action_low, self.action_high = unit_bounds(self.action_size)

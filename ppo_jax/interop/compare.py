@@ -36,14 +36,19 @@ def _load(path: str) -> dict[str, Any]:
     if not isinstance(d, dict) or not all(k in d for k in ("frames", *KEYS, "eval_frames")):
         raise CompareError(f"{path} has no per-batch frames/reward/step_count and evaluation "
                            "lists: not a metrics.json or a TorchRL reference run")
-    return metrics.upgrade_metrics(d)
+    d = metrics.upgrade_metrics(d)
+    try:
+        metrics.check_lists(d, metrics.num_runs_of(d, path), path, required=KEYS)
+    except metrics.MetricsError as e:
+        raise CompareError(str(e)) from None
+    return d
 
 
 def run_lists(run_dir: str) -> dict[str, Any]:
     """A ppo_jax run directory's metrics as ``[K][n]`` lists per seed."""
     path = os.path.join(run_dir, "metrics.json") if os.path.isdir(run_dir) else run_dir
     d = _load(path)
-    k = int(d.get("num_runs") or d.get("num_seeds") or 1)
+    k = metrics.num_runs_of(d, path)
     batches = len(d["reward"] if k == 1 else d["reward"][0])
     return metrics.lists_from_json(d, k, batches)
 
@@ -64,6 +69,10 @@ def reference_lists(paths: list[str], max_frames: int | None = None) -> dict[str
     """TorchRL runs (one seed each) as the seeds of one ``[K][n]`` series, cut to
     ``max_frames``."""
     runs = [_load(p) for p in paths]
+    for p, d in zip(paths, runs):
+        if metrics.num_runs_of(d, p) != 1:
+            raise CompareError(f"{p} holds {metrics.num_runs_of(d, p)} runs: a reference is "
+                               "one TorchRL run (flat lists); give each as its own file")
     out: dict[str, Any] = {"frames": [], "eval_frames": [], **{k: [] for k in KEYS}}
     for d in runs:
         n = len(d["frames"]) if max_frames is None else sum(f <= max_frames for f in d["frames"])

@@ -126,7 +126,7 @@ def save(
     except Exception as e:  # disk full, directory gone: orbax/tensorstore raise many types
         raise CheckpointError(
             f"could not save checkpoint step {step} in {directory} "
-            f"({type(e).__name__}: {first_line(e)})") from None
+            f"({type(e).__name__}: {_reason(e)})") from None
     return step
 
 
@@ -209,7 +209,22 @@ def open_saved(path: str, step: int | None = None) -> Saved:
         raise CheckpointError(
             f"checkpoint {directory} step {step} has format {meta['format']}, this ppo_jax "
             f"reads {FORMAT}: evaluate or resume it with the ppo_jax version that wrote it")
+    for key, kind in META_FIELDS:
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise CheckpointError(f"checkpoint {directory} step {step}: metadata is invalid "
+                                  f"({key!r} is missing or not {_KIND[kind]})")
     return Saved(directory=directory, step=step, meta=meta)
+
+
+def _reason(e: BaseException) -> str:
+    """An orbax or TensorStore error's first line, without TensorStore's pointer to more."""
+    return first_line(e).split(" See full TensorStore details")[0].rstrip(" ;.")
+
+
+_KIND = {dict: "an object", int: "a whole number"}
+# what every reader of a checkpoint's metadata takes from it
+META_FIELDS: tuple[tuple[str, type], ...] = (
+    ("config", dict), ("num_seeds", int), ("batches_done", int), ("frames", int))
 
 
 def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
@@ -305,7 +320,7 @@ def restore(
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {directory} step {step} is unreadable or corrupt "
-            f"({type(e).__name__}: {first_line(e)})"
+            f"({type(e).__name__}: {_reason(e)})"
         ) from None
     if not all(np.all(np.isfinite(gather(x))) for x in jax.tree_util.tree_leaves(
         restored.params

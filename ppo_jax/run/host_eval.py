@@ -57,7 +57,7 @@ def check_eval_sim(config: PPOConfig, env: Any = None,
     ``ValueError``, one line. ``env``: an env object of the user's own (None: the registry's
     ``config.env``); ``factory``: the host evaluator's (``'mujoco'`` needs one)."""
     sim = config.eval_sim
-    if sim not in HOST_SIMS or not config.eval_batches:
+    if sim not in HOST_SIMS or not config.evaluates:
         return
     if sim == "mujoco":
         twin = isinstance(env, MujocoEnv) if env is not None else config.env in PORTS
@@ -107,7 +107,7 @@ def on_device(config: PPOConfig, platform: str) -> bool:
     training device (:func:`choose` gives ``'mjx'``), so that it needs one: ``'auto'`` does
     on a CPU, over several processes, and where JAX runs without its CPU backend."""
     sim = config.eval_sim
-    if sim == "mjx" or not config.eval_batches:
+    if sim == "mjx" or not config.evaluates:
         return True
     if sim in HOST_SIMS:
         return False

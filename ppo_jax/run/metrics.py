@@ -30,13 +30,83 @@ def upgrade_metrics(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class MetricsError(ValueError):
+    """A metrics file that cannot be read, or whose lists do not fit together (one line)."""
+
+
+def check_lists(d: dict[str, Any], num_runs: int, path: str,
+                required: tuple[str, ...] = ()) -> None:
+    """:class:`MetricsError` unless the lists of a metrics dict (``metrics.json`` or a
+    TorchRL reference run, ``num_runs`` runs) are numbers of the shapes its format gives:
+    per batch ``[batches]`` (one run) or ``[R][batches]``, per evaluation ``[evals]`` or
+    ``[R][evals]`` (``None``: a number not known). ``required``: keys besides the frames."""
+    for key in ("frames", "eval_frames", *required):
+        if key not in d:
+            raise MetricsError(f"{path}: no {key!r} list")
+    per_batch = ("batch", "reward", "step_count", *PER_BATCH)
+    lengths: dict[str, list[int]] = {}
+    for key in ("frames", "eval_frames", *(k for k in per_batch if k in d),
+                *(k for k in ("eval_return", "eval_steps") if k in d)):
+        rows = _rows_of(d[key], num_runs)
+        if rows is None:
+            raise MetricsError(f"{path}: {key!r} is not "
+                               + ("a flat list" if num_runs == 1 else
+                                  f"{num_runs} lists (one per run)") + " of numbers")
+        along = key if key in ("frames", "eval_frames") else (
+            "frames" if key in per_batch else "eval_frames")
+        if key == along:
+            lengths[key] = rows
+        elif rows != lengths[along]:
+            raise MetricsError(f"{path}: {key!r} has {_describe(rows)} entries where "
+                               f"{along!r} has {_describe(lengths[along])}")
+
+
+def _rows_of(v: Any, num_runs: int) -> list[int] | None:
+    """The lengths of ``v``'s rows of numbers (one row, flat, for one run); None where ``v``
+    has not that shape or holds something else than numbers (and None)."""
+    rows = [v] if num_runs == 1 else v
+    if not isinstance(rows, list) or len(rows) != num_runs:
+        return None
+    for r in rows:
+        if not isinstance(r, list) or not all(
+                c is None or (isinstance(c, (int, float)) and not isinstance(c, bool))
+                for c in r):
+            return None
+    return [len(r) for r in rows]
+
+
+def _describe(rows: list[int]) -> str:
+    return str(rows[0]) if len(set(rows)) == 1 else "/".join(map(str, rows))
+
+
+def num_runs_of(d: dict[str, Any], path: str) -> int:
+    """A metrics dict's number of runs (``num_runs``, or the older ``num_seeds``; 1 where
+    neither is given); :class:`MetricsError` where it is not a positive count."""
+    v = d.get("num_runs") or d.get("num_seeds") or 1
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise MetricsError(f"{path}: num_runs must be a positive count, got {v!r}")
+    return v
+
+
 def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | None:
     """The per-batch lists of the ``metrics.json`` at ``path`` cut to its first ``batches``
-    batches (for a resume), or None when there is no such file or no batch in it."""
+    batches (for a resume), or None when there is no such file or no batch in it;
+    :class:`MetricsError` (one line) where it cannot be read or does not hold ``num_runs``
+    runs' lists."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        d = upgrade_metrics(json.load(f))
+    try:
+        with open(path) as f:
+            d = upgrade_metrics(json.load(f))
+    except OSError as e:
+        raise MetricsError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise MetricsError(f"{path} is not JSON") from None
+    if not isinstance(d, dict):
+        raise MetricsError(f"{path} is not a metrics.json (not a JSON object)")
+    if "reward" not in d:
+        return None
+    check_lists(d, num_runs, path, required=("batch", "eval_return", "eval_steps"))
     return lists_from_json(d, num_runs, batches)
 
 
@@ -121,8 +191,9 @@ def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str 
                                 color=line.get_color())
         ax.set_title(name)
         ax.set_xlabel("frames")
-        if len(series) > 1 or any(len(lists["reward"]) > 1 for _, lists in series):
-            ax.legend(fontsize=8)
+        if ax.get_lines() and (len(series) > 1
+                               or any(len(lists["reward"]) > 1 for _, lists in series)):
+            ax.legend(fontsize=8)  # (a panel with nothing drawn, e.g. no evaluation: none)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -332,7 +332,7 @@ def build_programs(
     are None), see :func:`ppo_jax.run.compile_cache.obtain`. ``host_stats``: whether ``init``
     takes its statistics from a ``stats`` program on the host's CPU (None:
     :func:`host_statistics`); only where ``init`` is needed."""
-    if not trainer.config.eval_batches:
+    if not trainer.config.evaluates:
         need = tuple(n for n in need if n not in ("evaluate", "evaluate_cpu"))
     if host_stats is None:
         host_stats = host_statistics(trainer)

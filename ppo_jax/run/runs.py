@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import jax
 
-from ppo_jax.config import PPOConfig
+from ppo_jax.config import SEED_MAX, PPOConfig
 from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
 
 
@@ -80,6 +80,10 @@ class Runs:
                  sweep: list[dict[str, Any]] | None = None):
         if num_seeds < 1:
             raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+        last = config.seed + int(num_seeds) - 1
+        if last > SEED_MAX:
+            raise ValueError(f"the seeds {config.seed}..{last} go past {SEED_MAX} (32-bit "
+                             f"PRNG seeds): start at seed <= {SEED_MAX - int(num_seeds) + 1}")
         self.config = config
         self.num_seeds = int(num_seeds)
         self.sweep = [dict(o) for o in (sweep or [{}])]
