@@ -30,7 +30,8 @@ LINALGS: tuple[str, ...] = typing.get_args(Linalg)
 
 
 INT32_MAX = 2**31 - 1  # the programs' step and batch counters are int32
-SEED_MAX = 2**32 - 1  # a seed is the 32-bit seed of the run's PRNG key (JAX without x64)
+# a seed is the 32-bit seed of the run's PRNG key (JAX without x64 takes -2**31 as 2**31, ...)
+SEED_MIN, SEED_MAX = -(2**31), 2**32 - 1
 
 
 def _doc(text: str) -> dict:
@@ -234,14 +235,9 @@ class PPOConfig:
         for name in ("clip_epsilon", "lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lr", "entropy_coeff", "critic_coeff"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        if self.critic_coeff < 0:
-            raise ValueError(f"critic_coeff must be >= 0, got {self.critic_coeff}")
-        if not 0 <= self.seed <= SEED_MAX:
-            raise ValueError(f"seed must be in [0, {SEED_MAX}] (a 32-bit PRNG seed), "
-                             f"got {self.seed}")
+        if not SEED_MIN <= self.seed <= SEED_MAX:
+            raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}] (a 32-bit PRNG seed; "
+                             f"a negative one is the same as itself + 2**32), got {self.seed}")
         # the programs count steps and batches in int32
         for name in (*(n for n in positive if n != "total_frames"), "max_episode_steps",
                      "eval_every", "num_batches"):
@@ -253,6 +249,17 @@ class PPOConfig:
             raise ValueError(f"hidden_sizes must be at most {INT32_MAX}, got {self.hidden_sizes}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lmbda <= 1.0):
             raise ValueError(f"gamma and lmbda must be in [0, 1], got {self.gamma}, {self.lmbda}")
+
+    def check_values(self) -> None:
+        """``ValueError`` (one line) for values a new job cannot learn with: a non-finite
+        ``lr``, ``entropy_coeff`` or ``critic_coeff``, a negative ``critic_coeff``. (Not part of
+        :meth:`validate`: a checkpoint saved with such a value, its run stopped at NaN, still
+        opens.)"""
+        for name in ("lr", "entropy_coeff", "critic_coeff"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if self.critic_coeff < 0:
+            raise ValueError(f"critic_coeff must be >= 0, got {self.critic_coeff}")
 
     # --- derived sizes --------------------------------------------------------------------
     @property

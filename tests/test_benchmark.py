@@ -166,7 +166,7 @@ def test_scaling_config_splits_over_every_device_count():
     (["--seeds", "0,1", "--scaling", "1,2"], "--seeds, --matched, --ppo-jax-config and --jobs go "
                                              "with the comparison"),
     (["--jobs", "2", "--playground"], "not with --playground or --scaling"),
-    (["--seed", "-1"], "--seed must be in"),
+    (["--seed", str(-(2**31) - 1)], "--seed must be in"),
     (["--seed", str(2**64)], "--seed must be in"),
     (["--timeout", "nan"], "--timeout must be a positive number"),
     (["--timeout", "-1"], "--timeout must be a positive number"),

@@ -429,6 +429,8 @@ def test_resume_refuses_a_history_it_cannot_read(runs, tmp_path, capsys, compile
     shutil.rmtree(os.path.join(d, "checkpoints", "3"))  # stopped after batch 1
     good = json.load(open(os.path.join(d, "metrics.json")))
     for text, words in [('{"reward": [1, 2', "is not JSON"),
+                        ("null", "not a metrics.json (not a JSON object)"),
+                        ("[1, 2]", "not a metrics.json (not a JSON object)"),
                         (json.dumps({**good, "frames": 5}), "'frames' is not a flat list"),
                         (json.dumps({**good, "reward": good["reward"][:1]}),
                          "'reward' has 1 entries where 'frames' has 3")]:
@@ -455,13 +457,21 @@ def test_a_directory_with_a_runs_files_is_not_written_over(tmp_path, capsys, tin
     d.mkdir()
     (d / "curves.png").write_bytes(b"mine")
     one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(d),
-                   words="already holds a run's files (curves.png)")
+                   words="holds files a run writes (curves.png)")
     assert (d / "curves.png").read_bytes() == b"mine"
+
+
+def test_a_refusal_removes_only_the_directories_it_made(tmp_path, capsys, tiny_flags):
+    (tmp_path / "mine").mkdir()
+    out = tmp_path / "mine" / "a" / "b"
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--seed", str(2**32 - 1),
+                   "--num-seeds", "2", "--out", str(out), words="go past")
+    assert os.listdir(tmp_path / "mine") == []  # a/ and b/ were made and are gone; mine/ stays
 
 
 @pytest.mark.parametrize("flags,words", [
     (("--env", "brax:fast"), "brax:fast has no MuJoCo model"),  # refused once the env is built
-    (("--seed", str(2**64)), "seed must be in [0, 4294967295]"),
+    (("--seed", str(2**64)), "seed must be in [-2147483648, 4294967295]"),
     (("--seed", str(2**32 - 1), "--num-seeds", "2"), "go past 4294967295"),
     (("--eval-max-steps", str(3 * 10**9)), "eval_max_steps must be at most"),
     (("--entropy-coeff", "nan"), "entropy_coeff must be finite"),
@@ -475,7 +485,8 @@ def test_refusals_leave_no_empty_out(flags, words, tmp_path, capsys, tiny_flags)
 
 
 def test_evaluate_seed_and_steps_beyond_their_types(runs, capsys):
-    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--seed", "-1", words="--seed must be in")
+    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--seed", str(-(2**31) - 1),
+                   words="--seed must be in")
     one_line_error(capsys, evaluate_cmd.main, runs["a"], "--seed", str(2**64),
                    words="--seed must be in")
     one_line_error(capsys, evaluate_cmd.main, runs["a"], "--max-steps", str(2**31),
@@ -500,11 +511,12 @@ def test_memory_the_host_or_device_cannot_give_is_one_line():
         pass
 
     line, code = cli.failure_line("train.py", JaxRuntimeError(
-        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 400 bytes.\ndetails"))
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 400 bytes.\ndetails"),
+        cli.OUT_OF_MEMORY_HINT)
     assert code == 1 and "\n" not in line
     assert line.startswith("train.py: error: out of device memory (RESOURCE_EXHAUSTED: Out of")
     assert "--hidden-sizes" in line
-    assert cli.failure_line("x", MemoryError())[0].startswith("x: error: out of host memory")
+    assert cli.failure_line("x", MemoryError()) == ("x: error: out of host memory", 1)
     assert cli.failure_line("x", JaxRuntimeError("INTERNAL: something else")) is None
     assert cli.failure_line("x", ValueError("a bug")) is None
     assert cli.failure_line("x", SystemExit(2)) is None

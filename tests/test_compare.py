@@ -92,7 +92,7 @@ def test_several_runs_and_a_reference_of_several_runs(tmp_path):
 
 
 @pytest.mark.parametrize("out,words", [
-    ("x.txt", "must end in .png or .pdf"), ("", "must name a file"),
+    ("x.txt", "must end in one of .avif, .eps"), ("", "must name a file"),
     ("DIR", "is a directory"), ("/proc/forbidden/x.png", "cannot write"),
 ])
 def test_bad_out_is_refused_before_reading(out, words, tmp_path):
@@ -103,3 +103,15 @@ def test_bad_out_is_refused_before_reading(out, words, tmp_path):
                                               else str(tmp_path / out))
     with pytest.raises(CLIError, match=re.escape(words)):
         compare_cmd.main([str(run), "--reference", "--out", out])
+
+
+def test_out_in_any_image_format_or_none(tmp_path):
+    """Every image format matplotlib writes; no suffix writes a PNG and says so."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_one_run()))
+    for name in ("a.eps", "a.svg", "a.tiff"):
+        assert compare_cmd.main([str(run), "--reference", "--out", str(tmp_path / name)]) == 0
+        assert (tmp_path / name).stat().st_size > 1000
+    assert compare_cmd.main([str(run), "--reference", "--out", str(tmp_path / "plain")]) == 0
+    assert (tmp_path / "plain.png").is_file() and not (tmp_path / "plain").exists()

@@ -35,12 +35,8 @@ def test_every_field_is_documented():
     (dict(obs_norm="maybe"), "obs_norm"),
     (dict(num_envs=0), "num_envs"),
     (dict(gamma=1.5), "gamma"),
-    (dict(seed=-1), r"seed must be in \[0, 4294967295\]"),
+    (dict(seed=-(2**31) - 1), r"seed must be in \[-2147483648, 4294967295\]"),
     (dict(seed=2**32), "seed must be in"),
-    (dict(lr=float("inf")), "lr must be finite"),
-    (dict(entropy_coeff=float("nan")), "entropy_coeff must be finite"),
-    (dict(critic_coeff=float("-inf")), "critic_coeff must be finite"),
-    (dict(critic_coeff=-1.0), "critic_coeff must be >= 0"),
     (dict(eval_max_steps=2**31), "eval_max_steps must be at most 2147483647"),
     (dict(max_episode_steps=3_000_000_000), "max_episode_steps must be at most"),
     (dict(total_frames=200 * 2**31, frames_per_batch=200),
@@ -98,9 +94,40 @@ def test_eval_batches_are_every_kth_and_the_last(batches, every):
     assert [i for i in range(batches) if c.is_eval_batch(i)] == want
 
 
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(lr=float("inf")), "lr must be finite"),
+    (dict(entropy_coeff=float("nan")), "entropy_coeff must be finite"),
+    (dict(critic_coeff=float("-inf")), "critic_coeff must be finite"),
+    (dict(critic_coeff=-1.0), "critic_coeff must be >= 0"),
+])
+def test_values_a_new_job_cannot_learn_with(kwargs, words):
+    """Refused for a new job (the CLI's config, a sweep's points, ``Runs``), while a saved
+    config that holds one (its run stopped at NaN) still opens."""
+    from ppo_jax.run.checkpoint import config_from_meta
+    from ppo_jax.run.runs import Runs, parse_sweep
+
+    config = PPOConfig(**kwargs)
+    with pytest.raises(ValueError, match=words):
+        config.check_values()
+    with pytest.raises(ValueError, match=words):
+        Runs(config)
+    with pytest.raises(cli.CLIError, match=words):
+        cli.make_config(PPOConfig(), kwargs)
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=words):
+        parse_sweep([f"{name}=0.5,{value}"], PPOConfig())
+    assert config_from_meta({"config": config.to_dict()}) == config
+    assert Runs.from_meta(config, {"num_seeds": 2}).num_runs == 2
+
+
 def test_seeds_of_a_job_stay_32_bit():
     from ppo_jax.run.runs import Runs
 
     assert Runs(PPOConfig(seed=2**32 - 2), num_seeds=2).seed_of(1) == 2**32 - 1
     with pytest.raises(ValueError, match="go past 4294967295"):
         Runs(PPOConfig(seed=2**32 - 2), num_seeds=3)
+    # a saved job is taken as it was; a negative seed is JAX's, the same as itself + 2**32
+    assert Runs.from_meta(PPOConfig(seed=2**32 - 2), {"num_seeds": 3}).num_runs == 3
+    from ppo_jax.run.runs import prng_key
+
+    assert (prng_key(-1) == prng_key(2**32 - 1)).all()

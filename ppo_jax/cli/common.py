@@ -103,7 +103,9 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_config(base: PPOConfig, overrides: dict[str, Any]) -> PPOConfig:
     try:
-        return base.replace(**overrides)
+        config = base.replace(**overrides)
+        config.check_values()
+        return config
     except (ValueError, TypeError) as e:
         raise CLIError(f"invalid configuration: {e}") from None
 
@@ -181,7 +183,9 @@ def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> s
     if os.path.isdir(path):
         raise CLIError(f"{what} {path} is a directory: give the path of a file to write")
     if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
-        raise CLIError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}")
+        raise CLIError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}"
+                       if len(suffixes) < 3 else
+                       f"{what} must end in one of {', '.join(suffixes)}, got {path!r}")
     ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
     return os.path.abspath(path)
 
@@ -206,24 +210,27 @@ def _quiet_closed_loop_hook(default):
 OUT_OF_MEMORY_HINT = "try fewer envs, seeds or sweep points, or smaller --hidden-sizes"
 
 
-def failure_line(prog: str, e: BaseException) -> tuple[str, int] | None:
+def failure_line(prog: str, e: BaseException, oom_hint: str = "") -> tuple[str, int] | None:
     """The one line and exit status of a command stopped by ``e``: a :class:`CLIError`, an
-    interrupt, or memory that the host or the device could not give (None: anything else,
-    which is a bug to show in full)."""
+    interrupt, or memory that the host or the device could not give (with ``oom_hint``: what
+    to reduce); None: anything else, which is a bug to show in full."""
+    hint = f": {oom_hint}" if oom_hint else ""
     if isinstance(e, CLIError):
         return f"{prog}: {e.kind}: {e}", e.code
     if isinstance(e, KeyboardInterrupt):
         return f"{prog}: interrupted", 130
     if isinstance(e, MemoryError):
-        return f"{prog}: error: out of host memory: {OUT_OF_MEMORY_HINT}", 1
+        return f"{prog}: error: out of host memory{hint}", 1
     if (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
             and "RESOURCE_EXHAUSTED" in str(e)):  # XLA's: an allocation the device refused
-        return f"{prog}: error: out of device memory ({first_line(e)}): {OUT_OF_MEMORY_HINT}", 1
+        return f"{prog}: error: out of device memory ({first_line(e)}){hint}", 1
     return None
 
 
-def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Run ``main`` and exit with its status; user errors become one line on stderr."""
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
+             oom_hint: str = "") -> None:
+    """Run ``main`` and exit with its status; user errors become one line on stderr
+    (:func:`failure_line`, with ``oom_hint``)."""
     prog = os.path.basename(sys.argv[0]) or "ppo_jax"
     from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -240,7 +247,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         code = main(argv)
         message = None
     except BaseException as e:  # noqa: BLE001 (what failure_line does not know is raised)
-        line = failure_line(prog, e)
+        line = failure_line(prog, e, oom_hint)
         if line is None:
             raise
         message, code = line

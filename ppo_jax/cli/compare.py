@@ -10,10 +10,20 @@ x-axis; the seeds of a run (or the reference files together) are drawn as mean a
 
 from __future__ import annotations
 
+import os
+
 from ppo_jax.cli import common as cli
 
-# what the figure can be written as (matplotlib's formats that need nothing more)
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+# matplotlib's formats that are not an image file by themselves
+NOT_IMAGES = ("raw", "rgba", "pgf")
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """The suffixes ``--out`` may end in: matplotlib's image formats."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{k}" for k in sorted(FigureCanvasBase.get_supported_filetypes())
+                 if k not in NOT_IMAGES)
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -29,7 +39,10 @@ def build_parser() -> cli.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cli.check_output_file(args.out, "--out", IMAGE_SUFFIXES)
+    if args.out and not os.path.splitext(args.out)[1] and not os.path.isdir(args.out):
+        # no format named: a PNG, as matplotlib writes it, and the line says its name
+        args.out += ".png"
+    cli.check_output_file(args.out, "--out", image_suffixes())
     from ppo_jax.interop import compare
 
     try:

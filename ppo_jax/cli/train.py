@@ -36,9 +36,9 @@ from ppo_jax.eval.gl import default_offscreen_backend
 
 
 DEFAULT_OUT = "runs/train"
-# what a run writes in --out besides its checkpoints: a directory holding any of them is
-# not written over
-RUN_FILES = ("metrics.json", "curves.png", "policy.mp4", "tensorboard")
+# what a run writes in --out once it ends, besides metrics.json and its checkpoints: a new
+# run does not write over them (TensorBoard's events/ may be a crashed run's: they add up)
+RUN_FILES = ("curves.png", "policy.mp4")
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -48,7 +48,7 @@ def build_parser() -> cli.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
-    run.add_argument("--out", default=None,
+    run.add_argument("--out", default=argparse.SUPPRESS,
                      help=f"output directory (default: {DEFAULT_OUT}; with --resume: DIR)")
     run.add_argument("--preset", choices=tuple(PRESETS), default=None,
                      help="base configuration, which the PPOConfig flags then change: "
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
         print(job, flush=True)
     cli.require_float32()
     new_out = None if args.resume else os.path.abspath(args.out)
-    made = new_out is not None and not os.path.exists(new_out)
+    made = None if new_out is None else _first_missing(new_out)
     try:
         start, config, out = _start(args, overrides)
         if args.resume and start.step >= config.num_batches:
@@ -265,8 +265,8 @@ def main(argv=None) -> int:
         result, job = _train(args, start, config, out, devices, lead, stop, init_from)
     except BaseException:
         # a refusal or a failure before anything was written leaves no empty --out behind
-        if made and os.path.isdir(new_out) and not os.listdir(new_out):
-            os.rmdir(new_out)
+        if made is not None and lead:
+            _remove_empty(new_out, made)
         raise
     from ppo_jax.run.parallel import barrier
 
@@ -281,6 +281,28 @@ def main(argv=None) -> int:
     return 0
 
 
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of ``path`` that does not exist yet (None: it exists)."""
+    if os.path.exists(path):
+        return None
+    while not os.path.exists(os.path.dirname(path)) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _remove_empty(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` (those this command made) while they
+    are empty."""
+    while True:
+        try:
+            os.rmdir(path)  # an empty directory only
+        except OSError:
+            return
+        if path == top or os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
+
+
 def _check_flags(args: argparse.Namespace) -> int | str | None:
     """The flags that no config check sees; returns ``--devices`` as a count, 'all' or None."""
     if args.num_seeds is not None and args.num_seeds < 1:
@@ -291,6 +313,7 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
     if args.resume and (args.sweep or args.preset):
         raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
                            "change it")
+    args.out = getattr(args, "out", None)
     if args.resume and args.out is not None and (
             os.path.abspath(args.out) != os.path.abspath(args.resume)):
         raise cli.CLIError(f"--resume continues the run in {args.resume}, where it writes: "
@@ -348,6 +371,8 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         if clash:
             raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
                 f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
+        if saved.step >= saved.config.num_batches:  # finished: nothing is read or written
+            return saved, saved.config, os.path.abspath(args.resume)
         from ppo_jax.run import metrics
 
         path = os.path.join(os.path.dirname(saved.directory), "metrics.json")
@@ -365,24 +390,28 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     from ppo_jax.eval.host import MujocoEvaluator
     from ppo_jax.run import host_eval
 
+    from ppo_jax.run.runs import Runs, parse_sweep
+
     with cli.user_errors(ValueError):  # before anything is written or compiled
         check_env_id(config.env)
         host_eval.check_eval_sim(config, factory=MujocoEvaluator)
+        sweep = parse_sweep(args.sweep, config) if args.sweep else None
+        runs = Runs(config, args.num_seeds or 1, sweep)
     out = cli.ensure_writable_dir(args.out)
-    held = [n for n in (*RUN_FILES, checkpoint.CHECKPOINTS)
+    held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
             if os.path.exists(os.path.join(out, n))]
     if held and jax.process_count() > 1:
         # the other processes may have made checkpoints/ already: only metrics.json,
         # which process 0 writes at the end, marks a finished run here
         held = [n for n in held if n == "metrics.json"]
     if held:
-        raise cli.CLIError(f"{out} already holds a run's files ({', '.join(held)}): "
-                           f"continue it with --resume {out}, or choose another --out")
-    from ppo_jax.run.runs import Runs, parse_sweep
-
-    with cli.user_errors(ValueError):
-        sweep = parse_sweep(args.sweep, config) if args.sweep else None
-        return Runs(config, args.num_seeds or 1, sweep), config, out
+        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
+                           f"--resume {out}, or choose another --out")
+    files = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+    if files:
+        raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "
+                           "run would replace: move them away or choose another --out")
+    return runs, config, out
 
 
 def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
@@ -489,7 +518,7 @@ def _ranking_table(rows: list[dict], num_seeds: int) -> str:
 
 def run() -> None:
     """Console entry point (``ppo-jax-train``, ``scripts/train.py``)."""
-    cli.run_main(main)
+    cli.run_main(main, oom_hint=cli.OUT_OF_MEMORY_HINT)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def save(
     done = [int(b) for b in gather(states.batches_done).reshape(-1)]
     step = max(done)  # runs that hit NaN/Inf stopped earlier: see batches_done_per_run
     cfg = trainer.config
-    runs = runs or Runs(cfg, len(done))
+    runs = runs or Runs(cfg, len(done), new=False)
     if runs.num_runs != len(done):
         raise ValueError(f"{len(done)} states for {runs.num_runs} runs")
     meta = {

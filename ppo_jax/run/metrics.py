@@ -97,13 +97,14 @@ def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | Non
         return None
     try:
         with open(path) as f:
-            d = upgrade_metrics(json.load(f))
+            d = json.load(f)
     except OSError as e:
         raise MetricsError(f"cannot read {path}: {e.strerror or e}") from None
     except ValueError:
         raise MetricsError(f"{path} is not JSON") from None
     if not isinstance(d, dict):
         raise MetricsError(f"{path} is not a metrics.json (not a JSON object)")
+    d = upgrade_metrics(d)
     if "reward" not in d:
         return None
     check_lists(d, num_runs, path, required=("batch", "eval_return", "eval_steps"))

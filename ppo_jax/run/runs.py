@@ -57,7 +57,7 @@ def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
         fields[name] = vals
     grid = [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
     for overrides in grid:
-        base.replace(**overrides)  # validates (ValueError names the field)
+        base.replace(**overrides).check_values()  # validates (ValueError names the field)
     return grid or [{}]
 
 
@@ -77,17 +77,22 @@ class Runs:
     ``config.seed + r % num_seeds``). Every point uses the same seeds."""
 
     def __init__(self, config: PPOConfig, num_seeds: int = 1,
-                 sweep: list[dict[str, Any]] | None = None):
+                 sweep: list[dict[str, Any]] | None = None, *, new: bool = True):
+        """``new``: a job about to start, whose seeds and values are checked
+        (:meth:`PPOConfig.check_values`); a saved job is taken as it was."""
         if num_seeds < 1:
             raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
         last = config.seed + int(num_seeds) - 1
-        if last > SEED_MAX:
+        if new and last > SEED_MAX:
             raise ValueError(f"the seeds {config.seed}..{last} go past {SEED_MAX} (32-bit "
                              f"PRNG seeds): start at seed <= {SEED_MAX - int(num_seeds) + 1}")
         self.config = config
         self.num_seeds = int(num_seeds)
         self.sweep = [dict(o) for o in (sweep or [{}])]
         self.configs = run_configs(config, self.sweep)
+        if new:
+            for c in self.configs:
+                c.check_values()
 
     @property
     def num_points(self) -> int:
@@ -135,4 +140,4 @@ class Runs:
 
     @classmethod
     def from_meta(cls, config: PPOConfig, meta: dict[str, Any]) -> Runs:
-        return cls(config, int(meta["num_seeds"]), meta.get("sweep") or [{}])
+        return cls(config, int(meta["num_seeds"]), meta.get("sweep") or [{}], new=False)
