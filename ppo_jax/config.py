@@ -34,6 +34,14 @@ INT32_MAX = 2**31 - 1  # the programs' step and batch counters are int32
 SEED_MIN, SEED_MAX = -(2**31), 2**32 - 1
 
 
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is a 32-bit PRNG seed, else ``ValueError`` (one line, naming ``name``)."""
+    if not SEED_MIN <= seed <= SEED_MAX:
+        raise ValueError(f"{name} must be in [{SEED_MIN}, {SEED_MAX}] (a 32-bit PRNG seed; a "
+                         f"negative one is the same as itself + 2**32), got {seed}")
+    return seed
+
+
 def _doc(text: str) -> dict:
     return {"doc": " ".join(text.split())}
 
@@ -235,9 +243,7 @@ class PPOConfig:
         for name in ("clip_epsilon", "lr", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not SEED_MIN <= self.seed <= SEED_MAX:
-            raise ValueError(f"seed must be in [{SEED_MIN}, {SEED_MAX}] (a 32-bit PRNG seed; "
-                             f"a negative one is the same as itself + 2**32), got {self.seed}")
+        check_seed(self.seed)
         # the programs count steps and batches in int32
         for name in (*(n for n in positive if n != "total_frames"), "max_episode_steps",
                      "eval_every", "num_batches"):

@@ -12,7 +12,7 @@ from typing import Any
 from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
 from ppo_jax.cli.common import ArgumentParser, CLIError, check_output_file
-from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, SEED_MIN
+from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, check_seed
 from ppo_jax.util import versions
 
 SYSTEMS = ("torchrl", "ppo_jax", "brax")
@@ -161,9 +161,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError("--seed and --seeds: give one of them")
     if args.seed is None:
         args.seed = 0
-    if not SEED_MIN <= args.seed <= SEED_MAX:
-        raise CLIError(f"--seed must be in [{SEED_MIN}, {SEED_MAX}] (a 32-bit PRNG seed), got "
-                       f"{args.seed}")
+    try:
+        check_seed(args.seed, "--seed")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.json:

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from ppo_jax.cli import common as cli
-from ppo_jax.config import INT32_MAX, SEED_MAX, SEED_MIN
+from ppo_jax.config import INT32_MAX, check_seed
 from ppo_jax.eval.gl import default_offscreen_backend
 
 
@@ -62,9 +62,9 @@ def main(argv=None) -> int:
         raise cli.CLIError(f"--episodes must be >= 1, got {args.episodes}")
     if args.max_steps is not None and not 1 <= args.max_steps <= INT32_MAX:
         raise cli.CLIError(f"--max-steps must be in [1, {INT32_MAX}], got {args.max_steps}")
-    if args.seed is not None and not SEED_MIN <= args.seed <= SEED_MAX:
-        raise cli.CLIError(f"--seed must be in [{SEED_MIN}, {SEED_MAX}] (a 32-bit PRNG seed), "
-                           f"got {args.seed}")
+    if args.seed is not None:
+        with cli.user_errors(ValueError):
+            check_seed(args.seed, "--seed")
     if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
         raise cli.CLIError(f"--video must end in .mp4 or .gif, got {args.video!r}")
     if args.video:

@@ -320,7 +320,9 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
                            f"--out {args.out} cannot move it")
     if args.out is None:
         args.out = args.resume or DEFAULT_OUT
-    swept = {spec.partition("=")[0].strip().replace("-", "_") for spec in args.sweep}
+    from ppo_jax.run.runs import sweep_field
+
+    swept = {sweep_field(spec) for spec in args.sweep}
     both = sorted(swept & set(cli.config_overrides(args)))
     if both:
         raise cli.CLIError(f"{', '.join(cli.flag(n) for n in both)}: the field is also swept "
@@ -377,8 +379,9 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
 
         path = os.path.join(os.path.dirname(saved.directory), "metrics.json")
         try:  # before compiling: the run's history, which the resumed run extends
-            with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
-                metrics.read_history(path, saved.runs.num_runs, saved.step)
+            metrics.read_history(path, saved.runs.num_runs, saved.step)
+        except checkpoint.CheckpointError as e:
+            raise cli.CLIError(f"--resume: {e}") from None
         except metrics.MetricsError as e:
             raise cli.CLIError(f"--resume: {e} (the checkpoints are intact: move it away to "
                                "resume without the history before them)") from None

@@ -10,7 +10,6 @@ Several TorchRL files are drawn as the seeds of one curve (mean and min-max band
 
 from __future__ import annotations
 
-import json
 import os
 from importlib import resources
 from typing import Any
@@ -27,17 +26,10 @@ class CompareError(Exception):
 
 def _load(path: str) -> dict[str, Any]:
     try:
-        with open(path) as f:
-            d = json.load(f)
-    except OSError as e:
-        raise CompareError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError:
-        raise CompareError(f"{path} is not JSON") from None
-    if not isinstance(d, dict) or not all(k in d for k in ("frames", *KEYS, "eval_frames")):
-        raise CompareError(f"{path} has no per-batch frames/reward/step_count and evaluation "
-                           "lists: not a metrics.json or a TorchRL reference run")
-    d = metrics.upgrade_metrics(d)
-    try:
+        d = metrics.read_json(path)
+        if not all(k in d for k in ("frames", *KEYS, "eval_frames")):
+            raise CompareError(f"{path} has no per-batch frames/reward/step_count and "
+                               "evaluation lists: not a metrics.json or a TorchRL reference run")
         metrics.check_lists(d, metrics.num_runs_of(d, path), path, required=KEYS)
     except metrics.MetricsError as e:
         raise CompareError(str(e)) from None

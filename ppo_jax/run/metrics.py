@@ -88,13 +88,10 @@ def num_runs_of(d: dict[str, Any], path: str) -> int:
     return v
 
 
-def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | None:
-    """The per-batch lists of the ``metrics.json`` at ``path`` cut to its first ``batches``
-    batches (for a resume), or None when there is no such file or no batch in it;
-    :class:`MetricsError` (one line) where it cannot be read or does not hold ``num_runs``
-    runs' lists."""
-    if not os.path.exists(path):
-        return None
+def read_json(path: str) -> dict[str, Any]:
+    """The metrics dict in the file at ``path`` (a ``metrics.json`` or a TorchRL reference
+    run), upgraded to the current key names; :class:`MetricsError` (one line) where it cannot
+    be read or is not a JSON object."""
     try:
         with open(path) as f:
             d = json.load(f)
@@ -104,7 +101,17 @@ def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | Non
         raise MetricsError(f"{path} is not JSON") from None
     if not isinstance(d, dict):
         raise MetricsError(f"{path} is not a metrics.json (not a JSON object)")
-    d = upgrade_metrics(d)
+    return upgrade_metrics(d)
+
+
+def read_history(path: str, num_runs: int, batches: int) -> dict[str, Any] | None:
+    """The per-batch lists of the ``metrics.json`` at ``path`` cut to its first ``batches``
+    batches (for a resume), or None when there is no such file or no batch in it;
+    :class:`MetricsError` (one line) where it cannot be read or does not hold ``num_runs``
+    runs' lists."""
+    if not os.path.exists(path):
+        return None
+    d = read_json(path)
     if "reward" not in d:
         return None
     check_lists(d, num_runs, path, required=("batch", "eval_return", "eval_steps"))

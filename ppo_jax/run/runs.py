@@ -28,6 +28,11 @@ def prng_key(seed: int):
     return np.array([u >> 32, u & 0xFFFFFFFF], np.uint32)
 
 
+def sweep_field(spec: str) -> str:
+    """The field a ``--sweep FIELD=V1,...`` spec names (``entropy-coeff`` -> ``entropy_coeff``)."""
+    return spec.partition("=")[0].strip().replace("-", "_")
+
+
 def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
     """``["lr=1e-4,3e-4", "clip_epsilon=0.1,0.2"]`` -> the grid's overrides, one dict per
     configuration (the first field varies slowest). Raises ``ValueError`` (one line) for a
@@ -37,7 +42,7 @@ def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
     known = set(base.to_dict())
     for spec in specs:
         name, sep, values = spec.partition("=")
-        name = name.strip().replace("-", "_")
+        name = sweep_field(spec)
         if not sep or not name or not values.strip():
             raise ValueError(f"--sweep {spec!r}: expected FIELD=V1,V2,... (e.g. lr=1e-4,3e-4)")
         if name not in known:
