@@ -140,6 +140,70 @@ def test_minibatches_are_gathered_in_their_own_step(trainer, shipped):
         cfg.minibatch_size + 2)  # the rows, and a key per minibatch
 
 
+def _num_carry(eqn) -> int:
+    p = eqn.params
+    if "num_carry" in p:
+        return p["num_carry"]
+    _, carry, _ = p["ft_in"].unpack()  # JAX >= 0.11
+    return len(carry)
+
+
+def _rows_written_in_place(eqn) -> list[str]:
+    """For each row a scan stacks: how its step computes it. ``in_place``'s rows are a
+    ``select_n`` on a predicate that comes out of an optimization barrier."""
+    body = eqn.params["jaxpr"].jaxpr
+    producer = {v: e for e in body.eqns for v in e.outvars}
+    found = []
+    for y in body.outvars[_num_carry(eqn):]:
+        e = producer.get(y)
+        if e is None or e.primitive.name != "select_n":
+            found.append(e.primitive.name if e is not None else "an input")
+            continue
+        pred = e.invars[0]
+        while pred in producer and producer[pred].primitive.name in (
+                "broadcast_in_dim", "convert_element_type", "reshape"):
+            pred = producer[pred].invars[0]
+        found.append("in place" if pred in producer
+                     and producer[pred].primitive.name == "optimization_barrier"
+                     else "select_n on another predicate")
+    return found
+
+
+def test_stacked_rows_are_written_in_place(trainer, shipped):
+    """Every row that the collection's and GAE's loops stack is computed where it is written
+    (``ppo_jax.core.inplace``), not copied from a buffer the step also uses: on a GPU such a
+    copy is launched from the host at every step, and keeps the loop out of a CUDA graph."""
+    one = jax.tree_util.tree_map(lambda x: x[0], shipped.states)
+    closed = jax.make_jaxpr(trainer.collect)(one.params, one.obs_stats, one.env_state,
+                                             jax.random.PRNGKey(1))
+    outer = [e for d, e in _scans(closed.jaxpr) if d == 0]
+    assert len(outer) == 1
+    rows = _rows_written_in_place(outer[0])
+    assert len(rows) == 8 and set(rows) == {"in place"}, rows  # the Transition's fields
+    _, batch = trainer.collect(one.params, one.obs_stats, one.env_state, jax.random.PRNGKey(1))
+    closed = jax.make_jaxpr(trainer.advantages)(one.params.critic, batch, one.hyper)
+    (gae,) = [e for _, e in _scans(closed.jaxpr) if e.params["reverse"]]
+    assert _rows_written_in_place(gae) == ["in place"]
+
+
+def test_in_place_keeps_every_bit():
+    """``in_place`` changes no value: NaN payloads, signed zeros, infinities, integer
+    extremes and booleans come out as they went in, jitted or not."""
+    from ppo_jax.core.inplace import in_place
+
+    f32 = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, 3.4e38], np.float32)
+    nans = np.array([0x7FC00001, 0xFFC12345, 0x7F800001], np.uint32).view(np.float32)
+    tree = {"f": np.concatenate([f32, nans]), "i": np.array([-2**31, -1, 0, 2**31 - 1], np.int32),
+            "b": np.array([True, False]), "none": None}
+    for fn in (in_place, jax.jit(in_place)):
+        out = fn(tree)
+        assert out["none"] is None
+        for k in ("f", "i", "b"):
+            got = np.asarray(out[k])
+            assert got.dtype == tree[k].dtype
+            assert got.tobytes() == tree[k].tobytes(), k
+
+
 def test_documented_metrics(compiled):
     _, _, out, _ = compiled
     for s in range(SEEDS):

@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ppo_jax.core.inplace import in_place
+
 ADV_STD_FLOOR = 1e-4
 
 
@@ -45,12 +47,8 @@ def gae(
     def step(next_adv, xs):
         delta, nd = xs
         adv = delta + gamma * lmbda * nd * next_adv
-        # The same value again for the output row, computed on the far side of a barrier
-        # that keeps XLA from merging the two: the row is then computed where it is
-        # written, in place, instead of copied from the carry (on a GPU that copy is
-        # launched from the host at every step, and keeps the loop out of a CUDA graph).
-        delta, nd, next_adv = jax.lax.optimization_barrier((delta, nd, next_adv))
-        return adv, delta + gamma * lmbda * nd * next_adv
+        # the carry is also the output row: written where it is computed, not copied
+        return adv, in_place(adv)
 
     _, adv = jax.lax.scan(
         step, jnp.zeros_like(deltas[0]), (deltas, not_done), reverse=True

@@ -41,6 +41,7 @@ from ppo_jax.envs import Env, EnvState, VectorEnv, check_env, make_env
 from ppo_jax.envs.linalg import with_linalg
 from ppo_jax.core.acting import eval_episode_key, make_policy, run_episode
 from ppo_jax.core.hyper import Hyper, hyper_of
+from ppo_jax.core.inplace import in_place
 from ppo_jax.core.losses import LossMetrics, Minibatch, Params, ppo_loss
 from ppo_jax.core.networks import Actor, Critic
 from ppo_jax.core.normalization import (ObsMoments, ObsNormStats, init_moments, merge,
@@ -273,7 +274,8 @@ class Trainer:
                 step_count=env_state.steps,
                 raw_obs=raw_obs if self.running_stats else None,
             )
-            return next_state, self._envs_split(tr)
+            # each row computed where it is written: no copy per leaf and step on a GPU
+            return next_state, in_place(self._envs_split(tr))
 
         keys = jax.random.split(key, self.config.steps_per_env)
         return jax.lax.scan(step, env_state, keys)
