@@ -476,6 +476,8 @@ def test_a_refusal_removes_only_the_directories_it_made(tmp_path, capsys, tiny_f
     (("--eval-max-steps", str(3 * 10**9)), "eval_max_steps must be at most"),
     (("--entropy-coeff", "nan"), "entropy_coeff must be finite"),
     (("--sweep", "lr=1e-4,inf"), "lr must be finite"),
+    # refused before anything is compiled or allocated (the host would kill the process)
+    (("--num-seeds", str(10**9)), "1,000,000,000 run(s) need at least"),
 ])
 def test_refusals_leave_no_empty_out(flags, words, tmp_path, capsys, tiny_flags):
     out = tmp_path / "new"

@@ -19,10 +19,11 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ppo_jax.run import checkpoint, compile_cache, host_eval, programs, runner
+from ppo_jax.run import checkpoint, compile_cache, host_eval, parallel, programs, runner
 from ppo_jax.cli import common as cli
 from ppo_jax.cli import train as train_cmd
 from ppo_jax.config import PPOConfig
@@ -264,6 +265,44 @@ def test_device_counts_that_do_not_split_name_the_valid_ones():
     assert choose_devices(None, 1, 4) == 1  # CPU "devices" share the cores: one by default
     assert choose_devices("all", 8, 1) == 4  # 8 runs: 4 rows of runs
     assert choose_devices(3, 3, 1) == 3  # 3 runs on 3 devices: K need not divide 4
+
+
+@pytest.mark.parametrize("env,overrides", [
+    ("InvertedDoublePendulum-v4", {}),  # the tutorial
+    ("InvertedDoublePendulum-v4", dict(num_envs=64, frames_per_batch=1024, total_frames=4096,
+                                       minibatch_size=256)),
+    ("HalfCheetah-v4", dict(hidden_sizes=(32, 16), num_envs=8, frames_per_batch=400)),
+])
+def test_the_least_bytes_of_a_run_are_a_lower_bound(env, overrides):
+    """What a job is refused on is never more than a run holds: the parameters, Adam's
+    state and one collected batch, as the programs shape them."""
+    trainer = make_train(PPOConfig(env=env, **overrides))
+    state = programs.state_shapes(trainer, 1)
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+    _, batch = jax.eval_shape(trainer.collect, one.params, one.obs_stats, one.env_state,
+                              jax.ShapeDtypeStruct((2,), jnp.uint32))
+    nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(t))
+    bound = trainer.least_bytes_per_run()
+    assert nbytes((one.params, one.opt_state)) + nbytes(batch) >= bound
+    assert bound > 0.9 * nbytes((one.params, one.opt_state))  # and not a trivial one
+
+
+def test_a_job_that_cannot_fit_is_refused_before_it_starts():
+    from ppo_jax.run.parallel import MemoryNeedError, check_fits
+
+    gb = (10**9, "each GPU")
+    check_fits(100, 10**7, 1, memory=gb, platform="gpu")  # 1 GB: fits exactly
+    with pytest.raises(MemoryNeedError, match=r"101 run\(s\) need at least 1.0 GB .*10.0 MB a"
+                       r" run.*more than each GPU has \(1.0 GB\)"):
+        check_fits(101, 10**7, 1, memory=gb, platform="gpu")
+    check_fits(400, 10**7, 4, memory=gb, platform="gpu")  # spread over 4 devices
+    # the CPU's "devices" share the host's memory: more of them do not help
+    host = (10**9, "the host")
+    with pytest.raises(MemoryNeedError, match="more than the host has"):
+        check_fits(400, 10**7, jax.local_device_count(), memory=host, platform="cpu")
+    assert issubclass(MemoryNeedError, LayoutError)  # the CLI's one line for layouts
+    limit, what = parallel.device_memory()
+    assert limit > 10**8 and what == "the host"  # this CPU's physical memory
 
 
 def test_cli_bad_scale_out_flags_give_one_line(tmp_path):

@@ -215,6 +215,24 @@ class Trainer:
         """Mark ``tree``'s env (or minibatch) axis as split over the layout's env devices."""
         return tree if self.layout is None else self.layout.constrain_envs(tree, axis)
 
+    def least_bytes_per_run(self) -> int:
+        """A lower bound of the memory one run holds while it trains: its networks'
+        parameters with Adam's two moments, and one batch of transitions (float32, the flags
+        as bytes). What the programs hold besides (the envs' physics, activations, gradients,
+        the statistics) only adds to it."""
+        cfg = self.config
+        obs, act = self.env.observation_size, self.env.action_size
+
+        def mlp(n_in: int, n_out: int) -> int:
+            sizes = [n_in, *cfg.hidden_sizes, n_out]
+            return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+
+        params = mlp(obs, 2 * act) + mlp(obs, 1)
+        # obs and next_obs, pre_tanh, log_prob, reward (float32), step_count (int32),
+        # terminated and done (bool)
+        per_frame = 4 * (2 * obs + act + 2) + 4 + 2
+        return 4 * 3 * params + cfg.frames_per_batch * per_frame
+
     def init_moments(self, key: jax.Array) -> ObsMoments:
         """The moments of the random rollouts that :meth:`init` (with the same ``key``) draws
         its normalization statistics from: one env, ``init_stats_frames`` sequential steps.

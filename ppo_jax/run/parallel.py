@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import jax
@@ -36,6 +37,64 @@ RUNS, ENVS = "runs", "envs"
 
 class LayoutError(ValueError):
     """A device count the job cannot be split over (the message names the valid ones)."""
+
+
+class MemoryNeedError(LayoutError):
+    """A job whose runs need more memory than the devices it would run on have."""
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # unreachable
+
+
+def device_memory() -> tuple[int, str] | None:
+    """The memory of one of this process's devices, in bytes, and what it is: the host's
+    physical memory for the CPU (its "devices" share it), an accelerator's own limit (the
+    largest of the local ones) otherwise; None where the platform does not say."""
+    if jax.default_backend() == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "the host"
+        except (ValueError, OSError, AttributeError):
+            return None
+    limits = []
+    for d in jax.local_devices():
+        try:
+            stats = d.memory_stats() or {}
+        except Exception:  # a backend without memory statistics
+            stats = {}
+        if stats.get("bytes_limit"):
+            limits.append(int(stats["bytes_limit"]))
+    return (max(limits), f"each {jax.default_backend().upper()}") if limits else None
+
+
+def check_fits(num_runs: int, bytes_per_run: int, devices: int, *,
+               memory: tuple[int, str] | None = None, platform: str | None = None) -> None:
+    """Raise :class:`MemoryNeedError` where the job cannot fit, whatever its layout: its
+    runs' least memory (``bytes_per_run`` each, a lower bound) spread evenly over
+    ``devices`` accelerators is more than the largest one has, or on the CPU, this
+    process's share of the runs is more than the host's physical memory. Checked before
+    anything is compiled or allocated, so a job far too large is one line, not a process
+    killed for memory. ``memory``, ``platform``: :func:`device_memory` and JAX's default
+    backend unless given."""
+    memory = memory or device_memory()
+    if memory is None:
+        return
+    limit, what = memory
+    if (platform or jax.default_backend()) == "cpu":
+        local = min(jax.local_device_count(), devices)
+        need = bytes_per_run * math.ceil(num_runs * local / devices)
+    else:
+        need = bytes_per_run * num_runs / devices
+    if need > limit:
+        raise MemoryNeedError(
+            f"{num_runs:,} run(s) need at least {_size(need)} of memory ({_size(bytes_per_run)}"
+            f" a run: its networks, Adam's moments and one batch), more than {what} has "
+            f"({_size(limit)}): train fewer runs (seeds, sweep points), or a smaller batch or "
+            f"networks")
 
 
 def split(num_runs: int, num_envs: int, devices: int) -> tuple[int, int] | None:

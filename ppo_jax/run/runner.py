@@ -34,7 +34,7 @@ from ppo_jax.util import write_json
 from ppo_jax.run.runs import Runs, label
 from ppo_jax.run.host_eval import HostEvaluatorFactory
 from ppo_jax.core.optim import cosine_phase_step
-from ppo_jax.run.parallel import barrier, choose_devices, gather, make_layout
+from ppo_jax.run.parallel import barrier, check_fits, choose_devices, gather, make_layout
 from ppo_jax.run.programs import Programs, build_programs, run_init
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
 
@@ -264,6 +264,7 @@ def prepare(
             host_eval.check_eval_sim(runs.config, trainer.env, host_evaluator)
         need = tuple(n for n in need if n != "evaluate") + (
             ("evaluate_cpu",) if sim == "mjx-cpu" else ())
+    check_fits(runs.num_runs, trainer.least_bytes_per_run(), n_dev)
     startup = {"restore_s" if resume else "env_build_s": time.perf_counter() - t}
     if init_from is not None:
         check_init_from(trainer, init_from)
