@@ -292,14 +292,21 @@ def test_a_job_that_cannot_fit_is_refused_before_it_starts():
 
     gb = (10**9, "each GPU")
     check_fits(100, 10**7, 1, memory=gb, platform="gpu")  # 1 GB: fits exactly
-    with pytest.raises(MemoryNeedError, match=r"101 run\(s\) need at least 1.0 GB .*10.0 MB a"
-                       r" run.*more than each GPU has \(1.0 GB\)"):
+    with pytest.raises(MemoryNeedError, match=r"^101 run\(s\) over 1 device\(s\) need at least "
+                       r"1.01 GB on each \(10 MB a run: .*\), more than each GPU has \(1 GB\)"):
         check_fits(101, 10**7, 1, memory=gb, platform="gpu")
     check_fits(400, 10**7, 4, memory=gb, platform="gpu")  # spread over 4 devices
+    with pytest.raises(MemoryNeedError, match="over 4 device"):
+        check_fits(401, 10**7, 4, memory=gb, platform="gpu")
     # the CPU's "devices" share the host's memory: more of them do not help
     host = (10**9, "the host")
     with pytest.raises(MemoryNeedError, match="more than the host has"):
         check_fits(400, 10**7, jax.local_device_count(), memory=host, platform="cpu")
+    # a process of a multi-process job holds its own devices' share
+    n = jax.local_device_count()
+    check_fits(100 * 2, 10**7, 2 * n, memory=host, platform="cpu")  # 1 GB here: fits
+    with pytest.raises(MemoryNeedError, match=f"this process's share of {2 * n} devices"):
+        check_fits(100 * 2 + 2, 10**7, 2 * n, memory=host, platform="cpu")
     assert issubclass(MemoryNeedError, LayoutError)  # the CLI's one line for layouts
     limit, what = parallel.device_memory()
     assert limit > 10**8 and what == "the host"  # this CPU's physical memory

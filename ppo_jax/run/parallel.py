@@ -36,7 +36,8 @@ RUNS, ENVS = "runs", "envs"
 
 
 class LayoutError(ValueError):
-    """A device count the job cannot be split over (the message names the valid ones)."""
+    """A job that cannot be laid out over the devices: a device count it does not split
+    over (the message names the valid ones), or more memory than they have."""
 
 
 class MemoryNeedError(LayoutError):
@@ -44,9 +45,10 @@ class MemoryNeedError(LayoutError):
 
 
 def _size(n: float) -> str:
+    """``n`` bytes to three significant digits, in decimal units."""
     for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        if n < 999.5 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
         n /= 1000
     raise AssertionError  # unreachable
 
@@ -73,28 +75,34 @@ def device_memory() -> tuple[int, str] | None:
 
 def check_fits(num_runs: int, bytes_per_run: int, devices: int, *,
                memory: tuple[int, str] | None = None, platform: str | None = None) -> None:
-    """Raise :class:`MemoryNeedError` where the job cannot fit, whatever its layout: its
-    runs' least memory (``bytes_per_run`` each, a lower bound) spread evenly over
-    ``devices`` accelerators is more than the largest one has, or on the CPU, this
-    process's share of the runs is more than the host's physical memory. Checked before
-    anything is compiled or allocated, so a job far too large is one line, not a process
-    killed for memory. ``memory``, ``platform``: :func:`device_memory` and JAX's default
-    backend unless given."""
+    """Raise :class:`MemoryNeedError` where the job cannot fit, whatever its layout.
+    ``bytes_per_run`` is a lower bound of what a run holds; a layout splits the runs' arrays
+    evenly over the ``devices`` and only adds replicas, so each device holds at least
+    ``num_runs * bytes_per_run / devices``. That is checked against an accelerator's memory;
+    on the CPU, whose "devices" share the host's memory, this process's devices together
+    against the host's. Called before the programs are compiled, so a job far too large is
+    one line, not a process killed for memory. ``memory``, ``platform``:
+    :func:`device_memory` and JAX's default backend unless given."""
     memory = memory or device_memory()
     if memory is None:
         return
     limit, what = memory
+    per_device = bytes_per_run * num_runs / devices
+    run = f"{_size(bytes_per_run)} a run: its networks, Adam's moments and one batch"
+    advice = "train fewer runs (seeds, sweep points), or a smaller batch or networks"
     if (platform or jax.default_backend()) == "cpu":
         local = min(jax.local_device_count(), devices)
-        need = bytes_per_run * math.ceil(num_runs * local / devices)
-    else:
-        need = bytes_per_run * num_runs / devices
-    if need > limit:
+        need = per_device * local
+        whose = "" if local == devices else f" (this process's share of {devices} devices)"
+        if need > limit:
+            raise MemoryNeedError(
+                f"{num_runs:,} run(s) need at least {_size(need)} of memory{whose} ({run}), "
+                f"more than {what} has ({_size(limit)}): {advice}")
+    elif per_device > limit:
+        more = ", or more devices" if devices < jax.device_count() else ""
         raise MemoryNeedError(
-            f"{num_runs:,} run(s) need at least {_size(need)} of memory ({_size(bytes_per_run)}"
-            f" a run: its networks, Adam's moments and one batch), more than {what} has "
-            f"({_size(limit)}): train fewer runs (seeds, sweep points), or a smaller batch or "
-            f"networks")
+            f"{num_runs:,} run(s) over {devices} device(s) need at least {_size(per_device)} "
+            f"on each ({run}), more than {what} has ({_size(limit)}): {advice}{more}")
 
 
 def split(num_runs: int, num_envs: int, devices: int) -> tuple[int, int] | None:

@@ -234,7 +234,9 @@ def prepare(
     :class:`~ppo_jax.run.runs.Runs`), or restore a saved one (``start``: a
     :class:`~ppo_jax.run.checkpoint.Saved` checkpoint; its run directory's ``metrics.json``
     gives the history so far), over ``devices`` devices (see
-    :func:`ppo_jax.run.parallel.choose_devices`; raises its ``LayoutError``). ``init_from`` =
+    :func:`ppo_jax.run.parallel.choose_devices`; raises its ``LayoutError``, and
+    ``MemoryNeedError``, a ``LayoutError``, where the runs cannot fit the devices' memory:
+    checked before compiling, after a resumed job's states are restored). ``init_from`` =
     ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
     initialized networks and normalization statistics. ``env``: an env object of the user's
     own (it must meet :mod:`ppo_jax.envs.base`'s protocol; None: the registry's
