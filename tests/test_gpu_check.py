@@ -61,6 +61,7 @@ def test_plans_measure_what_they_list():
                 "learning"} <= set(plan.order)
         assert plan.matmul_envs in {n for n, _, _ in plan.train}
         assert plan.brax_envs in {n for n, _, _ in plan.train}
+        assert set(plan.graph_envs) <= {n for n, _, _ in plan.train}  # against their rows
         assert set(plan.shares) <= set(plan.order)
         assert sum(plan.shares.values()) <= 1.0
         for n, batches, _ in plan.train:
@@ -590,12 +591,55 @@ def test_crossover_step_trains_on_the_host_cpu_beside_the_gpu_rows(monkeypatch, 
             "interpolated in log-log).") in md
 
 
+def test_graphs_train_against_the_default_rows(monkeypatch, tmp_path):
+    """Each env count of the ``graphs`` step: a cold run in a fresh cache with the env's
+    linear algebra inline and loops in command buffers after the given XLA_FLAGS, its ratio
+    to the default row at the same count; a count the time left does not cover is skipped,
+    saying so; an error is that count's line; the report draws each row."""
+    plan = dataclasses.replace(gpu_check.SMOKE_PLAN, graph_envs=(4, 8, 16),
+                               train=((4, 3, True), (8, 3, False), (16, 3, False)))
+    calls = []
+
+    def fake_bench_run(check, cfg, cache, timeout, env=None, extra=None):
+        calls.append((cfg.num_envs, cfg.linalg, os.path.basename(cache), env["XLA_FLAGS"]))
+        if cfg.num_envs == 8:
+            raise RuntimeError("worker exited 1: boom")
+        return {"fps": 300.0 * cfg.num_envs, "startup_s": 2.0, "compile_s": 1.5,
+                "wall_s": 5.0}
+
+    monkeypatch.setattr(gpu_check, "bench_run", fake_bench_run)
+    monkeypatch.setenv("XLA_FLAGS", "--given=1")
+    args = gpu_check.build_parser().parse_args(["--smoke", "--out", str(tmp_path)])
+    check = gpu_check.Check(args, [], plan, ("train_4", "graphs"))
+    try:
+        check.run("train_4", lambda s: setattr(s, "result", {"cold": {"fps": 1000.0}}))
+        step = check.run("graphs", lambda s: gpu_check.graphs_step(check, s, 300.0))
+        flags = f"--given=1 {plan.xla_flags} {gpu_check.GRAPHS[0]}"
+        assert calls == [(n, "inline", f"cache_graphs_{n}", flags) for n in (4, 8, 16)]
+        assert step.status == "partial"
+        four, eight, sixteen = step.result["rows"]
+        assert four["fps"] == 1200.0 and four["x_default"] == pytest.approx(1.2)
+        assert eight["error"] == "worker exited 1: boom"
+        assert sixteen["fps"] == 4800.0 and sixteen["x_default"] is None  # no default row
+        assert step.reason == "8 envs: worker exited 1: boom"
+        md = (tmp_path / "gpu_check.md").read_text()
+        assert "| 4 envs | 1,200 | 1.20 | 1,000 | 2.0 (1.5) |" in md
+        assert "| 8 envs | worker exited 1: boom | – | – | – |" in md
+        # too little time: skipped, saying so
+        short = check.run("graphs", lambda s: gpu_check.graphs_step(check, s, 3.0))
+        assert short.status == "skipped" and short.reason.startswith("needs ~")
+        assert len(calls) == 3
+    finally:
+        check.close()
+
+
 def test_every_lever_s_flags_are_xla_s(root_dir):
     """XLA parses every lever's flags (on any backend: a misspelt one fails on the CPU too,
     as the control shows), so no lever is lost to a typo on a GPU."""
     code = "import jax.numpy as jnp; jnp.ones(2).block_until_ready()"
     control = ("misspelt", "--xla_gpu_enable_command_buffer=FUSION,WHILST")
-    for name, flags, _ in (*gpu_check.LEVERS, control + ("library",)):
+    graphs = ("one CUDA graph a batch", *gpu_check.GRAPHS)
+    for name, flags, _ in (*gpu_check.LEVERS, graphs, control + ("library",)):
         p = subprocess.run([sys.executable, "-c", code], cwd=root_dir, capture_output=True,
                            text=True, timeout=120,
                            env=dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu"))

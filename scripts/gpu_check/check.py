@@ -24,6 +24,9 @@ for a GPU first, :data:`GPU_PLAN`):
 4. ``env_speed``: env steps/s of the MJX env alone at 4,096, 1,024, 64 and 1 envs, each row a
    short warm-up and then as many calls as fit a few seconds;
 5. ``train_64``, ``train_1``, then ``train_1024``: the other training rows (cold);
+   ``graphs``: training frames/s with one CUDA graph a batch (:data:`GRAPHS`: the env's
+   linear algebra inline, loops in XLA's command buffers) at 1,024 envs, then 1, each cold,
+   against the default row at the same count;
 6. ``preset_fast``: ``--preset fast``'s wall time to its first evaluation >= 9,000, cold
    and then warm (the cache the cold run filled);
 7. ``trace``: where a batch's time goes, at 4,096 envs (then 1,024): the training row's
@@ -142,6 +145,10 @@ class Plan:
     lever_envs: tuple[int, ...] = ()
     lever_row_s: float = 2.0
     lever_guess_s: float = 60.0  # seconds one lever takes until one is measured
+    # the ``graphs`` step: training rows at these env counts with :data:`GRAPHS` (the env's
+    # linear algebra inline, loops in command buffers: a batch is one CUDA graph), cold,
+    # against the default rows at the same counts
+    graph_envs: tuple[int, ...] = ()
     # the ``trace`` step: at these env counts, the training row's config timed for
     # TRACE_TIMED batches, then ``trace_batches`` more under JAX's profiler
     trace_envs: tuple[int, ...] = ()
@@ -184,6 +191,12 @@ LEVERS: tuple[tuple[str, str, str], ...] = (
     ("default, again", "", "library"),
 )
 LEVER_GUESS_S = 60.0  # one lever before any is measured: a fresh process, two compiles
+# One CUDA graph a batch (the ``graphs`` step): with the env's linear algebra inline and loops
+# in command buffers, XLA compiles each training program to one command buffer (compiled for
+# an H200 without a GPU: 1 launch from the host a batch, against 16,139 at 1,024 envs and
+# 1,044,375 at 1 env with the defaults; docs/devices.md). Whether that is faster is for a GPU
+# to say, on training, not on the env step alone.
+GRAPHS: tuple[str, str] = ("--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL", "inline")
 GPU_PLAN = Plan(
     tests=(TESTS_DIR,),
     marker=GPU_MARK,
@@ -194,8 +207,8 @@ GPU_PLAN = Plan(
     train=((4096, 6, True), (64, 8, False), (1, 2, False), (1024, 8, False),
            (16384, 4, False), (65536, 3, False)),
     order=("pytest", "train_4096", "brax", "env_speed", "train_64", "train_1", "train_1024",
-           "preset_fast", "trace", "matmul", "crossover", "train_16384", "train_65536",
-           "levers", "learning"),
+           "graphs", "preset_fast", "trace", "matmul", "crossover", "train_16384",
+           "train_65536", "levers", "learning"),
     matmul_envs=4096,
     brax_envs=4096,
     threshold=THRESHOLD,
@@ -207,25 +220,27 @@ GPU_PLAN = Plan(
     # Seconds of the 540-s budget, sized from the H200's first run (a cold start-up of ~57 s
     # at 1,024 envs, ~67 s of compile at 4,096, a warm start of 23 s, Brax's compile 33 s,
     # one env ~7 s a tutorial batch): pytest 81 (each test capped at 60 s); train_4096 92
-    # (cold, then warm); Brax 49 (one cold run); env speed 32 (four compiles, 3-s rows);
-    # train_64 49, train_1 54 (2 batches of ~7 s), train_1024 49 (one cold run each);
-    # --preset fast to 9,000 97 (its cold run took 58.6 s to start and did not reach 9,000
-    # in a 68-s share; the warm run follows it); the trace 27 (a warm start of 4,096 envs
-    # from train_4096's store, 2 timed and 2 traced batches; 1,024 envs if time is left).
-    # 0.98 of the budget; the install and probe take the rest. tf32 (a choice with a
-    # known risk, not the default) gave its share to the time to 9,000: it, the crossover,
-    # the curve's wide rows, the levers and learning run on what is left, which --steps
-    # gives them in a run of their own. Until a GPU has run this plan, these are
-    # estimates: a step cut short keeps what it measured.
-    shares={"pytest": 0.15, "train_4096": 0.17, "brax": 0.09, "env_speed": 0.06,
-            "train_64": 0.09, "train_1": 0.10, "train_1024": 0.09, "preset_fast": 0.18,
-            "trace": 0.05},
+    # (cold, then warm); Brax 49 (one cold run); env speed 27 (four compiles, 3-s rows);
+    # train_64 32, train_1 43 (2 batches of ~7 s), train_1024 49 (one cold run each); one
+    # CUDA graph a batch 65 (graphs: a cold row at 1,024 envs, the 1-env one if time is
+    # left; it decides the GPU's defaults); --preset fast to 9,000 65 (its cold run took
+    # 58.6 s to start and did not reach 9,000 in a 68-s share; the warm run follows it);
+    # the trace 22 (a warm start of 4,096 envs from train_4096's store, 2 timed and 2 traced
+    # batches; 1,024 envs if time is left). 0.97 of the budget; the install and probe take
+    # the rest. tf32 (a choice with a known risk, not the default) gave its share to the
+    # time to 9,000: it, the crossover, the curve's wide rows, the levers and learning run
+    # on what is left, which --steps gives them in a run of their own. Until a GPU has run
+    # this plan, these are estimates: a step cut short keeps what it measured.
+    shares={"pytest": 0.15, "train_4096": 0.17, "brax": 0.09, "env_speed": 0.05,
+            "train_64": 0.06, "train_1": 0.08, "train_1024": 0.09, "graphs": 0.12,
+            "preset_fast": 0.12, "trace": 0.04},
     crossover_envs=(1, 64, 1024),
     trace_envs=(4096, 1024),
     levers=LEVERS,
     lever_envs=(1, 4096),
     lever_row_s=3.0,
     lever_guess_s=LEVER_GUESS_S,
+    graph_envs=(1024, 1),
 )
 SMOKE_PLAN = Plan(
     # the injected tests first: the slow one is stopped and pytest starts again on the rest
@@ -237,8 +252,8 @@ SMOKE_PLAN = Plan(
     env_speed_row_s=0.5,
     env_speed_chunk=20,
     train=((4, 3, True),),
-    order=("pytest", "train_4", "brax", "env_speed", "preset_fast", "trace", "matmul",
-           "crossover", "levers", "learning"),
+    order=("pytest", "train_4", "graphs", "brax", "env_speed", "preset_fast", "trace",
+           "matmul", "crossover", "levers", "learning"),
     matmul_envs=4,
     brax_envs=4,
     threshold=1.0,
@@ -262,6 +277,7 @@ SMOKE_PLAN = Plan(
     lever_envs=(4,),
     lever_row_s=0.3,
     lever_guess_s=15.0,
+    graph_envs=(4,),
     pytest_env=INJECT_ENV,
     expected={f"{INJECTED}::test_injected_failure": "FAILED",
               f"{INJECTED}::test_injected_slow": "CAPPED"},
@@ -1261,6 +1277,51 @@ def matmul_step(check: Check, step: Step, allow: float) -> None:
         step.status, step.reason = "partial", f"no highest-precision figure at {n} envs"
 
 
+def graphs_step(check: Check, step: Step, allow: float) -> None:
+    """Training frames/s with one CUDA graph a batch (:data:`GRAPHS`: loops in command
+    buffers, added to the XLA flags the check was given, and ``linalg="inline"``) at
+    ``plan.graph_envs``, in order, each a cold run in a fresh process, against the default
+    row at the same count (``x_default``); a count the time left does not cover is skipped,
+    saying so."""
+    plan = check.plan
+    end = time.monotonic() + allow
+    flags, linalg = GRAPHS
+    given = os.environ.get("XLA_FLAGS", "")
+    env = {"XLA_FLAGS": f"{given} {flags}".strip()}
+    step.result = {"xla_flags": env["XLA_FLAGS"], "linalg": linalg, "rows": []}
+    _fits(check, step, _estimate(check, "cold"))
+    for n in plan.graph_envs:
+        row: dict[str, Any] = {"envs": n}
+        step.result["rows"].append(row)
+        left = min(end - time.monotonic(), check.budget.allow())
+        need = _estimate(check, "cold")
+        if left < need:
+            row["skipped"] = f"needs ~{need:.0f} s, {left:.0f} s left"
+            continue
+        cfg = row_config(n, _batches(plan, n), plan).replace(linalg=linalg)
+        try:
+            run = bench_run(check, cfg, _fresh_cache(check, f"cache_graphs_{n}"), left, env=env)
+        except RuntimeError as e:
+            row["error"] = one_line(e)
+            continue
+        check.costs["cold"] = max(check.costs.get("cold", 0.0), run["wall_s"])
+        default = _row_fps(check, n)
+        row.update(fps=run.get("fps"), startup_s=run.get("startup_s"),
+                   compile_s=run.get("compile_s"), default_fps=default,
+                   x_default=run["fps"] / default if run.get("fps") and default else None)
+        check.write()
+    missed = [r for r in step.result["rows"] if not r.get("fps")]
+    if len(missed) == len(step.result["rows"]):
+        errors = [f"{r['envs']} envs: {r['error']}" for r in missed if r.get("error")]
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        raise Skip(missed[0]["skipped"])
+    if missed:
+        step.status = "partial"
+        step.reason = "; ".join(f"{r['envs']} envs: {r.get('error') or r.get('skipped')}"
+                                for r in missed)
+
+
 def brax_step(check: Check, step: Step, allow: float) -> None:
     """Brax's ``ppo.train`` at the plan's Brax env count, on the benchmark's config rules
     (:func:`~ppo_jax.bench.configs.brax_settings` of that training row's config; the
@@ -1483,7 +1544,8 @@ def markdown(payload: dict[str, Any]) -> str:
                      f"{r['description']} | {fmt_num(r['startup_cold_s'], '{:.1f}')} "
                      f"({fmt_num(r['compile_cold_s'], '{:.1f}')}) | "
                      f"{fmt_num(r['startup_warm_s'], '{:.1f}')} | {store} |")
-    lines += ["", *_brax_lines(steps.get("brax")), "", *_matmul_lines(steps), "",
+    lines += ["", *_brax_lines(steps.get("brax")), "", *_graph_lines(steps.get("graphs")),
+              *_matmul_lines(steps), "",
               *_threshold_lines(steps.get("preset_fast"), payload["plan"]["threshold"]), "",
               *_trace_lines(steps.get("trace")),
               *_crossover_lines(steps.get("crossover"), payload.get("gpu_rows")),
@@ -1740,6 +1802,30 @@ def _lever_lines(s: dict[str, Any] | None) -> list[str]:
                        f"`{given}`." if given else ""), ""]
 
 
+def _graph_lines(s: dict[str, Any] | None) -> list[str]:
+    """The ``graphs`` step: training frames/s with one CUDA graph a batch against the
+    defaults (nothing where the step was not chosen)."""
+    if s is None:
+        return []
+    res = s.get("result") or {}
+    if not res.get("rows"):
+        return _not_measured("One CUDA graph a batch", s)
+    lines = [f"| one CUDA graph a batch (`--linalg {res['linalg']}`, XLA_FLAGS "
+             f"`{res['xla_flags']}`) | training frames/s | x default | default "
+             "frames/s | start-up s cold (compile) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for r in res["rows"]:
+        if not r.get("fps"):
+            why = _cell(r.get("error") or r.get("skipped") or "not measured", 80)
+            lines.append(f"| {_envs(r['envs'])} | {why} | – | – | – |")
+            continue
+        lines.append(f"| {_envs(r['envs'])} | {fmt_num(r['fps'])} | "
+                     f"{fmt_num(r.get('x_default'), '{:.2f}')} | "
+                     f"{fmt_num(r.get('default_fps'))} | "
+                     f"{fmt_num(r.get('startup_s'), '{:.1f}')} "
+                     f"({fmt_num(r.get('compile_s'), '{:.1f}')}) |")
+    return lines + [""]
+
+
 def _matmul_lines(steps: dict[str, Any]) -> list[str]:
     s = steps.get("matmul") or {}
     res = s.get("result") or {}
@@ -1937,6 +2023,7 @@ def _step_fn(check: Check, name: str) -> Callable[[Step, float], None]:
         return lambda s, allow: train_step(check, s, n, batches, warm, allow)
     return {"env_speed": lambda s, allow: env_speed_step(check, s, allow),
             "matmul": lambda s, allow: matmul_step(check, s, allow),
+            "graphs": lambda s, allow: graphs_step(check, s, allow),
             "brax": lambda s, allow: brax_step(check, s, allow),
             "preset_fast": lambda s, allow: threshold_step(check, s, allow),
             "crossover": lambda s, allow: crossover_step(check, s, allow),
