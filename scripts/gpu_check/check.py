@@ -41,8 +41,9 @@ for a GPU first, :data:`GPU_PLAN`):
 10. ``train_16384`` and ``train_65536``: the widest training rows (cold; with ``train_1024``
    and ``train_4096`` the env-count curve of training frames/s);
 11. ``levers``: what may cut the env step's latency (:data:`LEVERS`: the env's linear
-   algebra inline, alone and with loops in command buffers; command buffers off, loops in
-   command buffers, rolled and unrolled, command buffers from one op, autotuning off), each
+   algebra inline, alone and with loops in command buffers; XLA's fusion autotuner off;
+   command buffers off, loops in command buffers, rolled and unrolled, command buffers
+   from one op, autotuning off), each
    measured against the defaults (run first and again last) as the env steps/s at 1 and
    4,096 envs of a fresh process;
 12. ``learning``: the learning test.
@@ -180,6 +181,12 @@ LEVERS: tuple[tuple[str, str, str], ...] = (
     ("linalg inline", "", "inline"),
     ("linalg inline, loops in command buffers",
      "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL", "inline"),
+    # JAX 0.11's XLA compiles every fusion on its own to pick its launch configuration:
+    # compiled for an H200 without a GPU, that doubled the update's compile (27.5 s against
+    # 13.9 s without it); on a GPU it also times them. The compile seconds show its share
+    # of the cold start, the steps/s what it buys.
+    ("fusion autotuner off", "--xla_gpu_experimental_enable_fusion_autotuner=false",
+     "library"),
     ("command buffers off", "--xla_gpu_enable_command_buffer=", "library"),
     ("loops in command buffers", "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL",
      "library"),
