@@ -410,6 +410,11 @@ class Check:
         cap = getattr(self.args, "test_cap_s", None)
         return self.plan.test_cap_s if cap is None else cap
 
+    def record_cost(self, what: str, seconds: float) -> None:
+        """Keep the longest wall of a ``what`` run (``"cold"``, ``"warm"``, ...) so far: what
+        the next such run is expected to take."""
+        self.costs[what] = max(self.costs.get(what, 0.0), seconds)
+
     def share_s(self, name: str) -> float | None:
         """Step ``name``'s most seconds: its share of the budget, the shares of the chosen
         steps scaled to add up to what the plan's do (None: no share, what is left)."""
@@ -892,6 +897,11 @@ def env_speed_step(check: Check, step: Step, allow: float) -> None:
         step.reason = "skipped " + ", ".join(f"{r['envs']} envs ({r['skipped']})" for r in skipped)
 
 
+def added_xla_flags(flags: str) -> str:
+    """``XLA_FLAGS`` as the check was given them, with ``flags`` after them."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
 def levers_step(check: Check, step: Step, allow: float) -> None:
     """Env steps/s of the MJX env alone at ``plan.lever_envs`` under each of ``plan.levers``
     (XLA flags added to those the check was given), in order, a fresh process each. A lever
@@ -917,7 +927,7 @@ def levers_step(check: Check, step: Step, allow: float) -> None:
         t = time.perf_counter()
         try:
             got = run_env_speed(plan, plan.lever_envs, plan.lever_row_s, cap,
-                                env={"XLA_FLAGS": f"{given} {flags}".strip()}, linalg=linalg)
+                                env={"XLA_FLAGS": added_xla_flags(flags)}, linalg=linalg)
         except RuntimeError as e:
             lever["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
@@ -1031,7 +1041,7 @@ def train_step(check: Check, step: Step, num_envs: int, batches: int, warm: bool
     _fits(check, step, _estimate(check, "cold") + (_estimate(check, "warm") if warm else 0.0))
     cache = _fresh_cache(check, f"cache_train_{num_envs}")
     cold = bench_run(check, cfg, cache, min(end - time.monotonic(), check.budget.allow()))
-    check.costs["cold"] = max(check.costs.get("cold", 0.0), cold["wall_s"])
+    check.record_cost("cold", cold["wall_s"])
     step.result["cold"] = cold
     check.write()
     if not warm:
@@ -1041,7 +1051,7 @@ def train_step(check: Check, step: Step, num_envs: int, batches: int, warm: bool
         step.status, step.reason = "partial", f"no time left for the warm run ({left:.0f} s)"
         return
     warm_run = bench_run(check, cfg, cache, left)
-    check.costs["warm"] = max(check.costs.get("warm", 0.0), warm_run["wall_s"])
+    check.record_cost("warm", warm_run["wall_s"])
     step.result["warm"] = warm_run
     if not warm_run.get("compiled_from_cache"):
         step.status, step.reason = "partial", "the warm run did not load its programs"
@@ -1293,8 +1303,7 @@ def graphs_step(check: Check, step: Step, allow: float) -> None:
     plan = check.plan
     end = time.monotonic() + allow
     flags, linalg = GRAPHS
-    given = os.environ.get("XLA_FLAGS", "")
-    env = {"XLA_FLAGS": f"{given} {flags}".strip()}
+    env = {"XLA_FLAGS": added_xla_flags(flags)}
     step.result = {"xla_flags": env["XLA_FLAGS"], "linalg": linalg, "rows": []}
     _fits(check, step, _estimate(check, "cold"))
     for n in plan.graph_envs:
@@ -1311,7 +1320,7 @@ def graphs_step(check: Check, step: Step, allow: float) -> None:
         except RuntimeError as e:
             row["error"] = one_line(e)
             continue
-        check.costs["cold"] = max(check.costs.get("cold", 0.0), run["wall_s"])
+        check.record_cost("cold", run["wall_s"])
         default = _row_fps(check, n)
         row.update(fps=run.get("fps"), startup_s=run.get("startup_s"),
                    compile_s=run.get("compile_s"), default_fps=default,
@@ -1394,7 +1403,7 @@ def crossover_step(check: Check, step: Step, allow: float) -> None:
         except Exception as e:  # noqa: BLE001  (recorded; the other counts still run)
             row["skipped" if "timed out" in str(e) else "error"] = one_line(e)
             continue
-        check.costs["cpu_cold"] = max(check.costs.get("cpu_cold", 0.0), cpu["wall_s"])
+        check.record_cost("cpu_cold", cpu["wall_s"])
         backend = (cpu.get("device") or {}).get("backend")
         row.update(cpu_fps=cpu["fps"], cpu_startup_s=cpu["startup_s"], cpu_device=backend)
         if backend != "cpu":
