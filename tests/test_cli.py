@@ -493,6 +493,8 @@ def test_evaluate_seed_and_steps_beyond_their_types(runs, capsys):
                    words="--seed must be in")
     one_line_error(capsys, evaluate_cmd.main, runs["a"], "--max-steps", str(2**31),
                    words="--max-steps must be in [1, 2147483647]")
+    one_line_error(capsys, evaluate_cmd.main, runs["a"], "--episodes", str(2**31),
+                   words="--episodes must be in [1, 2147483647]")
 
 
 def test_checkpoint_metadata_without_its_fields(runs, tmp_path, capsys):

@@ -32,7 +32,9 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--episodes", type=int, default=10, help="episodes to run")
+    p.add_argument("--episodes", type=int, default=10,
+                   help="episodes to run (MJX runs them side by side, in chunks whose memory "
+                   "is bounded)")
     p.add_argument("--stochastic", action="store_true", help="sample actions (training policy)")
     p.add_argument("--eval-action", choices=("mean", "tanh_loc"), default=None,
                    help="deterministic action (default: the run's eval_action); tanh_loc is "
@@ -51,6 +53,9 @@ def build_parser() -> cli.ArgumentParser:
                    "TorchRL tutorial), or both side by side from the same start states")
     p.add_argument("--video", metavar="FILE",
                    help="render episode 0 to FILE (.mp4 or .gif; MuJoCo C's with --sim mujoco)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (shown on stderr when the episodes take more than one "
+                   "chunk in MJX, or more than one episode in MuJoCo C)")
     cli.add_compile_cache_flags(p)
     return p
 
@@ -58,8 +63,8 @@ def build_parser() -> cli.ArgumentParser:
 def main(argv=None) -> int:
     default_offscreen_backend()  # before anything imports mujoco
     args = build_parser().parse_args(argv)
-    if args.episodes < 1:
-        raise cli.CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    if not 1 <= args.episodes <= INT32_MAX:
+        raise cli.CLIError(f"--episodes must be in [1, {INT32_MAX}], got {args.episodes}")
     if args.max_steps is not None and not 1 <= args.max_steps <= INT32_MAX:
         raise cli.CLIError(f"--max-steps must be in [1, {INT32_MAX}], got {args.max_steps}")
     if args.seed is not None:
@@ -102,14 +107,21 @@ def main(argv=None) -> int:
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
 
     results = {}
+    width = evaluate.episode_width(trainer.env, args.episodes)
+    bar = progress_bar(args, width)
     if args.sim in ("mjx", "both"):
-        results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode)
+        results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode,
+                                               width=width, progress=bar)
     mujoco_episodes = []
     if args.sim in ("mujoco", "both"):
+        keep = 1 if args.video else 0  # only episode 0 is rendered
         with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
-            mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode)
+            mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode,
+                                                       keep_states=keep, progress=bar)
         results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
                              np.array([e.length for e in mujoco_episodes]))
+    if bar is not None:
+        bar.close()
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
@@ -142,6 +154,31 @@ def main(argv=None) -> int:
 
 
 SIM_NAMES = {"mjx": "MJX", "mujoco": "MuJoCo C"}
+
+
+class _Bar:
+    """A tqdm bar over episodes (on stderr); called with the episodes that landed."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=total, unit="episodes", dynamic_ncols=True, leave=False)
+
+    def __call__(self, n: int) -> None:
+        self.tqdm.update(n)
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def progress_bar(args, width: int) -> _Bar | None:
+    """The bar where it tells something: MJX's episodes in more than one chunk of ``width``,
+    or more than one MuJoCo C episode (each a host loop); None with ``--no-progress``."""
+    mjx = args.sim in ("mjx", "both") and args.episodes > width
+    mujoco = args.sim in ("mujoco", "both") and args.episodes > 1
+    if args.no_progress or not (mjx or mujoco):
+        return None
+    return _Bar(args.episodes * (2 if args.sim == "both" else 1))
 
 
 def summary(returns, lengths) -> dict:

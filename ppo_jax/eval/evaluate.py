@@ -46,27 +46,110 @@ def episode_keys(eval_key: jax.Array, batches_done: int, episodes: int) -> jax.A
     of the run whose ``eval_key`` is given: episode 0 is the evaluation training logged
     then."""
     batch = max(int(batches_done) - 1, 0)
-    return jnp.stack([eval_episode_key(eval_key, batch, j) for j in range(episodes)])
+    return _jitted_keys(int(episodes))(eval_key, np.int32(batch))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_keys(episodes: int):
+    """``keys(eval_key, batch) -> [E, 2]``: every episode's key in one program (one call,
+    not one dispatch a key)."""
+    def keys(eval_key, batch):
+        return jax.vmap(lambda j: eval_episode_key(eval_key, batch, j))(
+            jnp.arange(episodes, dtype=jnp.int32))
+
+    return jax.jit(keys)
 
 
 # --- a restored policy in MJX ------------------------------------------------------------------
-def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str):
+# Episodes run as vmapped chunks of at most this many env states' bytes (and at most
+# ``WIDTH_CAP`` episodes): memory stays bounded whatever ``--episodes`` asks, and every chunk
+# is the same compiled program.
+CHUNK_STATE_BYTES = 64 << 20
+WIDTH_CAP = {"cpu": 1024}  # the CPU gains nothing from wider vmaps; accelerators: 16,384
+ACCELERATOR_WIDTH_CAP = 16384
+
+
+def episode_width(env, episodes: int, key=None, platform: str | None = None) -> int:
+    """How many of ``episodes`` run side by side in one vmapped chunk: all of them up to the
+    platform's cap (1,024 on the CPU, 16,384 on an accelerator) and ``CHUNK_STATE_BYTES`` of
+    ``env``'s states (its reset state's bytes, read from shapes: nothing runs). ``key``: one
+    episode's key, or its shape and dtype (default: a raw ``uint32[2]`` key)."""
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32) if key is None else key
+    state = jax.eval_shape(env.reset, jax.ShapeDtypeStruct(key.shape, key.dtype))
+    per_episode = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                      for x in jax.tree_util.tree_leaves(state))
+    cap = WIDTH_CAP.get(platform or jax.default_backend(), ACCELERATOR_WIDTH_CAP)
+    return max(1, min(int(episodes), cap, CHUNK_STATE_BYTES // max(per_episode, 1)))
+
+
+def chunks(episodes: int, width: int):
+    """``(start, stop)`` of each chunk of ``width`` episodes (the last may be shorter)."""
+    return [(i, min(i + width, episodes)) for i in range(0, episodes, width)]
+
+
+def padded(rows: np.ndarray, width: int) -> np.ndarray:
+    """``rows`` ``[n, ...]`` with its last row repeated up to ``width`` rows (a short last chunk
+    runs through the same program; its extra episodes are dropped)."""
+    extra = width - len(rows)
+    return rows if extra <= 0 else np.concatenate([rows, np.repeat(rows[-1:], extra, 0)])
+
+
+def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
+                 width: int | None = None, progress: Callable[[int], None] | None = None):
     """``(returns [E], lengths [E])`` of ``run_episode(keys[i])`` with ``state``'s policy (ONE
-    run) in MJX: one jitted vmap, compiled once per (config, episodes, mode, max_steps) and
-    kept in the program store (where :func:`~ppo_jax.run.programs.storable`)."""
+    run) in MJX.
+
+    The episodes run as vmapped chunks of ``width`` (default :func:`episode_width`; all E
+    when they fit, as one vmap): one jitted program, compiled once per (config, width, mode,
+    max_steps) and kept in the program store (where :func:`~ppo_jax.run.programs.storable`).
+    Each episode's result does not depend on its chunk. ``progress(n)`` is called as each
+    chunk's ``n`` episodes land."""
+    impl = None  # typed keys (jax.random.key) travel as their data and are wrapped again
+    if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
+
     def episodes(actor_params, stats, keys):
         policy = trainer.policy(actor_params, stats, mode)
+        if impl is not None:
+            keys = jax.random.wrap_key_data(keys, impl=impl)
         return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
 
-    what = dict(episodes=int(keys.shape[0]), mode=mode, max_steps=max_steps)
-    args = (state.params.actor, state.obs_stats, keys)
+    total = int(keys.shape[0])
+    if width is None:
+        one = jax.eval_shape(lambda k: k if impl is None else jax.random.wrap_key_data(
+            k, impl=impl), jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))
+        width = episode_width(trainer.env, total, one)
+    width = int(width)
+    what = dict(episodes=width, mode=mode, max_steps=max_steps)
+    if impl is not None or keys.shape[1:] != (2,) or keys.dtype != jnp.uint32:
+        what["keys"] = f"{keys.shape[1:]}{keys.dtype}{impl}"  # another program than raw keys'
+    abstract_keys = jax.ShapeDtypeStruct((width, *keys.shape[1:]), keys.dtype)
+    args = (state.params.actor, state.obs_stats)
     module = module_name(trainer, 1, "episodes", **what)
     compiled, _ = compile_cache.obtain(
         {"episodes": program_key(trainer, 1, "episodes", **what)},
-        lambda names: [("episodes", compile_cache.lower(episodes, *args, name=module))],
+        lambda names: [("episodes", compile_cache.lower(episodes, *args, abstract_keys,
+                                                        name=module))],
         "the evaluation program", persist=storable(trainer))
-    res = compiled["episodes"](*args)
-    return np.asarray(res.episode_return, np.float64), np.asarray(res.length)
+    run = compiled["episodes"]
+    host_keys = np.asarray(keys)
+    returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int32)
+    landed = None  # the chunk in flight: the next is dispatched before it is read
+
+    def land():
+        (start, stop), res = landed
+        returns[start:stop] = np.asarray(res.episode_return, np.float64)[:stop - start]
+        lengths[start:stop] = np.asarray(res.length)[:stop - start]
+        if progress is not None:
+            progress(stop - start)
+
+    for span in chunks(total, width):
+        res = run(*args, padded(host_keys[span[0]:span[1]], width))
+        if landed is not None:
+            land()
+        landed = (span, res)
+    land()
+    return returns, lengths
 
 
 def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None) -> EpisodeTrace:
@@ -139,22 +222,29 @@ class Episode:
     reward: np.ndarray
 
 
-def mujoco_episode(env, policy: HostPolicy, qpos, qvel, max_steps: int) -> Episode:
+def mujoco_episode(env, policy: HostPolicy, qpos, qvel, max_steps: int,
+                   keep_states: bool = True) -> Episode:
     """One episode of ``policy`` in the MuJoCo C env ``env`` (:class:`ppo_jax.envs.mujoco_c.
-    MujocoCEnv`) from ``(qpos, qvel)`` until the first done or ``max_steps`` steps."""
+    MujocoCEnv`) from ``(qpos, qvel)`` until the first done or ``max_steps`` steps.
+    ``keep_states=False``: only the return and length are kept (``qpos``, ``qvel`` and
+    ``reward`` empty)."""
     obs = env.reset_to(qpos, qvel)
     states, rewards = [env.state], []
     for t in range(max_steps):
         s = env.step(policy(obs, t))
         obs = s.obs
-        states.append(env.state)
+        if keep_states:
+            states.append(env.state)
         rewards.append(s.reward)
         if s.done:
             break
     rewards = np.array(rewards)
+    ret, length = float(rewards.sum()), len(rewards)
+    if not keep_states:
+        states, rewards = [], rewards[:0]
     return Episode(
-        episode_return=float(rewards.sum()),
-        length=len(rewards),
+        episode_return=ret,
+        length=length,
         qpos=np.array([q for q, _ in states]),
         qvel=np.array([v for _, v in states]),
         reward=rewards,
@@ -175,18 +265,33 @@ def _jitted_reset(mjx_env):
 
 
 def mujoco_episodes(
-    trainer, state, keys: jax.Array, max_steps: int, mode: str, env=None
+    trainer, state, keys: jax.Array, max_steps: int, mode: str, env=None,
+    keep_states: int | None = None, progress: Callable[[int], None] | None = None,
 ) -> list[Episode]:
     """Episodes of ``state``'s policy (ONE run) in MuJoCo C, episode ``i`` from the start
-    state of ``run_episode(keys[i])`` in MJX and with its policy keys."""
+    state of ``run_episode(keys[i])`` in MJX and with its policy keys.
+
+    The start states are made in chunks (:func:`episode_width`), so memory does not grow with
+    the episodes beyond their results. ``keep_states``: how many of the first episodes keep
+    their states and rewards (for rendering; None: all); the others' ``qpos``, ``qvel`` and
+    ``reward`` are empty. ``progress(1)`` is called after each episode."""
     env = env or MujocoCEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
-    qpos, qvel = mjx_start_states(trainer.env, keys)
+    total = int(keys.shape[0])
+    width = episode_width(trainer.env, total, jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))
+    typed = jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    host_keys = keys if typed else np.asarray(keys)
     out = []
-    for i in range(len(qpos)):
-        policy = make_host_policy(
-            trainer.actor_apply, state.params.actor, state.obs_stats, mode, keys[i],
-            trainer.bounds)
-        out.append(mujoco_episode(env, policy, qpos[i], qvel[i], max_steps))
+    for start, stop in chunks(total, width):
+        chunk = host_keys[start:stop]
+        qpos, qvel = mjx_start_states(trainer.env, chunk if typed else padded(chunk, width))
+        for i in range(stop - start):
+            policy = make_host_policy(
+                trainer.actor_apply, state.params.actor, state.obs_stats, mode, chunk[i],
+                trainer.bounds)
+            keep = keep_states is None or start + i < keep_states
+            out.append(mujoco_episode(env, policy, qpos[i], qvel[i], max_steps, keep))
+            if progress is not None:
+                progress(1)
     return out
 
 
