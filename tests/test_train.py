@@ -414,3 +414,25 @@ def test_checkpoint_metrics_count_the_time_so_far(shipped):
     assert fps1 == pytest.approx(200 / s1, rel=1e-3)
     # each save's sleep is in the next interval: the second checkpoint's, and the total
     assert s2 >= s1 + 0.3 and job.log.run_seconds >= s2 + 0.3
+
+
+@pytest.mark.parametrize("overrides,num_runs", [
+    ({}, 1),
+    (dict(obs_norm="running"), 2),  # the moments are part of the state
+    (dict(env="HalfCheetah-v4", hidden_sizes=(8,)), 2),
+])
+def test_state_shapes_are_those_init_makes(tiny_config, overrides, num_runs):
+    """A restore and the programs' inputs take the state's shapes without tracing the
+    statistics' rollouts: the same shapes, dtypes and structure as the whole ``init``
+    (rollouts included) makes, and the moments' as the ``stats`` program returns them."""
+    trainer = make_train(tiny_config.replace(**overrides))
+    keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32)
+    traced = jax.eval_shape(lambda k: programs.init_runs(
+        trainer, k, programs.config_hypers(trainer, num_runs)), keys)
+    shapes = programs.state_shapes(trainer, num_runs)
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(traced)
+    assert jax.tree_util.tree_leaves(shapes) == jax.tree_util.tree_leaves(traced)
+    assert (jax.tree_util.tree_leaves(jax.eval_shape(lambda k: programs.stats_runs(trainer, k),
+                                                     keys))
+            == jax.tree_util.tree_leaves(jax.eval_shape(
+                lambda k: programs.moments_shapes(trainer, k), keys)))

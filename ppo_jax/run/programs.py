@@ -49,7 +49,7 @@ from ppo_jax.run import compile_cache
 from ppo_jax.run.compile_cache import CompileInfo
 from ppo_jax.core.hyper import Hyper, hyper_of, program_config
 from ppo_jax.run.parallel import RUNS
-from ppo_jax.core.normalization import ObsMoments, ObsNormStats
+from ppo_jax.core.normalization import ObsMoments, ObsNormStats, moments_of
 from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, precision
 
 PROGRAM_NAMES = ("init", "update", "evaluate")
@@ -147,10 +147,24 @@ def config_hypers(trainer: Trainer, num_runs: int) -> Hyper:
 
 
 def state_shapes(trainer: Trainer, num_runs: int) -> PPOState:
-    """Abstract ``PPOState [R, ...]`` of ``num_runs`` runs (shapes and dtypes)."""
+    """Abstract ``PPOState [R, ...]`` of ``num_runs`` runs (shapes and dtypes), as
+    :func:`init_runs` makes it. The statistics' rollouts are not traced (their moments have
+    the shapes of one reset observation's): a restore or a program's inputs then trace one
+    env reset, not the env step's thousand-step loop (seconds on every restore)."""
     keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32)
-    return jax.eval_shape(lambda k: init_runs(trainer, k, config_hypers(trainer, num_runs)),
-                          keys)
+
+    def init(k):
+        moments = moments_shapes(trainer, k)
+        return init_runs(trainer, k, config_hypers(trainer, num_runs), moments)
+
+    return jax.eval_shape(init, keys)
+
+
+def moments_shapes(trainer: Trainer, keys: jax.Array) -> ObsMoments:
+    """Under tracing only: ``ObsMoments [R]`` with the shapes and dtypes of
+    :meth:`Trainer.init_moments`' for ``keys [R]``, not their values (one reset
+    observation's moments)."""
+    return jax.vmap(lambda k: moments_of(trainer.env.reset(k).obs[None]))(keys)
 
 
 # --- the compiled programs ---------------------------------------------------------------------
@@ -270,7 +284,7 @@ def stats_inputs(trainer: Trainer, num_runs: int):
     the moments it returns as ``init`` takes them (over the layout's rows of runs)."""
     keys = jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32,
                                 sharding=jax.sharding.SingleDeviceSharding(host_cpu()))
-    moments = jax.eval_shape(lambda k: stats_runs(trainer, k), keys)
+    moments = jax.eval_shape(lambda k: moments_shapes(trainer, k), keys)
     runs = None if trainer.layout is None else trainer.layout.runs()
     moments = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=runs), moments)
