@@ -258,7 +258,9 @@ class PPOConfig:
 
     def check_values(self) -> None:
         """``ValueError`` (one line) for values a new job cannot learn with: a non-finite
-        ``lr``, ``entropy_coeff`` or ``critic_coeff``, a negative ``critic_coeff``. (Not part of
+        ``lr``, ``entropy_coeff`` or ``critic_coeff``, a negative ``critic_coeff``, a
+        ``clip_epsilon`` above 1 (the ratio's lower clip ``1 - clip_epsilon`` would be below 0:
+        its log, and the loss, NaN, in TorchRL's ClipPPOLoss as here). (Not part of
         :meth:`validate`: a checkpoint saved with such a value, its run stopped at NaN, still
         opens.)"""
         for name in ("lr", "entropy_coeff", "critic_coeff"):
@@ -266,6 +268,9 @@ class PPOConfig:
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         if self.critic_coeff < 0:
             raise ValueError(f"critic_coeff must be >= 0, got {self.critic_coeff}")
+        if self.clip_epsilon > 1:
+            raise ValueError(f"clip_epsilon must be at most 1 (the ratio's lower clip is "
+                             f"1 - clip_epsilon), got {self.clip_epsilon}")
 
     # --- derived sizes --------------------------------------------------------------------
     @property

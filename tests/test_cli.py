@@ -143,6 +143,10 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
     logged = json.load(open(os.path.join(runs["a"], "metrics.json")))["eval_return"][-1]
     assert out["replays_logged_eval"] and out["logged_eval_return"] == logged
     np.testing.assert_allclose(out["returns"][0], logged, rtol=1e-4)
+    # another step limit than training's evaluations: not their episode
+    out = json.loads(evaluate(capsys, runs["a"], "--episodes", "2", "--max-steps", "3",
+                              "--sim", "mujoco", "--json", cache=compile_cache_dir))
+    assert not out["replays_logged_eval"] and max(out["steps"]) <= 3
     # step 2's last batch (1) was not evaluated: nothing to replay, and it says so
     out = json.loads(evaluate(capsys, runs["a"], "--step", "2", "--episodes", "2", "--json",
                               cache=compile_cache_dir))
@@ -476,6 +480,7 @@ def test_a_refusal_removes_only_the_directories_it_made(tmp_path, capsys, tiny_f
     (("--eval-max-steps", str(3 * 10**9)), "eval_max_steps must be at most"),
     (("--entropy-coeff", "nan"), "entropy_coeff must be finite"),
     (("--sweep", "lr=1e-4,inf"), "lr must be finite"),
+    (("--sweep", "clip_epsilon=0.2,1.5"), "clip_epsilon must be at most 1"),
     # refused before anything is compiled or allocated (the host would kill the process)
     (("--num-seeds", str(10**9)), "1,000,000,000 run(s) need at least"),
 ])

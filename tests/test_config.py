@@ -99,6 +99,8 @@ def test_eval_batches_are_every_kth_and_the_last(batches, every):
     (dict(entropy_coeff=float("nan")), "entropy_coeff must be finite"),
     (dict(critic_coeff=float("-inf")), "critic_coeff must be finite"),
     (dict(critic_coeff=-1.0), "critic_coeff must be >= 0"),
+    (dict(clip_epsilon=1.5), "clip_epsilon must be at most 1"),
+    (dict(clip_epsilon=float("inf")), "clip_epsilon must be at most 1"),
 ])
 def test_values_a_new_job_cannot_learn_with(kwargs, words):
     """Refused for a new job (the CLI's config, a sweep's points, ``Runs``), while a saved

@@ -130,7 +130,8 @@ def main(argv=None) -> int:
         "policy": mode,
         "episodes": args.episodes,
         "sim": first,
-        "replays_logged_eval": logged is not None and mode == cfg.eval_action,
+        "replays_logged_eval": (logged is not None and mode == cfg.eval_action
+                                and max_steps == cfg.eval_max_steps),
         "logged_eval_return": logged,
         **summary(*results[first]),
     }
