@@ -52,6 +52,22 @@ def test_trace_is_the_evaluation_episode(policy_state, trace):
     assert np.all(trace.reward[n:] == 0)
 
 
+def test_trace_stops_at_the_episode_s_end_and_the_env_s_time_limit(policy_state, trace):
+    """A step limit far past the env's time limit (1,000 steps) asks for no more rows than
+    the env can have, and the loop stops at the episode's end: the same episode, row for
+    row."""
+    trainer, state = policy_state
+    long = evaluate.trace_policy(trainer, state, jax.random.PRNGKey(3), 10**9)
+    limit = trainer.env.max_episode_steps
+    assert long.qpos.shape == (limit + 1, 3) and long.reward.shape == (limit,)
+    n = int(trace.length)
+    assert int(long.length) == n
+    np.testing.assert_array_equal(long.qpos[:n + 1], trace.qpos[:n + 1])
+    np.testing.assert_array_equal(long.qvel[:n + 1], trace.qvel[:n + 1])
+    np.testing.assert_array_equal(long.reward[:n], trace.reward[:n])
+    np.testing.assert_array_equal(long.qpos[n:], np.broadcast_to(trace.qpos[n], (limit + 1 - n, 3)))
+
+
 def test_frames_show_the_motion(policy_state, trace, rendering):
     trainer, _ = policy_state
     n = int(trace.length) + 1

@@ -85,7 +85,8 @@ def run_episode(env, policy: Callable, key: jax.Array, max_steps: int) -> Episod
 
 @struct.dataclass
 class EpisodeTrace:
-    """The physical states of one episode (for rendering), ``T = max_steps``.
+    """The physical states of one episode (for rendering), ``T = min(max_steps, the env's
+    max_episode_steps)``.
 
     Attributes:
       qpos: ``[T + 1, nq]``; row 0 is the reset state, row ``t`` the state after step ``t``.
@@ -104,32 +105,44 @@ class EpisodeTrace:
 
 
 def episode_trace(env, policy: Callable, key: jax.Array, max_steps: int) -> EpisodeTrace:
-    """The episode of :func:`run_episode` (same ``key`` -> same actions and states), as a
-    fixed-length ``lax.scan`` of ``max_steps`` steps that freezes the state after its first
-    ``done`` and records ``qpos``/``qvel`` after every step (jit-able)."""
+    """The episode of :func:`run_episode` (same ``key`` -> same actions and states), with
+    ``qpos``/``qvel`` after every step (jit-able).
+
+    A ``while_loop`` that stops at the first ``done``, as :func:`run_episode`'s does: an
+    episode of 8 steps costs 8 env steps, not ``max_steps``. Its rows are at most the env's
+    time limit (``max_episode_steps``, where the protocol's env is truncated) + 1, whatever
+    ``max_steps`` asks; rows past ``length`` repeat the final state."""
     k_reset, k_policy = jax.random.split(key)
-
-    def body(carry, t):
-        state, alive = carry
-        action = policy(state.obs, jax.random.fold_in(k_policy, t))
-        nxt = env.step(state, action)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(alive, a, b), nxt, state)
-        reward = jnp.where(alive, nxt.reward, 0.0)
-        phys = physics(state.data)
-        return (state, alive & ~nxt.done), (phys.qpos, phys.qvel, reward, alive)
-
     # the simulator state inside an env state (an adapter's env names it; MJX ports: data)
     physics = getattr(env, "physics", lambda data: data)
+    rows = int(min(max_steps, getattr(env, "max_episode_steps", max_steps) or max_steps))
     start = env.reset(k_reset)
-    _, (qpos, qvel, reward, stepped) = jax.lax.scan(
-        body, (start, jnp.bool_(True)), jnp.arange(max_steps)
-    )
+    p0 = physics(start.data)
+
+    def cond(carry):
+        t, _, alive, *_ = carry
+        return alive & (t < rows)
+
+    def body(carry):
+        t, state, _, qpos, qvel, reward = carry
+        action = policy(state.obs, jax.random.fold_in(k_policy, t))
+        nxt = env.step(state, action)
+        phys = physics(nxt.data)
+        return (t + 1, nxt, ~nxt.done, qpos.at[t + 1].set(phys.qpos),
+                qvel.at[t + 1].set(phys.qvel), reward.at[t].set(nxt.reward))
+
+    init = (jnp.int32(0), start, jnp.bool_(True),
+            jnp.zeros((rows + 1, *p0.qpos.shape), p0.qpos.dtype).at[0].set(p0.qpos),
+            jnp.zeros((rows + 1, *p0.qvel.shape), p0.qvel.dtype).at[0].set(p0.qvel),
+            jnp.zeros((rows,), start.reward.dtype))
+    length, _, _, qpos, qvel, reward = jax.lax.while_loop(cond, body, init)
+    past = (jnp.arange(rows + 1) > length)[:, None]
     return EpisodeTrace(
-        qpos=jnp.concatenate([physics(start.data).qpos[None], qpos]),
-        qvel=jnp.concatenate([physics(start.data).qvel[None], qvel]),
+        qpos=jnp.where(past, qpos[length], qpos),
+        qvel=jnp.where(past, qvel[length], qvel),
         reward=reward,
         episode_return=reward.sum(),
-        length=stepped.sum().astype(jnp.int32),
+        length=length,
     )
 
 
