@@ -34,6 +34,39 @@ def test_compare_draws_runs_against_the_reference(tiny_run, tmp_path):
                                json.load(open(f"{tiny_run}/metrics.json"))["reward"])
 
 
+def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
+    """A run of another env than the reference's is one line, not the pendulum's curves
+    under the pendulum's title; the title names the runs' env; a reference cut to nothing
+    says so."""
+    run = tmp_path / "swimmer"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({**_one_run(), "env_id": "Swimmer-v4"}))
+    with pytest.raises(CLIError, match=re.escape(
+            "trained Swimmer-v4, but the reference (the tutorial's runs) is "
+            "InvertedDoublePendulum-v4's")):
+        compare_cmd.main([str(run), "--out", str(tmp_path / "x.png")])
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({**_one_run(), "env": "Hopper-v4"}))
+    with pytest.raises(CLIError, match="is Hopper-v4's"):
+        compare_cmd.main([str(run), "--reference", str(ref), "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+    titles = []
+    monkeypatch.setattr(compare.metrics, "plot_panels",
+                        lambda series, out, title: titles.append(title))
+    compare.compare([str(run)], [], str(tmp_path / "a.png"))
+    ref.write_text(json.dumps({**_one_run(), "env": "Swimmer-v4"}))
+    compare.compare([str(run)], [str(ref)], str(tmp_path / "a.png"))
+    pendulum = tmp_path / "pendulum"
+    pendulum.mkdir()
+    (pendulum / "metrics.json").write_text(json.dumps(
+        {**_one_run(), "env_id": "InvertedDoublePendulum-v4"}))
+    capsys.readouterr()
+    compare.compare([str(pendulum)], ["tutorial"], str(tmp_path / "a.png"))
+    assert titles == ["ppo_jax, Swimmer-v4", "ppo_jax vs TorchRL, Swimmer-v4",
+                      "ppo_jax vs TorchRL, InvertedDoublePendulum-v4"]
+    assert "the reference is not drawn: the runs end at 600 frames" in capsys.readouterr().err
+
+
 def test_bad_reference_is_one_line(tiny_run, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"frames": [1]}))

@@ -11,13 +11,15 @@ Several TorchRL files are drawn as the seeds of one curve (mean and min-max band
 from __future__ import annotations
 
 import os
+import sys
 from importlib import resources
-from typing import Any
+from typing import Any, Callable
 
 from ppo_jax.run import metrics
 
 KEYS = ("reward", "step_count", "eval_return", "eval_steps")
 TUTORIAL_REFERENCE = "tutorial"  # --reference tutorial: the three packaged reference runs
+TUTORIAL_ENV = "InvertedDoublePendulum-v4"  # the env of the packaged runs
 
 
 class CompareError(Exception):
@@ -80,9 +82,30 @@ def reference_lists(paths: list[str], max_frames: int | None = None) -> dict[str
     return out
 
 
+def _packaged() -> set[str]:
+    return {os.path.abspath(p) for p in reference_paths([TUTORIAL_REFERENCE])}
+
+
+def env_of(path: str) -> str | None:
+    """The env a (read and checked) metrics file's run trained on: ``env_id`` (a reference
+    file's ``env_id`` or ``env``; the packaged tutorial runs': the pendulum); None where the
+    file does not say."""
+    if os.path.abspath(path) in _packaged():
+        return TUTORIAL_ENV
+    d = metrics.read_json(os.path.join(path, "metrics.json") if os.path.isdir(path) else path)
+    env = d.get("env_id", d.get("env"))
+    return env if isinstance(env, str) else None
+
+
 def compare(run_dirs: list[str], references: list[str], out: str,
-            labels: list[str] | None = None) -> str:
-    """Draw the runs and the references (their frames cut to the runs' longest) into ``out``."""
+            labels: list[str] | None = None,
+            note: Callable[[str], None] | None = None) -> str:
+    """Draw the runs and the references (their frames cut to the runs' longest) into ``out``.
+
+    A reference of another env than a run's is refused (:class:`CompareError`); the title
+    names the runs' env. ``note`` gets a line where the references are cut to nothing (the
+    runs end before their first batch; default: printed to stderr)."""
+    note = note or (lambda line: print(line, file=sys.stderr))
     series = []
     for i, d in enumerate(run_dirs):
         name = os.path.basename(os.path.abspath(d))
@@ -90,8 +113,24 @@ def compare(run_dirs: list[str], references: list[str], out: str,
         series.append((label, run_lists(d)))
     longest = max((s[1]["frames"][-1] for s in series if s[1]["frames"]), default=None)
     paths = reference_paths(references)
-    if paths:
-        series.append(("TorchRL tutorial",
-                       reference_lists(paths, longest)))
-    metrics.plot_panels(series, out, title="ppo_jax vs TorchRL, InvertedDoublePendulum-v4")
+    ref = reference_lists(paths, longest) if paths else None  # read and checked first
+    run_envs = {d: env_of(d) for d in run_dirs}
+    envs = sorted({e for e in run_envs.values() if e})
+    for p in paths:
+        ref_env = env_of(p)
+        for d, env in run_envs.items():
+            if ref_env and env and env != ref_env:
+                what = "the tutorial's runs" if os.path.abspath(p) in _packaged() else p
+                raise CompareError(
+                    f"{d} trained {env}, but the reference ({what}) is {ref_env}'s: give "
+                    f"TorchRL runs of {env} (--reference FILE ...), or --reference alone for "
+                    "none")
+        envs = envs or ([ref_env] if ref_env else [])
+    if ref is not None:
+        series.append(("TorchRL tutorial", ref))
+        if not ref["frames"]:
+            note(f"the reference is not drawn: the runs end at {longest:,} frames, before its "
+                 "first batch")
+    title = "ppo_jax vs TorchRL" if paths else "ppo_jax"
+    metrics.plot_panels(series, out, title=f"{title}, {', '.join(envs)}" if envs else title)
     return os.path.abspath(out)
