@@ -271,3 +271,43 @@ def test_command_evaluates_on_the_host(tiny_flags, tmp_path, compile_cache_dir):
     assert got["config"]["eval_sim"] == "mujoco"
     assert got["eval_frames"] == [200, 600] and len(got["eval_return"]) == 2
     assert all(n > 0 for n in got["eval_steps"])
+
+
+def test_a_slow_host_holds_the_loop_back_instead_of_queueing_without_bound():
+    """With ``MAX_IN_FLIGHT`` evaluations unfinished, the next submit waits for the oldest;
+    every evaluation still lands, in batch order, with its own batch's policy."""
+    import threading
+    import types
+
+    import jax.numpy as jnp
+
+    gates = [threading.Event() for _ in range(4)]
+    seen = []
+
+    def evaluator(actor, stats, eval_key, i):
+        gates[i].wait(timeout=30)
+        seen.append((i, float(actor["w"])))
+        return i
+
+    host = host_eval.HostEvaluations(evaluator)
+    state = lambda i: types.SimpleNamespace(params=types.SimpleNamespace(
+        actor={"w": jnp.float32(i)}), obs_stats=jnp.zeros(2), eval_key=jnp.zeros(2, jnp.uint32))
+    try:
+        for i in range(host_eval.MAX_IN_FLIGHT):
+            host.submit(state(i), i)  # returns at once
+        third = threading.Thread(target=host.submit, args=(state(2), 2))
+        third.start()
+        third.join(timeout=1.0)
+        assert third.is_alive()  # held back: two evaluations are unfinished
+        gates[0].set()
+        third.join(timeout=30)
+        assert not third.is_alive()
+        for g in gates:
+            g.set()
+        host.submit(state(3), 3)
+        assert [i for i, _ in host.landed(3, wait=True)] == [0, 1, 2, 3]
+        assert seen == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0)]
+    finally:
+        for g in gates:
+            g.set()
+        host.close()

@@ -13,7 +13,9 @@ evaluation batch ``i``. Instead :meth:`HostEvaluations.submit`:
    :class:`ppo_jax.eval.host.MujocoEvaluator`: the run layer never imports the evaluation
    layer) while the device trains the next batches.
 
-Evaluations land in order (one worker); the host loop records each at its batch index once
+Evaluations land in order (one worker), at most ``MAX_IN_FLIGHT`` of them unfinished (a host
+slower than the device holds the host loop back at the next evaluation batch); the host loop
+records each at its batch index once
 that batch's metrics are recorded (:meth:`ppo_jax.run.runner.RunLog.add_eval`), waits for
 the outstanding ones before a checkpoint and at the end of the run, and re-raises a worker's
 exception.
@@ -49,6 +51,11 @@ from ppo_jax.run import programs
 HostEvaluatorFactory = Callable[[Any, int], Callable[..., Any]]
 
 HOST_SIMS = ("mujoco", "mjx-cpu")  # the eval_sim values that evaluate in the worker thread
+# Evaluations submitted and not finished, at most: where the host evaluates more slowly than
+# the device trains, the host loop waits at the next evaluation batch (the device's queue
+# still holds the batch just launched) instead of queueing the policy copies without bound
+# and leaving the whole backlog to the end of the run.
+MAX_IN_FLIGHT = 2
 
 
 def check_eval_sim(config: PPOConfig, env: Any = None,
@@ -153,7 +160,12 @@ class HostEvaluations:
 
     def submit(self, states, i: int) -> None:
         """Evaluate the policy of ``states`` (batch ``i``'s) in the worker; call it before
-        ``states`` is donated to the next update."""
+        ``states`` is donated to the next update. Waits first while ``MAX_IN_FLIGHT``
+        evaluations have not finished."""
+        running = [f for _, f in self._queue if not f.done()]
+        while len(running) >= MAX_IN_FLIGHT:
+            concurrent.futures.wait(running[:1])
+            running = [f for f in running if not f.done()]
         snap = _copy((states.params.actor, states.obs_stats, states.eval_key))
         self._queue.append((int(i), self._pool.submit(self._evaluate, snap, int(i))))
 
