@@ -121,6 +121,21 @@ def test_shapes_that_do_not_fit(exported, restored):
     assert "entries" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_entries_that_are_not_tensors(exported, restored, tmp_path):
+    """An export whose marker is right but whose entries are not state dicts of tensors:
+    one line naming the entry."""
+    cfg = restored[0].config
+    for part, change, words in [("actor", {"0.weight": [1.0, 2.0]}, "actor 0.weight is a list"),
+                                ("critic", None, "export has no 'critic' state dict")]:
+        d = torch.load(exported, weights_only=False)
+        d[part] = {**d[part], **change} if change else change
+        path = tmp_path / f"{part}.pt"
+        torch.save(d, path)
+        with pytest.raises(export.ExportError) as e:
+            export.load_torchrl_export(str(path), cfg)
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
 def test_cli_bad_inputs(export_script, tiny_run, tmp_path):
     with pytest.raises(CLIError) as e:
         export_script.main([str(tmp_path / "nope"), str(tmp_path / "x.pt")])

@@ -146,7 +146,7 @@ def save(export: dict[str, Any], path: str) -> str:
 
 
 def read(path: str) -> dict[str, Any]:
-    """Load and check an export file (format marker, its three state dicts)."""
+    """Load and check an export file (format marker, its three state dicts of tensors)."""
     torch = require_torch()
     if not os.path.isfile(path):
         raise ExportError(f"no such file: {path}")
@@ -161,6 +161,9 @@ def read(path: str) -> dict[str, Any]:
     for key in ("actor", "critic", "obs_norm"):
         if not isinstance(d.get(key), dict):
             raise ExportError(f"{path}: export has no {key!r} state dict")
+        for k, v in d[key].items():
+            if not torch.is_tensor(v):
+                raise ExportError(f"{path}: {key} {k} is a {type(v).__name__}, not a tensor")
     return d
 
 
