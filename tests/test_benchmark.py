@@ -157,6 +157,15 @@ def test_scaling_config_splits_over_every_device_count():
         assert cfg.num_envs % d == 0
 
 
+@pytest.mark.parametrize("argv,envs", [
+    (["--scaling", "1,2"], 256),
+    (["--scaling", "1,2", "--envs", "16,256,4096"], 4096),  # the default list, given: taken
+    (["--scaling", "1,2", "--envs", "64"], 64),
+])
+def test_scaling_runs_at_the_largest_given_env_count(argv, envs):
+    assert cli.scaling_envs(cli.resolve_args(cli.build_parser().parse_args(argv))) == envs
+
+
 @pytest.mark.parametrize("argv,words", [
     (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds: give one of them"),
     (["--matched", "--systems", "ppo_jax"], "--matched compares ppo_jax with TorchRL"),

@@ -157,6 +157,7 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the defaults that depend on ``--quick`` (and ``--playground``); ``env_counts``: 1
     and ``--envs``, sorted."""
+    args.envs_given = args.envs is not None  # before the defaults fill it in
     if getattr(args, "seeds", None) is not None and args.seed is not None:
         raise CLIError("--seed and --seeds: give one of them")
     if args.seed is None:
@@ -286,11 +287,17 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     return 1 if failed else 0
 
 
+def scaling_envs(args: argparse.Namespace) -> int:
+    """``--scaling``'s env count: the largest given ``--envs`` (``--quick``'s own without
+    it), else 256."""
+    return max(args.envs) if args.envs_given or args.quick else 256
+
+
 def _scaling(args: argparse.Namespace) -> int:
     """``--scaling``: the device-count table (and ``--json``)."""
     from ppo_jax.bench import scaling
 
-    num_envs = max(args.envs) if args.envs != list(DEFAULT_ENVS) else 256
+    num_envs = scaling_envs(args)
     bad = [d for d in args.scaling if num_envs % d]
     if bad:
         raise CLIError(f"--scaling {','.join(map(str, bad))}: {num_envs} envs do not split "

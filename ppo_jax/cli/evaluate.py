@@ -109,19 +109,21 @@ def main(argv=None) -> int:
     results = {}
     width = evaluate.episode_width(trainer.env, args.episodes)
     bar = progress_bar(args, width)
-    if args.sim in ("mjx", "both"):
-        results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode,
-                                               width=width, progress=bar)
     mujoco_episodes = []
-    if args.sim in ("mujoco", "both"):
-        keep = 1 if args.video else 0  # only episode 0 is rendered
-        with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
-            mujoco_episodes = evaluate.mujoco_episodes(trainer, state, keys, max_steps, mode,
-                                                       keep_states=keep, progress=bar)
-        results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
-                             np.array([e.length for e in mujoco_episodes]))
-    if bar is not None:
-        bar.close()
+    try:
+        if args.sim in ("mjx", "both"):
+            results["mjx"] = evaluate.mjx_episodes(trainer, state, keys, max_steps, mode,
+                                                   width=width, progress=bar)
+        if args.sim in ("mujoco", "both"):
+            keep = 1 if args.video else 0  # only episode 0 is rendered
+            with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
+                mujoco_episodes = evaluate.mujoco_episodes(
+                    trainer, state, keys, max_steps, mode, keep_states=keep, progress=bar)
+            results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
+                                 np.array([e.length for e in mujoco_episodes]))
+    finally:
+        if bar is not None:
+            bar.close()  # its line cleared, also before an error's one line
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
