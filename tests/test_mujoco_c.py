@@ -192,6 +192,8 @@ def test_episodes_in_chunks_are_the_episodes_of_one_vmap(tiny_run):
     np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-6)
     assert chunked[0].dtype == np.float64 and chunked[1].dtype == np.int32
     assert len(set(whole[0].tolist())) == 7  # 7 different episodes, none lost to the padding
+    none = evaluate.mjx_episodes(trainer, state, keys[:0], 50, "sample", width=3)
+    assert none[0].shape == none[1].shape == (0,)
     # typed keys (jax.random.key) are the same episodes as their raw data
     typed = jax.random.wrap_key_data(keys)
     np.testing.assert_array_equal(evaluate.mjx_episodes(trainer, state, typed, 50, "sample")[1],

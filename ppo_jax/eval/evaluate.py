@@ -148,7 +148,8 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
         if landed is not None:
             land()
         landed = (span, res)
-    land()
+    if landed is not None:  # (no keys: no episodes)
+        land()
     return returns, lengths
 
 
