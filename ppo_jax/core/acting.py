@@ -115,7 +115,7 @@ def episode_trace(env, policy: Callable, key: jax.Array, max_steps: int) -> Epis
     k_reset, k_policy = jax.random.split(key)
     # the simulator state inside an env state (an adapter's env names it; MJX ports: data)
     physics = getattr(env, "physics", lambda data: data)
-    rows = int(min(max_steps, getattr(env, "max_episode_steps", max_steps) or max_steps))
+    rows = int(min(max_steps, env.max_episode_steps))
     start = env.reset(k_reset)
     p0 = physics(start.data)
 

@@ -102,8 +102,12 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
     The episodes run as vmapped chunks of ``width`` (default :func:`episode_width`; all E
     when they fit, as one vmap): one jitted program, compiled once per (config, width, mode,
     max_steps) and kept in the program store (where :func:`~ppo_jax.run.programs.storable`).
-    Each episode's result does not depend on its chunk. ``progress(n)`` is called as each
+    An episode's length does not depend on its chunk; its return may, in float32 rounding
+    (a chunk's width changes how XLA vectorizes the step). ``progress(n)`` is called as each
     chunk's ``n`` episodes land."""
+    total = int(keys.shape[0])
+    width = int(width or episode_width(trainer.env, total,
+                                       jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)))
     impl = None  # typed keys (jax.random.key) travel as their data and are wrapped again
     if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
         impl, keys = jax.random.key_impl(keys), jax.random.key_data(keys)
@@ -114,12 +118,6 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
             keys = jax.random.wrap_key_data(keys, impl=impl)
         return jax.vmap(lambda k: run_episode(trainer.env, policy, k, max_steps))(keys)
 
-    total = int(keys.shape[0])
-    if width is None:
-        one = jax.eval_shape(lambda k: k if impl is None else jax.random.wrap_key_data(
-            k, impl=impl), jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))
-        width = episode_width(trainer.env, total, one)
-    width = int(width)
     what = dict(episodes=width, mode=mode, max_steps=max_steps)
     if impl is not None or keys.shape[1:] != (2,) or keys.dtype != jnp.uint32:
         what["keys"] = f"{keys.shape[1:]}{keys.dtype}{impl}"  # another program than raw keys'
