@@ -84,6 +84,50 @@ def test_checkpoint_holds_everything(runs):
     assert 3 * cfg.num_epochs * cfg.num_minibatches in counts
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # orbax's threads,
+# cut off by the refused restore, print "Event loop is closed" as the test ends
+def test_restore_run_reads_only_what_evaluation_uses(runs, tmp_path):
+    """``restore_run`` (evaluate, export, ``load_policy``) reads the policy's parts of the
+    checkpoint: the same values as a whole restore's row, None for the rest, which is not
+    read at all (a checkpoint whose envs no longer fit restores for evaluation, not for a
+    resume); a checkpoint without a part it needs is one line."""
+    import jax
+
+    from ppo_jax.run import checkpoint
+
+    trainer, states, _ = checkpoint.restore(runs["a"])
+    _, state, meta = checkpoint.restore_run(runs["a"])
+    assert meta["batches_done"] == 3
+    for field in checkpoint.POLICY_PARTS:
+        whole = jax.tree_util.tree_leaves(getattr(states, field))
+        part = jax.tree_util.tree_leaves(getattr(state, field))
+        assert len(part) == len(whole) > 0, field
+        for x, y in zip(part, whole):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y)[0])
+    assert state.env_state is None and state.opt_state is None and state.key is None
+
+    def saved(name, states):
+        d = str(tmp_path / name / "checkpoints")
+        checkpoint.save(d, trainer, states)
+        return d
+
+    wider = jax.tree_util.tree_map(  # envs one wider than the config's
+        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[:, :1]], axis=1),
+        states.env_state)
+    d = saved("wider_envs", states.replace(env_state=wider))
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable or corrupt"):
+        checkpoint.restore(d)
+    _, state2, _ = checkpoint.restore_run(d)
+    for x, y in zip(jax.tree_util.tree_leaves(state2.params),
+                    jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(x, y)
+    d = saved("no_eval_key", states.replace(eval_key=None))
+    with pytest.raises(checkpoint.CheckpointError, match="holds no .eval_key"):
+        checkpoint.restore_run(d)
+    with pytest.raises(ValueError, match="include 'params'"):
+        checkpoint.restore(runs["a"], parts=("obs_stats",))
+
+
 def test_resume_equals_uninterrupted_and_checkpointing_changes_nothing(runs):
     for x, y, z in zip(params_of(runs["a"]), params_of(runs["c"]), params_of(runs["b"])):
         np.testing.assert_array_equal(x, y)  # resumed == uninterrupted, bit for bit

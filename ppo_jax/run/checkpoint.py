@@ -36,7 +36,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Collection
 
 import jax
 import numpy as np
@@ -53,6 +53,11 @@ from ppo_jax.core.train import PPOState, Trainer, make_train
 # per-run counts are named *_per_run
 FORMAT = "ppo_jax.run.checkpoint/3"
 CHECKPOINTS = "checkpoints"
+# What evaluation and export read of a run (restore_run's default): the networks, the
+# normalization statistics, the evaluation key and the counts; not the envs mid-episode, the
+# PRNG key, Adam's moments or the running moments, which grow with the envs or the networks
+# and serve only a resume.
+POLICY_PARTS = ("params", "obs_stats", "eval_key", "hyper", "batches_done", "failed_batch")
 
 
 def locate_checkpoints(path: str) -> str:
@@ -268,7 +273,7 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
 
 def restore(
     source: str | Saved, step: int | None = None, layout: Layout | None = None,
-    env: Any = None,
+    env: Any = None, parts: Collection[str] | None = None,
 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """Rebuild the trainer from a checkpoint's config and restore the state of every run.
 
@@ -279,10 +284,14 @@ def restore(
         device, whatever mesh wrote them).
       env: the env object, for a checkpoint of an env of your own (the registry builds the
         others from the saved id).
+      parts: the ``PPOState`` fields to read (None: all of them); the others are ``None`` in
+        the state returned, and nothing of them is read from disk (:data:`POLICY_PARTS`:
+        what evaluation and export use, without the envs and Adam's moments). Must
+        include ``"params"``.
 
     Returns:
       ``(trainer, states [R, ...], meta)``: the :class:`~ppo_jax.core.train.Trainer`, every
-      run's ``PPOState`` and the checkpoint's metadata.
+      run's ``PPOState`` (or its ``parts``) and the checkpoint's metadata.
 
     Raises:
       CheckpointError: a missing, unreadable or mismatched checkpoint (one line).
@@ -308,12 +317,23 @@ def restore(
         shardings = layout.state_shardings(target)
     target = jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), target, shardings)
+    skipped = _skipped_parts(parts)
+    target = target.replace(**{f: None for f in skipped})
     flat_target = _flat_nonempty(target)
+    if skipped:  # orbax's partial restore: only these arrays are read
+        args = ocp.args.PyTreeRestore(
+            item=flat_target, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(flat_target))
+    else:
+        args = ocp.args.StandardRestore(flat_target)
     try:
         with _stderr_held(), _manager(directory) as mngr:
-            flat = mngr.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(flat_target))
-            )["state"]
+            flat = mngr.restore(step, args=ocp.args.Composite(state=args))["state"]
+        # a partial restore hands back the target's own entry for an array it lacks
+        missing = sorted(k for k in flat_target if not isinstance(flat.get(k), jax.Array))
+        if missing:
+            raise CheckpointError(f"checkpoint {directory} step {step} does not fit its "
+                                  f"config: it holds no {missing[0]}")
         restored = _unflatten(target, flat, layout)
     except CheckpointError:
         raise
@@ -329,12 +349,17 @@ def restore(
     return trainer, restored, meta
 
 
-def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any = None
+def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any = None,
+                parts: Collection[str] | None = None,
                 ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """``(trainer, state of run run_index, meta)`` of the job saved in ``path`` (a run
     directory or its checkpoints), restored on one device; :class:`CheckpointError` for a
-    missing, corrupt or unfitting checkpoint or a run index out of range."""
-    trainer, states, meta = restore(path, step, env=env)
+    missing, corrupt or unfitting checkpoint or a run index out of range. ``parts``: as in
+    :func:`restore` (None: :data:`POLICY_PARTS`, what evaluation and export read: the
+    envs and Adam's moments stay on disk, so a restore's time and memory do not grow with
+    the envs). The whole state of one run: ``restore`` and take its row."""
+    trainer, states, meta = restore(path, step, env=env,
+                                    parts=POLICY_PARTS if parts is None else parts)
     k = int(meta.get("num_runs") or meta["num_seeds"])
     if not 0 <= run_index < k:
         raise CheckpointError(f"run index {run_index} is not in [0, {k - 1}] for this {k}-run "
@@ -395,6 +420,19 @@ def _flat_nonempty(tree) -> dict[str, Any]:
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
         if np.prod(leaf.shape) > 0
     }
+
+
+def _skipped_parts(parts: Collection[str] | None) -> list[str]:
+    """The ``PPOState`` fields a restore of ``parts`` leaves out (ValueError for a name that
+    is not a field, or without ``params``)."""
+    if parts is None:
+        return []
+    fields = [f.name for f in dataclasses.fields(PPOState)]
+    unknown = sorted(set(parts) - set(fields))
+    if unknown or "params" not in parts:
+        raise ValueError(f"parts must be PPOState fields and include 'params': got "
+                         f"{sorted(parts)} (fields: {', '.join(fields)})")
+    return [f for f in fields if f not in parts]
 
 
 def _unflatten(target, flat: dict[str, Any], layout: Layout | None = None):
