@@ -168,6 +168,32 @@ def test_evaluate_script_sim_flag(tiny_run, root_dir, capsys):
         evaluate_script.main(args + ["--stochastic", "--eval-action", "mean"])
 
 
+def test_sim_mujoco_for_an_env_without_it_is_refused_before_any_episode(tiny_run, monkeypatch):
+    """``--sim mujoco|both`` for an env with no MuJoCo C twin (``brax:``, ``playground:``):
+    one line before the MJX episodes of ``both`` run, so the refusal loses no work."""
+    import types
+
+    from ppo_jax.cli import evaluate as evaluate_script
+    from ppo_jax.cli.common import CLIError
+    from ppo_jax.eval import evaluate
+    from ppo_jax.run import checkpoint
+
+    restore_run = checkpoint.restore_run
+
+    def foreign(*args, **kwargs):  # the checkpoint's policy on an env that is not a port
+        trainer, state, meta = restore_run(*args, **kwargs)
+        env = types.SimpleNamespace(env_id="brax:reacher", max_episode_steps=1000)
+        return types.SimpleNamespace(config=trainer.config, env=env), state, meta
+
+    monkeypatch.setattr(checkpoint, "restore_run", foreign)
+    ran = []
+    monkeypatch.setattr(evaluate, "mjx_episodes", lambda *a, **k: ran.append(1))
+    for sim in ("mujoco", "both"):
+        with pytest.raises(CLIError, match="brax:reacher has no MuJoCo C simulator"):
+            evaluate_script.main([tiny_run, "--episodes", "3", "--sim", sim])
+    assert ran == []
+
+
 def test_episodes_in_chunks_are_the_episodes_of_one_vmap(tiny_run):
     """Episodes past a chunk's width run in more chunks of one program: the same keys
     (every one in one call, as training's ``eval_episode_key`` makes them), the same

@@ -147,9 +147,15 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
     assert iio.imread(out, index=None).shape[1:3] == (render.HEIGHT, render.WIDTH)
     capsys.readouterr()
     monkeypatch.setattr(mujoco, "Renderer", _no_gl)
-    with pytest.raises(CLIError) as e:
-        evaluate_script.main([tiny_run, "--episodes", "2", "--video", str(tmp_path / "b.mp4")])
-    assert render.GL_HINT in str(e.value) and e.value.code != 0
+    ran = []  # no GL is found out before any episode runs: the refusal loses no work
+    monkeypatch.setattr(evaluate, "mjx_episodes", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(evaluate, "mujoco_episodes", lambda *a, **k: ran.append(1))
+    for sim in ("mjx", "mujoco"):
+        with pytest.raises(CLIError) as e:
+            evaluate_script.main([tiny_run, "--episodes", "2", "--sim", sim,
+                                  "--video", str(tmp_path / "b.mp4")])
+        assert render.GL_HINT in str(e.value) and e.value.code != 0
+    assert ran == [] and not os.path.exists(tmp_path / "b.mp4")
     with pytest.raises(CLIError):
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
 

@@ -106,6 +106,16 @@ def main(argv=None) -> int:
     else:
         keys = jax.random.split(jax.random.PRNGKey(args.seed), args.episodes)
 
+    # what can fail after the episodes is checked before them: a refusal loses no work
+    sim_env = None
+    if args.sim in ("mujoco", "both"):
+        from ppo_jax.envs.mujoco_c import MujocoCEnv
+
+        with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
+            sim_env = MujocoCEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
+    if args.video:
+        check_rendering(trainer.env)
+
     results = {}
     width = evaluate.episode_width(trainer.env, args.episodes)
     bar = progress_bar(args, width)
@@ -116,9 +126,9 @@ def main(argv=None) -> int:
                                                    width=width, progress=bar)
         if args.sim in ("mujoco", "both"):
             keep = 1 if args.video else 0  # only episode 0 is rendered
-            with cli.user_errors(ValueError):  # an env without a MuJoCo C simulator
-                mujoco_episodes = evaluate.mujoco_episodes(
-                    trainer, state, keys, max_steps, mode, keep_states=keep, progress=bar)
+            mujoco_episodes = evaluate.mujoco_episodes(
+                trainer, state, keys, max_steps, mode, env=sim_env, keep_states=keep,
+                progress=bar)
             results["mujoco"] = (np.array([e.episode_return for e in mujoco_episodes]),
                                  np.array([e.length for e in mujoco_episodes]))
     finally:
@@ -211,6 +221,25 @@ def print_table(results: dict) -> None:
     for name, (returns, lengths) in results.items():
         print(f"{SIM_NAMES[name]}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f}, "
               f"mean steps {np.mean(lengths):.1f}")
+
+
+def check_rendering(env) -> None:
+    """CLIError (one line) unless MuJoCo's renderer can draw ``env`` here: a GL context
+    and a MuJoCo model (a tiny renderer, made and closed)."""
+    import warnings
+
+    from ppo_jax.eval import render
+
+    model = getattr(env, "mj_model", None)
+    if model is None:
+        raise cli.CLIError(f"--video: {getattr(env, 'env_id', type(env).__name__)} has no "
+                           "MuJoCo model to render")
+    with warnings.catch_warnings():  # a GL backend that cannot start warns before it fails
+        warnings.simplefilter("ignore")
+        try:
+            render.make_renderer(model, 8, 8).close()
+        except render.RenderUnavailable as e:
+            raise cli.CLIError(f"--video: {e}") from None
 
 
 def render_states(trainer, episode, path) -> str:

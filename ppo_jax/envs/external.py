@@ -19,6 +19,7 @@ bootstraps a truncation from the true next observation, as for every env here.
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -100,10 +101,13 @@ class BraxEnv(_Adapter):
         self.env_id = check_name(f"brax:{name}")
         from brax import envs as brax_envs
 
-        try:
-            self._env = brax_envs.get_environment(name, backend="mjx")
-        except TypeError:  # an env without a backend argument (its own physics)
-            self._env = brax_envs.get_environment(name)
+        with warnings.catch_warnings():  # brax's notice that it points users to MJX, on
+            # every env it loads (this adapter runs brax's envs on MJX)
+            warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
+            try:
+                self._env = brax_envs.get_environment(name, backend="mjx")
+            except TypeError:  # an env without a backend argument (its own physics)
+                self._env = brax_envs.get_environment(name)
         if getattr(self._env, "sys", None) is None:  # e.g. brax's test env "fast"
             raise EnvError(f"{self.env_id} has no MuJoCo model (a brax env without "
                            "physics): ppo_jax trains brax's envs on MJX")
