@@ -93,6 +93,10 @@ try:
         raise cli.CLIError(f"{args.out} holds a run of scripts/train.py (checkpoints/), whose "
                            "metrics.json this would replace: choose another --out")
     OUT = cli.ensure_writable_dir(args.out)
+    for name in ("metrics.json", "curves.png"):  # what the walkthrough writes at its end
+        if os.path.isdir(os.path.join(OUT, name)):
+            raise cli.CLIError(f"{os.path.join(OUT, name)} is a directory, where the "
+                               "walkthrough writes its file: choose another --out")
     CACHE = cli.apply_compile_cache_flags(args)
 except cli.CLIError as e:
     parser.exit(e.code, f"{PROG}: error: {e}\n")

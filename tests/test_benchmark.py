@@ -166,6 +166,17 @@ def test_scaling_runs_at_the_largest_given_env_count(argv, envs):
     assert cli.scaling_envs(cli.resolve_args(cli.build_parser().parse_args(argv))) == envs
 
 
+def test_scaling_runs_the_env_given(monkeypatch, capsys):
+    from ppo_jax.bench import scaling
+
+    seen = []
+    monkeypatch.setattr(scaling, "measure_scaling", lambda devices, config, *a: seen.append(
+        config) or [])
+    assert cli.main(["--scaling", "1,2", "--envs", "16", "--env", "HalfCheetah-v4"]) == 0
+    (config,) = seen
+    assert config.env == "HalfCheetah-v4" and config.num_envs == 16
+
+
 @pytest.mark.parametrize("argv,words", [
     (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds: give one of them"),
     (["--matched", "--systems", "ppo_jax"], "--matched compares ppo_jax with TorchRL"),
@@ -181,6 +192,10 @@ def test_scaling_runs_at_the_largest_given_env_count(argv, envs):
     (["--timeout", "-1"], "--timeout must be a positive number"),
     (["--json", "/proc/forbidden/b.json"], "cannot write"),
     (["--json", "/tmp"], "is a directory"),
+    (["--compile-cache", "/proc/forbidden/cache"], "cannot write"),
+    (["--torch-threads", "-1"], "--torch-threads must be >= 0"),
+    (["--replay", "old.json"], "--replay goes with --playground"),
+    (["--brax-envs", "64", "--replay", "old.json"], "--replay and --brax-envs go with"),
 ])
 def test_seed_flags_are_checked(argv, words):
     from ppo_jax.cli.common import CLIError
@@ -317,7 +332,9 @@ def test_seeds_and_matched_starts_end_to_end(tmp_path, root_dir, compile_cache_d
 @pytest.mark.parametrize("spec,words", [
     ("obs_norm=nope", "obs_norm must be one of"), ("seed=3", "seed: the benchmark sets it"),
     ("hidden_sizes=3", "only single-valued fields"), ("init_stats_frames=x", "expected int"),
-    ("foo=1", "foo: no such PPOConfig field"), ("lr", "expected FIELD=VALUE")])
+    ("foo=1", "foo: no such PPOConfig field"), ("lr", "expected FIELD=VALUE"),
+    ("clip_epsilon=2", "clip_epsilon"), ("entropy_coeff=inf", "entropy_coeff must be finite"),
+    ("critic_coeff=-1", "critic_coeff must be >= 0")])
 def test_ppo_jax_config_is_checked(spec, words):
     from ppo_jax.cli.common import CLIError
 
@@ -335,6 +352,26 @@ def test_ppo_jax_config_sets_only_the_ppo_jax_rows():
     assert by_key["ppo_jax_1"].label.endswith("(init_stats_frames=10000 obs_norm=safe)")
     if not by_key["torchrl"].skipped:
         assert by_key["torchrl"].settings["init_stats_num_iter"] == 1000
+
+
+def test_rows_that_cannot_run_an_env_are_refused_or_skipped_before_any_run(monkeypatch, capsys):
+    """An env that is not a Gymnasium port (``brax:``, ``playground:``): the TorchRL rows
+    are skipped with a note (its tutorial loop runs Gymnasium's envs), and
+    ``eval_sim=mujoco`` is refused in one line, before any row runs."""
+    from ppo_jax.cli.common import CLIError
+
+    a = cli.resolve_args(cli.build_parser().parse_args(
+        ["--env", "brax:reacher", "--systems", "torchrl,ppo_jax", "--envs", "1"]))
+    rows, messages = driver.plan_rows(a, 2_000)
+    by_key = {r.key: r for r in rows}
+    assert "brax:reacher" in by_key["torchrl"].skipped and by_key["ppo_jax_1"].skipped is None
+    assert any("TorchRL rows skipped" in m for m in messages)
+    ran = []
+    monkeypatch.setattr(driver, "measure", lambda *a, **k: ran.append(1))
+    with pytest.raises(CLIError, match="brax:reacher has none"):
+        cli.main(["--env", "brax:reacher", "--systems", "ppo_jax", "--envs", "1",
+                  "--ppo-jax-config", "eval_sim=mujoco"])
+    assert ran == []
 
 
 def test_a_stop_after_a_failure_ends_every_wait(monkeypatch):

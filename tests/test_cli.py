@@ -509,6 +509,26 @@ def test_a_directory_with_a_runs_files_is_not_written_over(tmp_path, capsys, tin
     assert (d / "curves.png").read_bytes() == b"mine"
 
 
+def test_a_file_where_the_events_go_is_refused_before_compiling(runs, tmp_path, capsys,
+                                                                 tiny_flags):
+    """OUT/tensorboard that is a file: one line before anything compiles, for a new run and
+    a resume (it was found at the first batch, after the compile, as a failed write);
+    --no-tensorboard trains there."""
+    d = tmp_path / "tb"
+    d.mkdir()
+    (d / "tensorboard").write_bytes(b"mine")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(d),
+                   words="tensorboard is not a directory")
+    c = tmp_path / "resume"
+    shutil.copytree(runs["a"], c)
+    shutil.rmtree(c / "checkpoints" / "3")
+    shutil.rmtree(c / "tensorboard")
+    (c / "tensorboard").write_bytes(b"mine")
+    one_line_error(capsys, train_cmd.main, "--resume", str(c),
+                   words="tensorboard is not a directory")
+    assert (d / "tensorboard").read_bytes() == b"mine" and os.listdir(d) == ["tensorboard"]
+
+
 def test_a_refusal_removes_only_the_directories_it_made(tmp_path, capsys, tiny_flags):
     (tmp_path / "mine").mkdir()
     out = tmp_path / "mine" / "a" / "b"
@@ -605,3 +625,6 @@ def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
                           words="holds a run of scripts/train.py")
     assert _tree_bytes(d) == before
+    os.makedirs(tmp_path / "dirs" / "curves.png")  # where the walkthrough writes its figure
+    assert_one_line_error(run(root_dir, "tutorial.py", "--out", str(tmp_path / "dirs"),
+                              "--no-torchrl"), words="curves.png is a directory")

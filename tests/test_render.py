@@ -156,6 +156,10 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
                                   "--video", str(tmp_path / "b.mp4")])
         assert render.GL_HINT in str(e.value) and e.value.code != 0
     assert ran == [] and not os.path.exists(tmp_path / "b.mp4")
+    os.makedirs(tmp_path / "d.mp4")  # a directory by a video's name
+    with pytest.raises(CLIError, match="is a directory"):
+        evaluate_script.main([tiny_run, "--episodes", "2", "--video", str(tmp_path / "d.mp4")])
+    assert ran == []
     with pytest.raises(CLIError):
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
-from ppo_jax.cli.common import ArgumentParser, CLIError, check_output_file
+from ppo_jax.cli.common import ArgumentParser, CLIError, check_output_file, ensure_writable_dir
 from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, check_seed
 from ppo_jax.util import versions
 
@@ -170,6 +170,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.json:
         check_output_file(args.json, "--json")
+    if args.compile_cache:  # the JAX rows' workers write there: refused before any row runs
+        args.compile_cache = ensure_writable_dir(args.compile_cache)
+    if args.torch_threads < 0:
+        raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
+                       f"{args.torch_threads}")
     if ((args.seeds or args.matched or args.ppo_jax_config or args.jobs != 1)
             and (getattr(args, "playground", None) or args.scaling)):
         raise CLIError("--seeds, --matched, --ppo-jax-config and --jobs go with the "
@@ -194,6 +199,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         return args
     if args.smoke:
         raise CLIError("--smoke goes with --playground (the comparison's smoke size is --quick)")
+    given = [f for f, v in (("--replay", args.replay), ("--brax-envs", args.brax_envs))
+             if v is not None]
+    if given:
+        raise CLIError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with "
+                       "--playground")
     args.ppo_jax_overrides = configs.parse_overrides(args.ppo_jax_config)
     if args.jobs < 1:
         raise CLIError(f"--jobs must be >= 1, got {args.jobs}")
@@ -222,12 +232,18 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
     TorchRL or ppo_jax row failed."""
     args = resolve_args(build_parser(prog).parse_args(argv))
-    from ppo_jax.envs.registry import check_env_id
+    from ppo_jax.envs.registry import PORTS, check_env_id
 
     try:
         check_env_id(f"playground:{args.playground}" if args.playground else args.env)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    overrides = getattr(args, "ppo_jax_overrides", None) or {}
+    if overrides.get("eval_sim") == "mujoco" and args.env not in PORTS:
+        # (its own check calls into JAX, which this process leaves to its workers)
+        raise CLIError(f"--ppo-jax-config eval_sim=mujoco evaluates in MuJoCo C, which only "
+                       f"the Gymnasium MuJoCo ports have ({', '.join(PORTS)}); {args.env} "
+                       f"has none")
     if args.playground:
         from ppo_jax.bench import playground
 
@@ -302,7 +318,8 @@ def _scaling(args: argparse.Namespace) -> int:
     if bad:
         raise CLIError(f"--scaling {','.join(map(str, bad))}: {num_envs} envs do not split "
                        f"over that many devices")
-    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames, args.seed)
+    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames,
+                                                  args.seed).replace(env=args.env)
     rows = scaling.measure_scaling(sorted(args.scaling), scaling_config, args.compile_cache,
                                    args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
     print(scaling.markdown(rows, cfg))

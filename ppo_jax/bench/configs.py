@@ -108,8 +108,8 @@ def parse_overrides(specs: list[str]) -> dict[str, Any]:
             raise CLIError(f"--ppo-jax-config {name}: expected {kind.__name__}, got {text!r}") \
                 from None
         out[name] = value
-    try:
-        TUTORIAL.replace(**out)
+    try:  # what a run would refuse (check_values: e.g. clip_epsilon > 1) before any runs
+        TUTORIAL.replace(**out).check_values()
     except (ValueError, TypeError) as e:
         raise CLIError(f"--ppo-jax-config: {e}") from None
     return out

@@ -91,7 +91,15 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
     overrides = getattr(args, "ppo_jax_overrides", None) or {}
     variant = " ".join(f"{k}={v}" for k, v in overrides.items())
     ppo_configs = {n: cfg.replace(**overrides) for n, cfg in configs.items()}
-    if "torchrl" in args.systems:
+    from ppo_jax.envs.registry import PORTS
+
+    if "torchrl" in args.systems and env not in PORTS:  # Gymnasium's own envs only
+        reason = (f"TorchRL rows skipped: the tutorial's loop runs Gymnasium's MuJoCo envs "
+                  f"({', '.join(PORTS)}), not {env}")
+        messages.append(reason)
+        description = describe_config("torchrl", torchrl_settings(configs[1], device="cpu"))
+        rows.append(Row("torchrl", "torchrl", 1, {}, description, skipped=reason))
+    elif "torchrl" in args.systems:
         rows += torchrl_rows(configs[1], args.torch_threads or None, messages)
     brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
     if "brax" in args.systems and env != TUTORIAL.env:

@@ -70,10 +70,10 @@ def main(argv=None) -> int:
     if args.seed is not None:
         with cli.user_errors(ValueError):
             check_seed(args.seed, "--seed")
-    if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
-        raise cli.CLIError(f"--video must end in .mp4 or .gif, got {args.video!r}")
-    if args.video:
-        cli.ensure_writable_dir(os.path.dirname(os.path.abspath(args.video)))
+    if args.video:  # a file (not a directory) that can be written, .mp4 or .gif
+        cli.check_output_file(args.video, "--video", (".mp4", ".gif"))
+    if args.stochastic and args.eval_action:
+        raise cli.CLIError("--stochastic and --eval-action exclude each other")
 
     cli.apply_compile_cache_flags(args)
     cli.require_float32()
@@ -89,8 +89,6 @@ def main(argv=None) -> int:
         raise cli.CLIError(f"--env {args.env} contradicts the checkpoint, trained on {cfg.env} "
                            "(evaluate reads the env from the checkpoint: drop --env)")
     step = int(meta["batches_done"])
-    if args.stochastic and args.eval_action:
-        raise cli.CLIError("--stochastic and --eval-action exclude each other")
     mode = "sample" if args.stochastic else (args.eval_action or cfg.eval_action)
     max_steps = args.max_steps or cfg.eval_max_steps
 

@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     with cli.user_errors(onnx_export.OnnxExportError):
         onnx_export.require_onnx()
         onnx_export.require_onnxruntime()
+        onnx_export.check_opset(args.opset)  # before the checkpoint is read
     trainer, state, source = cli.restore_for_export(args)
     mode = args.eval_action or trainer.config.eval_action
     with cli.user_errors(onnx_export.OnnxExportError):

@@ -385,7 +385,9 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         except metrics.MetricsError as e:
             raise cli.CLIError(f"--resume: {e} (the checkpoints are intact: move it away to "
                                "resume without the history before them)") from None
-        return saved, saved.config, cli.ensure_writable_dir(args.resume)
+        out = cli.ensure_writable_dir(args.resume)
+        _check_event_dir(out, args.tensorboard)
+        return saved, saved.config, out
     base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
     config = cli.make_config(base, overrides)
     from ppo_jax.envs.registry import check_env_id
@@ -414,7 +416,23 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     if files:
         raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "
                            "run would replace: move them away or choose another --out")
+    _check_event_dir(out, args.tensorboard)
     return runs, config, out
+
+
+def _check_event_dir(out: str, tensorboard: bool) -> None:
+    """One line, before compiling, where the TensorBoard events cannot be written: OUT/
+    tensorboard is not a directory, or one this process cannot write into (it is made at
+    the first batch, not here: a job stopped before it leaves no files)."""
+    path = os.path.join(out, "tensorboard")
+    if not tensorboard or not os.path.lexists(path):
+        return
+    if not os.path.isdir(path):
+        raise cli.CLIError(f"{path} is not a directory, and the run writes its TensorBoard "
+                           "events there: move it away, or train with --no-tensorboard")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise cli.CLIError(f"cannot write TensorBoard events into {path}: permission denied "
+                           "(or train with --no-tensorboard)")
 
 
 def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
@@ -465,11 +483,13 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
         raise cli.CLIError(str(e)) from None
     except runner.InitFromError as e:
         raise cli.CLIError(f"--init-from-torchrl {args.init_from_torchrl}: {e}") from None
-    except (OSError, checkpoint.CheckpointError) as e:  # disk full, directory gone mid-run
+    except (OSError, checkpoint.CheckpointWriteError) as e:  # disk full, directory gone
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise cli.CLIError(
             f"cannot write the run's files in {out}: {reason}; metrics.json and the "
             f"checkpoints written before this are intact", code=1) from None
+    except checkpoint.CheckpointError as e:  # the resumed checkpoint, read before compiling
+        raise cli.CLIError(f"--resume: {e}" if args.resume else str(e)) from None
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> None:

@@ -394,6 +394,16 @@ def _value_info(g: _Graph, name: str, aval, batch_name: str):
     return g.onnx.helper.make_tensor_value_info(name, _onnx_dtype(g.onnx, aval.dtype), dims)
 
 
+def check_opset(opset: int) -> None:
+    """:class:`OnnxExportError` (one line) unless the installed onnx writes ``opset`` and
+    the graph's ops exist there (``MIN_OPSET`` on)."""
+    onnx = require_onnx()
+    max_opset = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= max_opset:
+        raise OnnxExportError(f"opset must be in [{MIN_OPSET}, {max_opset}] (the installed "
+                              f"onnx's newest), got {opset}")
+
+
 def jax_to_onnx(
     fn: Callable[[jax.Array], jax.Array],
     feature_shape: Sequence[int],
@@ -409,11 +419,8 @@ def jax_to_onnx(
     output; ``batch`` dynamic): ``fn`` is traced with a symbolic batch size and its jaxpr
     translated; closed-over arrays become initializers. ``metadata`` values are stored as
     strings in the model's ``metadata_props``."""
+    check_opset(opset)
     onnx = require_onnx()
-    max_opset = onnx.defs.onnx_opset_version()
-    if not MIN_OPSET <= opset <= max_opset:
-        raise OnnxExportError(f"opset must be in [{MIN_OPSET}, {max_opset}] (the installed "
-                              f"onnx's newest), got {opset}")
     (batch_dim,) = jax.export.symbolic_shape(batch_name)
     spec = jax.ShapeDtypeStruct((batch_dim, *feature_shape), dtype)
     closed = jax.make_jaxpr(fn)(spec)

@@ -76,6 +76,10 @@ class CheckpointError(Exception):
     """A checkpoint that is missing, unreadable, or does not fit what was asked of it."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a directory gone)."""
+
+
 def _manager(directory: str, keep: int | None = None, create: bool = False):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
@@ -129,7 +133,7 @@ def save(
             )
             mngr.wait_until_finished()
     except Exception as e:  # disk full, directory gone: orbax/tensorstore raise many types
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"could not save checkpoint step {step} in {directory} "
             f"({type(e).__name__}: {_reason(e)})") from None
     return step

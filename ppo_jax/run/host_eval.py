@@ -59,10 +59,12 @@ MAX_IN_FLIGHT = 2
 
 
 def check_eval_sim(config: PPOConfig, env: Any = None,
-                   factory: HostEvaluatorFactory | None = None) -> None:
+                   factory: HostEvaluatorFactory | None = None,
+                   factory_later: bool = False) -> None:
     """Refuse an ``eval_sim`` on the host where it cannot run, before anything is built:
     ``ValueError``, one line. ``env``: an env object of the user's own (None: the registry's
-    ``config.env``); ``factory``: the host evaluator's (``'mujoco'`` needs one)."""
+    ``config.env``); ``factory``: the host evaluator's (``'mujoco'`` needs one, unless
+    ``factory_later``: it comes with the training loop's call)."""
     sim = config.eval_sim
     if sim not in HOST_SIMS or not config.evaluates:
         return
@@ -81,7 +83,7 @@ def check_eval_sim(config: PPOConfig, env: Any = None,
         raise ValueError("eval_sim 'mjx-cpu' runs on the host's CPU, which JAX was started "
                          "without here (JAX_PLATFORMS lacks 'cpu'): evaluate with eval_sim "
                          "'mjx' (or 'auto'), or add 'cpu' to JAX_PLATFORMS")
-    if sim == "mujoco" and factory is None:
+    if sim == "mujoco" and factory is None and not factory_later:
         raise ValueError("eval_sim 'mujoco' needs a host evaluator: pass "
                          "host_evaluator=ppo_jax.eval.host.MujocoEvaluator")
 

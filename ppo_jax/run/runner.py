@@ -262,8 +262,9 @@ def prepare(
     platform = jax.default_backend()
     if not host_eval.on_device(runs.config, platform):  # evaluated on the host
         sim = host_eval.decide(runs.config, trainer.env, platform, host_evaluator)
-        if sim == "mjx-cpu":  # one line, before compiling, where it cannot run
-            host_eval.check_eval_sim(runs.config, trainer.env, host_evaluator)
+        # one line, before compiling, where it cannot run (also for a caller that did not
+        # check, as fit and run_training do; train_batches may be given the evaluator)
+        host_eval.check_eval_sim(runs.config, trainer.env, host_evaluator, factory_later=True)
         need = tuple(n for n in need if n != "evaluate") + (
             ("evaluate_cpu",) if sim == "mjx-cpu" else ())
     check_fits(runs.num_runs, trainer.least_bytes_per_run(), n_dev)
