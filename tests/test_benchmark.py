@@ -192,7 +192,6 @@ def test_scaling_runs_the_env_given(monkeypatch, capsys):
     (["--timeout", "-1"], "--timeout must be a positive number"),
     (["--json", "/proc/forbidden/b.json"], "cannot write"),
     (["--json", "/tmp"], "is a directory"),
-    (["--compile-cache", "/proc/forbidden/cache"], "cannot write"),
     (["--torch-threads", "-1"], "--torch-threads must be >= 0"),
     (["--replay", "old.json"], "--replay goes with --playground"),
     (["--brax-envs", "64", "--replay", "old.json"], "--replay and --brax-envs go with"),
@@ -370,8 +369,30 @@ def test_rows_that_cannot_run_an_env_are_refused_or_skipped_before_any_run(monke
     monkeypatch.setattr(driver, "measure", lambda *a, **k: ran.append(1))
     with pytest.raises(CLIError, match="brax:reacher has none"):
         cli.main(["--env", "brax:reacher", "--systems", "ppo_jax", "--envs", "1",
-                  "--ppo-jax-config", "eval_sim=mujoco"])
+                  "--eval-every-frames", "1000", "--ppo-jax-config", "eval_sim=mujoco"])
     assert ran == []
+    # without evaluation the runs never evaluate: nothing to refuse
+    a = cli.resolve_args(cli.build_parser().parse_args(
+        ["--env", "brax:reacher", "--systems", "ppo_jax", "--envs", "1", "--ppo-jax-config",
+         "eval_sim=mujoco"]))
+    assert not a.evaluate
+
+
+def test_an_unusable_compile_cache_is_refused_before_any_run(monkeypatch, tmp_path):
+    """After every other refusal (a refused command leaves no directory behind), before any
+    row runs."""
+    from ppo_jax.cli.common import CLIError
+
+    ran = []
+    monkeypatch.setattr(driver, "measure", lambda *a, **k: ran.append(1))
+    with pytest.raises(CLIError, match="cannot write"):
+        cli.main(["--systems", "ppo_jax", "--envs", "1", "--compile-cache",
+                  "/proc/forbidden/cache"])
+    with pytest.raises(CLIError, match="--torch-threads"):
+        cli.main(["--compile-cache", str(tmp_path / "cache"), "--torch-threads", "-1"])
+    with pytest.raises(CLIError, match="unknown env"):
+        cli.main(["--compile-cache", str(tmp_path / "cache"), "--env", "Nope-v0"])
+    assert ran == [] and not (tmp_path / "cache").exists()
 
 
 def test_a_stop_after_a_failure_ends_every_wait(monkeypatch):

@@ -67,8 +67,9 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all; torchrl "
                         "adds a CUDA row when torch sees a GPU)")
     p.add_argument("--env", metavar="ID", default="InvertedDoublePendulum-v4",
-                   help="the env of every row (default: the tutorial's; the Brax rows run "
-                        "only on it: their adapter is the pendulum's)")
+                   help="the env of every row, --scaling's too (default: the tutorial's; "
+                        "the Brax rows run only on it: their adapter is the pendulum's; the "
+                        "TorchRL rows only on the Gymnasium ports)")
     p.add_argument("--envs", type=parse_int_list, default=None,
                    help=f"env counts for ppo_jax and Brax besides the tutorial's 1 "
                         f"(default {','.join(map(str, DEFAULT_ENVS))}; --quick: "
@@ -170,8 +171,6 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.json:
         check_output_file(args.json, "--json")
-    if args.compile_cache:  # the JAX rows' workers write there: refused before any row runs
-        args.compile_cache = ensure_writable_dir(args.compile_cache)
     if args.torch_threads < 0:
         raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
                        f"{args.torch_threads}")
@@ -239,11 +238,15 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     except ValueError as e:
         raise CLIError(str(e)) from None
     overrides = getattr(args, "ppo_jax_overrides", None) or {}
-    if overrides.get("eval_sim") == "mujoco" and args.env not in PORTS:
+    if (overrides.get("eval_sim") == "mujoco" and args.env not in PORTS
+            and getattr(args, "evaluate", False)):
         # (its own check calls into JAX, which this process leaves to its workers)
         raise CLIError(f"--ppo-jax-config eval_sim=mujoco evaluates in MuJoCo C, which only "
                        f"the Gymnasium MuJoCo ports have ({', '.join(PORTS)}); {args.env} "
                        f"has none")
+    if args.compile_cache:  # the JAX rows' workers write there: after the other refusals
+        # (a refused command leaves no directory) and before any row runs
+        ensure_writable_dir(args.compile_cache)
     if args.playground:
         from ppo_jax.bench import playground
 

@@ -23,8 +23,9 @@ reader uses (:mod:`ppo_jax.run.parallel`), or loads it on the host.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a run
 killed while saving leaves the previous checkpoint restorable (an unfinished one is not
-listed). Restoring builds the expected tree from the saved config and checks every array's
-shape against it: a checkpoint that does not fit gives a :class:`CheckpointError`.
+listed). Restoring builds the expected tree from the saved config and checks the shape of
+every array it reads against it (all of them, or the parts asked for: :func:`restore_run`
+reads :data:`POLICY_PARTS`): a checkpoint that does not fit gives a :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ FORMAT = "ppo_jax.run.checkpoint/3"
 CHECKPOINTS = "checkpoints"
 # What evaluation and export read of a run (restore_run's default): the networks, the
 # normalization statistics, the evaluation key and the counts; not the envs mid-episode, the
-# PRNG key, Adam's moments or the running moments, which grow with the envs or the networks
-# and serve only a resume.
+# PRNG key, Adam's moments or the running moments, which serve only a resume (the envs grow
+# with --num-envs, Adam's moments with the networks).
 POLICY_PARTS = ("params", "obs_stats", "eval_key", "hyper", "batches_done", "failed_batch")
 
 
