@@ -91,15 +91,7 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
     overrides = getattr(args, "ppo_jax_overrides", None) or {}
     variant = " ".join(f"{k}={v}" for k, v in overrides.items())
     ppo_configs = {n: cfg.replace(**overrides) for n, cfg in configs.items()}
-    from ppo_jax.envs.registry import PORTS
-
-    if "torchrl" in args.systems and env not in PORTS:  # Gymnasium's own envs only
-        reason = (f"TorchRL rows skipped: the tutorial's loop runs Gymnasium's MuJoCo envs "
-                  f"({', '.join(PORTS)}), not {env}")
-        messages.append(reason)
-        description = describe_config("torchrl", torchrl_settings(configs[1], device="cpu"))
-        rows.append(Row("torchrl", "torchrl", 1, {}, description, skipped=reason))
-    elif "torchrl" in args.systems:
+    if "torchrl" in args.systems:
         rows += torchrl_rows(configs[1], args.torch_threads or None, messages)
     brax_reason = brax_unavailable_reason() if "brax" in args.systems else None
     if "brax" in args.systems and env != TUTORIAL.env:
@@ -131,8 +123,13 @@ def plan_rows(args: argparse.Namespace, total_frames: int) -> tuple[list[Row], l
 
 def torchrl_rows(tutorial: PPOConfig, threads: int | None, messages: list[str]) -> list[Row]:
     """The TorchRL tutorial on the CPU (and on CUDA when torch sees a GPU) at the one-env
-    config ``tutorial``; one skipped row (and a message) when TorchRL is not installed."""
-    reason = torchrl_unavailable_reason()
+    config ``tutorial``; one skipped row (and a message) when TorchRL is not installed, or
+    for an env that is not one of Gymnasium's (the tutorial's loop runs Gymnasium's envs)."""
+    from ppo_jax.envs.registry import PORTS
+
+    reason = (f"TorchRL rows skipped: the tutorial's loop runs Gymnasium's MuJoCo envs "
+              f"({', '.join(PORTS)}), not {tutorial.env}" if tutorial.env not in PORTS
+              else torchrl_unavailable_reason())
     if reason:
         messages.append(reason)
         description = describe_config("torchrl", torchrl_settings(tutorial, device="cpu"))
