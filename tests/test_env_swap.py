@@ -152,9 +152,19 @@ def test_port_evaluates_in_both_sims(pendulum_run, capsys, compile_cache_dir):
     assert policy(np.zeros(4)).shape == (1,)
 
 
-def test_env_flag_that_contradicts_the_checkpoint(pendulum_run, root_dir):
+def test_env_flag_that_contradicts_the_checkpoint(pendulum_run, root_dir, monkeypatch,
+                                                  compile_cache_dir):
     assert_one_line_error(run(root_dir, "evaluate.py", pendulum_run, "--env", "Hopper-v4"),
                           words="contradicts the checkpoint")
+    from ppo_jax.cli import common as cli, evaluate
+
+    def no_restore(*args, **kwargs):
+        raise AssertionError("restored before --env was checked")
+
+    monkeypatch.setattr(checkpoint, "restore_run", no_restore)
+    with pytest.raises(cli.CLIError, match="trained on InvertedPendulum-v4"):
+        evaluate.main([pendulum_run, "--env", "Hopper-v4",  # refused on the metadata alone
+                       "--compile-cache-dir", compile_cache_dir])
     assert_one_line_error(run(root_dir, "train.py", "--resume", pendulum_run, "--env",
                               "Hopper-v4"), words="contradict")
 

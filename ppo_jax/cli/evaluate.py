@@ -83,11 +83,14 @@ def main(argv=None) -> int:
     from ppo_jax.eval import evaluate
 
     with cli.user_errors(checkpoint.CheckpointError):
+        if args.env:  # checked on the metadata, before the restore builds the env
+            saved_env = checkpoint.open_saved(args.dir, args.step).config.env
+            if args.env != saved_env:
+                raise cli.CLIError(
+                    f"--env {args.env} contradicts the checkpoint, trained on {saved_env} "
+                    "(evaluate reads the env from the checkpoint: drop --env)")
         trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
     cfg = trainer.config
-    if args.env and args.env != cfg.env:
-        raise cli.CLIError(f"--env {args.env} contradicts the checkpoint, trained on {cfg.env} "
-                           "(evaluate reads the env from the checkpoint: drop --env)")
     step = int(meta["batches_done"])
     mode = "sample" if args.stochastic else (args.eval_action or cfg.eval_action)
     max_steps = args.max_steps or cfg.eval_max_steps
