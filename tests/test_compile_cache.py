@@ -182,3 +182,32 @@ def test_an_env_without_a_file_keeps_its_programs_in_the_process(tiny_config, mo
     assert infos["double"].source in ("compiled", "jax_cache")
     assert compile_cache.load_stored("double", key) is None
     assert jnp.array_equal(compiled["double"](jnp.arange(3.0)), jnp.arange(3.0) * 2)
+
+
+def test_a_spec_that_holds_an_array_keys_it_by_every_element(tiny_config):
+    """An env's ``spec()`` may hold an array (a heightmap, a gain table): two specs that
+    differ in any element or in the last bits of a float are two programs, although numpy
+    prints them alike (it elides long arrays and rounds floats)."""
+    import numpy as np
+
+    from ppo_jax.core.train import make_train
+    from ppo_jax.run import programs
+
+    class Table(type(cell_env())):
+        def __init__(self, table):
+            self.table = table
+
+        def spec(self):
+            return {"table": self.table}
+
+    base = np.ones(2000)
+    bumped, nudged = base.copy(), base.copy()
+    bumped[1000] = 2.0
+    nudged[0] = 1.0 + 1e-12
+    assert str(base) == str(bumped) == str(nudged)  # what a printout would have keyed
+    keys = {programs.program_key(make_train(tiny_config, env=Table(t)), 1, "init")
+            for t in (base, bumped, nudged, jnp.asarray(bumped), base.astype(np.float32),
+                      base.reshape(40, 50), np.float32(0.1), np.float64(0.1))}
+    assert len(keys) == 8
+    again = programs.program_key(make_train(tiny_config, env=Table(base.copy())), 1, "init")
+    assert again == programs.program_key(make_train(tiny_config, env=Table(base)), 1, "init")

@@ -179,8 +179,29 @@ def store_key(name: str, identity: dict[str, Any], **extra: Any) -> str:
         "matmul": str(jax.config.jax_default_matmul_precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    blob = json.dumps(parts, sort_keys=True, default=_exact).encode()
     return f"{name}_{hashlib.sha256(blob).hexdigest()[:24]}"
+
+
+def _exact(value: Any) -> Any:
+    """A key's JSON form of what JSON cannot hold, losing nothing that could change a
+    program: an array (an env's ``spec()`` may hold one) by its dtype, shape and the hash of
+    its bytes, not by its printout (numpy elides long arrays and rounds floats there); a
+    numpy scalar by its dtype and exact value; anything else by its ``repr``."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return {"dtype": str(value.dtype), "value": value.item()}
+    if isinstance(value, (np.ndarray, jax.Array)) or hasattr(value, "__array__"):
+        a = np.ascontiguousarray(np.asarray(value))
+        data = a.tobytes() if a.dtype != object else repr(a.tolist()).encode()
+        return {"dtype": str(a.dtype), "shape": list(a.shape),
+                "sha256": hashlib.sha256(data).hexdigest()}
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": hashlib.sha256(bytes(value)).hexdigest()}
+    if isinstance(value, (set, frozenset)):
+        return {"set": sorted(repr(v) for v in value)}
+    return repr(value)
 
 
 def _store_path(key: str) -> str | None:
