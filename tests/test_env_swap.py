@@ -56,6 +56,42 @@ def test_own_env_trains_through_the_api(own_env_run, PointMass):
         checkpoint.restore(out)
 
 
+def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, PointMass):
+    """``load_policy(env=)`` takes the env object as ``restore`` does, and acts as training's
+    evaluation; observations of the wrong size and a mode that is not deterministic are
+    refused in a line; ``fit`` refuses an ``out`` that holds a run, as the command does."""
+    from ppo_jax import fit
+    from ppo_jax.core.acting import policy_action
+    from ppo_jax.core.normalization import normalize
+
+    out = own_env_run["out"]
+    with pytest.raises(checkpoint.CheckpointError, match="pass env= to restore"):
+        load_policy(out)
+    policy = load_policy(out, env=PointMass())
+    trainer, state, _ = checkpoint.restore_run(out, env=PointMass())
+    obs = np.array([[0.5, -0.2], [-1.0, 0.3], [0.0, 0.0]], np.float64)
+    want = policy_action(trainer.actor_apply, state.params.actor,
+                         normalize(state.obs_stats, jnp.asarray(obs, jnp.float32)),
+                         jax.random.PRNGKey(0), trainer.config.eval_action, trainer.bounds)
+    got = policy(obs)
+    assert got.dtype == np.float32 and got.shape == (3, 1)
+    np.testing.assert_allclose(got, np.asarray(want), rtol=1e-6)  # jitted vs eager: 1 ulp
+    np.testing.assert_array_equal(policy(obs[1].tolist()), got[1])
+    assert np.all(np.abs(got) <= 2.0)
+    for bad in (np.zeros(3), np.zeros((4, 1)), 0.5):
+        with pytest.raises(ValueError, match=r"observations of shape \[2\] or \[B, 2\]"):
+            policy(bad)
+    for mode in ("sample", "bogus"):  # refused before the checkpoint is read
+        with pytest.raises(ValueError, match="deterministic policy: mode must be one of"):
+            load_policy(out, mode=mode)
+    with open(os.path.join(out, "metrics.json")) as f:
+        before = f.read()
+    with pytest.raises(ValueError, match="already holds a run"):
+        fit(PPOConfig.from_preset("tiny").replace(seed=7), env=PointMass(), out=out)
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert f.read() == before
+
+
 def test_bounded_actions_reach_the_env():
     """The tanh-Normal is mapped onto the env's bounds: the sampled and evaluation actions of
     a [-3, 3] env leave [-1, 1]."""

@@ -36,9 +36,6 @@ from ppo_jax.eval.gl import default_offscreen_backend
 
 
 DEFAULT_OUT = "runs/train"
-# what a run writes in --out once it ends, besides metrics.json and its checkpoints: a new
-# run does not write over them (TensorBoard's events/ may be a crashed run's: they add up)
-RUN_FILES = ("curves.png", "policy.mp4")
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -362,8 +359,6 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
 def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     """``(start, config, out)``: the saved job (``--resume``) or the new one's runs, its
     config and its output directory (a new run's must not hold another run)."""
-    import jax
-
     from ppo_jax.run import checkpoint
 
     if args.resume:
@@ -395,6 +390,7 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     from ppo_jax.eval.host import MujocoEvaluator
     from ppo_jax.run import host_eval
 
+    from ppo_jax.run.runner import run_files_in
     from ppo_jax.run.runs import Runs, parse_sweep
 
     with cli.user_errors(ValueError):  # before anything is written or compiled
@@ -403,16 +399,10 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         sweep = parse_sweep(args.sweep, config) if args.sweep else None
         runs = Runs(config, args.num_seeds or 1, sweep)
     out = cli.ensure_writable_dir(args.out)
-    held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
-            if os.path.exists(os.path.join(out, n))]
-    if held and jax.process_count() > 1:
-        # the other processes may have made checkpoints/ already: only metrics.json,
-        # which process 0 writes at the end, marks a finished run here
-        held = [n for n in held if n == "metrics.json"]
+    held, files = run_files_in(out)
     if held:
         raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
                            f"--resume {out}, or choose another --out")
-    files = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
     if files:
         raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "
                            "run would replace: move them away or choose another --out")

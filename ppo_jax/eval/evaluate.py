@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppo_jax.config import EVAL_ACTIONS
 from ppo_jax.run import checkpoint, compile_cache
 from ppo_jax.core.acting import (  # noqa: F401 (evaluation's vocabulary, re-exported)
     EpisodeResult,
@@ -332,7 +333,7 @@ def evaluate_checkpoint(
 
 
 def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
-                mode: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+                mode: str | None = None, env: Any = None) -> Callable[[np.ndarray], np.ndarray]:
     """The trained policy of a run directory as a plain function ``obs -> action``.
 
     Args:
@@ -340,23 +341,28 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
       step: which checkpoint (None: the latest).
       run_index: which run of the job (0: the first).
       mode: ``"mean"`` or ``"tanh_loc"`` (None: the run's ``eval_action``).
+      env: the env object a run of an env of your own was trained on (as
+        :func:`ppo_jax.run.checkpoint.restore` takes it); None: the checkpoint's env id.
 
     Returns:
-      ``policy(obs)``: raw observations ``[obs_dim]`` or ``[B, obs_dim]`` (numpy or JAX, any
-      float dtype) to deterministic actions ``[action_dim]`` / ``[B, action_dim]``, float32
-      numpy, normalized and acted on exactly as training's evaluation does; one jitted call
-      per batch shape.
+      ``policy(obs)``: raw observations ``[..., obs_dim]`` (``[obs_dim]`` or ``[B,
+      obs_dim]``; numpy, JAX or a list, any real dtype) to deterministic actions ``[...,
+      action_dim]``, float32 numpy, normalized and acted on exactly as training's evaluation
+      does; one jitted call per batch shape. Observations of another size: ValueError.
 
     Raises:
       CheckpointError: no checkpoint that fits (:class:`ppo_jax.run.checkpoint.CheckpointError`).
+      ValueError: a ``mode`` that is not deterministic.
     """
-    trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index)
+    if mode is not None and mode not in EVAL_ACTIONS:
+        raise ValueError(f"load_policy returns a deterministic policy: mode must be one of "
+                         f"{', '.join(map(repr, EVAL_ACTIONS))}, got {mode!r} (the stochastic "
+                         "one needs keys: make_policy)")
+    trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index, env=env)
     mode = mode or trainer.config.eval_action
-    if mode == "sample":
-        raise ValueError("load_policy returns a deterministic policy: mode 'mean' or "
-                         "'tanh_loc' (the stochastic one needs keys: make_policy)")
     params, stats = state.params.actor, state.obs_stats
     key = jax.random.PRNGKey(0)  # unused by the deterministic modes
+    size = int(trainer.env.observation_size)
 
     @jax.jit
     def act(obs):
@@ -364,6 +370,10 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
                              trainer.bounds)
 
     def policy(obs) -> np.ndarray:
-        return np.asarray(act(jnp.asarray(obs, jnp.float32)))
+        obs = jnp.asarray(obs, jnp.float32)
+        if obs.ndim == 0 or obs.shape[-1] != size:
+            raise ValueError(f"the policy takes observations of shape [{size}] or [B, {size}] "
+                             f"({trainer.env.env_id}), got shape {list(obs.shape)}")
+        return np.asarray(act(obs))
 
     return policy

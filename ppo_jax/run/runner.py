@@ -524,6 +524,24 @@ def checkpoint_meta(log: RunLog) -> dict[str, Any]:
     }
 
 
+# what a run writes in its directory once it ends, besides metrics.json and its checkpoints: a
+# new run does not write over them (TensorBoard's events/ may be a crashed run's: they add up)
+RUN_FILES = ("curves.png", "policy.mp4")
+
+
+def run_files_in(out: str) -> tuple[list[str], list[str]]:
+    """``(held, files)`` of the directory ``out``, which a new run must not write into when
+    either is non-empty: ``held``, what marks a run there (``metrics.json``, the checkpoints;
+    in a multi-process job only ``metrics.json``, which process 0 writes at the end, since
+    the other processes may have made the checkpoints' directory already), and ``files``,
+    the :data:`RUN_FILES` it holds."""
+    held = [n for n in ("metrics.json", checkpoint.CHECKPOINTS)
+            if os.path.exists(os.path.join(out, n))]
+    if jax.process_count() > 1:
+        held = [n for n in held if n == "metrics.json"]
+    return held, [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
+
+
 def fit(
     config: PPOConfig | None = None,
     *,
@@ -581,6 +599,14 @@ def fit(
         config = config.replace(env=env.env_id)
     runs = Runs(config, num_seeds, sweep)
     if out is not None:
+        if os.path.isdir(out):
+            held, files = run_files_in(out)
+            if held:
+                raise ValueError(f"{out} already holds a run ({', '.join(held)}): choose "
+                                 f"another out, or continue it with scripts/train.py --resume")
+            if files:
+                raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
+                                 "this run would replace: move them away or choose another out")
         os.makedirs(out, exist_ok=True)
         summary, job = run_training(runs, out=out, devices=devices,
                                     checkpoint_every=checkpoint_every, announce=announce,
