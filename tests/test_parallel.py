@@ -254,6 +254,31 @@ def test_sweep_refuses_fields_that_shape_the_program():
     assert Runs(TINY, 3, parse_sweep(["gamma=0.9,0.99"], TINY)).num_runs == 6
 
 
+def test_a_sweep_given_as_points_is_checked_as_the_flag_is():
+    """``fit(sweep=[...])`` and ``Runs``: the same refusals as ``--sweep`` (a field that shapes
+    the program or none of PPOConfig's, a value that is not a number or makes an invalid
+    config), and a point given twice; the values are taken as floats, as the flag's."""
+    for sweep, words in (
+            ([{"num_envs": 2}], "num_envs: only fields that leave"),
+            ([{"hidden_sizes": (64, 64)}], "hidden_sizes: only fields that leave"),
+            ([{"seed": 0}, {"seed": 1}], "seed: only fields that leave"),
+            ([{"bogus": 1}], "bogus: no such PPOConfig field"),
+            ([{"lr": "1e-3"}], "lr must be a number"),
+            ([{"lr": True}], "lr must be a number"),
+            ([{"lr": 1e-3}, {"lr": 0.001}], "lr=0.001 is given twice"),
+            ([{"clip_epsilon": -1.0}], "clip_epsilon must be > 0"),
+            ({"lr": [1e-4, 3e-4]}, "sweep must be a list of dicts"),
+            (["lr=1e-4"], "each point must be a dict")):
+        with pytest.raises(ValueError, match=words):
+            Runs(TINY, 1, sweep)
+    runs = Runs(TINY, 2, [{"lr": 1}, {"lr": 3e-4, "gamma": 0.9}])
+    assert runs.sweep == [{"lr": 1.0}, {"lr": 3e-4, "gamma": 0.9}] and runs.num_runs == 4
+    assert runs.configs[1].gamma == 0.9 and runs.configs[1].lr == 3e-4
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="num_seeds must be a whole number"):
+            Runs(TINY, bad)
+
+
 # --- 5. bad device counts -------------------------------------------------------------------
 def test_device_counts_that_do_not_split_name_the_valid_ones():
     with pytest.raises(LayoutError) as e:

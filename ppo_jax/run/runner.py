@@ -563,8 +563,10 @@ def fit(
     Args:
       config: the configuration (None: the tutorial's, ``PPOConfig()``).
       num_seeds: seeds ``config.seed ..`` trained together in one vmapped program.
-      sweep: grid points of sweepable fields (:func:`ppo_jax.run.runs.parse_sweep`), each
-        trained with every seed; R = ``num_seeds`` x points runs in all.
+      sweep: grid points of sweepable fields, each a dict such as ``{"lr": 1e-4}``
+        (:func:`ppo_jax.run.runs.parse_sweep` makes them from ``--sweep``'s specs; checked by
+        :func:`ppo_jax.run.runs.check_sweep`), each trained with every seed; R =
+        ``num_seeds`` x points runs in all.
       out: a run directory to write as the command writes it (metrics.json, curves.png,
         checkpoints); None writes nothing.
       devices: how many devices to split the runs and envs over (a count, ``"all"``, None).

@@ -5,6 +5,7 @@ seed, PRNG key and hyperparameters."""
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Any, Iterable
 
 import jax
@@ -33,24 +34,29 @@ def sweep_field(spec: str) -> str:
     return spec.partition("=")[0].strip().replace("-", "_")
 
 
+def check_sweep_field(name: str, base: PPOConfig, flag: str = "--sweep") -> None:
+    """ValueError (one line) unless ``name`` is a field a sweep may vary: a
+    :class:`PPOConfig` field that leaves the program's shapes unchanged."""
+    if name not in base.to_dict():
+        raise ValueError(f"{flag} {name}: no such PPOConfig field")
+    if name not in SWEEPABLE:
+        raise ValueError(
+            f"{flag} {name}: only fields that leave the program's shapes unchanged can be "
+            f"swept ({', '.join(SWEEPABLE)}); run other values of {name} separately")
+
+
 def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
     """``["lr=1e-4,3e-4", "clip_epsilon=0.1,0.2"]`` -> the grid's overrides, one dict per
     configuration (the first field varies slowest). Raises ``ValueError`` (one line) for a
     malformed spec, a field that is unknown or shapes the program, a repeated field, or a
     value that makes an invalid config."""
     fields: dict[str, list[float]] = {}
-    known = set(base.to_dict())
     for spec in specs:
         name, sep, values = spec.partition("=")
         name = sweep_field(spec)
         if not sep or not name or not values.strip():
             raise ValueError(f"--sweep {spec!r}: expected FIELD=V1,V2,... (e.g. lr=1e-4,3e-4)")
-        if name not in known:
-            raise ValueError(f"--sweep {name}: no such PPOConfig field")
-        if name not in SWEEPABLE:
-            raise ValueError(
-                f"--sweep {name}: only fields that leave the program's shapes unchanged can be "
-                f"swept ({', '.join(SWEEPABLE)}); run other values of {name} separately")
+        check_sweep_field(name, base)
         if name in fields:
             raise ValueError(f"--sweep {name} is given twice")
         try:
@@ -64,6 +70,30 @@ def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
     for overrides in grid:
         base.replace(**overrides).check_values()  # validates (ValueError names the field)
     return grid or [{}]
+
+
+def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, float]]:
+    """A sweep given as its points (``fit(sweep=[{"lr": 1e-4}, {"lr": 3e-4}])``), checked as
+    :func:`parse_sweep` checks its specs: each point a dict of sweepable fields to real
+    numbers (taken as floats), no point twice. ValueError (one line) otherwise; the configs'
+    values are checked by :class:`Runs`."""
+    if isinstance(sweep, (dict, str)) or not hasattr(sweep, "__iter__"):
+        raise ValueError(f"sweep must be a list of dicts (one per point, e.g. [{{'lr': 1e-4}}, "
+                         f"{{'lr': 3e-4}}]), got {type(sweep).__name__}")
+    points = []
+    for point in sweep:
+        if not isinstance(point, dict):
+            raise ValueError(f"sweep: each point must be a dict of field -> value, got "
+                             f"{point!r}")
+        for name, value in point.items():
+            check_sweep_field(name, base, "sweep:")
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"sweep: {name} must be a number, got {value!r}")
+        point = {name: float(value) for name, value in point.items()}
+        if point in points:
+            raise ValueError(f"sweep: the point {label(point)} is given twice")
+        points.append(point)
+    return points or [{}]
 
 
 def run_configs(base: PPOConfig, sweep: list[dict[str, Any]]) -> list[PPOConfig]:
@@ -85,15 +115,17 @@ class Runs:
                  sweep: list[dict[str, Any]] | None = None, *, new: bool = True):
         """``new``: a job about to start, whose seeds and values are checked
         (:meth:`PPOConfig.check_values`); a saved job is taken as it was."""
-        if num_seeds < 1:
-            raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+        if isinstance(num_seeds, bool) or not isinstance(num_seeds, numbers.Integral) \
+                or num_seeds < 1:
+            raise ValueError(f"num_seeds must be a whole number >= 1, got {num_seeds!r}")
         last = config.seed + int(num_seeds) - 1
         if new and last > SEED_MAX:
             raise ValueError(f"the seeds {config.seed}..{last} go past {SEED_MAX} (32-bit "
                              f"PRNG seeds): start at seed <= {SEED_MAX - int(num_seeds) + 1}")
         self.config = config
         self.num_seeds = int(num_seeds)
-        self.sweep = [dict(o) for o in (sweep or [{}])]
+        self.sweep = check_sweep(sweep or [{}], config) if new else [
+            dict(o) for o in (sweep or [{}])]
         self.configs = run_configs(config, self.sweep)
         if new:
             for c in self.configs:
