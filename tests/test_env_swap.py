@@ -138,6 +138,79 @@ def test_protocol_violations_get_one_line(PointMass):
         check_env(IntReward())
     assert issubclass(EnvError, ValueError)  # the commands' one-line errors catch it
 
+    class HugeBounds(PointMass):  # finite in float64, not in float32
+        action_low, action_high = np.array([-1e39]), np.array([1e39])
+
+    class WideBounds(PointMass):  # each finite in float32, their range not
+        action_low, action_high = np.array([-3e38], np.float32), np.array([3e38], np.float32)
+
+    class HalfReward(PointMass):  # reset's reward float16, step's float32
+        def reset(self, key):
+            return super().reset(key).replace(reward=jnp.zeros((), jnp.float16))
+
+    class MoreData(PointMass):  # step's state holds a leaf that reset's does not
+        def reset(self, key):
+            s = super().reset(key)
+            return s.replace(data={"x": s.data})
+
+        def step(self, state, action):
+            s = super().step(state.replace(data=state.data["x"]), action)
+            return s.replace(data={"x": s.data, "cost": action[0] ** 2})
+
+    for env, words in ((HugeBounds(), "finite in float32"), (WideBounds(), "finite in float32"),
+                       (HalfReward(), r"reward is float16\[\] after reset but float32\[\] after "
+                                      "step"),
+                       (MoreData(), r"another structure than reset's \(only step's has "
+                                    r"\.data\['cost'\]\)")):
+        with pytest.raises(EnvError, match=words):
+            check_env(env)
+    with pytest.raises(EnvError, match="missing env_id"):  # fit checks before it reads one
+        from ppo_jax import fit
+
+        fit(PPOConfig.from_preset("tiny"), env=object())
+    with pytest.raises(ValueError, match="max_episode_steps=10 cannot apply to the env object"):
+        make_train(PPOConfig.from_preset("tiny", max_episode_steps=10), env=PointMass())
+    assert make_train(PPOConfig(max_episode_steps=50), env=PointMass()).env.max_episode_steps == 50
+
+
+def test_a_state_of_python_scalars_and_without_done_runs(PointMass):
+    """The protocol asks for the five fields and nothing more: a state class of its own
+    without ``done``, and a ``reset`` that returns Python scalars, step, reset and run whole
+    episodes as an ``EnvState`` does."""
+    from flax import struct
+
+    from ppo_jax.core.acting import run_episode
+    from ppo_jax.envs.vector import VectorEnv
+
+    @struct.dataclass
+    class Plain:
+        data: jax.Array
+        obs: jax.Array
+        reward: jax.Array
+        terminated: jax.Array
+        truncated: jax.Array
+        steps: jax.Array
+
+    class PlainEnv(PointMass):
+        def reset(self, key):
+            s = super().reset(key)
+            return Plain(s.data, s.obs, 0.0, False, False, 0)
+
+        def step(self, state, action):
+            s = super().step(state, action)
+            return Plain(s.data, s.obs, s.reward, s.terminated, s.truncated, s.steps)
+
+    plain, reference = check_env(PlainEnv()), PointMass()
+    key = jax.random.PRNGKey(3)
+    policy = lambda obs, k: -obs[:1]  # noqa: E731  (a feedback law that ends no episode)
+    got = jax.jit(lambda k: run_episode(plain, policy, k, 60))(key)
+    want = jax.jit(lambda k: run_episode(reference, policy, k, 60))(key)
+    assert int(got.length) == int(want.length) == 50
+    assert float(got.episode_return) == float(want.episode_return)
+    vec = VectorEnv(plain, 3)
+    state, out = jax.jit(vec.step)(vec.reset(key), jnp.zeros((3, 1)), key)
+    assert out.reward.shape == (3,) and state.obs.shape == (3, 2)
+
 
 def test_unknown_env_lists_the_valid_ones(root_dir, tmp_path):
     with pytest.raises(ValueError, match="valid: InvertedDoublePendulum-v4, .*brax:NAME, "

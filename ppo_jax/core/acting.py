@@ -74,10 +74,10 @@ def run_episode(env, policy: Callable, key: jax.Array, max_steps: int) -> Episod
         state, ret, length, _ = carry
         action = policy(state.obs, jax.random.fold_in(k_policy, length))
         nxt = env.step(state, action)
-        return nxt, ret + nxt.reward, length + 1, ~nxt.done
+        return nxt, ret + nxt.reward, length + 1, ~(nxt.terminated | nxt.truncated)
 
     state = env.reset(k_reset)
-    init = (state, jnp.zeros((), state.reward.dtype), jnp.int32(0), jnp.bool_(True))
+    init = (state, jnp.zeros((), jnp.result_type(state.reward)), jnp.int32(0), jnp.bool_(True))
     # A while_loop stops at the first done (under vmap: when every episode is done).
     _, ret, length, _ = jax.lax.while_loop(cond, body, init)
     return EpisodeResult(episode_return=ret, length=length)
@@ -128,7 +128,7 @@ def episode_trace(env, policy: Callable, key: jax.Array, max_steps: int) -> Epis
         action = policy(state.obs, jax.random.fold_in(k_policy, t))
         nxt = env.step(state, action)
         phys = physics(nxt.data)
-        return (t + 1, nxt, ~nxt.done, qpos.at[t + 1].set(phys.qpos),
+        return (t + 1, nxt, ~(nxt.terminated | nxt.truncated), qpos.at[t + 1].set(phys.qpos),
                 qvel.at[t + 1].set(phys.qvel), reward.at[t].set(nxt.reward))
 
     init = (jnp.int32(0), start, jnp.bool_(True),

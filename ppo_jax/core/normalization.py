@@ -138,7 +138,7 @@ def random_rollout_observations(
         nxt = env.step(state, action)
         rollout_len = rollout_len + 1
         count = count + active.astype(jnp.int32)
-        ended = nxt.done | (rollout_len >= rollout_cap)
+        ended = nxt.terminated | nxt.truncated | (rollout_len >= rollout_cap)
         still = active & ~(ended & (count >= num_frames))
         fresh = env.reset(k_reset)
         state = jax.tree_util.tree_map(lambda a, b: jnp.where(ended, a, b), fresh, nxt)

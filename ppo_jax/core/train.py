@@ -521,6 +521,11 @@ def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None 
         env = make_env(config.env, config.max_episode_steps or None)
     else:
         env = check_env(env)
+        if config.max_episode_steps and config.max_episode_steps != env.max_episode_steps:
+            raise ValueError(
+                f"max_episode_steps={config.max_episode_steps} cannot apply to the env object "
+                f"{env.env_id}, which sets its own time limit ({env.max_episode_steps} steps): "
+                "leave it 0, or change the env's")
         config = config.replace(env=env.env_id)
     env = with_linalg(env, config.linalg)
     return Trainer(

@@ -15,7 +15,8 @@ wrapper, checkpoints and export see of an env::
 
 A state is any pytree with ``obs`` ``[observation_size]`` (float), ``reward`` ``[]`` (float),
 ``terminated`` and ``truncated`` ``[]`` (bool, kept apart: a truncation bootstraps) and
-``steps`` ``[]`` (int32, env steps since reset). :class:`EnvState` is the one the MJX envs use.
+``steps`` ``[]`` (int32, env steps since reset); ``step`` returns ``reset``'s structure,
+shapes and dtypes. :class:`EnvState` is the one the MJX envs use.
 :func:`check_env` checks an env against the protocol once, abstractly (no compile), so a broken
 env gets one line at construction instead of a trace-time stack.
 
@@ -106,24 +107,7 @@ _STATE_FIELDS = {"obs": "floating", "reward": "floating", "terminated": "bool",
 def check_env(env: Any) -> Any:
     """``env`` if it meets the protocol, else :class:`EnvError` (one line). Traces ``reset``
     and ``step`` abstractly (``jax.eval_shape``): nothing compiles."""
-    name = getattr(env, "env_id", type(env).__name__)
-    missing = [a for a in _ATTRS if not hasattr(env, a)]
-    missing += [m for m in ("reset", "step", "spec") if not callable(getattr(env, m, None))]
-    if missing:
-        raise EnvError(f"env {name!r} does not meet the env protocol: missing {', '.join(missing)}")
-    if not isinstance(env.env_id, str) or not env.env_id:
-        raise EnvError(f"env {name!r}: env_id must be a non-empty str")
-    for attr in ("observation_size", "action_size", "max_episode_steps"):
-        value = getattr(env, attr)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise EnvError(f"env {name!r}: {attr} must be a positive int, got {value!r}")
-    low, high = np.asarray(env.action_low), np.asarray(env.action_high)
-    if low.shape != (env.action_size,) or high.shape != (env.action_size,):
-        raise EnvError(
-            f"env {name!r}: action_low/action_high must have shape ({env.action_size},), "
-            f"got {low.shape} and {high.shape}")
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
-        raise EnvError(f"env {name!r}: action bounds must be finite with high > low")
+    name = check_env_attributes(env)
     try:
         state = jax.eval_shape(env.reset, jax.random.PRNGKey(0))
         action = jax.ShapeDtypeStruct((env.action_size,), jnp.float32)
@@ -143,7 +127,59 @@ def check_env(env: Any) -> Any:
                 raise EnvError(
                     f"env {name!r}: {what}'s {field} is {value.dtype}{list(value.shape)}, "
                     f"expected {kind}{list(want)}")
+    _check_same_state(name, state, stepped)
     return env
+
+
+def check_env_attributes(env: Any) -> str:
+    """``env``'s id if its attributes and methods meet the protocol (nothing traced), else
+    :class:`EnvError` (one line)."""
+    name = getattr(env, "env_id", type(env).__name__)
+    missing = [a for a in _ATTRS if not hasattr(env, a)]
+    missing += [m for m in ("reset", "step", "spec") if not callable(getattr(env, m, None))]
+    if missing:
+        raise EnvError(f"env {name!r} does not meet the env protocol: missing {', '.join(missing)}")
+    if not isinstance(env.env_id, str) or not env.env_id:
+        raise EnvError(f"env {name!r}: env_id must be a non-empty str")
+    for attr in ("observation_size", "action_size", "max_episode_steps"):
+        value = getattr(env, attr)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise EnvError(f"env {name!r}: {attr} must be a positive int, got {value!r}")
+    low, high = np.asarray(env.action_low), np.asarray(env.action_high)
+    if low.shape != (env.action_size,) or high.shape != (env.action_size,):
+        raise EnvError(
+            f"env {name!r}: action_low/action_high must have shape ({env.action_size},), "
+            f"got {low.shape} and {high.shape}")
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+        raise EnvError(f"env {name!r}: action bounds must be finite with high > low")
+    with np.errstate(over="ignore"):  # the policy maps its actions onto them in float32
+        low32, high32 = low.astype(np.float32), high.astype(np.float32)
+        if not (np.all(np.isfinite(high32 - low32)) and np.all(high32 > low32)):
+            raise EnvError(f"env {name!r}: action bounds must be apart and their range "
+                           "finite in float32 (high - low < 3.4e38), got a range of "
+                           f"{float(np.max(high - low)):.3g}")
+    return name
+
+
+def _check_same_state(name: str, reset: Any, stepped: Any) -> None:
+    """EnvError (one line) unless ``step`` returns a state of ``reset``'s structure, shapes
+    and dtypes (the rollout carries it through a loop, which needs them equal)."""
+    flat = {what: {jax.tree_util.keystr(path): leaf for path, leaf in
+                   jax.tree_util.tree_flatten_with_path(s)[0]}
+            for what, s in (("reset", reset), ("step", stepped))}
+    if jax.tree_util.tree_structure(reset) != jax.tree_util.tree_structure(stepped):
+        only = {what: sorted(set(flat[what]) - set(flat[other]))
+                for what, other in (("reset", "step"), ("step", "reset"))}
+        where = "; ".join(f"only {what}'s has {', '.join(paths[:3])}"
+                          for what, paths in only.items() if paths)
+        raise EnvError(f"env {name!r}: step returns a state of another structure than reset's"
+                       f" ({where or 'the same leaves, other containers'})")
+    for path, a in flat["reset"].items():
+        b = flat["step"][path]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise EnvError(f"env {name!r}: the state's {path.lstrip('.')} is "
+                           f"{a.dtype}{list(a.shape)} after reset but {b.dtype}{list(b.shape)} "
+                           "after step (they must match)")
 
 
 def unit_bounds(action_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -63,7 +63,7 @@ class VectorEnv:
             steps=nxt.steps,
         )
         fresh = self.reset(key)
-        done = nxt.done
+        done = nxt.terminated | nxt.truncated
 
         def pick(new, old):
             mask = done.reshape(done.shape + (1,) * (old.ndim - done.ndim))

@@ -29,6 +29,7 @@ import numpy as np
 from ppo_jax.run import checkpoint, host_eval, metrics
 from ppo_jax.run import device as device_choice
 from ppo_jax.config import PPOConfig
+from ppo_jax.envs.base import check_env_attributes
 from ppo_jax import util
 from ppo_jax.util import write_json
 from ppo_jax.run.runs import Runs, label
@@ -598,7 +599,7 @@ def fit(
     if message and announce is not None:
         announce(message)
     if env is not None:
-        config = config.replace(env=env.env_id)
+        config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)
     if out is not None:
         if os.path.isdir(out):
