@@ -289,8 +289,11 @@ def test_vmapped_seeds_equal_seeds_one_by_one(compiled, shipped):
     """Each seed of the vmapped ``train`` is the run of that seed alone (the CLI's one-run
     programs, which the seed does not change: seed 1 runs the programs seed 0 ran)."""
     for s in range(1, SEEDS):
-        job = runner.prepare(Runs(TINY.replace(seed=s)))
+        said = []
+        job = runner.prepare(Runs(TINY.replace(seed=s)), announce=said.append)
         assert {info.source for info in job.programs.infos} == {"in_process"}
+        assert any(m.startswith("reusing the training programs") and
+                   m.endswith("compiled earlier in this process") for m in said), said
         runner.train_batches(job)
         _assert_job_equals_train(job, compiled[2], s)
 

@@ -421,8 +421,11 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
     """Compile (and store) the programs ``missing`` of :func:`obtain`, filling ``compiled``
     and ``infos``; with none missing, announce the load."""
     if announce is not None and not missing:
-        announce(f"loaded {what} from the compile cache in {cache_dir()} "
-                 f"({sum(i.seconds for i in infos.values()):.1f} s)")
+        if all(i.source == "in_process" for i in infos.values()):
+            announce(f"reusing {what}, compiled earlier in this process")
+        else:
+            announce(f"loaded {what} from the compile cache in {cache_dir()} "
+                     f"({sum(i.seconds for i in infos.values()):.1f} s)")
     if missing:
         if announce is not None:
             announce(f"compiling {what}: {expectation([keys[n] for n in missing])}")

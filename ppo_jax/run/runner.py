@@ -577,7 +577,9 @@ def fit(
       checkpoint_every: with ``out``, a checkpoint every N batches (0: at the end only).
       tensorboard: with ``out``, also write TensorBoard events there.
       on_batch: ``on_batch(i, metrics [R], eval [R] or None)`` after each batch, between
-        program calls.
+        program calls. An exception it (or ``on_eval``) raises stops the run and reaches
+        the caller; with ``out``, what was written before it stays (the checkpoints of
+        ``checkpoint_every``), nothing more is.
       announce: gets the one-line messages (what ``auto`` chose, what is compiled).
       env: an env object of your own (see :func:`ppo_jax.core.train.make_train`); None:
         ``config.env``.
