@@ -55,6 +55,13 @@ def test_own_env_trains_through_the_api(own_env_run, PointMass):
     with pytest.raises(checkpoint.CheckpointError, match="pass env= to restore"):
         checkpoint.restore(out)
 
+    class Wider(PointMass):  # the same id and sizes, other bounds: another policy
+        action_low, action_high = np.array([-20.0], np.float32), np.array([20.0], np.float32)
+
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"action bounds \[-2.0\] .. \[2.0\], this env has \[-20.0\]"):
+        checkpoint.restore(out, env=Wider())
+
 
 def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, PointMass):
     """``load_policy(env=)`` takes the env object as ``restore`` does, and acts as training's

@@ -116,6 +116,7 @@ def save(
         "env_id": trainer.env.env_id,
         "observation_size": trainer.env.observation_size,
         "action_size": trainer.env.action_size,
+        **dict(zip(("action_low", "action_high"), _bounds(trainer.env))),
         "versions": versions(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_meta or {}),
@@ -258,6 +259,12 @@ def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = Non
     return out
 
 
+def _bounds(env) -> list[list[float]]:
+    """``[low, high]``: an env's action bounds as exact floats (a checkpoint's metadata)."""
+    return [np.asarray(b, np.float64).reshape(-1).tolist()
+            for b in (env.action_low, env.action_high)]
+
+
 def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> Trainer:
     """The trainer of ``saved``'s config, on its env: the registry's ``config.env``, or
     ``env`` (an env object of that id, for an env of the user's own);
@@ -314,6 +321,12 @@ def restore(
             f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
             f"{trainer.env.action_size}"
         )
+    if "action_low" in meta and [meta["action_low"], meta["action_high"]] != _bounds(
+            trainer.env):
+        low, high = _bounds(trainer.env)
+        raise CheckpointError(
+            f"checkpoint is for action bounds {meta['action_low']} .. {meta['action_high']}, "
+            f"this env has {low} .. {high} (the policy's actions are mapped onto them)")
     target = state_shapes(trainer, runs.num_runs)
     if layout is None:  # on this process's first device (whatever mesh wrote it)
         one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
