@@ -539,6 +539,7 @@ def test_a_refusal_removes_only_the_directories_it_made(tmp_path, capsys, tiny_f
 
 @pytest.mark.parametrize("flags,words", [
     (("--env", "brax:fast"), "brax:fast has no MuJoCo model"),  # refused once the env is built
+    (("--env", "brax:swimmer"), "brax cannot build brax:swimmer on MJX"),  # no MJX swimmer
     (("--seed", str(2**64)), "seed must be in [-2147483648, 4294967295]"),
     (("--seed", str(2**32 - 1), "--num-seeds", "2"), "go past 4294967295"),
     (("--eval-max-steps", str(3 * 10**9)), "eval_max_steps must be at most"),

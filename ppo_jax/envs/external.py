@@ -94,6 +94,11 @@ def check_name(env_id: str) -> str:
     return env_id
 
 
+def _line(e: BaseException) -> str:
+    """An exception of a registry's env builder in one line: its type and first line."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 class BraxEnv(_Adapter):
     """``brax.envs.get_environment(name, backend="mjx")`` behind the env protocol."""
 
@@ -105,9 +110,12 @@ class BraxEnv(_Adapter):
             # every env it loads (this adapter runs brax's envs on MJX)
             warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
             try:
-                self._env = brax_envs.get_environment(name, backend="mjx")
-            except TypeError:  # an env without a backend argument (its own physics)
-                self._env = brax_envs.get_environment(name)
+                try:
+                    self._env = brax_envs.get_environment(name, backend="mjx")
+                except TypeError:  # an env without a backend argument (its own physics)
+                    self._env = brax_envs.get_environment(name)
+            except Exception as e:  # noqa: BLE001 - e.g. an env brax has no MJX version of
+                raise EnvError(f"brax cannot build {self.env_id} on MJX: {_line(e)}") from None
         if getattr(self._env, "sys", None) is None:  # e.g. brax's test env "fast"
             raise EnvError(f"{self.env_id} has no MuJoCo model (a brax env without "
                            "physics): ppo_jax trains brax's envs on MJX")
@@ -140,15 +148,14 @@ class PlaygroundEnv(_Adapter):
         try:
             self._env = registry.load(name, config=config)
         except Exception as e:  # noqa: BLE001 - assets fetched from the network, etc.
-            raise ValueError(f"cannot load {self.env_id}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            raise EnvError(f"cannot load {self.env_id}: {_line(e)}") from None
         self.action_repeat = int(config.get("action_repeat", 1))
         self.episode_length = int(config.get("episode_length", 1000))
         size = self._env.observation_size
         if isinstance(size, dict):
             if "state" not in size:
-                raise ValueError(f"{self.env_id}: dict observations without a 'state' entry "
-                                 "are not supported")
+                raise EnvError(f"{self.env_id}: dict observations without a 'state' entry "
+                               "are not supported")
             size = size["state"]
         self.observation_size = int(np.prod(size))
         self.action_size = int(self._env.action_size)
