@@ -95,10 +95,10 @@ class PPOConfig:
         metadata=_doc(
             """'reference': TorchRL's statistics, where a zero-variance entry gets scale
             1/1e-6 (the constraint-force entries: any nonzero force becomes a huge input).
-            'safe': zero-variance entries are only centred (scale 1). Both stay fixed after
-            init. 'running': 'safe' statistics that start from the same random rollouts and
-            take in every batch's observations after its update (CleanRL's and Brax's kind
-            of normalization; not the tutorial's)."""
+            'safe': zero-variance entries (up to float32 rounding) are only centred (scale
+            1). Both stay fixed after init. 'running': 'safe' statistics that start from the
+            same random rollouts and take in every batch's observations after its update
+            (CleanRL's and Brax's kind of normalization; not the tutorial's)."""
         ),
     )
     # --- networks -------------------------------------------------------------------------

@@ -180,6 +180,35 @@ def test_protocol_violations_get_one_line(PointMass):
     assert make_train(PPOConfig(max_episode_steps=50), env=PointMass()).env.max_episode_steps == 50
 
 
+def test_a_constant_observation_entry_is_noted_at_start(PointMass):
+    """An observation entry that never varies, at a nonzero value (a mass, gravity): under
+    TorchRL's statistics its normalized value is rounding residue, which the start-up says
+    once, with the cure; with ``--obs-norm safe`` it is centred, and nothing is said."""
+    from ppo_jax import fit
+
+    class WithGravity(PointMass):
+        env_id, observation_size = "PointMassG-v0", 3
+
+        def reset(self, key):
+            s = super().reset(key)
+            return s.replace(obs=jnp.append(s.obs, 9.81))
+
+        def step(self, state, action):
+            s = super().step(state, action)
+            return s.replace(obs=jnp.append(s.obs, 9.81))
+
+    tiny = PPOConfig.from_preset("tiny", total_frames=200)
+    for mode, noted in (("reference", True), ("safe", False)):
+        said = []
+        states, _ = fit(tiny.replace(obs_norm=mode), env=WithGravity(), announce=said.append)
+        notes = [m for m in said if m.startswith("note: ")]
+        assert len(notes) == int(noted), said
+        if noted:
+            assert notes[0].startswith("note: 1 observation entry (2) hardly varied")
+            assert "--obs-norm safe" in notes[0]
+        assert (float(states.obs_stats.scale[0, 2]) == 1.0) is not noted
+
+
 def test_a_state_of_python_scalars_and_without_done_runs(PointMass):
     """The protocol asks for the five fields and nothing more: a state class of its own
     without ``done``, and a ``reset`` that returns Python scalars, step, reset and run whole

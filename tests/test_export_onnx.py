@@ -324,3 +324,25 @@ def test_import_loads_neither_onnx_nor_onnxruntime(root_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     mods = {m.split(".")[0] for m in json.loads(r.stdout.splitlines()[-1])}
     assert not mods & {"onnx", "onnxruntime", "torch"}
+
+
+def test_a_refusal_names_observation_entries_that_are_rounding_residue(ort, restored, tmp_path,
+                                                                        monkeypatch):
+    """Where the graph's actions differ and the run's statistics hold entries whose normalized
+    value is float32 rounding residue (a constant nonzero entry under TorchRL's statistics,
+    as Brax's humanoid's body masses), the refusal names them and the cure."""
+    trainer, state, _ = restored
+    monkeypatch.setattr(onnx_export, "max_abs_diff", lambda *a: 3.3e-3)
+    path = str(tmp_path / "p.onnx")
+    with pytest.raises(onnx_export.OnnxExportError) as plain:
+        onnx_export.export_onnx(trainer, state, path, "tanh_loc")
+    assert "hardly varied" not in str(plain.value)
+    stats = state.obs_stats
+    loc, scale = np.array(stats.loc), np.array(stats.scale)
+    loc[2], scale[2] = -9.8e6, 1e6
+    residue = state.replace(obs_stats=stats.replace(loc=loc, scale=scale))
+    with pytest.raises(onnx_export.OnnxExportError,
+                       match=r"differ from ppo_jax's by 0.0033 .*not written \(1 observation "
+                             r"entry \(2\) hardly varied.*--obs-norm safe"):
+        onnx_export.export_onnx(trainer, residue, path, "tanh_loc")
+    assert not os.path.exists(path)

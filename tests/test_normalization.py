@@ -195,3 +195,31 @@ def test_merged_moments_are_the_moments_of_everything(x64):
     mask = np.arange(len(rows)) % 3 != 0
     np.testing.assert_allclose(moments_of(jnp.asarray(rows), jnp.asarray(mask)).mean,
                                rows[mask].mean(0), rtol=1e-13)
+
+
+def test_residue_entries_are_the_constant_nonzero_ones_under_reference_stats():
+    """An entry that (up to float32 rounding) never varied at a nonzero value is rounding
+    residue under TorchRL's statistics (scale up to 1e6), and only there: a constant zero
+    entry normalizes to exactly 0, and ``safe`` / ``running`` only centre constant entries.
+    Any run's entry counts."""
+    from ppo_jax.core.normalization import (ObsNormStats, describe_residue, residue_entries,
+                                            stats_from_observations)
+
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(200, 5)).astype(np.float32) * np.array([1, 0, 1, 0, 0], np.float32)
+    # 1, 4: constant, nonzero; 4 so small that its 1e6 scale cancels numbers near 1e3 only
+    rows += np.array([0.0, 9.81, 3.0, 0.0, -1e-3], np.float32)
+    ref = stats_from_observations(jnp.asarray(rows))
+    assert residue_entries(ref) == [1]
+    for mode in ("safe", "running"):
+        assert residue_entries(stats_from_observations(jnp.asarray(rows), mode=mode)) == []
+    # the residue is real: float32 leaves the constant's normalized value at rounding's mercy
+    assert abs(float(ref.loc[1])) > 2**20 and float(ref.scale[4]) == pytest.approx(1e6)
+    normalized = np.asarray(rows[:, 1] * ref.scale[1] + ref.loc[1])
+    assert np.all(np.abs(normalized) <= 1.0)  # what remains of the cancellation: rounding
+    two_runs = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), ref,
+                                      stats_from_observations(jnp.asarray(rows), mode="safe"))
+    assert residue_entries(two_runs) == [1]
+    text = describe_residue(list(range(10)))
+    assert text.startswith("10 observation entries (0, 1, 2, 3, 4, 5, 6, 7, ...) hardly")
+    assert "--obs-norm safe" in text and "\n" not in text

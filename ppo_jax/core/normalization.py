@@ -12,7 +12,9 @@ observation included, the final one excluded). Then::
 
 Zero-variance entries (the three ``qfrc_constraint`` entries under random play) get
 ``scale' = 1e6`` in ``"reference"`` mode, as in the tutorial. ``"safe"`` mode centres them
-(``scale' = 1``) instead, so a nonzero constraint force is not a 1e6-sized input.
+(``scale' = 1``) instead, so a nonzero constraint force is not a 1e6-sized input; there, an
+entry whose float32 std is only rounding (``|mean| >= 2**20 * std``) counts as zero-variance
+too (see :func:`residue_entries`).
 
 ``"running"`` mode (not TorchRL's: CleanRL's and Brax's kind) starts from the same random
 rollouts and keeps their :class:`ObsMoments` (count, mean, sum of squared deviations); after
@@ -30,6 +32,8 @@ from flax import struct
 
 
 EPS = 1e-6
+# |loc'| at which normalizing an entry cancels float32 numbers whose ulp is 1/8 or more
+RESIDUE_LOC = 2.0**20
 
 
 @struct.dataclass
@@ -86,12 +90,41 @@ def stats_from_moments(m: ObsMoments, mode: str = "reference") -> ObsNormStats:
         scale = jnp.maximum(inv, EPS)
         loc = -mean * inv
     elif mode in ("safe", "running"):
-        degenerate = std < EPS
+        # zero variance, up to float32 rounding: a constant whose mean and deviations are
+        # computed in float32 has a std of a few of its ulps (see residue_entries)
+        degenerate = (std < EPS) | (jnp.abs(mean) >= RESIDUE_LOC * std)
         scale = jnp.where(degenerate, 1.0, jnp.maximum(inv, EPS))
         loc = -mean * jnp.where(degenerate, 1.0, inv)
     else:
         raise ValueError(f"unknown obs_norm mode {mode!r}")
     return ObsNormStats(loc=loc, scale=scale)
+
+
+def residue_entries(stats: ObsNormStats) -> list[int]:
+    """The observation entries whose normalized value is float32 rounding residue: an entry
+    that hardly varied, far from zero (``|mean| / std >= 2**20``: under ``"reference"``
+    statistics, a constant at a nonzero value, whose ``scale'`` is 1e6). ``obs * scale' +
+    loc'`` then cancels two numbers of ``|loc'|`` or more, whose float32 ulp is 1/8 or more,
+    and another runtime or device may round them otherwise. A constant zero entry normalizes
+    to exactly 0, and a centred one (``"safe"``, ``"running"``: ``scale' = 1``) to ``obs -
+    mean``, exact in float32 that close: neither is one. ``stats``: ``[..., obs_dim]`` (any run's entry counts);
+    indices in order."""
+    loc = np.asarray(stats.loc, np.float64).reshape(-1, np.shape(stats.loc)[-1])
+    scale = np.asarray(stats.scale, np.float64).reshape(loc.shape)
+    # scale' 1 (a centred entry) rounds nothing: obs - mean is exact that close
+    hit = (np.abs(loc) >= RESIDUE_LOC) & (scale != 1.0)
+    return [int(i) for i in np.flatnonzero(np.any(hit, axis=0))]
+
+
+def describe_residue(entries: list[int]) -> str:
+    """One clause naming :func:`residue_entries`' entries, their cause and the cure."""
+    shown = ", ".join(map(str, entries[:8])) + (", ..." if len(entries) > 8 else "")
+    return (f"{len(entries)} observation entr{'y' if len(entries) == 1 else 'ies'} ({shown}) "
+            "hardly varied, far from zero, in the random rollouts that set the normalization "
+            "statistics: normalizing them cancels float32 numbers of 2^20 or more, so their "
+            "normalized values are rounding residue, which another runtime or device rounds "
+            "otherwise (--obs-norm safe only centres such an entry; 'reference', TorchRL's, "
+            "scales it by up to 1e6)")
 
 
 def stats_from_observations(

@@ -556,7 +556,11 @@ def export_onnx(
         obs = probe_observations(state)
         diff = max_abs_diff(model, policy_function(trainer, state, mode), obs)
         if not diff <= CHECK_ATOL:
+            from ppo_jax.core.normalization import describe_residue, residue_entries
+
+            residue = residue_entries(state.obs_stats)
             raise OnnxExportError(f"the ONNX graph's actions differ from ppo_jax's by {diff:.3g} "
                                   f"(> {CHECK_ATOL:g}) on {len(obs)} probe observations; "
-                                  f"not written")
+                                  "not written" + (f" ({describe_residue(residue)})"
+                                                   if residue else ""))
     return save_model(model, path)

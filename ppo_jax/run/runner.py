@@ -34,6 +34,7 @@ from ppo_jax import util
 from ppo_jax.util import write_json
 from ppo_jax.run.runs import Runs, label
 from ppo_jax.run.host_eval import HostEvaluatorFactory
+from ppo_jax.core.normalization import describe_residue, residue_entries
 from ppo_jax.core.optim import cosine_phase_step
 from ppo_jax.run.parallel import barrier, check_fits, choose_devices, gather, make_layout
 from ppo_jax.run.programs import Programs, build_programs, run_init
@@ -306,6 +307,10 @@ def prepare(
         jax.block_until_ready(states)
         log.run_seconds += time.perf_counter() - t
         log.startup["init_run_s"] = time.perf_counter() - t
+        if announce is not None and jax.process_count() == 1:
+            residue = residue_entries(states.obs_stats)  # [R, obs_dim], read once
+            if residue:
+                announce(f"note: {describe_residue(residue)}")
     return Job(runs=runs, trainer=trainer, programs=programs, states=states, log=log,
                start=first, platform=platform)
 
