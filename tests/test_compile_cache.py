@@ -123,7 +123,7 @@ def asked_of_the_caches(monkeypatch, build) -> dict:
     def lower(fn, *args, name=None, **kw):
         asked["names"].append(name)
 
-    def obtain(keys, lower_missing, what, announce=None, persist=True):
+    def obtain(keys, lower_missing, what, announce=None, persist=True, family=None):
         asked.update(keys=dict(keys), persist=persist)
         list(lower_missing(tuple(keys)))
         raise _Asked
@@ -211,3 +211,24 @@ def test_a_spec_that_holds_an_array_keys_it_by_every_element(tiny_config):
     assert len(keys) == 8
     again = programs.program_key(make_train(tiny_config, env=Table(base.copy())), 1, "init")
     assert again == programs.program_key(make_train(tiny_config, env=Table(base)), 1, "init")
+
+
+def test_the_compile_estimate_prefers_the_same_envs_earlier_compiles(monkeypatch, tmp_path):
+    """A first compile's announced time: the median of earlier compiles of the same env on
+    this device where there are some (a brax env compiles for minutes where the pendulum
+    takes seconds), else of any, saying so."""
+    device = jax.devices()[0].device_kind
+    times = {f"k{i}": {"seconds": s, "device": device, "family": f}
+             for i, (s, f) in enumerate([(20, "A-v0"), (24, "A-v0"), (30, "A-v0"),
+                                         (140, "brax:humanoid"), (100, "brax:humanoid"),
+                                         (9, None), (500, "A-v0")])}
+    times["other"] = {"seconds": 999, "device": "another device", "family": "C-v0"}
+    monkeypatch.setattr(compile_cache, "_read_times", lambda: times)
+    monkeypatch.setattr(compile_cache, "cache_dir", lambda: str(tmp_path))
+    said = compile_cache.expectation(["new"], "brax:humanoid")
+    assert said.startswith(f"takes about 140 s on this {device} (earlier compiles for "
+                           "brax:humanoid)")
+    assert "about 30 s" in compile_cache.expectation(["new"], "A-v0")
+    said = compile_cache.expectation(["new"], "C-v0")  # only another device knows C-v0
+    assert said.startswith(f"takes about 30 s on this {device} (earlier compiles for other "
+                           "envs: this one's may differ)")

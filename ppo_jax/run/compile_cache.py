@@ -298,23 +298,26 @@ def _group(keys: Any) -> str:
     return hashlib.sha256("|".join(sorted(keys)).encode()).hexdigest()[:24]
 
 
-def _record_time(keys: Any, what: str, seconds: float) -> None:
-    """Record that compiling the programs ``keys`` from nothing took ``seconds`` (wall)."""
+def _record_time(keys: Any, what: str, seconds: float, family: str | None = None) -> None:
+    """Record that compiling the programs ``keys`` (of ``family``: their env) from nothing
+    took ``seconds`` (wall)."""
     path = _times_path()
     if not path:
         return
     times = _read_times()
     times[_group(keys)] = {"what": what, "seconds": round(seconds, 2),
                            "backend": jax.default_backend(),
-                           "device": jax.devices()[0].device_kind}
+                           "device": jax.devices()[0].device_kind, "family": family}
     try:
         write_atomic(path, json.dumps(times))
     except OSError:
         pass  # the record is a courtesy; the cache itself is JAX's
 
 
-def expectation(keys: Any) -> str:
-    """What the user should expect from compiling the programs ``keys`` (one phrase)."""
+def expectation(keys: Any, family: str | None = None) -> str:
+    """What the user should expect from compiling the programs ``keys`` (one phrase): from
+    earlier compiles of the same ``family`` (env) on this device where there are some, else
+    of any."""
     d = cache_dir()
     where = (f"cached afterwards in {d}" if d
              else "the compile cache is off (--no-compile-cache)")
@@ -324,10 +327,15 @@ def expectation(keys: Any) -> str:
     if d and known:
         return (f"compiled here before, so JAX's cache in {d} should spare most of its "
                 f"{known['seconds']:.0f} s")
-    same = sorted(v["seconds"] for v in times.values()
-                  if v.get("device") == device and "seconds" in v)
-    if same:
-        estimate = f"about {same[len(same) // 2]:.0f} s on this {device} (earlier compiles)"
+    same = [v for v in times.values() if v.get("device") == device and "seconds" in v]
+    mine = sorted(v["seconds"] for v in same if family and v.get("family") == family)
+    others = sorted(v["seconds"] for v in same)
+    if mine:
+        estimate = (f"about {mine[len(mine) // 2]:.0f} s on this {device} (earlier compiles "
+                    f"for {family})")
+    elif others:
+        estimate = (f"about {others[len(others) // 2]:.0f} s on this {device} (earlier "
+                    "compiles for other envs: this one's may differ)")
     else:
         estimate = ("about 30-50 s on a 2-core CPU" if jax.default_backend() == "cpu"
                     else "typically under a minute")
@@ -377,6 +385,7 @@ def obtain(
     what: str,
     announce: Callable[[str], None] | None = None,
     persist: bool = True,
+    family: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, CompileInfo]]:
     """Compiled programs ``{name: executable}`` for ``keys`` (``{name: store_key}``): from
     the program store when it has them, else lowered by ``lower_missing(names)`` (an
@@ -386,6 +395,8 @@ def obtain(
     cache), and where it is cached.
     ``persist=False``: keys that only this process may use; the program store is then
     neither read nor written (JAX's cache still answers by the modules' content).
+    ``family``: what the programs are of (their env id), for the time a compile is expected
+    to take.
 
     Each program's XLA compile runs on its own thread as soon as it is lowered, while the
     next one is traced: XLA releases the GIL, so the compiles overlap each other and the
@@ -411,13 +422,14 @@ def obtain(
                 if hit is not None:
                     compiled[name], infos[name] = hit
             missing = tuple(n for n in keys if n not in compiled)
-        _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos, persist)
+        _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos, persist,
+                        family)
     _IN_PROCESS.update({keys[name]: compiled[name] for name in keys})
     return compiled, infos
 
 
 def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, infos,
-                    persist) -> None:
+                    persist, family) -> None:
     """Compile (and store) the programs ``missing`` of :func:`obtain`, filling ``compiled``
     and ``infos``; with none missing, announce the load."""
     if announce is not None and not missing:
@@ -428,7 +440,7 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
                      f"({sum(i.seconds for i in infos.values()):.1f} s)")
     if missing:
         if announce is not None:
-            announce(f"compiling {what}: {expectation([keys[n] for n in missing])}")
+            announce(f"compiling {what}: {expectation([keys[n] for n in missing], family)}")
         start = t = time.perf_counter()
         with ThreadPoolExecutor(max_workers=len(missing)) as pool:
             futures = {}
@@ -438,7 +450,8 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
                 t = time.perf_counter()
             results = {name: f.result() for name, f in futures.items()}
         if persist and all(info.source == "compiled" for _, info in results.values()):
-            _record_time([keys[n] for n in missing], what, time.perf_counter() - start)
+            _record_time([keys[n] for n in missing], what, time.perf_counter() - start,
+                         family)
         for name in missing:
             compiled[name], infos[name] = results[name]
             # An executable that JAX's cache loaded cannot be serialized again (its XLA
