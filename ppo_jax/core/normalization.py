@@ -107,8 +107,8 @@ def residue_entries(stats: ObsNormStats) -> list[int]:
     loc'`` then cancels two numbers of ``|loc'|`` or more, whose float32 ulp is 1/8 or more,
     and another runtime or device may round them otherwise. A constant zero entry normalizes
     to exactly 0, and a centred one (``"safe"``, ``"running"``: ``scale' = 1``) to ``obs -
-    mean``, exact in float32 that close: neither is one. ``stats``: ``[..., obs_dim]`` (any run's entry counts);
-    indices in order."""
+    mean``, exact in float32 that close: neither is one. ``stats``: ``[..., obs_dim]`` (any
+    run's entry counts); indices in order."""
     loc = np.asarray(stats.loc, np.float64).reshape(-1, np.shape(stats.loc)[-1])
     scale = np.asarray(stats.scale, np.float64).reshape(loc.shape)
     # scale' 1 (a centred entry) rounds nothing: obs - mean is exact that close
