@@ -232,7 +232,8 @@ def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path, tiny
     # the cold compile's wall time is recorded for the next announcement's estimate
     (record,) = json.load(open(os.path.join(cache, "ppo_jax_compile_times.json"))).values()
     assert 0 < record["seconds"] <= m1["compile_seconds"]
-    assert record["family"] == m1["env_id"]  # the next estimate prefers the same env's
+    # the next estimate prefers the same env's training programs
+    assert record["family"] == f"{m1['env_id']} training"
     assert f"cached afterwards in {cache}" in first.stdout
     assert m2["reward"] == m1["reward"] and m2["eval_return"] == m1["eval_return"]
 

@@ -215,20 +215,22 @@ def test_a_spec_that_holds_an_array_keys_it_by_every_element(tiny_config):
 
 def test_the_compile_estimate_prefers_the_same_envs_earlier_compiles(monkeypatch, tmp_path):
     """A first compile's announced time: the median of earlier compiles of the same env on
-    this device where there are some (a brax env compiles for minutes where the pendulum
-    takes seconds), else of any, saying so."""
+    this device, of the same kind (training or evaluation), where there are some (a brax
+    env compiles for minutes where the pendulum takes seconds), else of any, saying so."""
     device = jax.devices()[0].device_kind
     times = {f"k{i}": {"seconds": s, "device": device, "family": f}
-             for i, (s, f) in enumerate([(20, "A-v0"), (24, "A-v0"), (30, "A-v0"),
-                                         (140, "brax:humanoid"), (100, "brax:humanoid"),
-                                         (9, None), (500, "A-v0")])}
-    times["other"] = {"seconds": 999, "device": "another device", "family": "C-v0"}
+             for i, (s, f) in enumerate([(20, "A-v0 training"), (24, "A-v0 training"),
+                                         (30, "A-v0 training"), (140, "brax:humanoid training"),
+                                         (100, "brax:humanoid training"), (9, None),
+                                         (500, "A-v0 training"), (3, "A-v0 evaluation")])}
+    times["other"] = {"seconds": 999, "device": "another device", "family": "C-v0 training"}
     monkeypatch.setattr(compile_cache, "_read_times", lambda: times)
     monkeypatch.setattr(compile_cache, "cache_dir", lambda: str(tmp_path))
-    said = compile_cache.expectation(["new"], "brax:humanoid")
-    assert said.startswith(f"takes about 140 s on this {device} (earlier compiles for "
-                           "brax:humanoid)")
-    assert "about 30 s" in compile_cache.expectation(["new"], "A-v0")
-    said = compile_cache.expectation(["new"], "C-v0")  # only another device knows C-v0
-    assert said.startswith(f"takes about 30 s on this {device} (earlier compiles for other "
-                           "envs: this one's may differ)")
+    said = compile_cache.expectation(["new"], "brax:humanoid training")
+    assert said.startswith(f"takes about 140 s on this {device} (earlier brax:humanoid "
+                           "training compiles)")
+    assert "about 30 s" in compile_cache.expectation(["new"], "A-v0 training")
+    assert "about 3 s" in compile_cache.expectation(["new"], "A-v0 evaluation")
+    said = compile_cache.expectation(["new"], "C-v0 training")  # only another device's
+    assert said.startswith(f"takes about 30 s on this {device} (earlier compiles of other "
+                           "programs: these may differ)")

@@ -63,6 +63,34 @@ def test_own_env_trains_through_the_api(own_env_run, PointMass):
         checkpoint.restore(out, env=Wider())
 
 
+def test_an_older_own_env_checkpoint_with_a_config_time_limit_restores(own_env_run, PointMass,
+                                                                         tmp_path):
+    """Checkpoints written before an env object's time limit was checked against the
+    config's (they record no action bounds) ran with the env's own limit: they restore so,
+    whatever limit their config names; a newer checkpoint naming another limit is refused."""
+    import glob
+    import json
+    import shutil
+
+    out = str(tmp_path / "old")
+    shutil.copytree(own_env_run["out"], out)
+
+    def rewrite(drop_bounds: bool) -> None:
+        for path in glob.glob(os.path.join(out, "checkpoints", "*", "meta", "metadata")):
+            meta = json.load(open(path))
+            meta["config"]["max_episode_steps"] = 10
+            if drop_bounds:
+                meta.pop("action_low"), meta.pop("action_high")
+            json.dump(meta, open(path, "w"))
+
+    rewrite(drop_bounds=False)
+    with pytest.raises(checkpoint.CheckpointError, match="max_episode_steps=10 cannot apply"):
+        checkpoint.restore_run(out, env=PointMass())
+    rewrite(drop_bounds=True)
+    trainer, _, _ = checkpoint.restore_run(out, env=PointMass())
+    assert trainer.env.max_episode_steps == 50 and trainer.config.max_episode_steps == 0
+
+
 def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, PointMass):
     """``load_policy(env=)`` takes the env object as ``restore`` does, and acts as training's
     evaluation; observations of the wrong size and a mode that is not deterministic are
@@ -93,8 +121,9 @@ def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, Poin
             load_policy(out, mode=mode)
     with open(os.path.join(out, "metrics.json")) as f:
         before = f.read()
-    with pytest.raises(ValueError, match="already holds a run"):
+    with pytest.raises(ValueError, match="already holds a run") as e:
         fit(PPOConfig.from_preset("tiny").replace(seed=7), env=PointMass(), out=out)
+    assert "--resume" not in str(e.value)  # the command cannot build an env object
     with open(os.path.join(out, "metrics.json")) as f:
         assert f.read() == before
 

@@ -271,9 +271,15 @@ def test_a_sweep_given_as_points_is_checked_as_the_flag_is():
             (["lr=1e-4"], "each point must be a dict")):
         with pytest.raises(ValueError, match=words):
             Runs(TINY, 1, sweep)
-    runs = Runs(TINY, 2, [{"lr": 1}, {"lr": 3e-4, "gamma": 0.9}])
-    assert runs.sweep == [{"lr": 1.0}, {"lr": 3e-4, "gamma": 0.9}] and runs.num_runs == 4
-    assert runs.configs[1].gamma == 0.9 and runs.configs[1].lr == 3e-4
+    with pytest.raises(ValueError) as e:  # a whole array for one point: one line, cut short
+        Runs(TINY, 1, [{"lr": np.logspace(-5, -3, 40)}])
+    assert "lr must be a number (one per point)" in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 200
+    runs = Runs(TINY, 2, [{"lr": 1}, {"lr": np.float32(3e-4), "gamma": jnp.asarray(0.9)}])
+    assert runs.sweep == [{"lr": 1.0}, {"lr": float(np.float32(3e-4)),
+                                        "gamma": float(jnp.asarray(0.9))}]
+    assert runs.num_runs == 4 and all(type(v) is float for p in runs.sweep for v in p.values())
+    assert runs.configs[1].gamma == runs.sweep[1]["gamma"] and runs.configs[0].lr == 1.0
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="num_seeds must be a whole number"):
             Runs(TINY, bad)

@@ -13,7 +13,7 @@ observation included, the final one excluded). Then::
 Zero-variance entries (the three ``qfrc_constraint`` entries under random play) get
 ``scale' = 1e6`` in ``"reference"`` mode, as in the tutorial. ``"safe"`` mode centres them
 (``scale' = 1``) instead, so a nonzero constraint force is not a 1e6-sized input; there, an
-entry whose float32 std is only rounding (``|mean| >= 2**20 * std``) counts as zero-variance
+entry whose float32 std is only rounding (``|mean| >= 2**16 * std``) counts as zero-variance
 too (see :func:`residue_entries`).
 
 ``"running"`` mode (not TorchRL's: CleanRL's and Brax's kind) starts from the same random
@@ -32,8 +32,9 @@ from flax import struct
 
 
 EPS = 1e-6
-# |loc'| at which normalizing an entry cancels float32 numbers whose ulp is 1/8 or more
-RESIDUE_LOC = 2.0**20
+# |loc'| at which normalizing an entry cancels float32 numbers whose ulp is 1/128 or more (no
+# Gymnasium port's statistics come near: their largest |loc'| is ~68, Hopper-v4's)
+RESIDUE_LOC = 2.0**16
 
 
 @struct.dataclass
@@ -102,10 +103,11 @@ def stats_from_moments(m: ObsMoments, mode: str = "reference") -> ObsNormStats:
 
 def residue_entries(stats: ObsNormStats) -> list[int]:
     """The observation entries whose normalized value is float32 rounding residue: an entry
-    that hardly varied, far from zero (``|mean| / std >= 2**20``: under ``"reference"``
-    statistics, a constant at a nonzero value, whose ``scale'`` is 1e6). ``obs * scale' +
-    loc'`` then cancels two numbers of ``|loc'|`` or more, whose float32 ulp is 1/8 or more,
-    and another runtime or device may round them otherwise. A constant zero entry normalizes
+    that hardly varied, far from zero (``|mean| / std >= 2**16``: under ``"reference"``
+    statistics, a constant at a nonzero value, whose ``scale'`` is up to 1e6: 1/std, where
+    the std is 1e-6 or float32 rounding). ``obs * scale' + loc'`` then cancels two numbers
+    of ``|loc'|`` or more, whose float32 ulp is 1/128 or more, and another runtime or device
+    may round them otherwise. A constant zero entry normalizes
     to exactly 0, and a centred one (``"safe"``, ``"running"``: ``scale' = 1``) to ``obs -
     mean``, exact in float32 that close: neither is one. ``stats``: ``[..., obs_dim]`` (any
     run's entry counts); indices in order."""
@@ -121,7 +123,7 @@ def describe_residue(entries: list[int]) -> str:
     shown = ", ".join(map(str, entries[:8])) + (", ..." if len(entries) > 8 else "")
     return (f"{len(entries)} observation entr{'y' if len(entries) == 1 else 'ies'} ({shown}) "
             "hardly varied, far from zero, in the random rollouts that set the normalization "
-            "statistics: normalizing them cancels float32 numbers of 2^20 or more, so their "
+            "statistics: normalizing them cancels float32 numbers of 2^16 or more, so their "
             "normalized values are rounding residue, which another runtime or device rounds "
             "otherwise (--obs-norm safe only centres such an entry; 'reference', TorchRL's, "
             "scales it by up to 1e6)")

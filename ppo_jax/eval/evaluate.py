@@ -129,7 +129,8 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
         {"episodes": program_key(trainer, 1, "episodes", **what)},
         lambda names: [("episodes", compile_cache.lower(episodes, *args, abstract_keys,
                                                         name=module))],
-        "the evaluation program", persist=storable(trainer), family=trainer.env.env_id)
+        "the evaluation program", persist=storable(trainer),
+        family=f"{trainer.env.env_id} evaluation")
     run = compiled["episodes"]
     host_keys = np.asarray(keys)
     returns, lengths = np.zeros(total, np.float64), np.zeros(total, np.int32)

@@ -274,6 +274,10 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
         raise CheckpointError(
             f"the checkpoint was trained on {config.env!r}, the env given is "
             f"{getattr(env, 'env_id', type(env).__name__)!r}")
+    if env is not None and "action_low" not in saved.meta:
+        # written before an env object's time limit was checked against the config's: the
+        # config's was ignored then, the env's own applied (as it does with 0)
+        config = config.replace(max_episode_steps=0)
     try:
         return make_train(config, layout, env)
     except ValueError as e:  # an env id this process cannot build (or a broken env)

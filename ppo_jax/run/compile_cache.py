@@ -299,8 +299,8 @@ def _group(keys: Any) -> str:
 
 
 def _record_time(keys: Any, what: str, seconds: float, family: str | None = None) -> None:
-    """Record that compiling the programs ``keys`` (of ``family``: their env) from nothing
-    took ``seconds`` (wall)."""
+    """Record that compiling the programs ``keys`` (of ``family``: their env and kind) from
+    nothing took ``seconds`` (wall)."""
     path = _times_path()
     if not path:
         return
@@ -316,8 +316,8 @@ def _record_time(keys: Any, what: str, seconds: float, family: str | None = None
 
 def expectation(keys: Any, family: str | None = None) -> str:
     """What the user should expect from compiling the programs ``keys`` (one phrase): from
-    earlier compiles of the same ``family`` (env) on this device where there are some, else
-    of any."""
+    earlier compiles of the same ``family`` (env and kind of program) on this device where
+    there are some, else of any."""
     d = cache_dir()
     where = (f"cached afterwards in {d}" if d
              else "the compile cache is off (--no-compile-cache)")
@@ -331,11 +331,11 @@ def expectation(keys: Any, family: str | None = None) -> str:
     mine = sorted(v["seconds"] for v in same if family and v.get("family") == family)
     others = sorted(v["seconds"] for v in same)
     if mine:
-        estimate = (f"about {mine[len(mine) // 2]:.0f} s on this {device} (earlier compiles "
-                    f"for {family})")
+        estimate = (f"about {mine[len(mine) // 2]:.0f} s on this {device} (earlier {family} "
+                    "compiles)")
     elif others:
         estimate = (f"about {others[len(others) // 2]:.0f} s on this {device} (earlier "
-                    "compiles for other envs: this one's may differ)")
+                    "compiles of other programs: these may differ)")
     else:
         estimate = ("about 30-50 s on a 2-core CPU" if jax.default_backend() == "cpu"
                     else "typically under a minute")
@@ -395,8 +395,8 @@ def obtain(
     cache), and where it is cached.
     ``persist=False``: keys that only this process may use; the program store is then
     neither read nor written (JAX's cache still answers by the modules' content).
-    ``family``: what the programs are of (their env id), for the time a compile is expected
-    to take.
+    ``family``: what the programs are (their env id and kind, e.g. ``"Hopper-v4 training"``),
+    for the time a compile is expected to take.
 
     Each program's XLA compile runs on its own thread as soon as it is lowered, while the
     next one is traced: XLA releases the GIL, so the compiles overlap each other and the

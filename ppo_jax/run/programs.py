@@ -362,7 +362,7 @@ def build_programs(
     t = time.perf_counter()
     compiled, infos = compile_cache.obtain(
         keys, lambda names: iter_lowered(trainer, num_runs, names, split), what, announce,
-        persist=storable(trainer), family=trainer.env.env_id)
+        persist=storable(trainer), family=f"{trainer.env.env_id} training")
     return Programs(init=compiled.get("init"), update=compiled.get("update"),
                     evaluate=compiled.get("evaluate"), stats=compiled.get("stats"),
                     evaluate_cpu=compiled.get("evaluate_cpu"),

@@ -600,20 +600,22 @@ def fit(
       ``metrics.json`` holds.
     """
     config = config or PPOConfig()
-    width = num_seeds * len(sweep or [{}]) * config.num_envs
+    if env is not None:
+        config = config.replace(env=check_env_attributes(env))
+    runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
+    width = runs.num_runs * config.num_envs
     message = device_choice.apply(device_choice.choose(
         device, device_choice.envs_per_device(width, devices)))
     if message and announce is not None:
         announce(message)
-    if env is not None:
-        config = config.replace(env=check_env_attributes(env))
-    runs = Runs(config, num_seeds, sweep)
     if out is not None:
         if os.path.isdir(out):
             held, files = run_files_in(out)
             if held:
+                cure = "" if env is not None else (
+                    ", or continue it with scripts/train.py --resume")
                 raise ValueError(f"{out} already holds a run ({', '.join(held)}): choose "
-                                 f"another out, or continue it with scripts/train.py --resume")
+                                 f"another out{cure}")
             if files:
                 raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
                                  "this run would replace: move them away or choose another out")

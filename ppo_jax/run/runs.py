@@ -84,16 +84,39 @@ def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, 
     for point in sweep:
         if not isinstance(point, dict):
             raise ValueError(f"sweep: each point must be a dict of field -> value, got "
-                             f"{point!r}")
+                             f"{_short(point)}")
         for name, value in point.items():
             check_sweep_field(name, base, "sweep:")
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(f"sweep: {name} must be a number, got {value!r}")
+            if not _real_scalar(value):
+                raise ValueError(f"sweep: {name} must be a number (one per point), got "
+                                 f"{_short(value)}")
         point = {name: float(value) for name, value in point.items()}
         if point in points:
             raise ValueError(f"sweep: the point {label(point)} is given twice")
         points.append(point)
     return points or [{}]
+
+
+def _real_scalar(value: Any) -> bool:
+    """A real number: a Python int or float, or a 0-d numpy or JAX array of one (not bool)."""
+    import numpy as np
+
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    try:
+        a = np.asarray(value)
+    except Exception:  # noqa: BLE001 - anything numpy cannot take is not a number
+        return False
+    return a.ndim == 0 and (np.issubdtype(a.dtype, np.integer)
+                            or np.issubdtype(a.dtype, np.floating))
+
+
+def _short(value: Any, width: int = 80) -> str:
+    """``value``'s repr on one line, cut to ``width`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def run_configs(base: PPOConfig, sweep: list[dict[str, Any]]) -> list[PPOConfig]:
