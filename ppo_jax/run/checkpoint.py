@@ -325,9 +325,9 @@ def restore(
             f"{meta.get('action_size')}, this env has {trainer.env.observation_size}/"
             f"{trainer.env.action_size}"
         )
-    if "action_low" in meta and [meta["action_low"], meta["action_high"]] != _bounds(
-            trainer.env):
-        low, high = _bounds(trainer.env)
+    bounds = _bounds(trainer.env)
+    if "action_low" in meta and [meta["action_low"], meta["action_high"]] != bounds:
+        low, high = bounds
         raise CheckpointError(
             f"checkpoint is for action bounds {meta['action_low']} .. {meta['action_high']}, "
             f"this env has {low} .. {high} (the policy's actions are mapped onto them)")

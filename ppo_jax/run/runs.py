@@ -101,16 +101,11 @@ def _real_scalar(value: Any) -> bool:
     """A real number: a Python int or float, or a 0-d numpy or JAX array of one (not bool)."""
     import numpy as np
 
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, numbers.Real):
-        return True
     try:
         a = np.asarray(value)
     except Exception:  # noqa: BLE001 - anything numpy cannot take is not a number
         return False
-    return a.ndim == 0 and (np.issubdtype(a.dtype, np.integer)
-                            or np.issubdtype(a.dtype, np.floating))
+    return a.ndim == 0 and a.dtype.kind in "iuf"  # bool is kind "b", a str "U", else "O"
 
 
 def _short(value: Any, width: int = 80) -> str:
@@ -147,8 +142,8 @@ class Runs:
                              f"PRNG seeds): start at seed <= {SEED_MAX - int(num_seeds) + 1}")
         self.config = config
         self.num_seeds = int(num_seeds)
-        self.sweep = check_sweep(sweep or [{}], config) if new else [
-            dict(o) for o in (sweep or [{}])]
+        self.sweep = (check_sweep([] if sweep is None else sweep, config) if new
+                      else [dict(o) for o in (sweep or [{}])])
         self.configs = run_configs(config, self.sweep)
         if new:
             for c in self.configs:
