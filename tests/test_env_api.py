@@ -1,5 +1,7 @@
 """The MJX env's API: shapes, dtypes, time limit, vectorized auto-reset, Brax adapter."""
 
+import contextlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -154,3 +156,65 @@ def test_reset_observation_needs_no_forward_pass():
     s = jax.jit(jax.vmap(wide.reset))(jax.random.split(jax.random.PRNGKey(3), 256))
     assert bool((jnp.abs(s.data.qpos[:, 0]) > 1.0).any())
     assert bool((s.obs[:, 8:] != 0).any())
+
+
+def _model_fields(model):
+    """Every array of an ``MjModel`` and of its ``opt`` and ``stat``, by name."""
+    fields = {}
+    for owner, prefix in ((model, ""), (model.opt, "opt."), (model.stat, "stat.")):
+        for name in dir(owner):
+            if name.startswith("_"):
+                continue
+            value = getattr(owner, name)
+            if isinstance(value, (np.ndarray, float, int)):
+                fields[prefix + name] = np.asarray(value)
+    return fields
+
+
+@contextlib.contextmanager
+def _mujoco_warnings():
+    """The warnings MuJoCo C raises inside the block (kept off stderr and MUJOCO_LOG.TXT)."""
+    import mujoco
+
+    seen, previous = [], mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(seen.append)
+    try:
+        yield seen
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+def test_an_asset_total_mass_compiles_silently_to_the_model_the_attribute_gives():
+    """MuJoCo deprecates ``<compiler settotalmass>`` (a warning on stderr and a MUJOCO_LOG.TXT in
+    the user's working directory at every load of HalfCheetah): the loader applies it after
+    compiling, and the model is the one the attribute compiles to, bit for bit, every array
+    and statistic (``meaninertia`` scales the solver's tolerance)."""
+    import re
+    from importlib import resources
+
+    import mujoco
+
+    from ppo_jax.envs.base import compile_mjcf
+
+    assets = resources.files("ppo_jax.envs").joinpath("assets")
+    texts = {p.name: p.read_text() for p in assets.iterdir() if p.name.endswith(".xml")}
+    scaled = {n: t for n, t in texts.items() if "settotalmass" in t}
+    assert "half_cheetah.xml" in scaled
+    # and a model that scales nothing stays as written
+    cases = dict(scaled)
+    cheetah = scaled["half_cheetah.xml"]
+    cases["non-positive"] = re.sub(r'settotalmass="[^"]*"', 'settotalmass="-1"', cheetah)
+    for name, text in cases.items():
+        with _mujoco_warnings() as seen:
+            ours = compile_mjcf(text)
+        assert seen == [], (name, seen)
+        try:
+            with _mujoco_warnings():
+                theirs = mujoco.MjModel.from_xml_string(text)
+        except ValueError as error:  # a MuJoCo that no longer reads the attribute
+            pytest.skip(f"this MuJoCo cannot compile settotalmass: {error}")
+        a, b = _model_fields(ours), _model_fields(theirs)
+        assert a.keys() == b.keys()
+        differ = [k for k in a if a[k].shape != b[k].shape or not np.array_equal(a[k], b[k])]
+        assert differ == [], (name, differ)
+    assert float(np.sum(compile_mjcf(cheetah).body_mass)) == pytest.approx(14.0)

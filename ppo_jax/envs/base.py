@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import re
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
@@ -188,13 +189,44 @@ def unit_bounds(action_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 # -- the MJX base of the Gymnasium ports -------------------------------------------------------
 
+_TOTAL_MASS = re.compile(r'(<compiler\b[^>]*?)\s+settotalmass="([^"]*)"')
+
+
+def compile_mjcf(text: str) -> mujoco.MjModel:
+    """``MjModel.from_xml_string(text)``, with a ``<compiler settotalmass="M">`` applied after
+    compiling, as MuJoCo asks (it deprecates the attribute, warns on stderr and writes
+    ``MUJOCO_LOG.TXT`` into the working directory): the masses and inertias scaled by
+    ``mj_setTotalmass``, the constants recomputed by ``mj_setConst``, and the two statistics the
+    compiler derives from them (``meanmass``, ``meaninertia``: the solver's tolerance scales
+    with it) recomputed as the compiler does. The model is the one the attribute compiles to,
+    bit for bit (tests/test_env_api.py checks every asset that uses it)."""
+    found = _TOTAL_MASS.search(text)
+    if found is None:
+        return mujoco.MjModel.from_xml_string(text)
+    model = mujoco.MjModel.from_xml_string(_TOTAL_MASS.sub(r"\1", text, count=1))
+    total = float(found.group(2))
+    if total > 0:  # MuJoCo's rule: a non-positive value leaves the masses as they are
+        mujoco.mj_setTotalmass(model, total)
+        mujoco.mj_setConst(model, mujoco.MjData(model))
+        model.stat.meanmass = _ordered_sum(model.body_mass[1:]) / max(model.nbody - 1, 1)
+        model.stat.meaninertia = _ordered_sum(model.dof_M0) / max(model.nv, 1)
+    return model
+
+
+def _ordered_sum(values) -> float:
+    total = 0.0
+    for value in values:  # left to right, in float64, as the compiler sums
+        total += float(value)
+    return total
+
+
 @functools.lru_cache(maxsize=None)
 def load_asset_model(xml: str, options: tuple = ()) -> mujoco.MjModel:
     """The MJCF ``assets/<xml>`` as an ``MjModel`` with ``model.opt`` overrides ``options``
     (``(name, value)`` pairs; ``("warmstart", False)`` disables the warm start). Cached: treat
     as read-only."""
     text = resources.files("ppo_jax.envs").joinpath(f"assets/{xml}").read_text()
-    model = mujoco.MjModel.from_xml_string(text)
+    model = compile_mjcf(text)
     for name, value in options:
         if name == "warmstart":
             if not value:
