@@ -5,6 +5,7 @@ every bad input as one line + exit.
 Most runs call the commands' ``main(argv)`` in-process (they share the compiled programs);
 a subprocess is used where the exit-code / one-line-stderr contract itself is tested."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -459,6 +460,91 @@ def _tree_bytes(d):
             p = os.path.join(root, f)
             out[os.path.relpath(p, d)] = open(p, "rb").read()
     return out
+
+
+def test_resume_through_checkpoints_continues_in_the_run_and_checkpoints_as_it_did(
+        runs, tmp_path, compile_cache_dir):
+    """``--resume RUN/checkpoints`` (accepted as evaluate accepts it) continues in RUN: its
+    metrics.json and checkpoints, nothing written under checkpoints/ but steps; and without
+    the flags again it checkpoints as the run did (A: every batch), deleting none of the
+    checkpoints already there."""
+    from ppo_jax.run import checkpoint
+
+    d = str(tmp_path / "a")
+    shutil.copytree(runs["a"], d)
+    for step in ("2", "3"):  # as if killed after batch 1 was saved
+        shutil.rmtree(os.path.join(d, "checkpoints", step))
+    assert train("--resume", os.path.join(d, "checkpoints"), cache=compile_cache_dir) == 0
+    assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["1", "2", "3"]
+    ma = json.load(open(os.path.join(runs["a"], "metrics.json")))
+    md = json.load(open(os.path.join(d, "metrics.json")))
+    for key in ("batch", "frames", "reward", "eval_return"):
+        assert md[key] == ma[key], key
+    assert checkpoint.checkpointing(checkpoint.open_saved(d)) == (1, 3)
+
+
+def test_a_resume_keeps_the_checkpoints_a_run_kept(runs, tmp_path):
+    """What a resume checkpoints with unless told: the run's recorded ``--checkpoint-every``
+    and ``--keep``; for a checkpoint that records neither, none on the way and a ``keep``
+    that deletes none of those already there (orbax's ``max_to_keep`` counts them)."""
+    from ppo_jax.run import checkpoint
+
+    d = tmp_path / "checkpoints"
+    shutil.copytree(os.path.join(runs["a"], "checkpoints"), d)
+    for step in ("4", "5"):
+        shutil.copytree(d / "1", d / step)
+    saved = checkpoint.open_saved(str(d), 3)
+    assert checkpoint.checkpointing(saved) == (1, 3)  # A's, as recorded
+    old = dataclasses.replace(saved, meta={k: v for k, v in saved.meta.items()
+                                           if k != checkpoint.CHECKPOINTING})
+    assert checkpoint.checkpointing(old) == (0, 5)
+    for bad in ({"every": -1, "keep": 2}, {"every": 1, "keep": 0}, {"every": True, "keep": 2},
+                "x"):
+        broken = dataclasses.replace(saved, meta={**saved.meta, checkpoint.CHECKPOINTING: bad})
+        assert checkpoint.checkpointing(broken) == (0, 5)
+
+
+def test_a_run_that_stopped_at_nan_is_labelled_with_its_own_batches(runs, tmp_path, capsys,
+                                                                     compile_cache_dir):
+    """Run 1 of a job stopped at batch 1 (NaN/Inf) while run 0 trained 3: evaluate and the
+    export's source give run 1's own frames, say that its policy is from before that batch,
+    and draw its episodes from its own last batch (the keys its evaluation after batch 0
+    used), not the checkpoint's step."""
+    import jax
+
+    from ppo_jax.eval.evaluate import episode_keys
+    from ppo_jax.run import checkpoint
+
+    trainer, states, meta = restore(runs["a"])
+    two = jax.tree_util.tree_map(lambda x: np.concatenate([np.asarray(x)] * 2), states)
+    two = two.replace(batches_done=np.asarray([3, 1], np.int32),
+                      failed_batch=np.asarray([-1, 1], np.int32))
+    d = str(tmp_path / "job" / "checkpoints")
+    checkpoint.save(d, trainer, two, extra_meta={"failed_batch": [None, 1]})
+    _, _, source = checkpoint.restore_for_export(d, run_index=1)
+    assert (source["step"], source["frames"], source["failed_batch"]) == (3, 200, 1)
+    assert "failed_batch" not in checkpoint.restore_for_export(d, run_index=0)[2]
+    capsys.readouterr()
+    assert evaluate_cmd.main([d, "--run-index", "1", "--episodes", "1", "--json",
+                              "--compile-cache-dir", compile_cache_dir]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["checkpoint_step"], out["frames"], out["failed_batch"]) == (3, 200, 1)
+    assert evaluate_cmd.main([d, "--run-index", "1", "--episodes", "1",
+                              "--compile-cache-dir", compile_cache_dir]) == 0
+    assert ("note: run 1 stopped at batch 1 (NaN/Inf in training): this is its policy "
+            "before that batch") in capsys.readouterr().out
+    from ppo_jax.eval import evaluate
+
+    keys = []
+    real = evaluate.mjx_episodes
+    try:
+        evaluate.mjx_episodes = lambda tr, st, k, *a, **kw: (keys.append(k), real(
+            tr, st, k, *a, **kw))[1]
+        evaluate_cmd.main([d, "--run-index", "1", "--episodes", "1", "--json",
+                           "--compile-cache-dir", compile_cache_dir])
+    finally:
+        evaluate.mjx_episodes = real
+    np.testing.assert_array_equal(keys[0], episode_keys(two.eval_key[1], 1, 1))
 
 
 def test_resume_of_a_finished_run_changes_nothing(runs, capsys, compile_cache_dir):

@@ -148,3 +148,30 @@ def test_out_in_any_image_format_or_none(tmp_path):
         assert (tmp_path / name).stat().st_size > 1000
     assert compare_cmd.main([str(run), "--reference", "--out", str(tmp_path / "plain")]) == 0
     assert (tmp_path / "plain.png").is_file() and not (tmp_path / "plain").exists()
+
+
+def test_a_sweep_draws_one_curve_per_point_and_a_reference_file_draws_as_a_run(
+        tmp_path, monkeypatch):
+    """A sweep's metrics.json (2 points x 2 seeds) draws as one curve per point, each the
+    mean of its own seeds, labelled with the point's values (as the run's curves.png): not
+    one curve averaging configs. A TorchRL reference file given as a run (no ``batch``
+    list) draws as one run."""
+    runs = [[1.0, 1.0, 1.0], [3.0, 3.0, 3.0], [10.0, 10.0, 10.0], [30.0, 30.0, 30.0]]
+    four = {k: ([v] * 4 if isinstance(v, list) else v) for k, v in _one_run().items()}
+    four.update(num_runs=4, num_seeds=2, reward=runs,
+                sweep=[{"lr": 0.001}, {"lr": 0.0003}],
+                runs=[{"seed": s, "lr": lr} for lr in (0.001, 0.0003) for s in (0, 1)])
+    run = tmp_path / "sweep"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(four))
+    drawn = []
+    monkeypatch.setattr(compare.metrics, "plot_panels",
+                        lambda series, out, title: drawn.append(series))
+    compare.compare([str(run)], [], str(tmp_path / "a.png"))
+    (series,) = drawn
+    assert [label for label, _ in series] == ["ppo_jax sweep lr=0.001", "ppo_jax sweep lr=0.0003"]
+    assert [lists["reward"] for _, lists in series] == [runs[:2], runs[2:]]
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({k: v for k, v in _one_run().items() if k != "batch"}))
+    compare.compare([str(ref)], [], str(tmp_path / "b.png"))
+    assert drawn[1][0][1]["frames"] == [200, 400, 600]

@@ -14,6 +14,10 @@ from ppo_jax.run import checkpoint
 from ppo_jax.envs import EnvError, check_env, make_env
 from tests.helpers import assert_one_line_error, run, train
 
+# restore / load_policy of a run of an env of one's own, without the env object
+NOT_REGISTERED = (r"'PointMass-v0' is not one ppo_jax registers \(a run of an env of your "
+                  r"own: restore or load_policy it with env=, the env object\)")
+
 
 def readme_block(root_dir: str) -> str:
     """The README's "An env of your own" code block."""
@@ -52,7 +56,7 @@ def test_own_env_trains_through_the_api(own_env_run, PointMass):
     # its checkpoint restores with the env object, and refuses without it (one line)
     trainer, restored, _ = checkpoint.restore(out, env=PointMass())
     assert trainer.env.env_id == "PointMass-v0" and trainer.bounds is not None
-    with pytest.raises(checkpoint.CheckpointError, match="pass env= to restore"):
+    with pytest.raises(checkpoint.CheckpointError, match=NOT_REGISTERED):
         checkpoint.restore(out)
 
     class Wider(PointMass):  # the same id and sizes, other bounds: another policy
@@ -100,7 +104,7 @@ def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, Poin
     from ppo_jax.core.normalization import normalize
 
     out = own_env_run["out"]
-    with pytest.raises(checkpoint.CheckpointError, match="pass env= to restore"):
+    with pytest.raises(checkpoint.CheckpointError, match=NOT_REGISTERED):
         load_policy(out)
     policy = load_policy(out, env=PointMass())
     trainer, state, _ = checkpoint.restore_run(out, env=PointMass())
@@ -299,7 +303,7 @@ def test_missing_extra_names_it(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_playground)
-    with pytest.raises(ValueError, match=r"pip install 'ppo_jax\[playground\]'"):
+    with pytest.raises(ValueError, match=r"pip install -e '\.\[playground\]'"):
         make_env("playground:CartpoleBalance")
 
 

@@ -93,3 +93,24 @@ def test_a_metric_newer_than_the_file_resumes_as_unknown(tmp_path):
     path.write_text(json.dumps(d))
     h = read_history(str(path), 1, 2)
     assert h["saturation"] == [[None, None]] and h["reward"] == [[1.0, 2.0]]
+
+
+def test_a_history_that_starts_after_batch_0_is_cut_by_batch_index(tmp_path):
+    """A run resumed once without the history before it (the refusal's advice) writes a
+    metrics.json whose batches start at its checkpoint; resumed again from an earlier
+    checkpoint than its last batch, that history is cut at the batch index, not after as
+    many entries (which kept batches the resumed run then wrote again)."""
+    import json
+
+    from ppo_jax.run.metrics import read_history
+
+    d = {"batch": [2, 3, 4, 5], "frames": [600, 800, 1000, 1200], "eval_frames": [600, 1000],
+         "eval_return": [5.0, 6.0], "eval_steps": [4, 5]}
+    d.update({k: [1.0, 2.0, 3.0, 4.0] for k in PER_BATCH})
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(d))
+    h = read_history(str(path), 1, 4)
+    assert h["batch"] == [2, 3] and h["frames"] == [600, 800] and h["reward"] == [[1.0, 2.0]]
+    assert h["eval_frames"] == [[600]] and h["eval_return"] == [[5.0]]
+    assert read_history(str(path), 1, 2)["batch"] == []
+    assert read_history(str(path), 1, 6)["batch"] == [2, 3, 4, 5]

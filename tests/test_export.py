@@ -236,18 +236,35 @@ def test_a_torchrl_start_loads_exactly(tmp_path):
 
 def test_init_from_another_envs_start_is_one_line(exported, tmp_path, capsys):
     """An export of the pendulum (11 observations) given to a HalfCheetah run: one line
-    naming both sizes, before anything compiles, and no run directory."""
+    naming both envs, before anything compiles, and no run directory; one that claims
+    HalfCheetah with the pendulum's sizes: one line naming both sizes. An export of another
+    env whose sizes fit (HalfCheetah-v4 and Walker2d-v4 both have 17 and 6) is refused too:
+    its statistics are another env's."""
     from ppo_jax.cli import train
     from ppo_jax.config import PPOConfig
     from ppo_jax.run import runner
 
-    with pytest.raises(CLIError, match=r"--init-from-torchrl .*policy.pt: its normalization "
-                                       r"statistics are for 11 observation entries; "
-                                       r"HalfCheetah-v4 has 17"):
-        train.main(["--env", "HalfCheetah-v4", "--init-from-torchrl", exported,
-                    "--hidden-sizes", "16", "16", "--out", str(tmp_path / "run"),
-                    "--no-compile-cache"])
+    def relabeled(env_id):
+        d = torch.load(exported, weights_only=True)
+        d["meta"]["env_id"] = env_id
+        path = str(tmp_path / f"{env_id}.pt")
+        torch.save(d, path)
+        return path
+
+    argv = ["--env", "HalfCheetah-v4", "--hidden-sizes", "16", "16", "--out",
+            str(tmp_path / "run"), "--no-compile-cache", "--init-from-torchrl"]
+    with pytest.raises(CLIError, match=r"--init-from-torchrl: .*policy.pt holds networks and "
+                                       r"statistics of InvertedDoublePendulum-v4, not of "
+                                       r"HalfCheetah-v4, which this run trains"):
+        train.main(argv + [exported])
+    with pytest.raises(CLIError, match=r"--init-from-torchrl .*HalfCheetah-v4.pt: its "
+                                       r"normalization statistics are for 11 observation "
+                                       r"entries; HalfCheetah-v4 has 17"):
+        train.main(argv + [relabeled("HalfCheetah-v4")])
     assert not os.path.exists(tmp_path / "run")  # refused before anything was written
+    with pytest.raises(export.ExportError, match="of Walker2d-v4, not of "
+                                                 "InvertedDoublePendulum-v4"):
+        export.load_torchrl_export(relabeled("Walker2d-v4"), PPOConfig(hidden_sizes=(16, 16)))
     params, stats = export.load_torchrl_export(exported, PPOConfig(hidden_sizes=(16, 16)))
     from ppo_jax.core.train import make_train
 

@@ -126,7 +126,12 @@ def restore_for_export(args: argparse.Namespace):
 
     check_output_file(args.out, "OUT")
     with user_errors(checkpoint.CheckpointError):
-        return checkpoint.restore_for_export(args.dir, args.step, args.run_index)
+        trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
+                                                               args.run_index)
+    note = checkpoint.describe_stop(args.run_index, source.get("failed_batch"))
+    if note:
+        print(note, flush=True)
+    return trainer, state, source
 
 
 def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:

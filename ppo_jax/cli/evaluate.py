@@ -91,7 +91,8 @@ def main(argv=None) -> int:
                     "(evaluate reads the env from the checkpoint: drop --env)")
         trainer, state, meta = checkpoint.restore_run(args.dir, args.step, args.run_index)
     cfg = trainer.config
-    step = int(meta["batches_done"])
+    # the run's own batches (behind the checkpoint's step where it stopped at NaN/Inf)
+    step, run_frames, failed = checkpoint.run_progress(meta, args.run_index)
     mode = "sample" if args.stochastic else (args.eval_action or cfg.eval_action)
     max_steps = args.max_steps or cfg.eval_max_steps
 
@@ -138,8 +139,9 @@ def main(argv=None) -> int:
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
-        "checkpoint_step": step,
-        "frames": int(meta["frames"]),
+        "checkpoint_step": int(meta["batches_done"]),
+        "frames": run_frames,
+        "failed_batch": failed,
         "policy": mode,
         "episodes": args.episodes,
         "sim": first,
@@ -158,8 +160,11 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"checkpoint {out['checkpoint']} step {step} ({out['frames']} frames), "
-              f"policy: {mode}")
+        print(f"checkpoint {out['checkpoint']} step {out['checkpoint_step']} "
+              f"({out['frames']} frames), policy: {mode}")
+        note = checkpoint.describe_stop(args.run_index, failed)
+        if note:
+            print(note)
         print_table(results)
         if out["replays_logged_eval"]:
             print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "

@@ -64,9 +64,11 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--devices", default=None, metavar="N|all",
                      help="devices to split the runs and envs over (default: every GPU/TPU "
                           "the job splits over; 1 on a CPU)")
-    run.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                     help="save a checkpoint every N batches (0: one call for the whole run)")
-    run.add_argument("--keep", type=int, default=3, metavar="K", help="checkpoints to keep")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="save a checkpoint every N batches (default 0: one call for the "
+                          "whole run; with --resume, the run's own)")
+    run.add_argument("--keep", type=int, default=None, metavar="K",
+                     help="checkpoints to keep (default 3; with --resume, the run's own)")
     run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
                      default=True, help="save a checkpoint at the end of the run")
     run.add_argument("--resume", metavar="DIR",
@@ -304,9 +306,14 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
     """The flags that no config check sees; returns ``--devices`` as a count, 'all' or None."""
     if args.num_seeds is not None and args.num_seeds < 1:
         raise cli.CLIError(f"--num-seeds must be >= 1, got {args.num_seeds}")
-    if args.checkpoint_every < 0 or args.keep < 1:
+    if ((args.checkpoint_every is not None and args.checkpoint_every < 0)
+            or (args.keep is not None and args.keep < 1)):
         raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
     devices = _devices_flag(args.devices)
+    if args.resume:  # RUN or RUN/checkpoints: the run continues in RUN
+        from ppo_jax.run.checkpoint import run_directory
+
+        args.resume = run_directory(args.resume)
     if args.resume and (args.sweep or args.preset):
         raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
                            "change it")
@@ -382,6 +389,9 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
                                "resume without the history before them)") from None
         out = cli.ensure_writable_dir(args.resume)
         _check_event_dir(out, args.tensorboard)
+        every, keep = checkpoint.checkpointing(saved)  # unless the flags say otherwise
+        args.checkpoint_every = every if args.checkpoint_every is None else args.checkpoint_every
+        args.keep = keep if args.keep is None else args.keep
         return saved, saved.config, out
     base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
     config = cli.make_config(base, overrides)
@@ -407,6 +417,8 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "
                            "run would replace: move them away or choose another --out")
     _check_event_dir(out, args.tensorboard)
+    args.checkpoint_every = args.checkpoint_every or 0
+    args.keep = checkpoint.DEFAULT_KEEP if args.keep is None else args.keep
     return runs, config, out
 
 

@@ -30,7 +30,7 @@ from ppo_jax.envs.base import EnvError, EnvState, unit_bounds
 
 def _missing(package: str, extra: str, env_id: str) -> ValueError:
     return ValueError(f"--env {env_id} needs the optional package {package!r}: "
-                      f"pip install 'ppo_jax[{extra}]'")
+                      f"pip install -e '.[{extra}]'")
 
 
 def _version(dist: str) -> str | None:

@@ -327,7 +327,7 @@ def evaluate_checkpoint(
     checkpoint's last batch). ``run_dir``: a run or its ``checkpoints/``. Returns
     :func:`compare_sims`' dict plus ``"checkpoint_step"``."""
     trainer, state, meta = checkpoint.restore_run(run_dir, step, run_index)
-    keys = episode_keys(state.eval_key, meta["batches_done"], episodes)
+    keys = episode_keys(state.eval_key, checkpoint.run_progress(meta, run_index)[0], episodes)
     out = compare_sims(trainer, state, keys, max_steps, mode)
     out["checkpoint_step"] = int(meta["batches_done"])
     return out

@@ -39,12 +39,35 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def run_lists(run_dir: str) -> dict[str, Any]:
-    """A ppo_jax run directory's metrics as ``[K][n]`` lists per seed."""
+    """A ppo_jax run directory's metrics as ``[K][n]`` lists per run."""
+    return _run_lists(run_dir)[0]
+
+
+def _run_lists(run_dir: str) -> tuple[dict[str, Any], list[str] | None, int]:
+    """:func:`run_lists`, with the run's sweep point labels (None: not a sweep) and seeds."""
     path = os.path.join(run_dir, "metrics.json") if os.path.isdir(run_dir) else run_dir
     d = _load(path)
     k = metrics.num_runs_of(d, path)
-    batches = len(d["reward"] if k == 1 else d["reward"][0])
-    return metrics.lists_from_json(d, k, batches)
+    lists = metrics.lists_from_json(d, k)
+    sweep, seeds = d.get("sweep"), d.get("num_seeds")
+    if (isinstance(sweep, list) and len(sweep) > 1 and all(isinstance(p, dict) for p in sweep)
+            and isinstance(seeds, int) and len(sweep) * seeds == k):
+        from ppo_jax.run.runs import label
+
+        try:
+            return lists, [label(p) for p in sweep], seeds
+        except (TypeError, ValueError):  # a point that is not numbers: drawn as one curve
+            pass
+    return lists, None, k
+
+
+def run_series(run_dir: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """A run directory's curves: one (``name``, its seeds), or one per sweep point (``name``
+    and the point's values), as the run's own curves.png draws them."""
+    lists, points, seeds = _run_lists(run_dir)
+    if points is None:
+        return [(name, lists)]
+    return [(f"{name} {p}", part) for p, part in metrics.split_points(lists, points, seeds)]
 
 
 def reference_paths(names: list[str]) -> list[str]:
@@ -110,7 +133,7 @@ def compare(run_dirs: list[str], references: list[str], out: str,
     for i, d in enumerate(run_dirs):
         name = os.path.basename(os.path.abspath(d))
         label = labels[i] if labels and i < len(labels) else f"ppo_jax {name}"
-        series.append((label, run_lists(d)))
+        series += run_series(d, label)
     longest = max((s[1]["frames"][-1] for s in series if s[1]["frames"]), default=None)
     paths = reference_paths(references)
     ref = reference_lists(paths, longest) if paths else None  # read and checked first

@@ -68,6 +68,16 @@ def locate_checkpoints(path: str) -> str:
     return sub if os.path.isdir(sub) else path
 
 
+def run_directory(path: str) -> str:
+    """The run directory of ``path``, a run directory or its ``checkpoints/`` (where a resume
+    writes ``metrics.json``, the curves, the events and new checkpoints)."""
+    if os.path.isdir(os.path.join(path, CHECKPOINTS)):
+        return path
+    if os.path.basename(os.path.normpath(path)) == CHECKPOINTS:
+        return os.path.dirname(os.path.normpath(path)) or "."
+    return path
+
+
 def run_checkpoints(run_dir: str) -> str:
     """Where a run directory keeps its checkpoints (whether or not it exists yet)."""
     return os.path.join(run_dir, CHECKPOINTS)
@@ -247,6 +257,24 @@ def config_from_meta(meta: dict[str, Any]) -> PPOConfig:
         raise CheckpointError(f"checkpoint config is invalid: {e}") from None
 
 
+# the metadata entry of how the job checkpoints: {"every": N, "keep": K}, a resume's defaults
+CHECKPOINTING = "checkpointing"
+DEFAULT_KEEP = 3
+
+
+def checkpointing(saved: Saved) -> tuple[int, int]:
+    """``(every, keep)`` that a resume of ``saved`` checkpoints with unless told otherwise:
+    the job's own; for a checkpoint that does not record them, none on the way and enough
+    kept that the resume deletes none of those already there."""
+    given = saved.meta.get(CHECKPOINTING)
+    if isinstance(given, dict):
+        every, keep = given.get("every"), given.get("keep")
+        if (isinstance(every, int) and not isinstance(every, bool) and every >= 0
+                and isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1):
+            return every, keep
+    return 0, max(DEFAULT_KEEP, len(steps(saved.directory)))
+
+
 def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = None
             ) -> list[tuple[str, Any, Any]]:
     """What a resume of ``saved`` was asked that contradicts it: ``(field, asked, saved)``
@@ -278,13 +306,19 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
         # written before an env object's time limit was checked against the config's: the
         # config's was ignored then, the env's own applied (as it does with 0)
         config = config.replace(max_episode_steps=0)
+    own = " (a run of an env of your own: restore or load_policy it with env=, the env object)"
+    if env is None:
+        from ppo_jax.envs.registry import PORTS, PREFIXES
+
+        if config.env not in PORTS and not any(config.env.startswith(p) for p in PREFIXES):
+            raise CheckpointError(f"the checkpoint's env {config.env!r} is not one ppo_jax "
+                                  "registers" + own)
     try:
         return make_train(config, layout, env)
     except ValueError as e:  # an env id this process cannot build (or a broken env)
         raise CheckpointError(
             f"cannot build the checkpoint's env {config.env!r}: {first_line(e)}"
-            + ("" if env is not None else " (an env of your own: pass env= to restore)")
-        ) from None
+            + ("" if env is not None else own)) from None
 
 
 def restore(
@@ -389,16 +423,41 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     return trainer, jax.tree_util.tree_map(lambda x: x[run_index], states), meta
 
 
+def run_progress(meta: dict[str, Any], run_index: int) -> tuple[int, int, int | None]:
+    """``(batches done, frames, failed batch or None)`` of run ``run_index`` of a checkpoint:
+    its own, which fall behind the checkpoint's step where the run stopped at NaN/Inf (its
+    state is its policy before that batch)."""
+    done, frames = int(meta["batches_done"]), int(meta["frames"])
+    per_done, per_frames = meta.get("batches_done_per_run"), meta.get("frames_per_run")
+    if (isinstance(per_done, list) and isinstance(per_frames, list)
+            and run_index < min(len(per_done), len(per_frames))):
+        done, frames = int(per_done[run_index]), int(per_frames[run_index])
+    failed = meta.get("failed_batch")
+    failed = failed[run_index] if isinstance(failed, list) and run_index < len(failed) else None
+    return done, frames, (None if failed is None else int(failed))
+
+
+def describe_stop(run_index: int, failed: int | None) -> str | None:
+    """The line that says a run's policy is from before its NaN/Inf batch; None if it ran on."""
+    if failed is None:
+        return None
+    return (f"note: run {run_index} stopped at batch {failed} (NaN/Inf in training): this is "
+            "its policy before that batch")
+
+
 def restore_for_export(path: str, step: int | None = None, run_index: int = 0
                        ) -> tuple[Trainer, PPOState, dict[str, Any]]:
     """:func:`restore_run`, and the ``source`` an export records: the checkpoint's absolute
-    path, its step, frames and the run's index. Returns ``(trainer, state, source)``."""
+    path, its step, the run's index, the frames that run trained and, where it stopped at
+    NaN/Inf, its ``failed_batch``. Returns ``(trainer, state, source)``."""
     trainer, state, meta = restore_run(path, step, run_index)
+    _, frames, failed = run_progress(meta, run_index)
     source = {
         "checkpoint": os.path.abspath(locate_checkpoints(path)),
         "step": int(meta["batches_done"]),
-        "frames": int(meta["frames"]),
+        "frames": frames,
         "run_index": run_index,
+        **({} if failed is None else {"failed_batch": failed}),
     }
     return trainer, state, source
 

@@ -133,27 +133,52 @@ def lists_to_json(history: dict[str, Any] | None, num_runs: int) -> dict[str, An
     return out
 
 
-def lists_from_json(d: dict[str, Any], num_runs: int, batches: int) -> dict[str, Any] | None:
-    """metrics.json -> internal lists, cut to the first ``batches`` batches (for --resume)."""
+def lists_from_json(d: dict[str, Any], num_runs: int,
+                    batches: int | None = None) -> dict[str, Any] | None:
+    """metrics.json -> internal lists, cut to the batches before batch index ``batches`` (for
+    --resume; None: every batch)."""
     if "reward" not in d:
         return None
     out: dict[str, Any] = {}
-    for key in SHARED:
-        v = d[key] if num_runs == 1 else d[key][0]
-        out[key] = list(v[:batches])
-    last_frame = batches * (out["frames"][0] // max(out["batch"][0] + 1, 1)) if out["frames"] else 0
+    # the entries of the batches before ``batches``, by batch index (a history may start
+    # after batch 0: a run resumed once without the history before it)
+    frames = d["frames"] if num_runs == 1 else d["frames"][0]
+    if "batch" in d:
+        batch = d["batch"] if num_runs == 1 else d["batch"][0]
+    else:  # a TorchRL reference run's lists: one entry per batch from the first
+        batch = list(range(len(frames)))
+    kept = len(batch) if batches is None else sum(
+        1 for b in batch if b is not None and b < batches)
+    out["batch"], out["frames"] = list(batch[:kept]), list(frames[:kept])
+    if batches is None:
+        last_frame = float("inf")
+    else:
+        last_frame = (batches * (out["frames"][0] // max(out["batch"][0] + 1, 1))
+                      if out["frames"] else 0)
     for key in PER_BATCH:
         if key not in d:  # a metric newer than the file: unknown for its batches
             out[key] = [[None] * len(out["batch"]) for _ in range(num_runs)]
             continue
         v = [d[key]] if num_runs == 1 else d[key]
-        out[key] = [list(s[:batches]) for s in v]
+        out[key] = [list(s[:kept]) for s in v]
     ef = [d["eval_frames"]] if num_runs == 1 else d["eval_frames"]
     out["eval_frames"] = [[f for f in s if f <= last_frame] for s in ef]
     for key in ("eval_return", "eval_steps"):
         v = [d[key]] if num_runs == 1 else d[key]
         out[key] = [list(s[: len(f)]) for s, f in zip(v, out["eval_frames"])]
     return out
+
+
+def split_points(history: dict[str, Any], labels: list[str], num_seeds: int
+                 ) -> list[tuple[str, dict[str, Any]]]:
+    """Internal lists of a sweep (run ``r`` = point ``r // num_seeds``) as one
+    ``(label, lists of that point's seeds)`` per point, in ``labels``' order."""
+    series = []
+    for p, name in enumerate(labels):
+        rows = range(p * num_seeds, (p + 1) * num_seeds)
+        series.append((name, {k: (v if k in SHARED else [v[r] for r in rows])
+                              for k, v in history.items()}))
+    return series
 
 
 PANELS = (

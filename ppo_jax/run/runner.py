@@ -164,13 +164,7 @@ class RunLog:
         runs, h = self.runs, self.history
         if not runs.is_sweep:
             return [("ppo_jax", h)]
-        series = []
-        for p, overrides in enumerate(runs.sweep):
-            rows = range(p * runs.num_seeds, (p + 1) * runs.num_seeds)
-            lists = {k: (v if k in metrics.SHARED else [v[r] for r in rows])
-                     for k, v in h.items()}
-            series.append((label(overrides), lists))
-        return series
+        return metrics.split_points(h, [label(o) for o in runs.sweep], runs.num_seeds)
 
     def write(self, out: str, *, curves: bool) -> dict[str, Any]:
         summary = self.summary()
@@ -501,7 +495,8 @@ def run_training(
         if events is not None:
             events.flush()
         checkpoint.save(ckpt_dir, j.trainer, j.states, runs=j.runs, keep=keep,
-                        extra_meta=checkpoint_meta(j.log))
+                        extra_meta={**checkpoint_meta(j.log), checkpoint.CHECKPOINTING: {
+                            "every": checkpoint_every, "keep": keep}})
 
     try:
         train_batches(job, on_batch=on_batch, on_checkpoint=save,

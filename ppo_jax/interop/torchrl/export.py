@@ -200,6 +200,11 @@ def load_torchrl_export(path: str, config, observation_size: int | None = None,
     :class:`ExportError` (one line).
     """
     d = read(path)
+    meta = d.get("meta") if isinstance(d.get("meta"), dict) else {}
+    exported_for = meta.get("env_id")
+    if isinstance(exported_for, str) and exported_for != config.env:
+        raise ExportError(f"{path} holds networks and statistics of {exported_for}, not of "
+                          f"{config.env}, which this run trains")
     if observation_size is None or action_size is None:
         try:  # the file's own: its statistics' length, its actor's output layer over 2
             last = max((k for k in d["actor"] if k.endswith(".bias")),
