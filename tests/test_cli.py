@@ -474,7 +474,8 @@ def test_resume_through_checkpoints_continues_in_the_run_and_checkpoints_as_it_d
     shutil.copytree(runs["a"], d)
     for step in ("2", "3"):  # as if killed after batch 1 was saved
         shutil.rmtree(os.path.join(d, "checkpoints", step))
-    assert train("--resume", os.path.join(d, "checkpoints"), cache=compile_cache_dir) == 0
+    ck = os.path.join(d, "checkpoints")
+    assert train("--resume", ck, "--out", ck, cache=compile_cache_dir) == 0  # the same path
     assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["1", "2", "3"]
     ma = json.load(open(os.path.join(runs["a"], "metrics.json")))
     md = json.load(open(os.path.join(d, "metrics.json")))
@@ -483,25 +484,33 @@ def test_resume_through_checkpoints_continues_in_the_run_and_checkpoints_as_it_d
     assert checkpoint.checkpointing(checkpoint.open_saved(d)) == (1, 3)
 
 
-def test_a_resume_keeps_the_checkpoints_a_run_kept(runs, tmp_path):
+def test_a_resume_keeps_the_checkpoints_a_run_kept(runs, tmp_path, compile_cache_dir):
     """What a resume checkpoints with unless told: the run's recorded ``--checkpoint-every``
-    and ``--keep``; for a checkpoint that records neither, none on the way and a ``keep``
-    that deletes none of those already there (orbax's ``max_to_keep`` counts them)."""
+    and ``--keep``; for a checkpoint that records neither (written by an older ppo_jax),
+    none on the way and a ``keep`` that deletes none of those already there (orbax's
+    ``max_to_keep`` counts them): resumed, such a run with 3 checkpoints (0, 1, 2) ends
+    with 4."""
     from ppo_jax.run import checkpoint
 
-    d = tmp_path / "checkpoints"
-    shutil.copytree(os.path.join(runs["a"], "checkpoints"), d)
-    for step in ("4", "5"):
-        shutil.copytree(d / "1", d / step)
-    saved = checkpoint.open_saved(str(d), 3)
+    d = tmp_path / "run"
+    shutil.copytree(runs["a"], d)
+    ck = d / "checkpoints"
+    shutil.copytree(ck / "1", ck / "0")  # a third checkpoint before the one resumed from
+    shutil.rmtree(ck / "3")
+    saved = checkpoint.open_saved(str(d))
     assert checkpoint.checkpointing(saved) == (1, 3)  # A's, as recorded
-    old = dataclasses.replace(saved, meta={k: v for k, v in saved.meta.items()
-                                           if k != checkpoint.CHECKPOINTING})
-    assert checkpoint.checkpointing(old) == (0, 5)
     for bad in ({"every": -1, "keep": 2}, {"every": 1, "keep": 0}, {"every": True, "keep": 2},
                 "x"):
         broken = dataclasses.replace(saved, meta={**saved.meta, checkpoint.CHECKPOINTING: bad})
-        assert checkpoint.checkpointing(broken) == (0, 5)
+        assert checkpoint.checkpointing(broken) == (0, 4)
+    for step in ("0", "1", "2"):  # as an older ppo_jax wrote them
+        path = ck / step / "meta" / "metadata"
+        meta = json.loads(path.read_text())
+        del meta[checkpoint.CHECKPOINTING]
+        path.write_text(json.dumps(meta))
+    assert checkpoint.checkpointing(checkpoint.open_saved(str(d))) == (0, 4)
+    assert train("--resume", str(d), cache=compile_cache_dir) == 0
+    assert checkpoint.steps(str(d)) == [0, 1, 2, 3]
 
 
 def test_a_run_that_stopped_at_nan_is_labelled_with_its_own_batches(runs, tmp_path, capsys,

@@ -175,3 +175,8 @@ def test_a_sweep_draws_one_curve_per_point_and_a_reference_file_draws_as_a_run(
     ref.write_text(json.dumps({k: v for k, v in _one_run().items() if k != "batch"}))
     compare.compare([str(ref)], [], str(tmp_path / "b.png"))
     assert drawn[1][0][1]["frames"] == [200, 400, 600]
+    two = {**four, "num_runs": 2, "sweep": [{"lr": 0.001}], "reward": runs[:2],
+           **{k: v[:2] for k, v in four.items() if isinstance(v, list) and len(v) == 4}}
+    (run / "metrics.json").write_text(json.dumps(two))  # a sweep of one point is labelled too
+    compare.compare([str(run)], [], str(tmp_path / "c.png"))
+    assert [label for label, _ in drawn[2]] == ["ppo_jax sweep lr=0.001"]

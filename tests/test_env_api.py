@@ -188,7 +188,9 @@ def test_an_asset_total_mass_compiles_silently_to_the_model_the_attribute_gives(
     """MuJoCo deprecates ``<compiler settotalmass>`` (a warning on stderr and a MUJOCO_LOG.TXT in
     the user's working directory at every load of HalfCheetah): the loader applies it after
     compiling, and the model is the one the attribute compiles to, bit for bit, every array
-    and statistic (``meaninertia`` scales the solver's tolerance)."""
+    and statistic (``meaninertia`` scales the solver's tolerance): on every asset, with
+    several values, however the attribute is written (quotes, spaces), and whatever a
+    comment holds."""
     import re
     from importlib import resources
 
@@ -198,12 +200,17 @@ def test_an_asset_total_mass_compiles_silently_to_the_model_the_attribute_gives(
 
     assets = resources.files("ppo_jax.envs").joinpath("assets")
     texts = {p.name: p.read_text() for p in assets.iterdir() if p.name.endswith(".xml")}
-    scaled = {n: t for n, t in texts.items() if "settotalmass" in t}
-    assert "half_cheetah.xml" in scaled
-    # and a model that scales nothing stays as written
-    cases = dict(scaled)
-    cheetah = scaled["half_cheetah.xml"]
-    cases["non-positive"] = re.sub(r'settotalmass="[^"]*"', 'settotalmass="-1"', cheetah)
+    assert 'settotalmass="14"' in texts["half_cheetah.xml"]
+    cases = {}
+    for name, text in texts.items():
+        bare = re.sub(r"\s+settotalmass\s*=\s*[\"'][^\"']*[\"']", "", text)
+        for value, form in (("14", ' settotalmass="{}"'), ("7.3", " settotalmass = '{}'"),
+                            ("123.456", ' settotalmass="{}"'), ("-1", ' settotalmass="{}"')):
+            cases[name, value] = bare.replace("<compiler", "<compiler" + form.format(value), 1)
+    cheetah = texts["half_cheetah.xml"]
+    cases["decoy comment"] = cheetah.replace(
+        "<mujoco", '<!-- <compiler settotalmass="50"/> -->\n<mujoco', 1)
+    cases["as shipped"] = cheetah
     for name, text in cases.items():
         with _mujoco_warnings() as seen:
             ours = compile_mjcf(text)
@@ -218,3 +225,4 @@ def test_an_asset_total_mass_compiles_silently_to_the_model_the_attribute_gives(
         differ = [k for k in a if a[k].shape != b[k].shape or not np.array_equal(a[k], b[k])]
         assert differ == [], (name, differ)
     assert float(np.sum(compile_mjcf(cheetah).body_mass)) == pytest.approx(14.0)
+    assert float(np.sum(compile_mjcf(cases["decoy comment"]).body_mass)) == pytest.approx(14.0)

@@ -310,18 +310,18 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
             or (args.keep is not None and args.keep < 1)):
         raise cli.CLIError("--checkpoint-every must be >= 0 and --keep >= 1")
     devices = _devices_flag(args.devices)
-    if args.resume:  # RUN or RUN/checkpoints: the run continues in RUN
+    args.out = getattr(args, "out", None)
+    if args.resume:
         from ppo_jax.run.checkpoint import run_directory
 
-        args.resume = run_directory(args.resume)
-    if args.resume and (args.sweep or args.preset):
-        raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
-                           "change it")
-    args.out = getattr(args, "out", None)
-    if args.resume and args.out is not None and (
-            os.path.abspath(args.out) != os.path.abspath(args.resume)):
-        raise cli.CLIError(f"--resume continues the run in {args.resume}, where it writes: "
-                           f"--out {args.out} cannot move it")
+        args.resume = run_directory(args.resume)  # RUN or RUN/checkpoints: it continues in RUN
+        if args.sweep or args.preset:
+            raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
+                               "change it")
+        if args.out is not None and (
+                os.path.abspath(run_directory(args.out)) != os.path.abspath(args.resume)):
+            raise cli.CLIError(f"--resume continues the run in {args.resume}, where it "
+                               f"writes: --out {args.out} cannot move it")
     if args.out is None:
         args.out = args.resume or DEFAULT_OUT
     from ppo_jax.run.runs import sweep_field

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import re
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
 
@@ -189,27 +188,26 @@ def unit_bounds(action_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 # -- the MJX base of the Gymnasium ports -------------------------------------------------------
 
-_TOTAL_MASS = re.compile(r'(<compiler\b[^>]*?)\s+settotalmass="([^"]*)"')
-
-
 def compile_mjcf(text: str) -> mujoco.MjModel:
     """``MjModel.from_xml_string(text)``, with a ``<compiler settotalmass="M">`` applied after
     compiling, as MuJoCo asks (it deprecates the attribute, warns on stderr and writes
-    ``MUJOCO_LOG.TXT`` into the working directory): the masses and inertias scaled by
-    ``mj_setTotalmass``, the constants recomputed by ``mj_setConst``, and the two statistics the
-    compiler derives from them (``meanmass``, ``meaninertia``: the solver's tolerance scales
-    with it) recomputed as the compiler does. The model is the one the attribute compiles to,
-    bit for bit (tests/test_env_api.py checks every asset that uses it)."""
-    found = _TOTAL_MASS.search(text)
-    if found is None:
+    ``MUJOCO_LOG.TXT`` into the working directory): MuJoCo's own parser reads the value
+    (however it is written), the model compiles without it, then the masses and inertias are
+    scaled by ``mj_setTotalmass``, the constants recomputed by ``mj_setConst``, and the two
+    statistics the compiler derives from them (``meanmass``, ``meaninertia``: the solver's
+    tolerance scales with it) recomputed as the compiler does. The model is the one the
+    attribute compiles to, bit for bit (tests/test_env_api.py checks every asset with
+    several values)."""
+    spec = mujoco.MjSpec.from_string(text)
+    total = float(spec.compiler.settotalmass)
+    if not total > 0:  # MuJoCo's rule: a non-positive value leaves the masses as they are
         return mujoco.MjModel.from_xml_string(text)
-    model = mujoco.MjModel.from_xml_string(_TOTAL_MASS.sub(r"\1", text, count=1))
-    total = float(found.group(2))
-    if total > 0:  # MuJoCo's rule: a non-positive value leaves the masses as they are
-        mujoco.mj_setTotalmass(model, total)
-        mujoco.mj_setConst(model, mujoco.MjData(model))
-        model.stat.meanmass = _ordered_sum(model.body_mass[1:]) / max(model.nbody - 1, 1)
-        model.stat.meaninertia = _ordered_sum(model.dof_M0) / max(model.nv, 1)
+    spec.compiler.settotalmass = -1.0
+    model = spec.compile()
+    mujoco.mj_setTotalmass(model, total)
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+    model.stat.meanmass = _ordered_sum(model.body_mass[1:]) / max(model.nbody - 1, 1)
+    model.stat.meaninertia = _ordered_sum(model.dof_M0) / max(model.nv, 1)
     return model
 
 

@@ -50,7 +50,7 @@ def _run_lists(run_dir: str) -> tuple[dict[str, Any], list[str] | None, int]:
     k = metrics.num_runs_of(d, path)
     lists = metrics.lists_from_json(d, k)
     sweep, seeds = d.get("sweep"), d.get("num_seeds")
-    if (isinstance(sweep, list) and len(sweep) > 1 and all(isinstance(p, dict) for p in sweep)
+    if (isinstance(sweep, list) and sweep != [{}] and all(isinstance(p, dict) for p in sweep)
             and isinstance(seeds, int) and len(sweep) * seeds == k):
         from ppo_jax.run.runs import label
 

@@ -265,14 +265,15 @@ DEFAULT_KEEP = 3
 def checkpointing(saved: Saved) -> tuple[int, int]:
     """``(every, keep)`` that a resume of ``saved`` checkpoints with unless told otherwise:
     the job's own; for a checkpoint that does not record them, none on the way and enough
-    kept that the resume deletes none of those already there."""
+    kept that the resume deletes none of those already there (it adds at most one: the
+    final or the interrupted batch's)."""
     given = saved.meta.get(CHECKPOINTING)
     if isinstance(given, dict):
         every, keep = given.get("every"), given.get("keep")
         if (isinstance(every, int) and not isinstance(every, bool) and every >= 0
                 and isinstance(keep, int) and not isinstance(keep, bool) and keep >= 1):
             return every, keep
-    return 0, max(DEFAULT_KEEP, len(steps(saved.directory)))
+    return 0, max(DEFAULT_KEEP, len(steps(saved.directory)) + 1)
 
 
 def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = None
