@@ -5,6 +5,7 @@ CPU cores; speed is never asserted, only that every figure is there and positive
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_brax_differences_are_read_from_the_readme():
     assert len(diffs) == 8 and all("\n" not in d and "  " not in d for d in diffs)
     assert diffs[0].startswith("observation normalization: Brax's running mean/std")
     meta = {"brax_patched": False, "settings": {"compile_cache": None}}
-    rows = [{"system": "brax", "label": "Brax PPO", "runs": []}]
+    rows = [{"system": "brax", "label": "Brax PPO", "runs": [{}]}]  # one run completed
     (line,) = [n for n in report.notes(meta, rows) if n.startswith("Brax settings")]
     assert line == "Brax settings that differ from the tutorial: " + "; ".join(diffs) + "."
 
@@ -90,18 +91,32 @@ def test_summarize_run_excludes_the_first_batch():
 
 
 def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
+    """Its rows say why in the table and the JSON while another system's are measured;
+    asked alone, the command is refused in that line (nothing to measure)."""
+    from ppo_jax.cli.common import CLIError
+
     reason = "TorchRL rows skipped: torchrl not installed (simulated)"
     monkeypatch.setattr(driver, "torchrl_unavailable_reason", lambda: reason)
     out = tmp_path / "skip.json"
-    code = cli.main(["--quick", "--systems", "torchrl", "--json", str(out)])
+    with pytest.raises(CLIError, match=re.escape(f"nothing to measure: every row of --systems "
+                                                 f"torchrl is skipped on "
+                                                 f"InvertedDoublePendulum-v4 ({reason})")):
+        cli.main(["--quick", "--systems", "torchrl", "--json", str(out)])
+    assert not out.exists()
+    monkeypatch.setattr(driver, "run_worker", lambda spec, timeout: {
+        "marks": [(1000, 1.0), (2000, 2.0)], "evals": [], "compile_s": 0.5,
+        "peak_rss_mib": 1.0})
+    code = cli.main(["--quick", "--envs", "1", "--systems", "torchrl,ppo_jax", "--json",
+                     str(out)])
     captured = capsys.readouterr()
     assert code == 0
     assert reason in captured.err and reason in captured.out
     assert "| TorchRL tutorial (CPU) |" in captured.out and "skipped" in captured.out
     d = json.loads(out.read_text())
     assert d["skipped"] == [reason]
-    (row,) = d["rows"]
+    row, measured = d["rows"]
     assert row["skipped"] == reason and row["fps"] is None and row["repeats"] == 0
+    assert measured["system"] == "ppo_jax" and measured["fps"]["median"] == pytest.approx(1000)
 
 
 @pytest.mark.slow
@@ -166,15 +181,42 @@ def test_scaling_runs_at_the_largest_given_env_count(argv, envs):
     assert cli.scaling_envs(cli.resolve_args(cli.build_parser().parse_args(argv))) == envs
 
 
-def test_scaling_runs_the_env_given(monkeypatch, capsys):
+def test_scaling_runs_the_env_given(monkeypatch, capsys, tmp_path):
+    """The env and the matmul precision given; its --json records the command and the
+    settings it ran with."""
     from ppo_jax.bench import scaling
 
     seen = []
     monkeypatch.setattr(scaling, "measure_scaling", lambda devices, config, *a: seen.append(
         config) or [])
-    assert cli.main(["--scaling", "1,2", "--envs", "16", "--env", "HalfCheetah-v4"]) == 0
+    out = tmp_path / "s.json"
+    assert cli.main(["--scaling", "1,2", "--envs", "16", "--env", "HalfCheetah-v4",
+                     "--matmul-precision", "tf32", "--json", str(out)]) == 0
     (config,) = seen
     assert config.env == "HalfCheetah-v4" and config.num_envs == 16
+    assert config.matmul_precision == "tf32"
+    d = json.loads(out.read_text())
+    assert "--matmul-precision tf32" in d["command"]
+    assert d["settings"]["matmul_precision"] == "tf32" and d["settings"]["devices"] == [1, 2]
+
+
+def test_a_benchmark_without_a_figure_fails_and_claims_no_brax_run(monkeypatch, tmp_path,
+                                                                    capsys):
+    """Every run failing (here Brax's, whose failures alone do not fail the command) exits
+    1: no figure was measured; and the notes do not say how Brax ran when it never did. The
+    headline says which system --systems left out."""
+    monkeypatch.setattr(driver, "brax_unavailable_reason", lambda: None)
+
+    def failing(spec, timeout):
+        raise RuntimeError("exit 1: simulated")
+
+    monkeypatch.setattr(driver, "run_worker", failing)
+    out = tmp_path / "b.json"
+    assert cli.main(["--systems", "brax", "--quick", "--json", str(out)]) == 1
+    d = json.loads(out.read_text())
+    assert not any("Brax PPO ran" in n or "Brax settings" in n for n in d["notes"])
+    assert "No headline ppo_jax / TorchRL ratio: --systems leaves torchrl and ppo_jax out." in (
+        capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -190,8 +232,15 @@ def test_scaling_runs_the_env_given(monkeypatch, capsys):
     (["--seed", str(2**64)], "--seed must be in"),
     (["--timeout", "nan"], "--timeout must be a positive number"),
     (["--timeout", "-1"], "--timeout must be a positive number"),
-    (["--json", "/proc/forbidden/b.json"], "cannot write"),
     (["--json", "/tmp"], "is a directory"),
+    (["--seed", "-1"], r"--seed must be in \[0, 4294967295\] \(as --seeds"),
+    (["--scaling", "1,2", "--systems", "torchrl", "--warm", "--repeats", "2"],
+     "--systems, --repeats, --warm: --scaling runs ppo_jax once per device count"),
+    (["--scaling", "1,2", "--to-threshold"], "--to-threshold: --scaling runs ppo_jax once"),
+    (["--scaling", "1,2", "--profile", "--eval-every-frames", "10"],
+     "--profile, --eval-every-frames: --scaling"),
+    (["--scaling", "3", "--envs", "4"], "--scaling 3: 4 envs do not split"),
+    (["--warm", "--compile-cache", "/tmp/x"], "--compile-cache cannot be used with it"),
     (["--torch-threads", "-1"], "--torch-threads must be >= 0"),
     (["--replay", "old.json"], "--replay goes with --playground"),
     (["--brax-envs", "64", "--replay", "old.json"], "--replay and --brax-envs go with"),
@@ -392,7 +441,15 @@ def test_an_unusable_compile_cache_is_refused_before_any_run(monkeypatch, tmp_pa
         cli.main(["--compile-cache", str(tmp_path / "cache"), "--torch-threads", "-1"])
     with pytest.raises(CLIError, match="unknown env"):
         cli.main(["--compile-cache", str(tmp_path / "cache"), "--env", "Nope-v0"])
-    assert ran == [] and not (tmp_path / "cache").exists()
+    with pytest.raises(CLIError, match="cannot write"):
+        cli.main(["--systems", "ppo_jax", "--envs", "1", "--json", "/proc/forbidden/b.json"])
+    json_dir = tmp_path / "json"
+    for argv in (["--env", "Nope-v0"], ["--scaling", "3", "--envs", "4"],
+                 ["--systems", "brax", "--env", "Hopper-v4"]):  # the last: no row to measure
+        with pytest.raises(CLIError):
+            cli.main(argv + ["--json", str(json_dir / "b.json"), "--compile-cache",
+                             str(tmp_path / "cache")])
+    assert ran == [] and not (tmp_path / "cache").exists() and not json_dir.exists()
 
 
 def test_a_stop_after_a_failure_ends_every_wait(monkeypatch):

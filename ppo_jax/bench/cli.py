@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -167,10 +168,13 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         check_seed(args.seed, "--seed")
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if args.seed < 0:  # as --seeds: the TorchRL rows seed Gymnasium, which takes none below 0
+        raise CLIError(f"--seed must be in [0, {SEED_MAX}] (as --seeds: Gymnasium, which the "
+                       f"TorchRL rows seed, takes no negative seed), got {args.seed}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.json:
-        check_output_file(args.json, "--json")
+    if args.json and (not os.path.basename(args.json) or os.path.isdir(args.json)):
+        check_output_file(args.json, "--json")  # its one line (the directory is made later)
     if args.torch_threads < 0:
         raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
                        f"{args.torch_threads}")
@@ -178,6 +182,18 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             and (getattr(args, "playground", None) or args.scaling)):
         raise CLIError("--seeds, --matched, --ppo-jax-config and --jobs go with the "
                        "comparison, not with --playground or --scaling")
+    if args.scaling:  # one ppo_jax run per device count, without evaluation: say what it drops
+        given = [flag for flag, on in (
+            ("--systems", set(args.systems) != set(SYSTEMS)), ("--repeats", args.repeats),
+            ("--warm", args.warm), ("--profile", args.profile),
+            ("--to-threshold", args.to_threshold is not None),
+            ("--eval-every-frames", args.eval_every_frames is not None)) if on]
+        if given:
+            raise CLIError(f"{', '.join(given)}: --scaling runs ppo_jax once per device "
+                           "count, without evaluation; these go with the comparison")
+    if args.warm and args.compile_cache and not getattr(args, "playground", None):
+        raise CLIError("--warm compiles each JAX row in a fresh cache, then starts it again "
+                       "from that cache: --compile-cache cannot be used with it")
     if getattr(args, "playground", None):
         from ppo_jax.bench import playground
 
@@ -224,12 +240,18 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.repeats < 1 or args.total_frames < 1 or args.eval_every_frames < 1:
         raise CLIError("--repeats, --total-frames and --eval-every-frames must be >= 1")
     args.env_counts = sorted(set([1] + list(args.envs)))
+    if args.scaling:
+        num_envs = scaling_envs(args)
+        bad = [d for d in args.scaling if num_envs % d]
+        if bad:
+            raise CLIError(f"--scaling {','.join(map(str, bad))}: {num_envs} envs do not split "
+                           f"over that many devices")
     return args
 
 
 def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
-    TorchRL or ppo_jax row failed."""
+    TorchRL or ppo_jax row failed, or when no row gave a figure."""
     args = resolve_args(build_parser(prog).parse_args(argv))
     from ppo_jax.envs.registry import PORTS, check_env_id
 
@@ -244,6 +266,15 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         raise CLIError(f"--ppo-jax-config eval_sim=mujoco evaluates in MuJoCo C, which only "
                        f"the Gymnasium MuJoCo ports have ({', '.join(PORTS)}); {args.env} "
                        f"has none")
+    if not (args.playground or args.scaling):
+        total = common_total_frames(args.total_frames, args.env_counts)
+        rows, messages = driver.plan_rows(args, total)
+        if not any(r.skipped is None for r in rows):
+            raise CLIError(f"nothing to measure: every row of --systems "
+                           f"{','.join(args.systems)} is skipped on {args.env}"
+                           + (f" ({rows[0].skipped})" if rows else ""))
+    if args.json:  # after the other refusals (a refused command leaves no directory)
+        check_output_file(args.json, "--json")
     if args.compile_cache:  # the JAX rows' workers write there: after the other refusals
         # (a refused command leaves no directory) and before any row runs
         ensure_writable_dir(args.compile_cache)
@@ -252,9 +283,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
 
         return playground.run(args, prog, argv)
     if args.scaling:
-        return _scaling(args)
-    total = common_total_frames(args.total_frames, args.env_counts)
-    rows, messages = driver.plan_rows(args, total)
+        return _scaling(args, prog, argv)
     for m in messages:
         print(m, file=sys.stderr)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -303,7 +332,8 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
             json.dump(payload, f, indent=1, default=str)
         print(f"\nwrote {args.json}")
     failed = [d for d in results if d["system"] != "brax" and not d["skipped"] and d["errors"]]
-    return 1 if failed else 0
+    measured = any(d["runs"] for d in results)  # e.g. every Brax run failed: no figure at all
+    return 1 if failed or not measured else 0
 
 
 def scaling_envs(args: argparse.Namespace) -> int:
@@ -312,24 +342,27 @@ def scaling_envs(args: argparse.Namespace) -> int:
     return max(args.envs) if args.envs_given or args.quick else 256
 
 
-def _scaling(args: argparse.Namespace) -> int:
-    """``--scaling``: the device-count table (and ``--json``)."""
+def _scaling(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
+    """``--scaling``: the device-count table (and ``--json``, with the command and the
+    settings it ran with)."""
     from ppo_jax.bench import scaling
 
     num_envs = scaling_envs(args)
-    bad = [d for d in args.scaling if num_envs % d]
-    if bad:
-        raise CLIError(f"--scaling {','.join(map(str, bad))}: {num_envs} envs do not split "
-                       f"over that many devices")
-    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames,
-                                                  args.seed).replace(env=args.env)
+    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames, args.seed).replace(
+        env=args.env, matmul_precision=args.matmul_precision)
     rows = scaling.measure_scaling(sorted(args.scaling), scaling_config, args.compile_cache,
                                    args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
     print(scaling.markdown(rows, cfg))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"scaling": rows, "config": cfg.to_dict(), "versions": versions()}, f,
-                      indent=1, default=str)
+            json.dump({
+                "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
+                "settings": {"env": args.env, "devices": sorted(args.scaling),
+                             "num_envs": num_envs, "requested_frames": args.total_frames,
+                             "seed": args.seed, "matmul_precision": args.matmul_precision,
+                             "compile_cache": args.compile_cache, "quick": args.quick},
+                "scaling": rows, "config": cfg.to_dict(), "versions": versions()}, f,
+                indent=1, default=str)
         print(f"\nwrote {args.json}")
     return 1 if any("error" in r for r in rows) else 0
 

@@ -153,6 +153,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{h['tutorial_config']['ratio']:.2f}× at the tutorial configuration, "
                      f"{b['ratio']:.2f}× at the best env count ({b['num_envs']} "
                      f"env{'s' if b['num_envs'] > 1 else ''}).**")
+    elif not {"torchrl", "ppo_jax"} <= set(meta["settings"].get("systems") or ()):
+        lines.append("No headline ppo_jax / TorchRL ratio: --systems leaves "
+                     + " and ".join(s for s in ("torchrl", "ppo_jax")
+                                    if s not in (meta["settings"].get("systems") or ()))
+                     + " out.")
     else:
         lines.append("Headline ppo_jax / TorchRL ratio unavailable (a system was skipped or "
                      "failed).")
@@ -238,14 +243,16 @@ def notes(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
         "start-up: seconds to the end of the first batch minus what that batch takes at the "
         "steady rate (env and network set-up, TorchRL's init_stats, JAX compilation); "
         "peak RSS: ru_maxrss of the run's own process, imports included. 'of which compile': "
-        "ppo_jax: tracing + XLA compilation (or loading from its cache) of its programs; "
+        "ppo_jax: its set-up before the first batch: the env built, its programs traced and "
+        "compiled (or loaded from its cache) and the init program run (network init and the "
+        "normalization statistics' env steps); "
         "Brax: "
         "its XLA compilations of >= 1 s before the first batch ended.",
         "configs: N envs x T steps per env = frames per batch; 'mb' = minibatches per epoch x "
         "minibatch size; 10 epochs everywhere; T = the largest divisor of total/N that is "
         "<= max(16, ceil(1000/N)) and leaves >= 2 batches; minibatch = batch // 15.",
     ]
-    if any(d["system"] == "brax" for d in results):
+    if any(d["system"] == "brax" and d["runs"] for d in results):  # a Brax run completed
         out.append(BRAX_PATCH_NOTE if meta.get("brax_patched") else
                    "Brax PPO ran unpatched.")
         out.append("Brax settings that differ from the tutorial: "

@@ -55,7 +55,8 @@ def markdown(rows: list[dict[str, Any]], config: PPOConfig) -> str:
     lines = [f"ppo_jax on {config.env}, {config.num_envs} envs x {config.steps_per_env} "
              f"steps per batch, {config.total_frames:,} frames",
              "",
-             "| devices | layout | frames/s (after batch 1) | vs first row | start-up s |",
+             "| devices | layout | frames/s (after batch 1) | vs first row | "
+             "s to the end of batch 1 |",
              "|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
