@@ -265,6 +265,10 @@ def test_report_of_a_partial_check():
     assert "| tests/test_a.py::test_two | CAPPED | 75.0 | capped at 75 s |" in md
     assert "| tests/test_b.py::test_three | not run | 0.0 |" in md
     assert "first evaluation >= 1: s from process start" in md  # the plan's threshold
+    assert "The pytest steps ran with" in md
+    # without a pytest step the notes say nothing of one
+    payload["steps"] = [s for s in payload["steps"] if s["name"] != "pytest"]
+    assert "pytest" not in gpu_check.markdown(payload)
 
 
 def test_levers_each_against_xla_s_defaults(monkeypatch, tmp_path):

@@ -1886,12 +1886,12 @@ def _notes(payload: dict[str, Any]) -> list[str]:
         "brax_settings), a fresh compile cache. Levers: the env-steps/s rows in a fresh "
         "process with the lever's flags added to XLA_FLAGS and its linalg (PPOConfig.linalg), "
         "x default: against the first lever's (XLA's defaults, linalg library) at the same "
-        "env count. Tests: each outcome as pytest "
-        "reported it, as it happened; CAPPED: stopped at the cap on one test's seconds, then "
-        "pytest went on with the tests not yet run. The pytest steps ran with "
-        + ", ".join(f"{k}={v!r}" for k, v in PYTEST_ENV_GPU.items() if k != "JAX_PLATFORMS")
-        + ".",
-    ]
+        "env count.",
+    ] + (["Tests: each outcome as pytest reported it, as it happened; CAPPED: stopped at the "
+          "cap on one test's seconds, then pytest went on with the tests not yet run. The "
+          "pytest steps ran with "
+          + ", ".join(f"{k}={v!r}" for k, v in PYTEST_ENV_GPU.items() if k != "JAX_PLATFORMS")
+          + "."] if any("counts" in (s.get("result") or {}) for s in payload["steps"]) else [])
 
 
 # ----------------------------------------------------------------------------------------------
