@@ -99,8 +99,7 @@ def test_without_torchrl_its_rows_are_skipped(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(driver, "torchrl_unavailable_reason", lambda: reason)
     out = tmp_path / "skip.json"
     with pytest.raises(CLIError, match=re.escape(f"nothing to measure: every row of --systems "
-                                                 f"torchrl is skipped on "
-                                                 f"InvertedDoublePendulum-v4 ({reason})")):
+                                                 f"torchrl is skipped: {reason}")):
         cli.main(["--quick", "--systems", "torchrl", "--json", str(out)])
     assert not out.exists()
     monkeypatch.setattr(driver, "run_worker", lambda spec, timeout: {
@@ -233,7 +232,11 @@ def test_a_benchmark_without_a_figure_fails_and_claims_no_brax_run(monkeypatch, 
     (["--timeout", "nan"], "--timeout must be a positive number"),
     (["--timeout", "-1"], "--timeout must be a positive number"),
     (["--json", "/tmp"], "is a directory"),
-    (["--seed", "-1"], r"--seed must be in \[0, 4294967295\] \(as --seeds"),
+    (["--seed", "-1"], r"--seed must be in \[0, 4294967295\] with the TorchRL rows"),
+    (["--seed", "-99999999999"], r"--seed must be in \[0, 4294967295\] with the TorchRL"),
+    (["--scaling", "1", "--repeats", "0"], "--repeats: --scaling runs ppo_jax once"),
+    (["--scaling", "1", "--playground"], "--scaling and --playground are two other"),
+    (["--json", ""], "--json must name a file"),
     (["--scaling", "1,2", "--systems", "torchrl", "--warm", "--repeats", "2"],
      "--systems, --repeats, --warm: --scaling runs ppo_jax once per device count"),
     (["--scaling", "1,2", "--to-threshold"], "--to-threshold: --scaling runs ppo_jax once"),
@@ -450,6 +453,37 @@ def test_an_unusable_compile_cache_is_refused_before_any_run(monkeypatch, tmp_pa
             cli.main(argv + ["--json", str(json_dir / "b.json"), "--compile-cache",
                              str(tmp_path / "cache")])
     assert ran == [] and not (tmp_path / "cache").exists() and not json_dir.exists()
+
+
+def test_a_negative_seed_is_taken_where_no_torchrl_row_runs():
+    for argv in (["--seed", "-1", "--systems", "ppo_jax,brax"], ["--seed", "-1", "--scaling", "1"],
+                 ["--seed", "-1", "--playground"]):
+        assert cli.resolve_args(cli.build_parser().parse_args(argv)).seed == -1
+
+
+def test_playground_refusals_leave_no_directory(monkeypatch, tmp_path):
+    """--playground's plan and --replay's file are refused (one line) before the --json and
+    --compile-cache directories are made."""
+    from ppo_jax.bench import playground
+    from ppo_jax.cli.common import CLIError
+    from ppo_jax.envs import registry
+
+    monkeypatch.setattr(registry, "check_env_id", lambda env_id: env_id)
+    out = ["--json", str(tmp_path / "j" / "x.json"), "--compile-cache", str(tmp_path / "c")]
+
+    def refused_plan(args):
+        raise ValueError("--brax-envs 7: simulated refusal")
+
+    monkeypatch.setattr(playground, "plan", refused_plan)
+    with pytest.raises(CLIError, match="simulated refusal"):
+        cli.main(["--playground", "--brax-envs", "7"] + out)
+    monkeypatch.setattr(playground, "plan", lambda args: {"env": "x"})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    for replay, words in ((tmp_path / "missing.json", "cannot read it"), (bad, "not JSON")):
+        with pytest.raises(CLIError, match=re.escape(f"--replay {replay}: {words}")):
+            cli.main(["--playground", "--replay", str(replay)] + out)
+    assert not (tmp_path / "j").exists() and not (tmp_path / "c").exists()
 
 
 def test_a_stop_after_a_failure_ends_every_wait(monkeypatch):

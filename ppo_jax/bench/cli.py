@@ -91,7 +91,8 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                         "turns evaluation on); with "
                         "--playground: ppo_jax's evaluations (default: 10 per Brax training "
                         "step, 98,304 frames)")
-    p.add_argument("--seed", type=int, default=None, help="seed of every run (default 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of every run (default 0; at least 0 with the TorchRL rows)")
     p.add_argument("--seeds", type=parse_seed_list, default=None, metavar="S1,S2,...",
                    help="run every row once per seed (instead of --seed; --repeats then "
                         "defaults to 1); with evaluation "
@@ -164,16 +165,17 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError("--seed and --seeds: give one of them")
     if args.seed is None:
         args.seed = 0
+    if (args.seed < 0 and "torchrl" in args.systems and not args.scaling
+            and not getattr(args, "playground", None)):
+        raise CLIError(f"--seed must be in [0, {SEED_MAX}] with the TorchRL rows (Gymnasium, "
+                       f"which they seed, takes no negative seed; as --seeds), got {args.seed}")
     try:
         check_seed(args.seed, "--seed")
     except ValueError as e:
         raise CLIError(str(e)) from None
-    if args.seed < 0:  # as --seeds: the TorchRL rows seed Gymnasium, which takes none below 0
-        raise CLIError(f"--seed must be in [0, {SEED_MAX}] (as --seeds: Gymnasium, which the "
-                       f"TorchRL rows seed, takes no negative seed), got {args.seed}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.json and (not os.path.basename(args.json) or os.path.isdir(args.json)):
+    if args.json is not None and (not os.path.basename(args.json) or os.path.isdir(args.json)):
         check_output_file(args.json, "--json")  # its one line (the directory is made later)
     if args.torch_threads < 0:
         raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
@@ -182,9 +184,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             and (getattr(args, "playground", None) or args.scaling)):
         raise CLIError("--seeds, --matched, --ppo-jax-config and --jobs go with the "
                        "comparison, not with --playground or --scaling")
+    if args.scaling and getattr(args, "playground", None):
+        raise CLIError("--scaling and --playground are two other measurements: give one")
     if args.scaling:  # one ppo_jax run per device count, without evaluation: say what it drops
         given = [flag for flag, on in (
-            ("--systems", set(args.systems) != set(SYSTEMS)), ("--repeats", args.repeats),
+            ("--systems", set(args.systems) != set(SYSTEMS)),
+            ("--repeats", args.repeats is not None),
             ("--warm", args.warm), ("--profile", args.profile),
             ("--to-threshold", args.to_threshold is not None),
             ("--eval-every-frames", args.eval_every_frames is not None)) if on]
@@ -266,22 +271,25 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         raise CLIError(f"--ppo-jax-config eval_sim=mujoco evaluates in MuJoCo C, which only "
                        f"the Gymnasium MuJoCo ports have ({', '.join(PORTS)}); {args.env} "
                        f"has none")
-    if not (args.playground or args.scaling):
+    prepared = None
+    if args.playground:  # its plan and --replay's file: refused before any directory is made
+        from ppo_jax.bench import playground
+
+        prepared = playground.prepare(args)
+    elif not args.scaling:
         total = common_total_frames(args.total_frames, args.env_counts)
         rows, messages = driver.plan_rows(args, total)
         if not any(r.skipped is None for r in rows):
+            reasons = list(dict.fromkeys(r.skipped for r in rows if r.skipped))
             raise CLIError(f"nothing to measure: every row of --systems "
-                           f"{','.join(args.systems)} is skipped on {args.env}"
-                           + (f" ({rows[0].skipped})" if rows else ""))
-    if args.json:  # after the other refusals (a refused command leaves no directory)
+                           f"{','.join(args.systems)} is skipped: " + "; ".join(reasons))
+    if args.json is not None:  # after the other refusals (a refused command leaves no directory)
         check_output_file(args.json, "--json")
     if args.compile_cache:  # the JAX rows' workers write there: after the other refusals
         # (a refused command leaves no directory) and before any row runs
         ensure_writable_dir(args.compile_cache)
     if args.playground:
-        from ppo_jax.bench import playground
-
-        return playground.run(args, prog, argv)
+        return playground.run(args, prog, argv, prepared)
     if args.scaling:
         return _scaling(args, prog, argv)
     for m in messages:

@@ -515,9 +515,14 @@ def load_runs(path: str, p: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
     end), refused unless they were planned as ``p`` (the same flags); and its meta."""
     from ppo_jax.cli.common import CLIError
 
-    with open(path) as f:
-        saved = json.load(f)
-    if "runs" not in saved or "plan" not in saved:
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError as e:
+        raise CLIError(f"--replay {path}: cannot read it ({e.strerror or e})") from None
+    except ValueError:
+        raise CLIError(f"--replay {path}: not JSON") from None
+    if not isinstance(saved, dict) or "runs" not in saved or "plan" not in saved:
         raise CLIError(f"--replay {path}: not a --playground --json file")
     same = json.loads(json.dumps(p, default=str))
     for key in ("brax", "ppo_jax", "total_frames", "env"):
@@ -527,9 +532,25 @@ def load_runs(path: str, p: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
     return saved["runs"], saved
 
 
-def run(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
+def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """``--playground``'s plan and, with ``--replay``, the runs it replays
+    (:func:`load_runs`): every refusal of the command before anything is written."""
+    try:
+        p = plan(args)
+    except ValueError as e:
+        from ppo_jax.cli.common import CLIError
+
+        raise CLIError(str(e)) from None
+    p = json.loads(json.dumps(p, default=str))  # as the JSON holds it (env counts as keys)
+    replay = getattr(args, "replay", None)
+    return p, (load_runs(replay, p) if replay else None)
+
+
+def run(args: argparse.Namespace, prog: str, argv: list[str] | None,
+        prepared: tuple[dict[str, Any], Any] | None = None) -> int:
     """``--playground``: plan, measure (or ``--replay`` an earlier JSON's runs), print the
-    tables and notes, write ``--json``; exit status 1 when a run failed."""
+    tables and notes, write ``--json``; exit status 1 when a run failed. ``prepared``:
+    :func:`prepare`'s (default: made here)."""
     from ppo_jax.bench.driver import device_summary
     from ppo_jax.util import PACKAGES, versions
 
@@ -538,20 +559,14 @@ def run(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    try:
-        p = plan(args)
-    except ValueError as e:
-        from ppo_jax.cli.common import CLIError
-
-        raise CLIError(str(e)) from None
+    p, replayed = prepared if prepared is not None else prepare(args)
     log(f"{p['env']}: {p['total_frames']:,} frames per run (requested "
         f"{p['requested_frames']:,}; {p['training_steps']} Brax training steps of "
         f"{p['frames_per_training_step']:,}); ppo_jax at "
         + ", ".join(f"{n} envs" for n in p["ppo_jax"]))
-    p = json.loads(json.dumps(p, default=str))  # as the JSON holds it (env counts as keys)
     replay = getattr(args, "replay", None)
-    if replay:
-        rows, saved = load_runs(replay, p)
+    if replayed is not None:
+        rows, saved = replayed
         loadavg = saved.get("loadavg")
         log(f"replaying the runs of {replay} (measured {saved.get('started_utc', '?')})")
     else:

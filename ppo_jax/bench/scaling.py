@@ -52,8 +52,10 @@ def measure_scaling(devices: list[int], config: PPOConfig, compile_cache: str | 
 def markdown(rows: list[dict[str, Any]], config: PPOConfig) -> str:
     """The scaling table."""
     base = next((r["frames_per_second"] for r in rows if r.get("frames_per_second")), None)
+    precision = ("" if config.matmul_precision == "highest"
+                 else f", matmul precision {config.matmul_precision}")
     lines = [f"ppo_jax on {config.env}, {config.num_envs} envs x {config.steps_per_env} "
-             f"steps per batch, {config.total_frames:,} frames",
+             f"steps per batch, {config.total_frames:,} frames{precision}",
              "",
              "| devices | layout | frames/s (after batch 1) | vs first row | "
              "s to the end of batch 1 |",
