@@ -103,3 +103,19 @@ def exit_with_one_line(message: str | None, code: int) -> None:
     if message:
         os.write(real, (message + "\n").encode())
     os._exit(code)
+
+
+class JsonFileError(ValueError):
+    """A JSON file that cannot be read or parsed (one line)."""
+
+
+def read_json_file(path: str) -> Any:
+    """The JSON value in the file at ``path``; :class:`JsonFileError` (one line) where it cannot
+    be read or is not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise JsonFileError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise JsonFileError(f"{path} is not JSON") from None

@@ -480,8 +480,9 @@ def test_playground_refusals_leave_no_directory(monkeypatch, tmp_path):
     monkeypatch.setattr(playground, "plan", lambda args: {"env": "x"})
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    for replay, words in ((tmp_path / "missing.json", "cannot read it"), (bad, "not JSON")):
-        with pytest.raises(CLIError, match=re.escape(f"--replay {replay}: {words}")):
+    for replay, words in ((tmp_path / "missing.json", "--replay: cannot read {}"),
+                          (bad, "--replay: {} is not JSON")):
+        with pytest.raises(CLIError, match=re.escape(words.format(replay))):
             cli.main(["--playground", "--replay", str(replay)] + out)
     assert not (tmp_path / "j").exists() and not (tmp_path / "c").exists()
 

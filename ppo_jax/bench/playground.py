@@ -514,14 +514,12 @@ def load_runs(path: str, p: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
     """``--replay PATH``: the runs of an earlier ``--json`` (written after measuring or at the
     end), refused unless they were planned as ``p`` (the same flags); and its meta."""
     from ppo_jax.cli.common import CLIError
+    from ppo_jax.util import JsonFileError, read_json_file
 
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except OSError as e:
-        raise CLIError(f"--replay {path}: cannot read it ({e.strerror or e})") from None
-    except ValueError:
-        raise CLIError(f"--replay {path}: not JSON") from None
+        saved = read_json_file(path)
+    except JsonFileError as e:
+        raise CLIError(f"--replay: {e}") from None
     if not isinstance(saved, dict) or "runs" not in saved or "plan" not in saved:
         raise CLIError(f"--replay {path}: not a --playground --json file")
     same = json.loads(json.dumps(p, default=str))

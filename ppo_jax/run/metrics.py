@@ -3,7 +3,6 @@ the tutorial's four-panel curves."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -92,13 +91,12 @@ def read_json(path: str) -> dict[str, Any]:
     """The metrics dict in the file at ``path`` (a ``metrics.json`` or a TorchRL reference
     run), upgraded to the current key names; :class:`MetricsError` (one line) where it cannot
     be read or is not a JSON object."""
+    from ppo_jax.util import JsonFileError, read_json_file
+
     try:
-        with open(path) as f:
-            d = json.load(f)
-    except OSError as e:
-        raise MetricsError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError:
-        raise MetricsError(f"{path} is not JSON") from None
+        d = read_json_file(path)
+    except JsonFileError as e:
+        raise MetricsError(str(e)) from None
     if not isinstance(d, dict):
         raise MetricsError(f"{path} is not a metrics.json (not a JSON object)")
     return upgrade_metrics(d)
