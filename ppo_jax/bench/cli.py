@@ -6,7 +6,6 @@ import argparse
 import datetime
 import json
 import math
-import os
 import sys
 from typing import Any
 
@@ -175,8 +174,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise CLIError(str(e)) from None
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.json is not None and (not os.path.basename(args.json) or os.path.isdir(args.json)):
-        check_output_file(args.json, "--json")  # its one line (the directory is made later)
+    if args.json is not None:  # its directory is made in main, after every refusal
+        check_output_file(args.json, "--json", create=False)
     if args.torch_threads < 0:
         raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
                        f"{args.torch_threads}")
@@ -307,7 +306,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     meta: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d"),
         "started_utc": started.isoformat(timespec="seconds"),
-        "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
+        "command": report.command_line(prog, argv),
         "settings": {
             "env": args.env, "systems": args.systems, "envs": args.env_counts,
             "requested_frames": args.total_frames,
@@ -364,7 +363,7 @@ def _scaling(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int
     if args.json:
         with open(args.json, "w") as f:
             json.dump({
-                "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
+                "command": report.command_line(prog, argv),
                 "settings": {"env": args.env, "devices": sorted(args.scaling),
                              "num_envs": num_envs, "requested_frames": args.total_frames,
                              "seed": args.seed, "matmul_precision": args.matmul_precision,

@@ -31,7 +31,7 @@ import time
 from typing import Any, Callable
 
 from ppo_jax.bench import configs
-from ppo_jax.bench.report import fmt_num
+from ppo_jax.bench.report import command_line, fmt_num
 from ppo_jax.config import PPOConfig
 
 DEFAULT_ENV = "CartpoleBalance"
@@ -583,7 +583,7 @@ def run(args: argparse.Namespace, prog: str, argv: list[str] | None,
     meta: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d"),
         "started_utc": saved.get("started_utc") or started.isoformat(timespec="seconds"),
-        "command": " ".join([prog] + list(argv if argv is not None else sys.argv[1:])),
+        "command": command_line(prog, argv),
         "settings": {"playground": args.playground, "envs": list(args.envs),
                      "requested_frames": args.total_frames, "seed": args.seed,
                      "matmul_precision": args.matmul_precision,

@@ -9,9 +9,15 @@ from __future__ import annotations
 import functools
 import os
 import statistics
+import sys
 from typing import Any
 
 from ppo_jax.bench.worker_brax import BRAX_PATCH_NOTE
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command a report records: ``prog`` and its arguments (``sys.argv``'s if None)."""
+    return " ".join([prog] + list(argv if argv is not None else sys.argv[1:]))
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
 BRAX_DIFFERENCES_SECTION = "Brax's settings that differ from the tutorial"

@@ -180,9 +180,12 @@ def ensure_writable_dir(path: str) -> str:
     return os.path.abspath(path)
 
 
-def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> str:
+def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = (),
+                      create: bool = True) -> str:
     """One line unless ``path`` names a file that can be written (its directory is created
-    if needed; the file itself is not), ending in one of ``suffixes`` where given."""
+    if needed; the file itself is not), ending in one of ``suffixes`` where given. With
+    ``create=False`` only what needs no directory is checked: a name, not a directory, the
+    suffix (call it again with ``create=True`` once nothing else can refuse the command)."""
     if not path or not os.path.basename(path):
         raise CLIError(f"{what} must name a file, got {path!r}")
     if os.path.isdir(path):
@@ -191,7 +194,8 @@ def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = ()) -> s
         raise CLIError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}"
                        if len(suffixes) < 3 else
                        f"{what} must end in one of {', '.join(suffixes)}, got {path!r}")
-    ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
+    if create:
+        ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
     return os.path.abspath(path)
 
 

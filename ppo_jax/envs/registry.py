@@ -42,13 +42,19 @@ def env_class(env_id: str):
     raise ValueError(f"unknown env {env_id!r}; valid: {valid_ids()}")
 
 
+def is_registered(env_id: str) -> bool:
+    """``env_id`` names a port or a prefix and a name (whether that name exists in the
+    prefix's registry is :func:`check_env_id`'s to say)."""
+    return env_id in PORTS or any(env_id.startswith(p) and env_id[len(p):] for p in PREFIXES)
+
+
 def check_env_id(env_id: str) -> str:
     """``env_id`` if it names a port, or a name in the registry of its prefix (that registry
     is imported, nothing is built); else one ``ValueError`` line (the valid ids and prefixes,
     the prefix registry's names, or the pip extra that is missing)."""
     if env_id in PORTS:
         return env_id
-    if any(env_id.startswith(p) and env_id[len(p):] for p in PREFIXES):
+    if is_registered(env_id):
         from ppo_jax.envs.external import check_name
 
         return check_name(env_id)

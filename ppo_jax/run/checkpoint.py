@@ -309,9 +309,9 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
         config = config.replace(max_episode_steps=0)
     own = " (a run of an env of your own: restore or load_policy it with env=, the env object)"
     if env is None:
-        from ppo_jax.envs.registry import PORTS, PREFIXES
+        from ppo_jax.envs.registry import is_registered
 
-        if config.env not in PORTS and not any(config.env.startswith(p) for p in PREFIXES):
+        if not is_registered(config.env):
             raise CheckpointError(f"the checkpoint's env {config.env!r} is not one ppo_jax "
                                   "registers" + own)
     try:
