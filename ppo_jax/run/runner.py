@@ -442,7 +442,7 @@ def run_training(
     out: str,
     devices: int | str | None = None,
     checkpoint_every: int = 0,
-    keep: int = 3,
+    keep: int = checkpoint.DEFAULT_KEEP,
     save_final: bool = True,
     tensorboard: bool = True,
     progress_factory: Callable[[int], Any] | None = None,
