@@ -139,6 +139,38 @@ def test_resume_equals_uninterrupted_and_checkpointing_changes_nothing(runs):
     assert mc["reward"] == ma["reward"]
 
 
+def test_the_same_command_line_with_resume_continues_the_job(runs, tmp_path, capsys,
+                                                              compile_cache_dir):
+    """``--preset`` and ``--sweep`` given again with ``--resume`` (the job's own command line,
+    ``--resume`` added): taken where they describe the saved job, the run ending as the
+    uninterrupted one; where they do not, one line naming each difference."""
+    d = str(tmp_path / "again")
+    shutil.copytree(runs["a"], d)
+    for step in ("2", "3"):
+        shutil.rmtree(os.path.join(d, "checkpoints", step))
+    assert train("--preset", "tiny", "--checkpoint-every", "1", "--resume", d,
+                 cache=compile_cache_dir) == 0
+    for x, y in zip(params_of(runs["a"]), params_of(d)):
+        np.testing.assert_array_equal(x, y)
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--preset", "fast",
+                   words="--preset fast sets num_envs 1024 (saved: 4), frames_per_batch")
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--preset", "tiny", "--lr", "1e-3",
+                   words="--lr 0.001 (saved: 0.0003)")
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--sweep", "lr=3e-4",
+                   words="--sweep's points lr=0.0003 (saved: base config)")
+    for f in glob.glob(os.path.join(d, "checkpoints", "*", "meta", "metadata")):
+        meta = json.load(open(f))  # as a one-point sweep of lr=3e-4 saves it
+        meta["sweep"] = [{"lr": 3e-4}]
+        json.dump(meta, open(f, "w"))
+    assert train("--preset", "tiny", "--sweep", "lr=0.0003", "--resume", d,
+                 cache=compile_cache_dir) == 0  # finished: nothing to do, and no refusal
+    assert "is finished" in capsys.readouterr().out
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--sweep", "lr=3e-4,1e-3",
+                   words="points lr=0.0003, lr=0.001 (saved: lr=0.0003)")
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--sweep", "lr=x",
+                   words="--resume: --sweep lr: values must be numbers")
+
+
 def test_running_statistics_are_checkpointed_and_resumed(tmp_path, compile_cache_dir,
                                                        tiny_flags):
     """``--obs-norm running``: the moments travel in the checkpoint; a run stopped after

@@ -20,6 +20,7 @@ on the CPU (``--device``). ``scripts/train.py`` and the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -315,9 +316,6 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
         from ppo_jax.run.checkpoint import run_directory
 
         args.resume = run_directory(args.resume)  # RUN or RUN/checkpoints: it continues in RUN
-        if args.sweep or args.preset:
-            raise cli.CLIError("--resume continues the saved job: --sweep and --preset cannot "
-                               "change it")
         if args.out is not None and (
                 os.path.abspath(run_directory(args.out)) != os.path.abspath(args.resume)):
             raise cli.CLIError(f"--resume continues the run in {args.resume}, where it "
@@ -363,6 +361,34 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
         print(message, flush=True)
 
 
+def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> list[str]:
+    """What ``--preset`` and ``--sweep`` given with ``--resume`` contradict in the saved job
+    (the same command line again, ``--resume`` added, continues it): the preset's value of
+    each field not given by its own flag, and the sweep's points, in their order."""
+    from ppo_jax.run import checkpoint
+    from ppo_jax.run.runs import label, parse_sweep
+
+    out = []
+    if args.preset:
+        preset = PPOConfig.from_preset(args.preset)
+        implied = {f.name: getattr(preset, f.name) for f in dataclasses.fields(PPOConfig)
+                   if f.name not in overrides}
+        differ = checkpoint.clashes(saved, implied)
+        if differ:
+            out.append(f"--preset {args.preset} sets " + ", ".join(
+                f"{k} {v!r} (saved: {was!r})" for k, v, was in differ))
+    if args.sweep:
+        with cli.user_errors(ValueError, prefix="--resume: "):
+            points = parse_sweep(args.sweep, saved.config)
+        if points != saved.runs.sweep:
+            def described(sweep):
+                return ", ".join(label(o) for o in sweep)
+
+            out.append(f"--sweep's points {described(points)} (saved: "
+                       f"{described(saved.runs.sweep)})")
+    return out
+
+
 def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     """``(start, config, out)``: the saved job (``--resume``) or the new one's runs, its
     config and its output directory (a new run's must not hold another run)."""
@@ -371,10 +397,11 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     if args.resume:
         with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
             saved = checkpoint.open_saved(args.resume)
-            clash = checkpoint.clashes(saved, overrides, args.num_seeds)
+            clash = [f"{cli.flag(k)} {v!r} (saved: {was!r})"
+                     for k, v, was in checkpoint.clashes(saved, overrides, args.num_seeds)]
+            clash += _job_clashes(args, overrides, saved)
         if clash:
-            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(
-                f"{cli.flag(k)} {v!r} (saved: {was!r})" for k, v, was in clash))
+            raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(clash))
         if saved.step >= saved.config.num_batches:  # finished: nothing is read or written
             return saved, saved.config, os.path.abspath(args.resume)
         from ppo_jax.run import metrics
