@@ -380,6 +380,37 @@ def test_brax_env_adapter_steps():
     assert s2.truncated.dtype == jnp.bool_ and not bool(s2.truncated)
 
 
+def test_a_library_s_model_writes_no_mujoco_log(tmp_path, monkeypatch, capfd):
+    """brax's half_cheetah.xml uses ``<compiler settotalmass>``, which MuJoCo deprecates: its
+    notice is left out (no line on stderr, no ``MUJOCO_LOG.TXT`` in the working directory);
+    any other MuJoCo warning while a library loads its model comes as a Python warning, and
+    MuJoCo's handler is the previous one afterwards."""
+    import warnings
+
+    import mujoco
+
+    from ppo_jax.envs.base import mujoco_warnings_as_python
+
+    monkeypatch.chdir(tmp_path)
+    capfd.readouterr()
+    env = make_env("brax:halfcheetah")
+    assert env.observation_size == 17 and env.mj_model.nbody == 8
+    assert "settotalmass" not in capfd.readouterr().err
+    assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><body><joint type="hinge"/><geom size=".1"/></body></worldbody>'
+        '</mujoco>')
+    data = mujoco.MjData(model)
+    data.qvel[0] = np.nan
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with mujoco_warnings_as_python():
+            mujoco.mj_step(model, data)
+    assert [str(w.message)[:41] for w in caught] == ["MuJoCo: Nan, Inf or huge value in QVEL at"]
+    assert mujoco.get_mju_user_warning() is None
+    assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")
+
+
 def test_playground_env_adapter_steps():
     """A DM Control Suite task through MuJoCo Playground (the optional extra CI installs):
     its done is termination, the time limit is ours, action repeat and episode length are in

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppo_jax.envs.base import EnvError, EnvState, unit_bounds
+from ppo_jax.envs.base import EnvError, EnvState, mujoco_warnings_as_python, unit_bounds
 
 
 def _missing(package: str, extra: str, env_id: str) -> ValueError:
@@ -106,8 +106,9 @@ class BraxEnv(_Adapter):
         self.env_id = check_name(f"brax:{name}")
         from brax import envs as brax_envs
 
-        with warnings.catch_warnings():  # brax's notice that it points users to MJX, on
-            # every env it loads (this adapter runs brax's envs on MJX)
+        with mujoco_warnings_as_python(), warnings.catch_warnings():
+            # brax's notice that it points users to MJX, on every env it loads (this adapter
+            # runs brax's envs on MJX)
             warnings.filterwarnings("ignore", message="Brax System, piplines and environments")
             try:
                 try:
@@ -146,7 +147,8 @@ class PlaygroundEnv(_Adapter):
         if "impl" in config:
             config.impl = "jax"
         try:
-            self._env = registry.load(name, config=config)
+            with mujoco_warnings_as_python():
+                self._env = registry.load(name, config=config)
         except Exception as e:  # noqa: BLE001 - assets fetched from the network, etc.
             raise EnvError(f"cannot load {self.env_id}: {_line(e)}") from None
         self.action_repeat = int(config.get("action_repeat", 1))
