@@ -50,9 +50,13 @@ def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
     with pytest.raises(CLIError, match="is Hopper-v4's"):
         compare_cmd.main([str(run), "--reference", str(ref), "--out", str(tmp_path / "x.png")])
     assert not (tmp_path / "x.png").exists()
-    titles = []
-    monkeypatch.setattr(compare.metrics, "plot_panels",
-                        lambda series, out, title: titles.append(title))
+    titles, legends = [], []
+
+    def plot_panels(series, out, title):
+        titles.append(title)
+        legends.append([label for label, _ in series])
+
+    monkeypatch.setattr(compare.metrics, "plot_panels", plot_panels)
     compare.compare([str(run)], [], str(tmp_path / "a.png"))
     ref.write_text(json.dumps({**_one_run(), "env": "Swimmer-v4"}))
     compare.compare([str(run)], [str(ref)], str(tmp_path / "a.png"))
@@ -62,9 +66,38 @@ def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
         {**_one_run(), "env_id": "InvertedDoublePendulum-v4"}))
     capsys.readouterr()
     compare.compare([str(pendulum)], ["tutorial"], str(tmp_path / "a.png"))
-    assert titles == ["ppo_jax, Swimmer-v4", "ppo_jax vs TorchRL, Swimmer-v4",
-                      "ppo_jax vs TorchRL, InvertedDoublePendulum-v4"]
+    # a reference is labelled by what it is: the tutorial's runs, or the files given; the
+    # title names it only where it is drawn
+    assert titles == ["ppo_jax, Swimmer-v4", "ppo_jax vs reference ref, Swimmer-v4",
+                      "ppo_jax, InvertedDoublePendulum-v4"]
+    assert legends == [["ppo_jax swimmer"], ["ppo_jax swimmer", "reference ref"],
+                       ["ppo_jax pendulum", "TorchRL tutorial"]]
     assert "the reference is not drawn: the runs end at 600 frames" in capsys.readouterr().err
+    long = tmp_path / "long"
+    long.mkdir()
+    (long / "metrics.json").write_text(json.dumps({**_one_run(), "frames": [1000, 2000, 3000]}))
+    compare.compare([str(long)], ["tutorial"], str(tmp_path / "a.png"))
+    assert titles[-1] == "ppo_jax vs TorchRL tutorial, InvertedDoublePendulum-v4"
+    with pytest.raises(compare.CompareError, match="3 labels for 1 run"):
+        compare.compare([str(long)], [], str(tmp_path / "a.png"), labels=["a", "b", "c"])
+
+
+def test_a_series_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    """A series with no evaluation (drawn in the training panels only) does not shift the
+    colours of those after it in the evaluation panels."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    no_eval = {**_one_run(), "eval_frames": [], "eval_return": [], "eval_steps": []}
+    lists = [{k: ([v] if k not in ("frames", "batch", "num_runs") else v)
+              for k, v in run.items()} for run in (no_eval, _one_run())]
+    compare.metrics.plot_panels([("a", lists[0]), ("b", lists[1])], str(tmp_path / "p.png"))
+    (fig,) = figures
+    colour = {(i, line.get_label()): line.get_color()
+              for i, ax in enumerate(fig.axes) for line in ax.get_lines()}
+    assert (2, "a") not in colour
+    assert colour[0, "b"] == colour[2, "b"] == colour[3, "b"] != colour[0, "a"]
 
 
 def test_bad_reference_is_one_line(tiny_run, tmp_path):

@@ -105,6 +105,19 @@ def reference_lists(paths: list[str], max_frames: int | None = None) -> dict[str
     return out
 
 
+def reference_label(paths: list[str]) -> str:
+    """The references' legend label: "TorchRL tutorial" for the packaged runs, else the
+    files' names (their number, past three)."""
+    packaged = _packaged()
+    if all(os.path.abspath(p) in packaged for p in paths):
+        return "TorchRL tutorial"
+    names = [("TorchRL tutorial" if os.path.abspath(p) in packaged
+              else os.path.splitext(os.path.basename(p))[0]) for p in paths]
+    names = list(dict.fromkeys(names))  # the packaged runs named once
+    return ("reference " + ", ".join(names) if len(names) <= 3
+            else f"reference ({len(paths)} files)")
+
+
 def _packaged() -> set[str]:
     return {os.path.abspath(p) for p in reference_paths([TUTORIAL_REFERENCE])}
 
@@ -129,6 +142,9 @@ def compare(run_dirs: list[str], references: list[str], out: str,
     names the runs' env. ``note`` gets a line where the references are cut to nothing (the
     runs end before their first batch; default: printed to stderr)."""
     note = note or (lambda line: print(line, file=sys.stderr))
+    if labels and len(labels) > len(run_dirs):
+        raise CompareError(f"--labels: {len(labels)} labels for {len(run_dirs)} run(s): give "
+                           "one per run, in their order")
     series = []
     for i, d in enumerate(run_dirs):
         name = os.path.basename(os.path.abspath(d))
@@ -149,11 +165,14 @@ def compare(run_dirs: list[str], references: list[str], out: str,
                     f"TorchRL runs of {env} (--reference FILE ...), or --reference alone for "
                     "none")
         envs = envs or ([ref_env] if ref_env else [])
+    title = "ppo_jax"
     if ref is not None:
-        series.append(("TorchRL tutorial", ref))
-        if not ref["frames"]:
+        name = reference_label(paths)
+        series.append((name, ref))
+        if ref["frames"]:
+            title = f"ppo_jax vs {name}"
+        else:
             note(f"the reference is not drawn: the runs end at {longest:,} frames, before its "
                  "first batch")
-    title = "ppo_jax vs TorchRL" if paths else "ppo_jax"
     metrics.plot_panels(series, out, title=f"{title}, {', '.join(envs)}" if envs else title)
     return os.path.abspath(out)

@@ -205,21 +205,22 @@ def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 10))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (key, xkey, name) in zip(axes.flat, PANELS):
-        for label, lists in series:
+        for index, (label, lists) in enumerate(series):
             ys = [row for row in lists[key] if len(row)]
-            if not ys:
+            if not ys:  # (its colour stays its own: a series keeps one colour in every panel)
                 continue
+            color = cycle[index % len(cycle)]
             xs = max(lists[xkey], key=len) if xkey == "eval_frames" else lists[xkey]
             x, y = _seed_matrix(xs, ys)
             marker = "o" if len(x) <= 30 else None  # a single evaluation is still visible
             if y.shape[0] == 1:
-                ax.plot(x, y[0], marker=marker, label=label)
+                ax.plot(x, y[0], marker=marker, label=label, color=color)
             else:
-                line, = ax.plot(x, np.nanmean(y, 0), marker=marker,
-                                label=f"{label} (mean of {y.shape[0]} seeds)")
-                ax.fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.25,
-                                color=line.get_color())
+                ax.plot(x, np.nanmean(y, 0), marker=marker, color=color,
+                        label=f"{label} (mean of {y.shape[0]} seeds)")
+                ax.fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.25, color=color)
         ax.set_title(name)
         ax.set_xlabel("frames")
         if ax.get_lines() and (len(series) > 1
