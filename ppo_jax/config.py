@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 ObsNormMode = Literal["reference", "safe", "running"]
 EvalAction = Literal["mean", "tanh_loc"]
 CriticLoss = Literal["smooth_l1", "l2", "l1"]
@@ -201,7 +203,8 @@ class PPOConfig:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        for name, tp in _resolved_types().items():  # each value as its field's type, exactly
+            object.__setattr__(self, name, _as_field_type(name, getattr(self, name), tp))
         self.validate()
 
     # --- validation -----------------------------------------------------------------------
@@ -333,6 +336,53 @@ class PPOConfig:
 
     def replace(self, **changes: Any) -> PPOConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _scalar_kind(value: Any) -> str | None:
+    """numpy's dtype kind of ``value`` if it is one number or bool (Python, numpy or a 0-d
+    array: "b", "i", "u", "f"), else None."""
+    for kind, python_type in (("b", bool), ("i", int), ("f", float)):  # any size of int
+        if isinstance(value, python_type):
+            return kind
+    try:
+        a = np.asarray(value)
+    except Exception:  # noqa: BLE001 - whatever numpy cannot take is not a number
+        return None
+    return a.dtype.kind if a.ndim == 0 and a.dtype.kind in "biuf" else None
+
+
+def _whole(name: str, value: Any, what: str = "a whole number") -> int:
+    kind = _scalar_kind(value)
+    if kind in ("i", "u") or (kind == "f" and math.isfinite(value) and float(value).is_integer()):
+        return int(value)
+    raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _as_field_type(name: str, value: Any, tp: Any) -> Any:
+    """``value`` as the type of field ``name`` (``tp``): a whole number for an int field (a
+    whole float too: ``total_frames=1e6``), a number for a float field, True/False for a bool
+    field, a sequence of whole numbers for ``hidden_sizes``; ``ValueError`` (one line) for
+    anything else. Literal and str fields are checked by :meth:`PPOConfig.validate`."""
+    if tp is bool:
+        if _scalar_kind(value) == "b":
+            return bool(value)
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    if tp is int:
+        return _whole(name, value)
+    if tp is float:
+        if _scalar_kind(value) in ("i", "u", "f"):
+            try:
+                return float(value)
+            except OverflowError:  # an int past float's range
+                raise ValueError(f"{name} must be a number a float holds (at most "
+                                 "1.8e308)") from None
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if name == "hidden_sizes":
+        if isinstance(value, (str, bytes)) or not isinstance(value, typing.Iterable):
+            raise ValueError(f"hidden_sizes must be a sequence of layer widths, e.g. (64, 64), "
+                             f"got {value!r}")
+        return tuple(_whole(name, h, "a sequence of whole-number layer widths") for h in value)
+    return value
 
 
 @functools.cache

@@ -1,7 +1,9 @@
 """PPOConfig: tutorial defaults, derived sizes, one-line errors for sizes that do not fit."""
 
 import dataclasses
+import json
 
+import numpy as np
 import pytest
 
 from ppo_jax.cli import common as cli
@@ -47,6 +49,45 @@ def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:
         PPOConfig(**kwargs)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(num_envs=2.5), "num_envs must be a whole number, got 2.5"),
+    (dict(seed=1.5), "seed must be a whole number, got 1.5"),
+    (dict(num_envs=True), "num_envs must be a whole number, got True"),
+    (dict(total_frames=float("inf")), "total_frames must be a whole number, got inf"),
+    (dict(eval_every="10"), "eval_every must be a whole number, got '10'"),
+    (dict(hidden_sizes=(8.7,)), "hidden_sizes must be a sequence of whole-number layer widths"),
+    (dict(hidden_sizes=8),
+     r"hidden_sizes must be a sequence of layer widths, e\.g\. \(64, 64\), got 8"),
+    (dict(hidden_sizes="64"), "hidden_sizes must be a sequence of layer widths"),
+    (dict(lr="1e-3"), "lr must be a number, got '1e-3'"),
+    (dict(gamma=None), "gamma must be a number, got None"),
+    (dict(lr=10**400), r"lr must be a number a float holds \(at most 1.8e308\)"),
+    (dict(anneal_lr=1), "anneal_lr must be True or False, got 1"),
+    (dict(standardize_advantage="yes"), "standardize_advantage must be True or False"),
+])
+def test_a_value_of_another_type_is_refused(kwargs, words):
+    """Each field takes its own type, in one line otherwise: a fractional count is not
+    truncated, a string is not a number, 1 is not True."""
+    with pytest.raises(ValueError, match=words) as e:
+        PPOConfig(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_numbers_of_numpy_and_whole_floats_become_the_field_s_type():
+    """``total_frames=1e4`` (a whole float), numpy scalars and 0-d arrays are taken, stored as
+    the field's Python type (so the config serialises and keys programs as the plain
+    values do)."""
+    c = PPOConfig(total_frames=1e4, seed=np.uint32(5), lr=np.float32(0.5), gamma=np.array(0.9),
+                  anneal_lr=np.bool_(False), hidden_sizes=[np.int64(8), 4.0])
+    assert (c.total_frames, c.seed, c.hidden_sizes, c.anneal_lr) == (10_000, 5, (8, 4), False)
+    assert c.lr == 0.5 and c.gamma == float(np.array(0.9))
+    for name in ("total_frames", "seed", "lr", "gamma", "anneal_lr"):
+        assert type(getattr(c, name)) is type(getattr(PPOConfig(), name)), name
+    assert all(type(h) is int for h in c.hidden_sizes)
+    assert PPOConfig(total_frames=10_000.0) == PPOConfig()
+    assert json.loads(json.dumps(c.to_dict())) == c.to_dict()
 
 
 def test_frozen_and_round_trip():

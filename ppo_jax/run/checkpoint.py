@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import numbers
 import os
 import sys
 import tempfile
@@ -181,11 +182,13 @@ def _pick_step(directory: str, step: int | None) -> int:
         raise CheckpointError(f"no checkpoint in {directory}")
     if step is None:
         return available[-1]
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise CheckpointError(f"the checkpoint step must be a whole number, got {step!r}")
     if step not in available:
         raise CheckpointError(
             f"no checkpoint at step {step} in {directory} (available: {available})"
         )
-    return step
+    return int(step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +418,8 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     :func:`restore` (None: :data:`POLICY_PARTS`, what evaluation and export read: the
     envs and Adam's moments stay on disk, so a restore's time and memory do not grow with
     the envs). The whole state of one run: ``restore`` and take its row."""
+    if isinstance(run_index, bool) or not isinstance(run_index, numbers.Integral):
+        raise CheckpointError(f"the run index must be a whole number, got {run_index!r}")
     trainer, states, meta = restore(path, step, env=env,
                                     parts=POLICY_PARTS if parts is None else parts)
     k = int(meta.get("num_runs") or meta["num_seeds"])
