@@ -50,6 +50,7 @@ from ppo_jax.cli import common as cli
 from ppo_jax.config import PPOConfig
 
 PROG = "tutorial.py"
+PROG_PATH = "scripts/tutorial.py"  # metrics.json's "written_by"
 FRAMES_ENV = "PPO_JAX_TUTORIAL_FRAMES"  # CI sets a small frame count here
 TUTORIAL_FRAMES = PPOConfig.from_preset("tutorial").total_frames  # the seed's 10_000
 
@@ -89,9 +90,20 @@ try:
                              {"total_frames": TUTORIAL_FRAMES if frames is None else frames,
                               "seed": args.seed})
     cli.require_float32()
-    if os.path.isdir(os.path.join(args.out, "checkpoints")):  # scripts/train.py's run
-        raise cli.CLIError(f"{args.out} holds a run of scripts/train.py (checkpoints/), whose "
-                           "metrics.json this would replace: choose another --out")
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        from ppo_jax.run.runner import run_files_in
+        from ppo_jax.util import JsonFileError, read_json_file
+
+        held, files = run_files_in(args.out)
+        try:  # the walkthrough's own files from an earlier run are replaced
+            ours = held == ["metrics.json"] and set(files) <= {"curves.png"} and read_json_file(
+                os.path.join(args.out, "metrics.json")).get("written_by") == PROG_PATH
+        except (JsonFileError, AttributeError):
+            ours = False
+        if (held or files) and not ours:
+            raise cli.CLIError(f"{args.out} holds a run ({', '.join(held + files)}) that this "
+                               "walkthrough did not write, whose files it would replace: "
+                               "choose another --out")
     OUT = cli.ensure_writable_dir(args.out)
     for name in ("metrics.json", "curves.png"):  # what the walkthrough writes at its end
         if os.path.isdir(os.path.join(OUT, name)):
@@ -805,6 +817,7 @@ try:
 finally:
     bar.close()
 log = job.log
+log.written_by = PROG_PATH  # metrics.json's record of what wrote it
 history = log.history
 assert log.failed == [None], f"training hit NaN/Inf at batch {log.failed[0]}"
 assert len(history["batch"]) == config.num_batches

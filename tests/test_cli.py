@@ -281,6 +281,7 @@ def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir, tiny_flags):
     bad = m["failed_batch"]
     assert bad is not None and f"batch {bad}" in p.stderr
     assert m["batch"] == list(range(bad + 1))
+    assert m["total_frames"] == bad * 200  # the failed batch's update was discarded
     trainer, states, meta = restore(out)
     assert meta["batches_done"] == bad and int(states.batches_done[0]) == bad
     assert int(states.failed_batch[0]) == bad
@@ -292,6 +293,43 @@ def test_existing_run_is_not_overwritten(runs, compile_cache_dir, tiny_flags):
     with pytest.raises(CLIError, match="already holds a run"):
         train_cmd.main([*tiny_flags, "--out", runs["a"], "--compile-cache-dir", compile_cache_dir])
     assert sorted(os.listdir(os.path.join(runs["a"], "checkpoints"))) == before
+
+
+def test_a_run_without_checkpoints_is_not_offered_a_resume(runs, tmp_path, capsys, tiny_flags):
+    """A directory holding a run refuses a new run; ``--resume`` is advised only where there
+    are checkpoints to resume (not after ``--no-save-final``)."""
+    d = _copy_run(runs, tmp_path, "kept")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", d,
+                   words=f"(metrics.json, checkpoints): continue it with --resume {d}, or "
+                         "choose another --out")
+    shutil.rmtree(os.path.join(d, "checkpoints"))
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", d,
+                   words="already holds a run (metrics.json): choose another --out")
+
+
+def test_the_python_api_refuses_arguments_of_another_type(runs, tmp_path):
+    """``fit`` and ``load_policy``, given what the command line would refuse: one line
+    (ValueError, CheckpointError), before anything is written."""
+    from ppo_jax import fit, load_policy
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.run.checkpoint import CheckpointError
+
+    tiny = PPOConfig.from_preset("tiny")
+    for every in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="checkpoint_every must be a whole number >= 0"):
+            fit(tiny, out=str(tmp_path / "x"), checkpoint_every=every)
+    afile = tmp_path / "afile"
+    afile.write_text("kept")
+    for out in (afile, afile / "sub"):
+        with pytest.raises(ValueError, match=f"cannot make the run directory {out}: "):
+            fit(tiny, out=str(out))
+    assert afile.read_text() == "kept" and not (tmp_path / "x").exists()
+    for kw, words in ((dict(run_index="1"), "the run index must be a whole number, got '1'"),
+                      (dict(run_index=True), "the run index must be a whole number"),
+                      (dict(step="3"), "the checkpoint step must be a whole number, got '3'")):
+        with pytest.raises(CheckpointError, match=words):
+            load_policy(runs["a"], **kw)
+    assert load_policy(runs["a"], step=np.int64(3), run_index=np.int32(0)) is not None
 
 
 def test_disk_trouble_mid_run(tmp_path, compile_cache_dir, monkeypatch, tiny_flags):
@@ -750,11 +788,22 @@ def test_small_scripts_refuse_bad_numbers(script, args, words, root_dir):
 
 
 def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
+    """The walkthrough replaces only its own files: a training run, with its checkpoints or
+    without (``--no-save-final``), is refused in one line and left as it was."""
     d = _copy_run(runs, tmp_path, "tut")
+    assert json.load(open(os.path.join(d, "metrics.json")))["written_by"] == "scripts/train.py"
     before = _tree_bytes(d)
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
-                          words="holds a run of scripts/train.py")
+                          words="holds a run (metrics.json, checkpoints, curves.png) that this "
+                                "walkthrough did not write")
+    assert _tree_bytes(d) == before
+    shutil.rmtree(os.path.join(d, "checkpoints"))  # as --no-save-final leaves a run
+    before = _tree_bytes(d)
+    assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
+                          words="holds a run (metrics.json, curves.png) that this walkthrough "
+                                "did not write")
     assert _tree_bytes(d) == before
     os.makedirs(tmp_path / "dirs" / "curves.png")  # where the walkthrough writes its figure
+    json.dump({"written_by": "scripts/tutorial.py"}, open(tmp_path / "dirs" / "metrics.json", "w"))
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", str(tmp_path / "dirs"),
                               "--no-torchrl"), words="curves.png is a directory")

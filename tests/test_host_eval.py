@@ -90,6 +90,7 @@ def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
     assert got["eval_steps"] == ref["eval_steps"]
     np.testing.assert_allclose(got["eval_return"], ref["eval_return"], rtol=RTOL)
     assert got["last_eval_return"] == got["eval_return"][-1]
+    assert got["written_by"] == "fit"
     for key in ("batch", "frames", "reward", "step_count", "lr", "grad_norm"):
         assert got[key] == ref[key], key
     assert [i for i, _ in batches] == list(range(5)) and all(ev is None for _, ev in batches)

@@ -34,6 +34,9 @@ def _have_torchrl() -> bool:
 
 def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch, capsys, root_dir, compile_cache_dir):
     out = tmp_path / "tutorial"
+    out.mkdir()  # an earlier walkthrough's files, which it replaces
+    (out / "metrics.json").write_text(json.dumps({"written_by": "scripts/tutorial.py"}))
+    (out / "curves.png").write_bytes(b"")
     monkeypatch.setenv(FRAMES_ENV, "1000")
     monkeypatch.setattr(sys, "argv", ["tutorial.py", "--out", str(out),
                                       "--compile-cache-dir", compile_cache_dir])
@@ -60,6 +63,7 @@ def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch, capsys, root_dir, co
     assert (out / "curves.png").stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["total_frames"] == 1000 and metrics["failed_batch"] is None
+    assert metrics["written_by"] == "scripts/tutorial.py"
     assert len(metrics["eval_return"]) == 1 and np.isfinite(metrics["eval_return"][0])
 
 

@@ -438,8 +438,10 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
     out = cli.ensure_writable_dir(args.out)
     held, files = run_files_in(out)
     if held:
-        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): continue it with "
-                           f"--resume {out}, or choose another --out")
+        resume = (f"continue it with --resume {out}, or " if checkpoint.CHECKPOINTS in held
+                  else "")  # a run without checkpoints (--no-save-final) cannot be resumed
+        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): {resume}choose "
+                           "another --out")
     if files:
         raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "
                            "run would replace: move them away or choose another --out")
@@ -501,6 +503,7 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
                 keep=args.keep,
                 save_final=args.save_final,
                 tensorboard=args.tensorboard,
+                written_by="scripts/train.py",
                 progress_factory=lambda start: Progress(config, start,
                                                         lead and not args.no_progress),
                 announce=announce,

@@ -18,6 +18,7 @@ runs this driver on the same programs; only process 0 writes ``metrics.json`` an
 from __future__ import annotations
 
 import bisect
+import numbers
 import dataclasses
 import os
 import time
@@ -57,6 +58,7 @@ class RunLog:
     failed: list[int | None] = dataclasses.field(default_factory=list)
     marks: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     layout: str | None = None
+    written_by: str = "run_training"  # metrics.json's "written_by": what wrote the run
     # where the seconds before the first batch went: the env and networks built (or the
     # checkpoint restored), the programs loaded or compiled, the init program's run
     startup: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -130,10 +132,15 @@ class RunLog:
         last = [s[-1] if s else None for s in h["eval_return"]]
         failed = [f for f in self.failed if f is not None]
         runs = self.runs
+        end = h["frames"][-1] if h["frames"] else 0
+        fpb = self.config.frames_per_batch
         out = {
             "format": metrics.METRICS_FORMAT,
             "env_id": self.env_id,
-            "total_frames": h["frames"][-1] if h["frames"] else 0,
+            "written_by": self.written_by,
+            # the most frames a run trained: a run stopped at NaN/Inf trained none of its
+            # failed batch (its update was discarded)
+            "total_frames": max(end if f is None else min(f * fpb, end) for f in self.failed),
             "num_seeds": runs.num_seeds,
             "seeds": list(range(self.config.seed, self.config.seed + runs.num_seeds)),
             "num_runs": runs.num_runs,
@@ -451,6 +458,7 @@ def run_training(
     interrupted: Callable[[], bool] | None = None,
     env: Any = None,
     host_evaluator: HostEvaluatorFactory | None = None,
+    written_by: str = "run_training",
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
@@ -462,10 +470,12 @@ def run_training(
     ``checkpoint_every`` and ``save_final`` say, and everything else is written as at the end
     (``job.start < config.num_batches`` then tells). ``host_evaluator``: see
     :func:`train_batches` (an evaluation that lands late reaches the progress bar's
-    ``add_eval(i, eval)``, TensorBoard and metrics.json then)."""
+    ``add_eval(i, eval)``, TensorBoard and metrics.json then). ``written_by``: what
+    metrics.json says wrote the run (``"scripts/train.py"``, ``"fit"``)."""
     host_eval.check_eval_sim(start.config, env, host_evaluator)
     job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env,
                   host_evaluator=host_evaluator)
+    job.log.written_by = written_by
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
     events = None  # made at the first batch: a job stopped before it leaves no files
@@ -598,6 +608,10 @@ def fit(
     if env is not None:
         config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
+    if (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, numbers.Integral)
+            or checkpoint_every < 0):
+        raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
+                         f"{checkpoint_every!r}")
     width = runs.num_runs * config.num_envs
     message = device_choice.apply(device_choice.choose(
         device, device_choice.envs_per_device(width, devices)))
@@ -607,18 +621,22 @@ def fit(
         if os.path.isdir(out):
             held, files = run_files_in(out)
             if held:
-                cure = "" if env is not None else (
+                cure = "" if env is not None or checkpoint.CHECKPOINTS not in held else (
                     ", or continue it with scripts/train.py --resume")
                 raise ValueError(f"{out} already holds a run ({', '.join(held)}): choose "
                                  f"another out{cure}")
             if files:
                 raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
                                  "this run would replace: move them away or choose another out")
-        os.makedirs(out, exist_ok=True)
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:  # a file on its path, no permission, ...
+            raise ValueError(f"cannot make the run directory {out}: "
+                             f"{e.strerror or e}") from None
         summary, job = run_training(runs, out=out, devices=devices,
                                     checkpoint_every=checkpoint_every, announce=announce,
                                     tensorboard=tensorboard, env=env,
-                                    host_evaluator=host_evaluator,
+                                    host_evaluator=host_evaluator, written_by="fit",
                                     progress_factory=None if on_batch is None and on_eval is None
                                     else (lambda _: _Callback(on_batch, on_eval)))
         return job.states, summary
