@@ -361,8 +361,9 @@ def _whole(name: str, value: Any, what: str = "a whole number") -> int:
 def _as_field_type(name: str, value: Any, tp: Any) -> Any:
     """``value`` as the type of field ``name`` (``tp``): a whole number for an int field (a
     whole float too: ``total_frames=1e6``), a number for a float field, True/False for a bool
-    field, a sequence of whole numbers for ``hidden_sizes``; ``ValueError`` (one line) for
-    anything else. Literal and str fields are checked by :meth:`PPOConfig.validate`."""
+    field, a list, tuple or 1-d array of whole numbers for ``hidden_sizes``, a ``str`` for a
+    str or Literal field (its value is checked by :meth:`PPOConfig.validate`); ``ValueError``
+    (one line) for anything else."""
     if tp is bool:
         if _scalar_kind(value) == "b":
             return bool(value)
@@ -378,10 +379,15 @@ def _as_field_type(name: str, value: Any, tp: Any) -> Any:
                                  "1.8e308)") from None
         raise ValueError(f"{name} must be a number, got {value!r}")
     if name == "hidden_sizes":
-        if isinstance(value, (str, bytes)) or not isinstance(value, typing.Iterable):
+        if not (isinstance(value, (list, tuple))
+                or (isinstance(value, np.ndarray) and value.ndim == 1)):
             raise ValueError(f"hidden_sizes must be a sequence of layer widths, e.g. (64, 64), "
                              f"got {value!r}")
         return tuple(_whole(name, h, "a sequence of whole-number layer widths") for h in value)
+    if tp is str or typing.get_origin(tp) is Literal:  # the values themselves: validate()
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        return str(value)
     return value
 
 

@@ -90,7 +90,7 @@ try:
                              {"total_frames": TUTORIAL_FRAMES if frames is None else frames,
                               "seed": args.seed})
     cli.require_float32()
-    if os.path.isdir(args.out) and os.listdir(args.out):
+    if os.path.isdir(args.out):
         from ppo_jax.run.runner import run_files_in
         from ppo_jax.util import JsonFileError, read_json_file
 
@@ -101,9 +101,10 @@ try:
         except (JsonFileError, AttributeError):
             ours = False
         if (held or files) and not ours:
-            raise cli.CLIError(f"{args.out} holds a run ({', '.join(held + files)}) that this "
-                               "walkthrough did not write, whose files it would replace: "
-                               "choose another --out")
+            raise cli.CLIError(f"{args.out} holds a run ({', '.join(held + files)}) whose "
+                               "metrics.json does not say this walkthrough wrote it (written_by): "
+                               "its files would be replaced: move them away or choose another "
+                               "--out")
     OUT = cli.ensure_writable_dir(args.out)
     for name in ("metrics.json", "curves.png"):  # what the walkthrough writes at its end
         if os.path.isdir(os.path.join(OUT, name)):

@@ -794,14 +794,14 @@ def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
     assert json.load(open(os.path.join(d, "metrics.json")))["written_by"] == "scripts/train.py"
     before = _tree_bytes(d)
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
-                          words="holds a run (metrics.json, checkpoints, curves.png) that this "
-                                "walkthrough did not write")
+                          words="holds a run (metrics.json, checkpoints, curves.png) whose "
+                                "metrics.json does not say this walkthrough wrote it")
     assert _tree_bytes(d) == before
     shutil.rmtree(os.path.join(d, "checkpoints"))  # as --no-save-final leaves a run
     before = _tree_bytes(d)
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", d, "--no-torchrl"),
-                          words="holds a run (metrics.json, curves.png) that this walkthrough "
-                                "did not write")
+                          words="holds a run (metrics.json, curves.png) whose metrics.json "
+                                "does not say this walkthrough wrote it")
     assert _tree_bytes(d) == before
     os.makedirs(tmp_path / "dirs" / "curves.png")  # where the walkthrough writes its figure
     json.dump({"written_by": "scripts/tutorial.py"}, open(tmp_path / "dirs" / "metrics.json", "w"))

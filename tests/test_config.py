@@ -61,6 +61,10 @@ def test_errors(kwargs, words):
     (dict(hidden_sizes=8),
      r"hidden_sizes must be a sequence of layer widths, e\.g\. \(64, 64\), got 8"),
     (dict(hidden_sizes="64"), "hidden_sizes must be a sequence of layer widths"),
+    (dict(hidden_sizes=np.array(64)), "hidden_sizes must be a sequence of layer widths"),
+    (dict(hidden_sizes={64, 32}), "hidden_sizes must be a sequence of layer widths"),
+    (dict(eval_action=np.array("mean")), "eval_action must be a string, got array"),
+    (dict(env=None), "env must be a string, got None"),
     (dict(lr="1e-3"), "lr must be a number, got '1e-3'"),
     (dict(gamma=None), "gamma must be a number, got None"),
     (dict(lr=10**400), r"lr must be a number a float holds \(at most 1.8e308\)"),
@@ -80,10 +84,12 @@ def test_numbers_of_numpy_and_whole_floats_become_the_field_s_type():
     the field's Python type (so the config serialises and keys programs as the plain
     values do)."""
     c = PPOConfig(total_frames=1e4, seed=np.uint32(5), lr=np.float32(0.5), gamma=np.array(0.9),
-                  anneal_lr=np.bool_(False), hidden_sizes=[np.int64(8), 4.0])
+                  anneal_lr=np.bool_(False), hidden_sizes=[np.int64(8), 4.0],
+                  eval_action=np.str_("tanh_loc"))
     assert (c.total_frames, c.seed, c.hidden_sizes, c.anneal_lr) == (10_000, 5, (8, 4), False)
     assert c.lr == 0.5 and c.gamma == float(np.array(0.9))
-    for name in ("total_frames", "seed", "lr", "gamma", "anneal_lr"):
+    assert PPOConfig(hidden_sizes=np.array([8, 4])).hidden_sizes == (8, 4)
+    for name in ("total_frames", "seed", "lr", "gamma", "anneal_lr", "eval_action"):
         assert type(getattr(c, name)) is type(getattr(PPOConfig(), name)), name
     assert all(type(h) is int for h in c.hidden_sizes)
     assert PPOConfig(total_frames=10_000.0) == PPOConfig()

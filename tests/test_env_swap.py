@@ -393,9 +393,12 @@ def test_a_library_s_model_writes_no_mujoco_log(tmp_path, monkeypatch, capfd):
 
     monkeypatch.chdir(tmp_path)
     capfd.readouterr()
-    env = make_env("brax:halfcheetah")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = make_env("brax:halfcheetah")
     assert env.observation_size == 17 and env.mj_model.nbody == 8
     assert "settotalmass" not in capfd.readouterr().err
+    assert not [w for w in caught if "settotalmass" in str(w.message)]
     assert not os.path.exists(tmp_path / "MUJOCO_LOG.TXT")
     model = mujoco.MjModel.from_xml_string(
         '<mujoco><worldbody><body><joint type="hinge"/><geom size=".1"/></body></worldbody>'

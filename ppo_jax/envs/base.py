@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import threading
 import warnings
 from importlib import resources
 from typing import Any, Protocol, runtime_checkable
@@ -215,6 +216,7 @@ def compile_mjcf(text: str) -> mujoco.MjModel:
 # MuJoCo's warnings that a model of another library (brax's, Playground's) raises at every load
 # and its user cannot act on: the model MuJoCo compiles is the one the library meant
 _LIBRARY_MODEL_NOTICES = ("compiler attribute 'settotalmass' is deprecated",)
+_MUJOCO_HANDLER = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -222,17 +224,19 @@ def mujoco_warnings_as_python():
     """MuJoCo's warnings while another library loads its model, as Python warnings
     (``warnings.warn``, "MuJoCo: ..."), the notices of :data:`_LIBRARY_MODEL_NOTICES` left
     out. MuJoCo's own handler prints each on stderr and appends it to ``MUJOCO_LOG.TXT`` in
-    the working directory; the previous handler is back on exit."""
+    the working directory; the previous handler is back on exit. MuJoCo's handler is the
+    process's: one load at a time holds it (a lock), so none puts back another's."""
     said: list[str] = []
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(said.append)
-    try:
-        yield
-    finally:
-        mujoco.set_mju_user_warning(previous)
-        for message in said:
-            if not message.startswith(_LIBRARY_MODEL_NOTICES):
-                warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=3)
+    with _MUJOCO_HANDLER:
+        previous = mujoco.get_mju_user_warning()
+        mujoco.set_mju_user_warning(said.append)
+        try:
+            yield
+        finally:
+            mujoco.set_mju_user_warning(previous)
+    for message in said:
+        if not message.startswith(_LIBRARY_MODEL_NOTICES):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=3)
 
 
 def _ordered_sum(values) -> float:

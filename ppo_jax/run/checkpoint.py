@@ -420,6 +420,7 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     the envs). The whole state of one run: ``restore`` and take its row."""
     if isinstance(run_index, bool) or not isinstance(run_index, numbers.Integral):
         raise CheckpointError(f"the run index must be a whole number, got {run_index!r}")
+    run_index = int(run_index)  # (as the export's metadata records it)
     trainer, states, meta = restore(path, step, env=env,
                                     parts=POLICY_PARTS if parts is None else parts)
     k = int(meta.get("num_runs") or meta["num_seeds"])

@@ -612,6 +612,7 @@ def fit(
             or checkpoint_every < 0):
         raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
                          f"{checkpoint_every!r}")
+    checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)
     width = runs.num_runs * config.num_envs
     message = device_choice.apply(device_choice.choose(
         device, device_choice.envs_per_device(width, devices)))
