@@ -217,6 +217,7 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
     for key in ("mean_return", "std_return", "mean_steps", "episodes", "checkpoint_step", "frames"):
         assert key in out
     assert out["episodes"] == 2 and out["checkpoint_step"] == 3 and out["frames"] == 600
+    assert out["run_index"] == 0 and out["run"] == {"seed": 0}
     logged = json.load(open(os.path.join(runs["a"], "metrics.json")))["eval_return"][-1]
     assert out["replays_logged_eval"] and out["logged_eval_return"] == logged
     np.testing.assert_allclose(out["returns"][0], logged, rtol=1e-4)
@@ -271,9 +272,11 @@ def test_second_process_finds_its_programs_in_the_cache(root_dir, tmp_path, tiny
     assert m2["reward"] == m1["reward"] and m2["eval_return"] == m1["eval_return"]
 
 
-def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir, tiny_flags):
+def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir, tiny_flags, capsys):
     """A learning rate that overflows the parameters: exit 1 with one line naming the batch;
-    metrics.json holds every batch up to it, the checkpoint the last good state."""
+    metrics.json holds every batch up to it, the checkpoint the last good state. Resumed,
+    it has nothing to train: it says so in one line, exits 1 as the job did, and leaves
+    its files as they are."""
     out = str(tmp_path / "nan")
     p = run(root_dir, "train.py", *tiny_flags, "--lr", "1e38", "--out", out, cache=compile_cache_dir)
     assert_one_line_error(p, code=1, words="NaN/Inf")
@@ -286,6 +289,11 @@ def test_nan_from_the_cli(root_dir, tmp_path, compile_cache_dir, tiny_flags):
     assert meta["batches_done"] == bad and int(states.batches_done[0]) == bad
     assert int(states.failed_batch[0]) == bad
     assert all(np.isfinite(x).all() for x in params_of(out))
+    before = _tree_bytes(out)
+    one_line_error(capsys, train_cmd.main, "--resume", out, code=1,
+                   words=f"training stopped at NaN/Inf (seed 0 at batch {bad}): nothing to "
+                         "train; its files are unchanged")
+    assert _tree_bytes(out) == before
 
 
 def test_existing_run_is_not_overwritten(runs, compile_cache_dir, tiny_flags):

@@ -105,6 +105,12 @@ def test_bad_reference_is_one_line(tiny_run, tmp_path):
     bad.write_text(json.dumps({"frames": [1]}))
     with pytest.raises(CLIError, match="not a metrics.json or a TorchRL reference run"):
         compare_cmd.main([tiny_run, "--reference", str(bad), "--out", str(tmp_path / "x.png")])
+    empty = tmp_path / "empty"  # a run whose job stopped before its first batch ended
+    empty.mkdir()
+    (empty / "metrics.json").write_text(json.dumps({"format": "ppo_jax.metrics/2",
+                                                    "total_frames": 0, "failed_batch": 0}))
+    with pytest.raises(CLIError, match="records no batch .* nothing to draw"):
+        compare_cmd.main([tiny_run, str(empty), "--out", str(tmp_path / "x.png")])
     with pytest.raises(CLIError, match="cannot read"):
         compare_cmd.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
 

@@ -241,6 +241,28 @@ def test_sweep_equals_runs_one_by_one(tmp_path, one):
     assert os.path.exists(tmp_path / "sweep" / "curves.png")
 
 
+def test_the_sweep_ranking_leaves_out_seeds_that_failed():
+    """A point's numbers are the mean over its seeds that trained to the end (each seed's
+    own last evaluation, not all cut to the failed seed's), and a point with a failed seed
+    ranks after those without; a point whose seeds all failed has none; the table says
+    how many failed."""
+    from ppo_jax.cli.train import _ranking_table
+
+    runs = Runs(TINY, 2, [{"lr": 1e-4}, {"lr": 3e-4}, {"lr": 1e-3}])
+    ev = [[50, 100], [50, 110],  # point 0: both seeds to the end
+          [50, 900], [60],  # point 1: seed 1 stopped at NaN after its first evaluation
+          [70], []]  # point 2: both stopped
+    rows = {r["point"]: r for r in runner.sweep_ranking(runs, ev, [None, None, None, 1, 1, 0])}
+    assert (rows[0]["final_eval_return"], rows[0]["seeds"], rows[0]["rank"]) == (105.0, 2, 1)
+    assert (rows[1]["final_eval_return"], rows[1]["best_eval_return"]) == (900.0, 900.0)
+    assert (rows[1]["seeds"], rows[1]["failed_seeds"], rows[1]["rank"]) == (1, 1, 2)
+    assert rows[2]["final_eval_return"] is None and rows[2]["failed_seeds"] == 2
+    assert rows[2]["rank"] == 3
+    table = _ranking_table(sorted(rows.values(), key=lambda r: r["rank"]), 2).splitlines()
+    assert table[0].endswith("| failed seeds") and table[2].endswith("| 900.0 (of 1) | 0.0 | "
+                                                                     "900.0 | 1")
+
+
 def test_sweep_refuses_fields_that_shape_the_program():
     with pytest.raises(ValueError, match="num_envs: only fields that leave"):
         parse_sweep(["num_envs=2,4"], TINY)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,15 @@ def build_parser() -> cli.ArgumentParser:
                    "chunk in MJX, or more than one episode in MuJoCo C)")
     cli.add_compile_cache_flags(p)
     return p
+
+
+def _run_of(meta: dict[str, Any], run_index: int) -> dict[str, Any] | None:
+    """The checkpoint's record of run ``run_index`` (``{"seed": 0}``, with a sweep point's
+    values), or None where its metadata has none."""
+    runs = meta.get("runs")
+    if isinstance(runs, list) and run_index < len(runs) and isinstance(runs[run_index], dict):
+        return runs[run_index]
+    return None
 
 
 def main(argv=None) -> int:
@@ -140,6 +150,8 @@ def main(argv=None) -> int:
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
         "checkpoint_step": int(meta["batches_done"]),
+        "run_index": args.run_index,  # which run of the job, and its seed (and sweep point)
+        "run": _run_of(meta, args.run_index),
         "frames": run_frames,
         "failed_batch": failed,
         "policy": mode,

@@ -255,9 +255,7 @@ def main(argv=None) -> int:
     made = None if new_out is None else _first_missing(new_out)
     try:
         start, config, out = _start(args, overrides)
-        if args.resume and start.step >= config.num_batches:
-            print(f"{out} is finished ({config.num_batches} of {config.num_batches} batches): "
-                  "nothing to train; its files are unchanged", flush=True)
+        if args.resume and _nothing_to_train(start, config, out):
             return 0
         init_from = _init_from_torchrl(args, config)
         cli.apply_compile_cache_flags(args)
@@ -524,6 +522,27 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
         raise cli.CLIError(f"--resume: {e}" if args.resume else str(e)) from None
 
 
+def _nothing_to_train(saved, config: PPOConfig, out: str) -> bool:
+    """A resumed job with nothing left to train, every run finished or stopped at NaN/Inf:
+    says so and leaves its files as they are (True; a stopped run ends the command in one
+    line and exit 1, as the job itself ended); False where there is a batch to train."""
+    per_run = saved.meta.get("failed_batch")
+    failed = [(r, b) for r, b in enumerate(per_run if isinstance(per_run, list) else [])
+              if isinstance(b, int)]
+    if saved.step < config.num_batches and len(failed) < saved.runs.num_runs:
+        return False
+    unchanged = "nothing to train; its files are unchanged"
+    if failed:
+        which = "; ".join(f"{saved.runs.describe(r)} at batch {b}" for r, b in failed)
+        raise cli.CLIError(f"--resume: {out}'s training stopped at NaN/Inf ({which}), the "
+                           f"other runs finished: {unchanged}" if len(failed) < saved.runs.num_runs
+                           else f"--resume: {out}'s training stopped at NaN/Inf ({which}): "
+                                f"{unchanged}", code=1)
+    print(f"{out} is finished ({config.num_batches} of {config.num_batches} batches): "
+          f"{unchanged}", flush=True)
+    return True
+
+
 def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> None:
     """The summary line, the sweep's ranking, the video; a run that hit NaN ends in one line."""
     import jax
@@ -562,12 +581,17 @@ def _ranking_table(rows: list[dict], num_seeds: int) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.1f}"
 
-    head = ["rank", *fields, f"final eval return (mean of {num_seeds})", "std", "best"]
+    failures = any(r.get("failed_seeds") for r in rows)
+    head = ["rank", *fields, f"final eval return (mean of {num_seeds})", "std", "best",
+            *(["failed seeds"] if failures else [])]
     lines = [" | ".join(head)]
     for r in rows:
-        lines.append(" | ".join([str(r["rank"]), *(f"{r[f]:g}" for f in fields),
-                                 fmt(r["final_eval_return"]), fmt(r["final_eval_return_std"]),
-                                 fmt(r["best_eval_return"])]))
+        # a point some of whose seeds failed: the mean of the others
+        mean = fmt(r["final_eval_return"]) + (
+            f" (of {r['seeds']})" if r.get("failed_seeds") and r["seeds"] else "")
+        lines.append(" | ".join([str(r["rank"]), *(f"{r[f]:g}" for f in fields), mean,
+                                 fmt(r["final_eval_return_std"]), fmt(r["best_eval_return"]),
+                                 *([str(r.get("failed_seeds", 0))] if failures else [])]))
     return "\n".join(lines)
 
 

@@ -30,6 +30,9 @@ def _load(path: str) -> dict[str, Any]:
     try:
         d = metrics.read_json(path)
         if not all(k in d for k in ("frames", *KEYS, "eval_frames")):
+            if isinstance(d, dict) and str(d.get("format", "")).startswith("ppo_jax.metrics"):
+                raise CompareError(f"{path} records no batch (its run stopped before the "
+                                   "first batch ended): nothing to draw")
             raise CompareError(f"{path} has no per-batch frames/reward/step_count and "
                                "evaluation lists: not a metrics.json or a TorchRL reference run")
         metrics.check_lists(d, metrics.num_runs_of(d, path), path, required=KEYS)

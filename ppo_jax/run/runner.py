@@ -163,7 +163,7 @@ class RunLog:
         }
         if runs.is_sweep:
             out["sweep"] = runs.sweep
-            out["sweep_ranking"] = sweep_ranking(runs, h["eval_return"])
+            out["sweep_ranking"] = sweep_ranking(runs, h["eval_return"], self.failed)
         return out
 
     def point_series(self) -> list[tuple[str, dict[str, Any]]]:
@@ -187,12 +187,19 @@ class RunLog:
         return summary
 
 
-def sweep_ranking(runs: Runs, eval_returns: list[list[float]]) -> list[dict[str, Any]]:
-    """The sweep's points ranked by final evaluation return (mean over seeds), then by best:
-    the highest seed-mean over the evaluation points."""
+def sweep_ranking(runs: Runs, eval_returns: list[list[float]],
+                  failed: list[int | None] | None = None) -> list[dict[str, Any]]:
+    """The sweep's points ranked by final evaluation return (the mean over the point's seeds
+    that trained to the end), then by best (the highest such seed-mean over the evaluation
+    points). A seed stopped at NaN/Inf (``failed[r]`` not None) is left out of its point's
+    numbers and counted in ``failed_seeds``; a point with a failed seed ranks after every
+    point without one (it is the less stable setting), and a point with none left has no
+    numbers. ``seeds``: how many seeds each point's numbers are the mean of."""
+    failed = failed or [None] * runs.num_runs
     rows = []
     for p, overrides in enumerate(runs.sweep):
-        seeds = [eval_returns[r] for r in range(p * runs.num_seeds, (p + 1) * runs.num_seeds)]
+        members = range(p * runs.num_seeds, (p + 1) * runs.num_seeds)
+        seeds = [eval_returns[r] for r in members if failed[r] is None]
         n = min((len(s) for s in seeds), default=0)
         if n == 0:
             final = best = std = None
@@ -201,9 +208,14 @@ def sweep_ranking(runs: Runs, eval_returns: list[list[float]]) -> list[dict[str,
             finals = [s[n - 1] for s in seeds]
             final, best, std = float(curve[-1]), float(curve.max()), float(np.std(finals))
         rows.append({"point": p, **overrides, "final_eval_return": final,
-                     "final_eval_return_std": std, "best_eval_return": best})
-    key = (lambda r: (-(r["final_eval_return"] if r["final_eval_return"] is not None
-                        else -np.inf), -(r["best_eval_return"] or -np.inf)))
+                     "final_eval_return_std": std, "best_eval_return": best,
+                     "seeds": len(seeds), "failed_seeds": runs.num_seeds - len(seeds)})
+
+    def key(r):
+        final, best = r["final_eval_return"], r["best_eval_return"]
+        return (r["failed_seeds"] > 0, -(final if final is not None else -np.inf),
+                -(best if best is not None else -np.inf))
+
     ranked = sorted(rows, key=key)
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
@@ -602,7 +614,9 @@ def fit(
 
     Returns:
       ``(states [R, ...], metrics)``: the final ``PPOState`` of every run and the dict
-      ``metrics.json`` holds.
+      ``metrics.json`` holds. A run stopped at NaN/Inf raises nothing (the others go on):
+      its state is its last good one, and ``metrics["failed_batch_per_run"]`` says which
+      runs stopped and at which batch (``scripts/train.py`` exits 1 then).
     """
     config = config or PPOConfig()
     if env is not None:
