@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import numbers
 import os
 import platform
 import sys
@@ -107,6 +108,11 @@ def exit_with_one_line(message: str | None, code: int) -> None:
 
 class JsonFileError(ValueError):
     """A JSON file that cannot be read or parsed (one line)."""
+
+
+def is_whole_number(value: Any) -> bool:
+    """An integer, Python's or numpy's, and not a bool (a count, an index, a step)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def read_json_file(path: str) -> Any:

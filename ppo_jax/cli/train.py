@@ -526,18 +526,19 @@ def _nothing_to_train(saved, config: PPOConfig, out: str) -> bool:
     """A resumed job with nothing left to train, every run finished or stopped at NaN/Inf:
     says so and leaves its files as they are (True; a stopped run ends the command in one
     line and exit 1, as the job itself ended); False where there is a batch to train."""
-    per_run = saved.meta.get("failed_batch")
-    failed = [(r, b) for r, b in enumerate(per_run if isinstance(per_run, list) else [])
-              if isinstance(b, int)]
-    if saved.step < config.num_batches and len(failed) < saved.runs.num_runs:
+    from ppo_jax.run.checkpoint import run_progress
+
+    runs = saved.runs
+    failed = [(r, b) for r in range(runs.num_runs)
+              if (b := run_progress(saved.meta, r)[2]) is not None]
+    if saved.step < config.num_batches and len(failed) < runs.num_runs:
         return False
     unchanged = "nothing to train; its files are unchanged"
     if failed:
-        which = "; ".join(f"{saved.runs.describe(r)} at batch {b}" for r, b in failed)
-        raise cli.CLIError(f"--resume: {out}'s training stopped at NaN/Inf ({which}), the "
-                           f"other runs finished: {unchanged}" if len(failed) < saved.runs.num_runs
-                           else f"--resume: {out}'s training stopped at NaN/Inf ({which}): "
-                                f"{unchanged}", code=1)
+        which = "; ".join(f"{runs.describe(r)} at batch {b}" for r, b in failed)
+        others = ", the other runs finished" if len(failed) < runs.num_runs else ""
+        raise cli.CLIError(f"--resume: {out}'s training stopped at NaN/Inf ({which}){others}: "
+                           f"{unchanged}", code=1)
     print(f"{out} is finished ({config.num_batches} of {config.num_batches} batches): "
           f"{unchanged}", flush=True)
     return True

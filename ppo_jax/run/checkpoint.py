@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import numbers
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ import orbax.checkpoint as ocp
 from ppo_jax.config import PPOConfig
 from ppo_jax.run.runs import Runs
 from ppo_jax.run.parallel import Layout, gather
-from ppo_jax.util import first_line, versions
+from ppo_jax.util import first_line, is_whole_number, versions
 from ppo_jax.run.programs import state_shapes
 from ppo_jax.core.train import PPOState, Trainer, make_train
 
@@ -182,7 +181,7 @@ def _pick_step(directory: str, step: int | None) -> int:
         raise CheckpointError(f"no checkpoint in {directory}")
     if step is None:
         return available[-1]
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+    if not is_whole_number(step):
         raise CheckpointError(f"the checkpoint step must be a whole number, got {step!r}")
     if step not in available:
         raise CheckpointError(
@@ -418,7 +417,7 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     :func:`restore` (None: :data:`POLICY_PARTS`, what evaluation and export read: the
     envs and Adam's moments stay on disk, so a restore's time and memory do not grow with
     the envs). The whole state of one run: ``restore`` and take its row."""
-    if isinstance(run_index, bool) or not isinstance(run_index, numbers.Integral):
+    if not is_whole_number(run_index):
         raise CheckpointError(f"the run index must be a whole number, got {run_index!r}")
     run_index = int(run_index)  # (as the export's metadata records it)
     trainer, states, meta = restore(path, step, env=env,

@@ -18,7 +18,6 @@ runs this driver on the same programs; only process 0 writes ``metrics.json`` an
 from __future__ import annotations
 
 import bisect
-import numbers
 import dataclasses
 import os
 import time
@@ -622,8 +621,7 @@ def fit(
     if env is not None:
         config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
-    if (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, numbers.Integral)
-            or checkpoint_every < 0):
+    if not util.is_whole_number(checkpoint_every) or checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
                          f"{checkpoint_every!r}")
     checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)

@@ -5,11 +5,11 @@ seed, PRNG key and hyperparameters."""
 from __future__ import annotations
 
 import itertools
-import numbers
 from typing import Any, Iterable
 
 import jax
 
+from ppo_jax import util
 from ppo_jax.config import SEED_MAX, PPOConfig
 from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
 
@@ -133,8 +133,7 @@ class Runs:
                  sweep: list[dict[str, Any]] | None = None, *, new: bool = True):
         """``new``: a job about to start, whose seeds and values are checked
         (:meth:`PPOConfig.check_values`); a saved job is taken as it was."""
-        if isinstance(num_seeds, bool) or not isinstance(num_seeds, numbers.Integral) \
-                or num_seeds < 1:
+        if not util.is_whole_number(num_seeds) or num_seeds < 1:
             raise ValueError(f"num_seeds must be a whole number >= 1, got {num_seeds!r}")
         last = config.seed + int(num_seeds) - 1
         if new and last > SEED_MAX:
