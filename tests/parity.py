@@ -155,18 +155,25 @@ def with_schedule_batch(opt_state, config: PPOConfig, batch: int):
     return opt_state._replace(count=jnp.asarray(count, opt_state.count.dtype))
 
 
-def torch_gae(mods, average_gae=True):
-    """TorchRL's GAE at the fixture's hyperparameters."""
-    return torchrl_reference.tutorial_gae(mods.value, gamma=CONFIG.gamma, lmbda=CONFIG.lmbda,
+def torch_gae(mods, average_gae=True, gamma=CONFIG.gamma, lmbda=CONFIG.lmbda):
+    """TorchRL's GAE at the fixture's hyperparameters (or at ``gamma`` and ``lmbda``)."""
+    return torchrl_reference.tutorial_gae(mods.value, gamma=gamma, lmbda=lmbda,
                                           average_gae=average_gae)
 
 
-def torch_loss(mods):
-    """TorchRL's ClipPPOLoss at the fixture's hyperparameters."""
+# the loss's settings, PPOConfig's names (TorchRL's ClipPPOLoss calls critic_loss
+# loss_critic_type)
+LOSS_SETTINGS = ("clip_epsilon", "entropy_coeff", "critic_coeff", "critic_loss")
+
+
+def torch_loss(mods, **settings):
+    """TorchRL's ClipPPOLoss at the fixture's hyperparameters, or at ``settings``
+    (:data:`LOSS_SETTINGS`)."""
+    kw = {name: getattr(CONFIG, name) for name in LOSS_SETTINGS} | settings
     return torchrl_reference.tutorial_loss(
-        mods.policy, mods.value, clip_epsilon=CONFIG.clip_epsilon,
-        entropy_coeff=CONFIG.entropy_coeff, critic_coeff=CONFIG.critic_coeff,
-        loss_critic_type=CONFIG.critic_loss)
+        mods.policy, mods.value, clip_epsilon=kw["clip_epsilon"],
+        entropy_coeff=kw["entropy_coeff"], critic_coeff=kw["critic_coeff"],
+        loss_critic_type=kw["critic_loss"])
 
 
 # ------------------------------------------------------------------------------ jax side
@@ -196,20 +203,8 @@ class JaxSide:
         self.opt = optim.make_optimizer(self.config)
         hyper = hyper_of(self.config)
 
-        def loss_fn(params, batch, key):
-            return losses.ppo_loss(
-                params,
-                batch,
-                key,
-                actor_apply=self.actor.apply,
-                critic_apply=self.critic.apply,
-                clip_epsilon=CONFIG.clip_epsilon,
-                entropy_coeff=CONFIG.entropy_coeff,
-                critic_coeff=CONFIG.critic_coeff,
-                critic_loss=CONFIG.critic_loss,
-            )
-
-        self.loss_and_grad = jax.jit(full_float32(jax.value_and_grad(loss_fn, has_aux=True)))
+        loss_fn = self.loss_fn()
+        self.loss_and_grad = self.loss_and_grad_for()
 
         def step(params, opt_state, batch, key):
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
@@ -222,6 +217,17 @@ class JaxSide:
         self.standardize = jax.jit(gae.standardize)
         self.log_prob_from_action = jax.jit(distributions.log_prob_from_action)
         self.log_prob_pre_tanh = jax.jit(distributions.log_prob_pre_tanh)
+
+    def loss_fn(self, **settings):
+        """``losses.ppo_loss(params, batch, key)`` at the fixture's loss settings, or at
+        ``settings`` (``clip_epsilon``, ``entropy_coeff``, ``critic_coeff``, ``critic_loss``)."""
+        kw = {name: getattr(CONFIG, name) for name in LOSS_SETTINGS} | settings
+        return functools.partial(losses.ppo_loss, actor_apply=self.actor.apply,
+                                 critic_apply=self.critic.apply, **kw)
+
+    def loss_and_grad_for(self, **settings):
+        """:meth:`loss_fn`'s ``((loss, metrics), grads)``, compiled."""
+        return jax.jit(full_float32(jax.value_and_grad(self.loss_fn(**settings), has_aux=True)))
 
     def minibatch(self, obs, action, old_log_prob, advantage, value_target):
         return losses.Minibatch(

@@ -173,7 +173,16 @@ def test_live_entropy_sample(trl, jx):
           -lp[0].numpy(), rtol=1e-5, atol=1e-5, where=where)
 
 
-def test_live_gae(trl, jx):
+# the tutorial's discount and lambda, then others: lambda 1 (Monte-Carlo returns to the
+# bootstrap) and 0 (one-step TD), each with another discount
+GAE_SETTINGS = ((CONFIG.gamma, CONFIG.lmbda), (0.9, 1.0), (0.5, 0.0))
+
+
+@pytest.mark.parametrize("gamma,lmbda", GAE_SETTINGS)
+def test_live_gae(trl, jx, gamma, lmbda):
+    """Advantages (raw and standardized) and value targets equal TorchRL's ``GAE`` over two
+    envs' 100 steps with terminations and time-limit truncations mid-batch, at the tutorial's
+    ``gamma``/``lmbda`` and at others."""
     pytest.importorskip("torchrl")
     torch, mods, p, where = trl["torch"], trl["mods"], trl["params"], trl["where"]
     from tensordict import TensorDict
@@ -204,8 +213,8 @@ def test_live_gae(trl, jx):
         [E, T],
     )
     with torch.no_grad():
-        raw = torch_gae(mods, average_gae=False)(td.clone())
-        torch_gae(mods)(td)
+        raw = torch_gae(mods, average_gae=False, gamma=gamma, lmbda=lmbda)(td.clone())
+        torch_gae(mods, gamma=gamma, lmbda=lmbda)(td)
     values = jx.critic_apply(p.critic, obs.reshape(-1, OBS_DIM)).reshape(E, T)
     next_values = jx.critic_apply(p.critic, next_obs.reshape(-1, OBS_DIM)).reshape(E, T)
     check("live GAE state_value", values, td["state_value"][..., 0].numpy(), rtol=1e-5,
@@ -214,7 +223,8 @@ def test_live_gae(trl, jx):
           rtol=1e-5, atol=1e-6, where=where)
     adv, target = jx.gae(rewards=jnp.asarray(reward.T), values=values.T,
                          next_values=next_values.T, terminated=jnp.asarray(terminated.T),
-                         done=jnp.asarray(done.T), gamma=CONFIG.gamma, lmbda=CONFIG.lmbda)
+                         done=jnp.asarray(done.T), gamma=gamma, lmbda=lmbda)
+    where = f"{where}, gamma {gamma}, lmbda {lmbda}"
     check("live GAE advantage (raw)", adv.T, raw["advantage"][..., 0].numpy(), rtol=1e-5,
           atol=1e-5, where=where)
     check("live GAE value_target", target.T, td["value_target"][..., 0].numpy(), rtol=1e-5,
@@ -279,6 +289,75 @@ def test_live_loss_and_grads(trl, jx):
     check("live loss", loss, total.detach().numpy(), rtol=1e-5, atol=1e-8, where=where)
     check_tree("live grad actor", grads.actor, t_grads.actor, where)
     check_tree("live grad critic", grads.critic, t_grads.critic, where)
+
+
+# Settings a user may give that the tutorial leaves at their defaults (its: smooth_l1, 1e-4,
+# 1.0, 0.2): each critic distance; an entropy bonus 100x the tutorial's and none at all (TorchRL
+# then computes no entropy term: ``entropy_bonus=False``); the critic's coefficient halved,
+# doubled and 0 (TorchRL then computes no critic loss); the ratio clip narrower, wider and at 1
+# (its lower bound log 0 = -inf)
+LOSS_SETTINGS_CASES = (
+    dict(critic_loss="l2", entropy_coeff=0.01, critic_coeff=0.5, clip_epsilon=0.1),
+    dict(critic_loss="l1", entropy_coeff=0.0, critic_coeff=2.0, clip_epsilon=0.3),
+    dict(critic_loss="smooth_l1", entropy_coeff=1e-4, critic_coeff=0.0, clip_epsilon=1.0),
+)
+
+
+@pytest.mark.parametrize("settings", LOSS_SETTINGS_CASES,
+                         ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_live_loss_settings(trl, jx, settings):
+    """Every loss term and the gradients equal ``ClipPPOLoss``'s at settings other than the
+    tutorial's, so that each ``PPOConfig`` loss field means what TorchRL's argument means. A
+    term TorchRL leaves out at a zero coefficient is 0 in ppo_jax, and a parameter TorchRL's
+    loss does not reach gets a zero gradient."""
+    pytest.importorskip("torchrl")
+    mods, where = trl["mods"], f"{trl['where']}, {settings}"
+    td = _live_minibatch(trl, np.random.RandomState(SEED + 4))
+    # advantages large enough that a 0.1-0.3 clip is active on some samples, not all
+    td.set("advantage", td["advantage"] * 3.0)
+    key = jax.random.PRNGKey(SEED + 5)
+    _, noise, _ = distributions.sample(key, jnp.zeros((MB, ACTION_DIM)), jnp.ones((MB, ACTION_DIM)))
+    loss_module = torch_loss(mods, **settings)
+    loss_module.zero_grad(set_to_none=True)
+    with fixed_standard_normal(noise) as calls:
+        out = loss_module(td)
+    has_entropy, has_critic = settings["entropy_coeff"] != 0, settings["critic_coeff"] != 0
+    assert len(calls) == int(has_entropy)
+    assert ("loss_entropy" in out.keys()) == has_entropy
+    assert ("loss_critic" in out.keys()) == has_critic
+    total = sum(out[k] for k in ("loss_objective", "loss_critic", "loss_entropy")
+                if k in out.keys())
+    total.backward()
+    (loss, m), grads = jx.loss_and_grad_for(**settings)(trl["params"], _jax_minibatch(jx, td),
+                                                         key)
+    # the objective is a mean of MB terms of size ~|A| (the ratio is ~1) that cancel to far
+    # less than |A| here: its float32 rounding is ulps of |A|, not of the mean (atol: 2 ulps)
+    objective_atol = 2 * np.finfo(np.float32).eps * float(td["advantage"].abs().mean())
+    check("live loss_objective", m.loss_objective, out["loss_objective"].detach().numpy(),
+          rtol=1e-5, atol=objective_atol, where=where)
+    for term, present in (("loss_entropy", has_entropy), ("loss_critic", has_critic)):
+        want = out[term].detach().numpy() if present else 0.0
+        check(f"live {term}", getattr(m, term), want, rtol=1e-5, atol=1e-8, where=where)
+    if has_entropy:
+        check("live entropy", m.entropy, out["entropy"].detach().numpy(), rtol=1e-5, atol=1e-8,
+              where=where)
+    for term in ("kl_approx", "ESS"):
+        check(f"live {term}", getattr(m, term), out[term].detach().numpy(), rtol=1e-5,
+              atol=1e-8, where=where)
+    check("live clip_fraction", m.clip_fraction, out["clip_fraction"].detach().numpy(), rtol=0,
+          atol=1.5 / MB, where=where)
+    if settings["clip_epsilon"] < 1:  # (at 1 only a ratio above 2 is clipped)
+        assert 0 < float(out["clip_fraction"]) < 1, "the clip must be active on some samples"
+    check("live loss", loss, total.detach().numpy(), rtol=1e-5, atol=1e-8, where=where)
+    check_tree("live grad actor", grads.actor,
+               tc.linear_tree_from_torch(mods.policy, actor=True, grad=True), where)
+    if has_critic:
+        check_tree("live grad critic", grads.critic,
+                   tc.linear_tree_from_torch(mods.value, actor=False, grad=True), where)
+    else:
+        assert all(p.grad is None for p in mods.value.parameters())
+        assert all(not np.any(np.asarray(g)) for g in jax.tree_util.tree_leaves(grads.critic))
+    loss_module.zero_grad(set_to_none=True)
 
 
 ADVANTAGE_SCALES = (4.0, 40.0)  # one optimizer step per scale, see below
