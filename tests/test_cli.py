@@ -171,6 +171,41 @@ def test_the_same_command_line_with_resume_continues_the_job(runs, tmp_path, cap
                    words="--resume: --sweep lr: values must be numbers")
 
 
+def test_a_resume_may_change_where_evaluations_run(runs, tmp_path, capsys, monkeypatch,
+                                                   compile_cache_dir):
+    """``--eval-sim`` given with ``--resume`` is taken (it changes no training program: a
+    run saved on one kind of machine continues on another), recorded in the next
+    checkpoints and metrics.json; the run ends as the uninterrupted one (MJX's episode on
+    the host's CPU evaluates as the device's does here). One that cannot run where the
+    resume runs, e.g. 'mujoco' over several processes, is one line before compiling."""
+    d = str(tmp_path / "moved")
+    shutil.copytree(runs["a"], d)
+    for step in ("2", "3"):
+        shutil.rmtree(os.path.join(d, "checkpoints", step))
+    assert train("--resume", d, "--eval-sim", "mjx-cpu", cache=compile_cache_dir) == 0
+    for x, y in zip(params_of(runs["a"]), params_of(d)):
+        np.testing.assert_array_equal(x, y)
+    m, want = (json.load(open(os.path.join(r, "metrics.json"))) for r in (d, runs["a"]))
+    assert m["config"]["eval_sim"] == "mjx-cpu" and want["config"]["eval_sim"] == "auto"
+    assert m["eval_return"] == want["eval_return"] and m["reward"] == want["reward"]
+    assert restore(d)[2]["config"]["eval_sim"] == "mjx-cpu"
+    shutil.rmtree(os.path.join(d, "checkpoints", "3"))
+    import jax
+
+    from ppo_jax.run import host_eval
+
+    class TwoProcesses:  # jax as one of a two-process job's processes sees it
+        def __getattr__(self, name):
+            return getattr(jax, name)
+
+        process_count = staticmethod(lambda: 2)
+
+    monkeypatch.setattr(host_eval, "jax", TwoProcesses())
+    one_line_error(capsys, train_cmd.main, "--resume", d, "--eval-sim", "mujoco",
+                   words="--resume: eval_sim 'mujoco' runs in one process")
+    assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == ["1", "2"]
+
+
 def test_running_statistics_are_checkpointed_and_resumed(tmp_path, compile_cache_dir,
                                                        tiny_flags):
     """``--obs-norm running``: the moments travel in the checkpoint; a run stopped after

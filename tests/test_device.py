@@ -15,6 +15,8 @@ def machine(monkeypatch):
     def set_(gpu: bool, cuda: bool):
         monkeypatch.setattr(device, "nvidia_gpu_present", lambda: gpu)
         monkeypatch.setattr(device, "cuda_jax_installed", lambda: cuda)
+        # the suite runs with JAX_PLATFORMS=cpu (conftest.py), which auto would keep
+        monkeypatch.setattr(device, "given_platforms", lambda: None)
     return set_
 
 
@@ -49,7 +51,8 @@ def test_a_gpu_without_cuda_jax_names_the_extra_for_a_wide_job(machine):
 
 
 @pytest.mark.parametrize("gpu,cuda,words", [(True, False, "no CUDA support"),
-                                            (False, True, "no NVIDIA GPU")])
+                                            (False, True, "no NVIDIA GPU"),
+                                            (False, False, "no NVIDIA GPU")])
 def test_forcing_a_gpu_that_is_not_there_is_one_line(machine, gpu, cuda, words):
     machine(gpu=gpu, cuda=cuda)
     with pytest.raises(device.DeviceError, match=words):
@@ -89,12 +92,80 @@ def test_train_with_device_gpu_on_this_machine_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "r").exists()  # nothing was written
 
 
-def test_envs_per_device_counts_every_gpu_a_job_splits_over(monkeypatch):
+def test_envs_per_device_counts_the_gpus_the_job_would_split_over(monkeypatch):
+    """As ``parallel.choose_devices`` lays a job out on the GPU: without ``--devices`` over
+    the most visible GPUs its runs and envs split over (97 envs of one run: one GPU, so 97
+    per device, not 97 / 4); ``all``: every GPU of every process; a count: that count."""
     monkeypatch.setattr(device, "visible_gpus", lambda: 4)
-    assert device.envs_per_device(64, None) == 16 == device.envs_per_device(64, "all")
-    assert device.envs_per_device(64, 2) == 32
+    assert device.envs_per_device(1, 64, None) == 16 == device.envs_per_device(1, 64, "all")
+    assert device.envs_per_device(1, 97, None) == 97
+    assert device.envs_per_device(2, 5, None) == 5  # 2 runs x 5 envs split over 2 GPUs
+    assert device.envs_per_device(4, 16, None) == 16 and device.envs_per_device(1, 64, 2) == 32
+    assert device.envs_per_device(1, 64, None, processes=2) == 8
+    assert device.envs_per_device(1, 64, "all", processes=2) == 8
+    assert device.gpus_asked(None) == 1 and device.gpus_asked(2) == 2
+    assert device.gpus_asked("all") == 4 and device.gpus_asked("all", processes=2) == 8
     monkeypatch.setattr(device, "visible_gpus", lambda: 0)
-    assert device.envs_per_device(64, None) == 64 and device.envs_per_device(1, 8) == 1
+    assert device.envs_per_device(1, 64, None) == 64 and device.envs_per_device(1, 1, 8) == 1
+
+
+@pytest.mark.parametrize("value,gpus", [(None, 8), ("0", 1), ("2,3", 2), ("0,1,-1,2", 2),
+                                        ("", 0), ("-1", 0),
+                                        ("GPU-5d1b0c9e-aaaa-bbbb-cccc-000000000000", 1)])
+def test_visible_gpus_are_those_cuda_visible_devices_leaves(monkeypatch, value, gpus):
+    """``CUDA_VISIBLE_DEVICES`` (indices or UUIDs; CUDA stops at a negative entry) limits
+    the GPUs ``auto`` counts; hiding them all leaves none present."""
+    monkeypatch.setattr(device.glob, "glob", lambda pattern: [f"/dev/nvidia{i}" for i in range(8)])
+    if value is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    assert device.visible_gpus() == gpus
+    assert device.nvidia_gpu_present() == (gpus > 0)
+
+
+def test_auto_keeps_a_job_spread_over_several_gpus_on_them(machine):
+    """``--devices 4`` over 64 envs is 16 per device, below the crossover, but the CPU has
+    one device: ``auto`` keeps the GPUs the job asks for, and says why."""
+    machine(gpu=True, cuda=True)
+    choice = device.choose("auto", 16, gpus_asked=4)
+    assert choice.platform == "cuda,cpu" and not choice.forced
+    assert "--devices asks for" in choice.message and "\n" not in choice.message
+    assert device.choose("auto", 16, gpus_asked=1).platform == "cpu"
+    machine(gpu=True, cuda=False)  # the CPU it must be: the line names the extra
+    assert device.CUDA_EXTRA in device.choose("auto", 16, gpus_asked=4).message
+
+
+def test_auto_keeps_the_platforms_jax_platforms_gives(machine, monkeypatch):
+    """``JAX_PLATFORMS`` set by the user: ``auto`` leaves JAX's platform alone, narrow job
+    or wide, and says so; ``--device cpu|gpu`` still choose (the flag is the later word)."""
+    machine(gpu=True, cuda=True)
+    monkeypatch.setattr(device, "given_platforms", lambda: "cpu")
+    for envs in (1, 4096):
+        choice = device.choose("auto", envs)
+        assert choice.platform is None and "JAX_PLATFORMS=cpu" in choice.message
+    assert device.choose("gpu", 4096).platform == "cuda,cpu"
+    machine(gpu=False, cuda=False)
+    monkeypatch.setattr(device, "given_platforms", lambda: "cpu")
+    assert device.choose("auto", 1) == device.Choice(None)  # nothing to say without a GPU
+
+
+def test_given_platforms_reads_jax_platforms_but_not_a_choice_of_ours(monkeypatch):
+    """The suite's ``JAX_PLATFORMS=cpu`` (conftest.py) is the user's; the same value set by
+    :func:`device.apply` is not."""
+    monkeypatch.setattr(device, "_SET_HERE", [])
+    assert device.given_platforms() == "cpu"
+    monkeypatch.setattr(device, "_SET_HERE", ["cpu"])
+    assert device.given_platforms() is None
+
+
+def test_fit_names_its_argument_not_the_flag():
+    from ppo_jax import fit
+    from ppo_jax.config import PPOConfig
+
+    with pytest.raises(device.DeviceError, match=r"^device must be one of auto, cpu, gpu, "
+                                                 r"got 'GPU'$"):
+        fit(PPOConfig.from_preset("tiny"), device="GPU")
 
 
 @pytest.mark.parametrize("meta", ['{"num_runs": null, "config": {"num_envs": 4}}',

@@ -114,3 +114,23 @@ def test_a_history_that_starts_after_batch_0_is_cut_by_batch_index(tmp_path):
     assert h["eval_frames"] == [[600]] and h["eval_return"] == [[5.0]]
     assert read_history(str(path), 1, 2)["batch"] == []
     assert read_history(str(path), 1, 6)["batch"] == [2, 3, 4, 5]
+
+
+def test_a_run_stopped_by_an_exception_closes_its_event_writers(tmp_path, tiny_config):
+    """An exception out of a callback (or the evaluations) stops ``fit`` with what was
+    written kept, and the event writers' threads end with the run, as after a run that
+    finished (a notebook goes on in the same process)."""
+    import threading
+
+    from ppo_jax import fit
+
+    def stop(i, metrics, ev):
+        if i == 1:
+            raise RuntimeError("stop here")
+
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="stop here"):
+        fit(tiny_config, out=str(tmp_path / "run"), on_batch=stop)
+    assert set(threading.enumerate()) - before == set()
+    scalars = read_scalars(os.path.join(tmp_path, "run", EVENTS_DIR, "seed_0"))
+    assert [step for step, _ in scalars["reward"]] == [200]  # batch 0 (1 stopped in its call)

@@ -335,15 +335,15 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
     """``--device``: the platform, set before JAX starts (one line when it is worth saying)."""
     from ppo_jax.run import device
 
-    width = None
+    num_runs, num_envs = 1, 1
     if args.resume:
         from ppo_jax.run.checkpoint import peek_meta
 
         meta = peek_meta(args.resume)
         try:
-            width = int(meta.get("num_runs", 1)) * int(meta["config"].get("num_envs", 1))
+            num_runs, num_envs = int(meta.get("num_runs", 1)), int(meta["config"]["num_envs"])
         except (AttributeError, KeyError, TypeError, ValueError):
-            width = None  # unreadable: _start's open_saved says what is wrong, in one line
+            pass  # unreadable: _start's open_saved says what is wrong, in one line
     else:
         base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
         config = cli.make_config(base, overrides)
@@ -351,10 +351,13 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
 
         with cli.user_errors(ValueError):
             points = len(parse_sweep(args.sweep, config)) if args.sweep else 1
-        width = (args.num_seeds or 1) * points * config.num_envs
+        num_runs, num_envs = (args.num_seeds or 1) * points, config.num_envs
+    processes = args.num_processes or 1
     with cli.user_errors(device.DeviceError):
-        message = device.apply(device.choose(args.device,
-                                             device.envs_per_device(width or 1, devices)))
+        per_device = device.envs_per_device(max(1, num_runs), max(1, num_envs), devices,
+                                            processes)
+        message = device.apply(device.choose(args.device, per_device,
+                                             device.gpus_asked(devices, processes)))
     if message:
         print(message, flush=True)
 
@@ -402,7 +405,12 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
             raise cli.CLIError("--resume: flags contradict the saved config: " + "; ".join(clash))
         if saved.step >= saved.config.num_batches:  # finished: nothing is read or written
             return saved, saved.config, os.path.abspath(args.resume)
-        from ppo_jax.run import metrics
+        saved = checkpoint.with_changes(saved, overrides)  # e.g. --eval-sim
+        from ppo_jax.eval.host import MujocoEvaluator
+        from ppo_jax.run import host_eval, metrics
+
+        with cli.user_errors(ValueError, prefix="--resume: "):  # before anything is compiled
+            host_eval.check_eval_sim(saved.config, factory=MujocoEvaluator)
 
         path = os.path.join(os.path.dirname(saved.directory), "metrics.json")
         try:  # before compiling: the run's history, which the resumed run extends

@@ -278,16 +278,33 @@ def checkpointing(saved: Saved) -> tuple[int, int]:
     return 0, max(DEFAULT_KEEP, len(steps(saved.directory)) + 1)
 
 
+# Config fields a resume may change: where the evaluations run changes no training program
+# (a run saved on one machine continues on another kind, e.g. over several processes)
+RESUME_MAY_CHANGE = ("eval_sim",)
+
+
 def clashes(saved: Saved, overrides: dict[str, Any], num_seeds: int | None = None
             ) -> list[tuple[str, Any, Any]]:
     """What a resume of ``saved`` was asked that contradicts it: ``(field, asked, saved)``
-    for each config field in ``overrides`` whose value differs, and ``("num_seeds", ...)``
-    when ``num_seeds`` is given and differs."""
+    for each config field in ``overrides`` whose value differs (but those of
+    :data:`RESUME_MAY_CHANGE`), and ``("num_seeds", ...)`` when ``num_seeds`` is given and
+    differs."""
     config = saved.config
-    out = [(k, v, getattr(config, k)) for k, v in overrides.items() if getattr(config, k) != v]
+    out = [(k, v, getattr(config, k)) for k, v in overrides.items()
+           if k not in RESUME_MAY_CHANGE and getattr(config, k) != v]
     if num_seeds is not None and num_seeds != saved.meta["num_seeds"]:
         out.append(("num_seeds", num_seeds, saved.meta["num_seeds"]))
     return out
+
+
+def with_changes(saved: Saved, overrides: dict[str, Any]) -> Saved:
+    """``saved`` with the fields of :data:`RESUME_MAY_CHANGE` that ``overrides`` gives (the
+    resumed job's config, which its next checkpoints record)."""
+    changes = {k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE}
+    if not changes:
+        return saved
+    meta = dict(saved.meta, config=dict(saved.meta["config"], **changes))
+    return dataclasses.replace(saved, meta=meta)
 
 
 def _bounds(env) -> list[list[float]]:

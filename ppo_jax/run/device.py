@@ -49,22 +49,74 @@ class Choice:
     forced: bool = False  # --device cpu|gpu (auto: False)
 
 
+def _cuda_visible_entries() -> list[str] | None:
+    """``CUDA_VISIBLE_DEVICES``'s entries up to the first that CUDA stops at (a negative
+    index), or None where it is not set."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    entries = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        entries.append(entry)
+    return entries
+
+
 def nvidia_gpu_present() -> bool:
-    """An NVIDIA GPU is visible to this process (its device files), whatever JAX has."""
+    """An NVIDIA GPU is visible to this process (its device files, less those
+    ``CUDA_VISIBLE_DEVICES`` hides), whatever JAX has."""
+    if _cuda_visible_entries() is not None:
+        return visible_gpus() > 0
     return bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/nvidiactl")
 
 
 def visible_gpus() -> int:
-    """How many NVIDIA GPUs this process sees (their device files)."""
-    return len(glob.glob("/dev/nvidia[0-9]*"))
+    """How many NVIDIA GPUs this process sees: their device files, at most as many as
+    ``CUDA_VISIBLE_DEVICES`` lists where it is set."""
+    files = len(glob.glob("/dev/nvidia[0-9]*"))
+    entries = _cuda_visible_entries()
+    return files if entries is None else min(files, len(entries))
 
 
-def envs_per_device(width: int, devices: int | str | None) -> int:
-    """A job's vectorized envs (runs x envs: ``width``) per device: ``devices`` as
-    ``--devices`` gives it (a count; 'all' or None: every visible GPU, as a GPU job splits
-    over them)."""
-    n = devices if isinstance(devices, int) else max(1, visible_gpus())
-    return max(1, width // max(1, n))
+def envs_per_device(num_runs: int, num_envs: int, devices: int | str | None,
+                    processes: int = 1) -> int:
+    """A job's vectorized envs (runs x envs) per device on the GPU, laid out as
+    :func:`ppo_jax.run.parallel.choose_devices` would lay it out there: ``devices`` as
+    ``--devices`` gives it (a count; 'all': every visible GPU of the ``processes``
+    processes; None: in one process the most visible GPUs the job splits over, in several
+    every GPU)."""
+    from ppo_jax.run.parallel import valid_device_counts
+
+    gpus = max(1, visible_gpus()) * max(1, processes)
+    if isinstance(devices, int):
+        n = devices
+    elif devices is None and processes <= 1:
+        n = max(valid_device_counts(num_runs, num_envs, gpus))
+    else:
+        n = gpus
+    return max(1, num_runs * num_envs // max(1, n))
+
+
+def gpus_asked(devices: int | str | None, processes: int = 1) -> int:
+    """The GPUs ``--devices`` asks for (``'all'``: every visible one of the ``processes``
+    processes; None asks for none in particular: 1)."""
+    if devices == "all":
+        return max(1, visible_gpus()) * max(1, processes)
+    return devices if isinstance(devices, int) else 1
+
+
+# The value of ``jax_platforms`` that :func:`apply` set (a choice of ours, not the user's).
+_SET_HERE: list[str] = []
+
+
+def given_platforms() -> str | None:
+    """The platforms the user gave JAX (``JAX_PLATFORMS``, or ``jax_platforms`` set before
+    the run), or None. ``--device auto`` keeps them; ``cpu``/``gpu`` override them."""
+    import jax
+
+    value = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS") or None
+    return None if value is None or value in _SET_HERE else value
 
 
 def cuda_jax_installed() -> bool:
@@ -90,35 +142,47 @@ def _started_backend() -> str | None:
     return jax.default_backend()
 
 
-def choose(device: str, envs_per_device: int) -> Choice:
+def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
+           what: str = "--device") -> Choice:
     """The platform for ``device`` (one of :data:`CHOICES`) and a job of ``envs_per_device``
-    vectorized envs per device (runs x envs / devices)."""
+    vectorized envs per device (runs x envs / devices); ``gpus_asked``: the devices
+    ``--devices`` asks for (a job spread over several GPUs stays on them); ``what``: the
+    choice's name in messages (``--device``, or ``device`` for ``fit``)."""
     if device not in CHOICES:
-        raise DeviceError(f"--device must be one of {', '.join(CHOICES)}, got {device!r}")
+        raise DeviceError(f"{what} must be one of {', '.join(CHOICES)}, got {device!r}")
     gpu_visible, cuda = nvidia_gpu_present(), cuda_jax_installed()
     if device == "cpu":
         return Choice("cpu", forced=True)
     if device == "gpu":
-        if not cuda:
-            raise DeviceError(f"--device gpu: this JAX has no CUDA support; install it with "
-                              f"{CUDA_EXTRA}")
         if not gpu_visible:
-            raise DeviceError("--device gpu: no NVIDIA GPU is visible on this machine")
-        return Choice("cuda,cpu", f"training on the GPU (--device gpu), {envs_per_device} "
+            raise DeviceError(f"{what} gpu: no NVIDIA GPU is visible on this machine")
+        if not cuda:
+            raise DeviceError(f"{what} gpu: this JAX has no CUDA support; install it with "
+                              f"{CUDA_EXTRA}")
+        return Choice("cuda,cpu", f"training on the GPU ({what} gpu), {envs_per_device} "
                                   f"env(s) per device", forced=True)
     # auto
     if not gpu_visible:
         return Choice(None)
+    given = given_platforms()
+    if given is not None:
+        return Choice(None, f"{what} auto: JAX_PLATFORMS={given} chooses the platform")
     if not cuda:
-        if envs_per_device >= CROSSOVER_ENVS:
+        if envs_per_device >= CROSSOVER_ENVS or gpus_asked > 1:
             return Choice("cpu", f"a GPU is present but this JAX has no CUDA support: "
                                  f"training on the CPU; {CUDA_EXTRA} to use the GPU")
         return Choice("cpu")
     if envs_per_device < CROSSOVER_ENVS:
-        return Choice("cpu", f"--device auto: training on the CPU: {envs_per_device} env(s) "
+        if gpus_asked > 1:
+            return Choice("cuda,cpu", f"{what} auto: training on the GPU, over the "
+                                      f"{gpus_asked} devices --devices asks for "
+                                      f"({envs_per_device} env(s) per device: one device "
+                                      f"would be latency-bound below ~{CROSSOVER_ENVS}, an "
+                                      f"estimate, and train on the CPU)")
+        return Choice("cpu", f"{what} auto: training on the CPU: {envs_per_device} env(s) "
                              f"per device is latency-bound on a GPU (below ~{CROSSOVER_ENVS}, "
-                             f"an estimate); --device gpu forces the GPU")
-    return Choice("cuda,cpu", f"--device auto: training on the GPU ({envs_per_device} envs per "
+                             f"an estimate); {what} gpu forces the GPU")
+    return Choice("cuda,cpu", f"{what} auto: training on the GPU ({envs_per_device} envs per "
                               f"device; below ~{CROSSOVER_ENVS} the CPU would be chosen)")
 
 
@@ -134,6 +198,7 @@ def apply(choice: Choice) -> str | None:
         import jax
 
         jax.config.update("jax_platforms", choice.platform)
+        _SET_HERE.append(choice.platform)
     elif started != wanted:
         if choice.forced:
             raise DeviceError(f"JAX already runs on {started}: a run on {wanted} must choose it "

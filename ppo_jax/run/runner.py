@@ -18,6 +18,7 @@ runs this driver on the same programs; only process 0 writes ``metrics.json`` an
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import os
 import time
@@ -520,18 +521,24 @@ def run_training(
                             "every": checkpoint_every, "keep": keep}})
 
     try:
-        train_batches(job, on_batch=on_batch, on_checkpoint=save,
-                      checkpoint_every=checkpoint_every, interrupted=interrupted,
-                      host_evaluator=host_evaluator, on_eval=on_eval)
-    finally:
-        if progress is not None:
-            progress.close()
-    stopped_early = job.start < job.trainer.config.num_batches and not job.log.all_failed
-    if stopped_early and job.start == first:  # stopped before its first batch: nothing new
-        return job.log.summary(), job
-    if save_final or stopped_early:
-        save(job)
-    summary = job.log.write(out, curves=True)
+        try:
+            train_batches(job, on_batch=on_batch, on_checkpoint=save,
+                          checkpoint_every=checkpoint_every, interrupted=interrupted,
+                          host_evaluator=host_evaluator, on_eval=on_eval)
+        finally:
+            if progress is not None:
+                progress.close()
+        stopped_early = job.start < job.trainer.config.num_batches and not job.log.all_failed
+        if stopped_early and job.start == first:  # stopped before its first batch: nothing new
+            return job.log.summary(), job
+        if save_final or stopped_early:
+            save(job)
+        summary = job.log.write(out, curves=True)
+    except BaseException:
+        if events is not None:  # its writer threads end with it; the exception is the news
+            with contextlib.suppress(Exception):
+                events.close()
+        raise
     if events is not None:
         events.close()
     return summary, job
@@ -625,9 +632,9 @@ def fit(
         raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
                          f"{checkpoint_every!r}")
     checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)
-    width = runs.num_runs * config.num_envs
+    per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices)
     message = device_choice.apply(device_choice.choose(
-        device, device_choice.envs_per_device(width, devices)))
+        device, per_device, device_choice.gpus_asked(devices), what="device"))
     if message and announce is not None:
         announce(message)
     if out is not None:
