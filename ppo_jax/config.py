@@ -22,6 +22,7 @@ CriticLoss = Literal["smooth_l1", "l2", "l1"]
 MatmulPrecision = Literal["highest", "tf32", "default"]
 EvalSim = Literal["auto", "mjx", "mujoco", "mjx-cpu"]
 Linalg = Literal["library", "inline"]
+Sampler = Literal["epoch", "torchrl"]
 
 OBS_NORM_MODES: tuple[str, ...] = typing.get_args(ObsNormMode)
 EVAL_ACTIONS: tuple[str, ...] = typing.get_args(EvalAction)
@@ -114,7 +115,17 @@ class PPOConfig:
         default=64,
         metadata=_doc(
             """Minibatch size (TorchRL's sub_batch_size); an epoch draws
-            frames_per_batch // minibatch_size minibatches without replacement."""
+            frames_per_batch // minibatch_size minibatches without replacement (sampler)."""
+        ),
+    )
+    sampler: Sampler = field(
+        default="epoch",
+        metadata=_doc(
+            """How minibatches are drawn: 'epoch' (a permutation of the batch each epoch,
+            cut into minibatches; the frames_per_batch % minibatch_size left over sit the
+            epoch out) or 'torchrl' (the tutorial's SamplerWithoutReplacement: one stream of
+            permutations across epochs and batches, each pass's remainder a short
+            minibatch). The same where minibatch_size divides frames_per_batch."""
         ),
     )
     clip_epsilon: float = field(default=0.2, metadata=_doc("PPO ratio clip."))
@@ -256,6 +267,15 @@ class PPOConfig:
                                  f"got {getattr(self, name)}")
         if max(self.hidden_sizes) > INT32_MAX:
             raise ValueError(f"hidden_sizes must be at most {INT32_MAX}, got {self.hidden_sizes}")
+        draws = self.num_batches * self.num_epochs * self.num_minibatches
+        if self.sampler == "torchrl" and draws > INT32_MAX:
+            raise ValueError(f"sampler 'torchrl' counts the run's minibatches in int32: "
+                             f"num_batches x num_epochs x minibatches per epoch must be at "
+                             f"most {INT32_MAX}, got {draws}")
+        if self.init_stats_frames < 2:
+            raise ValueError(f"init_stats_frames must be >= 2 (a standard deviation needs two "
+                             f"observations; TorchRL's init_stats fails too), got "
+                             f"{self.init_stats_frames}")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lmbda <= 1.0):
             raise ValueError(f"gamma and lmbda must be in [0, 1], got {self.gamma}, {self.lmbda}")
 
@@ -288,7 +308,8 @@ class PPOConfig:
 
     @property
     def num_minibatches(self) -> int:
-        """Minibatches per epoch: ``frames_per_batch // minibatch_size`` (the rest is unused)."""
+        """Minibatches per epoch: ``frames_per_batch // minibatch_size`` (TorchRL's
+        tutorial's count; with ``sampler="epoch"`` the rest of the batch sits the epoch out)."""
         return self.frames_per_batch // self.minibatch_size
 
     @property

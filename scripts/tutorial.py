@@ -132,7 +132,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppo_jax.run import compile_cache, metrics
-from ppo_jax.core import distributions, networks
+from ppo_jax.core import distributions, networks, sampling
 from ppo_jax.envs import VectorEnv
 from ppo_jax.run.runs import Runs
 from ppo_jax.core.hyper import hyper_of, program_config
@@ -579,13 +579,20 @@ print(f"episodes that ended in it: {ended} ({terminated} terminated, {ended - te
 # replay_buffer.extend(data_view.cpu()); subdata = replay_buffer.sample(sub_batch_size)
 # ```
 #
-# ppo_jax needs no buffer object. The batch is already a pytree of arrays on the device, of
-# a fixed size; an epoch's minibatches "without replacement" are one random permutation of
-# its `frames_per_batch` indices, cut into `num_minibatches` rows of `minibatch_size` (the
-# seed's `frames_per_batch // sub_batch_size` = 15 draws of 64; the `1000 - 15 * 64 = 40`
-# indices left over sit that epoch out), gathered in one indexing operation and scanned
-# over. There is no storage to fill, no writer and no sampler state;
-# `Trainer.update` draws a fresh permutation for every epoch.
+# The seed draws `frames_per_batch // sub_batch_size` = 15 minibatches an epoch. TorchRL's
+# `SamplerWithoutReplacement` keeps its permutation of the buffer's 1,000 positions from one
+# `sample` call to the next, across epochs and batches: when 40 positions are left it returns
+# those 40 (a short minibatch), and the next call starts a new permutation. So 9 or 10 of a
+# batch's 150 updates train on 40 frames.
+#
+# ppo_jax needs no buffer object: the batch is already a pytree of arrays on the device, and
+# minibatches are rows of indices into it, gathered in one indexing operation and scanned
+# over. By default (`sampler="epoch"`) an epoch's rows are one random permutation of its
+# `frames_per_batch` indices, cut into `num_minibatches` rows of `minibatch_size`; the
+# `1000 - 15 * 64 = 40` left over sit that epoch out. `sampler="torchrl"` draws as the seed's
+# buffer does: one stream of permutations across epochs and batches, a pass's short last
+# draw padded to `minibatch_size` rows of which only its own count in the loss
+# (`ppo_jax.core.sampling`). Where `minibatch_size` divides `frames_per_batch` the two are alike.
 #
 # ```python
 # idx = jax.random.permutation(key, n)[:num_minibatches * minibatch_size]
@@ -600,6 +607,14 @@ print(f"one epoch: {idx.shape[0]} minibatches x {idx.shape[1]} indices; minibatc
       f"{np.asarray(idx[0, :8]).tolist()} ...")
 assert len(np.unique(np.asarray(idx))) == used  # no index twice in an epoch
 assert int(idx.min()) >= 0 and int(idx.max()) < n
+# the seed's sampler: the sizes of a batch's 150 draws (sampler="torchrl")
+_, weights = sampling.stream_rows(sampling.stream_key(KEYS["perm"]), 0,
+                                  config.num_epochs * config.num_minibatches, n,
+                                  config.minibatch_size)
+sizes = np.asarray(weights.sum(axis=1)).astype(int)
+print(f"sampler='torchrl': a batch's {len(sizes)} minibatches: "
+      f"{int((sizes == config.minibatch_size).sum())} of {config.minibatch_size}, "
+      f"{int((sizes < config.minibatch_size).sum())} of {n % config.minibatch_size}")
 
 # %% [markdown]
 # ## 7. The loss: GAE and the clipped PPO objective

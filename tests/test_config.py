@@ -44,6 +44,9 @@ def test_every_field_is_documented():
     (dict(total_frames=200 * 2**31, frames_per_batch=200),
      "total_frames / frames_per_batch must be at most 2147483647"),
     (dict(hidden_sizes=(2**31,)), "hidden_sizes must be at most"),
+    (dict(init_stats_frames=1), "init_stats_frames must be >= 2"),  # NaN statistics else
+    (dict(sampler="torchrl", total_frames=1000 * 2**24),
+     "sampler 'torchrl' counts the run's minibatches in int32"),
 ])
 def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:
@@ -108,7 +111,7 @@ def test_frozen_and_round_trip():
 def test_string_choices_come_from_the_literal_annotations():
     choices = field_choices()
     assert set(choices) == {"obs_norm", "eval_action", "critic_loss", "matmul_precision",
-                            "eval_sim", "linalg"}
+                            "eval_sim", "linalg", "sampler"}
     assert cli.CHOICES == choices
     parser = cli.ArgumentParser(prog="t")
     cli.add_config_flags(parser)

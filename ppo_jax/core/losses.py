@@ -40,6 +40,9 @@ class Minibatch:
       log_prob: ``[B]`` its log-prob under the policy that collected it.
       advantage: ``[B]`` (standardized when the config says so).
       value_target: ``[B]``.
+      weight: ``[B]`` float32 1 or 0 (None: every row counts): the loss's means are over
+        the rows of weight 1 (a short minibatch padded to ``B`` rows,
+        :func:`ppo_jax.core.sampling.stream_rows`).
     """
 
     obs: jax.Array
@@ -47,6 +50,7 @@ class Minibatch:
     log_prob: jax.Array
     advantage: jax.Array
     value_target: jax.Array
+    weight: jax.Array | None = None
 
 
 @struct.dataclass
@@ -94,33 +98,43 @@ def ppo_loss(
     ``actor_apply(actor_params, obs) -> (loc, scale)``; ``critic_apply(critic_params, obs) ->
     value``. ``key`` draws the entropy sample; ``bounds``: the env's action bounds (None: [-1, 1]).
     """
+    w = batch.weight
+    if w is None:
+        mean, lse, count = jnp.mean, jax.nn.logsumexp, batch.advantage.shape[0]
+    else:  # over the rows of weight 1 only
+        count = w.sum()
+
+        def mean(x):
+            return (x * w).sum() / count
+
+        def lse(x):
+            return jax.nn.logsumexp(x, b=w)
+
     loc, scale = actor_apply(params.actor, batch.obs)
     log_prob = distributions.log_prob_pre_tanh(loc, scale, batch.pre_tanh, bounds)
     log_w = log_prob - batch.log_prob
     lo, hi = jnp.log1p(-clip_epsilon), jnp.log1p(clip_epsilon)
     log_w_clip = jnp.clip(log_w, lo, hi)
     gain = jnp.minimum(jnp.exp(log_w) * batch.advantage, jnp.exp(log_w_clip) * batch.advantage)
-    loss_objective = -gain.mean()
+    loss_objective = -mean(gain)
 
     entropy = distributions.entropy_estimate(key, loc, scale, bounds)
-    loss_entropy = -entropy_coeff * entropy.mean()
+    loss_entropy = -entropy_coeff * mean(entropy)
 
     value = critic_apply(params.critic, batch.obs)
-    loss_critic = critic_coeff * distance(batch.value_target, value, critic_loss).mean()
+    loss_critic = critic_coeff * mean(distance(batch.value_target, value, critic_loss))
 
     sg_log_w = jax.lax.stop_gradient(log_w)
-    ess = jnp.exp(
-        2.0 * jax.nn.logsumexp(sg_log_w) - jax.nn.logsumexp(2.0 * sg_log_w)
-    ) / log_w.shape[0]
+    ess = jnp.exp(2.0 * lse(sg_log_w) - lse(2.0 * sg_log_w)) / count
     loss = loss_objective + loss_critic + loss_entropy
     metrics = LossMetrics(
         loss=loss,
         loss_objective=loss_objective,
         loss_critic=loss_critic,
         loss_entropy=loss_entropy,
-        entropy=jax.lax.stop_gradient(entropy.mean()),
-        clip_fraction=(log_w_clip != log_w).astype(log_w.dtype).mean(),
-        kl_approx=jax.lax.stop_gradient(-log_w.mean()),
+        entropy=jax.lax.stop_gradient(mean(entropy)),
+        clip_fraction=mean((log_w_clip != log_w).astype(log_w.dtype)),
+        kl_approx=jax.lax.stop_gradient(-mean(log_w)),
         ESS=ess,
     )
     return loss, metrics

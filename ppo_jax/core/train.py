@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from ppo_jax.core import distributions, gae as gae_lib
+from ppo_jax.core import distributions, gae as gae_lib, sampling
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs import Env, EnvState, VectorEnv, check_env, make_env
 from ppo_jax.envs.linalg import with_linalg
@@ -334,13 +334,11 @@ class Trainer:
         )
 
     def minibatch_indices(self, key: jax.Array) -> jax.Array:
-        """``[num_minibatches, minibatch_size]`` indices of one epoch's minibatches: one
-        random permutation of the batch, cut into rows (sampling without replacement; the
+        """``[num_minibatches, minibatch_size]`` indices of one epoch's minibatches with
+        ``sampler="epoch"``: one random permutation of the batch, cut into rows (the
         ``frames_per_batch % minibatch_size`` left over sit the epoch out)."""
         cfg = self.config
-        used = cfg.num_minibatches * cfg.minibatch_size
-        idx = jax.random.permutation(key, cfg.frames_per_batch)[:used]
-        return idx.reshape(cfg.num_minibatches, cfg.minibatch_size)
+        return sampling.epoch_rows(key, cfg.frames_per_batch, cfg.minibatch_size)
 
     def flat_batch(self, batch: Transition, adv: jax.Array, target: jax.Array) -> Minibatch:
         """The batch flattened to ``[frames_per_batch, ...]`` with its advantages and value
@@ -361,26 +359,33 @@ class Trainer:
         return _rows(self.flat_batch(batch, adv, target), idx)
 
     def update(self, params: Params, opt_state, batch: Transition, key: jax.Array,
-               hyper: Hyper, rate=None):
-        """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement.
-        ``rate``: the lr schedule's phase step
-        (:func:`~ppo_jax.core.optim.cosine_phase_step`; traced in
-        the update program, so the run's length is not baked into it)."""
+               hyper: Hyper, rate=None, stream=None):
+        """``num_epochs`` epochs; each recomputes GAE, then minibatches without replacement
+        (``config.sampler``, :mod:`ppo_jax.core.sampling`). ``rate``: the lr schedule's
+        phase step (:func:`~ppo_jax.core.optim.cosine_phase_step`; traced in the update
+        program, so the run's length is not baked into it). ``stream``: with
+        ``sampler="torchrl"``, ``(stream key, batch index)``: where the batch's draws are
+        in the run's stream."""
         cfg = self.config
         grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+        torchrl_sampler = cfg.sampler == sampling.TORCHRL
+        if torchrl_sampler and stream is None:
+            raise ValueError("sampler 'torchrl' needs the run's stream: (stream key, batch)")
 
-        def epoch(carry, k):
+        def epoch(carry, xs):
+            k, e = xs if torchrl_sampler else (xs, None)
             k_perm, k_mb = jax.random.split(k)
             adv, target = self.advantages(carry[0].critic, batch, hyper)
             flat = self.flat_batch(batch, adv, target)
 
             def minibatch_step(carry, xs):
                 params, opt_state = carry
-                rows, k = xs
+                rows, weight, k = xs if torchrl_sampler else (*xs[:1], None, xs[1])
                 # Each minibatch is gathered in its own step, from the flat batch: no
                 # [M, B] copy of the batch to slice (on a GPU, a scan's slice of its input
                 # is a copy launched from the host, which keeps the loop out of a CUDA graph).
-                mb = self._envs_split(_rows(flat, rows))
+                mb = _rows(flat, rows)
+                mb = self._envs_split(mb if weight is None else mb.replace(weight=weight))
                 (_, metrics), grads = grad_fn(params, mb, k, hyper)
                 opt_state = with_hyper(opt_state, cfg, hyper, rate)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -389,9 +394,16 @@ class Trainer:
                 # optax.global_norm's value (taken inside, it was a copy from the host too)
                 return (params, opt_state), (metrics, optax.tree.norm(grads, squared=True))
 
-            rows = self.minibatch_indices(k_perm)
             keys = jax.random.split(k_mb, cfg.num_minibatches)
-            carry, per_step = jax.lax.scan(minibatch_step, carry, (rows, keys))
+            if torchrl_sampler:
+                key_s, i = stream
+                first = (i.astype(jnp.int32) * cfg.num_epochs + e) * cfg.num_minibatches
+                rows, weights = sampling.stream_rows(key_s, first, cfg.num_minibatches,
+                                                     cfg.frames_per_batch, cfg.minibatch_size)
+                xs = (rows, weights, keys)
+            else:
+                xs = (self.minibatch_indices(k_perm), keys)
+            carry, per_step = jax.lax.scan(minibatch_step, carry, xs)
             # the epoch's metrics (all float32) as one [metrics, M] array: one row of the
             # epochs' output to write, not one per metric (on a GPU each is a copy
             # launched from the host, which keeps the epochs' loop out of a CUDA graph)
@@ -400,9 +412,11 @@ class Trainer:
             return carry, jnp.stack(leaves)
 
         structure: list = []  # the metrics' pytree structure, as the epoch traced it
+        epoch_keys = jax.random.split(key, cfg.num_epochs)
         (params, opt_state), stacked = jax.lax.scan(
-            epoch, (params, opt_state), jax.random.split(key, cfg.num_epochs)
-        )
+            epoch, (params, opt_state),
+            (epoch_keys, jnp.arange(cfg.num_epochs, dtype=jnp.int32)) if torchrl_sampler
+            else epoch_keys)
         metrics, gnorm_sq = jax.tree_util.tree_unflatten(
             structure[-1], [stacked[:, i] for i in range(stacked.shape[1])])
         mean = jax.tree_util.tree_map(jnp.mean, metrics)
@@ -424,8 +438,10 @@ class Trainer:
         cfg = self.config
         key, k_col, k_upd = jax.random.split(state.key, 3)
         env_state, batch = self.collect(state.params, state.obs_stats, state.env_state, k_col)
+        stream = ((sampling.stream_key(state.eval_key), jnp.asarray(i))
+                  if cfg.sampler == sampling.TORCHRL else None)
         params, opt_state, lm, gnorm = self.update(state.params, state.opt_state, batch, k_upd,
-                                                   state.hyper, rate)
+                                                   state.hyper, rate, stream)
 
         checked, stats, moments = (params, lm), state.obs_stats, state.obs_moments
         if self.running_stats:  # the batch trained on what it acted with; the next one sees it
