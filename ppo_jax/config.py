@@ -125,7 +125,8 @@ class PPOConfig:
             cut into minibatches; the frames_per_batch % minibatch_size left over sit the
             epoch out) or 'torchrl' (the tutorial's SamplerWithoutReplacement: one stream of
             permutations across epochs and batches, each pass's remainder a short
-            minibatch). The same where minibatch_size divides frames_per_batch."""
+            minibatch). Alike in distribution where minibatch_size divides
+            frames_per_batch (from other random draws)."""
         ),
     )
     clip_epsilon: float = field(default=0.2, metadata=_doc("PPO ratio clip."))

@@ -592,7 +592,8 @@ print(f"episodes that ended in it: {ended} ({terminated} terminated, {ended - te
 # `1000 - 15 * 64 = 40` left over sit that epoch out. `sampler="torchrl"` draws as the seed's
 # buffer does: one stream of permutations across epochs and batches, a pass's short last
 # draw padded to `minibatch_size` rows of which only its own count in the loss
-# (`ppo_jax.core.sampling`). Where `minibatch_size` divides `frames_per_batch` the two are alike.
+# (`ppo_jax.core.sampling`). Where `minibatch_size` divides `frames_per_batch` the two are
+# alike in distribution (from other random draws).
 #
 # ```python
 # idx = jax.random.permutation(key, n)[:num_minibatches * minibatch_size]

@@ -105,6 +105,11 @@ def test_envs_per_device_counts_the_gpus_the_job_would_split_over(monkeypatch):
     assert device.envs_per_device(1, 64, "all", processes=2) == 8
     assert device.gpus_asked(None) == 1 and device.gpus_asked(2) == 2
     assert device.gpus_asked("all") == 4 and device.gpus_asked("all", processes=2) == 8
+    assert device.gpus_asked(None, processes=2) == 8  # several processes use every GPU
+    import numpy as np  # a count however fit is given it
+
+    for four in (np.int64(4), "4"):
+        assert device.gpus_asked(four) == 4 and device.envs_per_device(1, 64, four) == 16
     monkeypatch.setattr(device, "visible_gpus", lambda: 0)
     assert device.envs_per_device(1, 64, None) == 64 and device.envs_per_device(1, 1, 8) == 1
 
@@ -166,6 +171,22 @@ def test_fit_names_its_argument_not_the_flag():
     with pytest.raises(device.DeviceError, match=r"^device must be one of auto, cpu, gpu, "
                                                  r"got 'GPU'$"):
         fit(PPOConfig.from_preset("tiny"), device="GPU")
+
+
+def test_the_train_command_counts_a_multi_process_job_over_every_gpu(machine, monkeypatch,
+                                                                    capsys):
+    """``--distributed auto`` (the cluster gives the count) or ``--num-processes``: a job of
+    several processes uses every GPU of every process, so a narrow one stays on them."""
+    machine(gpu=True, cuda=True)
+    monkeypatch.setattr(device, "visible_gpus", lambda: 1)
+    chosen = []
+    monkeypatch.setattr(device, "apply", lambda choice: chosen.append(choice))
+    for flags in (["--distributed", "auto"], ["--num-processes", "2", "--process-id", "0",
+                                              "--coordinator", "127.0.0.1:1234"], []):
+        args = train_cmd.build_parser().parse_args(["--num-envs", "4", "--frames-per-batch",
+                                                    "200", *flags])
+        train_cmd._choose_device(args, {"num_envs": 4, "frames_per_batch": 200}, None)
+    assert [c.platform for c in chosen] == ["cuda,cpu", "cuda,cpu", "cpu"]
 
 
 @pytest.mark.parametrize("meta", ['{"num_runs": null, "config": {"num_envs": 4}}',

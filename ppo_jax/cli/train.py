@@ -352,7 +352,9 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
         with cli.user_errors(ValueError):
             points = len(parse_sweep(args.sweep, config)) if args.sweep else 1
         num_runs, num_envs = (args.num_seeds or 1) * points, config.num_envs
-    processes = args.num_processes or 1
+    # a multi-process job: --num-processes, or at least two where --distributed auto leaves
+    # the count to the cluster
+    processes = args.num_processes or (2 if distributed.requested(args) else 1)
     with cli.user_errors(device.DeviceError):
         per_device = device.envs_per_device(max(1, num_runs), max(1, num_envs), devices,
                                             processes)

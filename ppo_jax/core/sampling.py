@@ -7,15 +7,16 @@ the buffer's positions from call to call, across epochs and batches (the buffer'
 changes); when fewer than ``sub_batch_size`` positions are left it returns them, a short
 minibatch, and the next call starts a new permutation. With the tutorial's 1,000 frames and
 minibatches of 64, each pass over the positions is 15 minibatches of 64 and one of 40: 9 or
-10 of a batch's 150 updates train on 40 frames, and every frame is trained on 9 or 10 times
-a batch.
+10 of a batch's 150 updates train on 40 frames, and a frame is trained on 9.4 times a batch
+on average (8 to 11: a batch starts and ends mid-pass).
 
 - ``"epoch"`` (the default): each epoch draws one permutation of the batch's frames and cuts
   it into ``frames_per_batch // minibatch_size`` minibatches of ``minibatch_size``; the
   ``frames_per_batch % minibatch_size`` frames left over sit that epoch out (with the
-  tutorial's sizes each frame is trained on 6 to 10 times a batch). Where
-  ``minibatch_size`` divides ``frames_per_batch`` the two samplers draw alike: one pass an
-  epoch, every minibatch full.
+  tutorial's sizes a frame is trained on 9.6 times a batch on average, at most 10, fewer
+  where it sits out several epochs). Where ``minibatch_size`` divides ``frames_per_batch``
+  the two samplers draw alike in distribution (one pass an epoch, every minibatch full),
+  from other random draws.
 - ``"torchrl"``: TorchRL's sampler as the tutorial drives it, above. A short minibatch is
   ``minibatch_size`` rows of which only the pass's last ones count (a weight of 1; the
   others 0): the loss's means are over those, as TorchRL's over the short minibatch.

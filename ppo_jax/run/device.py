@@ -18,6 +18,9 @@ import dataclasses
 import glob
 import importlib.util
 import os
+from typing import Any
+
+from ppo_jax.util import is_whole_number
 
 CHOICES = ("auto", "cpu", "gpu")
 
@@ -79,6 +82,14 @@ def visible_gpus() -> int:
     return files if entries is None else min(files, len(entries))
 
 
+def _count(devices: Any) -> int | None:
+    """``devices`` as a device count (an int, a numpy integer, "4"), or None
+    ('all', None, or a value that :func:`ppo_jax.run.parallel.choose_devices` refuses later)."""
+    if isinstance(devices, str):
+        return int(devices) if devices.strip().isdigit() else None
+    return int(devices) if is_whole_number(devices) else None
+
+
 def envs_per_device(num_runs: int, num_envs: int, devices: int | str | None,
                     processes: int = 1) -> int:
     """A job's vectorized envs (runs x envs) per device on the GPU, laid out as
@@ -89,21 +100,22 @@ def envs_per_device(num_runs: int, num_envs: int, devices: int | str | None,
     from ppo_jax.run.parallel import valid_device_counts
 
     gpus = max(1, visible_gpus()) * max(1, processes)
-    if isinstance(devices, int):
-        n = devices
-    elif devices is None and processes <= 1:
+    n = _count(devices)
+    if n is None and devices is None and processes <= 1:
         n = max(valid_device_counts(num_runs, num_envs, gpus))
-    else:
-        n = gpus
-    return max(1, num_runs * num_envs // max(1, n))
+    return max(1, num_runs * num_envs // max(1, n or gpus))
 
 
 def gpus_asked(devices: int | str | None, processes: int = 1) -> int:
-    """The GPUs ``--devices`` asks for (``'all'``: every visible one of the ``processes``
-    processes; None asks for none in particular: 1)."""
-    if devices == "all":
+    """The GPUs a job asks for: ``--devices`` N, or 'all' (every visible GPU of the
+    ``processes`` processes); without ``--devices`` a job of several processes uses every
+    GPU, one of one process asks for none in particular (1)."""
+    n = _count(devices)
+    if n is not None:
+        return n
+    if devices == "all" or processes > 1:
         return max(1, visible_gpus()) * max(1, processes)
-    return devices if isinstance(devices, int) else 1
+    return 1
 
 
 # The value of ``jax_platforms`` that :func:`apply` set (a choice of ours, not the user's).
