@@ -83,6 +83,19 @@ def test_the_torchrl_stream_draws_as_the_tutorials_replay_buffer(frames, minibat
         assert len({len(d) for d in got}) == 2
 
 
+@pytest.mark.parametrize("frames,minibatch", [(200, 40), (16_384, 1024)])
+def test_an_epoch_that_is_a_whole_pass_draws_the_same_with_one_permutation(frames, minibatch):
+    """Where the minibatch divides the batch each epoch's draws are one whole pass: the
+    update asks for that pass's permutation alone (``aligned``), and gets the same draws."""
+    key, per_epoch = sampling.stream_key(jax.random.PRNGKey(1)), frames // minibatch
+    for e in (0, 1, 7):
+        first = jnp.int32(e * per_epoch)
+        for a, b in zip(sampling.stream_rows(key, first, per_epoch, frames, minibatch,
+                                             aligned=True),
+                        sampling.stream_rows(key, first, per_epoch, frames, minibatch)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_the_default_sampler_is_a_permutation_an_epoch():
     rows = np.asarray(sampling.epoch_rows(jax.random.PRNGKey(0), 1000, 64))
     assert rows.shape == (15, 64) and len(np.unique(rows)) == 960

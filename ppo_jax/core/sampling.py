@@ -58,16 +58,18 @@ def epoch_rows(key: jax.Array, frames: int, minibatch: int) -> jax.Array:
 
 
 def stream_rows(key: jax.Array, first_draw: jax.Array, num_draws: int, frames: int,
-                minibatch: int) -> tuple[jax.Array, jax.Array]:
+                minibatch: int, aligned: bool = False) -> tuple[jax.Array, jax.Array]:
     """``"torchrl"``: draws ``first_draw .. first_draw + num_draws - 1`` of the stream of
     ``key`` (:func:`stream_key`): ``[num_draws, minibatch]`` indices into the batch's
     ``frames`` and their float32 weights (1 for the positions drawn; 0 for the rows that
-    pad a pass's short last draw, whose indices repeat a position of the pass)."""
+    pad a pass's short last draw, whose indices repeat a position of the pass).
+    ``aligned``: ``first_draw`` is known to start a pass (as an epoch's draws do where
+    ``minibatch`` divides ``frames``), so whole passes need no permutation beyond theirs."""
     per_pass = draws_per_pass(frames, minibatch)
     draw = first_draw + jnp.arange(num_draws, dtype=jnp.int32)
     first_pass = first_draw // per_pass
     # the passes these draws read: at most this many, from first_pass on
-    passes = (num_draws - 1) // per_pass + 2
+    passes = (num_draws - 1) // per_pass + (1 if aligned else 2)
     perms = jax.vmap(lambda p: jax.random.permutation(jax.random.fold_in(key, p), frames))(
         first_pass + jnp.arange(passes, dtype=jnp.int32))
     pos = (draw % per_pass)[:, None] * minibatch + jnp.arange(minibatch, dtype=jnp.int32)

@@ -398,8 +398,11 @@ class Trainer:
             if torchrl_sampler:
                 key_s, i = stream
                 first = (i.astype(jnp.int32) * cfg.num_epochs + e) * cfg.num_minibatches
-                rows, weights = sampling.stream_rows(key_s, first, cfg.num_minibatches,
-                                                     cfg.frames_per_batch, cfg.minibatch_size)
+                # where the minibatch divides the batch an epoch is one whole pass
+                rows, weights = sampling.stream_rows(
+                    key_s, first, cfg.num_minibatches, cfg.frames_per_batch,
+                    cfg.minibatch_size,
+                    aligned=cfg.frames_per_batch % cfg.minibatch_size == 0)
                 xs = (rows, weights, keys)
             else:
                 xs = (self.minibatch_indices(k_perm), keys)
