@@ -850,3 +850,19 @@ def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
     json.dump({"written_by": "scripts/tutorial.py"}, open(tmp_path / "dirs" / "metrics.json", "w"))
     assert_one_line_error(run(root_dir, "tutorial.py", "--out", str(tmp_path / "dirs"),
                               "--no-torchrl"), words="curves.png is a directory")
+
+
+def test_every_command_prints_its_help(capsys, root_dir):
+    """``--help`` of every command exits 0 with its flags (a field's docstring holding a
+    ``%`` once broke argparse's formatting of train.py's help)."""
+    from ppo_jax.bench import cli as bench_cli
+    from ppo_jax.cli import compare, export_onnx, export_torchrl
+
+    for command in (train_cmd, evaluate_cmd, compare, export_onnx, export_torchrl, bench_cli):
+        with pytest.raises(SystemExit) as e:
+            command.build_parser().parse_args(["--help"])
+        assert e.value.code == 0
+        assert "--help" in capsys.readouterr().out
+    for script in ("env_speed.py", "env_parity.py", "tutorial.py"):
+        proc = run(root_dir, script, "--help", timeout=300)
+        assert proc.returncode == 0 and "--help" in proc.stdout, (script, proc.stderr[-500:])

@@ -79,7 +79,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     types = field_types()
     for f in dataclasses.fields(PPOConfig):
         tp = types[f.name]
-        help_text = f"{f.metadata.get('doc', '')} (default: {f.default})"
+        # argparse formats help with %: a field's doc may hold one (a modulo)
+        help_text = f"{f.metadata.get('doc', '')} (default: {f.default})".replace("%", "%%")
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
