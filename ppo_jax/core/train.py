@@ -373,19 +373,18 @@ class Trainer:
             raise ValueError("sampler 'torchrl' needs the run's stream: (stream key, batch)")
 
         def epoch(carry, xs):
-            k, e = xs if torchrl_sampler else (xs, None)
+            k, e = xs  # e: the epoch's index (None with sampler="epoch", which needs none)
             k_perm, k_mb = jax.random.split(k)
             adv, target = self.advantages(carry[0].critic, batch, hyper)
             flat = self.flat_batch(batch, adv, target)
 
             def minibatch_step(carry, xs):
                 params, opt_state = carry
-                rows, weight, k = xs if torchrl_sampler else (*xs[:1], None, xs[1])
+                rows, weight, k = xs  # weight: None with sampler="epoch" (every row counts)
                 # Each minibatch is gathered in its own step, from the flat batch: no
                 # [M, B] copy of the batch to slice (on a GPU, a scan's slice of its input
                 # is a copy launched from the host, which keeps the loop out of a CUDA graph).
-                mb = _rows(flat, rows)
-                mb = self._envs_split(mb if weight is None else mb.replace(weight=weight))
+                mb = self._envs_split(_rows(flat, rows).replace(weight=weight))
                 (_, metrics), grads = grad_fn(params, mb, k, hyper)
                 opt_state = with_hyper(opt_state, cfg, hyper, rate)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
@@ -403,10 +402,9 @@ class Trainer:
                     key_s, first, cfg.num_minibatches, cfg.frames_per_batch,
                     cfg.minibatch_size,
                     aligned=cfg.frames_per_batch % cfg.minibatch_size == 0)
-                xs = (rows, weights, keys)
-            else:
-                xs = (self.minibatch_indices(k_perm), keys)
-            carry, per_step = jax.lax.scan(minibatch_step, carry, xs)
+            else:  # (None in a scan's inputs is an empty tree: no input at all)
+                rows, weights = self.minibatch_indices(k_perm), None
+            carry, per_step = jax.lax.scan(minibatch_step, carry, (rows, weights, keys))
             # the epoch's metrics (all float32) as one [metrics, M] array: one row of the
             # epochs' output to write, not one per metric (on a GPU each is a copy
             # launched from the host, which keeps the epochs' loop out of a CUDA graph)
@@ -415,11 +413,9 @@ class Trainer:
             return carry, jnp.stack(leaves)
 
         structure: list = []  # the metrics' pytree structure, as the epoch traced it
-        epoch_keys = jax.random.split(key, cfg.num_epochs)
+        epochs = jnp.arange(cfg.num_epochs, dtype=jnp.int32) if torchrl_sampler else None
         (params, opt_state), stacked = jax.lax.scan(
-            epoch, (params, opt_state),
-            (epoch_keys, jnp.arange(cfg.num_epochs, dtype=jnp.int32)) if torchrl_sampler
-            else epoch_keys)
+            epoch, (params, opt_state), (jax.random.split(key, cfg.num_epochs), epochs))
         metrics, gnorm_sq = jax.tree_util.tree_unflatten(
             structure[-1], [stacked[:, i] for i in range(stacked.shape[1])])
         mean = jax.tree_util.tree_map(jnp.mean, metrics)

@@ -90,6 +90,11 @@ def _count(devices: Any) -> int | None:
     return int(devices) if is_whole_number(devices) else None
 
 
+def _every_gpu(processes: int) -> int:
+    """Every visible GPU of a job's ``processes`` processes (at least 1)."""
+    return max(1, visible_gpus()) * max(1, processes)
+
+
 def envs_per_device(num_runs: int, num_envs: int, devices: int | str | None,
                     processes: int = 1) -> int:
     """A job's vectorized envs (runs x envs) per device on the GPU, laid out as
@@ -99,7 +104,7 @@ def envs_per_device(num_runs: int, num_envs: int, devices: int | str | None,
     every GPU)."""
     from ppo_jax.run.parallel import valid_device_counts
 
-    gpus = max(1, visible_gpus()) * max(1, processes)
+    gpus = _every_gpu(processes)
     n = _count(devices)
     if n is None and devices is None and processes <= 1:
         n = max(valid_device_counts(num_runs, num_envs, gpus))
@@ -114,7 +119,7 @@ def gpus_asked(devices: int | str | None, processes: int = 1) -> int:
     if n is not None:
         return n
     if devices == "all" or processes > 1:
-        return max(1, visible_gpus()) * max(1, processes)
+        return _every_gpu(processes)
     return 1
 
 
