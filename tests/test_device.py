@@ -199,3 +199,35 @@ def test_resuming_a_corrupt_checkpoint_is_one_line(capsys, tmp_path, meta):
     step.mkdir(parents=True)
     (step / "metadata").write_text(meta)
     one_line_error(capsys, train_cmd.main, "--resume", str(tmp_path / "run"), words="--resume")
+
+
+def test_fit_counts_a_job_the_caller_joined_over_every_gpu(machine, monkeypatch):
+    """A script that called ``jax.distributed.initialize`` itself before ``fit``: the job's
+    processes are read from JAX's distributed state, so a narrow job over two processes
+    stays on their GPUs, as ``--num-processes 2`` does."""
+    from jax._src import distributed
+
+    from ppo_jax import fit
+    from ppo_jax.config import PPOConfig
+
+    machine(gpu=True, cuda=True)
+    monkeypatch.setattr(device, "visible_gpus", lambda: 1)
+    assert device.joined_processes() == 1  # this process joined no job
+    monkeypatch.setattr(distributed.global_state, "client", object())
+    monkeypatch.setattr(distributed.global_state, "num_processes", 2)
+    assert device.joined_processes() == 2
+
+    class Chosen(Exception):
+        pass
+
+    def stop(choice):  # record the choice, start nothing
+        raise Chosen(choice)
+
+    monkeypatch.setattr(device, "apply", stop)
+    with pytest.raises(Chosen) as chosen:
+        fit(PPOConfig.from_preset("tiny"))
+    assert chosen.value.args[0].platform == "cuda,cpu"
+    monkeypatch.setattr(distributed.global_state, "client", None)
+    with pytest.raises(Chosen) as chosen:
+        fit(PPOConfig.from_preset("tiny"))
+    assert chosen.value.args[0].platform == "cpu"

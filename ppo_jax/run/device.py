@@ -90,6 +90,19 @@ def _count(devices: Any) -> int | None:
     return int(devices) if is_whole_number(devices) else None
 
 
+def joined_processes() -> int:
+    """The processes of the job that ``jax.distributed.initialize`` has joined this process to
+    (a caller's own call included), or 1 where it has joined none. Read from JAX's
+    distributed state, which does not start a backend (``jax.process_count()`` would)."""
+    try:
+        from jax._src import distributed
+
+        state = distributed.global_state
+        return max(1, int(state.num_processes)) if state.client is not None else 1
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 1
+
+
 def _every_gpu(processes: int) -> int:
     """Every visible GPU of a job's ``processes`` processes (at least 1)."""
     return max(1, visible_gpus()) * max(1, processes)

@@ -601,7 +601,8 @@ def fit(
       devices: how many devices to split the runs and envs over (a count, ``"all"``, None).
       device: ``"auto"``, ``"cpu"`` or ``"gpu"``, as ``--device`` (:mod:`ppo_jax.run.device`);
         chosen only before JAX starts its backends: then ``"auto"`` keeps the started one and
-        a forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`.
+        a forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`. A job
+        joined with ``jax.distributed.initialize`` before ``fit`` counts every process's GPUs.
       checkpoint_every: with ``out``, a checkpoint every N batches (0: at the end only).
       tensorboard: with ``out``, also write TensorBoard events there.
       on_batch: ``on_batch(i, metrics [R], eval [R] or None)`` after each batch, between
@@ -632,9 +633,12 @@ def fit(
         raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
                          f"{checkpoint_every!r}")
     checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)
-    per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices)
+    # a job the caller joined with jax.distributed.initialize spans every process's GPUs
+    processes = device_choice.joined_processes()
+    per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices,
+                                               processes)
     message = device_choice.apply(device_choice.choose(
-        device, per_device, device_choice.gpus_asked(devices), what="device"))
+        device, per_device, device_choice.gpus_asked(devices, processes), what="device"))
     if message and announce is not None:
         announce(message)
     if out is not None:
