@@ -410,6 +410,10 @@ np.testing.assert_array_equal(rollout["step_count"], [0, 1, 2])  # StepCounter
 # print("Running policy:", policy_module(env.reset()))
 # ```
 #
+# (TorchRL 0.14's `TanhNormal` takes the bounds as `low` and `high`: `distribution_kwargs=
+# {"low": ..., "high": ...}`; `min`/`max` raise a TypeError there.
+# `ppo_jax.interop.torchrl.reference` builds this actor with the installed names.)
+#
 # ppo_jax: `networks.Actor` is the same MLP (PyTorch's default `nn.Linear` init), ending in
 # `networks.normal_params`, the `NormalParamExtractor`: split the output in two, map the
 # second half through TorchRL's `biased_softplus_1.0` (a softplus shifted so that f(0) = 1),
@@ -531,6 +535,9 @@ else:
 #     total_frames=total_frames, split_trajs=False, device=device)
 # for i, tensordict_data in enumerate(collector): ...
 # ```
+#
+# (TorchRL 0.14 names this collector `Collector`, with the same arguments;
+# `SyncDataCollector` no longer imports.)
 #
 # ppo_jax: collecting a batch is `Trainer.collect`, a `lax.scan` of `steps_per_env` steps of
 # `num_envs` envs: normalize, run the actor, sample, step the vectorized env (which resets

@@ -7,7 +7,8 @@ The port keeps the PRE-tanh sample ``u``: the action is ``tanh(u)`` and its log-
 TorchRL stores the post-tanh action and recomputes ``u = atanh(clamp(a, +-(1 - 1e-6)))``
 (``SafeTanhTransform``; 1e-6 is float32's resolution). :func:`log_prob_from_action` is that
 path, kept for parity tests and for actions that come from outside; both agree wherever
-``|a| < 1 - 1e-6``. Sampled actions are clamped to ``+-(1 - resolution)`` like TorchRL's.
+``|a| < 1 - 1e-6``, up to the rounding of ``a``, which atanh magnifies by ``1 / (1 - a**2)``
+near the clamp. Sampled actions are clamped to ``+-(1 - resolution)`` like TorchRL's.
 
 Action bounds other than [-1, 1] (:class:`Bounds`, the env's) follow TorchRL: the action is
 ``mid + half * tanh(u)`` with ``mid = (high + low) / 2``, ``half = (high - low) / 2`` (its
