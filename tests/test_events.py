@@ -4,6 +4,7 @@ run per run of the job; --no-tensorboard writes none."""
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -131,6 +132,12 @@ def test_a_run_stopped_by_an_exception_closes_its_event_writers(tmp_path, tiny_c
     before = set(threading.enumerate())
     with pytest.raises(RuntimeError, match="stop here"):
         fit(tiny_config, out=str(tmp_path / "run"), on_batch=stop)
+    # A closed writer's queue hands its last events to the pipe in a feeder thread that ends
+    # on its own a moment later (tensorboardX closes the queue without joining it, after a
+    # finished run too); a writer left open keeps its threads for good.
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert set(threading.enumerate()) - before == set()
     scalars = read_scalars(os.path.join(tmp_path, "run", EVENTS_DIR, "seed_0"))
     assert [step for step, _ in scalars["reward"]] == [200]  # batch 0 (1 stopped in its call)
