@@ -118,8 +118,8 @@ def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, Poin
     single = policy(obs[1].tolist())  # a list, one observation: the same program as an array
     np.testing.assert_array_equal(single, policy(obs[1]))
     # A batch of one and a batch of three are different XLA programs (the matmuls' kernels
-    # follow the row count), so a row may differ by rounding: on an AMD EPYC host by up to
-    # 1.8e-7 here, and 4.8e-7 for the pendulum's policy over 300 random observations (4 ulps
+    # follow the row count), so a row may differ by rounding: on an AMD EPYC host by 1.2e-7
+    # here, and up to 4.8e-7 for the pendulum's policy over 300 random observations (4 ulps
     # of its bound, 1); 2e-6 is 8 ulps of this env's bound, 2.
     np.testing.assert_allclose(single, got[1], rtol=0, atol=2e-6)
     assert np.all(np.abs(got) <= 2.0)
