@@ -11,7 +11,8 @@
     python scripts/train.py --sweep lr=1e-4,3e-4 --sweep clip_epsilon=0.1,0.2 --num-seeds 2 \
         --out runs/sweep                                                       # 4 configs x 2 seeds
 
-Writes OUT/metrics.json, OUT/curves.png and (with --checkpoint-every) OUT/checkpoints/.
+Writes OUT/metrics.json, OUT/curves.png, OUT/tensorboard/, OUT/policy.mp4 and the final
+checkpoint under OUT/checkpoints/ (more with --checkpoint-every): docs/outputs.md.
 Where JAX sees a GPU, a job with many envs trains there and a latency-bound one (few envs)
 on the CPU (``--device``). ``scripts/train.py`` and the
 ``ppo-jax-train`` console script run :func:`main`.
