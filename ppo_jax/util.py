@@ -6,6 +6,7 @@ one, never half of one."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -13,6 +14,8 @@ import numbers
 import os
 import platform
 import sys
+import tempfile
+import time
 from typing import Any
 
 
@@ -86,6 +89,44 @@ def device_info() -> dict[str, Any]:
     }
 
 
+# the real stderr's descriptors while :func:`held_stderr` holds file descriptor 2 (innermost
+# last): a process that ends in the meantime still writes its last line there
+_REAL_STDERR: list[int] = []
+
+
+@contextlib.contextmanager
+def held_stderr():
+    """Hold what is written to file descriptor 2 in the block (orbax reading or writing a
+    checkpoint); pass it on only if the block succeeds. Orbax's threads, cut off by a corrupt
+    file or a full disk, print tracebacks ("Event loop is closed") of their own beside, and
+    just after, the error that is raised, which the caller reports in one line."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        _REAL_STDERR.append(saved)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if not ok:  # orbax's cut-off threads print shortly after the failure
+                time.sleep(1.0)
+            sys.stderr.flush()
+            _REAL_STDERR.remove(saved)
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                text = held.read()
+                if text:
+                    os.write(2, text)
+
+
 def exit_with_one_line(message: str | None, code: int) -> None:
     """Print ``message`` as the process's last words on stderr and leave at once.
 
@@ -93,17 +134,29 @@ def exit_with_one_line(message: str | None, code: int) -> None:
     corrupt checkpoint, can still print tracebacks ("Event loop is closed", ...) while the
     process ends, and the interpreter's teardown would wait on them. Everything the run wrote
     is already on disk (atomic writes)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        real = os.dup(2)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a pipe whose reader is gone, a closed stream
+            pass
+    try:  # a signal handler's exit may come while a checkpoint holds stderr
+        real = os.dup(_REAL_STDERR[0] if _REAL_STDERR else 2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
     except OSError:
         real = 2
     if message:
-        os.write(real, (message + "\n").encode())
+        os.write(real, _encoded(message + "\n"))
     os._exit(code)
+
+
+def _encoded(text: str) -> bytes:
+    """``text`` as bytes for the terminal: UTF-8, a path's undecodable bytes given back as
+    they came (Python holds them as lone surrogates), anything else unencodable escaped."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
 
 
 class JsonFileError(ValueError):
@@ -123,5 +176,5 @@ def read_json_file(path: str) -> Any:
             return json.load(f)
     except OSError as e:
         raise JsonFileError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise JsonFileError(f"{path} is not JSON") from None

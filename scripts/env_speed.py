@@ -14,7 +14,7 @@ import time
 import jax
 
 from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
-from ppo_jax.config import LINALGS
+from ppo_jax.config import INT32_MAX, LINALGS
 from ppo_jax.envs import PORTS, VectorEnv, make_env
 from ppo_jax.envs.linalg import with_linalg
 
@@ -62,8 +62,9 @@ def main(argv=None) -> int:
                    help="the env's small linear algebra, each measured in turn "
                         "(PPOConfig.linalg; default: library)")
     args = p.parse_args(argv)
-    if min(args.envs) < 1:
-        p.error(f"--envs must be counts >= 1, got {' '.join(map(str, args.envs))}")
+    if min(args.envs) < 1 or max(args.envs) > INT32_MAX:
+        p.error(f"--envs must be counts in [1, {INT32_MAX}], got "
+                f"{' '.join(map(str, args.envs))}")
     ids = list(PORTS) if args.env == ["all"] else args.env
     with user_errors(ValueError):  # an unknown id: one line before any compile
         for env_id in ids:

@@ -105,6 +105,7 @@ try:
                                "metrics.json does not say this walkthrough wrote it (written_by): "
                                "its files would be replaced: move them away or choose another "
                                "--out")
+    cli.check_not_in_a_run(args.out, "--out")
     OUT = cli.ensure_writable_dir(args.out)
     for name in ("metrics.json", "curves.png"):  # what the walkthrough writes at its end
         if os.path.isdir(os.path.join(OUT, name)):

@@ -566,9 +566,11 @@ def test_kill_during_checkpoint_writes(root_dir, tmp_path, compile_cache_dir, ru
 
 
 def _tree_bytes(d):
-    """Every file under ``d`` with its bytes (what a command must leave as it was)."""
+    """Every file under ``d`` with its bytes, and every folder (None): what a command must
+    leave as it was."""
     out = {}
-    for root, _, files in os.walk(d):
+    for root, dirs, files in os.walk(d):
+        out.update({os.path.relpath(os.path.join(root, f), d): None for f in dirs})
         for f in files:
             p = os.path.join(root, f)
             out[os.path.relpath(p, d)] = open(p, "rb").read()
@@ -691,7 +693,15 @@ def test_resume_refuses_a_history_it_cannot_read(runs, tmp_path, capsys, compile
                         ("[1, 2]", "not a metrics.json (not a JSON object)"),
                         (json.dumps({**good, "frames": 5}), "'frames' is not a flat list"),
                         (json.dumps({**good, "reward": good["reward"][:1]}),
-                         "'reward' has 1 entries where 'frames' has 3")]:
+                         "'reward' has 1 entries where 'frames' has 3"),
+                        # the counts that place every other entry hold no null (a number
+                        # unknown), where the metrics may
+                        (json.dumps({**good, "batch": [None, *good["batch"][1:]]}),
+                         "'batch' is not a flat list of numbers (no null)"),
+                        (json.dumps({**good, "frames": [None, *good["frames"][1:]]}),
+                         "'frames' is not a flat list of numbers (no null)"),
+                        (json.dumps({**good, "eval_frames": [None, *good["eval_frames"][1:]]}),
+                         "'eval_frames' is not a flat list of numbers (no null)")]:
         open(os.path.join(d, "metrics.json"), "w").write(text)
         before = _tree_bytes(d)
         one_line_error(capsys, train_cmd.main, "--resume", d, "--compile-cache-dir",
@@ -717,6 +727,145 @@ def test_a_directory_with_a_runs_files_is_not_written_over(tmp_path, capsys, tin
     one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(d),
                    words="holds files a run writes (curves.png)")
     assert (d / "curves.png").read_bytes() == b"mine"
+
+
+def test_no_command_writes_into_a_runs_own_folders_or_files(runs, tmp_path, capsys,
+                                                             tiny_flags):
+    """An output inside a run's checkpoints/ (a numbered folder there once read as the latest
+    checkpoint, and broke the run) or tensorboard/, or onto its metrics.json or curves.png:
+    one line, and the run's files are as they were."""
+    from ppo_jax.cli import compare as compare_cmd
+    from ppo_jax.cli import export_torchrl as export_cmd
+
+    pytest.importorskip("torch")
+    d = _copy_run(runs, tmp_path, "run")
+    ck = os.path.join(d, "checkpoints")
+    before = _tree_bytes(d)
+    for main, args, words in [
+            (evaluate_cmd.main, (d, "--video", os.path.join(ck, "9", "v.mp4")),
+             "is inside the checkpoints/ of the run in"),
+            (compare_cmd.main, (d, "--out", os.path.join(ck, "8", "c.png")),
+             "is inside the checkpoints/ of the run in"),
+            (compare_cmd.main, (d, "--out", os.path.join(d, "curves.png")),
+             "is the curves.png of the run in"),
+            (export_cmd.main, (d, os.path.join(d, "metrics.json")),
+             "is the metrics.json of the run in"),
+            (export_cmd.main, (d, str(tmp_path / "policy.json")), "must end in .pt or .pth"),
+            (export_cmd.main, (d, os.path.join(ck, "3", "meta", "x.pt")),
+             "is inside the checkpoints/ of the run in"),
+            (train_cmd.main, (*tiny_flags, "--out", ck), "is inside the checkpoints/ of"),
+            (train_cmd.main, (*tiny_flags, "--out", os.path.join(ck, "4")),
+             "is inside the checkpoints/ of"),
+            (train_cmd.main, (*tiny_flags, "--out", os.path.join(d, "tensorboard", "x")),
+             "is inside the tensorboard/ of")]:
+        one_line_error(capsys, main, *args, words=words)
+        assert _tree_bytes(d) == before, args
+
+
+def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path):
+    """A folder in checkpoints/ named by a number that orbax did not write (empty, or a
+    user's file in it) is no checkpoint: the latest is still the run's own."""
+    from ppo_jax.run import checkpoint
+
+    d = _copy_run(runs, tmp_path, "run")
+    os.makedirs(os.path.join(d, "checkpoints", "9"))
+    os.makedirs(os.path.join(d, "checkpoints", "8"))
+    open(os.path.join(d, "checkpoints", "8", "c.png"), "wb").write(b"mine")
+    assert checkpoint.steps(d) == [1, 2, 3]
+    assert checkpoint.peek_meta(d)["batches_done"] == 3
+    assert checkpoint.open_saved(d).step == 3
+
+
+def test_an_empty_path_is_not_a_flag_left_out(runs, tmp_path, capsys, tiny_flags):
+    """``--resume ""`` (an unset shell variable) trained a new run into the default --out."""
+    for main, args in [(train_cmd.main, ("--resume", "")),
+                       (train_cmd.main, (*tiny_flags, "--init-from-torchrl", " ")),
+                       (evaluate_cmd.main, (runs["a"], "--video", "")),
+                       (evaluate_cmd.main, (runs["a"], "--env", ""))]:
+        one_line_error(capsys, main, *args, words="must not be empty")
+
+
+def test_a_path_that_is_not_utf8(root_dir, tmp_path, capsys, tiny_flags):
+    """A path of undecodable bytes: the error line shows it (it once printed nothing, and
+    exited 1), and a new run there is refused before it trains (orbax cannot write it)."""
+    bad = os.path.join(os.fsencode(str(tmp_path)), b"nope\xff")
+    p = subprocess.run([sys.executable, os.path.join(root_dir, "scripts", "evaluate.py"), bad],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.count(b"\n") == 1, p.stderr
+    assert p.stderr.startswith(b"evaluate.py: error: no such checkpoint directory: ")
+    assert bad in p.stderr
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", os.fsdecode(bad),
+                   words="is not valid UTF-8")
+    assert not os.path.lexists(bad)
+
+
+def test_a_setting_a_library_refuses_is_one_line(runs, root_dir):
+    """MUJOCO_GL and JAX_PLATFORMS that MuJoCo or JAX cannot start with: one line naming the
+    variable, not the library's traceback."""
+    env = {**os.environ, "MUJOCO_GL": "bogus"}
+    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], env=env),
+                          words="invalid value for environment variable MUJOCO_GL: bogus")
+    env = {**os.environ, "JAX_PLATFORMS": "bogus"}
+    assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], env=env),
+                          words="JAX could not start the platforms JAX_PLATFORMS='bogus' names")
+    from ppo_jax.util import version
+
+    if not any(version(f"jax-cuda{v}-plugin") for v in (12, 13)):
+        env = {**os.environ, "JAX_PLATFORMS": "cuda"}  # JAX asserts where none is installed
+        assert_one_line_error(run(root_dir, "evaluate.py", runs["a"], env=env),
+                              words="JAX_PLATFORMS='cuda' names: none of them is installed")
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line(root_dir, tmp_path, compile_cache_dir,
+                                                     tiny_flags):
+    """A run into a filesystem that fills up while a checkpoint is written: the one line, not
+    the tracebacks of TensorStore's pending writes (a hundred "Event loop is closed")."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80k", "tmpfs", str(full)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs privileges this process lacks")
+    try:
+        p = run(root_dir, "train.py", *tiny_flags, "--out", str(full / "run"),
+                cache=compile_cache_dir)
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
+    assert_one_line_error(p, code=1, words="cannot write the run's files")
+
+
+def test_a_resume_whose_files_are_directories_is_refused_before_training(runs, tmp_path,
+                                                                          capsys):
+    """A resumed run rewrites curves.png at its end: a directory there is refused before
+    anything trains (it was found after training)."""
+    d = _copy_run(runs, tmp_path, "run")
+    shutil.rmtree(os.path.join(d, "checkpoints", "3"))
+    os.remove(os.path.join(d, "curves.png"))
+    os.makedirs(os.path.join(d, "curves.png"))
+    before = _tree_bytes(d)
+    one_line_error(capsys, train_cmd.main, "--resume", d,
+                   words="curves.png is a directory, where the run writes its file")
+    assert _tree_bytes(d) == before
+
+
+def test_json_nested_past_what_python_parses_is_one_line(runs, tmp_path, capsys):
+    from ppo_jax.cli import compare as compare_cmd
+
+    d = tmp_path / "deep"
+    d.mkdir()
+    (d / "metrics.json").write_text("[" * 100_000)
+    one_line_error(capsys, compare_cmd.main, str(d), "--out", str(tmp_path / "c.png"),
+                   words="is not JSON")
+
+
+def test_a_reader_that_leaves_gets_no_traceback(runs, root_dir, tmp_path):
+    """``compare.py ... | head -0``: stdout's reader is gone before the command writes its
+    line; it ends as a command stopped by SIGPIPE does, with nothing on stderr."""
+    p = subprocess.Popen([sys.executable, os.path.join(root_dir, "scripts", "compare.py"),
+                          runs["a"], "--reference", "--out", str(tmp_path / "c.png")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 141 and err == b"", err[-2000:]
 
 
 def test_a_file_where_the_events_go_is_refused_before_compiling(runs, tmp_path, capsys,
@@ -777,15 +926,30 @@ def test_evaluate_seed_and_steps_beyond_their_types(runs, capsys):
                    words="--episodes must be in [1, 2147483647]")
 
 
-def test_checkpoint_metadata_without_its_fields(runs, tmp_path, capsys):
-    """A checkpoint whose metadata lacks a field every reader takes: one line naming it."""
+@pytest.mark.parametrize("key,value,words", [
+    ("batches_done", None, "'batches_done' is missing or not a whole number"),
+    # the per-run lists, where present (a hand-edited file once gave tracebacks)
+    ("last_eval_frames", [], "'last_eval_frames' is not a list of 1 entries, each a count or"),
+    ("last_eval_frames", 5, "'last_eval_frames' is not a list of 1 entries"),
+    ("last_eval_return", ["x"], "'last_eval_return' is not a list of 1 entries, each a number"),
+    ("batches_done_per_run", ["a"], "'batches_done_per_run' is not a list of 1 entries"),
+    ("frames_per_run", [None], "'frames_per_run' is not a list of 1 entries, each a count"),
+    ("failed_batch", ["x"], "'failed_batch' is not a list of 1 entries"),
+    ("failed_batch", [-1], "'failed_batch' is not a list of 1 entries"),
+    ("num_runs", 0, "'num_runs' is not a whole number >= 1"),
+])
+def test_checkpoint_metadata_without_its_fields(key, value, words, runs, tmp_path, capsys):
+    """A checkpoint whose metadata lacks a field every reader takes, or holds one of the
+    wrong kind: one line naming it."""
     d = _copy_run(runs, tmp_path, "meta")
     for f in glob.glob(os.path.join(d, "checkpoints", "3", "meta", "metadata")):
         meta = json.load(open(f))
-        del meta["batches_done"]
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
         json.dump(meta, open(f, "w"))
-    one_line_error(capsys, evaluate_cmd.main, d,
-                   words="'batches_done' is missing or not a whole number")
+    one_line_error(capsys, evaluate_cmd.main, d, words=words)
 
 
 def test_memory_the_host_or_device_cannot_give_is_one_line():
@@ -821,7 +985,8 @@ def test_output_files_are_checked_before_anything_runs(path, words, tmp_path):
 
 
 @pytest.mark.parametrize("script,args,words", [
-    ("env_speed.py", ("--envs", "0", "4"), "--envs must be counts >= 1"),
+    ("env_speed.py", ("--envs", "0", "4"), "--envs must be counts in [1, 2147483647]"),
+    ("env_speed.py", ("--envs", str(10**20)), "--envs must be counts in [1, 2147483647]"),
     ("env_parity.py", ("--steps", "-3"), "--steps must be >= 1"),
     ("env_parity.py", ("--env", "brax:inverted_pendulum"), "is not a Gymnasium port"),
     ("tutorial.py", ("--total-frames", "0", "--no-torchrl"), "total_frames must be >= 1"),

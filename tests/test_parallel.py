@@ -406,6 +406,22 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-3"])
+def test_a_timeout_that_is_no_number_of_seconds_is_refused(timeout):
+    """Checked before JAX joins anything (``nan`` once read as "within nan s")."""
+    import argparse
+
+    from ppo_jax.run import distributed
+
+    p = argparse.ArgumentParser()
+    distributed.add_flags(p)
+    args = p.parse_args(["--coordinator", "127.0.0.1:1", "--num-processes", "2",
+                         "--process-id", "0", "--distributed-timeout", timeout])
+    with pytest.raises(distributed.DistributedError,
+                       match="--distributed-timeout must be a number of seconds > 0"):
+        distributed.initialize(args, die=pytest.fail)
+
+
 def test_unreachable_coordinator_gives_one_line(tmp_path):
     port = _free_port()
     p = _train_process([*TINY_FLAGS, "--out", str(tmp_path / "r"), "--coordinator",

@@ -11,7 +11,8 @@ from typing import Any
 
 from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
-from ppo_jax.cli.common import ArgumentParser, CLIError, check_output_file, ensure_writable_dir
+from ppo_jax.cli.common import (ArgumentParser, CLIError, check_output_file,
+                                 ensure_writable_dir, nonempty)
 from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, check_seed
 from ppo_jax.util import versions
 
@@ -114,9 +115,9 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                         "full float32, as PyTorch)")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke scale: 2000 frames, envs 1,16, 1 repeat (explicit flags win)")
-    p.add_argument("--json", metavar="PATH",
+    p.add_argument("--json", metavar="PATH", type=nonempty,
                    help="write every figure, versions, device and configs")
-    p.add_argument("--compile-cache", metavar="DIR", default=None,
+    p.add_argument("--compile-cache", metavar="DIR", default=None, type=nonempty,
                    help="JAX persistent compilation cache for the JAX runs (off by default, so "
                         "start-up includes a full compilation)")
     p.add_argument("--warm", action="store_true",
@@ -145,7 +146,7 @@ def build_parser(prog: str = "benchmark.py") -> argparse.ArgumentParser:
                    help="with --playground: Brax's num_envs N instead of Playground's 2048, "
                         "its batch_size scaled alike (a training step of N x 480 frames "
                         "instead of 983,040; NOT Playground's parameters, the output says so)")
-    p.add_argument("--replay", metavar="JSON", default=None,
+    p.add_argument("--replay", metavar="JSON", default=None, type=nonempty,
                    help="with --playground: print the tables again from the runs of an "
                         "earlier --json of the same flags instead of measuring")
     p.add_argument("--smoke", action="store_true",
@@ -172,10 +173,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         check_seed(args.seed, "--seed")
     except ValueError as e:
         raise CLIError(str(e)) from None
+    if args.to_threshold is not None and not math.isfinite(args.to_threshold):
+        raise CLIError(f"--to-threshold must be a finite return, got {args.to_threshold}")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise CLIError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.json is not None:  # its directory is made in main, after every refusal
-        check_output_file(args.json, "--json", create=False)
+        check_output_file(args.json, "--json", (".json",), create=False)
     if args.torch_threads < 0:
         raise CLIError(f"--torch-threads must be >= 0 (0: torch's default), got "
                        f"{args.torch_threads}")
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
             raise CLIError(f"nothing to measure: every row of --systems "
                            f"{','.join(args.systems)} is skipped: " + "; ".join(reasons))
     if args.json is not None:  # after the other refusals (a refused command leaves no directory)
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", (".json",))
     if args.compile_cache:  # the JAX rows' workers write there: after the other refusals
         # (a refused command leaves no directory) and before any row runs
         ensure_writable_dir(args.compile_cache)

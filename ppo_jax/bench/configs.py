@@ -92,6 +92,8 @@ def parse_overrides(specs: list[str]) -> dict[str, Any]:
                            "(e.g. init_stats_frames=10000)")
         if name not in types:
             raise CLIError(f"--ppo-jax-config {name}: no such PPOConfig field")
+        if name in out:
+            raise CLIError(f"--ppo-jax-config {name} is given twice: give each field once")
         if name in BENCHMARK_FIELDS:
             raise CLIError(f"--ppo-jax-config {name}: the benchmark sets it (see its flags)")
         kind = types[name]

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import sys
 import threading
+import traceback
 import typing
 from typing import Any, Callable
 
@@ -119,16 +120,18 @@ def add_run_index_flag(parser: argparse.ArgumentParser, what: str) -> None:
                              "into metrics.json's runs)")
 
 
-def restore_for_export(args: argparse.Namespace):
+def restore_for_export(args: argparse.Namespace, suffixes: tuple[str, ...]):
     """An export command's checkpoint (``args.dir``, ``--step``, ``--run-index``) as
-    ``(trainer, state, source)``, once ``args.out``'s directory is known to be writable;
-    what cannot be read is one line."""
+    ``(trainer, state, source)``, once ``args.out`` is known to name a file with one of
+    ``suffixes`` that can be written (its directory made only then); what cannot be read is
+    one line."""
     from ppo_jax.run import checkpoint
 
-    check_output_file(args.out, "OUT")
+    check_output_file(args.out, "OUT", suffixes, create=False)
     with user_errors(checkpoint.CheckpointError):
         trainer, state, source = checkpoint.restore_for_export(args.dir, args.step,
                                                                args.run_index)
+    check_output_file(args.out, "OUT", suffixes)
     note = checkpoint.describe_stop(args.run_index, source.get("failed_batch"))
     if note:
         print(note, flush=True)
@@ -168,8 +171,56 @@ def user_errors(*types: type[BaseException], prefix: str = ""):
         raise CLIError(f"{prefix}{e}") from None
 
 
+# a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``: those
+# modules load orbax and JAX) and the files a run writes there; no command writes into them
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+RUN_OWN_FILES = ("metrics.json", "curves.png", "policy.mp4")
+
+
+def _holds_run(path: str) -> bool:
+    return (os.path.isfile(os.path.join(path, "metrics.json"))
+            or os.path.isdir(os.path.join(path, RUN_FOLDERS[0])))
+
+
+def check_not_in_a_run(path: str, what: str, file: bool = False) -> None:
+    """One line where ``path`` (a directory, or a file with ``file``) is or lies inside a run
+    directory's ``checkpoints/`` or ``tensorboard/`` (a numbered folder there is read as a
+    checkpoint), or is one of the files a run directory holds (``metrics.json``, ...)."""
+    p = os.path.abspath(path)
+    if file and os.path.basename(p) in RUN_OWN_FILES and _holds_run(os.path.dirname(p)):
+        raise CLIError(f"{what} {path} is the {os.path.basename(p)} of the run in "
+                       f"{os.path.dirname(p)}: choose another name")
+    while True:
+        parent = os.path.dirname(p)
+        if os.path.basename(p) in RUN_FOLDERS and _holds_run(parent):
+            raise CLIError(f"{what} {path} is inside the {os.path.basename(p)}/ of the run in "
+                           f"{parent}, which that run keeps for itself: choose another place")
+        if parent == p:
+            return
+        p = parent
+
+
+def check_utf8_path(path: str, what: str) -> None:
+    """One line where ``path`` is not valid UTF-8 (orbax, TensorStore and the video writer
+    take only text paths)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CLIError(f"{what} {path.encode('utf-8', 'backslashreplace').decode()} is not "
+                       "valid UTF-8: choose a path of text characters") from None
+
+
+def nonempty(value: str) -> str:
+    """An argparse ``type`` that refuses an empty value (``--resume ""``, as an unset shell
+    variable gives, would otherwise read as the flag left out)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def ensure_writable_dir(path: str) -> str:
     """Create ``path`` if needed and check a file can be written there."""
+    check_utf8_path(path, "output directory")
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".ppo_jax_write_test.{os.getpid()}")
@@ -189,6 +240,8 @@ def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = (),
     suffix (call it again with ``create=True`` once nothing else can refuse the command)."""
     if not path or not os.path.basename(path):
         raise CLIError(f"{what} must name a file, got {path!r}")
+    check_utf8_path(path, what)
+    check_not_in_a_run(path, what, file=True)
     if os.path.isdir(path):
         raise CLIError(f"{what} {path} is a directory: give the path of a file to write")
     if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
@@ -215,15 +268,15 @@ def _quiet_closed_loop_hook(default):
     return hook
 
 
-
-
 OUT_OF_MEMORY_HINT = "try fewer envs, seeds or sweep points, or smaller --hidden-sizes"
 
 
-def failure_line(prog: str, e: BaseException, oom_hint: str = "") -> tuple[str, int] | None:
+def failure_line(prog: str, e: BaseException, oom_hint: str = ""
+                 ) -> tuple[str | None, int] | None:
     """The one line and exit status of a command stopped by ``e``: a :class:`CLIError`, an
-    interrupt, or memory that the host or the device could not give (with ``oom_hint``: what
-    to reduce); None: anything else, which is a bug to show in full."""
+    interrupt, memory that the host or the device could not give (with ``oom_hint``: what
+    to reduce), a setting a library would not start with, or a reader of the output that
+    left (no line); None: anything else, which is a bug to show in full."""
     hint = f": {oom_hint}" if oom_hint else ""
     if isinstance(e, CLIError):
         return f"{prog}: {e.kind}: {e}", e.code
@@ -234,6 +287,40 @@ def failure_line(prog: str, e: BaseException, oom_hint: str = "") -> tuple[str, 
     if (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
             and "RESOURCE_EXHAUSTED" in str(e)):  # XLA's: an allocation the device refused
         return f"{prog}: error: out of device memory ({first_line(e)}){hint}", 1
+    setting = _setting_failure(e)
+    if setting:
+        return f"{prog}: error: {setting}", 2
+    if isinstance(e, BrokenPipeError) and _stdout_reader_gone():
+        return None, 141  # `... | head`: nothing to say to a reader that left (128 + SIGPIPE)
+    return None
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reading end is closed."""
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), no file descriptor
+        return False
+
+
+def _setting_failure(e: BaseException) -> str | None:
+    """The line for a library that would not start because of an environment variable
+    (``MUJOCO_GL``, read when MuJoCo is imported; ``JAX_PLATFORMS``, when JAX starts its
+    backends), or None."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, RuntimeError) and "environment variable MUJOCO_GL" in text:
+        return f"{text} (MuJoCo's offscreen backends: egl, osmesa; or unset it)"
+    tb = traceback.extract_tb(e.__traceback__)
+    if (isinstance(e, (RuntimeError, AssertionError)) and tb
+            and tb[-1].filename.endswith(os.path.join("jax", "_src", "xla_bridge.py"))):
+        asked = os.environ.get("JAX_PLATFORMS", "")
+        which = f"the platforms JAX_PLATFORMS={asked!r} names" if asked else "a backend"
+        return (f"JAX could not start {which}: "
+                + (text or "none of them is installed (a GPU needs: pip install -e '.[cuda]')"))
     return None
 
 

@@ -46,13 +46,13 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None,
                    help="step limit per episode (default: the run's eval_max_steps)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--env", metavar="ID",
+    p.add_argument("--env", metavar="ID", type=cli.nonempty,
                    help="the env the checkpoint was trained on (default: the checkpoint's own; "
                         "a different id is refused)")
     p.add_argument("--sim", choices=("mjx", "mujoco", "both"), default="mjx",
                    help="simulator: MJX (the training env), MuJoCo C (Gymnasium v4's, as the "
                    "TorchRL tutorial), or both side by side from the same start states")
-    p.add_argument("--video", metavar="FILE",
+    p.add_argument("--video", metavar="FILE", type=cli.nonempty,
                    help="render episode 0 to FILE (.mp4 or .gif; MuJoCo C's with --sim mujoco)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (shown on stderr when the episodes take more than one "
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     if args.seed is not None:
         with cli.user_errors(ValueError):
             check_seed(args.seed, "--seed")
-    if args.video:  # a file (not a directory) that can be written, .mp4 or .gif
-        cli.check_output_file(args.video, "--video", (".mp4", ".gif"))
+    if args.video:  # a file (not a directory), .mp4 or .gif: its directory is made later
+        cli.check_output_file(args.video, "--video", (".mp4", ".gif"), create=False)
     if args.stochastic and args.eval_action:
         raise cli.CLIError("--stochastic and --eval-action exclude each other")
 
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     if args.seed is None and step > 0 and cfg.is_eval_batch(step - 1):
         returns_logged = meta.get("last_eval_return") or []
         frames_logged = meta.get("last_eval_frames") or []
-        if args.run_index < len(returns_logged) and \
+        if args.run_index < min(len(returns_logged), len(frames_logged)) and \
+                returns_logged[args.run_index] is not None and \
                 frames_logged[args.run_index] == step * cfg.frames_per_batch:
             logged = returns_logged[args.run_index]
     if args.seed is None:
@@ -127,6 +128,8 @@ def main(argv=None) -> int:
             sim_env = MujocoCEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
     if args.video:
         check_rendering(trainer.env)
+        # the checkpoint is read: its directory is made (and checked) now, before the episodes
+        cli.check_output_file(args.video, "--video", (".mp4", ".gif"))
 
     results = {}
     width = evaluate.episode_width(trainer.env, args.episodes)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from ppo_jax.cli import common as cli
 
+EXPORT_SUFFIXES = (".onnx",)  # an ONNX model's: OUT never names another kind of file
+
 
 def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="export_onnx.py", description=__doc__.split("\n\n")[0])
     p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
-    p.add_argument("out", help="the file to write (e.g. policy.onnx)")
+    p.add_argument("out", help="the file to write, .onnx (e.g. policy.onnx)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     cli.add_run_index_flag(p, "export")
     p.add_argument("--eval-action", choices=("mean", "tanh_loc"), default=None,
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
         onnx_export.require_onnx()
         onnx_export.require_onnxruntime()
         onnx_export.check_opset(args.opset)  # before the checkpoint is read
-    trainer, state, source = cli.restore_for_export(args)
+    trainer, state, source = cli.restore_for_export(args, EXPORT_SUFFIXES)
     mode = args.eval_action or trainer.config.eval_action
     with cli.user_errors(onnx_export.OnnxExportError):
         path = onnx_export.export_onnx(trainer, state, args.out, mode, opset=args.opset,

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from ppo_jax.cli import common as cli
 
+EXPORT_SUFFIXES = (".pt", ".pth")  # torch.save's: OUT never names another kind of file
+
 
 def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="export_torchrl.py", description=__doc__.split("\n\n")[0])
     p.add_argument("dir", help="a run directory written by train.py (or its checkpoints/)")
-    p.add_argument("out", help="the file to write (e.g. policy.pt)")
+    p.add_argument("out", help="the file to write, .pt or .pth (e.g. policy.pt)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     cli.add_run_index_flag(p, "export")
     return p
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
 
     with cli.user_errors(export.ExportError):
         export.require_torch()
-    trainer, state, source = cli.restore_for_export(args)
+    trainer, state, source = cli.restore_for_export(args, EXPORT_SUFFIXES)
     env = trainer.env
     with cli.user_errors(export.ExportError):
         d = export.to_torchrl(state.params, state.obs_stats, trainer.config,

@@ -21,13 +21,14 @@ on the CPU (``--device``). ``scripts/train.py`` and the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import shlex
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def build_parser() -> cli.ArgumentParser:
                      help="checkpoints to keep (default 3; with --resume, the run's own)")
     run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
                      default=True, help="save a checkpoint at the end of the run")
-    run.add_argument("--resume", metavar="DIR",
+    run.add_argument("--resume", metavar="DIR", type=cli.nonempty,
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
@@ -82,7 +83,7 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--video", action=argparse.BooleanOptionalAction, default=True,
                      help="write OUT/policy.mp4: the final policy's evaluation episode (needs an "
                           "offscreen GL context: MUJOCO_GL=egl, or osmesa with libosmesa6)")
-    run.add_argument("--init-from-torchrl", metavar="FILE",
+    run.add_argument("--init-from-torchrl", metavar="FILE", type=cli.nonempty,
                      help="start from the actor, critic and ObservationNorm statistics of a "
                           "TorchRL export (scripts/export_torchrl.py's format; torchrl extra)")
     cli.add_compile_cache_flags(p)
@@ -161,8 +162,9 @@ class StopRequest:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, before_early_exit: Callable[[], None] | None = None):
         self.enabled = enabled
+        self.before_early_exit = before_early_exit  # e.g. remove the --out this command made
         self.signum: int | None = None
         self.training = False  # called once: the first batch is about to start
         self._previous: dict[int, Any] = {}
@@ -185,6 +187,9 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if not self.training:  # compiling or initializing: nothing to save
+            if self.before_early_exit is not None:
+                with contextlib.suppress(Exception):
+                    self.before_early_exit()
             cli.exit_with_one_line(
                 f"train.py: interrupted: {signal.Signals(signum).name} before the first batch "
                 "(while compiling or initializing): nothing was written", 128 + signum)
@@ -260,7 +265,8 @@ def main(argv=None) -> int:
             return 0
         init_from = _init_from_torchrl(args, config)
         cli.apply_compile_cache_flags(args)
-        stop = StopRequest(enabled=jax.process_count() == 1)
+        stop = StopRequest(enabled=jax.process_count() == 1, before_early_exit=(
+            None if made is None or not lead else lambda: _remove_empty(new_out, made)))
         result, job = _train(args, start, config, out, devices, lead, stop, init_from)
     except BaseException:
         # a refusal or a failure before anything was written leaves no empty --out behind
@@ -270,6 +276,8 @@ def main(argv=None) -> int:
     from ppo_jax.run.parallel import barrier
 
     if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
+        if made is not None and lead:  # stopped before its first batch: no empty --out
+            _remove_empty(new_out, made)
         raise stop.interrupted(job, out)
     barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
     if jax.process_count() > 1:
@@ -425,6 +433,10 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
                                "resume without the history before them)") from None
         out = cli.ensure_writable_dir(args.resume)
         _check_event_dir(out, args.tensorboard)
+        for name in cli.RUN_OWN_FILES:  # what the resumed run writes again at its end
+            if os.path.isdir(os.path.join(out, name)):
+                raise cli.CLIError(f"--resume: {os.path.join(out, name)} is a directory, where "
+                                   "the run writes its file: move it away")
         every, keep = checkpoint.checkpointing(saved)  # unless the flags say otherwise
         args.checkpoint_every = every if args.checkpoint_every is None else args.checkpoint_every
         args.keep = keep if args.keep is None else args.keep
@@ -444,6 +456,7 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         host_eval.check_eval_sim(config, factory=MujocoEvaluator)
         sweep = parse_sweep(args.sweep, config) if args.sweep else None
         runs = Runs(config, args.num_seeds or 1, sweep)
+    cli.check_not_in_a_run(args.out, "--out")
     out = cli.ensure_writable_dir(args.out)
     held, files = run_files_in(out)
     if held:

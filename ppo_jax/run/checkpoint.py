@@ -30,12 +30,9 @@ reads :data:`POLICY_PARTS`): a checkpoint that does not fit gives a :class:`Chec
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import sys
-import tempfile
 import time
 from typing import Any, Collection
 
@@ -46,7 +43,7 @@ import orbax.checkpoint as ocp
 from ppo_jax.config import PPOConfig
 from ppo_jax.run.runs import Runs
 from ppo_jax.run.parallel import Layout, gather
-from ppo_jax.util import first_line, is_whole_number, versions
+from ppo_jax.util import first_line, held_stderr, is_whole_number, versions
 from ppo_jax.run.programs import state_shapes
 from ppo_jax.core.train import PPOState, Trainer, make_train
 
@@ -132,9 +129,10 @@ def save(
         **(extra_meta or {}),
     }
     state = _flat_nonempty(states)  # device arrays: orbax writes each process's shards
-    try:
-        with _manager(directory, keep=keep, create=True) as mngr:
-            if step in mngr.all_steps():  # the same state saved again (e.g. the final save)
+    try:  # stderr held: a failed write's pending TensorStore writes print tracebacks
+        with held_stderr(), _manager(directory, keep=keep, create=True) as mngr:
+            # the same state saved again (e.g. the final save)
+            if step in mngr.all_steps() and _is_step(directory, str(step)):
                 return step
             mngr.save(
                 step,
@@ -157,7 +155,19 @@ def steps(directory: str) -> list[int]:
     if not os.path.isdir(directory):
         raise CheckpointError(f"no such checkpoint directory: {directory}")
     with _manager(directory) as mngr:
-        return sorted(mngr.all_steps())
+        return sorted(s for s in mngr.all_steps() if _is_step(directory, str(s)))
+
+
+# what orbax writes into every step's directory (a step is renamed into place complete)
+_STEP_PARTS = ("_CHECKPOINT_METADATA", "meta", "state")
+
+
+def _is_step(directory: str, name: str) -> bool:
+    """Whether ``directory/name`` is a checkpoint step: a number naming a folder that holds
+    what orbax writes (another folder of that name, e.g. one a user made there, is not;
+    a step of broken files is, and its restore says so)."""
+    return name.isdigit() and any(
+        os.path.lexists(os.path.join(directory, name, part)) for part in _STEP_PARTS)
 
 
 def peek_meta(path: str) -> dict[str, Any] | None:
@@ -167,10 +177,10 @@ def peek_meta(path: str) -> dict[str, Any] | None:
     directory = locate_checkpoints(path)
     try:
         # orbax writes a step under a temporary name and renames it when complete
-        done = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        done = sorted(int(n) for n in os.listdir(directory) if _is_step(directory, n))
         with open(os.path.join(directory, str(done[-1]), "meta", "metadata")) as f:
             meta = json.load(f)
-    except (OSError, IndexError, ValueError):
+    except (OSError, IndexError, ValueError, RecursionError):
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -218,7 +228,7 @@ def open_saved(path: str, step: int | None = None) -> Saved:
     directory = locate_checkpoints(path)
     step = _pick_step(directory, step)
     try:
-        with _stderr_held(), _manager(directory) as mngr:
+        with held_stderr(), _manager(directory) as mngr:
             meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
                 "meta"
             ]
@@ -236,7 +246,42 @@ def open_saved(path: str, step: int | None = None) -> Saved:
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise CheckpointError(f"checkpoint {directory} step {step}: metadata is invalid "
                                   f"({key!r} is missing or not {_KIND[kind]})")
+    bad = _bad_per_run_field(meta)
+    if bad:
+        raise CheckpointError(f"checkpoint {directory} step {step}: metadata is invalid "
+                              f"({bad})")
     return Saved(directory=directory, step=step, meta=meta)
+
+
+# per-run lists a checkpoint's metadata may hold (older ones lack some): each entry a whole
+# number, a number (a return), or either or None (a run that has none yet)
+PER_RUN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("batches_done_per_run", "count"), ("frames_per_run", "count"),
+    ("failed_batch", "count or null"), ("last_eval_frames", "count or null"),
+    ("last_eval_return", "number or null"))
+
+
+def _bad_per_run_field(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the metadata's run count or :data:`PER_RUN_FIELDS` (None: nothing):
+    each, where present, a list of one entry per run of its kind."""
+    k = meta.get("num_runs", meta["num_seeds"])
+    if not is_whole_number(k) or k < 1:
+        return "'num_runs' is not a whole number >= 1"
+    for key, kind in PER_RUN_FIELDS:
+        v = meta.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) != k or not all(_is_kind(x, kind) for x in v):
+            return f"{key!r} is not a list of {k} entries, each a {kind}"
+    return None
+
+
+def _is_kind(x: Any, kind: str) -> bool:
+    if x is None:
+        return kind.endswith("or null")
+    if kind.startswith("count"):
+        return is_whole_number(x) and x >= 0
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _reason(e: BaseException) -> str:
@@ -403,7 +448,7 @@ def restore(
     else:
         args = ocp.args.StandardRestore(flat_target)
     try:
-        with _stderr_held(), _manager(directory) as mngr:
+        with held_stderr(), _manager(directory) as mngr:
             flat = mngr.restore(step, args=ocp.args.Composite(state=args))["state"]
         # a partial restore hands back the target's own entry for an array it lacks
         missing = sorted(k for k in flat_target if not isinstance(flat.get(k), jax.Array))
@@ -483,37 +528,6 @@ def restore_for_export(path: str, step: int | None = None, run_index: int = 0
         **({} if failed is None else {"failed_batch": failed}),
     }
     return trainer, state, source
-
-
-@contextlib.contextmanager
-def _stderr_held():
-    """Hold what is written to file descriptor 2 while orbax reads a checkpoint; pass it on
-    only if the read succeeds. Orbax's reader threads, cut off by a corrupt file, print
-    tracebacks ("Event loop is closed") of their own beside, and just after, the error that
-    is raised, which :class:`CheckpointError` reports in one line."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to protect
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            if not ok:  # orbax's cut-off threads print shortly after the failed read
-                time.sleep(1.0)
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if ok:
-                held.seek(0)
-                text = held.read()
-                if text:
-                    os.write(2, text)
 
 
 def _flat_nonempty(tree) -> dict[str, Any]:

@@ -16,6 +16,7 @@ and the runtime's fatal message is read from stderr and reported as that line.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import socket
@@ -145,8 +146,9 @@ def initialize(args: argparse.Namespace, die: Callable[[str], None] = _die) -> s
     import jax
 
     timeout = float(args.distributed_timeout)
-    if timeout <= 0:
-        raise DistributedError(f"--distributed-timeout must be > 0, got {timeout:g}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise DistributedError(f"--distributed-timeout must be a number of seconds > 0, got "
+                               f"{timeout:g}")
     # collectives between CPU devices of different processes (no effect on GPUs/TPUs)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if args.distributed == "auto":

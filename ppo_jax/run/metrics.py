@@ -3,6 +3,7 @@ the tutorial's four-panel curves."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -38,7 +39,8 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
     """:class:`MetricsError` unless the lists of a metrics dict (``metrics.json`` or a
     TorchRL reference run, ``num_runs`` runs) are numbers of the shapes its format gives:
     per batch ``[batches]`` (one run) or ``[R][batches]``, per evaluation ``[evals]`` or
-    ``[R][evals]`` (``None``: a number not known). ``required``: keys besides the frames."""
+    ``[R][evals]`` (``None``: a number not known, except in the counts: :data:`COUNTS`).
+    ``required``: keys besides the frames."""
     for key in ("frames", "eval_frames", *required):
         if key not in d:
             raise MetricsError(f"{path}: no {key!r} list")
@@ -46,11 +48,12 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
     lengths: dict[str, list[int]] = {}
     for key in ("frames", "eval_frames", *(k for k in per_batch if k in d),
                 *(k for k in ("eval_return", "eval_steps") if k in d)):
-        rows = _rows_of(d[key], num_runs)
+        rows = _rows_of(d[key], num_runs, allow_none=key not in COUNTS)
         if rows is None:
             raise MetricsError(f"{path}: {key!r} is not "
                                + ("a flat list" if num_runs == 1 else
-                                  f"{num_runs} lists (one per run)") + " of numbers")
+                                  f"{num_runs} lists (one per run)") + " of numbers"
+                               + (" (no null)" if key in COUNTS else ""))
         along = key if key in ("frames", "eval_frames") else (
             "frames" if key in per_batch else "eval_frames")
         if key == along:
@@ -60,18 +63,28 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
                                f"{along!r} has {_describe(lengths[along])}")
 
 
-def _rows_of(v: Any, num_runs: int) -> list[int] | None:
+# the lists that place the others (batch indices, frame counts): a number in every entry
+COUNTS = ("batch", "frames", "eval_frames")
+
+
+def _rows_of(v: Any, num_runs: int, allow_none: bool = True) -> list[int] | None:
     """The lengths of ``v``'s rows of numbers (one row, flat, for one run); None where ``v``
-    has not that shape or holds something else than numbers (and None)."""
+    has not that shape or holds something else than numbers (and None, ``allow_none``)."""
     rows = [v] if num_runs == 1 else v
     if not isinstance(rows, list) or len(rows) != num_runs:
         return None
     for r in rows:
-        if not isinstance(r, list) or not all(
-                c is None or (isinstance(c, (int, float)) and not isinstance(c, bool))
-                for c in r):
+        if not isinstance(r, list) or not all(_is_entry(c, allow_none) for c in r):
             return None
     return [len(r) for r in rows]
+
+
+def _is_entry(c: Any, allow_none: bool) -> bool:
+    """A number (a count: a finite one), or None where ``allow_none``."""
+    if c is None:
+        return allow_none
+    return (isinstance(c, (int, float)) and not isinstance(c, bool)
+            and (allow_none or math.isfinite(c)))
 
 
 def _describe(rows: list[int]) -> str:

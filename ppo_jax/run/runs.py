@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import jax
 
 from ppo_jax import util
-from ppo_jax.config import SEED_MAX, PPOConfig
+from ppo_jax.config import SEED_MAX, SEED_MIN, PPOConfig
 from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
 
 
@@ -137,8 +137,11 @@ class Runs:
             raise ValueError(f"num_seeds must be a whole number >= 1, got {num_seeds!r}")
         last = config.seed + int(num_seeds) - 1
         if new and last > SEED_MAX:
+            room = SEED_MAX - int(num_seeds) + 1  # the highest first seed, where there is one
             raise ValueError(f"the seeds {config.seed}..{last} go past {SEED_MAX} (32-bit "
-                             f"PRNG seeds): start at seed <= {SEED_MAX - int(num_seeds) + 1}")
+                             "PRNG seeds): " + (f"start at seed <= {room}" if room >= SEED_MIN
+                                                else f"train at most {SEED_MAX - SEED_MIN + 1} "
+                                                     "seeds"))
         self.config = config
         self.num_seeds = int(num_seeds)
         self.sweep = (check_sweep([] if sweep is None else sweep, config) if new
