@@ -106,9 +106,15 @@ def held_stderr():
     except OSError:  # no stderr to protect
         yield
         return
-    with tempfile.TemporaryFile() as held:
+    try:
+        held = tempfile.TemporaryFile()
+    except OSError:  # nowhere to hold it: it goes on as it is
+        os.close(saved)
+        yield
+        return
+    with held:
+        _REAL_STDERR.append(saved)  # before fd 2 moves: a signal's exit line finds stderr
         os.dup2(held.fileno(), 2)
-        _REAL_STDERR.append(saved)
         ok = False
         try:
             yield
@@ -117,8 +123,8 @@ def held_stderr():
             if not ok:  # orbax's cut-off threads print shortly after the failure
                 time.sleep(1.0)
             sys.stderr.flush()
-            _REAL_STDERR.remove(saved)
             os.dup2(saved, 2)
+            _REAL_STDERR.remove(saved)
             os.close(saved)
             if ok:
                 held.seek(0)

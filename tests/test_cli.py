@@ -762,9 +762,11 @@ def test_no_command_writes_into_a_runs_own_folders_or_files(runs, tmp_path, caps
         assert _tree_bytes(d) == before, args
 
 
-def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path):
+def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path, capsys):
     """A folder in checkpoints/ named by a number that orbax did not write (empty, or a
-    user's file in it) is no checkpoint: the latest is still the run's own."""
+    user's file in it) is no checkpoint: the latest is still the run's own. A resume, which
+    would save where it stands (orbax refuses a step whose name is taken, and counts and
+    deletes such folders among the checkpoints it keeps), is refused before it trains."""
     from ppo_jax.run import checkpoint
 
     d = _copy_run(runs, tmp_path, "run")
@@ -774,6 +776,32 @@ def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path):
     assert checkpoint.steps(d) == [1, 2, 3]
     assert checkpoint.peek_meta(d)["batches_done"] == 3
     assert checkpoint.open_saved(d).step == 3
+    assert checkpoint.foreign_steps(os.path.join(d, "checkpoints")) == ["8", "9"]
+    shutil.rmtree(os.path.join(d, "checkpoints", "3"))  # unfinished: a resume would train
+    before = _tree_bytes(d)
+    one_line_error(capsys, train_cmd.main, "--resume", d,
+                   words="checkpoints/8 is not a checkpoint but is named like one")
+    assert _tree_bytes(d) == before
+
+
+def test_a_folder_named_like_a_runs_own_is_not_a_run(tmp_path):
+    """Only a run's folders are kept from other outputs: a folder merely named checkpoints/
+    or tensorboard/, next to no run, takes outputs (it once proved itself a run's)."""
+    from ppo_jax.cli import common as cli
+
+    for name in ("checkpoints", "tensorboard"):
+        (tmp_path / name).mkdir()
+        cli.check_not_in_a_run(str(tmp_path / name / "run1"), "--out")
+        cli.check_not_in_a_run(str(tmp_path / name / "run1" / "p.onnx"), "OUT", file=True)
+    (tmp_path / "checkpoints" / "run1").mkdir()  # one run's directory in it
+    (tmp_path / "checkpoints" / "run1" / "metrics.json").write_text("{}")
+    cli.check_not_in_a_run(str(tmp_path / "checkpoints" / "run2"), "--out")
+    with pytest.raises(CLIError, match="is the metrics.json of the run in"):
+        cli.check_not_in_a_run(str(tmp_path / "checkpoints" / "run1" / "metrics.json"), "OUT",
+                               file=True)
+    with pytest.raises(CLIError, match="is inside the tensorboard/ of the run in"):
+        cli.check_not_in_a_run(str(tmp_path / "checkpoints" / "run1" / "tensorboard" / "x"),
+                               "--out")
 
 
 def test_an_empty_path_is_not_a_flag_left_out(runs, tmp_path, capsys, tiny_flags):
@@ -830,7 +858,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line(root_dir, tmp_path, compile
                 cache=compile_cache_dir)
     finally:
         subprocess.run(["umount", str(full)], capture_output=True)
-    assert_one_line_error(p, code=1, words="cannot write the run's files")
+    assert_one_line_error(p, code=1, words="could not save checkpoint step")
 
 
 def test_a_resume_whose_files_are_directories_is_refused_before_training(runs, tmp_path,
@@ -860,9 +888,10 @@ def test_json_nested_past_what_python_parses_is_one_line(runs, tmp_path, capsys)
 def test_a_reader_that_leaves_gets_no_traceback(runs, root_dir, tmp_path):
     """``compare.py ... | head -0``: stdout's reader is gone before the command writes its
     line; it ends as a command stopped by SIGPIPE does, with nothing on stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered
     p = subprocess.Popen([sys.executable, os.path.join(root_dir, "scripts", "compare.py"),
                           runs["a"], "--reference", "--out", str(tmp_path / "c.png")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     p.stdout.close()
     err = p.communicate(timeout=300)[1]
     assert p.returncode == 141 and err == b"", err[-2000:]

@@ -171,22 +171,33 @@ def user_errors(*types: type[BaseException], prefix: str = ""):
         raise CLIError(f"{prefix}{e}") from None
 
 
-# a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``: those
-# modules load orbax and JAX) and the files a run writes there; no command writes into them
+# a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``) and the
+# files a run writes there; no command writes into them
 RUN_FOLDERS = ("checkpoints", "tensorboard")
 RUN_OWN_FILES = ("metrics.json", "curves.png", "policy.mp4")
 
 
 def _holds_run(path: str) -> bool:
-    return (os.path.isfile(os.path.join(path, "metrics.json"))
-            or os.path.isdir(os.path.join(path, RUN_FOLDERS[0])))
+    """Whether the directory ``path`` holds a run: its ``metrics.json``, or a checkpoint."""
+    if os.path.isfile(os.path.join(path, "metrics.json")):
+        return True
+    ck = os.path.join(path, RUN_FOLDERS[0])
+    if not os.path.isdir(ck):
+        return False
+    from ppo_jax.run.checkpoint import is_step  # orbax and JAX: only where it is asked
+
+    try:
+        return any(is_step(ck, name) for name in os.listdir(ck))
+    except OSError:
+        return False
 
 
 def check_not_in_a_run(path: str, what: str, file: bool = False) -> None:
     """One line where ``path`` (a directory, or a file with ``file``) is or lies inside a run
-    directory's ``checkpoints/`` or ``tensorboard/`` (a numbered folder there is read as a
-    checkpoint), or is one of the files a run directory holds (``metrics.json``, ...)."""
-    p = os.path.abspath(path)
+    directory's ``checkpoints/`` or ``tensorboard/`` (a numbered folder there would stand
+    where the run saves a checkpoint), or is one of the files a run directory holds
+    (``metrics.json``, ...). Links are followed."""
+    p = os.path.realpath(path)
     if file and os.path.basename(p) in RUN_OWN_FILES and _holds_run(os.path.dirname(p)):
         raise CLIError(f"{what} {path} is the {os.path.basename(p)} of the run in "
                        f"{os.path.dirname(p)}: choose another name")
@@ -342,6 +353,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
     try:
         code = main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader that left is then one more case below
         message = None
     except BaseException as e:  # noqa: BLE001 (what failure_line does not know is raised)
         line = failure_line(prog, e, oom_hint)

@@ -433,7 +433,12 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
                                "resume without the history before them)") from None
         out = cli.ensure_writable_dir(args.resume)
         _check_event_dir(out, args.tensorboard)
-        for name in cli.RUN_OWN_FILES:  # what the resumed run writes again at its end
+        foreign = checkpoint.foreign_steps(saved.directory)
+        if foreign:  # where the resumed run would save, or what orbax would count and delete
+            raise cli.CLIError(f"--resume: {os.path.join(saved.directory, foreign[0])} is not a "
+                               "checkpoint but is named like one, where the run saves its "
+                               "own: move it away")
+        for name in cli.RUN_OWN_FILES[:2 + bool(args.video)]:  # what it writes at its end
             if os.path.isdir(os.path.join(out, name)):
                 raise cli.CLIError(f"--resume: {os.path.join(out, name)} is a directory, where "
                                    "the run writes its file: move it away")

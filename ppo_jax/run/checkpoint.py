@@ -132,7 +132,7 @@ def save(
     try:  # stderr held: a failed write's pending TensorStore writes print tracebacks
         with held_stderr(), _manager(directory, keep=keep, create=True) as mngr:
             # the same state saved again (e.g. the final save)
-            if step in mngr.all_steps() and _is_step(directory, str(step)):
+            if step in mngr.all_steps() and is_step(directory, str(step)):
                 return step
             mngr.save(
                 step,
@@ -155,19 +155,31 @@ def steps(directory: str) -> list[int]:
     if not os.path.isdir(directory):
         raise CheckpointError(f"no such checkpoint directory: {directory}")
     with _manager(directory) as mngr:
-        return sorted(s for s in mngr.all_steps() if _is_step(directory, str(s)))
+        return sorted(s for s in mngr.all_steps() if is_step(directory, str(s)))
 
 
 # what orbax writes into every step's directory (a step is renamed into place complete)
 _STEP_PARTS = ("_CHECKPOINT_METADATA", "meta", "state")
 
 
-def _is_step(directory: str, name: str) -> bool:
+def is_step(directory: str, name: str) -> bool:
     """Whether ``directory/name`` is a checkpoint step: a number naming a folder that holds
     what orbax writes (another folder of that name, e.g. one a user made there, is not;
     a step of broken files is, and its restore says so)."""
     return name.isdigit() and any(
         os.path.lexists(os.path.join(directory, name, part)) for part in _STEP_PARTS)
+
+
+def foreign_steps(directory: str) -> list[str]:
+    """The folders of ``directory`` (a checkpoints directory) named as steps that orbax did
+    not write: a run that saves there would find its step's name taken, and orbax would
+    count them among the checkpoints it keeps (and delete them)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((n for n in names if n.isdigit() and not is_step(directory, n)
+                   and os.path.isdir(os.path.join(directory, n))), key=int)
 
 
 def peek_meta(path: str) -> dict[str, Any] | None:
@@ -177,7 +189,7 @@ def peek_meta(path: str) -> dict[str, Any] | None:
     directory = locate_checkpoints(path)
     try:
         # orbax writes a step under a temporary name and renames it when complete
-        done = sorted(int(n) for n in os.listdir(directory) if _is_step(directory, n))
+        done = sorted(int(n) for n in os.listdir(directory) if is_step(directory, n))
         with open(os.path.join(directory, str(done[-1]), "meta", "metadata")) as f:
             meta = json.load(f)
     except (OSError, IndexError, ValueError, RecursionError):
