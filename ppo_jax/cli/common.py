@@ -353,7 +353,8 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
     try:
         code = main(argv)
-        sys.stdout.flush()  # here, not at exit: a reader that left is then one more case below
+        if sys.stdout is not None:  # flushed here, not at exit: a reader that left is then
+            sys.stdout.flush()  # one more case of failure_line's
         message = None
     except BaseException as e:  # noqa: BLE001 (what failure_line does not know is raised)
         line = failure_line(prog, e, oom_hint)
