@@ -784,6 +784,16 @@ def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path, 
     assert _tree_bytes(d) == before
 
 
+def test_the_run_names_the_commands_keep_clear_of_are_the_runs_own():
+    """``cli.common`` names a run's folders and files without loading orbax and JAX: the
+    names are those the modules that write them use."""
+    from ppo_jax.cli import common as cli
+    from ppo_jax.run import checkpoint, events, runner
+
+    assert cli.RUN_FOLDERS == (checkpoint.CHECKPOINTS, events.EVENTS_DIR)
+    assert set(cli.RUN_OWN_FILES) == {"metrics.json", *runner.RUN_FILES}
+
+
 def test_a_folder_named_like_a_runs_own_is_not_a_run(tmp_path):
     """Only a run's folders are kept from other outputs: a folder merely named checkpoints/
     or tensorboard/, next to no run, takes outputs (it once proved itself a run's)."""

@@ -438,8 +438,8 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
             raise cli.CLIError(f"--resume: {os.path.join(saved.directory, foreign[0])} is not a "
                                "checkpoint but is named like one, where the run saves its "
                                "own: move it away")
-        for name in cli.RUN_OWN_FILES[:2 + bool(args.video)]:  # what it writes at its end
-            if os.path.isdir(os.path.join(out, name)):
+        for name in cli.RUN_OWN_FILES:  # what it writes at its end
+            if os.path.isdir(os.path.join(out, name)) and (args.video or name != "policy.mp4"):
                 raise cli.CLIError(f"--resume: {os.path.join(out, name)} is a directory, where "
                                    "the run writes its file: move it away")
         every, keep = checkpoint.checkpointing(saved)  # unless the flags say otherwise
