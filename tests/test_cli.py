@@ -785,13 +785,12 @@ def test_a_numbered_folder_that_is_no_checkpoint_is_passed_over(runs, tmp_path, 
 
 
 def test_the_run_names_the_commands_keep_clear_of_are_the_runs_own():
-    """``cli.common`` names a run's folders and files without loading orbax and JAX: the
+    """``run_dir`` names a run's folders and files without loading orbax and JAX: the
     names are those the modules that write them use."""
-    from ppo_jax.cli import common as cli
-    from ppo_jax.run import checkpoint, events, runner
+    from ppo_jax.run import checkpoint, events, run_dir, runner
 
-    assert cli.RUN_FOLDERS == (checkpoint.CHECKPOINTS, events.EVENTS_DIR)
-    assert set(cli.RUN_OWN_FILES) == {"metrics.json", *runner.RUN_FILES}
+    assert run_dir.RUN_FOLDERS == (checkpoint.CHECKPOINTS, events.EVENTS_DIR)
+    assert set(run_dir.RUN_OWN_FILES) == {"metrics.json", *runner.RUN_FILES}
 
 
 def test_a_folder_named_like_a_runs_own_is_not_a_run(tmp_path):
@@ -812,6 +811,22 @@ def test_a_folder_named_like_a_runs_own_is_not_a_run(tmp_path):
     with pytest.raises(CLIError, match="is inside the tensorboard/ of the run in"):
         cli.check_not_in_a_run(str(tmp_path / "checkpoints" / "run1" / "tensorboard" / "x"),
                                "--out")
+
+
+def test_fit_keeps_out_of_a_runs_own_folders(runs, tmp_path):
+    """``fit(out=...)`` refuses a place inside a run's checkpoints/ or tensorboard/, as
+    ``--out`` does, before anything trains: a run made there (``checkpoints/9`` most of
+    all) would break the evaluation, export and resume of the run around it."""
+    from ppo_jax import PPOConfig, fit
+
+    d = _copy_run(runs, tmp_path, "kept")
+    before = _tree_bytes(d)
+    for sub in ("checkpoints/9", "checkpoints/new", "tensorboard/x"):
+        place = sub.split("/")[0]
+        with pytest.raises(ValueError, match=f"^out {d}/{sub} is inside the {place}/ of the "
+                                             f"run in {d}, which that run keeps for itself"):
+            fit(PPOConfig.from_preset("tiny"), out=os.path.join(d, sub))
+    assert _tree_bytes(d) == before
 
 
 def test_an_empty_path_is_not_a_flag_left_out(runs, tmp_path, capsys, tiny_flags):

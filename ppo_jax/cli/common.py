@@ -14,6 +14,7 @@ import typing
 from typing import Any, Callable
 
 from ppo_jax.config import PPOConfig, field_choices, field_types
+from ppo_jax.run.run_dir import RUN_FOLDERS, RUN_OWN_FILES, inside_a_run  # noqa: F401
 from ppo_jax.util import exit_with_one_line, first_line
 
 CHOICES = field_choices()
@@ -171,44 +172,13 @@ def user_errors(*types: type[BaseException], prefix: str = ""):
         raise CLIError(f"{prefix}{e}") from None
 
 
-# a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``) and the
-# files a run writes there; no command writes into them
-RUN_FOLDERS = ("checkpoints", "tensorboard")
-RUN_OWN_FILES = ("metrics.json", "curves.png", "policy.mp4")
-
-
-def _holds_run(path: str) -> bool:
-    """Whether the directory ``path`` holds a run: its ``metrics.json``, or a checkpoint."""
-    if os.path.isfile(os.path.join(path, "metrics.json")):
-        return True
-    ck = os.path.join(path, RUN_FOLDERS[0])
-    if not os.path.isdir(ck):
-        return False
-    from ppo_jax.run.checkpoint import is_step  # orbax and JAX: only where it is asked
-
-    try:
-        return any(is_step(ck, name) for name in os.listdir(ck))
-    except OSError:
-        return False
-
-
 def check_not_in_a_run(path: str, what: str, file: bool = False) -> None:
     """One line where ``path`` (a directory, or a file with ``file``) is or lies inside a run
-    directory's ``checkpoints/`` or ``tensorboard/`` (a numbered folder there would stand
-    where the run saves a checkpoint), or is one of the files a run directory holds
-    (``metrics.json``, ...). Links are followed."""
-    p = os.path.realpath(path)
-    if file and os.path.basename(p) in RUN_OWN_FILES and _holds_run(os.path.dirname(p)):
-        raise CLIError(f"{what} {path} is the {os.path.basename(p)} of the run in "
-                       f"{os.path.dirname(p)}: choose another name")
-    while True:
-        parent = os.path.dirname(p)
-        if os.path.basename(p) in RUN_FOLDERS and _holds_run(parent):
-            raise CLIError(f"{what} {path} is inside the {os.path.basename(p)}/ of the run in "
-                           f"{parent}, which that run keeps for itself: choose another place")
-        if parent == p:
-            return
-        p = parent
+    directory's ``checkpoints/`` or ``tensorboard/``, or is one of the files a run directory
+    holds (:func:`ppo_jax.run.run_dir.inside_a_run`)."""
+    reason = inside_a_run(path, what, file)
+    if reason is not None:
+        raise CLIError(reason)
 
 
 def check_utf8_path(path: str, what: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from ppo_jax.run import checkpoint, host_eval, metrics
+from ppo_jax.run import checkpoint, host_eval, metrics, run_dir
 from ppo_jax.run import device as device_choice
 from ppo_jax.config import PPOConfig
 from ppo_jax.envs.base import check_env_attributes
@@ -597,7 +597,8 @@ def fit(
         :func:`ppo_jax.run.runs.check_sweep`), each trained with every seed; R =
         ``num_seeds`` x points runs in all.
       out: a run directory to write as the command writes it (metrics.json, curves.png,
-        checkpoints); None writes nothing.
+        checkpoints); None writes nothing. ValueError where it holds a run, or lies inside
+        a run's ``checkpoints/`` or ``tensorboard/``.
       devices: how many devices to split the runs and envs over (a count, ``"all"``, None).
       device: ``"auto"``, ``"cpu"`` or ``"gpu"``, as ``--device`` (:mod:`ppo_jax.run.device`);
         chosen only before JAX starts its backends: then ``"auto"`` keeps the started one and
@@ -633,6 +634,10 @@ def fit(
         raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
                          f"{checkpoint_every!r}")
     checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)
+    if out is not None:  # never a run inside another's checkpoints/ or tensorboard/
+        reason = run_dir.inside_a_run(os.fspath(out), "out")
+        if reason is not None:
+            raise ValueError(reason)
     # a job the caller joined with jax.distributed.initialize spans every process's GPUs
     processes = device_choice.joined_processes()
     per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices,

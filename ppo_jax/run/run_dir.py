@@ -1,0 +1,48 @@
+"""A run directory's own names, and the places inside one that no other output may take.
+
+Light on purpose: the commands check their output paths before JAX and orbax load (orbax is
+loaded only where a ``checkpoints/`` folder must be read)."""
+
+from __future__ import annotations
+
+import os
+
+# a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``) and the
+# files a run writes there (``metrics.json`` and ``runner.RUN_FILES``)
+RUN_FOLDERS = ("checkpoints", "tensorboard")
+RUN_OWN_FILES = ("metrics.json", "curves.png", "policy.mp4")
+
+
+def holds_run(path: str) -> bool:
+    """Whether the directory ``path`` holds a run: its ``metrics.json``, or a checkpoint."""
+    if os.path.isfile(os.path.join(path, "metrics.json")):
+        return True
+    ck = os.path.join(path, RUN_FOLDERS[0])
+    if not os.path.isdir(ck):
+        return False
+    from ppo_jax.run.checkpoint import is_step  # orbax and JAX: only where it is asked
+
+    try:
+        return any(is_step(ck, name) for name in os.listdir(ck))
+    except OSError:
+        return False
+
+
+def inside_a_run(path: str, what: str, file: bool = False) -> str | None:
+    """The one-line reason ``path`` (a directory, or a file with ``file``) must not be
+    written, or None: it is or lies inside a run directory's ``checkpoints/`` or
+    ``tensorboard/`` (a numbered folder there would stand where the run saves a checkpoint),
+    or it is one of the files a run directory holds (``metrics.json``, ...). ``what`` names
+    the path in the message (``--out``). Links are followed."""
+    p = os.path.realpath(path)
+    if file and os.path.basename(p) in RUN_OWN_FILES and holds_run(os.path.dirname(p)):
+        return (f"{what} {path} is the {os.path.basename(p)} of the run in "
+                f"{os.path.dirname(p)}: choose another name")
+    while True:
+        parent = os.path.dirname(p)
+        if os.path.basename(p) in RUN_FOLDERS and holds_run(parent):
+            return (f"{what} {path} is inside the {os.path.basename(p)}/ of the run in "
+                    f"{parent}, which that run keeps for itself: choose another place")
+        if parent == p:
+            return None
+        p = parent
