@@ -21,11 +21,17 @@ from typing import Any
 
 def write_atomic(path: str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a
-    rename (``os.replace`` is atomic on POSIX)."""
+    rename (``os.replace`` is atomic on POSIX). A write that fails (a full disk) leaves
+    ``path`` as it was and no temporary file behind."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def _finite_or_none(x):

@@ -234,3 +234,77 @@ def test_the_compile_estimate_prefers_the_same_envs_earlier_compiles(monkeypatch
     said = compile_cache.expectation(["new"], "C-v0 training")  # only another device's
     assert said.startswith(f"takes about 30 s on this {device} (earlier compiles of other "
                            "programs: these may differ)")
+
+
+_OBTAIN_ONE = """
+import sys
+import jax.numpy as jnp
+from ppo_jax.run import compile_cache
+
+compile_cache.enable_compile_cache(sys.argv[1])
+key = compile_cache.store_key("double", {"test": sys.argv[2]})
+lowered = lambda names: [(n, compile_cache.lower(lambda x: x * 2, jnp.ones(3), name=key))
+                         for n in names]
+compiled, infos = compile_cache.obtain({"double": key}, lowered, "the double", print)
+print(infos["double"].source, compiled["double"](jnp.ones(3)).tolist())
+"""
+
+
+def _obtain_one(cache, tag):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _OBTAIN_ONE, str(cache), tag],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines(), p.stderr
+
+
+def _jax_entries(cache, tag):
+    """The entries of JAX's cache of :data:`_OBTAIN_ONE`'s program."""
+    key = compile_cache.store_key("double", {"test": tag})
+    return [p for p in cache.iterdir() if p.name.startswith(f"jit_{key}-")]
+
+
+def test_an_entry_the_cache_cannot_read_is_one_line_and_removed(tmp_path):
+    """JAX never replaces an entry of its cache: one cut short (by a full disk) warned in
+    every later process, a path into JAX a program. Now: one line, and the entry goes, so
+    the next compile writes a whole one."""
+    cache, tag = tmp_path / "cache", uuid.uuid4().hex
+    out, err = _obtain_one(cache, tag)
+    assert out[-1] == "compiled [2.0, 2.0, 2.0]" and err == ""
+    [entry] = _jax_entries(cache, tag)
+    entry.write_bytes(entry.read_bytes()[:100])  # cut short, as by a full disk
+    for p in (cache / compile_cache.STORE_DIR).iterdir():  # so that JAX's cache is asked
+        p.unlink()
+    out, err = _obtain_one(cache, tag)
+    assert err == ""
+    assert out[1].startswith(f"the compile cache in {cache} held 1 unreadable entry for the "
+                             "double (") and out[1].endswith("): compiled again, and the "
+                                                             "entries removed")
+    assert out[-1] == "compiled [2.0, 2.0, 2.0]" and not _jax_entries(cache, tag)
+    out, err = _obtain_one(cache, tag)  # the store serves it; nothing to say
+    assert err == "" and len(out) == 2 and out[0].startswith("loaded the double")
+
+
+def test_a_full_cache_disk_is_one_line_and_leaves_no_part_entries(tmp_path):
+    """A compile cache on a full disk: one line that says so (JAX printed two lines a
+    program, each with a path into JAX), and no entry left cut short (it warned in every
+    later process: JAX never replaces an entry)."""
+    import subprocess
+
+    cache, tag = tmp_path / "cache", uuid.uuid4().hex
+    cache.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(cache)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs privileges this process lacks")
+    try:
+        (cache / "filler").write_bytes(b"x" * 4096)  # what room is left: less than an entry
+        out, err = _obtain_one(cache, tag)
+        left = _jax_entries(cache, tag)
+    finally:
+        subprocess.run(["umount", str(cache)], capture_output=True)
+    assert err == ""
+    assert out[1] == (f"the compile cache in {cache} could not keep the double (No space "
+                      "left on device): the next run compiles them again")
+    assert out[-1] == "compiled [2.0, 2.0, 2.0]" and left == []

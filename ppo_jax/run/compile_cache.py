@@ -33,8 +33,10 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -61,7 +63,72 @@ def enable_compile_cache(path: str | None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _gather_cache_warnings()
     return path
+
+
+# What went wrong with the caches while this process compiled (a full disk, a quota, an entry
+# a full disk cut short), said once per set of programs by :func:`_obtain_missing`: JAX's own
+# warnings are one per program, each with a path into JAX and its source line.
+_JAX_UNWRITTEN = "Error writing persistent compilation cache entry for '"
+_JAX_UNREADABLE = "Error reading persistent compilation cache entry for '"
+_unwritten: list[str] = []  # why a program could not be kept
+_damaged: list[tuple[str, str]] = []  # (module, why) of JAX's entries that cannot be read
+
+
+def _gather_cache_warnings() -> None:
+    """Keep JAX's warnings that its persistent cache could not write or read an entry for
+    :func:`_say_cache_trouble` instead of printing them (every other warning shows as
+    before)."""
+    shown = warnings.showwarning
+    if getattr(shown, "gathers_cache_warnings", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)  # "...entry for 'jit_x': OSError: [Errno 28] No space left ..."
+        for prefix, into in ((_JAX_UNWRITTEN, _unwritten), (_JAX_UNREADABLE, None)):
+            if text.startswith(prefix) and "': " in text[len(prefix):]:
+                module, _, why = text[len(prefix):].partition("': ")
+                why = why.split("] ", 1)[1] if why.count("[Errno") == 1 else why
+                why = re.sub(r"^[\w.]*(?:Error|error|Exception): ", "", why)  # its type
+                if into is None:
+                    _damaged.append((module, why))
+                else:  # JAX writes in place: what it wrote before the error is cut short
+                    into.append(why)
+                    _damaged.append((module, ""))
+                return
+        shown(message, category, filename, lineno, file, line)
+
+    show.gathers_cache_warnings = True
+    warnings.showwarning = show
+
+
+def _say_cache_trouble(what: str, announce: Callable[[str], None] | None) -> None:
+    """One line for what :func:`_gather_cache_warnings` and :func:`store` gathered while
+    ``what`` was compiled. An entry of JAX's that could not be read or was cut short is
+    removed: JAX never replaces an entry, so it would stay unreadable."""
+    if not (_unwritten or _damaged):
+        return
+    d = cache_dir()
+    unreadable = [why for _, why in _damaged if why]
+    for module, _ in _damaged:
+        for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
+            if name.startswith(f"{module}-") and name.endswith("-cache"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(d, name))
+    if _unwritten:
+        line = (f"the compile cache in {d} could not keep {what} ({_unwritten[0]}): the next "
+                "run compiles them again")
+    else:
+        line = (f"the compile cache in {d} held {len(unreadable)} unreadable entr"
+                f"{'y' if len(unreadable) == 1 else 'ies'} for {what} ({unreadable[0]}): "
+                "compiled again, and the entries removed")
+    _unwritten.clear()
+    _damaged.clear()
+    if announce is not None:
+        announce(line)
+    else:
+        warnings.warn(line, stacklevel=5)
 
 
 def cache_dir() -> str | None:
@@ -271,7 +338,10 @@ def store(key: str, compiled: Any) -> bool:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, blob)
         return True
-    except Exception:  # a backend without serialization, a full disk: the run goes on
+    except OSError as e:  # a full disk: the run goes on, and is told
+        _unwritten.append(e.strerror or str(e))
+        return False
+    except Exception:  # a backend without serialization: the run goes on
         return False
 
 
@@ -461,3 +531,4 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
             # (or, with persist=False, in every process after the first).
             if infos[name].source == "compiled" and persist:
                 store(keys[name], compiled[name])
+        _say_cache_trouble(what, announce)
