@@ -290,7 +290,8 @@ def test_an_entry_the_cache_cannot_read_is_one_line_and_removed(tmp_path):
 def test_a_full_cache_disk_is_one_line_and_leaves_no_part_entries(tmp_path):
     """A compile cache on a full disk: one line that says so (JAX printed two lines a
     program, each with a path into JAX), and no entry left cut short (it warned in every
-    later process: JAX never replaces an entry)."""
+    later process: JAX never replaces an entry), nor a temporary file of the program store's
+    or the compile-time record's."""
     import subprocess
 
     cache, tag = tmp_path / "cache", uuid.uuid4().hex
@@ -302,9 +303,10 @@ def test_a_full_cache_disk_is_one_line_and_leaves_no_part_entries(tmp_path):
         (cache / "filler").write_bytes(b"x" * 4096)  # what room is left: less than an entry
         out, err = _obtain_one(cache, tag)
         left = _jax_entries(cache, tag)
+        temporary = [p.name for p in cache.rglob("*.tmp")]  # write_atomic's, if it failed
     finally:
         subprocess.run(["umount", str(cache)], capture_output=True)
     assert err == ""
     assert out[1] == (f"the compile cache in {cache} could not keep the double (No space "
                       "left on device): the next run compiles them again")
-    assert out[-1] == "compiled [2.0, 2.0, 2.0]" and left == []
+    assert out[-1] == "compiled [2.0, 2.0, 2.0]" and left == [] and temporary == []
