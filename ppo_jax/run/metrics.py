@@ -54,6 +54,11 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
                                + ("a flat list" if num_runs == 1 else
                                   f"{num_runs} lists (one per run)") + " of numbers"
                                + (" (no null)" if key in COUNTS else ""))
+        big = next((c for r in ([d[key]] if num_runs == 1 else d[key]) for c in r
+                    if c is not None and math.isfinite(c) and abs(c) > FLOAT32_MAX), None)
+        if big is not None:  # (matplotlib cannot place ticks near float64's own limit)
+            raise MetricsError(f"{path}: {key!r} holds {big!r}, beyond float32's range: not "
+                               "a number a run records")
         along = key if key in ("frames", "eval_frames") else (
             "frames" if key in per_batch else "eval_frames")
         if key == along:
@@ -65,6 +70,7 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
 
 # the lists that place the others (batch indices, frame counts): a number in every entry
 COUNTS = ("batch", "frames", "eval_frames")
+FLOAT32_MAX = 3.4028234663852886e38  # a run's metrics are float32 (TorchRL's too)
 
 
 def _rows_of(v: Any, num_runs: int, allow_none: bool = True) -> list[int] | None:
