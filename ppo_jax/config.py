@@ -350,6 +350,11 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PPOConfig:
+        """The config of ``d``'s fields (:meth:`to_dict`'s; those left out keep their
+        defaults)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"PPOConfig.from_dict takes a dict of fields, got "
+                            f"{type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -358,6 +363,14 @@ class PPOConfig:
 
     def replace(self, **changes: Any) -> PPOConfig:
         return dataclasses.replace(self, **changes)
+
+
+def check_config(config: Any) -> PPOConfig:
+    """``config``, if it is a :class:`PPOConfig`; else a ``TypeError`` that says what it is."""
+    if not isinstance(config, PPOConfig):
+        hint = " (PPOConfig.from_dict makes one from a dict)" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}{hint}")
+    return config
 
 
 def _scalar_kind(value: Any) -> str | None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -657,6 +658,14 @@ def test_a_run_that_stopped_at_nan_is_labelled_with_its_own_batches(runs, tmp_pa
                               "--compile-cache-dir", compile_cache_dir]) == 0
     assert ("note: run 1 stopped at batch 1 (NaN/Inf in training): this is its policy "
             "before that batch") in capsys.readouterr().out
+    from ppo_jax import load_policy
+
+    with pytest.warns(UserWarning, match=r"run 1 stopped at batch 1 \(NaN/Inf in training\): "
+                                         "this is its policy before that batch"):
+        load_policy(d, run_index=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_policy(d, run_index=0)
     from ppo_jax.eval import evaluate
 
     keys = []
@@ -821,7 +830,7 @@ def test_fit_keeps_out_of_a_runs_own_folders(runs, tmp_path):
 
     d = _copy_run(runs, tmp_path, "kept")
     before = _tree_bytes(d)
-    for sub in ("checkpoints/9", "checkpoints/new", "tensorboard/x"):
+    for sub in ("checkpoints/9", "checkpoints/new", "tensorboard", "tensorboard/x"):
         place = sub.split("/")[0]
         with pytest.raises(ValueError, match=f"^out {d}/{sub} is inside the {place}/ of the "
                                              f"run in {d}, which that run keeps for itself"):

@@ -8,6 +8,7 @@ import pytest
 
 from ppo_jax.cli import common as cli
 from ppo_jax.config import PPOConfig, field_choices, field_types
+from ppo_jax.core.train import make_train
 
 
 def test_defaults_are_the_tutorial():
@@ -163,6 +164,8 @@ def test_values_a_new_job_cannot_learn_with(kwargs, words):
         config.check_values()
     with pytest.raises(ValueError, match=words):
         Runs(config)
+    with pytest.raises(ValueError, match=words):  # the pure pieces too (it trained: a finite
+        make_train(config)  # loss for clip_epsilon 5 on a CPU, where TorchRL's is NaN)
     with pytest.raises(cli.CLIError, match=words):
         cli.make_config(PPOConfig(), kwargs)
     (name, value), = kwargs.items()

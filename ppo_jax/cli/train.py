@@ -479,18 +479,13 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
 
 
 def _check_event_dir(out: str, tensorboard: bool) -> None:
-    """One line, before compiling, where the TensorBoard events cannot be written: OUT/
-    tensorboard is not a directory, or one this process cannot write into (it is made at
-    the first batch, not here: a job stopped before it leaves no files)."""
-    path = os.path.join(out, "tensorboard")
-    if not tensorboard or not os.path.lexists(path):
-        return
-    if not os.path.isdir(path):
-        raise cli.CLIError(f"{path} is not a directory, and the run writes its TensorBoard "
-                           "events there: move it away, or train with --no-tensorboard")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise cli.CLIError(f"cannot write TensorBoard events into {path}: permission denied "
-                           "(or train with --no-tensorboard)")
+    """One line, before compiling, where the TensorBoard events cannot be written
+    (:func:`ppo_jax.run.run_dir.events_problem`)."""
+    from ppo_jax.run.run_dir import events_problem
+
+    problem = events_problem(out) if tensorboard else None
+    if problem is not None:
+        raise cli.CLIError(f"{problem}, or train with --no-tensorboard")
 
 
 def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):

@@ -36,7 +36,7 @@ import optax
 from flax import struct
 
 from ppo_jax.core import distributions, gae as gae_lib, sampling
-from ppo_jax.config import PPOConfig
+from ppo_jax.config import PPOConfig, check_config
 from ppo_jax.envs import Env, EnvState, VectorEnv, check_env, make_env
 from ppo_jax.envs.linalg import with_linalg
 from ppo_jax.core.acting import eval_episode_key, make_policy, run_episode
@@ -531,7 +531,22 @@ def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None 
     Returns:
       A :class:`Trainer` of pure functions; ``trainer.train(key)`` is the whole run as one
       program (``jax.vmap`` it over keys for many seeds).
+
+    Raises:
+      TypeError: ``config`` is not a :class:`PPOConfig`.
+      ValueError: values a new run cannot learn with, as ``fit`` refuses them
+        (:meth:`PPOConfig.check_values`: a ``clip_epsilon`` above 1, whose loss is NaN in
+        TorchRL; a non-finite ``lr``; ...). A checkpoint saved with one still opens
+        (:func:`ppo_jax.run.checkpoint.restore`).
     """
+    check_config(config).check_values()
+    return build_trainer(config, layout, env)
+
+
+def build_trainer(config: PPOConfig, layout: Layout | None = None, env: Env | None = None
+                  ) -> Trainer:
+    """:func:`make_train` without its check of the values: the run layer's, for a saved
+    job as it was saved."""
     if env is None:
         env = make_env(config.env, config.max_episode_steps or None)
     else:

@@ -136,6 +136,9 @@ def check_env(env: Any) -> Any:
 def check_env_attributes(env: Any) -> str:
     """``env``'s id if its attributes and methods meet the protocol (nothing traced), else
     :class:`EnvError` (one line)."""
+    if isinstance(env, (str, bytes)):
+        raise EnvError(f"env takes an env object, got the id {env!r}: a registered env is "
+                       "named by the config's env field")
     name = getattr(env, "env_id", type(env).__name__)
     missing = [a for a in _ATTRS if not hasattr(env, a)]
     missing += [m for m in ("reset", "step", "spec") if not callable(getattr(env, m, None))]

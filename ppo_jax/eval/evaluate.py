@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -354,12 +355,18 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
     Raises:
       CheckpointError: no checkpoint that fits (:class:`ppo_jax.run.checkpoint.CheckpointError`).
       ValueError: a ``mode`` that is not deterministic.
+
+    A run that stopped at NaN/Inf gives its last good policy, from before that batch, and a
+    ``UserWarning`` that says so (as ``scripts/evaluate.py`` notes it).
     """
     if mode is not None and mode not in EVAL_ACTIONS:
         raise ValueError(f"load_policy returns a deterministic policy: mode must be one of "
                          f"{', '.join(map(repr, EVAL_ACTIONS))}, got {mode!r} (the stochastic "
                          "one needs keys: make_policy)")
-    trainer, state, _ = checkpoint.restore_run(run_dir, step, run_index, env=env)
+    trainer, state, meta = checkpoint.restore_run(run_dir, step, run_index, env=env)
+    stopped = checkpoint.describe_stop(run_index, checkpoint.run_progress(meta, run_index)[2])
+    if stopped is not None:
+        warnings.warn(f"{run_dir}: {stopped.removeprefix('note: ')}", stacklevel=2)
     mode = mode or trainer.config.eval_action
     params, stats = state.params.actor, state.obs_stats
     key = jax.random.PRNGKey(0)  # unused by the deterministic modes
@@ -371,6 +378,9 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
                              trainer.bounds)
 
     def policy(obs) -> np.ndarray:
+        if np.iscomplexobj(obs):  # (float32 would drop the imaginary parts silently)
+            raise ValueError(f"the policy takes real observations ({trainer.env.env_id}), got "
+                             "complex ones")
         obs = jnp.asarray(obs, jnp.float32)
         if obs.ndim == 0 or obs.shape[-1] != size:
             raise ValueError(f"the policy takes observations of shape [{size}] or [B, {size}] "

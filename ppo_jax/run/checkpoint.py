@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any, Collection
@@ -45,7 +46,7 @@ from ppo_jax.run.runs import Runs
 from ppo_jax.run.parallel import Layout, gather
 from ppo_jax.util import first_line, held_stderr, is_whole_number, versions
 from ppo_jax.run.programs import state_shapes
-from ppo_jax.core.train import PPOState, Trainer, make_train
+from ppo_jax.core.train import PPOState, Trainer, build_trainer
 
 # /3: the optimizer's state holds its learning rate and clip norm (optax.inject_hyperparams);
 # per-run counts are named *_per_run
@@ -88,7 +89,24 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint that could not be written (a full disk, a directory gone)."""
 
 
+class _ForeignStepNotices(logging.Filter):
+    """Orbax's warning, at every look at the steps, that a numbered folder it did not write
+    has no metadata: such a folder is passed over (:func:`is_step`; ``--resume`` refuses
+    it), so the warning (three times a restore) says nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not text.startswith("Metadata file does not exist: "):
+            return True
+        step = os.path.dirname(text.partition(": ")[2].strip())
+        return is_step(os.path.dirname(step), os.path.basename(step))
+
+
+_FOREIGN_STEP_NOTICES = _ForeignStepNotices()
+
+
 def _manager(directory: str, keep: int | None = None, create: bool = False):
+    logging.getLogger("absl").addFilter(_FOREIGN_STEP_NOTICES)  # (once: it is one object)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
@@ -375,6 +393,10 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
     ``env`` (an env object of that id, for an env of the user's own);
     :class:`CheckpointError` (one line) where neither fits."""
     config = saved.config
+    if isinstance(env, (str, bytes)):
+        raise CheckpointError(f"env takes the env object a run of your own env was trained "
+                              f"on, got the id {env!r}: leave env out for a registered env "
+                              "(the checkpoint names it)")
     if env is not None and getattr(env, "env_id", None) != config.env:
         raise CheckpointError(
             f"the checkpoint was trained on {config.env!r}, the env given is "
@@ -391,7 +413,7 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
             raise CheckpointError(f"the checkpoint's env {config.env!r} is not one ppo_jax "
                                   "registers" + own)
     try:
-        return make_train(config, layout, env)
+        return build_trainer(config, layout, env)
     except ValueError as e:  # an env id this process cannot build (or a broken env)
         raise CheckpointError(
             f"cannot build the checkpoint's env {config.env!r}: {first_line(e)}"
@@ -558,6 +580,9 @@ def _skipped_parts(parts: Collection[str] | None) -> list[str]:
     if parts is None:
         return []
     fields = [f.name for f in dataclasses.fields(PPOState)]
+    if isinstance(parts, str) or not isinstance(parts, Collection):
+        raise ValueError(f"parts must be a collection of PPOState fields (e.g. ('params',)), "
+                         f"got {parts!r}")
     unknown = sorted(set(parts) - set(fields))
     if unknown or "params" not in parts:
         raise ValueError(f"parts must be PPOState fields and include 'params': got "

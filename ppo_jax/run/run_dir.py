@@ -46,3 +46,28 @@ def inside_a_run(path: str, what: str, file: bool = False) -> str | None:
         if parent == p:
             return None
         p = parent
+
+
+def events_problem(out: str) -> str | None:
+    """Why a run in ``out`` could not write its TensorBoard events into ``out/tensorboard``
+    (a file there, or a folder this process cannot write into), or None. It is made at the
+    first batch, not before: a job stopped before then leaves no files."""
+    path = os.path.join(out, RUN_FOLDERS[1])
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isdir(path):
+        return (f"{path} is not a directory, and the run writes its TensorBoard events there: "
+                "move it away")
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"cannot write TensorBoard events into {path}: permission denied"
+    return None
+
+
+def not_utf8(path: str) -> str | None:
+    """``path`` shown with its undecodable bytes escaped, where it is not valid UTF-8 (orbax,
+    TensorStore and the video writer take only text paths); else None."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "backslashreplace").decode()
+    return None

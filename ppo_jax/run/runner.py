@@ -29,7 +29,7 @@ import numpy as np
 
 from ppo_jax.run import checkpoint, host_eval, metrics, run_dir
 from ppo_jax.run import device as device_choice
-from ppo_jax.config import PPOConfig
+from ppo_jax.config import PPOConfig, check_config
 from ppo_jax.envs.base import check_env_attributes
 from ppo_jax import util
 from ppo_jax.util import write_json
@@ -39,7 +39,7 @@ from ppo_jax.core.normalization import describe_residue, residue_entries
 from ppo_jax.core.optim import cosine_phase_step
 from ppo_jax.run.parallel import barrier, check_fits, choose_devices, gather, make_layout
 from ppo_jax.run.programs import Programs, build_programs, run_init
-from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, make_train
+from ppo_jax.core.train import BatchMetrics, EvalMetrics, PPOState, Trainer, build_trainer
 
 
 @dataclasses.dataclass
@@ -271,7 +271,7 @@ def prepare(
         first = start.step
         need = ("update", "evaluate")
     else:
-        trainer = make_train(runs.config, layout, env)
+        trainer = build_trainer(runs.config, layout, env)  # (its runs were checked)
         first = 0
         need = ("init", "update", "evaluate")
     platform = jax.default_backend()
@@ -580,6 +580,7 @@ def fit(
     devices: int | str | None = None,
     device: str = "auto",
     checkpoint_every: int = 0,
+    keep: int = checkpoint.DEFAULT_KEEP,
     tensorboard: bool = True,
     on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
     announce: Callable[[str], None] | None = None,
@@ -596,15 +597,17 @@ def fit(
         (:func:`ppo_jax.run.runs.parse_sweep` makes them from ``--sweep``'s specs; checked by
         :func:`ppo_jax.run.runs.check_sweep`), each trained with every seed; R =
         ``num_seeds`` x points runs in all.
-      out: a run directory to write as the command writes it (metrics.json, curves.png,
-        checkpoints); None writes nothing. ValueError where it holds a run, or lies inside
-        a run's ``checkpoints/`` or ``tensorboard/``.
+      out: a run directory (a ``str`` or ``os.PathLike`` path) to write as the command
+        writes it (metrics.json, curves.png, checkpoints); None writes nothing. ValueError
+        where it holds a run, or lies inside a run's ``checkpoints/`` or ``tensorboard/``.
       devices: how many devices to split the runs and envs over (a count, ``"all"``, None).
       device: ``"auto"``, ``"cpu"`` or ``"gpu"``, as ``--device`` (:mod:`ppo_jax.run.device`);
         chosen only before JAX starts its backends: then ``"auto"`` keeps the started one and
         a forced choice that differs raises :class:`~ppo_jax.run.device.DeviceError`. A job
         joined with ``jax.distributed.initialize`` before ``fit`` counts every process's GPUs.
       checkpoint_every: with ``out``, a checkpoint every N batches (0: at the end only).
+      keep: with ``out``, the checkpoints kept (the last ``keep``; older ones are deleted as
+        new ones are saved), as ``--keep``.
       tensorboard: with ``out``, also write TensorBoard events there.
       on_batch: ``on_batch(i, metrics [R], eval [R] or None)`` after each batch, between
         program calls. An exception it (or ``on_eval``) raises stops the run and reaches
@@ -626,18 +629,15 @@ def fit(
       its state is its last good one, and ``metrics["failed_batch_per_run"]`` says which
       runs stopped and at which batch (``scripts/train.py`` exits 1 then).
     """
-    config = config or PPOConfig()
+    config = PPOConfig() if config is None else check_config(config)
     if env is not None:
         config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
-    if not util.is_whole_number(checkpoint_every) or checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be a whole number >= 0, got "
-                         f"{checkpoint_every!r}")
-    checkpoint_every = int(checkpoint_every)  # (a numpy integer is not JSON: the metadata)
-    if out is not None:  # never a run inside another's checkpoints/ or tensorboard/
-        reason = run_dir.inside_a_run(os.fspath(out), "out")
-        if reason is not None:
-            raise ValueError(reason)
+    checkpoint_every, keep, devices = _check_fit_arguments(
+        checkpoint_every, keep, devices, on_batch=on_batch, on_eval=on_eval,
+        announce=announce, host_evaluator=host_evaluator)
+    if out is not None:
+        out = _check_out(out, tensorboard)
     # a job the caller joined with jax.distributed.initialize spans every process's GPUs
     processes = device_choice.joined_processes()
     per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices,
@@ -663,7 +663,8 @@ def fit(
             raise ValueError(f"cannot make the run directory {out}: "
                              f"{e.strerror or e}") from None
         summary, job = run_training(runs, out=out, devices=devices,
-                                    checkpoint_every=checkpoint_every, announce=announce,
+                                    checkpoint_every=checkpoint_every, keep=keep,
+                                    announce=announce,
                                     tensorboard=tensorboard, env=env,
                                     host_evaluator=host_evaluator, written_by="fit",
                                     progress_factory=None if on_batch is None and on_eval is None
@@ -674,6 +675,43 @@ def fit(
                   host_evaluator=host_evaluator)
     train_batches(job, on_batch=on_batch, host_evaluator=host_evaluator, on_eval=on_eval)
     return job.states, job.log.summary()
+
+
+def _check_fit_arguments(checkpoint_every, keep, devices, **functions):
+    """:func:`fit`'s counts as plain ints (a numpy integer is not JSON: the metadata) and its
+    functions, or one line naming the argument that is wrong (before anything is written)."""
+    for name, value, least in (("checkpoint_every", checkpoint_every, 0), ("keep", keep, 1)):
+        if not util.is_whole_number(value) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    if not (devices is None or devices == "all"
+            or (util.is_whole_number(devices) and devices >= 1)):
+        raise ValueError(f"devices must be a whole number >= 1, 'all' or None, got "
+                         f"{devices!r}")
+    for name, fn in functions.items():
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a function or None, got {fn!r}")
+    return (int(checkpoint_every), int(keep),
+            devices if devices is None or devices == "all" else int(devices))
+
+
+def _check_out(out: Any, tensorboard: bool) -> str:
+    """:func:`fit`'s ``out`` as a ``str``, or one line where a run cannot be written there
+    (before anything is written): not a text path, inside another run's own folders, a
+    TensorBoard folder it cannot write into."""
+    if not isinstance(out, (str, os.PathLike)) or not isinstance(os.fspath(out), str):
+        raise TypeError(f"out must be a path (a str or os.PathLike), got {out!r}")
+    out = os.fspath(out)
+    if not out.strip():
+        raise ValueError("out must not be empty (None writes nothing)")
+    shown = run_dir.not_utf8(out)
+    if shown is not None:  # orbax could not save its checkpoint, after the whole run
+        raise ValueError(f"out {shown} is not valid UTF-8: choose a path of text characters")
+    for problem in (run_dir.inside_a_run(out, "out"),
+                    run_dir.events_problem(out) if tensorboard else None):
+        if problem is not None:
+            raise ValueError(problem + ("" if problem.startswith("out ") else
+                                        ", or pass tensorboard=False"))
+    return out
 
 
 class _Callback:
