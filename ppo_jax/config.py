@@ -284,7 +284,8 @@ class PPOConfig:
         """``ValueError`` (one line) for values a new job cannot learn with: a non-finite
         ``lr``, ``entropy_coeff`` or ``critic_coeff``, a negative ``critic_coeff``, a
         ``clip_epsilon`` above 1 (the ratio's lower clip ``1 - clip_epsilon`` would be below 0:
-        its log, and the loss, NaN, in TorchRL's ClipPPOLoss as here). (Not part of
+        its log, and the loss of TorchRL's ClipPPOLoss, NaN; an XLA program's clip need
+        not carry the NaN on, so it could train on a meaningless objective). (Not part of
         :meth:`validate`: a checkpoint saved with such a value, its run stopped at NaN, still
         opens.)"""
         for name in ("lr", "entropy_coeff", "critic_coeff"):
