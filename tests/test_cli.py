@@ -664,7 +664,7 @@ def test_a_run_that_stopped_at_nan_is_labelled_with_its_own_batches(runs, tmp_pa
                                          "this is its policy before that batch"):
         load_policy(d, run_index=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         load_policy(d, run_index=0)
     from ppo_jax.eval import evaluate
 

@@ -134,6 +134,8 @@ def _one_run(n=3, m=2):
     # beyond float32 (a run's metrics are float32): matplotlib failed to place its ticks
     ({"eval_return": [1e308, 3.0]}, "'eval_return' holds 1e+308, beyond float32's range"),
     ({"reward": [1.0, -4e38, 1.0]}, "'reward' holds -4e+38, beyond float32's range"),
+    ({"reward": [1.0, 10**400, 1.0]}, "'reward' holds an integer of 401 digits, beyond"),
+    ({"frames": [200, 10**400, 600]}, "'frames' holds an integer of 401 digits, beyond"),
 ])
 def test_malformed_metrics_are_one_line(change, words, tmp_path):
     """Lists of the wrong shape or kind, in a run's metrics.json or a reference file."""

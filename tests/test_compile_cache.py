@@ -3,6 +3,7 @@ is compiling is waited for and then loaded, not compiled a second time."""
 
 import pickle
 import threading
+import warnings
 import time
 import uuid
 
@@ -238,15 +239,17 @@ def test_the_compile_estimate_prefers_the_same_envs_earlier_compiles(monkeypatch
 
 _OBTAIN_ONE = """
 import sys
-import jax.numpy as jnp
+import jax
+import numpy as np
 from ppo_jax.run import compile_cache
 
 compile_cache.enable_compile_cache(sys.argv[1])
 key = compile_cache.store_key("double", {"test": sys.argv[2]})
-lowered = lambda names: [(n, compile_cache.lower(lambda x: x * 2, jnp.ones(3), name=key))
+shape = jax.ShapeDtypeStruct((3,), np.float32)  # (no eager op: its program is not watched)
+lowered = lambda names: [(n, compile_cache.lower(lambda x: x * 2, shape, name=key))
                          for n in names]
 compiled, infos = compile_cache.obtain({"double": key}, lowered, "the double", print)
-print(infos["double"].source, compiled["double"](jnp.ones(3)).tolist())
+print(infos["double"].source, compiled["double"](np.ones(3, np.float32)).tolist())
 """
 
 
@@ -310,3 +313,24 @@ def test_a_full_cache_disk_is_one_line_and_leaves_no_part_entries(tmp_path):
     assert out[1] == (f"the compile cache in {cache} could not keep the double (No space "
                       "left on device): the next run compiles them again")
     assert out[-1] == "compiled [2.0, 2.0, 2.0]" and left == [] and temporary == []
+
+
+def test_only_the_programs_an_obtain_compiles_have_their_cache_warnings_gathered(monkeypatch):
+    """JAX's warning about another program's entry (an eager op, a jit of the user's) shows
+    as JAX gives it; one about a program being obtained goes to that obtain's line."""
+    shown = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *a, **k: shown.append(
+        str(message)))
+    compile_cache._gather_cache_warnings()
+    text = ("Error writing persistent compilation cache entry for '{}': OSError: [Errno 28] "
+            "No space left on device")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with compile_cache._watching(["jit_obtained"]) as watched:
+            warnings.warn(text.format("jit_users_own"))
+            warnings.warn(text.format("jit_obtained"))
+            warnings.warn("something else")
+        assert watched["jit_obtained"] == [("unwritten", "No space left on device")]
+        warnings.warn(text.format("jit_obtained"))  # its obtain is over: shown
+    assert shown == [text.format("jit_users_own"), "something else", text.format("jit_obtained")]
+    assert "jit_obtained" not in compile_cache._WATCHED

@@ -191,7 +191,7 @@ def test_without_jax_s_cpu_backend_auto_keeps_mjx(tiny_config, monkeypatch):
     """A process whose JAX runs without its CPU backend (``JAX_PLATFORMS=cuda``): ``auto``
     evaluates on the training device, ``mjx-cpu`` is refused in one line, and the
     statistics stay in ``init``."""
-    trainer = runner.make_train(tiny_config)
+    trainer = runner.build_trainer(tiny_config)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert programs.host_statistics(trainer)
     monkeypatch.setattr(programs, "host_cpu", lambda: None)

@@ -91,24 +91,33 @@ class CheckpointWriteError(CheckpointError):
 
 class _ForeignStepNotices(logging.Filter):
     """Orbax's warning, at every look at the steps, that a numbered folder it did not write
-    has no metadata: such a folder is passed over (:func:`is_step`; ``--resume`` refuses
-    it), so the warning (three times a restore) says nothing to act on."""
+    has no metadata, for the checkpoint directories ppo_jax opened: such a folder is passed
+    over (:func:`is_step`; ``--resume`` refuses it), so the warning (three times a restore)
+    says nothing to act on. Any other checkpoint directory's warnings pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.directories: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if not text.startswith("Metadata file does not exist: "):
             return True
         step = os.path.dirname(text.partition(": ")[2].strip())
-        return is_step(os.path.dirname(step), os.path.basename(step))
+        directory, name = os.path.split(step)
+        return not (directory in self.directories and name.isdigit()
+                    and not is_step(directory, name))
 
 
 _FOREIGN_STEP_NOTICES = _ForeignStepNotices()
 
 
 def _manager(directory: str, keep: int | None = None, create: bool = False):
+    directory = os.path.abspath(directory)
+    _FOREIGN_STEP_NOTICES.directories.add(directory)
     logging.getLogger("absl").addFilter(_FOREIGN_STEP_NOTICES)  # (once: it is one object)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def save(

@@ -67,64 +67,99 @@ def enable_compile_cache(path: str | None) -> str | None:
     return path
 
 
-# What went wrong with the caches while this process compiled (a full disk, a quota, an entry
-# a full disk cut short), said once per set of programs by :func:`_obtain_missing`: JAX's own
-# warnings are one per program, each with a path into JAX and its source line.
-_JAX_UNWRITTEN = "Error writing persistent compilation cache entry for '"
-_JAX_UNREADABLE = "Error reading persistent compilation cache entry for '"
-_unwritten: list[str] = []  # why a program could not be kept
-_damaged: list[tuple[str, str]] = []  # (module, why) of JAX's entries that cannot be read
+# JAX's warnings that its persistent cache could not write or read an entry, for the
+# programs an :func:`obtain` is compiling (their XLA modules: ``module -> [(kind, why)]``);
+# that obtain says them in one line (JAX's own are two lines a program, with a path into
+# JAX). Every other program's warnings show as JAX gives them.
+_JAX_CACHE_WARNINGS = {"unwritten": "Error writing persistent compilation cache entry for '",
+                       "unreadable": "Error reading persistent compilation cache entry for '"}
+_WATCHED: dict[str, list[tuple[str, str]]] = {}
+_WATCH_LOCK = threading.Lock()
+
+
+def _parse_cache_warning(text: str) -> tuple[str, str, str] | None:
+    """``(kind, module, why)`` of JAX's warning ``text`` about an entry of its cache ("Error
+    writing persistent compilation cache entry for 'jit_x': OSError: [Errno 28] No space left
+    on device"), else None."""
+    for kind, prefix in _JAX_CACHE_WARNINGS.items():
+        if text.startswith(prefix) and "': " in text[len(prefix):]:
+            module, _, why = text[len(prefix):].partition("': ")
+            why = why.split("] ", 1)[1] if why.count("[Errno") == 1 else why
+            return kind, module, re.sub(r"^[\w.]*(?:Error|error|Exception): ", "", why)
+    return None
 
 
 def _gather_cache_warnings() -> None:
-    """Keep JAX's warnings that its persistent cache could not write or read an entry for
-    :func:`_say_cache_trouble` instead of printing them (every other warning shows as
-    before)."""
+    """Route JAX's warnings about the entries of the programs an :func:`obtain` is compiling
+    to that obtain (:func:`_watching`), instead of printing them."""
     shown = warnings.showwarning
     if getattr(shown, "gathers_cache_warnings", False):
         return
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message)  # "...entry for 'jit_x': OSError: [Errno 28] No space left ..."
-        for prefix, into in ((_JAX_UNWRITTEN, _unwritten), (_JAX_UNREADABLE, None)):
-            if text.startswith(prefix) and "': " in text[len(prefix):]:
-                module, _, why = text[len(prefix):].partition("': ")
-                why = why.split("] ", 1)[1] if why.count("[Errno") == 1 else why
-                why = re.sub(r"^[\w.]*(?:Error|error|Exception): ", "", why)  # its type
-                if into is None:
-                    _damaged.append((module, why))
-                else:  # JAX writes in place: what it wrote before the error is cut short
-                    into.append(why)
-                    _damaged.append((module, ""))
-                return
+        parsed = _parse_cache_warning(str(message))
+        if parsed is not None:
+            kind, module, why = parsed
+            with _WATCH_LOCK:
+                if module in _WATCHED:
+                    _WATCHED[module].append((kind, why))
+                    return
         shown(message, category, filename, lineno, file, line)
 
     show.gathers_cache_warnings = True
     warnings.showwarning = show
 
 
-def _say_cache_trouble(what: str, announce: Callable[[str], None] | None) -> None:
-    """One line for what :func:`_gather_cache_warnings` and :func:`store` gathered while
-    ``what`` was compiled. An entry of JAX's that could not be read or was cut short is
-    removed: JAX never replaces an entry, so it would stay unreadable."""
-    if not (_unwritten or _damaged):
+@contextlib.contextmanager
+def _watching(modules: list[str]):
+    """Gather JAX's cache warnings about the XLA modules ``modules`` (being compiled) into
+    the dict yielded (module -> [(kind, why)]) while in the block."""
+    with _WATCH_LOCK:
+        mine = {m: _WATCHED.setdefault(m, []) for m in modules}
+    try:
+        yield mine
+    finally:
+        with _WATCH_LOCK:
+            for m in modules:
+                _WATCHED.pop(m, None)
+
+
+def _module_of(lowered: jax.stages.Lowered) -> str | None:
+    """The XLA module's name of ``lowered`` (what JAX's cache warnings name), or None."""
+    try:
+        return str(lowered.compiler_ir("stablehlo").operation.attributes["sym_name"].value)
+    except Exception:  # noqa: BLE001 - another JAX's IR: its warnings show as JAX gives them
+        return None
+
+
+def _say_cache_trouble(what: str, gathered: dict[str, list[tuple[str, str]]],
+                       unstored: list[str], announce: Callable[[str], None] | None) -> None:
+    """One line for what went wrong with the caches while ``what`` was compiled: JAX's
+    warnings ``gathered`` for its modules, and why the program store could not keep some
+    (``unstored``). An entry of JAX's that could not be read, or was written only in part
+    (JAX writes in place), is removed: JAX never replaces an entry, so it would fail every
+    later process."""
+    unwritten = [why for records in gathered.values() for kind, why in records
+                 if kind == "unwritten"]
+    unreadable = [why for records in gathered.values() for kind, why in records
+                  if kind == "unreadable"]
+    if not (unwritten or unreadable or unstored):
         return
     d = cache_dir()
-    unreadable = [why for _, why in _damaged if why]
-    for module, _ in _damaged:
-        for name in (os.listdir(d) if d and os.path.isdir(d) else ()):
-            if name.startswith(f"{module}-") and name.endswith("-cache"):
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(d, name))
-    if _unwritten:
-        line = (f"the compile cache in {d} could not keep {what} ({_unwritten[0]}): the next "
-                "run compiles them again")
+    names = os.listdir(d) if d and os.path.isdir(d) else []
+    for module, records in gathered.items():
+        if records:  # (a module named by its program's key: no other program's entries)
+            for name in names:
+                if name.startswith(f"{module}-") and name.endswith("-cache"):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(d, name))
+    if unstored or unwritten:
+        line = (f"the compile cache in {d} could not keep {what} ({(unstored or unwritten)[0]})"
+                + (": the next run compiles them again" if unstored else ""))
     else:
         line = (f"the compile cache in {d} held {len(unreadable)} unreadable entr"
                 f"{'y' if len(unreadable) == 1 else 'ies'} for {what} ({unreadable[0]}): "
                 "compiled again, and the entries removed")
-    _unwritten.clear()
-    _damaged.clear()
     if announce is not None:
         announce(line)
     else:
@@ -325,8 +360,9 @@ def _prepare_cpu_runtime() -> None:
     lapack._lapack.initialize()
 
 
-def store(key: str, compiled: Any) -> bool:
-    """Keep ``compiled`` under ``key`` (atomically); False if it cannot be serialized/written."""
+def store(key: str, compiled: Any, unstored: list[str] | None = None) -> bool:
+    """Keep ``compiled`` under ``key`` (atomically); False if it cannot be serialized/written
+    (why, where the disk refused it, appended to ``unstored``)."""
     path = _store_path(key)
     if not path:
         return False
@@ -339,7 +375,8 @@ def store(key: str, compiled: Any) -> bool:
         write_atomic(path, blob)
         return True
     except OSError as e:  # a full disk: the run goes on, and is told
-        _unwritten.append(e.strerror or str(e))
+        if unstored is not None:
+            unstored.append(e.strerror or str(e))
         return False
     except Exception:  # a backend without serialization: the run goes on
         return False
@@ -512,10 +549,15 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
         if announce is not None:
             announce(f"compiling {what}: {expectation([keys[n] for n in missing], family)}")
         start = t = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+        gathered: dict[str, list[tuple[str, str]]] = {}
+        unstored: list[str] = []
+        with contextlib.ExitStack() as watches, ThreadPoolExecutor(len(missing)) as pool:
             futures = {}
             for name, lowered in lower_missing(missing):
                 traced = time.perf_counter()  # each info counts its own tracing + compile
+                module = _module_of(lowered)
+                if module is not None:  # its cache warnings come to this obtain
+                    gathered[module] = watches.enter_context(_watching([module]))[module]
                 futures[name] = pool.submit(compile_lowered, name, lowered, traced - t)
                 t = time.perf_counter()
             results = {name: f.result() for name, f in futures.items()}
@@ -530,5 +572,5 @@ def _obtain_missing(keys, missing, lower_missing, what, announce, compiled, info
             # is named by its key), so JAX's cache answers alone only if the store lost it
             # (or, with persist=False, in every process after the first).
             if infos[name].source == "compiled" and persist:
-                store(keys[name], compiled[name])
-        _say_cache_trouble(what, announce)
+                store(keys[name], compiled[name], unstored)
+        _say_cache_trouble(what, gathered, unstored, announce)

@@ -55,9 +55,11 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
                                   f"{num_runs} lists (one per run)") + " of numbers"
                                + (" (no null)" if key in COUNTS else ""))
         big = next((c for r in ([d[key]] if num_runs == 1 else d[key]) for c in r
-                    if c is not None and math.isfinite(c) and abs(c) > FLOAT32_MAX), None)
+                    if c is not None and FLOAT32_MAX < abs(c) < math.inf), None)
         if big is not None:  # (matplotlib cannot place ticks near float64's own limit)
-            raise MetricsError(f"{path}: {key!r} holds {big!r}, beyond float32's range: not "
+            shown = (repr(big) if isinstance(big, float) or abs(big) < 10**24
+                     else f"an integer of {len(str(abs(big)))} digits")
+            raise MetricsError(f"{path}: {key!r} holds {shown}, beyond float32's range: not "
                                "a number a run records")
         along = key if key in ("frames", "eval_frames") else (
             "frames" if key in per_batch else "eval_frames")
@@ -90,7 +92,7 @@ def _is_entry(c: Any, allow_none: bool) -> bool:
     if c is None:
         return allow_none
     return (isinstance(c, (int, float)) and not isinstance(c, bool)
-            and (allow_none or math.isfinite(c)))
+            and (allow_none or isinstance(c, int) or math.isfinite(c)))
 
 
 def _describe(rows: list[int]) -> str:

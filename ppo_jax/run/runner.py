@@ -706,11 +706,12 @@ def _check_out(out: Any, tensorboard: bool) -> str:
     shown = run_dir.not_utf8(out)
     if shown is not None:  # orbax could not save its checkpoint, after the whole run
         raise ValueError(f"out {shown} is not valid UTF-8: choose a path of text characters")
-    for problem in (run_dir.inside_a_run(out, "out"),
-                    run_dir.events_problem(out) if tensorboard else None):
-        if problem is not None:
-            raise ValueError(problem + ("" if problem.startswith("out ") else
-                                        ", or pass tensorboard=False"))
+    problem = run_dir.inside_a_run(out, "out")
+    if problem is not None:
+        raise ValueError(problem)
+    problem = run_dir.events_problem(out) if tensorboard else None
+    if problem is not None:
+        raise ValueError(f"{problem}, or pass tensorboard=False")
     return out
 
 
