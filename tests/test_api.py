@@ -66,6 +66,7 @@ def test_make_train_and_from_dict_take_what_they_say():
                                         "NoneType"):
         PPOConfig.from_dict(None)
     assert PPOConfig.from_dict(TINY.to_dict()) == TINY
+    assert make_train().config == PPOConfig()  # None: the tutorial's, as fit's
 
 
 def test_fit_keeps_the_checkpoints_it_is_asked_to(tmp_path):

@@ -517,12 +517,12 @@ def precision(config: PPOConfig):
     return contextlib.nullcontext() if value is None else jax.default_matmul_precision(value)
 
 
-def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None = None
-               ) -> Trainer:
+def make_train(config: PPOConfig | None = None, layout: Layout | None = None,
+               env: Env | None = None) -> Trainer:
     """Build one run's PPO: the env, the networks and the optimizer of ``config``.
 
     Args:
-      config: the run's configuration (the tutorial's by default: ``PPOConfig()``).
+      config: the run's configuration (None: the tutorial's, ``PPOConfig()``).
       layout: the device mesh its programs split their arrays over (None: one device; the
         run layer builds it, :mod:`ppo_jax.run.parallel`).
       env: any object that meets the env protocol (:mod:`ppo_jax.envs.base`); None builds
@@ -539,7 +539,8 @@ def make_train(config: PPOConfig, layout: Layout | None = None, env: Env | None 
         TorchRL; a non-finite ``lr``; ...). A checkpoint saved with one still opens
         (:func:`ppo_jax.run.checkpoint.restore`).
     """
-    check_config(config).check_values()
+    config = PPOConfig() if config is None else check_config(config)
+    config.check_values()
     return build_trainer(config, layout, env)
 
 
