@@ -1091,6 +1091,18 @@ def test_every_command_prints_its_help(capsys, root_dir):
             command.build_parser().parse_args(["--help"])
         assert e.value.code == 0
         assert "--help" in capsys.readouterr().out
+    # each flag says its default once, and only a default there is (it said "default 3;
+    # with --resume, the run's own) (default: None)" of --keep)
+    text = train_cmd.build_parser().format_help()
+    flags = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    said = [f for f in flags if len(re.findall(r"\(default[ :]", f)) > 1]
+    assert not said, said
+    assert not re.search(r"\(default: (None|\[\]|False)\)", text)
+    block = {f.split()[0]: " ".join(f.split()) for f in flags if f.strip()}
+    assert block["--device"].endswith("(default: auto)")
+    assert block["--lr"] == "--lr LR Adam learning rate. (default: 0.0003)"
+    assert block["--keep"] == ("--keep K checkpoints to keep (default 3; with --resume, the "
+                               "run's own)")
     for script in ("env_speed.py", "env_parity.py", "tutorial.py"):
         proc = run(root_dir, script, "--help", timeout=300)
         assert proc.returncode == 0 and "--help" in proc.stdout, (script, proc.stderr[-500:])

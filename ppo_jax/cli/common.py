@@ -63,6 +63,18 @@ X64_REFUSAL = ("JAX_ENABLE_X64 is set: ppo_jax's programs are float32, as the To
                "tutorial's; unset it (float64 is for the parity tests)")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after a flag's help, unless the help already says its default in
+    parentheses (a flag whose default depends on another: ``--keep``'s is 3, or the resumed
+    run's) or there is none to say (None, an empty list, an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, [], False):
+            return text
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose errors are one line (``prog: error: ...``), exit status 2."""
 

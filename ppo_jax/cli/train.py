@@ -45,7 +45,7 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(
         prog="train.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.DefaultsHelpFormatter,
     )
     run = p.add_argument_group("run")
     run.add_argument("--out", default=argparse.SUPPRESS,
