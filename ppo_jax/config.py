@@ -33,6 +33,7 @@ LINALGS: tuple[str, ...] = typing.get_args(Linalg)
 
 
 INT32_MAX = 2**31 - 1  # the programs' step and batch counters are int32
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the programs' numbers are float32
 # a seed is the 32-bit seed of the run's PRNG key (JAX without x64 takes -2**31 as 2**31, ...)
 SEED_MIN, SEED_MAX = -(2**31), 2**32 - 1
 
@@ -268,21 +269,29 @@ class PPOConfig:
                                  f"got {getattr(self, name)}")
         if max(self.hidden_sizes) > INT32_MAX:
             raise ValueError(f"hidden_sizes must be at most {INT32_MAX}, got {self.hidden_sizes}")
-        draws = self.num_batches * self.num_epochs * self.num_minibatches
-        if self.sampler == "torchrl" and draws > INT32_MAX:
-            raise ValueError(f"sampler 'torchrl' counts the run's minibatches in int32: "
-                             f"num_batches x num_epochs x minibatches per epoch must be at "
-                             f"most {INT32_MAX}, got {draws}")
+        updates = self.num_batches * self.num_epochs * self.num_minibatches
+        if updates > INT32_MAX:  # (optax's count stops there: the lr schedule would stall)
+            raise ValueError(f"the optimizer counts the run's updates in int32 (as sampler "
+                             f"'torchrl' its minibatches): num_batches x num_epochs x "
+                             f"minibatches per epoch must be at most {INT32_MAX}, got "
+                             f"{updates}")
         if self.init_stats_frames < 2:
             raise ValueError(f"init_stats_frames must be >= 2 (a standard deviation needs two "
                              f"observations; TorchRL's init_stats fails too), got "
                              f"{self.init_stats_frames}")
+        n = self.init_stats_frames  # its random rollouts: up to n + min(n, time limit) - 1 steps
+        steps = n + min(n, self.max_episode_steps or n) - 1  # (0: the env's, at most n counts)
+        if steps > INT32_MAX:
+            raise ValueError(f"init_stats_frames={n} takes random rollouts of up to "
+                             f"init_stats_frames + min(init_stats_frames, max_episode_steps) "
+                             f"- 1 = {steps} steps, counted in int32 (at most {INT32_MAX})")
         if not (0.0 <= self.gamma <= 1.0 and 0.0 <= self.lmbda <= 1.0):
             raise ValueError(f"gamma and lmbda must be in [0, 1], got {self.gamma}, {self.lmbda}")
 
     def check_values(self) -> None:
         """``ValueError`` (one line) for values a new job cannot learn with: a non-finite
-        ``lr``, ``entropy_coeff`` or ``critic_coeff``, a negative ``critic_coeff``, a
+        ``lr``, ``entropy_coeff`` or ``critic_coeff`` (in float32, the programs' precision: 1e39
+        is inf there, 1e-46 is 0), a negative ``critic_coeff``, a
         ``clip_epsilon`` above 1 (the ratio's lower clip ``1 - clip_epsilon`` would be below 0:
         its log, and the loss of TorchRL's ClipPPOLoss, NaN; an XLA program's clip need
         not carry the NaN on, so it could train on a meaningless objective). (Not part of
@@ -291,6 +300,14 @@ class PPOConfig:
         for name in ("lr", "entropy_coeff", "critic_coeff"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+            if abs(getattr(self, name)) > FLOAT32_MAX:  # inf as the programs' float32
+                raise ValueError(f"{name} must be finite in float32, the programs' precision "
+                                 f"(at most {FLOAT32_MAX:.4g}), got {getattr(self, name)}")
+        for name in ("lr", "clip_epsilon"):  # (validate: > 0) 0 as float32
+            if np.float32(getattr(self, name)) == 0:
+                raise ValueError(f"{name} must be > 0 in float32, the programs' precision (at "
+                                 f"least {float(np.finfo(np.float32).smallest_subnormal):.4g})"
+                                 f", got {getattr(self, name)}")
         if self.critic_coeff < 0:
             raise ValueError(f"critic_coeff must be >= 0, got {self.critic_coeff}")
         if self.clip_epsilon > 1:

@@ -47,7 +47,19 @@ def test_every_field_is_documented():
     (dict(hidden_sizes=(2**31,)), "hidden_sizes must be at most"),
     (dict(init_stats_frames=1), "init_stats_frames must be >= 2"),  # NaN statistics else
     (dict(sampler="torchrl", total_frames=1000 * 2**24),
-     "sampler 'torchrl' counts the run's minibatches in int32"),
+     r"the optimizer counts the run's updates in int32 \(as sampler 'torchrl' its "
+     r"minibatches\): num_batches x num_epochs x minibatches per epoch must be at most "
+     r"2147483647, got 2516582400"),
+    # optax's update count (int32) overflowed while tracing (2**20 epochs of 4096
+    # minibatches), or stopped counting over a long run: its learning rates stalled
+    (dict(num_epochs=2**20, minibatch_size=1, frames_per_batch=4096, num_envs=4,
+          total_frames=4096), "the optimizer counts the run's updates in int32"),
+    (dict(total_frames=1000 * 2**24), "got 2516582400"),
+    # the statistics' random rollouts: up to n + min(n, time limit) - 1 steps, in int32
+    (dict(init_stats_frames=2**31 - 1), "init_stats_frames=2147483647 takes random rollouts "
+     "of up to init_stats_frames \+ min\(init_stats_frames, max_episode_steps\) - 1 = "
+     "4294967293 steps, counted in int32"),
+    (dict(init_stats_frames=2**31 - 1, max_episode_steps=1000), "= 2147484646 steps"),
 ])
 def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:
@@ -130,8 +142,10 @@ def test_string_choices_come_from_the_literal_annotations():
 def test_the_largest_values_are_accepted():
     """Seeds and counts at their bounds: a 32-bit seed, int32 counts."""
     assert PPOConfig(seed=2**32 - 1).seed == 2**32 - 1
-    c = PPOConfig(total_frames=1000 * (2**31 - 1), eval_every=2**30)
+    c = PPOConfig(total_frames=1000 * (2**31 - 1), eval_every=2**30, num_epochs=1,
+                  minibatch_size=1000)  # (one update a batch: the optimizer's count holds)
     assert c.num_batches == 2**31 - 1 and c.evaluates
+    assert PPOConfig(init_stats_frames=2**31 - 1, max_episode_steps=1).init_stats_frames
     assert c.eval_batches == (0, 2**30, 2**31 - 2)
     assert not PPOConfig(eval_every=0).evaluates
 
@@ -152,6 +166,15 @@ def test_eval_batches_are_every_kth_and_the_last(batches, every):
     (dict(critic_coeff=-1.0), "critic_coeff must be >= 0"),
     (dict(clip_epsilon=1.5), "clip_epsilon must be at most 1"),
     (dict(clip_epsilon=float("inf")), "clip_epsilon must be at most 1"),
+    # finite in float64, not in the programs' float32: inf there (lr 1e39 stopped the run
+    # at NaN in its first batch), or 0
+    (dict(lr=1e39), r"lr must be finite in float32, the programs' precision \(at most "
+                    r"3.403e\+38\), got 1e\+39"),
+    (dict(critic_coeff=1e39), "critic_coeff must be finite in float32"),
+    (dict(entropy_coeff=-1e39), "entropy_coeff must be finite in float32"),
+    (dict(lr=1e-46), r"lr must be > 0 in float32, the programs' precision \(at least "
+                     r"1.401e-45\), got 1e-46"),
+    (dict(clip_epsilon=1e-46), "clip_epsilon must be > 0 in float32"),
 ])
 def test_values_a_new_job_cannot_learn_with(kwargs, words):
     """Refused for a new job (the CLI's config, a sweep's points, ``Runs``), while a saved

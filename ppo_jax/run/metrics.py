@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ppo_jax.config import FLOAT32_MAX  # a run's metrics are float32 (TorchRL's too)
+
 
 PER_BATCH = (
     "reward step_count lr loss loss_objective loss_critic loss_entropy entropy "
@@ -72,7 +74,6 @@ def check_lists(d: dict[str, Any], num_runs: int, path: str,
 
 # the lists that place the others (batch indices, frame counts): a number in every entry
 COUNTS = ("batch", "frames", "eval_frames")
-FLOAT32_MAX = 3.4028234663852886e38  # a run's metrics are float32 (TorchRL's too)
 
 
 def _rows_of(v: Any, num_runs: int, allow_none: bool = True) -> list[int] | None:
