@@ -23,6 +23,7 @@ TINY = PPOConfig.from_preset("tiny")
     (dict(devices=True), ValueError, "devices must be a whole number >= 1, 'all' or None"),
     (dict(devices="two"), ValueError, "devices must be a whole number >= 1, 'all' or None"),
     (dict(devices=[2]), ValueError, "devices must be a whole number >= 1, 'all' or None"),
+    (dict(devices=np.array([2, 3])), ValueError, "devices must be a whole number >= 1"),
     (dict(devices=0), ValueError, "devices must be a whole number >= 1, 'all' or None"),
     (dict(keep=0), ValueError, "keep must be a whole number >= 1, got 0"),
     (dict(checkpoint_every=-1), ValueError, "checkpoint_every must be a whole number >= 0"),

@@ -683,15 +683,14 @@ def _check_fit_arguments(checkpoint_every, keep, devices, **functions):
     for name, value, least in (("checkpoint_every", checkpoint_every, 0), ("keep", keep, 1)):
         if not util.is_whole_number(value) or value < least:
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-    if not (devices is None or devices == "all"
-            or (util.is_whole_number(devices) and devices >= 1)):
+    named = devices is None or (isinstance(devices, str) and devices == "all")
+    if not (named or (util.is_whole_number(devices) and devices >= 1)):
         raise ValueError(f"devices must be a whole number >= 1, 'all' or None, got "
                          f"{devices!r}")
     for name, fn in functions.items():
         if fn is not None and not callable(fn):
             raise TypeError(f"{name} must be a function or None, got {fn!r}")
-    return (int(checkpoint_every), int(keep),
-            devices if devices is None or devices == "all" else int(devices))
+    return int(checkpoint_every), int(keep), devices if named else int(devices)
 
 
 def _check_out(out: Any, tensorboard: bool) -> str:
