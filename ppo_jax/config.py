@@ -384,7 +384,10 @@ class PPOConfig:
 
 
 def check_config(config: Any) -> PPOConfig:
-    """``config``, if it is a :class:`PPOConfig`; else a ``TypeError`` that says what it is."""
+    """``config``, if it is a :class:`PPOConfig` (None: the tutorial's, ``PPOConfig()``);
+    else a ``TypeError`` that says what it is."""
+    if config is None:
+        return PPOConfig()
     if not isinstance(config, PPOConfig):
         hint = " (PPOConfig.from_dict makes one from a dict)" if isinstance(config, dict) else ""
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}{hint}")

@@ -14,7 +14,7 @@ import typing
 from typing import Any, Callable
 
 from ppo_jax.config import PPOConfig, field_choices, field_types
-from ppo_jax.run.run_dir import RUN_FOLDERS, RUN_OWN_FILES, inside_a_run, not_utf8  # noqa: F401
+from ppo_jax.run.run_dir import inside_a_run, utf8_problem
 from ppo_jax.util import exit_with_one_line, first_line
 
 CHOICES = field_choices()
@@ -196,9 +196,9 @@ def check_not_in_a_run(path: str, what: str, file: bool = False) -> None:
 def check_utf8_path(path: str, what: str) -> None:
     """One line where ``path`` is not valid UTF-8 (orbax, TensorStore and the video writer
     take only text paths)."""
-    shown = not_utf8(path)
-    if shown is not None:
-        raise CLIError(f"{what} {shown} is not valid UTF-8: choose a path of text characters")
+    problem = utf8_problem(path, what)
+    if problem is not None:
+        raise CLIError(problem)
 
 
 def nonempty(value: str) -> str:

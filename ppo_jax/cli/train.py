@@ -34,6 +34,7 @@ import numpy as np
 
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
+from ppo_jax.run.run_dir import RUN_OWN_FILES, events_problem
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -438,7 +439,7 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
             raise cli.CLIError(f"--resume: {os.path.join(saved.directory, foreign[0])} is not a "
                                "checkpoint but is named like one, where the run saves its "
                                "own: move it away")
-        for name in cli.RUN_OWN_FILES:  # what it writes at its end
+        for name in RUN_OWN_FILES:  # what it writes at its end
             if os.path.isdir(os.path.join(out, name)) and (args.video or name != "policy.mp4"):
                 raise cli.CLIError(f"--resume: {os.path.join(out, name)} is a directory, where "
                                    "the run writes its file: move it away")
@@ -481,8 +482,6 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
 def _check_event_dir(out: str, tensorboard: bool) -> None:
     """One line, before compiling, where the TensorBoard events cannot be written
     (:func:`ppo_jax.run.run_dir.events_problem`)."""
-    from ppo_jax.run.run_dir import events_problem
-
     problem = events_problem(out) if tensorboard else None
     if problem is not None:
         raise cli.CLIError(f"{problem}, or train with --no-tensorboard")

@@ -539,7 +539,7 @@ def make_train(config: PPOConfig | None = None, layout: Layout | None = None,
         TorchRL; a non-finite ``lr``; ...). A checkpoint saved with one still opens
         (:func:`ppo_jax.run.checkpoint.restore`).
     """
-    config = PPOConfig() if config is None else check_config(config)
+    config = check_config(config)
     config.check_values()
     return build_trainer(config, layout, env)
 

@@ -63,11 +63,13 @@ def events_problem(out: str) -> str | None:
     return None
 
 
-def not_utf8(path: str) -> str | None:
-    """``path`` shown with its undecodable bytes escaped, where it is not valid UTF-8 (orbax,
-    TensorStore and the video writer take only text paths); else None."""
+def utf8_problem(path: str, what: str) -> str | None:
+    """The one-line reason ``path`` (named ``what`` in it) cannot be written where it is not
+    valid UTF-8 (orbax, TensorStore and the video writer take only text paths), its
+    undecodable bytes shown escaped; else None."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        return path.encode("utf-8", "backslashreplace").decode()
+        shown = path.encode("utf-8", "backslashreplace").decode()
+        return f"{what} {shown} is not valid UTF-8: choose a path of text characters"
     return None

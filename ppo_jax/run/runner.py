@@ -629,7 +629,7 @@ def fit(
       its state is its last good one, and ``metrics["failed_batch_per_run"]`` says which
       runs stopped and at which batch (``scripts/train.py`` exits 1 then).
     """
-    config = PPOConfig() if config is None else check_config(config)
+    config = check_config(config)
     if env is not None:
         config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
@@ -702,12 +702,10 @@ def _check_out(out: Any, tensorboard: bool) -> str:
     out = os.fspath(out)
     if not out.strip():
         raise ValueError("out must not be empty (None writes nothing)")
-    shown = run_dir.not_utf8(out)
-    if shown is not None:  # orbax could not save its checkpoint, after the whole run
-        raise ValueError(f"out {shown} is not valid UTF-8: choose a path of text characters")
-    problem = run_dir.inside_a_run(out, "out")
-    if problem is not None:
-        raise ValueError(problem)
+    # (not UTF-8: orbax could not save its checkpoint, after the whole run)
+    for problem in (run_dir.utf8_problem(out, "out"), run_dir.inside_a_run(out, "out")):
+        if problem is not None:
+            raise ValueError(problem)
     problem = run_dir.events_problem(out) if tensorboard else None
     if problem is not None:
         raise ValueError(f"{problem}, or pass tensorboard=False")
