@@ -34,11 +34,15 @@ def pytest_xdist_make_scheduler(config, log):
     (:data:`LONGEST_FIRST`), one at a time: a worker gets its next module when it is down to
     the last test of its current one (a worker holds its last test until it knows what
     comes next), so at most that one test runs before a module handed out (xdist's default
-    queues a module behind two). The subclass uses xdist's scheduler internals (pinned
-    below 4 in pyproject.toml); where they are missing, xdist's own scheduler runs."""
+    queues a module behind two). A worker that crashes (a segmentation fault) fails the test
+    it was running; what it had not run yet goes to the others or its replacement, and the
+    session ends (xdist's own scheduler waits for ever there). The subclass uses xdist's
+    scheduler internals (pinned below 4 in pyproject.toml); where they are missing, xdist's
+    own scheduler runs."""
     from xdist.scheduler import LoadFileScheduling
 
-    internals = ("_assign_work_unit", "_reschedule", "_pending_of")
+    internals = ("_assign_work_unit", "_reschedule", "_pending_of", "_split_scope",
+                 "remove_node")
     if not all(hasattr(LoadFileScheduling, name) for name in internals):
         return LoadFileScheduling(config, log)
 
@@ -51,6 +55,26 @@ def pytest_xdist_make_scheduler(config, log):
             # the first of the longest left (min keeps xdist's order among equals)
             self.workqueue.move_to_end(min(self.workqueue, key=rank), last=False)
             super()._assign_work_unit(node)
+
+        def remove_node(self, node):
+            # xdist (3.8) puts a crashed worker's whole workload back in the queue: its
+            # finished modules too, and a worker handed one has nothing to run and never asks
+            # for more (the session then waits for ever), and the test that crashed, which
+            # would run again (it is already reported as failed). Only what had not run yet
+            # goes back.
+            workload = self.assigned_work.pop(node)
+            pending = [nodeid for unit in workload.values()
+                       for nodeid, done in unit.items() if not done]
+            if not pending:
+                return None
+            crashed = pending[0]  # a worker runs its tests in the order they were sent
+            workload[self._split_scope(crashed)][crashed] = True
+            for scope, unit in workload.items():
+                if not all(unit.values()):
+                    self.workqueue[scope] = unit
+            for other in self.assigned_work:
+                self._reschedule(other)
+            return crashed
 
         def _reschedule(self, node):
             if (not node.shutting_down and self.workqueue
