@@ -33,10 +33,12 @@ from ppo_jax.config import PPOConfig  # noqa: E402
 enable_compile_cache(_CACHE)
 
 
-# The suite's own pytest hooks (the xdist module order, the compile profile) live in
-# tests/suite_plugin.py; imported here, pytest registers them as this conftest's.
+# The suite's own pytest hooks (the xdist module order, letting go of programs between
+# modules, the compile profile) live in tests/suite_plugin.py; imported here, pytest
+# registers them as this conftest's.
 from tests.suite_plugin import (  # noqa: E402,F401
     pytest_runtest_protocol,
+    pytest_runtest_teardown,
     pytest_sessionfinish,
     pytest_xdist_make_scheduler,
 )

@@ -2,6 +2,8 @@
 
 * Under pytest-xdist, whole modules go to a worker, longest first
   (:func:`pytest_xdist_make_scheduler`).
+* When a worker moves to another module, the programs it holds let go where their memory
+  mappings near Linux's cap (:func:`pytest_runtest_teardown`).
 * ``PPO_JAX_PROFILE_COMPILES=FILE`` records, per test, the XLA programs it traced, lowered
   and compiled (:func:`pytest_runtest_protocol`, :func:`pytest_sessionfinish`).
 """
@@ -85,6 +87,20 @@ def pytest_xdist_make_scheduler(config, log):
     return LongestFirst(config, log)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a module's last test (its module-scoped fixtures gone too): one worker runs
+    hundreds of tests, and every XLA:CPU program it keeps loaded holds memory mappings, which
+    Linux caps (a worker past the cap crashed in XLA). ``make_room`` lets go of the ones the
+    package keeps and of JAX's caches where they near the cap; within a module the package
+    does so itself before it obtains programs."""
+    yield
+    if nextitem is None or nextitem.module is not item.module:
+        from ppo_jax.run import compile_cache
+
+        compile_cache.make_room()
+
+
 # PPO_JAX_PROFILE_COMPILES=FILE: record, per test, the XLA programs it traced, lowered and
 # compiled (JAX's own compile events; a persistent-cache hit is timed as its retrieval), and
 # write them as JSON to FILE (FILE.gw0, FILE.gw1 under pytest-xdist; merged with what an
@@ -100,6 +116,16 @@ _current = ["(collection)"]
 def _record(nodeid: str) -> dict:
     return _profile.setdefault(nodeid, {"wall_s": 0.0, "trace_s": 0.0, "lower_s": 0.0,
                                         "compile_s": 0.0, "compiled": []})
+
+
+def _memory_maps() -> int | None:
+    """The worker's memory mappings after a test (each loaded XLA:CPU program holds some;
+    Linux's vm.max_map_count bounds them), or None where /proc is missing."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return None
 
 
 def _on_event(event: str, duration: float, **kw) -> None:
@@ -128,7 +154,9 @@ def pytest_runtest_protocol(item, nextitem):
     _current[0] = item.nodeid
     t0 = time.monotonic()
     yield
-    _record(item.nodeid)["wall_s"] += time.monotonic() - t0
+    rec = _record(item.nodeid)
+    rec["wall_s"] += time.monotonic() - t0
+    rec["maps_after"] = _memory_maps()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -334,3 +334,78 @@ def test_only_the_programs_an_obtain_compiles_have_their_cache_warnings_gathered
         warnings.warn(text.format("jit_obtained"))  # its obtain is over: shown
     assert shown == [text.format("jit_users_own"), "something else", text.format("jit_obtained")]
     assert "jit_obtained" not in compile_cache._WATCHED
+
+
+def _mapped(monkeypatch, cap=10_000, base=0, each=1000):
+    """``memory_maps`` as if each program held in the process took ``each`` mappings."""
+    monkeypatch.setattr(compile_cache, "memory_maps",
+                        lambda: (base + each * len(compile_cache._IN_PROCESS), cap))
+
+
+def test_make_room_lets_go_of_the_programs_obtained_longest_ago(monkeypatch):
+    """Past half of Linux's cap on memory mappings (a process past it crashed in XLA), the
+    oldest programs go first, until under it; those asked for stay."""
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
+    monkeypatch.setattr(compile_cache, "_IN_PROCESS", compile_cache.collections.OrderedDict(
+        (k, object()) for k in "abcdefg"))
+    _mapped(monkeypatch)
+    compile_cache.make_room(keep=["a"])  # 7,000 of 10,000: b and c go
+    assert list(compile_cache._IN_PROCESS) == ["a", "d", "e", "f", "g"] and not cleared
+    compile_cache.make_room()  # 5,000: at the share, nothing goes
+    assert list(compile_cache._IN_PROCESS) == ["a", "d", "e", "f", "g"]
+
+
+def test_make_room_clears_jax_caches_then_warns_once(monkeypatch):
+    """Where the programs asked for (or held elsewhere) keep the mappings past the share,
+    JAX's own caches go too, and one warning says why the process may crash."""
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
+    monkeypatch.setattr(compile_cache, "_IN_PROCESS", compile_cache.collections.OrderedDict(
+        (k, object()) for k in "abc"))
+    monkeypatch.setattr(compile_cache, "_maps_warned", [])
+    _mapped(monkeypatch, base=6000)
+    with pytest.warns(RuntimeWarning, match=r"holds 7,000 memory mappings of the 10,000 "
+                                            r"Linux allows it \(vm.max_map_count\)"):
+        compile_cache.make_room(keep=["c"])
+    assert list(compile_cache._IN_PROCESS) == ["c"] and cleared == [True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compile_cache.make_room(keep=["c"])  # said once
+    assert cleared == [True, True]
+
+
+def test_obtain_makes_room_first_and_keeps_the_order_of_use(monkeypatch):
+    """``obtain`` makes room before it loads or compiles (not for programs it holds), and a
+    program obtained again counts as the newest."""
+    monkeypatch.setattr(compile_cache, "_IN_PROCESS", compile_cache.collections.OrderedDict())
+    shape = jax.ShapeDtypeStruct((3,), jnp.float32)
+    keys = {f"p{i}": compile_cache.store_key("double", {"test": uuid.uuid4().hex})
+            for i in range(3)}
+
+    def get(name):
+        lowered = lambda names: [(n, compile_cache.lower(_double, shape, name=keys[n]))
+                                 for n in names]
+        return compile_cache.obtain({name: keys[name]}, lowered, name, persist=False)
+
+    for name in keys:
+        get(name)
+    made_room = []
+    monkeypatch.setattr(compile_cache, "make_room", lambda keep=(): made_room.append(
+        list(keep)))
+    get("p0")  # held: no room needed, and now the newest
+    assert made_room == [] and list(compile_cache._IN_PROCESS) == [keys["p1"], keys["p2"],
+                                                                   keys["p0"]]
+    monkeypatch.setitem(keys, "p3", compile_cache.store_key("double", {"test": "new"}))
+    get("p3")
+    assert made_room == [[keys["p3"]]]
+
+
+def test_memory_maps_counts_this_process(monkeypatch):
+    maps = compile_cache.memory_maps()
+    if maps is None:
+        pytest.skip("no /proc here")
+    with open("/proc/self/maps") as f:
+        assert abs(maps[0] - len(f.readlines())) < 50 and maps[1] > 0
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    assert compile_cache.memory_maps() is None

@@ -26,9 +26,11 @@ only point ``--compile-cache-dir`` at a directory you trust.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -449,7 +451,58 @@ def expectation(keys: Any, family: str | None = None) -> str:
     return f"takes {estimate}; {where}"
 
 
-_IN_PROCESS: dict[str, Any] = {}  # program key -> executable, for this process's lifetime
+# program key -> executable, the most recently obtained last (:func:`make_room` drops the
+# oldest first)
+_IN_PROCESS: collections.OrderedDict[str, Any] = collections.OrderedDict()
+
+# Each XLA:CPU program a process holds keeps memory mappings (its kernels' code and data: about
+# 3,400 for the tiny preset's training program), and Linux caps a process's mappings
+# (vm.max_map_count, 65,530 by default): past it, the next program's load or compile crashes
+# the process in XLA (a segmentation fault). :func:`make_room` keeps them under this share of
+# the cap, which leaves room for a set of programs.
+MAPS_SHARE = 0.5
+_maps_warned: list[bool] = []
+
+
+def memory_maps() -> tuple[int, int] | None:
+    """``(mappings, cap)``: this process's memory mappings and the most Linux allows it
+    (``vm.max_map_count``); None where ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            cap = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f), cap
+    except (OSError, ValueError):
+        return None
+
+
+def make_room(keep: Any = ()) -> None:
+    """Before this process obtains more programs: where its memory mappings are past
+    :data:`MAPS_SHARE` of the cap, let go of the programs it obtained longest ago (not those
+    of ``keep``: keys), then of JAX's own in-memory caches of compiled programs
+    (``jax.clear_caches()``: a jitted function called again is then compiled again, or read
+    from the compile cache). A program still referenced elsewhere stays loaded; where that
+    leaves too many, one warning says so (instead of a crash later)."""
+    maps = memory_maps()
+    if maps is None or maps[0] <= maps[1] * MAPS_SHARE:
+        return
+    keep = set(keep)
+    for key in [k for k in _IN_PROCESS if k not in keep]:
+        del _IN_PROCESS[key]  # an executable no one else holds is unloaded here
+        maps = memory_maps() or maps
+        if maps[0] <= maps[1] * MAPS_SHARE:
+            return
+    gc.collect()
+    jax.clear_caches()
+    maps = memory_maps() or maps
+    if maps[0] > maps[1] * MAPS_SHARE and not _maps_warned:
+        _maps_warned.append(True)
+        warnings.warn(
+            f"this process holds {maps[0]:,} memory mappings of the {maps[1]:,} Linux allows "
+            "it (vm.max_map_count), most of them loaded XLA programs still in use: loading "
+            "many more may crash it. Let go of trainers and compiled functions no longer "
+            "needed, run in fresh processes, or raise vm.max_map_count (sysctl)",
+            RuntimeWarning, stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -510,8 +563,11 @@ def obtain(
     tracing."""
     compiled: dict[str, Any] = {}
     infos: dict[str, CompileInfo] = {}
+    if not all(key in _IN_PROCESS for key in keys.values()):
+        make_room(keep=keys.values())
     for name, key in keys.items():
         if key in _IN_PROCESS:  # obtained before by this process
+            _IN_PROCESS.move_to_end(key)
             compiled[name] = _IN_PROCESS[key]
             infos[name] = CompileInfo(name=name, seconds=0.0, source="in_process",
                                       cache_hit=True)
