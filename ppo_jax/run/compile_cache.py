@@ -487,8 +487,8 @@ def make_room(keep: Any = ()) -> None:
     if maps is None or maps[0] <= maps[1] * MAPS_SHARE:
         return
     keep = set(keep)
-    for key in [k for k in _IN_PROCESS if k not in keep]:
-        del _IN_PROCESS[key]  # an executable no one else holds is unloaded here
+    for key in [k for k in list(_IN_PROCESS) if k not in keep]:  # (list: one step)
+        _IN_PROCESS.pop(key, None)  # an executable no one else holds is unloaded here
         maps = memory_maps() or maps
         if maps[0] <= maps[1] * MAPS_SHARE:
             return
@@ -566,9 +566,11 @@ def obtain(
     if not all(key in _IN_PROCESS for key in keys.values()):
         make_room(keep=keys.values())
     for name, key in keys.items():
-        if key in _IN_PROCESS:  # obtained before by this process
-            _IN_PROCESS.move_to_end(key)
-            compiled[name] = _IN_PROCESS[key]
+        held = _IN_PROCESS.get(key)
+        if held is not None:  # obtained before by this process
+            with contextlib.suppress(KeyError):  # (let go of by another thread meanwhile)
+                _IN_PROCESS.move_to_end(key)
+            compiled[name] = held
             infos[name] = CompileInfo(name=name, seconds=0.0, source="in_process",
                                       cache_hit=True)
             continue
