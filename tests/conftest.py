@@ -38,7 +38,6 @@ enable_compile_cache(_CACHE)
 # registers them as this conftest's.
 from tests.suite_plugin import (  # noqa: E402,F401
     pytest_runtest_protocol,
-    pytest_runtest_teardown,
     pytest_sessionfinish,
     pytest_xdist_make_scheduler,
 )

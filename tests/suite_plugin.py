@@ -3,7 +3,7 @@
 * Under pytest-xdist, whole modules go to a worker, longest first
   (:func:`pytest_xdist_make_scheduler`).
 * When a worker moves to another module, the programs it holds let go where their memory
-  mappings near Linux's cap (:func:`pytest_runtest_teardown`).
+  mappings pass half of Linux's cap (:func:`pytest_runtest_protocol`).
 * ``PPO_JAX_PROFILE_COMPILES=FILE`` records, per test, the XLA programs it traced, lowered
   and compiled (:func:`pytest_runtest_protocol`, :func:`pytest_sessionfinish`).
 """
@@ -87,20 +87,6 @@ def pytest_xdist_make_scheduler(config, log):
     return LongestFirst(config, log)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    """After a module's last test (its module-scoped fixtures gone too): one worker runs
-    hundreds of tests, and every XLA:CPU program it keeps loaded holds memory mappings, which
-    Linux caps (a worker past the cap crashed in XLA). ``make_room`` lets go of the ones the
-    package keeps and of JAX's caches where they near the cap; within a module the package
-    does so itself before it obtains programs."""
-    yield
-    if nextitem is None or nextitem.module is not item.module:
-        from ppo_jax.run import compile_cache
-
-        compile_cache.make_room()
-
-
 # PPO_JAX_PROFILE_COMPILES=FILE: record, per test, the XLA programs it traced, lowered and
 # compiled (JAX's own compile events; a persistent-cache hit is timed as its retrieval), and
 # write them as JSON to FILE (FILE.gw0, FILE.gw1 under pytest-xdist; merged with what an
@@ -148,15 +134,23 @@ if _PROFILE:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    if not _PROFILE:
-        yield
-        return
+    """Each test (its setup, call and teardown; the profile's record of it). After a module's
+    last test, its fixtures gone: one worker runs hundreds of tests, and every XLA:CPU program
+    it keeps loaded holds memory mappings, which Linux caps (a worker past the cap crashed in
+    XLA). ``make_room`` lets go of the ones the package keeps and of JAX's caches where they
+    pass half the cap; within a module the package does so itself before it obtains
+    programs."""
     _current[0] = item.nodeid
     t0 = time.monotonic()
     yield
-    rec = _record(item.nodeid)
-    rec["wall_s"] += time.monotonic() - t0
-    rec["maps_after"] = _memory_maps()
+    if nextitem is None or nextitem.module is not item.module:
+        from ppo_jax.run import compile_cache
+
+        compile_cache.make_room()
+    if _PROFILE:
+        rec = _record(item.nodeid)
+        rec["wall_s"] += time.monotonic() - t0
+        rec["maps_after"] = _memory_maps()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -36,7 +36,8 @@ def test_a_crashed_worker_fails_its_one_test_and_the_session_ends(tmp_path, root
                             "no:cacheprovider", "-rf", str(tmp_path)],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"the session did not end after a worker crashed:\n{e.stdout}")
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else e.stdout
+        pytest.fail(f"the session did not end after a worker crashed:\n{out}")
     assert p.returncode == 1, p.stdout + p.stderr
     summary = p.stdout.strip().splitlines()[-1]
     assert summary.startswith("1 failed, 13 passed"), p.stdout

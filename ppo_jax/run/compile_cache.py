@@ -36,6 +36,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import threading
 import time
 import warnings
@@ -461,7 +462,9 @@ _IN_PROCESS: collections.OrderedDict[str, Any] = collections.OrderedDict()
 # the process in XLA (a segmentation fault). :func:`make_room` keeps them under this share of
 # the cap, which leaves room for a set of programs.
 MAPS_SHARE = 0.5
+CLEAR_AGAIN_SHARE = 0.05
 _maps_warned: list[bool] = []
+_jax_cleared_at = [0]  # the mappings just after make_room last cleared JAX's caches
 
 
 def memory_maps() -> tuple[int, int] | None:
@@ -478,23 +481,33 @@ def memory_maps() -> tuple[int, int] | None:
 
 def make_room(keep: Any = ()) -> None:
     """Before this process obtains more programs: where its memory mappings are past
-    :data:`MAPS_SHARE` of the cap, let go of the programs it obtained longest ago (not those
-    of ``keep``: keys), then of JAX's own in-memory caches of compiled programs
+    :data:`MAPS_SHARE` of the cap, let go of the programs it obtained longest ago that no one
+    else holds (not those of ``keep``: keys; one held elsewhere would stay loaded, and load
+    twice when obtained again), then of JAX's own in-memory caches of compiled programs
     (``jax.clear_caches()``: a jitted function called again is then compiled again, or read
-    from the compile cache). A program still referenced elsewhere stays loaded; where that
-    leaves too many, one warning says so (instead of a crash later)."""
+    from the compile cache; not again until the mappings have grown by
+    :data:`CLEAR_AGAIN_SHARE` of the cap since). Where programs in use keep the process past
+    the share, one warning says so (instead of a crash later)."""
     maps = memory_maps()
     if maps is None or maps[0] <= maps[1] * MAPS_SHARE:
         return
+    gc.collect()  # programs that only a reference cycle still held
     keep = set(keep)
     for key in [k for k in list(_IN_PROCESS) if k not in keep]:  # (list: one step)
-        _IN_PROCESS.pop(key, None)  # an executable no one else holds is unloaded here
+        held = _IN_PROCESS.get(key)
+        # the table's reference, this name's and getrefcount's own: no one else holds it
+        if held is None or sys.getrefcount(held) > 3:
+            continue
+        del held
+        _IN_PROCESS.pop(key, None)  # unloaded here
         maps = memory_maps() or maps
         if maps[0] <= maps[1] * MAPS_SHARE:
             return
-    gc.collect()
-    jax.clear_caches()
-    maps = memory_maps() or maps
+    if maps[0] > _jax_cleared_at[0] + maps[1] * CLEAR_AGAIN_SHARE:
+        jax.clear_caches()
+        gc.collect()
+        maps = memory_maps() or maps
+        _jax_cleared_at[0] = maps[0]
     if maps[0] > maps[1] * MAPS_SHARE and not _maps_warned:
         _maps_warned.append(True)
         warnings.warn(
