@@ -104,16 +104,6 @@ def _record(nodeid: str) -> dict:
                                         "compile_s": 0.0, "compiled": []})
 
 
-def _memory_maps() -> int | None:
-    """The worker's memory mappings after a test (each loaded XLA:CPU program holds some;
-    Linux's vm.max_map_count bounds them), or None where /proc is missing."""
-    try:
-        with open("/proc/self/maps", "rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return None
-
-
 def _on_event(event: str, duration: float, **kw) -> None:
     kind = {"/jax/core/compile/backend_compile_duration": "compile",
             "/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -143,14 +133,15 @@ def pytest_runtest_protocol(item, nextitem):
     _current[0] = item.nodeid
     t0 = time.monotonic()
     yield
-    if nextitem is None or nextitem.module is not item.module:
-        from ppo_jax.run import compile_cache
+    from ppo_jax.run import compile_cache
 
+    if nextitem is None or nextitem.module is not item.module:
         compile_cache.make_room()
     if _PROFILE:
         rec = _record(item.nodeid)
         rec["wall_s"] += time.monotonic() - t0
-        rec["maps_after"] = _memory_maps()
+        maps = compile_cache.memory_maps()  # the worker's, after the test
+        rec["maps_after"] = maps and maps[0]
 
 
 def pytest_sessionfinish(session, exitstatus):
