@@ -265,6 +265,12 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
     out = json.loads(evaluate(capsys, runs["a"], "--step", "2", "--episodes", "2", "--json",
                               cache=compile_cache_dir))
     assert not out["replays_logged_eval"]
+    text = evaluate(capsys, runs["a"], "--step", "2", "--episodes", "2", cache=compile_cache_dir)
+    assert "batch 1 has no evaluation logged in training: nothing to replay" in text
+    text = evaluate(capsys, runs["a"], "--episodes", "2", "--max-steps", "3", "--sim", "mujoco",
+                    cache=compile_cache_dir)
+    assert (f"episode 0 starts as training's evaluation after batch 2 (return {logged:.2f}) "
+            "but does not replay it: max steps 3 (training's 50)") in text
     # an earlier step, stochastic, as a table
     assert "mean return" in evaluate(capsys, runs["a"], "--step", "1", "--episodes", "2",
                                      "--seed", "3", "--stochastic", cache=compile_cache_dir)
@@ -691,6 +697,26 @@ def test_resume_of_a_finished_run_changes_nothing(runs, capsys, compile_cache_di
     assert _tree_bytes(runs["b"]) == before
 
 
+@pytest.mark.parametrize("every, saved", [(1, [1, 2, 3]), (2, [2])])
+def test_no_save_final_keeps_the_last_batch_on_the_schedule(every, saved, tmp_path, capsys,
+                                                            compile_cache_dir, tiny_flags):
+    """``--no-save-final``: the checkpoints of ``--checkpoint-every``, the last batch's among
+    them where it falls on the schedule (it was left out: the run then looked unfinished, its
+    metrics.json a batch ahead of its checkpoints, and a resume trained that batch again)."""
+    from ppo_jax.run import checkpoint
+
+    out = str(tmp_path / "run")
+    assert train(*tiny_flags, "--checkpoint-every", str(every), "--no-save-final", "--out",
+                 out, cache=compile_cache_dir) == 0
+    assert checkpoint.steps(checkpoint.run_checkpoints(out)) == saved
+    if saved[-1] == 3:  # all 3 batches saved: finished
+        before = _tree_bytes(out)
+        capsys.readouterr()
+        assert train("--resume", out, cache=compile_cache_dir) == 0
+        assert "is finished (3 of 3 batches): nothing to train" in capsys.readouterr().out
+        assert _tree_bytes(out) == before
+
+
 def test_resume_refuses_a_history_it_cannot_read(runs, tmp_path, capsys, compile_cache_dir):
     """An unfinished run whose metrics.json is cut off or has lists of the wrong shape: one
     line before anything is compiled, and nothing rewritten."""
@@ -843,7 +869,9 @@ def test_an_empty_path_is_not_a_flag_left_out(runs, tmp_path, capsys, tiny_flags
     for main, args in [(train_cmd.main, ("--resume", "")),
                        (train_cmd.main, (*tiny_flags, "--init-from-torchrl", " ")),
                        (evaluate_cmd.main, (runs["a"], "--video", "")),
-                       (evaluate_cmd.main, (runs["a"], "--env", ""))]:
+                       (evaluate_cmd.main, (runs["a"], "--env", "")),
+                       (train_cmd.main, (*tiny_flags, "--compile-cache-dir", "")),
+                       (evaluate_cmd.main, (runs["a"], "--compile-cache-dir", " "))]:
         one_line_error(capsys, main, *args, words="must not be empty")
 
 

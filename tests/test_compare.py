@@ -80,6 +80,12 @@ def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
     assert titles[-1] == "ppo_jax vs TorchRL tutorial, InvertedDoublePendulum-v4"
     with pytest.raises(compare.CompareError, match="3 labels for 1 run"):
         compare.compare([str(long)], [], str(tmp_path / "a.png"), labels=["a", "b", "c"])
+    # matplotlib's legend leaves these out (an empty label warns): refused, nothing drawn
+    for label in ("", " ", "_a"):
+        with pytest.raises(compare.CompareError, match=f"--labels: {label!r} cannot name a "
+                           "run: a legend leaves out an empty label and one that starts"):
+            compare.compare([str(long)], [], str(tmp_path / "b.png"), labels=[label])
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_a_series_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):

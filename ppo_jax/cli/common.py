@@ -154,7 +154,7 @@ def restore_for_export(args: argparse.Namespace, suffixes: tuple[str, ...]):
 def add_compile_cache_flags(parser: argparse.ArgumentParser) -> None:
     """``--compile-cache-dir`` / ``--no-compile-cache`` (JAX's persistent cache, on by default)."""
     group = parser.add_argument_group("compilation")
-    group.add_argument("--compile-cache-dir", default=default_cache_dir(),
+    group.add_argument("--compile-cache-dir", default=default_cache_dir(), type=nonempty,
                        help=f"JAX persistent compilation cache (default: %(default)s; "
                             f"${CACHE_DIR_ENV} changes the default)")
     group.add_argument("--no-compile-cache", action="store_true",

@@ -184,7 +184,22 @@ def main(argv=None) -> int:
         if out["replays_logged_eval"]:
             print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "
                   f"(return {logged:.2f})")
+        elif args.seed is None:
+            print(_no_replay(step, logged, mode, max_steps, cfg))
     return 0
+
+
+def _no_replay(step, logged, mode, max_steps, cfg) -> str:
+    """Why episode 0 (its start state that of training's evaluation after the checkpoint's
+    last batch) does not replay an evaluation logged in training."""
+    if logged is None:
+        return (f"batch {step - 1} has no evaluation logged in training: nothing to replay"
+                if step > 0 else "no batch trained yet: nothing to replay")
+    differs = [f"{what} {ours} (training's {theirs})" for what, ours, theirs in
+               (("policy", mode, cfg.eval_action), ("max steps", max_steps,
+                                                    cfg.eval_max_steps)) if ours != theirs]
+    return (f"episode 0 starts as training's evaluation after batch {step - 1} (return "
+            f"{logged:.2f}) but does not replay it: {', '.join(differs)}")
 
 
 SIM_NAMES = {"mjx": "MJX", "mujoco": "MuJoCo C"}

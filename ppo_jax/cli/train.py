@@ -74,7 +74,9 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--keep", type=int, default=None, metavar="K",
                      help="checkpoints to keep (default 3; with --resume, the run's own)")
     run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
-                     default=True, help="save a checkpoint at the end of the run")
+                     default=True, help="save a checkpoint at the end of the run (without "
+                                        "it, the last batch is saved only where it falls on "
+                                        "--checkpoint-every's schedule)")
     run.add_argument("--resume", metavar="DIR", type=cli.nonempty,
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

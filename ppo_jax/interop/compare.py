@@ -148,6 +148,10 @@ def compare(run_dirs: list[str], references: list[str], out: str,
     if labels and len(labels) > len(run_dirs):
         raise CompareError(f"--labels: {len(labels)} labels for {len(run_dirs)} run(s): give "
                            "one per run, in their order")
+    for label in labels or ():
+        if not label.strip() or label.startswith("_"):
+            raise CompareError(f"--labels: {label!r} cannot name a run: a legend leaves out "
+                               "an empty label and one that starts with '_'")
     series = []
     for i, d in enumerate(run_dirs):
         name = os.path.basename(os.path.abspath(d))

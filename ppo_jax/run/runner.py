@@ -474,8 +474,9 @@ def run_training(
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
-    metrics.json, the finished :class:`Job`). Checkpoints every ``checkpoint_every`` batches
-    (0: only at the end, if ``save_final``); metrics.json is rewritten at every checkpoint.
+    metrics.json, the finished :class:`Job`). Checkpoints every ``checkpoint_every`` batches,
+    the last batch included where it falls on that schedule, and at the end if ``save_final``
+    (``checkpoint_every`` 0: only then); metrics.json is rewritten at every checkpoint.
     With ``tensorboard`` process 0 writes TensorBoard events under ``out/tensorboard/``
     (:mod:`ppo_jax.run.events`). When ``interrupted()`` stops the job early (see
     :func:`train_batches`), the last completed batch is checkpointed whatever
@@ -531,7 +532,11 @@ def run_training(
         stopped_early = job.start < job.trainer.config.num_batches and not job.log.all_failed
         if stopped_early and job.start == first:  # stopped before its first batch: nothing new
             return job.log.summary(), job
-        if save_final or stopped_early:
+        # the last batch, where it falls on checkpoint_every's schedule, is saved whatever
+        # save_final says (the loop leaves that one to this save)
+        on_schedule = (checkpoint_every and job.start > first and not job.log.all_failed
+                       and job.start % checkpoint_every == 0)
+        if save_final or stopped_early or on_schedule:
             save(job)
         summary = job.log.write(out, curves=True)
     except BaseException:
