@@ -686,14 +686,19 @@ def test_a_run_that_stopped_at_nan_is_labelled_with_its_own_batches(runs, tmp_pa
     np.testing.assert_array_equal(keys[0], episode_keys(two.eval_key[1], 1, 1))
 
 
-def test_resume_of_a_finished_run_changes_nothing(runs, capsys, compile_cache_dir):
+def test_resume_of_a_finished_run_changes_nothing(runs, capsys, compile_cache_dir, tmp_path):
     """A finished run resumed (again): one line, exit 0, not a byte of it rewritten (its
-    timings in metrics.json were once replaced by a zero-batch resume's)."""
+    timings in metrics.json were once replaced by a zero-batch resume's). ``--out`` may name
+    the run's directory as ``--resume`` does, or through a symbolic link to it."""
     before = _tree_bytes(runs["b"])
     capsys.readouterr()
     assert train("--resume", runs["b"], cache=compile_cache_dir) == 0
     assert "is finished (3 of 3 batches): nothing to train" in capsys.readouterr().out
     assert train("--resume", runs["b"], "--out", runs["b"], cache=compile_cache_dir) == 0
+    link = tmp_path / "link"
+    link.symlink_to(runs["b"], target_is_directory=True)
+    assert train("--resume", runs["b"], "--out", str(link), cache=compile_cache_dir) == 0
+    assert "is finished (3 of 3 batches): nothing to train" in capsys.readouterr().out
     assert _tree_bytes(runs["b"]) == before
 
 

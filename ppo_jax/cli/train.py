@@ -326,8 +326,8 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
         from ppo_jax.run.checkpoint import run_directory
 
         args.resume = run_directory(args.resume)  # RUN or RUN/checkpoints: it continues in RUN
-        if args.out is not None and (
-                os.path.abspath(run_directory(args.out)) != os.path.abspath(args.resume)):
+        if args.out is not None and (  # the same directory however spelled (links too)
+                os.path.realpath(run_directory(args.out)) != os.path.realpath(args.resume)):
             raise cli.CLIError(f"--resume continues the run in {args.resume}, where it "
                                f"writes: --out {args.out} cannot move it")
     if args.out is None:
