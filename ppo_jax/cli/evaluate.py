@@ -195,9 +195,10 @@ def _no_replay(step, logged, mode, max_steps, cfg) -> str:
     if logged is None:
         return (f"batch {step - 1} has no evaluation logged in training: nothing to replay"
                 if step > 0 else "no batch trained yet: nothing to replay")
-    differs = [f"{what} {ours} (training's {theirs})" for what, ours, theirs in
-               (("policy", mode, cfg.eval_action), ("max steps", max_steps,
-                                                    cfg.eval_max_steps)) if ours != theirs]
+    differs = [f"{what} {ours} (training's {theirs})"
+               for what, ours, theirs in (("policy", mode, cfg.eval_action),
+                                          ("max steps", max_steps, cfg.eval_max_steps))
+               if ours != theirs]
     return (f"episode 0 starts as training's evaluation after batch {step - 1} (return "
             f"{logged:.2f}) but does not replay it: {', '.join(differs)}")
 
