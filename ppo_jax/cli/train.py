@@ -330,6 +330,9 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
                 os.path.realpath(run_directory(args.out)) != os.path.realpath(args.resume)):
             raise cli.CLIError(f"--resume continues the run in {args.resume}, where it "
                                f"writes: --out {args.out} cannot move it")
+        if args.init_from_torchrl:  # refused even where the run is finished
+            raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
+                               "--resume")
     if args.out is None:
         args.out = args.resume or DEFAULT_OUT
     from ppo_jax.run.runs import sweep_field
@@ -493,9 +496,6 @@ def _init_from_torchrl(args: argparse.Namespace, config: PPOConfig):
     """``--init-from-torchrl``: the TorchRL export's networks and statistics, or None."""
     if not args.init_from_torchrl:
         return None
-    if args.resume:
-        raise cli.CLIError("--init-from-torchrl starts a new run: it cannot be used with "
-                           "--resume")
     from ppo_jax.interop.torchrl import export
 
     try:

@@ -492,6 +492,7 @@ def restore(
         args = ocp.args.StandardRestore(flat_target)
     try:
         with held_stderr(), _manager(directory) as mngr:
+            _check_stored_shapes(directory, step, flat_target)
             flat = mngr.restore(step, args=ocp.args.Composite(state=args))["state"]
         # a partial restore hands back the target's own entry for an array it lacks
         missing = sorted(k for k in flat_target if not isinstance(flat.get(k), jax.Array))
@@ -571,6 +572,25 @@ def restore_for_export(path: str, step: int | None = None, run_index: int = 0
         **({} if failed is None else {"failed_batch": failed}),
     }
     return trainer, state, source
+
+
+def _check_stored_shapes(directory: str, step: int, flat_target: dict[str, Any]) -> None:
+    """Before orbax reads an array: each array to restore is stored with the shape the
+    config and env make (CheckpointError naming the first that is not). A read that orbax
+    starts and then refuses leaves tasks behind that print tracebacks of their own later."""
+    from etils import epath
+
+    stored = ocp.PyTreeCheckpointHandler().metadata(epath.Path(directory, str(step), "state"))
+    stored = getattr(stored, "tree", stored)  # (older orbax: the dict itself)
+    for key, leaf in flat_target.items():
+        if key not in stored:
+            raise CheckpointError(f"checkpoint {directory} step {step} does not fit its "
+                                  f"config: it holds no {key}")
+        shape = tuple(getattr(stored[key], "shape", None) or ())
+        if shape != tuple(leaf.shape):
+            raise CheckpointError(
+                f"checkpoint {directory} step {step} does not fit its config and env: {key} "
+                f"is stored with shape {list(shape)}, where they make {list(leaf.shape)}")
 
 
 def _flat_nonempty(tree) -> dict[str, Any]:
