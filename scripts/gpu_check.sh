@@ -4,6 +4,7 @@
 # 540 s, counted from the start of this script, the install included):
 #   bash scripts/gpu_check.sh [--out DIR] [--smoke] [--budget-s S] [--steps A,B,...]
 #                             [--test-cap-s S] [--allow-cpu] [--gpu-rows FILE]
+#                             [--linalg library|inline]
 # On a GPU node without a network, fetch the wheels beforehand on a machine with one, from the
 # repo root (they go to .whl/):
 #   bash scripts/fetch_wheels.sh
