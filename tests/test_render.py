@@ -20,6 +20,11 @@ from ppo_jax.core.train import make_train
 MAX_STEPS = 50  # the tiny preset's: its programs are shared with other tests
 
 
+# reading an .mp4 back starts ffmpeg as a subprocess: Python's warning about forking beside
+# JAX's threads is harmless for an exec'd ffmpeg (the library's own writer says the same)
+READ_MP4 = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+
+
 @pytest.fixture(scope="module")
 def policy_state():
     """An untrained 16x16 policy (it lets the pendulum fall: the frames must show that)."""
@@ -79,6 +84,7 @@ def test_frames_show_the_motion(policy_state, trace, rendering):
     assert np.abs(frames[-1].astype(np.int16) - frames[0]).mean() > 10 * diffs.min()
 
 
+@READ_MP4
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_write_policy_video_reads_back(policy_state, tmp_path, suffix, rendering):
     trainer, state = policy_state
@@ -164,6 +170,7 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
 
 
+@READ_MP4
 def test_train_writes_the_policy_video(tiny_run, rendering):
     """scripts/train.py ends with OUT/policy.mp4 of the final policy's evaluation episode."""
     import imageio.v3 as iio
