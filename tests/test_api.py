@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
@@ -79,9 +80,15 @@ def test_fit_keeps_the_checkpoints_it_is_asked_to(tmp_path):
         assert restore(out, step=int(kept[0]))[2]["checkpointing"]["keep"] == keep
 
 
-def test_restore_and_load_policy_at_their_edges(tiny_run, tmp_path, caplog):
+def test_restore_and_load_policy_at_their_edges(tiny_run, tmp_path, caplog, monkeypatch):
     d = str(tmp_path / "run")
     shutil.copytree(tiny_run, d)
+    monkeypatch.chdir(tmp_path)  # a relative path reads as the absolute one (orbax's need not)
+    _, whole, _ = restore("run")
+    _, part, _ = restore(os.path.join(".", "run", "checkpoints"), parts=["params"])
+    for x, y in zip(*(jax.tree_util.tree_leaves(s.params) for s in (whole, part))):
+        np.testing.assert_array_equal(x, y)
+    assert load_policy("run")(np.zeros(11, np.float32)).shape == (1,)
     for call in (lambda: restore(d, env="InvertedDoublePendulum-v4"),
                  lambda: load_policy(d, env="InvertedDoublePendulum-v4")):
         with pytest.raises(CheckpointError, match="env takes the env object a run of your own "

@@ -580,7 +580,8 @@ def _check_stored_shapes(directory: str, step: int, flat_target: dict[str, Any])
     starts and then refuses leaves tasks behind that print tracebacks of their own later."""
     from etils import epath
 
-    stored = ocp.PyTreeCheckpointHandler().metadata(epath.Path(directory, str(step), "state"))
+    state = epath.Path(os.path.abspath(directory), str(step), "state")  # (orbax: absolute)
+    stored = ocp.PyTreeCheckpointHandler().metadata(state)
     stored = getattr(stored, "tree", stored)  # (older orbax: the dict itself)
     for key, leaf in flat_target.items():
         if key not in stored:
