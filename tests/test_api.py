@@ -51,6 +51,21 @@ def test_a_wrong_fit_argument_is_one_line_before_anything_is_written(kwargs, err
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("config, words", [
+    (TINY.replace(env="Foo-v0"), "unknown env 'Foo-v0'"),
+    (TINY.replace(eval_sim="mujoco"), "eval_sim"),
+])
+def test_a_run_refused_after_its_out_was_made_leaves_no_folder(config, words, tmp_path,
+                                                              monkeypatch):
+    """Refusals that only the job's own checks see (the env, the evaluator) left the empty
+    ``out`` that fit had made, and its parents; an ``out`` that existed stays."""
+    monkeypatch.chdir(tmp_path)
+    for out in (os.path.join("a", "b", "run"), "."):
+        with pytest.raises(ValueError, match=words):
+            fit(config, out=out)
+        assert os.listdir(tmp_path) == []
+
+
 def test_fit_refuses_a_tensorboard_file_before_compiling(tmp_path):
     """OUT/tensorboard that is a file was found at the first batch, as a NotADirectoryError."""
     (tmp_path / "tensorboard").write_bytes(b"mine")
@@ -93,6 +108,10 @@ def test_restore_and_load_policy_at_their_edges(tiny_run, tmp_path, caplog, monk
                  lambda: load_policy(d, env="InvertedDoublePendulum-v4")):
         with pytest.raises(CheckpointError, match="env takes the env object a run of your own "
                                                   "env was trained on, got the id"):
+            call()
+    for call in (lambda: restore(d, layout=3), lambda: make_train(TINY, layout=3)):
+        with pytest.raises(TypeError, match=r"layout must be a ppo_jax.run.parallel.Layout "
+                                            r"\(make_layout\) or None, got 3$"):
             call()
     with pytest.raises(ValueError, match=r"parts must be a collection of PPOState fields "
                                          r"\(e.g. \('params',\)\), got 'params'"):

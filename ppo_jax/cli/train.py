@@ -34,7 +34,7 @@ import numpy as np
 
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
-from ppo_jax.run.run_dir import RUN_OWN_FILES, events_problem
+from ppo_jax.run.run_dir import RUN_OWN_FILES, events_problem, first_missing, remove_empty
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -261,7 +261,7 @@ def main(argv=None) -> int:
         print(job, flush=True)
     cli.require_float32()
     new_out = None if args.resume else os.path.abspath(args.out)
-    made = None if new_out is None else _first_missing(new_out)
+    made = None if new_out is None else first_missing(new_out)
     try:
         start, config, out = _start(args, overrides)
         if args.resume and _nothing_to_train(start, config, out):
@@ -269,18 +269,18 @@ def main(argv=None) -> int:
         init_from = _init_from_torchrl(args, config)
         cli.apply_compile_cache_flags(args)
         stop = StopRequest(enabled=jax.process_count() == 1, before_early_exit=(
-            None if made is None or not lead else lambda: _remove_empty(new_out, made)))
+            None if made is None or not lead else lambda: remove_empty(new_out, made)))
         result, job = _train(args, start, config, out, devices, lead, stop, init_from)
     except BaseException:
         # a refusal or a failure before anything was written leaves no empty --out behind
         if made is not None and lead:
-            _remove_empty(new_out, made)
+            remove_empty(new_out, made)
         raise
     from ppo_jax.run.parallel import barrier
 
     if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
         if made is not None and lead:  # stopped before its first batch: no empty --out
-            _remove_empty(new_out, made)
+            remove_empty(new_out, made)
         raise stop.interrupted(job, out)
     barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
     if jax.process_count() > 1:
@@ -289,28 +289,6 @@ def main(argv=None) -> int:
     if lead:
         _report(args, result, job, out)
     return 0
-
-
-def _first_missing(path: str) -> str | None:
-    """The outermost directory of ``path`` that does not exist yet (None: it exists)."""
-    if os.path.exists(path):
-        return None
-    while not os.path.exists(os.path.dirname(path)) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
-def _remove_empty(path: str, top: str) -> None:
-    """Remove ``path`` and its parents up to ``top`` (those this command made) while they
-    are empty."""
-    while True:
-        try:
-            os.rmdir(path)  # an empty directory only
-        except OSError:
-            return
-        if path == top or os.path.dirname(path) == path:
-            return
-        path = os.path.dirname(path)
 
 
 def _check_flags(args: argparse.Namespace) -> int | str | None:

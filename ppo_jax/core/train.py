@@ -533,7 +533,7 @@ def make_train(config: PPOConfig | None = None, layout: Layout | None = None,
       program (``jax.vmap`` it over keys for many seeds).
 
     Raises:
-      TypeError: ``config`` is not a :class:`PPOConfig`.
+      TypeError: ``config`` is not a :class:`PPOConfig`, or ``layout`` not a layout.
       ValueError: values a new run cannot learn with, as ``fit`` refuses them
         (:meth:`PPOConfig.check_values`: a ``clip_epsilon`` above 1, whose loss is NaN in
         TorchRL; a non-finite ``lr``; ...). A checkpoint saved with one still opens
@@ -548,6 +548,9 @@ def build_trainer(config: PPOConfig, layout: Layout | None = None, env: Env | No
                   ) -> Trainer:
     """:func:`make_train` without its check of the values: the run layer's, for a saved
     job as it was saved."""
+    if layout is not None and not callable(getattr(layout, "constrain_envs", None)):
+        raise TypeError("layout must be a ppo_jax.run.parallel.Layout (make_layout) or None, "
+                        f"got {layout!r}")
     if env is None:
         env = make_env(config.env, config.max_episode_steps or None)
     else:

@@ -355,6 +355,7 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
     Raises:
       CheckpointError: no checkpoint that fits (:class:`ppo_jax.run.checkpoint.CheckpointError`).
       ValueError: a ``mode`` that is not deterministic.
+      TypeError: a ``step`` or ``run_index`` that is not a whole number.
 
     A run that stopped at NaN/Inf gives its last good policy, from before that batch, and a
     ``UserWarning`` that says so (as ``scripts/evaluate.py`` notes it).

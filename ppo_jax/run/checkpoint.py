@@ -231,7 +231,7 @@ def _pick_step(directory: str, step: int | None) -> int:
     if step is None:
         return available[-1]
     if not is_whole_number(step):
-        raise CheckpointError(f"the checkpoint step must be a whole number, got {step!r}")
+        raise TypeError(f"the checkpoint step must be a whole number, got {step!r}")
     if step not in available:
         raise CheckpointError(
             f"no checkpoint at step {step} in {directory} (available: {available})"
@@ -453,6 +453,7 @@ def restore(
 
     Raises:
       CheckpointError: a missing, unreadable or mismatched checkpoint (one line).
+      TypeError: a ``step`` that is not a whole number, a ``layout`` that is not one.
     """
     saved = source if isinstance(source, Saved) else open_saved(source, step)
     directory, step, meta = saved.directory, saved.step, saved.meta
@@ -524,7 +525,7 @@ def restore_run(path: str, step: int | None = None, run_index: int = 0, env: Any
     envs and Adam's moments stay on disk, so a restore's time and memory do not grow with
     the envs). The whole state of one run: ``restore`` and take its row."""
     if not is_whole_number(run_index):
-        raise CheckpointError(f"the run index must be a whole number, got {run_index!r}")
+        raise TypeError(f"the run index must be a whole number, got {run_index!r}")
     run_index = int(run_index)  # (as the export's metadata records it)
     trainer, states, meta = restore(path, step, env=env,
                                     parts=POLICY_PARTS if parts is None else parts)

@@ -73,3 +73,26 @@ def utf8_problem(path: str, what: str) -> str | None:
         shown = path.encode("utf-8", "backslashreplace").decode()
         return f"{what} {shown} is not valid UTF-8: choose a path of text characters"
     return None
+
+
+def first_missing(path: str) -> str | None:
+    """The outermost directory of ``path`` (absolute) that does not exist yet (None: it
+    exists): what making ``path`` makes, and :func:`remove_empty` takes back."""
+    if os.path.exists(path):
+        return None
+    while not os.path.exists(os.path.dirname(path)) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def remove_empty(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` (those a refused or failed run made,
+    :func:`first_missing`) while they are empty."""
+    while True:
+        try:
+            os.rmdir(path)  # an empty directory only
+        except OSError:
+            return
+        if path == top or os.path.dirname(path) == path:
+            return
+        path = os.path.dirname(path)
