@@ -46,6 +46,11 @@ def check_seed(seed: int, name: str = "seed") -> int:
     return seed
 
 
+def _shown(n: int) -> str:
+    """A count as a message shows it: a whole float of 1e300 made an int of 301 digits."""
+    return str(n) if abs(n) < 10**16 else f"{n:.3e}"
+
+
 def _doc(text: str) -> dict:
     return {"doc": " ".join(text.split())}
 
@@ -246,11 +251,6 @@ class PPOConfig:
                 f"frames_per_batch ({self.frames_per_batch}) must be a multiple of num_envs "
                 f"({self.num_envs})"
             )
-        if self.total_frames % self.frames_per_batch:
-            raise ValueError(
-                f"total_frames ({self.total_frames}) must be a multiple of frames_per_batch "
-                f"({self.frames_per_batch})"
-            )
         if self.minibatch_size > self.frames_per_batch:
             raise ValueError(
                 f"minibatch_size ({self.minibatch_size}) is larger than the batch "
@@ -266,7 +266,12 @@ class PPOConfig:
             if getattr(self, name) > INT32_MAX:
                 what = ("total_frames / frames_per_batch" if name == "num_batches" else name)
                 raise ValueError(f"{what} must be at most {INT32_MAX}, "
-                                 f"got {getattr(self, name)}")
+                                 f"got {_shown(getattr(self, name))}")
+        if self.total_frames % self.frames_per_batch:  # (after the count's bound: 1e300 is
+            raise ValueError(  # an int of 301 digits)
+                f"total_frames ({self.total_frames}) must be a multiple of frames_per_batch "
+                f"({self.frames_per_batch})"
+            )
         if max(self.hidden_sizes) > INT32_MAX:
             raise ValueError(f"hidden_sizes must be at most {INT32_MAX}, got {self.hidden_sizes}")
         updates = self.num_batches * self.num_epochs * self.num_minibatches
@@ -362,6 +367,8 @@ class PPOConfig:
     def from_preset(cls, name: str, **overrides: Any) -> "PPOConfig":
         """The preset ``name`` of :data:`PRESETS` (``"tutorial"``, ``"fast"``, ``"tiny"``),
         with ``overrides``."""
+        if not isinstance(name, str):
+            raise TypeError(f"a preset is named by a str ({', '.join(PRESETS)}), got {name!r}")
         if name not in PRESETS:
             raise ValueError(f"no preset {name!r} (presets: {', '.join(PRESETS)})")
         return cls(**{**PRESETS[name][1], **overrides})

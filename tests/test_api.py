@@ -84,6 +84,11 @@ def test_make_train_and_from_dict_take_what_they_say():
         PPOConfig.from_dict(None)
     assert PPOConfig.from_dict(TINY.to_dict()) == TINY
     assert make_train().config == PPOConfig()  # None: the tutorial's, as fit's
+    with pytest.raises(ValueError, match=r"^no preset 'huge' \(presets: tutorial, fast, tiny\)$"):
+        PPOConfig.from_preset("huge")
+    with pytest.raises(TypeError, match=r"^a preset is named by a str \(tutorial, fast, tiny\), "
+                                        r"got \['tiny'\]$"):  # (was: unhashable type: 'list')
+        PPOConfig.from_preset(["tiny"])
 
 
 def test_fit_keeps_the_checkpoints_it_is_asked_to(tmp_path):

@@ -3,6 +3,7 @@ and files in the same format), bad files as one line."""
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -104,6 +105,19 @@ def test_a_series_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
               for i, ax in enumerate(fig.axes) for line in ax.get_lines()}
     assert (2, "a") not in colour
     assert colour[0, "b"] == colour[2, "b"] == colour[3, "b"] != colour[0, "a"]
+
+
+def test_a_batch_where_every_seed_stopped_is_a_gap_without_warnings(tmp_path):
+    """Two seeds that both stopped at NaN (null in metrics.json) from batch 1: the mean line
+    and band leave a gap there, and numpy's empty-slice warnings stay out of the output."""
+    run = _one_run()
+    two = {**{k: [v, v] for k, v in run.items() if k not in ("frames", "batch", "num_runs")},
+           "frames": run["frames"], "batch": run["batch"], "num_runs": 2}
+    two["reward"] = [[1.0, None, None], [2.0, None, None]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare.metrics.plot_panels([("two seeds", two)], str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 def test_bad_reference_is_one_line(tiny_run, tmp_path):

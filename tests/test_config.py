@@ -60,6 +60,9 @@ def test_every_field_is_documented():
      "of up to init_stats_frames \+ min\(init_stats_frames, max_episode_steps\) - 1 = "
      "4294967293 steps, counted in int32"),
     (dict(init_stats_frames=2**31 - 1, max_episode_steps=1000), "= 2147484646 steps"),
+    # a whole float of 1e300 is an int of 301 digits: its bound, shown short, comes first
+    (dict(total_frames=1e300),
+     r"^total_frames / frames_per_batch must be at most 2147483647, got 1\.000e\+297$"),
 ])
 def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:

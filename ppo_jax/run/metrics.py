@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -240,9 +241,12 @@ def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str 
             if y.shape[0] == 1:
                 ax.plot(x, y[0], marker=marker, label=label, color=color)
             else:
-                ax.plot(x, np.nanmean(y, 0), marker=marker, color=color,
+                with warnings.catch_warnings():  # a batch where every seed had stopped (NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)  # or ended): a gap
+                    mean, low, high = np.nanmean(y, 0), np.nanmin(y, 0), np.nanmax(y, 0)
+                ax.plot(x, mean, marker=marker, color=color,
                         label=f"{label} (mean of {y.shape[0]} seeds)")
-                ax.fill_between(x, np.nanmin(y, 0), np.nanmax(y, 0), alpha=0.25, color=color)
+                ax.fill_between(x, low, high, alpha=0.25, color=color)
         ax.set_title(name)
         ax.set_xlabel("frames")
         if ax.get_lines() and (len(series) > 1
