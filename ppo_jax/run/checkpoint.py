@@ -582,7 +582,11 @@ def _check_stored_shapes(directory: str, step: int, flat_target: dict[str, Any])
     from etils import epath
 
     state = epath.Path(os.path.abspath(directory), str(step), "state")  # (orbax: absolute)
-    stored = ocp.PyTreeCheckpointHandler().metadata(state)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        stored = handler.metadata(state)
+    finally:
+        handler.close()
     stored = getattr(stored, "tree", stored)  # (older orbax: the dict itself)
     for key, leaf in flat_target.items():
         if key not in stored:
