@@ -5,6 +5,7 @@ prints one line with the --resume command and exits 128 + signal; resumed, it en
 bit-identical to an uninterrupted run. A second signal stops at once and leaves the saved
 checkpoint intact; a signal during compiling leaves nothing behind."""
 
+import gc
 import json
 import os
 import signal
@@ -157,3 +158,35 @@ def test_signal_while_compiling_writes_nothing(tmp_path, root_dir):
     store = os.path.join(cache, "ppo_programs")
     left = os.listdir(store) if os.path.isdir(store) else []
     assert not any(name.endswith((".pkl", ".tmp")) for name in left), left
+
+
+def test_a_ctrl_c_during_a_garbage_collection_callback_is_not_lost():
+    """Every command's SIGINT handler (``cli.run_main``): a Ctrl-C whose handler ran inside a
+    gc callback (JAX's runs at every collection, e.g. while a command imports MuJoCo) was
+    printed as "Exception ignored" and dropped, and the command ran on to exit 0. It is
+    raised once the callback has returned; outside one, at once, as Python's own."""
+    from ppo_jax.cli import common as cli
+
+    ran = []
+
+    def callback(phase, info):
+        if phase == "start" and not ran:
+            ran.append(phase)
+            signal.raise_signal(signal.SIGINT)
+            for _ in range(10_000):  # the handler runs here, inside the callback
+                pass
+
+    previous = signal.signal(signal.SIGINT, cli._interrupt)
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gc.collect()
+            deadline = time.monotonic() + 10  # raised here, after the callback
+            while time.monotonic() < deadline:
+                pass
+        assert ran == ["start"]
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        gc.callbacks.remove(callback)
+        signal.signal(signal.SIGINT, previous)

@@ -3,10 +3,13 @@ one-line errors, the persistent compilation cache."""
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import dataclasses
+import gc
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -315,6 +318,31 @@ def _setting_failure(e: BaseException) -> str | None:
     return None
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT: ``KeyboardInterrupt``, as Python's own handler raises it, but never where a
+    garbage-collection callback runs (JAX's runs at every collection, often while a command
+    imports its libraries): an exception from there is printed as "Exception ignored" and
+    dropped, and the command went on as if no key had been pressed. There the signal is
+    tripped again 10 ms later, until it lands outside the callback."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks:  # (from another thread: never a handler in this one)
+            again = threading.Timer(0.01, _thread.interrupt_main, (signum,))
+            again.daemon = True
+            again.start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
+def raise_interrupts() -> None:
+    """Install :func:`_interrupt` for SIGINT where Python's default handler is in place (in
+    the main thread: a signal handler can only be set there)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupt)
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
              oom_hint: str = "") -> None:
     """Run ``main`` and exit with its status; user errors become one line on stderr
@@ -331,6 +359,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except ImportError:
         pass
     threading.excepthook = _quiet_closed_loop_hook(threading.excepthook)
+    raise_interrupts()
     try:
         code = main(argv)
         if sys.stdout is not None:  # flushed here, not at exit: a reader that left is then
