@@ -903,6 +903,31 @@ def test_a_path_that_is_not_utf8(root_dir, tmp_path, capsys, tiny_flags):
     one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", os.fsdecode(bad),
                    words="is not valid UTF-8")
     assert not os.path.lexists(bad)
+    # the compile cache's directory, by flag or by $PPO_JAX_COMPILE_CACHE_DIR (XLA's
+    # TypeError, after the run's --out was made)
+    out = str(tmp_path / "new" / "run")
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", out, "--compile-cache-dir",
+                   os.fsdecode(bad), words="--compile-cache-dir ")
+    p = subprocess.run([sys.executable, os.path.join(root_dir, "scripts", "train.py"),
+                        *tiny_flags, "--out", out], capture_output=True, timeout=300,
+                       env={**os.environ, "PPO_JAX_COMPILE_CACHE_DIR": bad})
+    assert p.returncode == 2 and p.stderr.count(b"\n") == 1, p.stderr
+    assert p.stderr.startswith(b"train.py: error: $PPO_JAX_COMPILE_CACHE_DIR ")
+    assert b"is not valid UTF-8" in p.stderr
+    assert not os.path.lexists(bad) and not os.path.lexists(tmp_path / "new")
+
+
+def test_no_compile_cache_inside_a_run(runs, tmp_path, capsys, tiny_flags):
+    """A compile cache in a run's checkpoints/ (its entries stand among the checkpoints) or
+    tensorboard/ was taken by every command; refused in one line, nothing made."""
+    for folder in ("checkpoints", "tensorboard"):
+        cache = os.path.join(runs["a"], folder, "cache")
+        for main, args in [(train_cmd.main, (*tiny_flags, "--out", str(tmp_path / "run"))),
+                           (evaluate_cmd.main, (runs["a"],))]:
+            one_line_error(capsys, main, *args, "--compile-cache-dir", cache,
+                           words=f"--compile-cache-dir {cache} is inside the {folder}/ of the "
+                                 f"run in {runs['a']}")
+            assert not os.path.lexists(cache) and not os.path.lexists(tmp_path / "run")
 
 
 def test_a_setting_a_library_refuses_is_one_line(runs, root_dir):

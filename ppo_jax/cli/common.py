@@ -168,6 +168,10 @@ def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
     """Turn the cache on as the flags say; returns its directory (None: off)."""
     if args.no_compile_cache:
         return None
+    from_env = os.environ.get(CACHE_DIR_ENV, "").strip() and (
+        args.compile_cache_dir == os.environ[CACHE_DIR_ENV])
+    check_compile_cache_dir(args.compile_cache_dir,
+                            f"${CACHE_DIR_ENV}" if from_env else "--compile-cache-dir")
     from ppo_jax.run.compile_cache import enable_compile_cache
 
     try:
@@ -202,6 +206,13 @@ def check_utf8_path(path: str, what: str) -> None:
     problem = utf8_problem(path, what)
     if problem is not None:
         raise CLIError(problem)
+
+
+def check_compile_cache_dir(path: str, what: str) -> None:
+    """One line where the compile cache cannot go to ``path``: not valid UTF-8 (XLA takes
+    text paths only), or inside a run directory's ``checkpoints/`` or ``tensorboard/``."""
+    check_utf8_path(path, what)
+    check_not_in_a_run(path, what)
 
 
 def nonempty(value: str) -> str:
