@@ -17,6 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
+from ppo_jax.config import INT32_MAX
 from ppo_jax.envs import PORTS, make_env
 from ppo_jax.envs.registry import check_env_id
 
@@ -26,8 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--env", nargs="+", default=list(PORTS), help="env ids (default: all ports)")
     p.add_argument("--steps", type=int, default=20, help="trajectory length (default 20)")
     args = p.parse_args(argv)
-    if args.steps < 1:
-        p.error(f"--steps must be >= 1, got {args.steps}")
+    if not 1 <= args.steps <= INT32_MAX:  # (the env counts its steps in int32)
+        p.error(f"--steps must be in [1, {INT32_MAX}], got {args.steps}")
     with user_errors(ValueError, ImportError):
         for env_id in args.env:
             if env_id in PORTS:

@@ -13,7 +13,7 @@ import time
 
 import jax
 
-from ppo_jax.cli.common import ArgumentParser, run_main, user_errors
+from ppo_jax.cli.common import ArgumentParser, require_float32, run_main, user_errors
 from ppo_jax.config import INT32_MAX, LINALGS
 from ppo_jax.envs import PORTS, VectorEnv, make_env
 from ppo_jax.envs.linalg import with_linalg
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
                    help="the env's small linear algebra, each measured in turn "
                         "(PPOConfig.linalg; default: library)")
     args = p.parse_args(argv)
+    require_float32()  # its figures are float32, as training's
     if min(args.envs) < 1 or max(args.envs) > INT32_MAX:
         p.error(f"--envs must be counts in [1, {INT32_MAX}], got "
                 f"{' '.join(map(str, args.envs))}")

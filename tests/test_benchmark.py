@@ -456,6 +456,24 @@ def test_an_unusable_compile_cache_is_refused_before_any_run(monkeypatch, tmp_pa
             cli.main(argv + ["--json", str(json_dir / "b.json"), "--compile-cache",
                              str(tmp_path / "cache")])
     assert ran == [] and not (tmp_path / "cache").exists() and not json_dir.exists()
+    # --json's folder was made, then --compile-cache refused: that folder was left
+    with pytest.raises(CLIError, match="cannot write"):
+        cli.main(["--systems", "ppo_jax", "--envs", "1", "--json", str(json_dir / "b.json"),
+                  "--compile-cache", "/proc/forbidden/cache"])
+    # found after the whole benchmark (its results lost), or by a traceback before it
+    long_json = str(tmp_path / ("a" * 300 + ".json"))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    for argv, words in [(["--json", long_json], "--json: the file name aaaaa"),
+                        (["--total-frames", str(10**15)], "total_frames / frames_per_batch "
+                                                            "must be at most 2147483647"),
+                        (["--compile-cache", str(run / "checkpoints" / "c")],
+                         "is inside the checkpoints/ of the run")]:
+        with pytest.raises(CLIError, match=words):
+            cli.main(["--systems", "ppo_jax", "--envs", "2"] + argv)
+    assert ran == [] and not json_dir.exists() and os.listdir(tmp_path) == ["run"]
+    assert os.listdir(run / "checkpoints") == []
 
 
 def test_a_negative_seed_is_taken_where_no_torchrl_row_runs():

@@ -454,10 +454,22 @@ def test_x64_is_refused_in_one_line(root_dir, tmp_path, runs):
     assert_one_line_error(run(root_dir, "train.py", "--out", str(out), env=env),
                           words="JAX_ENABLE_X64 is set")
     assert not os.path.exists(out / "metrics.json")
+    # env_speed.py measured (and printed) float64 steps
+    assert_one_line_error(run(root_dir, "env_speed.py", "--envs", "1", env=env),
+                          words="JAX_ENABLE_X64 is set")
 
 
 def test_x64_is_refused_by_evaluate(x64, runs, capsys):
     one_line_error(capsys, evaluate_cmd.main, runs["a"], words="JAX_ENABLE_X64 is set")
+    # the benchmark's refusal came from each worker, after every row had started
+    from ppo_jax.bench import cli as bench_cli, driver
+
+    ran = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "measure", lambda *a, **k: ran.append(1))
+        one_line_error(capsys, bench_cli.main, "--systems", "ppo_jax", "--envs", "2",
+                       words="JAX_ENABLE_X64 is set")
+    assert ran == []
 
 
 def test_x64_library_refusal(x64, tiny_config):
@@ -1119,7 +1131,8 @@ def test_output_files_are_checked_before_anything_runs(path, words, tmp_path):
 @pytest.mark.parametrize("script,args,words", [
     ("env_speed.py", ("--envs", "0", "4"), "--envs must be counts in [1, 2147483647]"),
     ("env_speed.py", ("--envs", str(10**20)), "--envs must be counts in [1, 2147483647]"),
-    ("env_parity.py", ("--steps", "-3"), "--steps must be >= 1"),
+    ("env_parity.py", ("--steps", "-3"), "--steps must be in [1, 2147483647], got -3"),
+    ("env_parity.py", ("--steps", str(10**20)), "--steps must be in [1, 2147483647]"),
     ("env_parity.py", ("--env", "brax:inverted_pendulum"), "is not a Gymnasium port"),
     ("tutorial.py", ("--total-frames", "0", "--no-torchrl"), "total_frames must be >= 1"),
 ])

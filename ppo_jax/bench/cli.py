@@ -6,13 +6,16 @@ import argparse
 import datetime
 import json
 import math
+import os
 import sys
 from typing import Any
 
 from ppo_jax.bench import configs, driver, report
 from ppo_jax.bench.configs import common_total_frames
-from ppo_jax.cli.common import (ArgumentParser, CLIError, check_output_file,
-                                 ensure_writable_dir, nonempty)
+from ppo_jax.cli.common import (ArgumentParser, CLIError, check_compile_cache_dir,
+                                 check_output_file, ensure_writable_dir, nonempty,
+                                 require_float32, user_errors)
+from ppo_jax.run.run_dir import first_missing, remove_empty
 from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, check_seed
 from ppo_jax.util import versions
 
@@ -260,6 +263,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
     TorchRL or ppo_jax row failed, or when no row gave a figure."""
     args = resolve_args(build_parser(prog).parse_args(argv))
+    require_float32()  # (the workers' own refusal came after every row had started)
     from ppo_jax.envs.registry import PORTS, check_env_id
 
     try:
@@ -280,16 +284,33 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         prepared = playground.prepare(args)
     elif not args.scaling:
         total = common_total_frames(args.total_frames, args.env_counts)
-        rows, messages = driver.plan_rows(args, total)
+        with user_errors(ValueError):  # a config no row can run (counts past int32, ...)
+            rows, messages = driver.plan_rows(args, total)
         if not any(r.skipped is None for r in rows):
             reasons = list(dict.fromkeys(r.skipped for r in rows if r.skipped))
             raise CLIError(f"nothing to measure: every row of --systems "
                            f"{','.join(args.systems)} is skipped: " + "; ".join(reasons))
-    if args.json is not None:  # after the other refusals (a refused command leaves no directory)
-        check_output_file(args.json, "--json", (".json",))
-    if args.compile_cache:  # the JAX rows' workers write there: after the other refusals
-        # (a refused command leaves no directory) and before any row runs
-        ensure_writable_dir(args.compile_cache)
+    if args.compile_cache:
+        check_compile_cache_dir(args.compile_cache, "--compile-cache")
+    # the folders of --json and --compile-cache (the JAX rows' workers write there): after the
+    # other refusals and before any row runs; a refused command leaves none of them
+    outputs = []
+    if args.json is not None:
+        outputs.append((os.path.dirname(os.path.abspath(args.json)),
+                        lambda: check_output_file(args.json, "--json", (".json",))))
+    if args.compile_cache:
+        outputs.append((os.path.abspath(args.compile_cache),
+                        lambda: ensure_writable_dir(args.compile_cache)))
+    made = []
+    try:
+        for folder, make in outputs:
+            made.append((folder, first_missing(folder)))
+            make()
+    except CLIError:
+        for folder, top in made:
+            if top is not None:
+                remove_empty(folder, top)
+        raise
     if args.playground:
         return playground.run(args, prog, argv, prepared)
     if args.scaling:

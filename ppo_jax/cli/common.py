@@ -253,6 +253,7 @@ def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = (),
         raise CLIError(f"{what} must end in {' or '.join(suffixes)}, got {path!r}"
                        if len(suffixes) < 3 else
                        f"{what} must end in one of {', '.join(suffixes)}, got {path!r}")
+    _check_name_length(path, what)
     if create:
         ensure_writable_dir(os.path.dirname(os.path.abspath(path)))
     return os.path.abspath(path)
@@ -352,6 +353,22 @@ def raise_interrupts() -> None:
     if (threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
         signal.signal(signal.SIGINT, _interrupt)
+
+
+def _check_name_length(path: str, what: str) -> None:
+    """One line where the file name of ``path`` is longer than its file system takes (found
+    only when the file was written: after a whole benchmark, its results then lost)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the nearest folder that exists: its file system
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no limit to ask for
+        return
+    name = os.path.basename(path)
+    if limit and len(os.fsencode(name)) > limit:
+        raise CLIError(f"{what}: the file name {name[:24]}...{name[-8:]} is longer than the "
+                       f"file system takes ({len(os.fsencode(name))} bytes; at most {limit})")
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
