@@ -48,6 +48,7 @@ import sys
 
 from ppo_jax.cli import common as cli
 from ppo_jax.config import PPOConfig
+from ppo_jax.run.run_dir import first_missing, remove_empty
 
 PROG = "tutorial.py"
 PROG_PATH = "scripts/tutorial.py"  # metrics.json's "written_by"
@@ -77,6 +78,17 @@ if in_notebook():  # a kernel's argv (-f kernel.json) is not ours; %run's flags 
     args, _ = parser.parse_known_args(sys.argv[1:])
 else:
     args = parser.parse_args(sys.argv[1:])
+OUT_MADE = first_missing(os.path.abspath(args.out))  # what a stop before its files removes
+
+
+def remove_empty_out():
+    if OUT_MADE is not None:
+        remove_empty(os.path.abspath(args.out), OUT_MADE)
+
+
+if not in_notebook():  # as the commands: Ctrl-C and known failures in one line
+    cli.raise_interrupts()
+    cli.one_line_failures(PROG, before_exit=remove_empty_out)
 
 try:
     frames = args.total_frames
@@ -113,6 +125,7 @@ try:
                                "walkthrough writes its file: choose another --out")
     CACHE = cli.apply_compile_cache_flags(args)
 except cli.CLIError as e:
+    remove_empty_out()
     parser.exit(e.code, f"{PROG}: error: {e}\n")
 
 # %% [markdown]
@@ -908,9 +921,12 @@ if in_notebook():
 # - **Speed**: `python scripts/benchmark.py --quick` runs the TorchRL tutorial loop, ppo_jax
 #   and Brax's PPO side by side.
 # - **Other environments**: the trainer sees only a small env protocol (sizes, action
-#   bounds, `reset`, `step`); `--env` on the commands is being added.
-# - **The GPU**: nothing changes; JAX uses it when it sees one. Throughput comes from many
-#   envs: `python scripts/train.py --preset fast` (1024 envs) and `scripts/gpu_check.sh`.
+#   bounds, `reset`, `step`): `--env HalfCheetah-v4` (any of the Gymnasium MuJoCo ports),
+#   `--env brax:NAME`, `--env playground:NAME`, or an env object of your own (`fit(env=...)`).
+# - **The GPU**: the same code; throughput comes from many envs (`python scripts/train.py
+#   --preset fast`: 1024 envs). A 1-env run such as this one is latency-bound there, so
+#   `scripts/train.py --device auto` (the default) trains it on the CPU; `scripts/gpu_check.sh`
+#   measures a GPU.
 
 # %%
 print("next steps:")

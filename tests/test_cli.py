@@ -1162,6 +1162,31 @@ def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
                               "--no-torchrl"), words="curves.png is a directory")
 
 
+def test_tutorial_stops_in_one_line_and_leaves_no_empty_out(runs, root_dir, tmp_path,
+                                                           compile_cache_dir):
+    """The walkthrough as the commands: a refusal after its --out was made, and a Ctrl-C
+    while it runs, end in one line (a Ctrl-C was a traceback) and take back the empty
+    folders it made."""
+    out = tmp_path / "new" / "tut"
+    cache = os.path.join(runs["a"], "checkpoints", "cache")
+    assert_one_line_error(run(root_dir, "tutorial.py", "--out", str(out), "--no-torchrl",
+                              "--compile-cache-dir", cache), words="is inside the checkpoints/")
+    assert not os.path.lexists(tmp_path / "new")
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(root_dir, "scripts", "tutorial.py"), "--out", str(out),
+         "--no-torchrl", "--total-frames", "1000", "--compile-cache-dir", compile_cache_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()  # JAX is loaded: the sections run from here
+        assert first.startswith("JAX "), first
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err == "tutorial.py: interrupted\n", err[-2000:]
+    assert not os.path.lexists(tmp_path / "new")
+
+
 def test_every_command_prints_its_help(capsys, root_dir):
     """``--help`` of every command exits 0 with its flags (a field's docstring holding a
     ``%`` once broke argparse's formatting of train.py's help)."""

@@ -371,6 +371,26 @@ def _check_name_length(path: str, what: str) -> None:
                        f"file system takes ({len(os.fsencode(name))} bytes; at most {limit})")
 
 
+def one_line_failures(prog: str, before_exit: Callable[[], None] | None = None) -> None:
+    """For a script that runs at its top level (``scripts/tutorial.py``, not a ``main``):
+    an exception it does not catch ends it as :func:`run_main` ends a command (one line and
+    its exit status, for an interrupt and the failures :func:`failure_line` knows; anything
+    else in full), after ``before_exit`` (e.g. remove the empty folder it made)."""
+    default = sys.excepthook
+
+    def hook(kind, e, tb):
+        if before_exit is not None:
+            with contextlib.suppress(Exception):
+                before_exit()
+        line = failure_line(prog, e)
+        if line is None:
+            default(kind, e, tb)
+            return
+        exit_with_one_line(*line)
+
+    sys.excepthook = hook
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
              oom_hint: str = "") -> None:
     """Run ``main`` and exit with its status; user errors become one line on stderr
