@@ -48,7 +48,10 @@ def check_seed(seed: int, name: str = "seed") -> int:
 
 def _shown(n: int) -> str:
     """A count as a message shows it: a whole float of 1e300 made an int of 301 digits."""
-    return str(n) if abs(n) < 10**16 else f"{n:.3e}"
+    digits = str(abs(n))  # (not via float: 10**400 has none)
+    if len(digits) <= 16:
+        return str(n)
+    return f"{'-' if n < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
 
 
 def _doc(text: str) -> dict:

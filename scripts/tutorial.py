@@ -86,7 +86,8 @@ def remove_empty_out():
         remove_empty(os.path.abspath(args.out), OUT_MADE)
 
 
-if not in_notebook():  # as the commands: Ctrl-C and known failures in one line
+if not in_notebook() and not sys.flags.interactive:  # as the commands: Ctrl-C and known
+    # failures in one line (not at a prompt that stays after the walkthrough: python -i)
     cli.raise_interrupts()
     cli.one_line_failures(PROG, before_exit=remove_empty_out)
 

@@ -940,6 +940,10 @@ def test_no_compile_cache_inside_a_run(runs, tmp_path, capsys, tiny_flags):
                            words=f"--compile-cache-dir {cache} is inside the {folder}/ of the "
                                  f"run in {runs['a']}")
             assert not os.path.lexists(cache) and not os.path.lexists(tmp_path / "run")
+    new = tmp_path / "new"  # a new run's own folders, not there yet
+    one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(new), "--compile-cache-dir",
+                   str(new / "checkpoints"), words="is inside the checkpoints/ of this run's")
+    assert not os.path.lexists(new)
 
 
 def test_a_setting_a_library_refuses_is_one_line(runs, root_dir):
@@ -1117,11 +1121,16 @@ def test_memory_the_host_or_device_cannot_give_is_one_line():
 
 @pytest.mark.parametrize("path,words", [
     ("", "must name a file"), ("DIR", "is a directory"), ("/proc/forbidden/x.pt", "cannot write"),
+    # 250 bytes: within the file system's 255, not with the ".tmp.<pid>" it is written under
+    ("LONG", "is longer than the file system takes (250 bytes; at most 239, with room for"),
 ])
 def test_output_files_are_checked_before_anything_runs(path, words, tmp_path):
     from ppo_jax.cli import common as cli
 
-    path = str(tmp_path) if path == "DIR" else path
+    if os.pathconf(tmp_path, "PC_NAME_MAX") != 255 and path == "LONG":
+        pytest.skip("a file system whose names are not at most 255 bytes")
+    path = {"DIR": str(tmp_path), "LONG": str(tmp_path / "new" / ("a" * 245 + ".onnx"))}.get(
+        path, path)
     with pytest.raises(CLIError, match=re.escape(words)):
         cli.check_output_file(path, "OUT")
     assert cli.check_output_file(str(tmp_path / "new" / "x.pt"), "OUT").endswith("x.pt")

@@ -63,6 +63,8 @@ def test_every_field_is_documented():
     # a whole float of 1e300 is an int of 301 digits: its bound, shown short, comes first
     (dict(total_frames=1e300),
      r"^total_frames / frames_per_batch must be at most 2147483647, got 1\.000e\+297$"),
+    (dict(total_frames=10**400),
+     r"^total_frames / frames_per_batch must be at most 2147483647, got 1\.000e\+397$"),
 ])
 def test_errors(kwargs, words):
     with pytest.raises(ValueError, match=words) as e:

@@ -41,6 +41,9 @@ def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch, capsys, root_dir, co
     monkeypatch.setattr(sys, "argv", ["tutorial.py", "--out", str(out),
                                       "--compile-cache-dir", compile_cache_dir])
     print_options = np.get_printoptions()
+    # the script's own hooks (one-line failures, no dropped Ctrl-C) end with this test
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     try:
         ns = runpy.run_path(_script(root_dir), run_name="__main__")
     finally:

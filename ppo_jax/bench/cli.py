@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -15,7 +16,7 @@ from ppo_jax.bench.configs import common_total_frames
 from ppo_jax.cli.common import (ArgumentParser, CLIError, check_compile_cache_dir,
                                  check_output_file, ensure_writable_dir, nonempty,
                                  require_float32, user_errors)
-from ppo_jax.run.run_dir import first_missing, remove_empty
+from ppo_jax.run.run_dir import taken_back_if_empty
 from ppo_jax.config import MATMUL_PRECISIONS, SEED_MAX, check_seed
 from ppo_jax.util import versions
 
@@ -263,7 +264,9 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     """Plan, measure, print the tables and notes (and write ``--json``); exit status 1 when a
     TorchRL or ppo_jax row failed, or when no row gave a figure."""
     args = resolve_args(build_parser(prog).parse_args(argv))
-    require_float32()  # (the workers' own refusal came after every row had started)
+    jax_rows = set(args.systems) & {"ppo_jax", "brax"} or args.scaling
+    if jax_rows or getattr(args, "playground", None):
+        require_float32()  # (the JAX workers' own refusal came after every row had started)
     from ppo_jax.envs.registry import PORTS, check_env_id
 
     try:
@@ -301,16 +304,10 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     if args.compile_cache:
         outputs.append((os.path.abspath(args.compile_cache),
                         lambda: ensure_writable_dir(args.compile_cache)))
-    made = []
-    try:
+    with contextlib.ExitStack() as made:
         for folder, make in outputs:
-            made.append((folder, first_missing(folder)))
+            made.enter_context(taken_back_if_empty(folder))  # a later refusal takes it back
             make()
-    except CLIError:
-        for folder, top in made:
-            if top is not None:
-                remove_empty(folder, top)
-        raise
     if args.playground:
         return playground.run(args, prog, argv, prepared)
     if args.scaling:

@@ -7,11 +7,11 @@ import _thread
 import argparse
 import contextlib
 import dataclasses
-import gc
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import typing
 from typing import Any, Callable
@@ -330,29 +330,48 @@ def _setting_failure(e: BaseException) -> str | None:
     return None
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGINT: ``KeyboardInterrupt``, as Python's own handler raises it, but never where a
-    garbage-collection callback runs (JAX's runs at every collection, often while a command
-    imports its libraries): an exception from there is printed as "Exception ignored" and
-    dropped, and the command went on as if no key had been pressed. There the signal is
-    tripped again 10 ms later, until it lands outside the callback."""
-    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-    while frame is not None:
-        if frame.f_code in callbacks:  # (from another thread: never a handler in this one)
-            again = threading.Timer(0.01, _thread.interrupt_main, (signum,))
-            again.daemon = True
-            again.start()
+_RETRIP = threading.Event()  # a Ctrl-C that was dropped: raise it again
+_RETRIPS: list[threading.Thread] = []
+
+
+def _retrip_forever() -> None:
+    while True:
+        _RETRIP.wait()
+        _RETRIP.clear()
+        time.sleep(0.01)  # past the callback or finalizer that dropped it
+        _thread.interrupt_main(signal.SIGINT)
+
+
+def _unraisable(default: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A ``sys.unraisablehook`` that does not drop a Ctrl-C: a ``KeyboardInterrupt`` raised
+    where Python can only print it ("Exception ignored in ..."): in a garbage-collection
+    callback (JAX's runs at every collection, often while a command imports its libraries),
+    a finalizer or a weakref callback; the command then ran on to exit 0. It is raised again
+    in the main thread (by a thread that waits for it: no thread is started in here, where
+    the interrupted code may hold threading's locks). Anything else goes to ``default``."""
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _RETRIP.set()
             return
-        frame = frame.f_back
-    raise KeyboardInterrupt
+        default(unraisable)
+
+    hook.keeps_interrupts = True
+    return hook
 
 
 def raise_interrupts() -> None:
-    """Install :func:`_interrupt` for SIGINT where Python's default handler is in place (in
-    the main thread: a signal handler can only be set there)."""
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-        signal.signal(signal.SIGINT, _interrupt)
+    """Let no Ctrl-C be dropped (:func:`_unraisable`), where Python's default SIGINT handler
+    is in place (from the main thread; a second call changes nothing)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return
+    if not getattr(sys.unraisablehook, "keeps_interrupts", False):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+    if not _RETRIPS:
+        _RETRIPS.append(threading.Thread(target=_retrip_forever, name="ppo_jax-ctrl-c",
+                                         daemon=True))
+        _RETRIPS[0].start()
 
 
 def _check_name_length(path: str, what: str) -> None:
@@ -366,9 +385,11 @@ def _check_name_length(path: str, what: str) -> None:
     except (AttributeError, OSError, ValueError):  # no limit to ask for
         return
     name = os.path.basename(path)
-    if limit and len(os.fsencode(name)) > limit:
+    room = 16  # for the temporary name it is first written under (".tmp.<pid>")
+    if limit and len(os.fsencode(name)) + room > limit:
         raise CLIError(f"{what}: the file name {name[:24]}...{name[-8:]} is longer than the "
-                       f"file system takes ({len(os.fsencode(name))} bytes; at most {limit})")
+                       f"file system takes ({len(os.fsencode(name))} bytes; at most "
+                       f"{limit - room}, with room for the temporary name it is written under)")
 
 
 def one_line_failures(prog: str, before_exit: Callable[[], None] | None = None) -> None:

@@ -34,7 +34,8 @@ import numpy as np
 
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
-from ppo_jax.run.run_dir import RUN_OWN_FILES, events_problem, first_missing, remove_empty
+from ppo_jax.run.run_dir import (RUN_FOLDERS, RUN_OWN_FILES, events_problem, first_missing,
+                                  remove_empty)
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -313,6 +314,14 @@ def _check_flags(args: argparse.Namespace) -> int | str | None:
                                "--resume")
     if args.out is None:
         args.out = args.resume or DEFAULT_OUT
+    if not args.no_compile_cache:  # this run's own folders (another run's: with the cache)
+        cache = os.path.realpath(args.compile_cache_dir)
+        for folder in RUN_FOLDERS:
+            own = os.path.join(os.path.realpath(args.out), folder)
+            if cache == own or cache.startswith(own + os.sep):
+                raise cli.CLIError(f"--compile-cache-dir {args.compile_cache_dir} is inside the "
+                                   f"{folder}/ of this run's --out, which the run keeps for "
+                                   "itself: choose another place")
     from ppo_jax.run.runs import sweep_field
 
     swept = {sweep_field(spec) for spec in args.sweep}

@@ -5,6 +5,7 @@ loaded only where a ``checkpoints/`` folder must be read)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # a run directory's own folders (``checkpoint.CHECKPOINTS``, ``events.EVENTS_DIR``) and the
@@ -96,3 +97,17 @@ def remove_empty(path: str, top: str) -> None:
         if path == top or os.path.dirname(path) == path:
             return
         path = os.path.dirname(path)
+
+
+@contextlib.contextmanager
+def taken_back_if_empty(folder: str, lead: bool = True):
+    """Around what makes ``folder`` (absolute) and may then be refused or fail: the folders
+    it made (:func:`first_missing`) are removed again while empty (``lead``: the process
+    that does it, in a job of several)."""
+    top = first_missing(folder)
+    try:
+        yield
+    except BaseException:
+        if top is not None and lead:
+            remove_empty(folder, top)
+        raise

@@ -662,23 +662,20 @@ def fit(
             if files:
                 raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
                                  "this run would replace: move them away or choose another out")
-        made = run_dir.first_missing(os.path.abspath(out))
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as e:  # a file on its path, no permission, ...
-            raise ValueError(f"cannot make the run directory {out}: "
-                             f"{e.strerror or e}") from None
-        try:
+        # refused after it was made (the env, the devices, ...): no empty out left behind
+        with run_dir.taken_back_if_empty(os.path.abspath(out),
+                                         lead=jax.process_index() == 0):
+            try:
+                os.makedirs(out, exist_ok=True)
+            except OSError as e:  # a file on its path, no permission, ...
+                raise ValueError(f"cannot make the run directory {out}: "
+                                 f"{e.strerror or e}") from None
             summary, job = run_training(
                 runs, out=out, devices=devices, checkpoint_every=checkpoint_every, keep=keep,
                 announce=announce, tensorboard=tensorboard, env=env,
                 host_evaluator=host_evaluator, written_by="fit",
                 progress_factory=None if on_batch is None and on_eval is None
                 else (lambda _: _Callback(on_batch, on_eval)))
-        except BaseException:  # refused (the env, the devices, ...): no empty out left behind
-            if made is not None:
-                run_dir.remove_empty(os.path.abspath(out), made)
-            raise
         return job.states, summary
     host_eval.check_eval_sim(config, env, host_evaluator)
     job = prepare(runs, devices=devices, announce=announce, env=env,
