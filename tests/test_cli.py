@@ -1175,6 +1175,8 @@ def test_tutorial_does_not_write_over_a_training_run(runs, root_dir, tmp_path):
                               "--no-torchrl"), words="curves.png is a directory")
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # preexec_fn forks this process
+# (beside JAX's threads): the child only resets a signal and execs
 def test_tutorial_stops_in_one_line_and_leaves_no_empty_out(runs, root_dir, tmp_path,
                                                            compile_cache_dir):
     """The walkthrough as the commands: a refusal after its --out was made, and a Ctrl-C
