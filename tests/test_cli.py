@@ -1191,7 +1191,8 @@ def test_tutorial_stops_in_one_line_and_leaves_no_empty_out(runs, root_dir, tmp_
         [sys.executable, os.path.join(root_dir, "scripts", "tutorial.py"), "--out", str(out),
          "--no-torchrl", "--total-frames", "1000", "--compile-cache-dir", compile_cache_dir],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # as from a terminal: a worker of pytest-xdist ignores SIGINT, and a child inherits that
+        # as from a terminal: a suite started as a background job of a shell script hands its
+        # children SIGINT ignored (the walkthrough then rightly runs on)
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()  # JAX is loaded: the sections run from here
