@@ -13,8 +13,10 @@ import math
 import numbers
 import os
 import platform
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -45,6 +47,37 @@ def _finite_or_none(x):
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """``payload`` as JSON (non-finite floats of lists as ``null``), atomically."""
     write_atomic(path, json.dumps(_finite_or_none(payload)))
+
+
+@contextlib.contextmanager
+def interrupts_kept():
+    """Raise at its end a Ctrl-C that the code inside swallowed. Some libraries wrap their
+    optional imports in ``except BaseException`` (trimesh, which MJX imports, does): a Ctrl-C
+    that lands there is dropped, and the program runs on. Here a ``KeyboardInterrupt`` that
+    the SIGINT handler raised inside, and that did not come out, is raised again where the
+    block ends. Only in the main thread, under a handler that can be called (not where
+    SIGINT is ignored)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    raised: list[int] = []
+
+    def handler(signum, frame):
+        try:
+            previous(signum, frame)
+        except BaseException:
+            raised.append(signum)
+            raise
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is handler:  # the code inside set none of its own
+            signal.signal(signal.SIGINT, previous)
+    if raised:
+        raise KeyboardInterrupt
 
 
 PACKAGES = (

@@ -286,7 +286,7 @@ def failure_line(prog: str, e: BaseException, oom_hint: str = ""
     hint = f": {oom_hint}" if oom_hint else ""
     if isinstance(e, CLIError):
         return f"{prog}: {e.kind}: {e}", e.code
-    if isinstance(e, KeyboardInterrupt):
+    if _caused_by_interrupt(e):
         return f"{prog}: interrupted", 130
     if isinstance(e, MemoryError):
         return f"{prog}: error: out of host memory{hint}", 1
@@ -299,6 +299,19 @@ def failure_line(prog: str, e: BaseException, oom_hint: str = ""
     if isinstance(e, BrokenPipeError) and _stdout_reader_gone():
         return None, 141  # `... | head`: nothing to say to a reader that left (128 + SIGPIPE)
     return None
+
+
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """Whether ``e`` is a Ctrl-C, or an error raised because of one (a compiled module that a
+    Ctrl-C stopped while it initialized: ``ImportError: initialization failed``, caused by
+    the ``KeyboardInterrupt``)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__  # not __context__: a failure while handling a Ctrl-C is its own
+    return False
 
 
 def _stdout_reader_gone() -> bool:

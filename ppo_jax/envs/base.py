@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import threading
 import warnings
 from importlib import resources
@@ -46,9 +45,7 @@ import mujoco
 import numpy as np
 from flax import struct
 
-with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
-    from mujoco import mjx
-
+from ppo_jax.envs.physics import mjx  # imported there, quietly and keeping a Ctrl-C
 from ppo_jax.envs.physics import mujoco_c_contacts, rk4_step, rolls_rk4  # noqa: F401 (re-exported)
 
 

@@ -27,7 +27,11 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 
-with contextlib.redirect_stdout(io.StringIO()):  # mjx prints when its optional Warp backend is absent
+from ppo_jax.util import interrupts_kept
+
+# mjx prints when its optional Warp backend is absent; trimesh, which it imports, drops a
+# Ctrl-C that lands in one of its optional imports
+with interrupts_kept(), contextlib.redirect_stdout(io.StringIO()):
     from mujoco import mjx
 
 
