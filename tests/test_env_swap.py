@@ -353,6 +353,68 @@ def test_env_flag_that_contradicts_the_checkpoint(pendulum_run, root_dir, monkey
                               "Hopper-v4"), words="contradict")
 
 
+def test_a_port_built_with_other_arguments_is_not_restored_as_the_registered_one(
+        pendulum_run, tmp_path):
+    """A run trained on a port object built with other arguments (a time limit, a frame
+    skip) names the registered id: rebuilt from the registry, it was evaluated, resumed and
+    exported on another env, silently. The metadata holds the env's spec and class; the
+    registry's env must match them, or the restore (evaluate.py, --resume, export, restore,
+    load_policy without env=) is refused in one line."""
+    import glob
+    import json
+    import shutil
+
+    from ppo_jax.run.programs import spec_json
+
+    _, _, meta = checkpoint.restore_run(pendulum_run)
+    assert meta["env_spec"] == spec_json(make_env("InvertedPendulum-v4"))
+    assert meta["env_class"] == "ppo_jax.envs.inverted_pendulum.InvertedPendulum"
+    out = str(tmp_path / "run")
+    shutil.copytree(pendulum_run, out)
+
+    def rewrite(**changes):
+        for path in glob.glob(os.path.join(out, "checkpoints", "*", "meta", "metadata")):
+            m = json.load(open(path))
+            for k, v in changes.items():
+                if v is None:
+                    m.pop(k, None)
+                else:
+                    m[k] = v
+            json.dump(m, open(path, "w"))
+
+    spec = dict(meta["env_spec"])
+    rewrite(env_spec=dict(spec, frame_skip=4, max_episode_steps=5))
+    with pytest.raises(checkpoint.CheckpointError, match=(
+            r"'InvertedPendulum-v4' was trained with other settings than the registered one's: "
+            r"frame_skip 4 \(registered: 2\), max_episode_steps 5 \(registered: 1000\) "
+            r"\(restore or load_policy it with env=, the env object it was trained on\)")):
+        load_policy(out)
+    # with the env object it was trained on, or one the user chooses: as given
+    trainer, _, _ = checkpoint.restore_run(
+        out, env=make_env("InvertedPendulum-v4", max_episode_steps=5))
+    assert trainer.env.max_episode_steps == 5
+    # a setting only one side names (another ppo_jax version's) is not compared
+    rewrite(env_spec=dict(spec, a_later_setting=1))
+    checkpoint.restore_run(out)
+    rewrite(env_class="my_envs.ShapedPendulum")  # a class of the user's own, of that id
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"trained as a my_envs.ShapedPendulum, not the one ppo_jax"):
+        checkpoint.restore_run(out)
+    rewrite(env_class=None, env_spec=None)  # written before the metadata held them
+    checkpoint.restore_run(out)
+
+
+def test_a_numpy_integer_size_is_saved_as_a_plain_one(own_env_run, PointMass, tmp_path):
+    """An env whose sizes are numpy integers (which the protocol takes) trained to its end,
+    then could not save: its metadata is JSON."""
+    trainer, states, _ = checkpoint.restore(own_env_run["out"], env=PointMass())
+    trainer.env.observation_size, trainer.env.action_size = np.int64(2), np.int32(1)
+    directory = str(tmp_path / "checkpoints")
+    checkpoint.save(directory, trainer, states)
+    _, _, meta = checkpoint.restore(directory, env=PointMass())
+    assert (meta["observation_size"], meta["action_size"]) == (2, 1)
+
+
 def test_port_video(pendulum_run, rendering, tmp_path):
     from ppo_jax.eval import render
 

@@ -33,6 +33,11 @@ def _missing(package: str, extra: str, env_id: str) -> ValueError:
                       f"pip install -e '.[{extra}]'")
 
 
+# the keys of these envs' spec() that hold a library's version: part of the program key,
+# but not of what a checkpoint was trained on (a run restores after the library's upgrade)
+VERSION_KEYS = ("brax", "playground", "mujoco_mjx")
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)

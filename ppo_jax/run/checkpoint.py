@@ -45,7 +45,7 @@ from ppo_jax.config import PPOConfig
 from ppo_jax.run.runs import Runs
 from ppo_jax.run.parallel import Layout, gather
 from ppo_jax.util import first_line, held_stderr, is_whole_number, versions
-from ppo_jax.run.programs import state_shapes
+from ppo_jax.run.programs import class_name, spec_json, state_shapes
 from ppo_jax.core.train import PPOState, Trainer, build_trainer
 
 # /3: the optimizer's state holds its learning rate and clip norm (optax.inject_hyperparams);
@@ -148,8 +148,10 @@ def save(
         "batches_done_per_run": done,
         "frames_per_run": [b * cfg.frames_per_batch for b in done],
         "env_id": trainer.env.env_id,
-        "observation_size": trainer.env.observation_size,
-        "action_size": trainer.env.action_size,
+        "observation_size": int(trainer.env.observation_size),  # (a numpy integer is no JSON)
+        "action_size": int(trainer.env.action_size),
+        "env_spec": spec_json(trainer.env),
+        "env_class": class_name(trainer.env),
         **dict(zip(("action_low", "action_high"), _bounds(trainer.env))),
         "versions": versions(),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -422,11 +424,47 @@ def trainer_for(saved: Saved, layout: Layout | None = None, env: Any = None) -> 
             raise CheckpointError(f"the checkpoint's env {config.env!r} is not one ppo_jax "
                                   "registers" + own)
     try:
-        return build_trainer(config, layout, env)
+        trainer = build_trainer(config, layout, env)
     except ValueError as e:  # an env id this process cannot build (or a broken env)
         raise CheckpointError(
             f"cannot build the checkpoint's env {config.env!r}: {first_line(e)}"
             + ("" if env is not None else own)) from None
+    if env is None:
+        _check_registered_env(saved.meta, trainer.env)
+    return trainer
+
+
+def _check_registered_env(meta: dict[str, Any], env: Any) -> None:
+    """:class:`CheckpointError` where the registry's env of the saved id is not the env the
+    run was trained on: an env object of that id, built with other arguments (a time limit,
+    a frame skip, reward weights) or of a class of the user's own. (The env of a checkpoint
+    written before the metadata held its spec is not checked; settings that only one side
+    names, from another ppo_jax version, or a library's version, are not compared.)"""
+    own = " (restore or load_policy it with env=, the env object it was trained on)"
+    trained = meta.get("env_class")
+    if (isinstance(trained, str) and not trained.startswith("ppo_jax.")
+            and trained != class_name(env)):
+        raise CheckpointError(f"the checkpoint's env {env.env_id!r} was trained as a "
+                              f"{trained}, not the one ppo_jax registers" + own)
+    saved = meta.get("env_spec")
+    if not isinstance(saved, dict):
+        return
+    from ppo_jax.envs.external import VERSION_KEYS
+
+    now = spec_json(env)
+    differ = [k for k in sorted(set(saved) & set(now))
+              if k not in VERSION_KEYS and saved[k] != now[k]]
+    if differ:
+        shown = ", ".join(f"{k} {_short(saved[k])} (registered: {_short(now[k])})"
+                          for k in differ[:3])
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise CheckpointError(f"the checkpoint's env {env.env_id!r} was trained with other "
+                              f"settings than the registered one's: {shown}{more}" + own)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def restore(

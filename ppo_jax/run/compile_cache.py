@@ -284,11 +284,11 @@ def store_key(name: str, identity: dict[str, Any], **extra: Any) -> str:
         "matmul": str(jax.config.jax_default_matmul_precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    blob = json.dumps(parts, sort_keys=True, default=_exact).encode()
+    blob = json.dumps(parts, sort_keys=True, default=exact).encode()
     return f"{name}_{hashlib.sha256(blob).hexdigest()[:24]}"
 
 
-def _exact(value: Any) -> Any:
+def exact(value: Any) -> Any:
     """A key's JSON form of what JSON cannot hold, losing nothing that could change a
     program: an array (an env's ``spec()`` may hold one) by its dtype, shape and the hash of
     its bytes, not by its printout (numpy elides long arrays and rounds floats there); a

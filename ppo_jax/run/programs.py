@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import json
 import os
 import time
 import uuid
@@ -199,6 +200,17 @@ def _key(trainer: Trainer, num_runs: int, name: str, own: bool, extra: dict) -> 
     return compile_cache.store_key(name, identity, **extra)
 
 
+def class_name(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def spec_json(env) -> dict[str, Any]:
+    """``env.spec()`` as the JSON a checkpoint's metadata holds (what JSON cannot hold, as
+    the program key writes it: an array by its dtype, shape and hash)."""
+    return json.loads(json.dumps(env.spec(), sort_keys=True, default=compile_cache.exact))
+
+
 def env_identity(env, own: bool = True) -> dict[str, Any]:
     """What determines an env's part of a program: its id and :meth:`spec`, its sizes and
     bounds, and for an env defined outside ppo_jax (whose code the package's source hash does
@@ -208,7 +220,7 @@ def env_identity(env, own: bool = True) -> dict[str, Any]:
     this process. (Nothing sees a change in code the class calls but does not hold, such as a
     helper in another cell: redefine the class, or restart, after editing one.)"""
     cls = type(env)
-    identity = {"id": env.env_id, "spec": env.spec(), "class": f"{cls.__module__}.{cls.__qualname__}",
+    identity = {"id": env.env_id, "spec": env.spec(), "class": class_name(env),
                 "sizes": [int(env.observation_size), int(env.action_size)],
                 "bounds": [np.asarray(env.action_low, np.float64).tolist(),
                            np.asarray(env.action_high, np.float64).tolist()],
