@@ -2,9 +2,10 @@
 
 The library's public names (everything else is the commands, the benchmark and interop)::
 
-    from ppo_jax import PPOConfig, make_train, fit, restore, load_policy
+    from ppo_jax import PPOConfig, make_train, fit, resume, restore, load_policy
 
     states, metrics = fit(PPOConfig(total_frames=100_000))   # train as scripts/train.py does
+    states, metrics = resume("runs/api")                      # continue a stopped run
     trainer = make_train(PPOConfig())                        # the pure pieces; trainer.train(key)
     trainer, states, meta = restore("runs/demo")              # a checkpoint, every run
     policy = load_policy("runs/demo"); action = policy(obs)  # obs -> action, plain numpy
@@ -31,6 +32,7 @@ _EXPORTS = {
     "PPOConfig": "ppo_jax.config",
     "make_train": "ppo_jax.core.train",
     "fit": "ppo_jax.run.runner",
+    "resume": "ppo_jax.run.runner",
     "restore": "ppo_jax.run.checkpoint",
     "load_policy": "ppo_jax.eval.evaluate",
 }

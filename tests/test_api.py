@@ -1,4 +1,4 @@
-"""The library's five names at their edges: a wrong argument is one line (an exception whose
+"""The library's six names at their edges: a wrong argument is one line (an exception whose
 message names it) raised before anything is written or compiled, as the commands refuse their
 flags; and what the API keeps matches what its docstrings say."""
 

@@ -133,9 +133,63 @@ def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, Poin
         before = f.read()
     with pytest.raises(ValueError, match="already holds a run") as e:
         fit(PPOConfig.from_preset("tiny").replace(seed=7), env=PointMass(), out=out)
-    assert "--resume" not in str(e.value)  # the command cannot build an env object
+    # the command cannot build an env object: the API continues it
+    assert "resume(out, env=...)" in str(e.value) and "--resume" not in str(e.value)
     with open(os.path.join(out, "metrics.json")) as f:
         assert f.read() == before
+
+
+def test_a_stopped_run_of_an_own_env_resumes_through_the_api(own_env_run, PointMass,
+                                                              tmp_path):
+    """``scripts/train.py --resume`` cannot build an env object: ``resume(out, env=...)``
+    continues a stopped run of an env of one's own from its latest checkpoint, bit-identical
+    to the run that was not stopped (the README's, 3 batches); a finished one is returned as
+    it is, nothing written; wrong arguments are one line before anything is read."""
+    import json
+
+    from ppo_jax import fit, resume
+
+    out = str(tmp_path / "stopped")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_batch_1(i, m, ev):
+        if i == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(PPOConfig.from_preset("tiny"), env=PointMass(), out=out, checkpoint_every=1,
+            on_batch=stop_after_batch_1)
+    with pytest.raises(checkpoint.CheckpointError, match=NOT_REGISTERED):
+        resume(out)
+    seen = []
+    states, metrics = resume(os.path.join(out, "checkpoints"), env=PointMass(),
+                             on_batch=lambda i, m, ev: seen.append(i))
+    assert seen[-1] == 2 and 0 < seen[0] <= 2
+    want = own_env_run["metrics"]
+    for key in ("batch", "reward", "eval_return", "eval_steps"):
+        assert metrics[key] == want[key], key
+    assert metrics["written_by"] == "resume"
+    for a, b in zip(jax.tree_util.tree_leaves(states.params),
+                    jax.tree_util.tree_leaves(own_env_run["states"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with open(os.path.join(out, "metrics.json")) as f:
+        written = f.read()
+    assert json.loads(written)["eval_return"] == want["eval_return"]
+    again, finished = resume(out, env=PointMass())  # finished: as it is
+    assert finished["eval_return"] == want["eval_return"]
+    for a, b in zip(jax.tree_util.tree_leaves(again.params),
+                    jax.tree_util.tree_leaves(states.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert f.read() == written
+    with pytest.raises(ValueError, match="checkpoint_every must be a whole number >= 0"):
+        resume(out, env=PointMass(), checkpoint_every=-1)
+    with pytest.raises(TypeError, match="out must be a path"):
+        resume(3)
+    with pytest.raises(checkpoint.CheckpointError):
+        resume(str(tmp_path / "no run here"), env=PointMass())
 
 
 def test_bounded_actions_reach_the_env():

@@ -34,7 +34,7 @@ import numpy as np
 
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
-from ppo_jax.run.run_dir import (RUN_FOLDERS, RUN_OWN_FILES, events_problem, first_missing,
+from ppo_jax.run.run_dir import (RUN_FOLDERS, events_problem, first_missing,
                                   remove_empty)
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
@@ -411,30 +411,17 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
             return saved, saved.config, os.path.abspath(args.resume)
         saved = checkpoint.with_changes(saved, overrides)  # e.g. --eval-sim
         from ppo_jax.eval.host import MujocoEvaluator
-        from ppo_jax.run import host_eval, metrics
+        from ppo_jax.run import host_eval
 
         with cli.user_errors(ValueError, prefix="--resume: "):  # before anything is compiled
             host_eval.check_eval_sim(saved.config, factory=MujocoEvaluator)
 
-        path = os.path.join(os.path.dirname(saved.directory), "metrics.json")
-        try:  # before compiling: the run's history, which the resumed run extends
-            metrics.read_history(path, saved.runs.num_runs, saved.step)
-        except checkpoint.CheckpointError as e:
-            raise cli.CLIError(f"--resume: {e}") from None
-        except metrics.MetricsError as e:
-            raise cli.CLIError(f"--resume: {e} (the checkpoints are intact: move it away to "
-                               "resume without the history before them)") from None
+        from ppo_jax.run.runner import check_resumable
+
+        with cli.user_errors(ValueError, prefix="--resume: "):  # its history, what it writes
+            check_resumable(saved, os.path.dirname(saved.directory), video=args.video)
         out = cli.ensure_writable_dir(args.resume)
         _check_event_dir(out, args.tensorboard)
-        foreign = checkpoint.foreign_steps(saved.directory)
-        if foreign:  # where the resumed run would save, or what orbax would count and delete
-            raise cli.CLIError(f"--resume: {os.path.join(saved.directory, foreign[0])} is not a "
-                               "checkpoint but is named like one, where the run saves its "
-                               "own: move it away")
-        for name in RUN_OWN_FILES:  # what it writes at its end
-            if os.path.isdir(os.path.join(out, name)) and (args.video or name != "policy.mp4"):
-                raise cli.CLIError(f"--resume: {os.path.join(out, name)} is a directory, where "
-                                   "the run writes its file: move it away")
         every, keep = checkpoint.checkpointing(saved)  # unless the flags say otherwise
         args.checkpoint_every = every if args.checkpoint_every is None else args.checkpoint_every
         args.keep = keep if args.keep is None else args.keep

@@ -643,20 +643,14 @@ def fit(
         announce=announce, host_evaluator=host_evaluator)
     if out is not None:
         out = _check_out(out, tensorboard)
-    # a job the caller joined with jax.distributed.initialize spans every process's GPUs
-    processes = device_choice.joined_processes()
-    per_device = device_choice.envs_per_device(runs.num_runs, config.num_envs, devices,
-                                               processes)
-    message = device_choice.apply(device_choice.choose(
-        device, per_device, device_choice.gpus_asked(devices, processes), what="device"))
-    if message and announce is not None:
-        announce(message)
+    _choose_device(device, runs, devices, announce)
     if out is not None:
         if os.path.isdir(out):
             held, files = run_files_in(out)
             if held:
-                cure = "" if env is not None or checkpoint.CHECKPOINTS not in held else (
-                    ", or continue it with scripts/train.py --resume")
+                cure = "" if checkpoint.CHECKPOINTS not in held else (
+                    ", or continue it with resume(out" + (", env=...)" if env is not None
+                                                          else ") or scripts/train.py --resume"))
                 raise ValueError(f"{out} already holds a run ({', '.join(held)}): choose "
                                  f"another out{cure}")
             if files:
@@ -682,6 +676,108 @@ def fit(
                   host_evaluator=host_evaluator)
     train_batches(job, on_batch=on_batch, host_evaluator=host_evaluator, on_eval=on_eval)
     return job.states, job.log.summary()
+
+
+def _choose_device(device: str, runs: Runs, devices, announce) -> None:
+    """``device`` applied to JAX (:mod:`ppo_jax.run.device`), before it starts its backends;
+    a job the caller joined with ``jax.distributed.initialize`` spans every process's GPUs."""
+    processes = device_choice.joined_processes()
+    per_device = device_choice.envs_per_device(runs.num_runs, runs.config.num_envs, devices,
+                                               processes)
+    message = device_choice.apply(device_choice.choose(
+        device, per_device, device_choice.gpus_asked(devices, processes), what="device"))
+    if message and announce is not None:
+        announce(message)
+
+
+def resume(
+    out: str,
+    *,
+    env: Any = None,
+    devices: int | str | None = None,
+    device: str = "auto",
+    checkpoint_every: int | None = None,
+    keep: int | None = None,
+    tensorboard: bool = True,
+    on_batch: Callable[[int, BatchMetrics, EvalMetrics | None], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+    host_evaluator: HostEvaluatorFactory | None = None,
+    on_eval: Callable[[int, EvalMetrics], None] | None = None,
+) -> tuple[PPOState, dict[str, Any]]:
+    """Continue the run saved in ``out`` from its latest checkpoint to its ``total_frames``,
+    as ``scripts/train.py --resume`` does (bit-identical to a run that was not stopped), for
+    a run of any env: a run of an env of your own continues with ``env=``, the env object it
+    trained on (which the command cannot build).
+
+    Args:
+      out: the run directory (or its ``checkpoints/``) that ``fit(out=...)`` or the command
+        wrote, stopped by Ctrl-C, a signal, an exception of ``on_batch`` or a crash after a
+        checkpoint; it continues there.
+      checkpoint_every, keep: as :func:`fit`'s; None: as the run checkpointed.
+      env, devices, device, tensorboard, on_batch, announce, host_evaluator, on_eval: as
+        :func:`fit`'s (the config is the checkpoint's).
+
+    Returns:
+      ``(states [R, ...], metrics)`` as :func:`fit`: the whole run's metrics, the batches
+      before the checkpoint included. A finished run (or one whose runs all stopped at
+      NaN/Inf) is not trained further: its saved states and ``metrics.json`` as they are.
+
+    Raises:
+      CheckpointError: no checkpoint in ``out``, or one that does not fit (one line).
+      ValueError: where the run cannot continue there (one line, before anything compiles).
+    """
+    if not isinstance(out, (str, os.PathLike)) or not isinstance(os.fspath(out), str):
+        raise TypeError(f"out must be a path (a str or os.PathLike), got {out!r}")
+    out = checkpoint.run_directory(os.fspath(out))
+    every, kept, devices = _check_fit_arguments(
+        0 if checkpoint_every is None else checkpoint_every, 1 if keep is None else keep,
+        devices, on_batch=on_batch, on_eval=on_eval, announce=announce,
+        host_evaluator=host_evaluator)
+    saved = checkpoint.open_saved(out)
+    failed = [checkpoint.run_progress(saved.meta, r)[2] for r in range(saved.runs.num_runs)]
+    if saved.step >= saved.config.num_batches or all(f is not None for f in failed):
+        _, states, _ = checkpoint.restore(saved, env=env)
+        path = os.path.join(out, "metrics.json")  # (the job wrote it before the checkpoint)
+        return states, metrics.read_json(path) if os.path.exists(path) else {}
+    host_eval.check_eval_sim(saved.config, env, host_evaluator)
+    problem = run_dir.events_problem(out) if tensorboard else None
+    if problem is not None:
+        raise ValueError(f"{problem}, or pass tensorboard=False")
+    check_resumable(saved, out)
+    saved_every, saved_keep = checkpoint.checkpointing(saved)
+    _choose_device(device, saved.runs, devices, announce)
+    summary, job = run_training(
+        saved, out=out, devices=devices,
+        checkpoint_every=saved_every if checkpoint_every is None else every,
+        keep=saved_keep if keep is None else kept, announce=announce, tensorboard=tensorboard,
+        env=env, host_evaluator=host_evaluator, written_by="resume",
+        progress_factory=None if on_batch is None and on_eval is None
+        else (lambda _: _Callback(on_batch, on_eval)))
+    return job.states, summary
+
+
+def check_resumable(saved: checkpoint.Saved, out: str, video: bool = False) -> None:
+    """ValueError (one line, before anything compiles) where the job saved in ``out`` cannot
+    continue there: a ``metrics.json`` whose history it would extend cannot be read, a
+    folder named like a checkpoint that is not one (where it saves, or what orbax would count
+    and delete), a folder where it writes a file at its end (``policy.mp4``: with
+    ``video``)."""
+    path = os.path.join(out, "metrics.json")
+    try:
+        metrics.read_history(path, saved.runs.num_runs, saved.step)
+    except checkpoint.CheckpointError as e:
+        raise ValueError(str(e)) from None
+    except metrics.MetricsError as e:
+        raise ValueError(f"{e} (the checkpoints are intact: move it away to resume without "
+                         "the history before them)") from None
+    foreign = checkpoint.foreign_steps(saved.directory)
+    if foreign:
+        raise ValueError(f"{os.path.join(saved.directory, foreign[0])} is not a checkpoint but "
+                         "is named like one, where the run saves its own: move it away")
+    for name in run_dir.RUN_OWN_FILES:
+        if os.path.isdir(os.path.join(out, name)) and (video or name != "policy.mp4"):
+            raise ValueError(f"{os.path.join(out, name)} is a directory, where the run writes "
+                             "its file: move it away")
 
 
 def _check_fit_arguments(checkpoint_every, keep, devices, **functions):
