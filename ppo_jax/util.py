@@ -36,6 +36,24 @@ def write_atomic(path: str, data: str | bytes) -> None:
         raise
 
 
+@contextlib.contextmanager
+def written_in_place(path: str):
+    """A temporary path beside ``path`` for a writer that opens the file itself (imageio's
+    video, matplotlib's figure: each picks its format by the suffix, which the temporary
+    name keeps), renamed onto ``path`` when the block ends; removed where it raises (a
+    Ctrl-C mid-write, a full disk), ``path`` then as it was."""
+    root, suffix = os.path.splitext(path)
+    tmp = os.path.join(os.path.dirname(path),
+                       f".{os.path.basename(root)}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
 def _finite_or_none(x):
     if isinstance(x, list):
         return [_finite_or_none(v) for v in x]

@@ -143,6 +143,56 @@ def test_unwritable_video_returns_none(policy_state, tmp_path):
     assert out is None and len(reasons) == 1 and "could not write" in reasons[0]
 
 
+@READ_MP4
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_a_video_stopped_mid_write_leaves_the_old_file(tmp_path, monkeypatch, suffix):
+    """A Ctrl-C (or a full disk) while imageio wrote the video left a cut-off file in
+    place of the old one: 48 bytes of an .mp4 that plays nothing. The video is written
+    beside it and renamed into place; stopped, the old file is as it was and nothing else
+    is left; written, it replaces the old one whole. The same for the curves' figure."""
+    import imageio.v2
+
+    from ppo_jax.run import metrics
+
+    path = str(tmp_path / f"policy{suffix}")
+    with open(path, "wb") as f:
+        f.write(b"the old video")
+    frames = np.repeat(np.array([0, 100, 200], np.uint8), 8 * 8 * 3).reshape(3, 8, 8, 3)
+    real = imageio.v2.mimsave
+
+    def cut_off(target, *args, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"48 bytes of a header")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imageio.v2, "mimsave", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        render.write_video(frames, path, fps=20)
+    assert open(path, "rb").read() == b"the old video"
+    assert os.listdir(tmp_path) == [f"policy{suffix}"]
+    monkeypatch.setattr(imageio.v2, "mimsave", real)
+    assert render.write_video(frames, path, fps=20) == path
+    assert iio.imread(path, index=None).shape[0] == 3
+    assert os.listdir(tmp_path) == [f"policy{suffix}"]
+
+    curves = str(tmp_path / "curves.png")
+    with open(curves, "wb") as f:
+        f.write(b"the old figure")
+    import matplotlib.figure
+
+    def stopped(self, target, *args, **kwargs):
+        open(target, "wb").close()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", stopped)
+    lists = {"frames": [1000], "reward": [[1.0]], "step_count": [[5]],
+             "eval_frames": [[1000]], "eval_return": [[2.0]], "eval_steps": [[5]]}
+    with pytest.raises(OSError):
+        metrics.plot_panels([("run", lists)], curves)
+    assert open(curves, "rb").read() == b"the old figure"
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", f"policy{suffix}"]
+
+
 def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys, rendering):
     from ppo_jax.cli import evaluate as evaluate_script
 

@@ -25,7 +25,7 @@ from typing import Callable
 import mujoco
 import numpy as np
 
-from ppo_jax.util import first_line
+from ppo_jax.util import first_line, written_in_place
 
 GL_HINT = (
     "no offscreen OpenGL context for MuJoCo's renderer: set MUJOCO_GL=egl (NVIDIA/EGL driver) "
@@ -109,16 +109,18 @@ def write_video(frames: np.ndarray, path: str, fps: float) -> str:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"video file must end in .mp4 or .gif, got {path!r}")
-    if suffix == ".gif":
-        # GIF frame durations are in ms (rounded to 10 ms by most players): dt = 50 ms.
-        imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
-    else:
-        # macro_block_size=1 keeps the exact frame size (libx264 needs even sizes: ours are).
-        # imageio-ffmpeg starts ffmpeg as a subprocess; Python warns about forking a process
-        # that runs JAX's threads, harmless for an exec'd ffmpeg.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*os.fork.*", category=RuntimeWarning)
-            imageio.mimsave(path, list(frames), fps=fps, macro_block_size=1)
+    with written_in_place(path) as tmp:  # a video stopped mid-write leaves the old file
+        if suffix == ".gif":
+            # GIF frame durations are in ms (rounded to 10 ms by most players): dt = 50 ms.
+            imageio.mimsave(tmp, list(frames), duration=1000.0 / fps, loop=0)
+        else:
+            # macro_block_size=1 keeps the exact frame size (libx264 needs even sizes: ours
+            # are). imageio-ffmpeg starts ffmpeg as a subprocess; Python warns about forking
+            # a process that runs JAX's threads, harmless for an exec'd ffmpeg.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*os.fork.*",
+                                        category=RuntimeWarning)
+                imageio.mimsave(tmp, list(frames), fps=fps, macro_block_size=1)
     return os.path.abspath(path)
 
 

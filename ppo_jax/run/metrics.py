@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ppo_jax.config import FLOAT32_MAX  # a run's metrics are float32 (TorchRL's too)
+from ppo_jax.util import written_in_place
 
 
 PER_BATCH = (
@@ -255,6 +256,9 @@ def plot_panels(series: list[tuple[str, dict[str, Any]]], path: str, title: str 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with written_in_place(path) as tmp:  # the old figure until the new one is whole
+            fig.savefig(tmp, dpi=80)
+    finally:
+        plt.close(fig)
 
