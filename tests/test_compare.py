@@ -133,6 +133,10 @@ def test_bad_reference_is_one_line(tiny_run, tmp_path):
         compare_cmd.main([tiny_run, str(empty), "--out", str(tmp_path / "x.png")])
     with pytest.raises(CLIError, match="cannot read"):
         compare_cmd.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+    # refused: the folders --out would have been written in are not left behind, empty
+    with pytest.raises(CLIError, match="cannot read"):
+        compare_cmd.main([str(tmp_path / "missing"), "--out", str(tmp_path / "new/dir/x.png")])
+    assert not (tmp_path / "new").exists()
 
 
 def _one_run(n=3, m=2):

@@ -42,13 +42,17 @@ def main(argv=None) -> int:
     if args.out and not os.path.splitext(args.out)[1] and not os.path.isdir(args.out):
         # no format named: a PNG, as matplotlib writes it, and the line says its name
         args.out += ".png"
-    cli.check_output_file(args.out, "--out", image_suffixes())
+    cli.check_output_file(args.out, "--out", image_suffixes(), create=False)
     from ppo_jax.interop import compare
+    from ppo_jax.run.run_dir import taken_back_if_empty
 
-    try:
-        path = compare.compare(args.runs, args.reference, args.out, args.labels)
-    except compare.CompareError as e:
-        raise cli.CLIError(str(e)) from None
+    # its folder is made where it can be written, and taken back where the runs are refused
+    with taken_back_if_empty(os.path.dirname(os.path.abspath(args.out))):
+        cli.check_output_file(args.out, "--out", image_suffixes())
+        try:
+            path = compare.compare(args.runs, args.reference, args.out, args.labels)
+        except compare.CompareError as e:
+            raise cli.CLIError(str(e)) from None
     print(f"wrote {path}")
     return 0
 
