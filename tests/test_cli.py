@@ -356,6 +356,37 @@ def test_existing_run_is_not_overwritten(runs, compile_cache_dir, tiny_flags):
     assert sorted(os.listdir(os.path.join(runs["a"], "checkpoints"))) == before
 
 
+def test_a_run_directory_another_process_writes_is_refused(runs, tmp_path, capsys,
+                                                           tiny_flags, compile_cache_dir):
+    """Two runs into one --out each passed the check for a run there (it holds none until
+    its first checkpoint or metrics.json), both trained and wrote over each other's files:
+    a run, a resume, ``fit`` and ``resume`` hold their directory while they write, and one
+    that finds it held is refused in one line, before anything is read or written."""
+    from ppo_jax import fit, resume
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.run.run_dir import RunDirBusy, held
+
+    busy = "is being written by another process (a run or a resume that is still going)"
+    new = str(tmp_path / "new")
+    os.makedirs(new)
+    d = _copy_run(runs, tmp_path, "stopped")
+    before = _tree_bytes(d)
+    with held(new), held(d):  # as another process holds them (a lock of another open file)
+        one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", new,
+                       "--compile-cache-dir", compile_cache_dir, words=f"{new} {busy}")
+        one_line_error(capsys, train_cmd.main, "--resume", d, words=f"--resume: {d} {busy}")
+        with pytest.raises(RunDirBusy, match=re.escape(busy)):
+            fit(PPOConfig.from_preset("tiny"), out=new)
+        with pytest.raises(RunDirBusy, match=re.escape(busy)):
+            resume(d)
+        with pytest.raises(RunDirBusy, match=re.escape(busy)):
+            with held(d):
+                pass
+    assert os.listdir(new) == [] and _tree_bytes(d) == before
+    with held(new):  # let go: held again
+        pass
+
+
 def test_a_run_without_checkpoints_is_not_offered_a_resume(runs, tmp_path, capsys, tiny_flags):
     """A directory holding a run refuses a new run; ``--resume`` is advised only where there
     are checkpoints to resume (not after ``--no-save-final``)."""

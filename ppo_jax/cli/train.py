@@ -34,8 +34,9 @@ import numpy as np
 
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
-from ppo_jax.run.run_dir import (RUN_FOLDERS, events_problem, first_missing,
+from ppo_jax.run.run_dir import (RUN_FOLDERS, RunDirBusy, events_problem, first_missing,
                                   remove_empty)
+from ppo_jax.run.run_dir import held as run_dir_held
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -261,10 +262,19 @@ def main(argv=None) -> int:
     if job:
         print(job, flush=True)
     cli.require_float32()
+    with contextlib.ExitStack() as hold:  # the run directory, this process's until it ends
+        return _run(args, overrides, devices, lead, hold)
+
+
+def _run(args: argparse.Namespace, overrides: dict[str, Any], devices, lead: bool,
+         hold: contextlib.ExitStack) -> int:
+    """Start (or resume) the job, train it, report (the run directory held in ``hold``)."""
+    import jax
+
     new_out = None if args.resume else os.path.abspath(args.out)
     made = None if new_out is None else first_missing(new_out)
     try:
-        start, config, out = _start(args, overrides)
+        start, config, out = _start(args, overrides, hold if lead else None)
         if args.resume and _nothing_to_train(start, config, out):
             return 0
         init_from = _init_from_torchrl(args, config)
@@ -394,12 +404,20 @@ def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> 
     return out
 
 
-def _start(args: argparse.Namespace, overrides: dict[str, Any]):
+def _start(args: argparse.Namespace, overrides: dict[str, Any],
+           hold: contextlib.ExitStack | None):
     """``(start, config, out)``: the saved job (``--resume``) or the new one's runs, its
-    config and its output directory (a new run's must not hold another run)."""
+    config and its output directory (a new run's must not hold another run), held in
+    ``hold`` (:func:`ppo_jax.run.run_dir.held`; None: by another process of the job)."""
     from ppo_jax.run import checkpoint
 
+    def held(out: str) -> None:
+        if hold is not None:
+            with cli.user_errors(RunDirBusy, prefix="--resume: " if args.resume else ""):
+                hold.enter_context(run_dir_held(out, "--out"))
+
     if args.resume:
+        held(args.resume)  # before its checkpoint is read: another resume may be writing it
         with cli.user_errors(checkpoint.CheckpointError, prefix="--resume: "):
             saved = checkpoint.open_saved(args.resume)
             clash = [f"{cli.flag(k)} {v!r} (saved: {was!r})"
@@ -443,11 +461,12 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any]):
         runs = Runs(config, args.num_seeds or 1, sweep)
     cli.check_not_in_a_run(args.out, "--out")
     out = cli.ensure_writable_dir(args.out)
-    held, files = run_files_in(out)
-    if held:
-        resume = (f"continue it with --resume {out}, or " if checkpoint.CHECKPOINTS in held
+    held(out)  # before it is looked into: no other run starts there after this one did
+    own, files = run_files_in(out)
+    if own:
+        resume = (f"continue it with --resume {out}, or " if checkpoint.CHECKPOINTS in own
                   else "")  # a run without checkpoints (--no-save-final) cannot be resumed
-        raise cli.CLIError(f"{out} already holds a run ({', '.join(held)}): {resume}choose "
+        raise cli.CLIError(f"{out} already holds a run ({', '.join(own)}): {resume}choose "
                            "another --out")
     if files:
         raise cli.CLIError(f"{out} holds files a run writes ({', '.join(files)}), which this "

@@ -111,3 +111,37 @@ def taken_back_if_empty(folder: str, lead: bool = True):
         if top is not None and lead:
             remove_empty(folder, top)
         raise
+
+
+class RunDirBusy(ValueError):
+    """Another process writes a run in the directory (one line)."""
+
+
+@contextlib.contextmanager
+def held(folder: str, what: str = "out"):
+    """The run directory ``folder`` for this process alone while the block runs: where
+    another process holds it (a run, a resume or ``fit`` still going), :class:`RunDirBusy`.
+    Two runs into one directory each passed the check for a run there (it holds none until
+    the first checkpoint or ``metrics.json``) and wrote over each other's files. An advisory
+    lock (``flock``) on the folder itself: nothing is written into it, and the lock goes
+    with the process however it ends. Where the folder is missing (a later check says why)
+    or its file system has no locks, nothing is held."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirBusy(f"{folder} is being written by another process (a run or a "
+                             f"resume that is still going): wait for it to end, or choose "
+                             f"another {what}") from None
+        except OSError:  # no locks on this file system: unguarded
+            pass
+        yield
+    finally:
+        os.close(fd)

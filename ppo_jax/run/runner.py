@@ -604,7 +604,9 @@ def fit(
         ``num_seeds`` x points runs in all.
       out: a run directory (a ``str`` or ``os.PathLike`` path) to write as the command
         writes it (metrics.json, curves.png, checkpoints); None writes nothing. ValueError
-        where it holds a run, or lies inside a run's ``checkpoints/`` or ``tensorboard/``.
+        where it holds a run, or lies inside a run's ``checkpoints/`` or ``tensorboard/``;
+        :class:`~ppo_jax.run.run_dir.RunDirBusy` (a ValueError) where another process
+        writes a run there (a run holds its directory while it writes).
       devices: how many devices to split the runs and envs over (a count, ``"all"``, None).
       device: ``"auto"``, ``"cpu"`` or ``"gpu"``, as ``--device`` (:mod:`ppo_jax.run.device`);
         chosen only before JAX starts its backends: then ``"auto"`` keeps the started one and
@@ -645,25 +647,27 @@ def fit(
         out = _check_out(out, tensorboard)
     _choose_device(device, runs, devices, announce)
     if out is not None:
-        if os.path.isdir(out):
-            held, files = run_files_in(out)
-            if held:
-                cure = "" if checkpoint.CHECKPOINTS not in held else (
-                    ", or continue it with resume(out" + (", env=...)" if env is not None
-                                                          else ") or scripts/train.py --resume"))
-                raise ValueError(f"{out} already holds a run ({', '.join(held)}): choose "
-                                 f"another out{cure}")
-            if files:
-                raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
-                                 "this run would replace: move them away or choose another out")
+        lead = jax.process_index() == 0
         # refused after it was made (the env, the devices, ...): no empty out left behind
-        with run_dir.taken_back_if_empty(os.path.abspath(out),
-                                         lead=jax.process_index() == 0):
+        with run_dir.taken_back_if_empty(os.path.abspath(out), lead=lead), \
+                contextlib.ExitStack() as hold:
             try:
                 os.makedirs(out, exist_ok=True)
             except OSError as e:  # a file on its path, no permission, ...
                 raise ValueError(f"cannot make the run directory {out}: "
                                  f"{e.strerror or e}") from None
+            if lead:  # before it is looked into: no other run starts there after this one
+                hold.enter_context(run_dir.held(out))
+            own, files = run_files_in(out)
+            if own:
+                cure = "" if checkpoint.CHECKPOINTS not in own else (
+                    ", or continue it with resume(out" + (", env=...)" if env is not None
+                                                          else ") or scripts/train.py --resume"))
+                raise ValueError(f"{out} already holds a run ({', '.join(own)}): choose "
+                                 f"another out{cure}")
+            if files:
+                raise ValueError(f"{out} holds files a run writes ({', '.join(files)}), which "
+                                 "this run would replace: move them away or choose another out")
             summary, job = run_training(
                 runs, out=out, devices=devices, checkpoint_every=checkpoint_every, keep=keep,
                 announce=announce, tensorboard=tensorboard, env=env,
@@ -733,6 +737,17 @@ def resume(
         0 if checkpoint_every is None else checkpoint_every, 1 if keep is None else keep,
         devices, on_batch=on_batch, on_eval=on_eval, announce=announce,
         host_evaluator=host_evaluator)
+    with contextlib.ExitStack() as hold:
+        if jax.process_index() == 0:  # before its checkpoint is read
+            hold.enter_context(run_dir.held(out))
+        return _resume(out, every, kept, env=env, devices=devices, device=device,
+                       checkpoint_every=checkpoint_every, keep=keep, tensorboard=tensorboard,
+                       on_batch=on_batch, announce=announce, host_evaluator=host_evaluator,
+                       on_eval=on_eval)
+
+
+def _resume(out, every, kept, *, env, devices, device, checkpoint_every, keep, tensorboard,
+            on_batch, announce, host_evaluator, on_eval):
     saved = checkpoint.open_saved(out)
     failed = [checkpoint.run_progress(saved.meta, r)[2] for r in range(saved.runs.num_runs)]
     if saved.step >= saved.config.num_batches or all(f is not None for f in failed):
