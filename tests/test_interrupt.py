@@ -118,6 +118,38 @@ def test_second_signal_stops_at_once(monkeypatch):
     assert code == 143 and "SIGTERM before the first batch" in message and "\n" not in message
 
 
+def test_a_signal_during_the_last_batch_skips_the_video(monkeypatch, tmp_path, tiny_flags,
+                                                        compile_cache_dir):
+    """A Ctrl-C during the last batch was taken in silence: the run ended, rendered its
+    video (minutes for a long episode) and exited 0. The run is complete and saved: no
+    video is rendered, and one line says so, with 128 + signal."""
+    from ppo_jax.cli.common import CLIError
+    from ppo_jax.eval import render
+
+    asked = []
+
+    def asked_before_each_batch(self):
+        self.training = True
+        asked.append(1)
+        if len(asked) == 3:  # the tiny run's 3 batches: the signal comes in the last one
+            self.signum = signal.SIGINT
+        return False
+
+    monkeypatch.setattr(train_cmd.StopRequest, "__call__", asked_before_each_batch)
+    monkeypatch.setattr(render, "write_policy_video",
+                        lambda *a, **k: pytest.fail("rendered after the signal"))
+    out = str(tmp_path / "run")
+    with pytest.raises(CLIError) as e:
+        train_cmd.main([*tiny_flags, "--out", out, "--compile-cache-dir", compile_cache_dir,
+                        "--no-progress"])
+    assert e.value.code == 130 and e.value.kind == "interrupted"
+    assert str(e.value) == (f"SIGINT during the last batch: the run is complete, saved in "
+                            f"{os.path.abspath(out)}; its video was not rendered")
+    assert json.load(open(os.path.join(out, "metrics.json")))["batch"] == [0, 1, 2]
+    assert os.path.isfile(os.path.join(out, "curves.png"))
+    assert not os.path.exists(os.path.join(out, "policy.mp4"))
+
+
 def test_second_signal_while_saving_leaves_the_checkpoints_intact(uninterrupted, tmp_path,
                                                                    root_dir, compile_cache_dir):
     """Two Ctrl-C a moment apart: the process ends at once or after saving (the second may

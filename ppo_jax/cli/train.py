@@ -297,8 +297,15 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], devices, lead: boo
     if jax.process_count() > 1:
         print(f"process {jax.process_index()}: final parameters sha256 "
               f"{_params_digest(job.states)}", flush=True)
+    last = stop.signum  # a signal during the last batch: the run is complete and saved
+    skipped = last is not None and args.video
     if lead:
+        args.video = args.video and not skipped  # no minutes of rendering after the signal
         _report(args, result, job, out)
+    if last is not None:
+        raise cli.Interrupted(
+            f"{signal.Signals(last).name} during the last batch: the run is complete, saved in "
+            f"{out}" + ("; its video was not rendered" if skipped else ""), 128 + last)
     return 0
 
 
