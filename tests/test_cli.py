@@ -411,9 +411,13 @@ def test_the_python_api_refuses_arguments_of_another_type(runs, tmp_path):
             fit(tiny, out=str(tmp_path / "x"), checkpoint_every=every)
     afile = tmp_path / "afile"
     afile.write_text("kept")
-    for out in (afile, afile / "sub"):
-        with pytest.raises(ValueError, match=f"cannot make the run directory {out}: "):
+    for out in (afile, afile / "sub"):  # (makedirs says "File exists", "Not a directory")
+        with pytest.raises(ValueError, match=f"cannot make the run directory {out}: {afile} "
+                                             "is a file, not a directory"):
             fit(tiny, out=str(out))
+        with pytest.raises(CLIError, match=f"cannot write to output directory '{out}': "
+                                           f"{afile} is a file, not a directory"):
+            train_cmd.main(["--preset", "tiny", "--out", str(out)])
     assert afile.read_text() == "kept" and not (tmp_path / "x").exists()
     for kw, words in ((dict(run_index="1"), "the run index must be a whole number, got '1'"),
                       (dict(run_index=True), "the run index must be a whole number"),

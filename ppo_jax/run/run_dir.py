@@ -113,6 +113,15 @@ def taken_back_if_empty(folder: str, lead: bool = True):
         raise
 
 
+def file_on_the_way(path: str) -> str | None:
+    """The nearest existing one of ``path`` and its parents, where it is not a directory
+    (what ``makedirs`` reports as "File exists" or "Not a directory"), or None."""
+    at = os.path.abspath(path)
+    while not os.path.lexists(at) and os.path.dirname(at) != at:
+        at = os.path.dirname(at)
+    return at if os.path.lexists(at) and not os.path.isdir(at) else None
+
+
 class RunDirBusy(ValueError):
     """Another process writes a run in the directory (one line)."""
 

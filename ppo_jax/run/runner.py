@@ -654,8 +654,10 @@ def fit(
             try:
                 os.makedirs(out, exist_ok=True)
             except OSError as e:  # a file on its path, no permission, ...
-                raise ValueError(f"cannot make the run directory {out}: "
-                                 f"{e.strerror or e}") from None
+                file = run_dir.file_on_the_way(out)
+                raise ValueError(f"cannot make the run directory {out}: " + (
+                    f"{file} is a file, not a directory" if file is not None
+                    else f"{e.strerror or e}")) from None
             if lead:  # before it is looked into: no other run starts there after this one
                 hold.enter_context(run_dir.held(out))
             own, files = run_files_in(out)
