@@ -663,6 +663,34 @@ def test_resume_through_checkpoints_continues_in_the_run_and_checkpoints_as_it_d
     assert checkpoint.checkpointing(checkpoint.open_saved(d)) == (1, 3)
 
 
+def test_a_resume_saves_at_its_end_as_the_run_did(runs, tmp_path, compile_cache_dir):
+    """``--no-save-final`` was not recorded: a resumed run saved a final checkpoint the job
+    had declined. Recorded now, it carries over like ``--checkpoint-every`` and ``--keep``
+    (given again, the flag decides; a checkpoint that does not record it: save)."""
+    from ppo_jax.run import checkpoint
+
+    d = tmp_path / "run"
+    shutil.copytree(runs["a"], d)
+    ck = d / "checkpoints"
+    shutil.rmtree(ck / "3")  # killed after batch 1 was saved, by a job of every 2, no final
+    for step in ("1", "2"):
+        path = ck / step / "meta" / "metadata"
+        meta = json.loads(path.read_text())
+        assert meta[checkpoint.CHECKPOINTING] == {"every": 1, "keep": 3, "save_final": True}
+        meta[checkpoint.CHECKPOINTING] = {"every": 2, "keep": 3, "save_final": False}
+        path.write_text(json.dumps(meta))
+    again = tmp_path / "again"
+    shutil.copytree(d, again)
+    assert train("--resume", str(d), cache=compile_cache_dir) == 0
+    assert checkpoint.steps(str(d)) == [1, 2]  # batch 3 is off the schedule: not saved
+    assert train("--resume", str(again), "--save-final", cache=compile_cache_dir) == 0
+    assert checkpoint.steps(str(again)) == [1, 2, 3]
+    saved = checkpoint.open_saved(str(again))
+    assert checkpoint.saves_final(saved)
+    del saved.meta[checkpoint.CHECKPOINTING]["save_final"]  # as an older ppo_jax wrote it
+    assert checkpoint.saves_final(saved)
+
+
 def test_a_resume_keeps_the_checkpoints_a_run_kept(runs, tmp_path, compile_cache_dir):
     """What a resume checkpoints with unless told: the run's recorded ``--checkpoint-every``
     and ``--keep``; for a checkpoint that records neither (written by an older ppo_jax),

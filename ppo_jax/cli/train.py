@@ -76,9 +76,10 @@ def build_parser() -> cli.ArgumentParser:
     run.add_argument("--keep", type=int, default=None, metavar="K",
                      help="checkpoints to keep (default 3; with --resume, the run's own)")
     run.add_argument("--save-final", action=argparse.BooleanOptionalAction,
-                     default=True, help="save a checkpoint at the end of the run (without "
+                     default=None, help="save a checkpoint at the end of the run (without "
                                         "it, the last batch is saved only where it falls on "
-                                        "--checkpoint-every's schedule)")
+                                        "--checkpoint-every's schedule; default: save; with "
+                                        "--resume, as the run did)")
     run.add_argument("--resume", metavar="DIR", type=cli.nonempty,
                      help="continue the run saved in DIR (its --out) to its total_frames")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -450,6 +451,8 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any],
         every, keep = checkpoint.checkpointing(saved)  # unless the flags say otherwise
         args.checkpoint_every = every if args.checkpoint_every is None else args.checkpoint_every
         args.keep = keep if args.keep is None else args.keep
+        if args.save_final is None:
+            args.save_final = checkpoint.saves_final(saved)
         return saved, saved.config, out
     base = PPOConfig.from_preset(args.preset) if args.preset else PPOConfig()
     config = cli.make_config(base, overrides)
@@ -481,6 +484,7 @@ def _start(args: argparse.Namespace, overrides: dict[str, Any],
     _check_event_dir(out, args.tensorboard)
     args.checkpoint_every = args.checkpoint_every or 0
     args.keep = checkpoint.DEFAULT_KEEP if args.keep is None else args.keep
+    args.save_final = True if args.save_final is None else args.save_final
     return runs, config, out
 
 

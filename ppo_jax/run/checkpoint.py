@@ -364,6 +364,14 @@ def checkpointing(saved: Saved) -> tuple[int, int]:
     return 0, max(DEFAULT_KEEP, len(steps(saved.directory)) + 1)
 
 
+def saves_final(saved: Saved) -> bool:
+    """Whether a resume of ``saved`` saves a checkpoint at its end unless told otherwise:
+    as the job did (``--no-save-final``: only where the last batch falls on the schedule);
+    yes where the checkpoint does not record it."""
+    given = saved.meta.get(CHECKPOINTING)
+    return not (isinstance(given, dict) and given.get("save_final") is False)
+
+
 # Config fields a resume may change: where the evaluations run changes no training program
 # (a run saved on one machine continues on another kind, e.g. over several processes)
 RESUME_MAY_CHANGE = ("eval_sim",)

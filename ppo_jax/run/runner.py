@@ -519,7 +519,8 @@ def run_training(
             events.flush()
         checkpoint.save(ckpt_dir, j.trainer, j.states, runs=j.runs, keep=keep,
                         extra_meta={**checkpoint_meta(j.log), checkpoint.CHECKPOINTING: {
-                            "every": checkpoint_every, "keep": keep}})
+                            "every": checkpoint_every, "keep": keep,
+                            "save_final": bool(save_final)}})
 
     try:
         try:
@@ -762,11 +763,13 @@ def _resume(out, every, kept, *, env, devices, device, checkpoint_every, keep, t
         raise ValueError(f"{problem}, or pass tensorboard=False")
     check_resumable(saved, out)
     saved_every, saved_keep = checkpoint.checkpointing(saved)
+    save_final = checkpoint.saves_final(saved)
     _choose_device(device, saved.runs, devices, announce)
     summary, job = run_training(
         saved, out=out, devices=devices,
         checkpoint_every=saved_every if checkpoint_every is None else every,
-        keep=saved_keep if keep is None else kept, announce=announce, tensorboard=tensorboard,
+        keep=saved_keep if keep is None else kept, save_final=save_final,
+        announce=announce, tensorboard=tensorboard,
         env=env, host_evaluator=host_evaluator, written_by="resume",
         progress_factory=None if on_batch is None and on_eval is None
         else (lambda _: _Callback(on_batch, on_eval)))
