@@ -387,6 +387,28 @@ def test_a_run_directory_another_process_writes_is_refused(runs, tmp_path, capsy
         pass
 
 
+def test_a_run_refused_by_the_lock_leaves_the_other_run_s_folder(tmp_path, capsys,
+                                                                  tiny_flags, monkeypatch):
+    """Two runs started into a new --out a moment apart: the one refused by the lock had
+    found the folder missing, and took it back (empty: the other was compiling), so that a
+    third could make it and write there too. Refused, a run holds nothing: it takes
+    nothing back."""
+    from ppo_jax import fit
+    from ppo_jax.config import PPOConfig
+    from ppo_jax.run import run_dir
+
+    new = str(tmp_path / "new")
+    os.makedirs(new)  # made by the other run after this one found it missing
+    monkeypatch.setattr(train_cmd, "first_missing", lambda path: new)
+    monkeypatch.setattr(run_dir, "first_missing", lambda path: new)
+    with run_dir.held(new):
+        one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", new,
+                       words="is being written by another process")
+        with pytest.raises(run_dir.RunDirBusy):
+            fit(PPOConfig.from_preset("tiny"), out=new)
+        assert os.path.isdir(new)
+
+
 def test_a_run_without_checkpoints_is_not_offered_a_resume(runs, tmp_path, capsys, tiny_flags):
     """A directory holding a run refuses a new run; ``--resume`` is advised only where there
     are checkpoints to resume (not after ``--no-save-final``)."""

@@ -146,6 +146,7 @@ def test_a_stopped_run_of_an_own_env_resumes_through_the_api(own_env_run, PointM
     to the run that was not stopped (the README's, 3 batches); a finished one is returned as
     it is, nothing written; wrong arguments are one line before anything is read."""
     import json
+    import shutil
 
     from ppo_jax import fit, resume
 
@@ -163,6 +164,17 @@ def test_a_stopped_run_of_an_own_env_resumes_through_the_api(own_env_run, PointM
             on_batch=stop_after_batch_1)
     with pytest.raises(checkpoint.CheckpointError, match=NOT_REGISTERED):
         resume(out)
+    # what the command refuses before compiling, resume refuses too (its files as they were)
+    broken = str(tmp_path / "broken")
+    shutil.copytree(out, broken)
+    with open(os.path.join(broken, "metrics.json"), "w") as f:
+        f.write('{"cut off')
+    with pytest.raises(ValueError, match="the checkpoints are intact: move it away"):
+        resume(broken, env=PointMass())
+    shutil.copy(os.path.join(out, "metrics.json"), os.path.join(broken, "metrics.json"))
+    os.makedirs(os.path.join(broken, "checkpoints", "99"))
+    with pytest.raises(ValueError, match="99 is not a checkpoint but is named like one"):
+        resume(broken, env=PointMass())
     seen = []
     states, metrics = resume(os.path.join(out, "checkpoints"), env=PointMass(),
                              on_batch=lambda i, m, ev: seen.append(i))
@@ -190,6 +202,39 @@ def test_a_stopped_run_of_an_own_env_resumes_through_the_api(own_env_run, PointM
         resume(3)
     with pytest.raises(checkpoint.CheckpointError):
         resume(str(tmp_path / "no run here"), env=PointMass())
+
+
+def test_resume_chooses_the_device_before_jax_starts(own_env_run, root_dir):
+    """``resume(device=...)`` (a fresh process): the device is chosen from the checkpoint's
+    metadata before anything starts JAX's backends, as ``fit`` and ``--resume`` do; where
+    reading the checkpoint came first, JAX had started on the GPU, ``device="cpu"`` was
+    refused and ``"auto"`` resumed a CPU run of few envs there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from jax._src import xla_bridge\n"
+        "from ppo_jax.run import runner\n"
+        "seen = []\n"
+        "real = runner._choose_device\n"
+        "def probe(*args):\n"
+        "    seen.append((xla_bridge.backends_are_initialized(), args[:3]))\n"
+        "    return real(*args)\n"
+        "runner._choose_device = probe\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from tests.test_env_swap import readme_block\n"
+        "ns = {'__name__': 'readme_example'}\n"
+        "src = readme_block(sys.argv[2]).split('states, metrics = fit(')[0]\n"
+        "exec(src, ns)\n"
+        "runner.resume(sys.argv[1], env=ns['PointMass'](), device='cpu')\n"
+        "print(json.dumps(seen))\n")
+    out = subprocess.run([sys.executable, "-c", code, own_env_run["out"], root_dir],
+                         capture_output=True, text=True, timeout=600, cwd=root_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[False, ["cpu", 1, 4]]]
 
 
 def test_bounded_actions_reach_the_env():

@@ -448,6 +448,30 @@ def test_missing_or_mismatched_processes_give_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "r" / "metrics.json")
 
 
+def test_a_job_whose_out_another_process_writes_is_refused_in_every_process(tmp_path):
+    """Process 0 holds the job's --out (its others share it): where another process writes
+    a run there, every process of the job ends with its one line, not process 0 alone
+    while the others compile and wait for it at the next barrier."""
+    from ppo_jax.run.run_dir import held
+
+    port = _free_port()
+    out = tmp_path / "r"
+    out.mkdir()
+    common = [*TINY_FLAGS, "--out", str(out), "--coordinator", f"127.0.0.1:{port}",
+              "--num-processes", "2", "--distributed-timeout", "60"]
+    with held(str(out)):
+        procs = [_train_process([*common, "--process-id", str(i)]) for i in range(2)]
+        try:
+            errs = [p.communicate(timeout=300)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+    for p, err in zip(procs, errs):
+        assert p.returncode == 2, err[-3000:]
+        assert f"{out} is being written by another process" in _one_line(err)
+    assert os.listdir(out) == []
+
+
 # --- 2. two processes, one job --------------------------------------------------------------
 @pytest.mark.slow  # two processes compile the same programs side by side on 2 cores
 def test_two_processes_form_one_job(tmp_path, one, compile_cache_dir):

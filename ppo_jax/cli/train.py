@@ -36,7 +36,7 @@ from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
 from ppo_jax.run.run_dir import (RUN_FOLDERS, RunDirBusy, events_problem, first_missing,
                                   remove_empty)
-from ppo_jax.run.run_dir import held as run_dir_held
+from ppo_jax.run.run_dir import held_by_the_job
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -274,25 +274,30 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], devices, lead: boo
 
     new_out = None if args.resume else os.path.abspath(args.out)
     made = None if new_out is None else first_missing(new_out)
+    holding: list[str] = []  # the run directory, once this job holds it
+
+    def take_back() -> None:
+        # the empty folders of --out that it made, only while it holds them: they may be
+        # another run's, made after this one looked (refused, it holds nothing)
+        if made is not None and lead and holding:
+            remove_empty(new_out, made)
+
     try:
-        start, config, out = _start(args, overrides, hold if lead else None)
+        start, config, out = _start(args, overrides, hold, holding)
         if args.resume and _nothing_to_train(start, config, out):
             return 0
         init_from = _init_from_torchrl(args, config)
         cli.apply_compile_cache_flags(args)
-        stop = StopRequest(enabled=jax.process_count() == 1, before_early_exit=(
-            None if made is None or not lead else lambda: remove_empty(new_out, made)))
+        stop = StopRequest(enabled=jax.process_count() == 1, before_early_exit=take_back)
         result, job = _train(args, start, config, out, devices, lead, stop, init_from)
     except BaseException:
         # a refusal or a failure before anything was written leaves no empty --out behind
-        if made is not None and lead:
-            remove_empty(new_out, made)
+        take_back()
         raise
     from ppo_jax.run.parallel import barrier
 
     if stop.signum is not None and job.start < config.num_batches and not job.log.all_failed:
-        if made is not None and lead:  # stopped before its first batch: no empty --out
-            remove_empty(new_out, made)
+        take_back()  # stopped before its first batch: no empty --out
         raise stop.interrupted(job, out)
     barrier("finished")  # the processes of a job leave together (JAX's shutdown has a deadline)
     if jax.process_count() > 1:
@@ -412,17 +417,17 @@ def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> 
     return out
 
 
-def _start(args: argparse.Namespace, overrides: dict[str, Any],
-           hold: contextlib.ExitStack | None):
+def _start(args: argparse.Namespace, overrides: dict[str, Any], hold: contextlib.ExitStack,
+           holding: list[str]):
     """``(start, config, out)``: the saved job (``--resume``) or the new one's runs, its
     config and its output directory (a new run's must not hold another run), held in
-    ``hold`` (:func:`ppo_jax.run.run_dir.held`; None: by another process of the job)."""
+    ``hold`` (:func:`ppo_jax.run.run_dir.held_by_the_job`; added to ``holding`` then)."""
     from ppo_jax.run import checkpoint
 
     def held(out: str) -> None:
-        if hold is not None:
-            with cli.user_errors(RunDirBusy, prefix="--resume: " if args.resume else ""):
-                hold.enter_context(run_dir_held(out, "--out"))
+        with cli.user_errors(RunDirBusy, prefix="--resume: " if args.resume else ""):
+            hold.enter_context(held_by_the_job(out, None if args.resume else "--out"))
+        holding.append(out)
 
     if args.resume:
         held(args.resume)  # before its checkpoint is read: another resume may be writing it

@@ -241,6 +241,24 @@ def gather(x) -> np.ndarray:
 _BARRIERS = [0]
 
 
+def from_lead(what: str, value: str, timeout_s: float = 1800.0) -> str:
+    """Process 0's ``value`` in every process of a multi-process job (``value`` itself in
+    one process), e.g. what it found that the others must act on too: each process calls it
+    at the same point. Through the coordination service's key-value store, as
+    :func:`barrier`."""
+    if jax.process_count() == 1:
+        return value
+    from jax._src import distributed
+
+    _BARRIERS[0] += 1
+    key = f"ppo_jax_{_BARRIERS[0]}_{what}"
+    client = distributed.global_state.client
+    if jax.process_index() == 0:
+        client.key_value_set(key, value)
+        return value
+    return client.blocking_key_value_get(key, int(timeout_s * 1000))
+
+
 def barrier(what: str, timeout_s: float = 1800.0) -> None:
     """Wait until every process of a multi-process job gets here (no-op in one process).
 

@@ -100,11 +100,11 @@ def remove_empty(path: str, top: str) -> None:
 
 
 @contextlib.contextmanager
-def taken_back_if_empty(folder: str, lead: bool = True):
+def taken_back_if_empty(folder: str, lead: bool = True, made: str | None | bool = True):
     """Around what makes ``folder`` (absolute) and may then be refused or fail: the folders
-    it made (:func:`first_missing`) are removed again while empty (``lead``: the process
-    that does it, in a job of several)."""
-    top = first_missing(folder)
+    it made (:func:`first_missing`, or ``made``, found before they were made) are removed
+    again while empty (``lead``: the process that does it, in a job of several)."""
+    top = first_missing(folder) if made is True else made
     try:
         yield
     except BaseException:
@@ -127,14 +127,15 @@ class RunDirBusy(ValueError):
 
 
 @contextlib.contextmanager
-def held(folder: str, what: str = "out"):
+def held(folder: str, what: str | None = "out"):
     """The run directory ``folder`` for this process alone while the block runs: where
     another process holds it (a run, a resume or ``fit`` still going), :class:`RunDirBusy`.
     Two runs into one directory each passed the check for a run there (it holds none until
     the first checkpoint or ``metrics.json``) and wrote over each other's files. An advisory
     lock (``flock``) on the folder itself: nothing is written into it, and the lock goes
     with the process however it ends. Where the folder is missing (a later check says why)
-    or its file system has no locks, nothing is held."""
+    or its file system has no locks, nothing is held. ``what``: the argument to choose
+    another folder with (None: a resume, which writes where the run is)."""
     try:
         import fcntl
 
@@ -147,10 +148,32 @@ def held(folder: str, what: str = "out"):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunDirBusy(f"{folder} is being written by another process (a run or a "
-                             f"resume that is still going): wait for it to end, or choose "
-                             f"another {what}") from None
+                             "resume that is still going): wait for it to end"
+                             + (f", or choose another {what}" if what else "")) from None
         except OSError:  # no locks on this file system: unguarded
             pass
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def held_by_the_job(folder: str, what: str | None = "out"):
+    """:func:`held` by process 0 of a job, whose others share the folder: each process of a
+    multi-process job enters it at the same point, and is refused where process 0 is (they
+    would otherwise wait for it at the job's next barrier)."""
+    import jax
+
+    from ppo_jax.run.parallel import from_lead
+
+    with contextlib.ExitStack() as hold:
+        busy = ""
+        if jax.process_index() == 0:
+            try:
+                hold.enter_context(held(folder, what))
+            except RunDirBusy as e:
+                busy = str(e)
+        busy = from_lead("run_dir_held", busy)
+        if busy:
+            raise RunDirBusy(busy)
+        yield

@@ -646,21 +646,26 @@ def fit(
         announce=announce, host_evaluator=host_evaluator)
     if out is not None:
         out = _check_out(out, tensorboard)
-    _choose_device(device, runs, devices, announce)
+    _choose_device(device, runs.num_runs, config.num_envs, devices, announce)
     if out is not None:
         lead = jax.process_index() == 0
-        # refused after it was made (the env, the devices, ...): no empty out left behind
-        with run_dir.taken_back_if_empty(os.path.abspath(out), lead=lead), \
-                contextlib.ExitStack() as hold:
+        made = run_dir.first_missing(os.path.abspath(out))
+        with contextlib.ExitStack() as hold:
             try:
                 os.makedirs(out, exist_ok=True)
             except OSError as e:  # a file on its path, no permission, ...
+                if lead and made is not None:
+                    run_dir.remove_empty(os.path.abspath(out), made)
                 file = run_dir.file_on_the_way(out)
                 raise ValueError(f"cannot make the run directory {out}: " + (
                     f"{file} is a file, not a directory" if file is not None
                     else f"{e.strerror or e}")) from None
-            if lead:  # before it is looked into: no other run starts there after this one
-                hold.enter_context(run_dir.held(out))
+            # before it is looked into: no other run starts there after this one (refused,
+            # the folders are the other run's: not taken back)
+            hold.enter_context(run_dir.held_by_the_job(out))
+            # refused after it was made (the env, the devices, ...): no empty out left behind
+            hold.enter_context(run_dir.taken_back_if_empty(os.path.abspath(out), lead=lead,
+                                                           made=made))
             own, files = run_files_in(out)
             if own:
                 cure = "" if checkpoint.CHECKPOINTS not in own else (
@@ -685,12 +690,11 @@ def fit(
     return job.states, job.log.summary()
 
 
-def _choose_device(device: str, runs: Runs, devices, announce) -> None:
+def _choose_device(device: str, num_runs: int, num_envs: int, devices, announce) -> None:
     """``device`` applied to JAX (:mod:`ppo_jax.run.device`), before it starts its backends;
     a job the caller joined with ``jax.distributed.initialize`` spans every process's GPUs."""
     processes = device_choice.joined_processes()
-    per_device = device_choice.envs_per_device(runs.num_runs, runs.config.num_envs, devices,
-                                               processes)
+    per_device = device_choice.envs_per_device(num_runs, num_envs, devices, processes)
     message = device_choice.apply(device_choice.choose(
         device, per_device, device_choice.gpus_asked(devices, processes), what="device"))
     if message and announce is not None:
@@ -740,16 +744,21 @@ def resume(
         0 if checkpoint_every is None else checkpoint_every, 1 if keep is None else keep,
         devices, on_batch=on_batch, on_eval=on_eval, announce=announce,
         host_evaluator=host_evaluator)
-    with contextlib.ExitStack() as hold:
-        if jax.process_index() == 0:  # before its checkpoint is read
-            hold.enter_context(run_dir.held(out))
-        return _resume(out, every, kept, env=env, devices=devices, device=device,
+    # the device first (reading the checkpoint starts JAX): from its metadata, read as JSON
+    meta = checkpoint.peek_meta(out)
+    try:
+        runs, envs = int(meta.get("num_runs", 1)), int(meta["config"]["num_envs"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        runs, envs = 1, 1  # unreadable: open_saved says what is wrong, in one line
+    _choose_device(device, max(1, runs), max(1, envs), devices, announce)
+    with run_dir.held_by_the_job(out, None):  # before its checkpoint is read
+        return _resume(out, every, kept, env=env, devices=devices,
                        checkpoint_every=checkpoint_every, keep=keep, tensorboard=tensorboard,
                        on_batch=on_batch, announce=announce, host_evaluator=host_evaluator,
                        on_eval=on_eval)
 
 
-def _resume(out, every, kept, *, env, devices, device, checkpoint_every, keep, tensorboard,
+def _resume(out, every, kept, *, env, devices, checkpoint_every, keep, tensorboard,
             on_batch, announce, host_evaluator, on_eval):
     saved = checkpoint.open_saved(out)
     failed = [checkpoint.run_progress(saved.meta, r)[2] for r in range(saved.runs.num_runs)]
@@ -764,7 +773,6 @@ def _resume(out, every, kept, *, env, devices, device, checkpoint_every, keep, t
     check_resumable(saved, out)
     saved_every, saved_keep = checkpoint.checkpointing(saved)
     save_final = checkpoint.saves_final(saved)
-    _choose_device(device, saved.runs, devices, announce)
     summary, job = run_training(
         saved, out=out, devices=devices,
         checkpoint_every=saved_every if checkpoint_every is None else every,
