@@ -178,6 +178,31 @@ def test_init_from_torchrl_starts_from_the_export(exported, restored):
     np.testing.assert_array_equal(run.states.obs_stats.loc[0], state.obs_stats.loc)
 
 
+def test_a_run_started_from_torchrl_says_so(exported, tiny_run, tmp_path, tiny_flags,
+                                            compile_cache_dir):
+    """What a run's networks started from was recorded nowhere: ``metrics.json`` says it
+    (``init_from``: ``torchrl:`` and the file's path; null for a fresh start), and a resumed
+    run's still does (the checkpoints record it)."""
+    import json
+    import shutil
+
+    from ppo_jax.cli import train
+    from ppo_jax.run import checkpoint
+
+    assert json.load(open(os.path.join(tiny_run, "metrics.json")))["init_from"] is None
+    out = str(tmp_path / "run")
+    assert train.main([*tiny_flags, "--init-from-torchrl", exported, "--out", out,
+                       "--checkpoint-every", "1", "--no-video", "--no-progress",
+                       "--compile-cache-dir", compile_cache_dir]) == 0
+    want = f"torchrl:{os.path.abspath(exported)}"
+    assert json.load(open(os.path.join(out, "metrics.json")))["init_from"] == want
+    shutil.rmtree(os.path.join(out, "checkpoints", "3"))  # as if stopped after batch 1
+    assert checkpoint.open_saved(out).meta["init_from"] == want
+    assert train.main(["--resume", out, "--no-video", "--no-progress",
+                       "--compile-cache-dir", compile_cache_dir]) == 0
+    assert json.load(open(os.path.join(out, "metrics.json")))["init_from"] == want
+
+
 def test_init_from_torchrl_refuses_running_statistics(exported, restored):
     """A TorchRL start carries fixed statistics: ``--obs-norm running``, which keeps their
     moments, refuses it in one line rather than inventing the moments."""

@@ -540,6 +540,8 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
                                                         lead and not args.no_progress),
                 announce=announce,
                 init_from=init_from,
+                init_from_label=(None if init_from is None else
+                                 f"torchrl:{os.path.abspath(args.init_from_torchrl)}"),
                 interrupted=stop,
                 host_evaluator=MujocoEvaluator,
             )

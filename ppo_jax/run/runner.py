@@ -59,6 +59,7 @@ class RunLog:
     marks: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     layout: str | None = None
     written_by: str = "run_training"  # metrics.json's "written_by": what wrote the run
+    init_from: str | None = None  # what the networks started from (None: initialized fresh)
     # where the seconds before the first batch went: the env and networks built (or the
     # checkpoint restored), the programs loaded or compiled, the init program's run
     startup: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -138,6 +139,7 @@ class RunLog:
             "format": metrics.METRICS_FORMAT,
             "env_id": self.env_id,
             "written_by": self.written_by,
+            "init_from": self.init_from,
             # the most frames a run trained: a run stopped at NaN/Inf trained none of its
             # failed batch (its update was discarded)
             "total_frames": max(end if f is None else min(f * fpb, end) for f in self.failed),
@@ -244,6 +246,7 @@ def prepare(
     init_from: tuple[Any, Any] | None = None,
     env: Any = None,
     host_evaluator: HostEvaluatorFactory | None = None,
+    init_from_label: str | None = None,
 ) -> Job:
     """Compile the programs and initialize the device state of a new job (``start``: its
     :class:`~ppo_jax.run.runs.Runs`), or restore a saved one (``start``: a
@@ -253,7 +256,8 @@ def prepare(
     ``MemoryNeedError``, a ``LayoutError``, where the runs cannot fit the devices' memory:
     checked before compiling, after a resumed job's states are restored). ``init_from`` =
     ``(Params, ObsNormStats)`` (e.g. from a TorchRL export) replaces every new run's freshly
-    initialized networks and normalization statistics. ``env``: an env object of the user's
+    initialized networks and normalization statistics (``init_from_label``: what they came
+    from, for ``metrics.json`` and the checkpoints). ``env``: an env object of the user's
     own (it must meet :mod:`ppo_jax.envs.base`'s protocol; None: the registry's
     ``config.env``). ``host_evaluator``: the factory :func:`train_batches` will be given (it
     decides which evaluation program the job needs)."""
@@ -296,6 +300,8 @@ def prepare(
     log.compile_seconds = programs.compile_seconds
     log.from_cache = programs.from_cache
     log.startup = startup
+    log.init_from = start.meta.get("init_from") if resume else (
+        None if init_from is None else init_from_label or "given networks")
     if resume:
         path = os.path.join(os.path.dirname(start.directory), "metrics.json")
         history = metrics.read_history(path, runs.num_runs, first)
@@ -471,6 +477,7 @@ def run_training(
     env: Any = None,
     host_evaluator: HostEvaluatorFactory | None = None,
     written_by: str = "run_training",
+    init_from_label: str | None = None,
 ) -> tuple[dict[str, Any], Job]:
     """Train a new job (``start``: its runs) or continue a saved one (``start``: its
     checkpoint) into the run directory ``out``; returns (the summary written to
@@ -484,10 +491,11 @@ def run_training(
     (``job.start < config.num_batches`` then tells). ``host_evaluator``: see
     :func:`train_batches` (an evaluation that lands late reaches the progress bar's
     ``add_eval(i, eval)``, TensorBoard and metrics.json then). ``written_by``: what
-    metrics.json says wrote the run (``"scripts/train.py"``, ``"fit"``)."""
+    metrics.json says wrote the run (``"scripts/train.py"``, ``"fit"``);
+    ``init_from_label``: as :func:`prepare`'s."""
     host_eval.check_eval_sim(start.config, env, host_evaluator)
     job = prepare(start, devices=devices, announce=announce, init_from=init_from, env=env,
-                  host_evaluator=host_evaluator)
+                  host_evaluator=host_evaluator, init_from_label=init_from_label)
     job.log.written_by = written_by
     ckpt_dir = checkpoint.run_checkpoints(out)
     progress = progress_factory(job.start) if progress_factory else None
@@ -556,6 +564,7 @@ def checkpoint_meta(log: RunLog) -> dict[str, Any]:
         "last_eval_return": [s[-1] if s else None for s in log.history["eval_return"]],
         "last_eval_frames": [s[-1] if s else None for s in log.history["eval_frames"]],
         "failed_batch": log.failed,
+        "init_from": log.init_from,  # (a resumed run's metrics.json says it still)
     }
 
 
