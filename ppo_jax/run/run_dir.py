@@ -175,5 +175,7 @@ def held_by_the_job(folder: str, what: str | None = "out"):
                 busy = str(e)
         busy = from_lead("run_dir_held", busy)
         if busy:
+            if jax.process_count() > 1:  # every process leaves the job together: process
+                jax.distributed.shutdown()  # 0's exit would end the others' service first
             raise RunDirBusy(busy)
         yield
