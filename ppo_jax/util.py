@@ -25,26 +25,23 @@ def write_atomic(path: str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and a
     rename (``os.replace`` is atomic on POSIX). A write that fails (a full disk) leaves
     ``path`` as it was and no temporary file behind."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
+    with written_in_place(path, keep_suffix=False) as tmp:
         with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 @contextlib.contextmanager
-def written_in_place(path: str):
-    """A temporary path beside ``path`` for a writer that opens the file itself (imageio's
-    video, matplotlib's figure: each picks its format by the suffix, which the temporary
-    name keeps), renamed onto ``path`` when the block ends; removed where it raises (a
-    Ctrl-C mid-write, a full disk), ``path`` then as it was."""
-    root, suffix = os.path.splitext(path)
-    tmp = os.path.join(os.path.dirname(path),
-                       f".{os.path.basename(root)}.{os.getpid()}.tmp{suffix}")
+def written_in_place(path: str, keep_suffix: bool = True):
+    """A temporary path beside ``path``, renamed onto it when the block ends; removed where
+    it raises (a Ctrl-C mid-write, a full disk), ``path`` then as it was. ``keep_suffix``:
+    for a writer that opens the file itself and picks its format by the suffix (imageio's
+    video, matplotlib's figure), the temporary name ends in it too."""
+    if keep_suffix:
+        root, suffix = os.path.splitext(path)
+        tmp = os.path.join(os.path.dirname(path),
+                           f".{os.path.basename(root)}.{os.getpid()}.tmp{suffix}")
+    else:
+        tmp = f"{path}.{os.getpid()}.tmp"
     try:
         yield tmp
         os.replace(tmp, path)

@@ -17,7 +17,7 @@ import typing
 from typing import Any, Callable
 
 from ppo_jax.config import PPOConfig, field_choices, field_types
-from ppo_jax.run.run_dir import file_on_the_way, inside_a_run, utf8_problem
+from ppo_jax.run.run_dir import inside_a_run, not_made_because, utf8_problem
 from ppo_jax.util import exit_with_one_line, first_line
 
 CHOICES = field_choices()
@@ -233,12 +233,9 @@ def ensure_writable_dir(path: str) -> str:
             f.write("")
         os.remove(probe)
     except OSError as e:
-        file = file_on_the_way(path)
-        reason = (f"{file} is a file, not a directory" if file is not None
-                  else e.strerror or e)
-        raise CLIError(f"cannot write to output directory {path!r}: {reason}") from None
+        raise CLIError(f"cannot write to output directory {path!r}: "
+                       f"{not_made_because(path, e)}") from None
     return os.path.abspath(path)
-
 
 
 def check_output_file(path: str, what: str, suffixes: tuple[str, ...] = (),

@@ -35,8 +35,7 @@ import numpy as np
 from ppo_jax.cli import common as cli
 from ppo_jax.run import distributed
 from ppo_jax.run.run_dir import (RUN_FOLDERS, RunDirBusy, events_problem, first_missing,
-                                  remove_empty)
-from ppo_jax.run.run_dir import held_by_the_job
+                                  held_by_the_job, remove_empty)
 from ppo_jax.config import PRESETS, PPOConfig
 from ppo_jax.eval.gl import default_offscreen_backend
 
@@ -306,7 +305,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any], devices, lead: boo
     last = stop.signum  # a signal during the last batch: the run is complete and saved
     skipped = last is not None and args.video
     if lead:
-        args.video = args.video and not skipped  # no minutes of rendering after the signal
+        args.video = args.video and last is None  # no minutes of rendering after the signal
         _report(args, result, job, out)
     if last is not None:
         raise cli.Interrupted(

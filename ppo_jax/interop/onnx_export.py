@@ -51,6 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppo_jax.util import write_atomic
+
 FORMAT = "ppo_jax.interop.onnx_export/1"
 MODES = ("mean", "tanh_loc")
 MIN_OPSET = 18  # Split's num_outputs, Reduce* axes as an input
@@ -521,16 +523,9 @@ def save_model(model, path: str) -> str:
     """Write ``model`` to ``path`` atomically (a temporary file beside it, then rename); its
     absolute path. A failure leaves no file (and an existing one untouched)."""
     path = os.path.abspath(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
+        write_atomic(path, model.SerializeToString())
     except OSError as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
         raise OnnxExportError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 

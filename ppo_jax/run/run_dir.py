@@ -100,26 +100,32 @@ def remove_empty(path: str, top: str) -> None:
 
 
 @contextlib.contextmanager
-def taken_back_if_empty(folder: str, lead: bool = True, made: str | None | bool = True):
+def taken_back_if_empty(folder: str, lead: bool = True):
     """Around what makes ``folder`` (absolute) and may then be refused or fail: the folders
-    it made (:func:`first_missing`, or ``made``, found before they were made) are removed
-    again while empty (``lead``: the process that does it, in a job of several)."""
-    top = first_missing(folder) if made is True else made
+    it made (:func:`first_missing`) are removed again while empty (``lead``: the process
+    that does it, in a job of several); not where another process holds the folder
+    (:class:`RunDirBusy`): they are its own, made after this one looked."""
+    top = first_missing(folder)
     try:
         yield
+    except RunDirBusy:
+        raise
     except BaseException:
         if top is not None and lead:
             remove_empty(folder, top)
         raise
 
 
-def file_on_the_way(path: str) -> str | None:
-    """The nearest existing one of ``path`` and its parents, where it is not a directory
-    (what ``makedirs`` reports as "File exists" or "Not a directory"), or None."""
+def not_made_because(path: str, e: OSError) -> str:
+    """Why the directory ``path`` could not be made or written (``e``): the file on its way,
+    where the nearest existing one of it and its parents is not a directory (``makedirs``
+    says "File exists" or "Not a directory"), else ``e``'s reason."""
     at = os.path.abspath(path)
     while not os.path.lexists(at) and os.path.dirname(at) != at:
         at = os.path.dirname(at)
-    return at if os.path.lexists(at) and not os.path.isdir(at) else None
+    if os.path.lexists(at) and not os.path.isdir(at):
+        return f"{at} is a file, not a directory"
+    return str(e.strerror or e)
 
 
 class RunDirBusy(ValueError):

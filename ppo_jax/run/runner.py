@@ -657,24 +657,11 @@ def fit(
         out = _check_out(out, tensorboard)
     _choose_device(device, runs.num_runs, config.num_envs, devices, announce)
     if out is not None:
-        lead = jax.process_index() == 0
-        made = run_dir.first_missing(os.path.abspath(out))
-        with contextlib.ExitStack() as hold:
-            try:
-                os.makedirs(out, exist_ok=True)
-            except OSError as e:  # a file on its path, no permission, ...
-                if lead and made is not None:
-                    run_dir.remove_empty(os.path.abspath(out), made)
-                file = run_dir.file_on_the_way(out)
-                raise ValueError(f"cannot make the run directory {out}: " + (
-                    f"{file} is a file, not a directory" if file is not None
-                    else f"{e.strerror or e}")) from None
-            # before it is looked into: no other run starts there after this one (refused,
-            # the folders are the other run's: not taken back)
-            hold.enter_context(run_dir.held_by_the_job(out))
-            # refused after it was made (the env, the devices, ...): no empty out left behind
-            hold.enter_context(run_dir.taken_back_if_empty(os.path.abspath(out), lead=lead,
-                                                           made=made))
+        # refused after it was made (the env, the devices, ...): no empty out left behind
+        with run_dir.taken_back_if_empty(os.path.abspath(out),
+                                         lead=jax.process_index() == 0), \
+                run_dir.held_by_the_job(_made(out)):
+            # held before it is looked into: no other run starts there after this one
             own, files = run_files_in(out)
             if own:
                 cure = "" if checkpoint.CHECKPOINTS not in own else (
@@ -697,6 +684,16 @@ def fit(
                   host_evaluator=host_evaluator)
     train_batches(job, on_batch=on_batch, host_evaluator=host_evaluator, on_eval=on_eval)
     return job.states, job.log.summary()
+
+
+def _made(out: str) -> str:
+    """``out``, made (ValueError, one line, where it cannot be)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:  # a file on its path, no permission, ...
+        raise ValueError(f"cannot make the run directory {out}: "
+                         f"{run_dir.not_made_because(out, e)}") from None
+    return out
 
 
 def _choose_device(device: str, num_runs: int, num_envs: int, devices, announce) -> None:
