@@ -58,6 +58,41 @@ def visited_states(env_id: str, n: int = 24, steps: int = 1500, before_end: int 
     return tuple(np.array([pool[i][k] for i in picks]) for k in range(3))
 
 
+@functools.lru_cache(maxsize=None)
+def self_contact_states(env_id: str, n: int = 32, seed: int = 0):
+    """``(qpos [n, nq], qvel [n, nv], depth [n])``: poses of a planar walker (root joints
+    ``rootx``, ``rootz``, ``rooty`` first) lifted clear of the floor, its other joints drawn in
+    their ranges, in which some of its own parts touch (MuJoCo C finds a contact with no
+    world geom in it; ``depth`` the deepest), half of them shallow (under 3 cm) and half
+    deeper, with random velocities. Random actions in Gymnasium's env rarely lead there
+    (folded legs), where a trained gait may go."""
+    import mujoco
+
+    genv = gym_env(env_id)
+    model, data = genv.model, mujoco.MjData(genv.model)
+    rng = np.random.default_rng(seed)
+    shallow, deep = [], []
+    for _ in range(100_000):
+        if len(shallow) >= n // 2 and len(deep) >= n - n // 2:
+            break
+        q = model.qpos0.copy()
+        q[1] += rng.uniform(0.3, 0.8)
+        q[2] = rng.uniform(-0.3, 0.3)
+        for j in range(3, model.njnt):
+            q[model.jnt_qposadr[j]] = rng.uniform(*model.jnt_range[j])
+        data.qpos[:], data.qvel[:] = q, 0.0
+        mujoco.mj_forward(model, data)
+        own = [c.dist for c in data.contact[:data.ncon]
+               if model.geom_bodyid[c.geom1] and model.geom_bodyid[c.geom2]]
+        if own and len(own) == data.ncon:
+            pick = shallow if min(own) > -0.03 else deep
+            if len(pick) < (n // 2 if pick is shallow else n - n // 2):
+                pick.append((q, rng.normal(0.0, 1.0, model.nv), min(own)))
+    states = shallow + deep
+    assert len(states) == n, f"{env_id}: {len(states)} self-contact poses found of {n}"
+    return tuple(np.array([s[k] for s in states]) for k in range(3))
+
+
 def forward_qacc(env_id: str, steps: int = 1500, seed: int = 0):
     """``(capped [steps, nv], full [steps, nv])``: MJX's ``forward`` accelerations, at the
     current precision, with the port's ``solver`` options and with the MJCF's own, from the
@@ -116,12 +151,13 @@ class StepErrors:
     contacts: int
 
 
-def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2) -> StepErrors:
+def one_step_errors(env_id: str, rounds: int = 3, seed: int = 2, states=None) -> StepErrors:
     """Max |obs|, |reward| differences and termination mismatches of one step from each
-    visited state (``rounds`` action draws), at the current precision."""
+    visited state (``rounds`` action draws), at the current precision; ``states``: other
+    ``(qpos, qvel, contact)`` to start from."""
     p = programs(env_id)
     genv = gym_env(env_id)
-    qpos, qvel, contact = visited_states(env_id)
+    qpos, qvel, contact = visited_states(env_id) if states is None else states
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     rng = np.random.default_rng(seed)
     e = StepErrors(0.0, 0.0, 0, 0, int(contact.sum()))

@@ -154,3 +154,57 @@ def test_plane_capsule_contacts_as_mujoco_c(x64):
     turned = [f for f in frames(theirs) if not any(np.allclose(f, r) for r in ref_frames)]
     assert len(turned) == 2
     np.testing.assert_array_equal(np.asarray(elsewhere["out"].qacc), np.asarray(theirs.qacc))
+
+
+# capsule pairs, each far from the others (no floor): two crossing at an angle, an end on a
+# side, two whose axes cross at their centres (the nearest points coincide), two nearly
+# parallel (0.05 degrees) and two overlapping deeply
+CAPSULES = """<mujoco><option timestep="0.01" gravity="0 0 0"/><worldbody>
+  <body><freejoint/><geom type="capsule" size=".05 .2" margin=".01"/></body>
+  <body pos=".06 .03 .1" euler="70 0 20"><freejoint/>
+    <geom type="capsule" size=".04 .3" margin=".01"/></body>
+  <body pos="2 0 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="2.08 0 .23" euler="0 80 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="4 0 0" euler="0 90 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="4 0 0" euler="90 0 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="6 0 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="6.09 0 .15" euler="0 .05 0"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+  <body pos="8 0 0" euler="0 40 0"><freejoint/><geom type="capsule" size=".1 .3"/></body>
+  <body pos="8.02 .05 .1" euler="30 -50 0"><freejoint/><geom type="capsule" size=".1 .25"/></body>
+</worldbody></mujoco>"""
+
+
+def test_capsule_capsule_contacts_as_mujoco_c(x64):
+    """Inside ``mujoco_c_contacts`` MJX's forward pass equals ``mj_forward`` for five capsule
+    pairs (each contact's depth, point and frame; the accelerations); MJX's own collider
+    moves every normal (its regularized nearest-point equations) and, where the nearest
+    points coincide, picks another one (the forces change)."""
+    model = mujoco.MjModel.from_xml_string(CAPSULES)
+    ref = mujoco.MjData(model)
+    ref.qvel[:] = np.random.default_rng(1).normal(size=model.nv)
+    mujoco.mj_forward(model, ref)
+    assert ref.ncon == 5
+    want = {(c.geom1, c.geom2): (c.dist, c.pos.copy(), c.frame.reshape(3, 3).copy())
+            for c in ref.contact[:ref.ncon]}
+    m = mjx.put_model(model)
+    d = mjx.make_data(m).replace(qpos=jnp.asarray(ref.qpos), qvel=jnp.asarray(ref.qvel))
+    with physics.mujoco_c_contacts():
+        ours = jax.jit(lambda d: mjx.forward(m, d))(d)
+    theirs = jax.jit(lambda d: mjx.forward(m, d))(d)
+
+    def normal_errors(out):
+        c = out._impl.contact
+        active = np.asarray(c.dist) < np.asarray(c.includemargin)
+        geoms, dist, pos, frame = (np.asarray(x)[active] for x in (c.geom, c.dist, c.pos,
+                                                                     c.frame))
+        assert sorted(map(tuple, geoms)) == sorted(want)
+        errs = []
+        for g, di, p, f in zip(geoms, dist, pos, frame):
+            w = want[tuple(g)]
+            errs.append((abs(di - w[0]), np.abs(p - w[1]).max(), np.abs(f - w[2]).max()))
+        return np.array(errs)
+
+    np.testing.assert_array_less(normal_errors(ours), 1e-12)
+    np.testing.assert_allclose(np.asarray(ours.qacc), ref.qacc, atol=1e-9)
+    assert (normal_errors(theirs)[:, 2] > 1e-6).all()
+    assert np.abs(np.asarray(theirs.qacc) - ref.qacc).max() > 1.0
