@@ -465,13 +465,17 @@ def test_an_unusable_compile_cache_is_refused_before_any_run(monkeypatch, tmp_pa
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "metrics.json").write_text("{}")
-    for argv, words in [(["--json", long_json], "--json: the file name aaaaa"),
-                        (["--total-frames", str(10**15)], "total_frames / frames_per_batch "
-                                                            "must be at most 2147483647"),
-                        (["--compile-cache", str(run / "checkpoints" / "c")],
-                         "is inside the checkpoints/ of the run")]:
+    rows = ["--systems", "ppo_jax", "--envs", "2"]
+    for argv, words in [(rows + ["--json", long_json], "--json: the file name aaaaa"),
+                        (rows + ["--total-frames", str(10**15)], "total_frames / "
+                         "frames_per_batch must be at most 2147483647"),
+                        (rows + ["--compile-cache", str(run / "checkpoints" / "c")],
+                         "is inside the checkpoints/ of the run"),
+                        (["--scaling", "1", "--total-frames", str(10**15)],
+                         "total_frames / frames_per_batch must be at most 2147483647"),
+                        (["--scaling", "1", "--envs", str(10**8)], "frames_per_batch must be ")]:
         with pytest.raises(CLIError, match=words):
-            cli.main(["--systems", "ppo_jax", "--envs", "2"] + argv)
+            cli.main(["--json", str(json_dir / "b.json")] + argv)
     assert ran == [] and not json_dir.exists() and os.listdir(tmp_path) == ["run"]
     assert os.listdir(run / "checkpoints") == []
 

@@ -285,7 +285,10 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
         from ppo_jax.bench import playground
 
         prepared = playground.prepare(args)
-    elif not args.scaling:
+    elif args.scaling:
+        with user_errors(ValueError):  # a config it cannot run (counts past int32, ...)
+            prepared = _scaling_config(args)
+    else:
         total = common_total_frames(args.total_frames, args.env_counts)
         with user_errors(ValueError):  # a config no row can run (counts past int32, ...)
             rows, messages = driver.plan_rows(args, total)
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None, prog: str = "benchmark.py") -> int:
     if args.playground:
         return playground.run(args, prog, argv, prepared)
     if args.scaling:
-        return _scaling(args, prog, argv)
+        return _scaling(args, prog, argv, prepared)
     for m in messages:
         print(m, file=sys.stderr)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -370,15 +373,20 @@ def scaling_envs(args: argparse.Namespace) -> int:
     return max(args.envs) if args.envs_given or args.quick else 256
 
 
-def _scaling(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int:
-    """``--scaling``: the device-count table (and ``--json``, with the command and the
-    settings it ran with)."""
+def _scaling_config(args: argparse.Namespace):
+    """``--scaling``'s one config (a ``ValueError`` for one it cannot run)."""
     from ppo_jax.bench import scaling
 
-    num_envs = scaling_envs(args)
-    cfg = scaling_config = scaling.scaling_config(num_envs, args.total_frames, args.seed).replace(
+    return scaling.scaling_config(scaling_envs(args), args.total_frames, args.seed).replace(
         env=args.env, matmul_precision=args.matmul_precision)
-    rows = scaling.measure_scaling(sorted(args.scaling), scaling_config, args.compile_cache,
+
+
+def _scaling(args: argparse.Namespace, prog: str, argv: list[str] | None, cfg) -> int:
+    """``--scaling``: the device-count table (and ``--json``, with the command and the
+    settings it ran with), for ``cfg`` (:func:`_scaling_config`)."""
+    from ppo_jax.bench import scaling
+
+    rows = scaling.measure_scaling(sorted(args.scaling), cfg, args.compile_cache,
                                    args.timeout, lambda m: print(m, file=sys.stderr, flush=True))
     print(scaling.markdown(rows, cfg))
     if args.json:
@@ -386,7 +394,7 @@ def _scaling(args: argparse.Namespace, prog: str, argv: list[str] | None) -> int
             json.dump({
                 "command": report.command_line(prog, argv),
                 "settings": {"env": args.env, "devices": sorted(args.scaling),
-                             "num_envs": num_envs, "requested_frames": args.total_frames,
+                             "num_envs": cfg.num_envs, "requested_frames": args.total_frames,
                              "seed": args.seed, "matmul_precision": args.matmul_precision,
                              "compile_cache": args.compile_cache, "quick": args.quick},
                 "scaling": rows, "config": cfg.to_dict(), "versions": versions()}, f,
