@@ -28,6 +28,8 @@ TINY = PPOConfig.from_preset("tiny")
     (dict(devices=0), ValueError, "devices must be a whole number >= 1, 'all' or None"),
     (dict(keep=0), ValueError, "keep must be a whole number >= 1, got 0"),
     (dict(checkpoint_every=-1), ValueError, "checkpoint_every must be a whole number >= 0"),
+    (dict(tensorboard="no"), TypeError, "tensorboard must be True or False, got 'no'"),
+    (dict(tensorboard=None), TypeError, "tensorboard must be True or False, got None"),
     (dict(on_batch=5), TypeError, "on_batch must be a function or None, got 5"),
     (dict(on_eval="x"), TypeError, "on_eval must be a function or None"),
     (dict(host_evaluator="mujoco"), TypeError, "host_evaluator must be a function or None"),

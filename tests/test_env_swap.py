@@ -198,6 +198,8 @@ def test_a_stopped_run_of_an_own_env_resumes_through_the_api(own_env_run, PointM
         assert f.read() == written
     with pytest.raises(ValueError, match="checkpoint_every must be a whole number >= 0"):
         resume(out, env=PointMass(), checkpoint_every=-1)
+    with pytest.raises(TypeError, match="tensorboard must be True or False, got 'x'"):
+        resume(out, env=PointMass(), tensorboard="x")
     with pytest.raises(TypeError, match="out must be a path"):
         resume(3)
     with pytest.raises(checkpoint.CheckpointError):

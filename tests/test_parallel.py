@@ -272,6 +272,9 @@ def test_sweep_refuses_fields_that_shape_the_program():
         parse_sweep(["lr=1e-4", "lr=2e-4"], TINY)
     with pytest.raises(ValueError, match="clip_epsilon must be > 0"):
         parse_sweep(["clip_epsilon=0.1,-1"], TINY)
+    with pytest.raises(ValueError, match=r"repeated value in '1e-4,1.0000000001e-4' \(equal in "
+                                         r"float32, the precision the programs train in\)"):
+        parse_sweep(["lr=1e-4,1.0000000001e-4"], TINY)  # two identical runs, labelled alike
     assert parse_sweep([], TINY) == [{}]
     assert Runs(TINY, 3, parse_sweep(["gamma=0.9,0.99"], TINY)).num_runs == 6
 
@@ -279,7 +282,9 @@ def test_sweep_refuses_fields_that_shape_the_program():
 def test_a_sweep_given_as_points_is_checked_as_the_flag_is():
     """``fit(sweep=[...])`` and ``Runs``: the same refusals as ``--sweep`` (a field that shapes
     the program or none of PPOConfig's, a value that is not a number or makes an invalid
-    config), and a point given twice; the values are taken as floats, as the flag's."""
+    config), and a point given twice, or two that train the same config (float32 rounds their
+    values alike; a point naming the config's own value); the values are taken as floats, as
+    the flag's."""
     for sweep, words in (
             ([{"num_envs": 2}], "num_envs: only fields that leave"),
             ([{"hidden_sizes": (64, 64)}], "hidden_sizes: only fields that leave"),
@@ -288,6 +293,10 @@ def test_a_sweep_given_as_points_is_checked_as_the_flag_is():
             ([{"lr": "1e-3"}], "lr must be a number"),
             ([{"lr": True}], "lr must be a number"),
             ([{"lr": 1e-3}, {"lr": 0.001}], "lr=0.001 is given twice"),
+            ([{"lr": 1e-3}, {"lr": 1.0000000001e-3}], "the points lr=0.001 and lr=0.001 "
+                                                       "train the same config"),
+            ([{}, {"lr": TINY.lr}], "the points base config and lr=0.0003 train the same"),
+            ([{"gamma": 0.9}, {"gamma": 0.9, "lr": TINY.lr}], "train the same config"),
             ([{"clip_epsilon": -1.0}], "clip_epsilon must be > 0"),
             ({"lr": [1e-4, 3e-4]}, "sweep must be a list of dicts"),
             (["lr=1e-4"], "each point must be a dict")):

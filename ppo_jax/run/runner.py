@@ -651,7 +651,7 @@ def fit(
         config = config.replace(env=check_env_attributes(env))
     runs = Runs(config, num_seeds, sweep)  # checked before JAX's platform is chosen
     checkpoint_every, keep, devices = _check_fit_arguments(
-        checkpoint_every, keep, devices, on_batch=on_batch, on_eval=on_eval,
+        checkpoint_every, keep, devices, tensorboard, on_batch=on_batch, on_eval=on_eval,
         announce=announce, host_evaluator=host_evaluator)
     if out is not None:
         out = _check_out(out, tensorboard)
@@ -748,7 +748,7 @@ def resume(
     out = checkpoint.run_directory(os.fspath(out))
     every, kept, devices = _check_fit_arguments(
         0 if checkpoint_every is None else checkpoint_every, 1 if keep is None else keep,
-        devices, on_batch=on_batch, on_eval=on_eval, announce=announce,
+        devices, tensorboard, on_batch=on_batch, on_eval=on_eval, announce=announce,
         host_evaluator=host_evaluator)
     # the device first (reading the checkpoint starts JAX): from its metadata, read as JSON
     meta = checkpoint.peek_meta(out)
@@ -814,9 +814,12 @@ def check_resumable(saved: checkpoint.Saved, out: str, video: bool = False) -> N
                              "its file: move it away")
 
 
-def _check_fit_arguments(checkpoint_every, keep, devices, **functions):
-    """:func:`fit`'s counts as plain ints (a numpy integer is not JSON: the metadata) and its
-    functions, or one line naming the argument that is wrong (before anything is written)."""
+def _check_fit_arguments(checkpoint_every, keep, devices, tensorboard, **functions):
+    """:func:`fit`'s counts as plain ints (a numpy integer is not JSON: the metadata), its
+    switch and its functions, or one line naming the argument that is wrong (before anything
+    is written)."""
+    if not isinstance(tensorboard, (bool, np.bool_)):  # "no" would be true
+        raise TypeError(f"tensorboard must be True or False, got {tensorboard!r}")
     for name, value, least in (("checkpoint_every", checkpoint_every, 0), ("keep", keep, 1)):
         if not util.is_whole_number(value) or value < least:
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")

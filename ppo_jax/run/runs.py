@@ -63,8 +63,9 @@ def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
             vals = [float(v) for v in values.split(",")]
         except ValueError:
             raise ValueError(f"--sweep {name}: values must be numbers, got {values!r}") from None
-        if len(set(vals)) != len(vals):
-            raise ValueError(f"--sweep {name}: repeated value in {values!r}")
+        if len(set(map(_trained, vals))) != len(vals):
+            raise ValueError(f"--sweep {name}: repeated value in {values!r}" + (
+                "" if len(set(vals)) != len(vals) else f" ({_SAME})"))
         fields[name] = vals
     grid = [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
     for overrides in grid:
@@ -94,7 +95,26 @@ def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, 
         if point in points:
             raise ValueError(f"sweep: the point {label(point)} is given twice")
         points.append(point)
+    names = sorted({name for point in points for name in point})
+    trained: dict[tuple, dict[str, float]] = {}
+    for point in points:  # {} beside {"lr": <the config's lr>}, or values float32 rounds alike
+        values = tuple(_trained(point.get(name, getattr(base, name))) for name in names)
+        if values in trained:
+            raise ValueError(f"sweep: the points {label(trained[values])} and {label(point)} "
+                             f"train the same config ({_SAME})")
+        trained[values] = point
     return points or [{}]
+
+
+_SAME = "equal in float32, the precision the programs train in"
+
+
+def _trained(value: float):
+    """``value`` as the programs take it (:func:`ppo_jax.core.hyper.hyper_of`: float32)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):  # (past float32's range: the config's checks refuse it)
+        return np.float32(value)
 
 
 def _real_scalar(value: Any) -> bool:
