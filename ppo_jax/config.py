@@ -384,7 +384,7 @@ class PPOConfig:
             raise TypeError(f"PPOConfig.from_dict takes a dict of fields, got "
                             f"{type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(map(repr, set(d) - names))  # (a key may be no str at all)
         if unknown:
             raise ValueError(f"unknown PPOConfig field(s): {', '.join(unknown)}")
         return cls(**d)

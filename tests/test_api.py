@@ -123,6 +123,11 @@ def test_restore_and_load_policy_at_their_edges(tiny_run, tmp_path, caplog, monk
     with pytest.raises(ValueError, match=r"parts must be a collection of PPOState fields "
                                          r"\(e.g. \('params',\)\), got 'params'"):
         restore(d, parts="params")
+    last = max((n for n in os.listdir(os.path.join(d, "checkpoints")) if n.isdigit()), key=int)
+    with pytest.raises(CheckpointError, match=rf"checkpoints/{last} is checkpoint {last} of the "
+                                              rf"run run: give the run's folder, run \(to read "
+                                              rf"this checkpoint: --step {last}, or step="):
+        load_policy(os.path.join("run", "checkpoints", last))  # (was: "no checkpoint in")
     # a numbered folder orbax did not write is passed over, without orbax's three warnings
     os.makedirs(os.path.join(d, "checkpoints", "9"))
     with caplog.at_level(logging.WARNING):
@@ -133,3 +138,15 @@ def test_restore_and_load_policy_at_their_edges(tiny_run, tmp_path, caplog, monk
     with pytest.raises(ValueError, match="the policy takes real observations "
                                          r"\(InvertedDoublePendulum-v4\), got complex ones"):
         policy(obs + 1j)
+    assert policy(np.zeros((2, 3, 11))).shape == (2, 3, 1)  # any batch shape
+    np.testing.assert_array_equal(policy(np.zeros((2, 3, 11)))[1, 2], policy(obs))
+    with pytest.raises(ValueError, match=r"observations of shape \[11\], or a batch of them "
+                                         r"\[\.\.\., 11\] \(InvertedDoublePendulum-v4\), got "
+                                         r"shape \[11, 1\]$"):
+        policy(np.zeros((11, 1)))
+    for bad, n in ((np.full(11, np.nan), 11), (np.r_[np.zeros(10), 1e300], 1),
+                   (np.r_[np.zeros(10), -np.inf], 1)):  # 1e300: inf in float32
+        with pytest.raises(ValueError, match=rf"the policy takes finite observations "
+                                             rf"\(InvertedDoublePendulum-v4\), got {n} NaN or "
+                                             rf"infinite value\(s\) \(in float32\)$"):
+            policy(bad)

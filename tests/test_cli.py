@@ -1033,6 +1033,13 @@ def test_no_compile_cache_inside_a_run(runs, tmp_path, capsys, tiny_flags):
     one_line_error(capsys, train_cmd.main, *tiny_flags, "--out", str(new), "--compile-cache-dir",
                    str(new / "checkpoints"), words="is inside the checkpoints/ of this run's")
     assert not os.path.lexists(new)
+    afile = tmp_path / "afile"  # (makedirs says "File exists", "Not a directory")
+    afile.write_text("kept")
+    for cache in (afile, afile / "sub"):
+        one_line_error(capsys, evaluate_cmd.main, runs["a"], "--compile-cache-dir", str(cache),
+                       words=f"cannot use compile cache directory '{cache}': {afile} is a "
+                             "file, not a directory")
+    assert afile.read_text() == "kept"
 
 
 def test_a_setting_a_library_refuses_is_one_line(runs, root_dir):

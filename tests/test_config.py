@@ -122,8 +122,10 @@ def test_frozen_and_round_trip():
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.lr = 1.0
     assert PPOConfig.from_dict(c.to_dict() | {"hidden_sizes": (32, 32)}) == c
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="^unknown PPOConfig field\\(s\\): 'nope'$"):
         PPOConfig.from_dict({"nope": 1})
+    with pytest.raises(ValueError, match="^unknown PPOConfig field\\(s\\): 'nope', 1$"):
+        PPOConfig.from_dict({1: 2, "nope": 1, "lr": 1e-3})  # (was a TypeError from a join)
 
 
 def test_string_choices_come_from_the_literal_annotations():

@@ -304,7 +304,24 @@ def test_protocol_violations_get_one_line(PointMass):
             s = super().step(state.replace(data=state.data["x"]), action)
             return s.replace(data={"x": s.data, "cost": action[0] ** 2})
 
+    class IntKeySpec(PointMass):  # JSON cannot key by 1 (and sorting 1 beside "dt" fails)
+        def spec(self):
+            return {"dt": 0.1, "terms": [{1: "a"}]}
+
+    class ListSpec(PointMass):
+        def spec(self):
+            return [0.1]
+
+    class FailingSpec(PointMass):
+        def spec(self):
+            raise RuntimeError("no model loaded\nsecond line")
+
     for env, words in ((HugeBounds(), "finite in float32"), (WideBounds(), "finite in float32"),
+                       (IntKeySpec(), r"spec\(\) must return a dict with str keys \(it keys the "
+                                      r"compiled programs and is saved with checkpoints\), got a "
+                                      "key 1$"),
+                       (ListSpec(), r"spec\(\) must return a dict .* got a list$"),
+                       (FailingSpec(), r"spec\(\) raised RuntimeError: no model loaded$"),
                        (HalfReward(), r"reward is float16\[\] after reset but float32\[\] after "
                                       "step"),
                        (MoreData(), r"another structure than reset's \(only step's has "
@@ -410,7 +427,9 @@ def test_missing_extra_names_it(monkeypatch):
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_playground)
-    with pytest.raises(ValueError, match=r"pip install -e '\.\[playground\]'"):
+    with pytest.raises(ValueError, match=r"^the env playground:CartpoleBalance needs the "
+                                         r"optional package 'playground': pip install -e "
+                                         r"'\.\[playground\]'$"):  # (no flag: fit has none)
         make_env("playground:CartpoleBalance")
 
 

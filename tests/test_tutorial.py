@@ -74,6 +74,7 @@ def test_tutorial_runs_top_to_bottom(tmp_path, monkeypatch, capsys, root_dir, co
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
     (["--total-frames", "1500"], {}, "must be a multiple of frames_per_batch"),
     ([], {FRAMES_ENV: "ten"}, f"{FRAMES_ENV} must be a whole number of frames"),
+    (["--out", ""], {}, "the output directory must not be empty"),
 ])
 def test_tutorial_bad_input_is_one_line(root_dir, argv, env, message):
     path = os.pathsep.join(p for p in (root_dir, os.environ.get("PYTHONPATH")) if p)

@@ -178,7 +178,8 @@ def apply_compile_cache_flags(args: argparse.Namespace) -> str | None:
         return enable_compile_cache(args.compile_cache_dir)
     except OSError as e:
         raise CLIError(f"cannot use compile cache directory {args.compile_cache_dir!r}: "
-                       f"{e.strerror or e} (pass --no-compile-cache to run without it)") from None
+                       f"{not_made_because(args.compile_cache_dir, e)} (pass "
+                       "--no-compile-cache to run without it)") from None
 
 
 @contextlib.contextmanager
@@ -225,6 +226,8 @@ def nonempty(value: str) -> str:
 
 def ensure_writable_dir(path: str) -> str:
     """Create ``path`` if needed and check a file can be written there."""
+    if not path.strip():
+        raise CLIError("the output directory must not be empty")
     check_utf8_path(path, "output directory")
     try:
         os.makedirs(path, exist_ok=True)

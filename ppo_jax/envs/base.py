@@ -160,7 +160,34 @@ def check_env_attributes(env: Any) -> str:
             raise EnvError(f"env {name!r}: action bounds must be apart and their range "
                            "finite in float32 (high - low < 3.4e38), got a range of "
                            f"{float(np.max(high - low)):.3g}")
+    try:
+        spec = env.spec()
+    except Exception as e:  # noqa: BLE001 - the env's own code: said in one line
+        text = str(e).strip().splitlines()
+        raise EnvError(f"env {name!r}: spec() raised {type(e).__name__}"
+                       + (f": {text[0]}" if text else "")) from None
+    key = _key_not_str(spec)
+    if not isinstance(spec, (dict, type(None))) or key is not None:
+        got = (f"a key {key}" if isinstance(spec, dict) else f"a {type(spec).__name__}")
+        raise EnvError(f"env {name!r}: spec() must return a dict with str keys (it keys the "
+                       f"compiled programs and is saved with checkpoints), got {got}")
     return name
+
+
+def _key_not_str(value: Any) -> str | None:
+    """The repr of the first dict key in ``value`` (nested in dicts, lists and tuples) that is
+    not a str, which JSON cannot hold as a key; None where there is none."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = repr(k) if not isinstance(k, str) else _key_not_str(v)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found = _key_not_str(v)
+            if found is not None:
+                return found
+    return None
 
 
 def _check_same_state(name: str, reset: Any, stepped: Any) -> None:

@@ -29,7 +29,7 @@ from ppo_jax.envs.base import EnvError, EnvState, mujoco_warnings_as_python, uni
 
 
 def _missing(package: str, extra: str, env_id: str) -> ValueError:
-    return ValueError(f"--env {env_id} needs the optional package {package!r}: "
+    return ValueError(f"the env {env_id} needs the optional package {package!r}: "
                       f"pip install -e '.[{extra}]'")
 
 

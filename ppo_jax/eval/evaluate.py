@@ -350,7 +350,8 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
       ``policy(obs)``: raw observations ``[..., obs_dim]`` (``[obs_dim]`` or ``[B,
       obs_dim]``; numpy, JAX or a list, any real dtype) to deterministic actions ``[...,
       action_dim]``, float32 numpy, normalized and acted on exactly as training's evaluation
-      does; one jitted call per batch shape. Observations of another size: ValueError.
+      does; one jitted call per batch shape. Observations of another size, or NaN or
+      infinite in float32: ValueError.
 
     Raises:
       CheckpointError: no checkpoint that fits (:class:`ppo_jax.run.checkpoint.CheckpointError`).
@@ -382,10 +383,16 @@ def load_policy(run_dir: str, *, step: int | None = None, run_index: int = 0,
         if np.iscomplexobj(obs):  # (float32 would drop the imaginary parts silently)
             raise ValueError(f"the policy takes real observations ({trainer.env.env_id}), got "
                              "complex ones")
-        obs = jnp.asarray(obs, jnp.float32)
+        with np.errstate(over="ignore"):  # (a float64 past float32's range: refused below)
+            obs = np.asarray(obs, np.float32)
         if obs.ndim == 0 or obs.shape[-1] != size:
-            raise ValueError(f"the policy takes observations of shape [{size}] or [B, {size}] "
-                             f"({trainer.env.env_id}), got shape {list(obs.shape)}")
+            raise ValueError(f"the policy takes observations of shape [{size}], or a batch of "
+                             f"them [..., {size}] ({trainer.env.env_id}), got shape "
+                             f"{list(obs.shape)}")
+        bad = np.size(obs) - int(np.isfinite(obs).sum())
+        if bad:  # (its actions would be NaN, silently)
+            raise ValueError(f"the policy takes finite observations ({trainer.env.env_id}), "
+                             f"got {bad} NaN or infinite value(s) (in float32)")
         return np.asarray(act(obs))
 
     return policy

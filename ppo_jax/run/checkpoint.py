@@ -229,6 +229,12 @@ def peek_meta(path: str) -> dict[str, Any] | None:
 def _pick_step(directory: str, step: int | None) -> int:
     available = steps(directory)
     if not available:
+        parent, name = os.path.split(os.path.normpath(directory))
+        if os.path.basename(parent) == CHECKPOINTS and is_step(parent, name):
+            run = os.path.dirname(parent) or "."
+            raise CheckpointError(f"{directory} is checkpoint {name} of the run {run}: give the "
+                                  f"run's folder, {run} (to read this checkpoint: --step "
+                                  f"{name}, or step={name})")
         raise CheckpointError(f"no checkpoint in {directory}")
     if step is None:
         return available[-1]
