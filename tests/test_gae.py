@@ -81,3 +81,29 @@ def test_standardize_unbiased_std_and_floor():
     np.testing.assert_allclose(y, (x - x.mean()) / np.std(np.asarray(x), ddof=1), rtol=1e-6)
     const = standardize(jnp.full((5,), 3.0))  # std 0 -> divided by the 1e-4 floor, not NaN
     np.testing.assert_array_equal(const, 0.0)
+
+
+def test_standardize_a_single_advantage_where_torchrl_gives_nan():
+    """The one deliberate difference from TorchRL's ``GAE._normalize_advantage`` (``(a -
+    mean) / std.clamp_min(1e-4)``): ``torch.std`` of one element is NaN, which the clamp
+    keeps; ppo_jax's is 0, so a batch of one frame gets advantage 0. From two on, as torch."""
+    import warnings
+
+    import pytest
+
+    torch = pytest.importorskip("torch")
+
+    def torchrl_standardized(a):
+        t = torch.tensor(np.asarray(a, np.float32))
+        return ((t - t.mean()) / t.std().clamp_min(1e-4)).numpy()
+
+    with warnings.catch_warnings():  # torch: "degrees of freedom is <= 0"
+        warnings.simplefilter("ignore", UserWarning)
+        assert np.isnan(torchrl_standardized([2.5])).all()
+    assert np.asarray(standardize(jnp.array([2.5]))).tolist() == [0.0]
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 64):
+        a = rng.normal(size=n).astype(np.float32)
+        np.testing.assert_allclose(standardize(jnp.asarray(a)), torchrl_standardized(a),
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(torchrl_standardized([3.0, 3.0]), [0.0, 0.0])
