@@ -124,7 +124,8 @@ def test_own_env_run_loads_as_a_policy_and_is_not_written_over(own_env_run, Poin
     np.testing.assert_allclose(single, got[1], rtol=0, atol=2e-6)
     assert np.all(np.abs(got) <= 2.0)
     for bad in (np.zeros(3), np.zeros((4, 1)), 0.5):
-        with pytest.raises(ValueError, match=r"observations of shape \[2\] or \[B, 2\]"):
+        with pytest.raises(ValueError, match=r"observations of shape \[2\], or a batch of "
+                                             r"them \[\.\.\., 2\]"):
             policy(bad)
     for mode in ("sample", "bogus"):  # refused before the checkpoint is read
         with pytest.raises(ValueError, match="deterministic policy: mode must be one of"):
