@@ -201,6 +201,8 @@ def test_a_resume_may_change_where_evaluations_run(runs, tmp_path, capsys, monke
     assert m["config"]["eval_sim"] == "mjx-cpu" and want["config"]["eval_sim"] == "auto"
     assert m["eval_return"] == want["eval_return"] and m["reward"] == want["reward"]
     assert restore(d)[2]["config"]["eval_sim"] == "mjx-cpu"
+    assert m["eval_sim"] == want["eval_sim"] == "mjx:cpu"  # where they ran: MJX, on the CPU
+    assert restore(d)[2]["last_eval_sim"] == ["mjx:cpu"]
     shutil.rmtree(os.path.join(d, "checkpoints", "3"))
     import jax
 

@@ -75,7 +75,7 @@ def five_batches(tiny_config, tmp_path_factory):
 
 
 def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
-                                                       compile_cache_dir):
+                                                       compile_cache_dir, capsys):
     """A run with ``eval_sim='mujoco'`` trains exactly as with MJX's evaluation (every
     per-batch number equal) and records an evaluation at each of the same batches, in order,
     with returns close to MJX's; on_eval sees each once, after its batch; the metrics.json
@@ -97,6 +97,25 @@ def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
     assert [i for i, _ in seen] == [0, 2, 4]
     assert all(recorded > i for i, recorded in seen)  # each landed after its batch
     assert got["config"]["eval_sim"] == "mujoco"
+    assert (got["eval_sim"], ref["eval_sim"]) == ("mujoco", "mjx:cpu")  # where they ran
+
+    # evaluate.py replays the logged evaluation only where it ran (MJX's episode from the
+    # same start state rounds otherwise): --sim mujoco does, MJX does not, and says why
+    from ppo_jax.cli import evaluate as evaluate_cmd
+
+    def evaluated(*flags):
+        capsys.readouterr()
+        assert evaluate_cmd.main([str(tmp_path / "host"), "--episodes", "1", "--no-progress",
+                                  "--compile-cache-dir", compile_cache_dir, *flags]) == 0
+        return capsys.readouterr().out
+
+    out = json.loads(evaluated("--sim", "mujoco", "--json"))
+    assert out["replays_logged_eval"] and out["logged_eval_sim"] == "mujoco"
+    assert np.float32(out["returns"][0]) == np.float32(got["eval_return"][-1])  # (logged f32)
+    out = json.loads(evaluated("--json"))
+    assert not out["replays_logged_eval"] and out["sim"] == "mjx"
+    assert ("does not replay it: simulated in MJX on the cpu (training's in MuJoCo C: the same "
+            "episode, other rounding)") in evaluated()
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     max_steps = args.max_steps or cfg.eval_max_steps
 
     logged = None  # the evaluation training logged after the checkpoint's last batch
+    logged_sim = None  # where it ran ("mujoco", "mjx:<platform>"; None: not recorded)
     if args.seed is None and step > 0 and cfg.is_eval_batch(step - 1):
         returns_logged = meta.get("last_eval_return") or []
         frames_logged = meta.get("last_eval_frames") or []
@@ -114,6 +115,8 @@ def main(argv=None) -> int:
                 returns_logged[args.run_index] is not None and \
                 frames_logged[args.run_index] == step * cfg.frames_per_batch:
             logged = returns_logged[args.run_index]
+            logged_sim = (meta.get("last_eval_sim") or [None] * (args.run_index + 1))[
+                args.run_index]
     if args.seed is None:
         keys = evaluate.episode_keys(state.eval_key, step, args.episodes)
     else:
@@ -161,8 +164,10 @@ def main(argv=None) -> int:
         "episodes": args.episodes,
         "sim": first,
         "replays_logged_eval": (logged is not None and mode == cfg.eval_action
-                                and max_steps == cfg.eval_max_steps),
+                                and max_steps == cfg.eval_max_steps
+                                and logged_sim in (None, _sim_label(first))),
         "logged_eval_return": logged,
+        "logged_eval_sim": logged_sim,
         **summary(*results[first]),
     }
     for name in rest:
@@ -185,13 +190,27 @@ def main(argv=None) -> int:
             print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "
                   f"(return {logged:.2f})")
         elif args.seed is None:
-            print(_no_replay(step, logged, mode, max_steps, cfg))
+            print(_no_replay(step, logged, mode, max_steps, cfg,
+                             (logged_sim, _sim_label(first))))
     return 0
 
 
-def _no_replay(step, logged, mode, max_steps, cfg) -> str:
+def _sim_label(sim: str) -> str:
+    """Where this command's ``sim`` episodes run, as a run records where its evaluations ran
+    (:func:`ppo_jax.run.runner.eval_sim_label`): MuJoCo C, or MJX on JAX's default device."""
+    import jax
+
+    return "mujoco" if sim == "mujoco" else f"mjx:{jax.default_backend()}"
+
+
+def _described_sim(label: str) -> str:
+    return "MuJoCo C" if label == "mujoco" else f"MJX on the {label.partition(':')[2]}"
+
+
+def _no_replay(step, logged, mode, max_steps, cfg, sims=(None, None)) -> str:
     """Why episode 0 (its start state that of training's evaluation after the checkpoint's
-    last batch) does not replay an evaluation logged in training."""
+    last batch) does not replay an evaluation logged in training; ``sims``: where that one
+    ran (None: not recorded) and where these episodes ran."""
     if logged is None:
         return (f"batch {step - 1} has no evaluation logged in training: nothing to replay"
                 if step > 0 else "no batch trained yet: nothing to replay")
@@ -199,6 +218,10 @@ def _no_replay(step, logged, mode, max_steps, cfg) -> str:
                for what, ours, theirs in (("policy", mode, cfg.eval_action),
                                           ("max steps", max_steps, cfg.eval_max_steps))
                if ours != theirs]
+    theirs, ours = sims
+    if theirs is not None and theirs != ours:
+        differs.append(f"simulated in {_described_sim(ours)} (training's in "
+                       f"{_described_sim(theirs)}: the same episode, other rounding)")
     return (f"episode 0 starts as training's evaluation after batch {step - 1} (return "
             f"{logged:.2f}) but does not replay it: {', '.join(differs)}")
 

@@ -305,7 +305,7 @@ def open_saved(path: str, step: int | None = None) -> Saved:
 PER_RUN_FIELDS: tuple[tuple[str, str], ...] = (
     ("batches_done_per_run", "count"), ("frames_per_run", "count"),
     ("failed_batch", "count or null"), ("last_eval_frames", "count or null"),
-    ("last_eval_return", "number or null"))
+    ("last_eval_return", "number or null"), ("last_eval_sim", "text or null"))
 
 
 def _bad_per_run_field(meta: dict[str, Any]) -> str | None:
@@ -328,6 +328,8 @@ def _is_kind(x: Any, kind: str) -> bool:
         return kind.endswith("or null")
     if kind.startswith("count"):
         return is_whole_number(x) and x >= 0
+    if kind.startswith("text"):
+        return isinstance(x, str)
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

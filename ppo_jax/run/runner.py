@@ -60,6 +60,10 @@ class RunLog:
     layout: str | None = None
     written_by: str = "run_training"  # metrics.json's "written_by": what wrote the run
     init_from: str | None = None  # what the networks started from (None: initialized fresh)
+    # where this job's evaluations run (eval_sim_label), and where each run's latest logged
+    # one ran (a resumed job's may be from before it): evaluate.py replays it only there
+    eval_sim: str | None = None
+    last_eval_sim: list[str | None] = dataclasses.field(default_factory=list)
     # where the seconds before the first batch went: the env and networks built (or the
     # checkpoint restored), the programs loaded or compiled, the init program's run
     startup: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -75,6 +79,8 @@ class RunLog:
     def __post_init__(self):
         if not self.failed:
             self.failed = [None] * self.num_runs
+        if not self.last_eval_sim:
+            self.last_eval_sim = [None] * self.num_runs
         if self.history is None:
             k = self.num_runs
             self.history = {"batch": [], "frames": [],
@@ -112,6 +118,7 @@ class RunLog:
                     h["eval_frames"][s].append(frames)
                     h["eval_return"][s].append(float(np.asarray(ev.eval_return)[s]))
                     h["eval_steps"][s].append(int(np.asarray(ev.eval_steps)[s]))
+                    self.last_eval_sim[s] = self.eval_sim
 
     def add_eval(self, i: int, ev: EvalMetrics) -> None:
         """Record the evaluation ``ev`` (``[R]`` as numpy) after batch ``i`` that landed
@@ -127,6 +134,8 @@ class RunLog:
             h["eval_frames"][s].insert(at, frames)
             h["eval_return"][s].insert(at, float(np.asarray(ev.eval_return)[s]))
             h["eval_steps"][s].insert(at, int(np.asarray(ev.eval_steps)[s]))
+            if at == len(h["eval_frames"][s]) - 1:
+                self.last_eval_sim[s] = self.eval_sim
 
     def summary(self) -> dict[str, Any]:
         h = self.history
@@ -140,6 +149,7 @@ class RunLog:
             "env_id": self.env_id,
             "written_by": self.written_by,
             "init_from": self.init_from,
+            "eval_sim": self.eval_sim,
             # the most frames a run trained: a run stopped at NaN/Inf trained none of its
             # failed batch (its update was discarded)
             "total_frames": max(end if f is None else min(f * fpb, end) for f in self.failed),
@@ -302,6 +312,8 @@ def prepare(
     log.startup = startup
     log.init_from = start.meta.get("init_from") if resume else (
         None if init_from is None else init_from_label or "given networks")
+    if resume and start.meta.get("last_eval_sim"):  # (checked: one text or null per run)
+        log.last_eval_sim = list(start.meta["last_eval_sim"])
     if resume:
         path = os.path.join(os.path.dirname(start.directory), "metrics.json")
         history = metrics.read_history(path, runs.num_runs, first)
@@ -397,6 +409,7 @@ def train_batches(
     pending: list[tuple[int, Any, Any]] = []
     host = None  # the host evaluations in flight (eval_sim): None while MJX evaluates
     sim = host_eval.choose(cfg, job.trainer.env, job.platform, host_evaluator)
+    job.log.eval_sim = eval_sim_label(sim, job.platform) if cfg.evaluates else None
     if sim != "mjx":
         host = host_eval.HostEvaluations(
             host_evaluator(job.trainer, job.runs.num_runs) if sim == "mujoco" else
@@ -558,11 +571,22 @@ def run_training(
     return summary, job
 
 
+def eval_sim_label(sim: str, platform: str) -> str:
+    """Where evaluations of ``sim`` (:func:`ppo_jax.run.host_eval.choose`) run, for a job
+    training on ``platform``: ``"mujoco"`` (MuJoCo C), or ``"mjx:<platform>"`` for the MJX
+    program and the device it runs on (``mjx-cpu``: ``"mjx:cpu"``), which its rounding
+    depends on."""
+    if sim == "mujoco":
+        return "mujoco"
+    return f"mjx:{'cpu' if sim == 'mjx-cpu' else platform}"
+
+
 def checkpoint_meta(log: RunLog) -> dict[str, Any]:
     """Per-run facts of a checkpoint that the state alone does not show."""
     return {
         "last_eval_return": [s[-1] if s else None for s in log.history["eval_return"]],
         "last_eval_frames": [s[-1] if s else None for s in log.history["eval_frames"]],
+        "last_eval_sim": log.last_eval_sim,
         "failed_batch": log.failed,
         "init_from": log.init_from,  # (a resumed run's metrics.json says it still)
     }
