@@ -147,6 +147,27 @@ def test_cli_bad_inputs(export_script, tiny_run, tmp_path):
         export_script.main([tiny_run, str(tmp_path / "x.pt"), "--run-index", "1"])
 
 
+def test_a_failed_write_leaves_the_old_file(exported, tmp_path):
+    """A write that fails part-way (here a file-size limit, as a full disk does) is one line
+    and leaves an existing file whole: torch.save wrote into the file itself, which then
+    held a truncated export (and a RuntimeError's traceback)."""
+    import resource
+    import shutil
+
+    path = tmp_path / "policy.pt"
+    shutil.copy(exported, path)
+    before = path.read_bytes()
+    assert len(before) > 4096
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # (Python ignores SIGXFSZ)
+    try:
+        with pytest.raises(export.ExportError, match=f"^cannot write {path}: File too large$"):
+            export.save(torch.load(exported, weights_only=True), str(path))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["policy.pt"]
+
+
 def test_without_torch_one_line_and_exit(root_dir, tmp_path):
     fake = tmp_path / "fake" / "torch"
     fake.mkdir(parents=True)

@@ -2,7 +2,7 @@
 """Export a checkpoint's policy, critic and observation normalization for the TorchRL tutorial.
 
     python scripts/export_torchrl.py runs/demo policy.pt
-    python scripts/export_torchrl.py runs/demo policy.pt --step 10 --seed-index 1
+    python scripts/export_torchrl.py runs/demo policy.pt --step 10 --run-index 1
 
 The file holds the state dicts of the tutorial's actor_net and value_net and of its
 ObservationNorm (ppo_jax.interop.torchrl.export describes the format); needs the torchrl extra.

@@ -21,10 +21,13 @@ Everything that goes wrong with a file is an :class:`ExportError` with a one-lin
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from ppo_jax.util import write_atomic
 
 FORMAT = "ppo_jax.torchrl_export/1"
 TORCH_HINT = "install the torchrl extra: pip install -e '.[torchrl]' (torch, torchrl, tensordict)"
@@ -136,10 +139,14 @@ def _export(modules, loc, scale, standard_normal: bool, env_id: str, low, high, 
 
 
 def save(export: dict[str, Any], path: str) -> str:
-    """``torch.save`` the export dict to ``path``; its absolute path."""
+    """``torch.save`` the export dict to ``path``, atomically (serialized in memory, written
+    to a temporary file beside it, then renamed): a failure (a full disk) leaves no file, and
+    an existing one untouched; its absolute path."""
     torch = require_torch()
+    buffer = io.BytesIO()
+    torch.save(export, buffer)
     try:
-        torch.save(export, path)
+        write_atomic(path, buffer.getvalue())
     except OSError as e:
         raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
     return os.path.abspath(path)
