@@ -208,3 +208,23 @@ def test_capsule_capsule_contacts_as_mujoco_c(x64):
     np.testing.assert_allclose(np.asarray(ours.qacc), ref.qacc, atol=1e-9)
     assert (normal_errors(theirs)[:, 2] > 1e-6).all()
     assert np.abs(np.asarray(theirs.qacc) - ref.qacc).max() > 1.0
+
+
+def test_parallel_capsules_keep_mujoco_c_s_first_contact(x64):
+    """Parallel axes, side by side with the first capsule's +end beyond the second's: MuJoCo C
+    keeps two contacts along the overlap; ours (one a pair, as MJX's) is the first of them.
+    Taking the +end whatever it touched found no contact at all (dist 0.26)."""
+    model = mujoco.MjModel.from_xml_string("""<mujoco><option gravity="0 0 0"/><worldbody>
+      <body><freejoint/><geom type="capsule" size=".05 .2"/></body>
+      <body pos=".09 0 -.35"><freejoint/><geom type="capsule" size=".05 .2"/></body>
+    </worldbody></mujoco>""")
+    ref = mujoco.MjData(model)
+    mujoco.mj_forward(model, ref)
+    assert ref.ncon == 2
+    first = ref.contact[0]
+    m = mjx.put_model(model)
+    with physics.mujoco_c_contacts():
+        c = jax.jit(lambda d: mjx.forward(m, d))(mjx.make_data(m))._impl.contact
+    np.testing.assert_allclose(np.asarray(c.dist), [first.dist], atol=1e-12)
+    np.testing.assert_allclose(np.asarray(c.pos)[0], first.pos, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(c.frame)[0], first.frame.reshape(3, 3), atol=1e-12)

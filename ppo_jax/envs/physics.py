@@ -281,8 +281,10 @@ def _capsule_capsule(m, d, _key, geom):
     second's with the first re-solved). MJX regularizes the equations (``+1e-6``), which moves
     the contact normal of two crossing capsules in its 5th digit, and clips otherwise, which
     picks other points where the capsules overlap deeply. Where the nearest points coincide
-    the normal is the cross product of the two axes. Exactly parallel axes (``|det| <
-    mjMINVAL``), where MuJoCo C may emit two contacts, get its first."""
+    the normal is the cross product of the two axes. Parallel axes (``|det| < mjMINVAL``;
+    in float32 also axes within ~1e-4 rad, whose ``det`` rounds to 0): MuJoCo C tries each
+    end of one segment against the other and keeps up to two contacts; ours is the nearest
+    of its candidates (the first of them on a tie)."""
     g1, g2 = geom.T
     z1, z2 = d.geom_xmat[g1][:, :, 2], d.geom_xmat[g2][:, :, 2]
     r1, r2 = m.geom_size[g1][:, 0], m.geom_size[g2][:, 0]
@@ -303,9 +305,16 @@ def _capsule_capsule(m, d, _key, geom):
     # then the second's clipped, the first's re-solved for it and clipped
     x1 = jnp.where(x2 > 1, _clip1((u - mb) / ma), jnp.where(x2 < -1, _clip1((u + mb) / ma), x1))
     x2 = _clip1(x2)
-    # parallel axes: MuJoCo C's first contact, the first segment's +end against the second
-    x1 = jnp.where(parallel, 1.0, x1)
-    x2 = jnp.where(parallel, _clip1((v - mb) / mc), x2)
+    # parallel axes: MuJoCo C's candidates in its order (the first segment's ends against
+    # the second, then the second's against the first), the nearest of them
+    one = jnp.ones_like(u)
+    tries = [(one, _clip1((v - mb) / mc)), (-one, _clip1((v + mb) / mc)),
+             (_clip1((u - mb) / ma), one), (_clip1((u + mb) / ma), -one)]
+    gaps = jnp.stack([jnp.sum((p2 + t2[:, None] * a2 - p1 - t1[:, None] * a1) ** 2, axis=-1)
+                      for t1, t2 in tries])
+    best = jnp.argmin(gaps, axis=0)
+    x1 = jnp.where(parallel, jnp.choose(best, [t1 for t1, _ in tries], mode="clip"), x1)
+    x2 = jnp.where(parallel, jnp.choose(best, [t2 for _, t2 in tries], mode="clip"), x2)
     c1, c2 = p1 + x1[:, None] * a1, p2 + x2[:, None] * a2
     n, gap = _unit(c2 - c1)
     n = jnp.where((gap < mujoco.mjMINVAL)[:, None], _unit(jnp.cross(z1, z2))[0], n)
