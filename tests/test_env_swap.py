@@ -305,23 +305,28 @@ def test_protocol_violations_get_one_line(PointMass):
             s = super().step(state.replace(data=state.data["x"]), action)
             return s.replace(data={"x": s.data, "cost": action[0] ** 2})
 
-    class IntKeySpec(PointMass):  # JSON cannot key by 1 (and sorting 1 beside "dt" fails)
+    class TupleKeySpec(PointMass):  # JSON cannot key by a tuple
         def spec(self):
-            return {"dt": 0.1, "terms": [{1: "a"}]}
+            return {"dt": 0.1, "gains": {("hip", 0): 2.0}}
 
-    class ListSpec(PointMass):
+    class MixedKeySpec(PointMass):  # nor sort 1 beside "dt" (the key is sorted)
         def spec(self):
-            return [0.1]
+            return {"dt": 0.1, 1: "a"}
 
     class FailingSpec(PointMass):
         def spec(self):
             raise RuntimeError("no model loaded\nsecond line")
 
+    class IntKeysAlone(PointMass):  # what JSON holds (as "0", "1"), and a value it has not
+        def spec(self):
+            return {"dt": 0.1, "gains": {0: 1.0, 1: 2.0}, "mask": np.ones(2)}
+
+    assert check_env(IntKeysAlone()).spec()["gains"] == {0: 1.0, 1: 2.0}
+    refused = r"spec\(\) must return what JSON holds with its keys sorted \(it keys the "
     for env, words in ((HugeBounds(), "finite in float32"), (WideBounds(), "finite in float32"),
-                       (IntKeySpec(), r"spec\(\) must return a dict with str keys \(it keys the "
-                                      r"compiled programs and is saved with checkpoints\), got a "
-                                      "key 1$"),
-                       (ListSpec(), r"spec\(\) must return a dict .* got a list$"),
+                       (TupleKeySpec(), refused + ".*keys must be str, int, float, bool or "
+                                                  "None, not tuple$"),
+                       (MixedKeySpec(), refused + ".*'<' not supported between instances"),
                        (FailingSpec(), r"spec\(\) raised RuntimeError: no model loaded$"),
                        (HalfReward(), r"reward is float16\[\] after reset but float32\[\] after "
                                       "step"),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import warnings
 from importlib import resources
@@ -166,28 +167,13 @@ def check_env_attributes(env: Any) -> str:
         text = str(e).strip().splitlines()
         raise EnvError(f"env {name!r}: spec() raised {type(e).__name__}"
                        + (f": {text[0]}" if text else "")) from None
-    key = _key_not_str(spec)
-    if not isinstance(spec, (dict, type(None))) or key is not None:
-        got = (f"a key {key}" if isinstance(spec, dict) else f"a {type(spec).__name__}")
-        raise EnvError(f"env {name!r}: spec() must return a dict with str keys (it keys the "
-                       f"compiled programs and is saved with checkpoints), got {got}")
+    try:  # as the program key and the checkpoint write it (a value JSON has not: its repr)
+        json.dumps(spec, sort_keys=True, default=repr)
+    except (TypeError, ValueError) as e:  # a tuple key, keys of mixed types, a cycle
+        raise EnvError(f"env {name!r}: spec() must return what JSON holds with its keys "
+                       f"sorted (it keys the compiled programs and is saved with "
+                       f"checkpoints): {str(e).strip()}") from None
     return name
-
-
-def _key_not_str(value: Any) -> str | None:
-    """The repr of the first dict key in ``value`` (nested in dicts, lists and tuples) that is
-    not a str, which JSON cannot hold as a key; None where there is none."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found = repr(k) if not isinstance(k, str) else _key_not_str(v)
-            if found is not None:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            found = _key_not_str(v)
-            if found is not None:
-                return found
-    return None
 
 
 def _check_same_state(name: str, reset: Any, stepped: Any) -> None:
