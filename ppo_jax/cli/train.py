@@ -406,7 +406,7 @@ def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> 
                 f"{k} {v!r} (saved: {was!r})" for k, v, was in differ))
     if args.sweep:
         with cli.user_errors(ValueError, prefix="--resume: "):
-            points = parse_sweep(args.sweep, saved.config)
+            points = parse_sweep(args.sweep, saved.config, distinct=False)
         if points != saved.runs.sweep:
             def described(sweep):
                 return ", ".join(label(o) for o in sweep)

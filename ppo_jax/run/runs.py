@@ -45,11 +45,14 @@ def check_sweep_field(name: str, base: PPOConfig, flag: str = "--sweep") -> None
             f"swept ({', '.join(SWEEPABLE)}); run other values of {name} separately")
 
 
-def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
+def parse_sweep(specs: Iterable[str], base: PPOConfig, *,
+                distinct: bool = True) -> list[dict[str, Any]]:
     """``["lr=1e-4,3e-4", "clip_epsilon=0.1,0.2"]`` -> the grid's overrides, one dict per
     configuration (the first field varies slowest). Raises ``ValueError`` (one line) for a
     malformed spec, a field that is unknown or shapes the program, a repeated field, or a
-    value that makes an invalid config."""
+    value that makes an invalid config; with ``distinct``, also for a value repeated (as the
+    programs take it: :func:`_trained`). ``distinct=False`` reads a saved job's points as
+    given (one saved before that check)."""
     fields: dict[str, list[float]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -63,9 +66,9 @@ def parse_sweep(specs: Iterable[str], base: PPOConfig) -> list[dict[str, Any]]:
             vals = [float(v) for v in values.split(",")]
         except ValueError:
             raise ValueError(f"--sweep {name}: values must be numbers, got {values!r}") from None
-        if len(set(map(_trained, vals))) != len(vals):
+        if distinct and len(set(map(_trained, vals))) != len(vals):
             raise ValueError(f"--sweep {name}: repeated value in {values!r}" + (
-                "" if len(set(vals)) != len(vals) else f" ({_SAME})"))
+                "" if len(set(vals)) != len(vals) else f" ({_same()})"))
         fields[name] = vals
     grid = [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
     for overrides in grid:
@@ -101,20 +104,30 @@ def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, 
         values = tuple(_trained(point.get(name, getattr(base, name))) for name in names)
         if values in trained:
             raise ValueError(f"sweep: the points {label(trained[values])} and {label(point)} "
-                             f"train the same config ({_SAME})")
+                             f"train the same config ({_same()})")
         trained[values] = point
     return points or [{}]
 
 
-_SAME = "equal in float32, the precision the programs train in"
+def _same() -> str:
+    return f"equal in {_precision().__name__}, the precision the programs train in"
+
+
+def _precision():
+    """The type the programs take the swept values as (:func:`ppo_jax.core.hyper.hyper_of`:
+    float32, float64 under x64)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    return np.dtype(jnp.result_type(float)).type
 
 
 def _trained(value: float):
-    """``value`` as the programs take it (:func:`ppo_jax.core.hyper.hyper_of`: float32)."""
+    """``value`` as the programs take it (:func:`_precision`)."""
     import numpy as np
 
     with np.errstate(over="ignore"):  # (past float32's range: the config's checks refuse it)
-        return np.float32(value)
+        return _precision()(value)
 
 
 def _real_scalar(value: Any) -> bool:
