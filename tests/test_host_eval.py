@@ -115,7 +115,10 @@ def test_run_records_host_evaluations_at_their_batches(five_batches, tmp_path,
     out = json.loads(evaluated("--json"))
     assert not out["replays_logged_eval"] and out["sim"] == "mjx"
     assert ("does not replay it: simulated in MJX on the cpu (training's in MuJoCo C: the same "
-            "episode, other rounding)") in evaluated()
+            "episode, other rounding; --sim mujoco replays it)") in evaluated()
+    out = json.loads(evaluated("--sim", "both", "--json"))  # the MuJoCo C column does
+    assert out["replays_logged_eval"] and out["replayed_in"] == "mujoco"
+    assert "episode 0 in MuJoCo C replays the evaluation logged" in evaluated("--sim", "both")
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -153,6 +153,10 @@ def main(argv=None) -> int:
         if bar is not None:
             bar.close()  # its line cleared, also before an error's one line
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
+    # which of these episodes replays training's logged evaluation: one run as it ran
+    replayed_in = next((name for name in results if logged_sim in (None, _sim_label(name))),
+                       None) if (logged is not None and mode == cfg.eval_action
+                                 and max_steps == cfg.eval_max_steps) else None
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
         "checkpoint_step": int(meta["batches_done"]),
@@ -163,9 +167,8 @@ def main(argv=None) -> int:
         "policy": mode,
         "episodes": args.episodes,
         "sim": first,
-        "replays_logged_eval": (logged is not None and mode == cfg.eval_action
-                                and max_steps == cfg.eval_max_steps
-                                and logged_sim in (None, _sim_label(first))),
+        "replays_logged_eval": replayed_in is not None,
+        "replayed_in": replayed_in,
         "logged_eval_return": logged,
         "logged_eval_sim": logged_sim,
         **summary(*results[first]),
@@ -187,8 +190,9 @@ def main(argv=None) -> int:
             print(note)
         print_table(results)
         if out["replays_logged_eval"]:
-            print(f"episode 0 replays the evaluation logged in training after batch {step - 1} "
-                  f"(return {logged:.2f})")
+            where = "" if replayed_in == first else f" in {SIM_NAMES[replayed_in]}"
+            print(f"episode 0{where} replays the evaluation logged in training after batch "
+                  f"{step - 1} (return {logged:.2f})")
         elif args.seed is None:
             print(_no_replay(step, logged, mode, max_steps, cfg,
                              (logged_sim, _sim_label(first))))
@@ -220,8 +224,12 @@ def _no_replay(step, logged, mode, max_steps, cfg, sims=(None, None)) -> str:
                if ours != theirs]
     theirs, ours = sims
     if theirs is not None and theirs != ours:
+        platform = theirs.partition(":")[2]
+        cure = (f"; JAX_PLATFORMS={platform} evaluates there" if platform
+                and ours.startswith("mjx:") else "; --sim mujoco replays it"
+                if theirs == "mujoco" else "")
         differs.append(f"simulated in {_described_sim(ours)} (training's in "
-                       f"{_described_sim(theirs)}: the same episode, other rounding)")
+                       f"{_described_sim(theirs)}: the same episode, other rounding{cure})")
     return (f"episode 0 starts as training's evaluation after batch {step - 1} (return "
             f"{logged:.2f}) but does not replay it: {', '.join(differs)}")
 
