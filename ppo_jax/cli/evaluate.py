@@ -204,7 +204,9 @@ def _sim_label(sim: str) -> str:
     (:func:`ppo_jax.run.runner.eval_sim_label`): MuJoCo C, or MJX on JAX's default device."""
     import jax
 
-    return "mujoco" if sim == "mujoco" else f"mjx:{jax.default_backend()}"
+    from ppo_jax.run.runner import eval_sim_label
+
+    return eval_sim_label(sim, jax.default_backend())
 
 
 def _described_sim(label: str) -> str:

@@ -37,10 +37,16 @@ class Hyper:
 SWEEPABLE: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Hyper))
 
 
+def hyper_dtype() -> np.dtype:
+    """The precision the programs take the sweepable values in: float32, or float64 under
+    x64 (parity tests)."""
+    return np.dtype(jnp.result_type(float))
+
+
 def hyper_of(config: PPOConfig) -> Hyper:
     """``config``'s sweepable values as a :class:`Hyper` of numpy scalars (made on the host:
     no device op, nothing to compile; a trace takes them as constants)."""
-    dtype = jnp.result_type(float)  # float32, or float64 under x64 (parity tests)
+    dtype = hyper_dtype()
     return Hyper(**{name: np.asarray(getattr(config, name), dtype) for name in SWEEPABLE})
 
 

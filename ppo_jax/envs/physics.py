@@ -231,10 +231,8 @@ def _plane_capsule(m, d, _key, geom):
     n = d.geom_xmat[g1][:, :, 2]
     axis = d.geom_xmat[g2][:, :, 2]
     radius, half = m.geom_size[g2][:, :1], m.geom_size[g2][:, 1:2]
-    b = axis - n * jnp.sum(n * axis, axis=-1, keepdims=True)
-    norm = jnp.sqrt(jnp.sum(b * b, axis=-1, keepdims=True))
-    tiny = norm < mujoco.mjMINVAL  # an axis along the normal: mju_normalize3's (1, 0, 0)
-    b = jnp.where(tiny, jnp.array([1.0, 0.0, 0.0], b.dtype), b / jnp.where(tiny, 1.0, norm))
+    # (an axis along the normal: mju_normalize3's (1, 0, 0))
+    b = _unit(axis - n * jnp.sum(n * axis, axis=-1, keepdims=True))[0]
     frame = jnp.stack([n, b, jnp.cross(n, b)], axis=1)
     dists, poss = [], []
     for sign in (1.0, -1.0):

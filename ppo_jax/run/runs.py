@@ -11,7 +11,7 @@ import jax
 
 from ppo_jax import util
 from ppo_jax.config import SEED_MAX, SEED_MIN, PPOConfig
-from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_of
+from ppo_jax.core.hyper import SWEEPABLE, Hyper, hyper_dtype, hyper_of
 
 
 def prng_key(seed: int):
@@ -110,24 +110,15 @@ def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, 
 
 
 def _same() -> str:
-    return f"equal in {_precision().__name__}, the precision the programs train in"
-
-
-def _precision():
-    """The type the programs take the swept values as (:func:`ppo_jax.core.hyper.hyper_of`:
-    float32, float64 under x64)."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    return np.dtype(jnp.result_type(float)).type
+    return f"equal in {hyper_dtype()}, the precision the programs train in"
 
 
 def _trained(value: float):
-    """``value`` as the programs take it (:func:`_precision`)."""
+    """``value`` as the programs take it (:func:`ppo_jax.core.hyper.hyper_dtype`)."""
     import numpy as np
 
     with np.errstate(over="ignore"):  # (past float32's range: the config's checks refuse it)
-        return _precision()(value)
+        return hyper_dtype().type(value)
 
 
 def _real_scalar(value: Any) -> bool:
