@@ -45,6 +45,27 @@ def test_run_names_of_a_sweep(tiny_config):
                                "lr=0.0003,seed_0", "lr=0.0003,seed_1"]
 
 
+def test_points_that_read_alike_at_six_digits_get_their_own_names(tiny_config):
+    """Two points 1e-6 apart (distinct in float32) each get their own TensorBoard run, curve
+    label and ranking row: their values take as many digits as tell them apart, and every
+    point of that sweep the same number of digits."""
+    from ppo_jax.cli.train import _ranking_table
+    from ppo_jax.run.runs import labels
+
+    sweep = [{"lr": 1e-4, "gamma": 0.99}, {"lr": 1.000001e-4, "gamma": 0.99}]
+    runs = Runs(tiny_config, 1, sweep)
+    assert run_names(runs) == ["lr=0.0001,gamma=0.99,seed_0",
+                               "lr=0.0001000001,gamma=0.99,seed_0"]
+    assert labels(sweep) == ["lr=0.0001 gamma=0.99", "lr=0.0001000001 gamma=0.99"]
+    assert runs.describe(1) == "lr=0.0001000001 gamma=0.99, seed 0"
+    rows = [{"rank": i + 1, "point": i, **p, "final_eval_return": 1.0,
+             "final_eval_return_std": 0.0, "best_eval_return": 1.0, "seeds": 1,
+             "failed_seeds": 0} for i, p in enumerate(sweep)]
+    assert [line.split(" | ")[1:3] for line in _ranking_table(rows, 1).splitlines()[1:]] == [
+        ["0.0001", "0.99"], ["0.0001000001", "0.99"]]
+    assert labels([{"lr": 0.1}, {"lr": 0.1 + 2 ** -56}]) == ["lr=0.1", "lr=0.10000000000000002"]
+
+
 def test_no_tensorboard(tmp_path, tiny_flags, compile_cache_dir):
     from ppo_jax.cli import train
 

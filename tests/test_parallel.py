@@ -293,8 +293,8 @@ def test_a_sweep_given_as_points_is_checked_as_the_flag_is():
             ([{"lr": "1e-3"}], "lr must be a number"),
             ([{"lr": True}], "lr must be a number"),
             ([{"lr": 1e-3}, {"lr": 0.001}], "lr=0.001 is given twice"),
-            ([{"lr": 1e-3}, {"lr": 1.0000000001e-3}], "the points lr=0.001 and lr=0.001 "
-                                                       "train the same config"),
+            ([{"lr": 1e-3}, {"lr": 1.0000000001e-3}], "the points lr=0.001 and "
+                                                       "lr=0.0010000000001 train the same config"),
             ([{}, {"lr": TINY.lr}], "the points base config and lr=0.0003 train the same"),
             ([{"gamma": 0.9}, {"gamma": 0.9, "lr": TINY.lr}], "train the same config"),
             ([{"clip_epsilon": -1.0}], "clip_epsilon must be > 0"),

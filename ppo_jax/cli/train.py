@@ -393,7 +393,7 @@ def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> 
     (the same command line again, ``--resume`` added, continues it): the preset's value of
     each field not given by its own flag, and the sweep's points, in their order."""
     from ppo_jax.run import checkpoint
-    from ppo_jax.run.runs import label, parse_sweep
+    from ppo_jax.run.runs import labels, parse_sweep
 
     out = []
     if args.preset:
@@ -408,11 +408,9 @@ def _job_clashes(args: argparse.Namespace, overrides: dict[str, Any], saved) -> 
         with cli.user_errors(ValueError, prefix="--resume: "):
             points = parse_sweep(args.sweep, saved.config, distinct=False)
         if points != saved.runs.sweep:
-            def described(sweep):
-                return ", ".join(label(o) for o in sweep)
-
-            out.append(f"--sweep's points {described(points)} (saved: "
-                       f"{described(saved.runs.sweep)})")
+            given = labels(points + saved.runs.sweep)  # one precision: both read apart
+            out.append(f"--sweep's points {', '.join(given[:len(points)])} (saved: "
+                       f"{', '.join(given[len(points):])})")
     return out
 
 
@@ -611,8 +609,10 @@ def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> 
 def _ranking_table(rows: list[dict], num_seeds: int) -> str:
     """The sweep's points ranked (``metrics.json``'s ``sweep_ranking``) as a text table."""
     from ppo_jax.core.hyper import SWEEPABLE
+    from ppo_jax.run.runs import label_digits, value_texts
 
     fields = [k for k in rows[0] if k in SWEEPABLE]
+    digits = label_digits([{f: r[f] for f in fields} for r in rows])
 
     def fmt(v):
         return "-" if v is None else f"{v:.1f}"
@@ -625,7 +625,8 @@ def _ranking_table(rows: list[dict], num_seeds: int) -> str:
         # a point some of whose seeds failed: the mean of the others
         mean = fmt(r["final_eval_return"]) + (
             f" (of {r['seeds']})" if r.get("failed_seeds") and r["seeds"] else "")
-        lines.append(" | ".join([str(r["rank"]), *(f"{r[f]:g}" for f in fields), mean,
+        values = value_texts({f: r[f] for f in fields}, digits).values()
+        lines.append(" | ".join([str(r["rank"]), *values, mean,
                                  fmt(r["final_eval_return_std"]), fmt(r["best_eval_return"]),
                                  *([str(r.get("failed_seeds", 0))] if failures else [])]))
     return "\n".join(lines)

@@ -55,10 +55,10 @@ def _run_lists(run_dir: str) -> tuple[dict[str, Any], list[str] | None, int]:
     sweep, seeds = d.get("sweep"), d.get("num_seeds")
     if (isinstance(sweep, list) and sweep != [{}] and all(isinstance(p, dict) for p in sweep)
             and isinstance(seeds, int) and len(sweep) * seeds == k):
-        from ppo_jax.run.runs import label
+        from ppo_jax.run.runs import labels
 
         try:
-            return lists, [label(p) for p in sweep], seeds
+            return lists, labels(sweep), seeds
         except (TypeError, ValueError):  # a point that is not numbers: drawn as one curve
             pass
     return lists, None, k

@@ -19,6 +19,7 @@ import re
 import sys
 
 from ppo_jax.run.metrics import PER_BATCH
+from ppo_jax.run.runs import label_digits, value_texts
 
 EVENTS_DIR = "tensorboard"
 EVAL = ("eval_return", "eval_steps")
@@ -27,9 +28,10 @@ EVAL = ("eval_return", "eval_steps")
 def run_names(runs) -> list[str]:
     """A directory name for each run of ``runs`` (:class:`~ppo_jax.run.runs.Runs`)."""
     names = []
+    digits = label_digits(runs.sweep)
     for r in range(runs.num_runs):
-        point = runs.sweep[runs.point_of(r)]
-        parts = [f"{k}={v:g}" for k, v in point.items()] + [f"seed_{runs.seed_of(r)}"]
+        point = value_texts(runs.sweep[runs.point_of(r)], digits)
+        parts = [f"{k}={v}" for k, v in point.items()] + [f"seed_{runs.seed_of(r)}"]
         names.append(re.sub(r"[^\w.=,+-]", "_", ",".join(parts)))
     return names
 

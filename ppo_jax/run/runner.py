@@ -33,7 +33,7 @@ from ppo_jax.config import PPOConfig, check_config
 from ppo_jax.envs.base import check_env_attributes
 from ppo_jax import util
 from ppo_jax.util import write_json
-from ppo_jax.run.runs import Runs, label
+from ppo_jax.run.runs import Runs, labels
 from ppo_jax.run.host_eval import HostEvaluatorFactory
 from ppo_jax.core.normalization import describe_residue, residue_entries
 from ppo_jax.core.optim import cosine_phase_step
@@ -183,7 +183,7 @@ class RunLog:
         runs, h = self.runs, self.history
         if not runs.is_sweep:
             return [("ppo_jax", h)]
-        return metrics.split_points(h, [label(o) for o in runs.sweep], runs.num_seeds)
+        return metrics.split_points(h, labels(runs.sweep), runs.num_seeds)
 
     def write(self, out: str, *, curves: bool) -> dict[str, Any]:
         summary = self.summary()

@@ -103,8 +103,9 @@ def check_sweep(sweep: list[dict[str, Any]], base: PPOConfig) -> list[dict[str, 
     for point in points:  # {} beside {"lr": <the config's lr>}, or values float32 rounds alike
         values = tuple(_trained(point.get(name, getattr(base, name))) for name in names)
         if values in trained:
-            raise ValueError(f"sweep: the points {label(trained[values])} and {label(point)} "
-                             f"train the same config ({_same()})")
+            first, second = labels([trained[values], point])
+            raise ValueError(f"sweep: the points {first} and {second} train the same config "
+                             f"({_same()})")
         trained[values] = point
     return points or [{}]
 
@@ -143,9 +144,34 @@ def run_configs(base: PPOConfig, sweep: list[dict[str, Any]]) -> list[PPOConfig]
     return [base.replace(**overrides) for overrides in sweep]
 
 
-def label(overrides: dict[str, Any]) -> str:
-    """``{"lr": 1e-4, "clip_epsilon": 0.1}`` -> ``"lr=0.0001 clip_epsilon=0.1"``."""
-    return " ".join(f"{k}={v:g}" for k, v in overrides.items()) or "base config"
+def label(overrides: dict[str, Any], digits: int | None = 6) -> str:
+    """``{"lr": 1e-4, "clip_epsilon": 0.1}`` -> ``"lr=0.0001 clip_epsilon=0.1"`` (each value
+    to ``digits`` significant digits)."""
+    return " ".join(f"{k}={t}" for k, t in value_texts(overrides, digits).items()) or "base config"
+
+
+def labels(points: list[dict[str, Any]]) -> list[str]:
+    """Each point's :func:`label`, with the fewest significant digits (6 at least) that tell
+    distinct points apart (``lr=0.0001`` and ``lr=0.000100001``, not two ``lr=0.0001``)."""
+    digits = label_digits(points)
+    return [label(p, digits) for p in points]
+
+
+def value_texts(overrides: dict[str, Any], digits: int | None = 6) -> dict[str, str]:
+    """A point's values as text, to ``digits`` significant digits (None: the shortest text
+    that reads back as the same float)."""
+    return {k: repr(float(v)) if digits is None else f"{v:.{digits}g}"
+            for k, v in overrides.items()}
+
+
+def label_digits(points: list[dict[str, Any]]) -> int | None:
+    """The fewest significant digits, 6 at least, at which distinct points' values read apart
+    (None: as many as each value needs to read back, which tells any two floats apart)."""
+    distinct = {tuple(sorted(p.items())) for p in points}
+    for digits in range(6, 17):
+        if len({tuple(sorted(value_texts(p, digits).items())) for p in points}) == len(distinct):
+            return digits
+    return None
 
 
 class Runs:
@@ -198,7 +224,8 @@ class Runs:
 
     def describe(self, r: int) -> str:
         head = f"seed {self.seed_of(r)}"
-        return f"{label(self.sweep[self.point_of(r)])}, {head}" if self.is_sweep else head
+        return (f"{labels(self.sweep)[self.point_of(r)]}, {head}" if self.is_sweep
+                else head)
 
     def keys(self):
         """``[R, 2]`` PRNG keys (seed s runs with ``PRNGKey(s)``), as numpy."""
