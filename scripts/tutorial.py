@@ -828,15 +828,17 @@ else:
 # ONE compiled program, `update` (`Trainer.update_step`), called once per batch; evaluation
 # (`Trainer.evaluate_after`: one deterministic episode of up to 1000 steps, `E[tanh(X)]` as
 # TorchRL's `ExplorationType.MEAN`) is a second program, called after batches 0, 10, 20, ...
-# as in the seed, and after the last batch. The train state stays on the device between
-# calls; only each batch's metrics come back, and the tqdm bar (the seed's description) is
-# updated between calls. The cosine learning-rate schedule lives in the optimizer's state;
+# as in the seed, and after the last batch (on a GPU it runs on the host's CPU while the GPU
+# trains the next batches, and lands a batch or two later: docs/devices.md). The train state
+# stays on the device between calls; only each batch's metrics come back, and the tqdm bar
+# (the seed's description) is updated between calls. The cosine learning-rate schedule lives in the optimizer's state;
 # its phase step (pi / num_batches, `optim.cosine_phase_step`) is an input of `update`, so a run of
 # another length uses the same compiled programs.
 #
 # ```python
 # job = runner.prepare(Runs(config))             # init / update / evaluate programs, then init
-# runner.train_batches(job, on_batch=Progress(config, 0, True))
+# bar = Progress(config, 0, True, log=job.log)
+# runner.train_batches(job, on_batch=bar, on_eval=bar.add_eval)
 # #   for i in range(num_batches): state, m = update(state, i, rate); ev = evaluate(state, i) if ...
 # ```
 #
@@ -850,9 +852,9 @@ from ppo_jax.cli.train import Progress  # scripts/train.py's tqdm bar
 job = runner.prepare(Runs(config), announce=print)
 sources = ", ".join(f"{name}: {info['source']}" for name, info in job.log.compile.items())
 print(f"programs ready in {job.log.compile_seconds:.1f} s ({sources})")
-bar = Progress(config, job.start, enabled=True)
+bar = Progress(config, job.start, enabled=True, log=job.log)
 try:
-    runner.train_batches(job, on_batch=bar)
+    runner.train_batches(job, on_batch=bar, on_eval=bar.add_eval)
 finally:
     bar.close()
 log = job.log

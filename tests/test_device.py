@@ -65,7 +65,9 @@ def test_after_jax_started_auto_keeps_its_backend_and_forcing_another_is_refused
     jax.devices()  # the backends are up (as in a notebook that used JAX already)
     assert device.apply(device.Choice("cpu", "on the cpu", forced=True)) == "on the cpu"
     kept = device.apply(device.Choice("cuda,cpu", "on the GPU"))
-    assert "already runs on cpu" in kept
+    assert kept.startswith("--device auto: JAX already runs on cpu")
+    kept = device.apply(device.Choice("cuda,cpu", "on the GPU", what="device"))  # fit's
+    assert kept.startswith("device auto: JAX already runs on cpu")
     with pytest.raises(device.DeviceError, match="JAX_PLATFORMS=cuda,cpu"):
         device.apply(device.Choice("cuda,cpu", "on the GPU", forced=True))
 
@@ -137,6 +139,13 @@ def test_auto_keeps_a_job_spread_over_several_gpus_on_them(machine):
     assert choice.platform == "cuda,cpu" and not choice.forced
     assert "--devices asks for" in choice.message and "\n" not in choice.message
     assert device.choose("auto", 16, gpus_asked=1).platform == "cpu"
+    # who asks: the flag (fit's argument), or a multi-process job's processes
+    assert device.gpus_asked_by(4) == device.gpus_asked_by("all") == "--devices asks for"
+    assert device.gpus_asked_by(None, 2) == "the job's 2 processes hold"
+    assert device.gpus_asked_by(2, 2, flag="devices=") == "devices= asks for"
+    choice = device.choose("auto", 4, gpus_asked=2, asked_by=device.gpus_asked_by(None, 2))
+    assert "over the 2 devices the job's 2 processes hold (4 env(s)" in choice.message
+    assert "--devices" not in choice.message
     machine(gpu=True, cuda=False)  # the CPU it must be: the line names the extra
     assert device.CUDA_EXTRA in device.choose("auto", 16, gpus_asked=4).message
 

@@ -98,10 +98,14 @@ def build_parser() -> cli.ArgumentParser:
 
 
 class Progress:
-    """tqdm bar over frames, described like the tutorial's; updated between batches."""
+    """tqdm bar over frames, described like the tutorial's; updated between batches. Its
+    numbers are the mean over the runs still training: with the job's ``log``
+    (:class:`~ppo_jax.run.runner.RunLog`), a run stopped at NaN/Inf is left out from the
+    batch it failed at, as ``metrics.json`` leaves it out."""
 
-    def __init__(self, config: PPOConfig, start_batch: int, enabled: bool):
+    def __init__(self, config: PPOConfig, start_batch: int, enabled: bool, log=None):
         self.config = config
+        self.log = log
         self.bar = None
         self.init_reward = None
         self.init_eval = None
@@ -117,16 +121,18 @@ class Progress:
         """After batch ``i``: metrics ``m`` ``[K]``, evaluation ``ev`` ``[K]`` or None."""
         if self.bar is None:
             return
-        r = float(np.nanmean(m.reward))
-        if self.init_reward is None:
-            self.init_reward = r
-        if ev is not None:
-            self._eval(ev)
-        self.batch_str = ", ".join((
-            f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
-            f"step count (max): {int(np.max(m.step_count))}",
-            f"lr policy: {float(np.mean(m.lr)): 4.4f}",
-        ))
+        live = self._live(i, len(np.asarray(m.reward)), after=False)
+        if live.any():  # (none: the last runs failed at this batch, and training stops)
+            r = float(np.nanmean(np.asarray(m.reward)[live]))
+            if self.init_reward is None:
+                self.init_reward = r
+            if ev is not None:
+                self._eval(ev, live)
+            self.batch_str = ", ".join((
+                f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
+                f"step count (max): {int(np.max(np.asarray(m.step_count)[live]))}",
+                f"lr policy: {float(np.mean(np.asarray(m.lr)[live])): 4.4f}",
+            ))
         self.bar.set_description(self._desc())
         self.bar.update(self.config.frames_per_batch)
 
@@ -135,15 +141,25 @@ class Progress:
         mujoco``): shown from now on."""
         if self.bar is None:
             return
-        self._eval(ev)
-        self.bar.set_description(self._desc())
+        live = self._live(i, len(np.asarray(ev.eval_return)), after=True)
+        if live.any():
+            self._eval(ev, live)
+            self.bar.set_description(self._desc())
 
-    def _eval(self, ev):
-        er = float(np.mean(ev.eval_return))
+    def _live(self, i: int, runs: int, after: bool) -> np.ndarray:
+        """``[runs]``: which runs batch ``i`` left training (``after``: an evaluation that
+        landed once later batches were recorded; a run that failed after batch ``i`` was
+        still training at it)."""
+        if self.log is None:
+            return np.ones(runs, bool)
+        return np.array([f is None or (after and f > i) for f in self.log.failed], bool)
+
+    def _eval(self, ev, live):
+        er = float(np.mean(np.asarray(ev.eval_return)[live]))
         if self.init_eval is None:
             self.init_eval = er
         self.eval_str = (f"eval cumulative reward: {er: 4.4f} (init: {self.init_eval: 4.4f}), "
-                         f"eval step-count: {int(np.max(ev.eval_steps))}")
+                         f"eval step-count: {int(np.max(np.asarray(ev.eval_steps)[live]))}")
 
     def _desc(self) -> str:
         return ", ".join(s for s in (self.eval_str, self.batch_str) if s)
@@ -382,8 +398,9 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
     with cli.user_errors(device.DeviceError):
         per_device = device.envs_per_device(max(1, num_runs), max(1, num_envs), devices,
                                             processes)
-        message = device.apply(device.choose(args.device, per_device,
-                                             device.gpus_asked(devices, processes)))
+        message = device.apply(device.choose(
+            args.device, per_device, device.gpus_asked(devices, processes),
+            asked_by=device.gpus_asked_by(devices, processes)))
     if message:
         print(message, flush=True)
 
@@ -533,8 +550,8 @@ def _train(args, start, config: PPOConfig, out: str, devices, lead: bool, stop: 
                 save_final=args.save_final,
                 tensorboard=args.tensorboard,
                 written_by="scripts/train.py",
-                progress_factory=lambda start: Progress(config, start,
-                                                        lead and not args.no_progress),
+                progress_factory=lambda job: Progress(config, job.start,
+                                                      lead and not args.no_progress, job.log),
                 announce=announce,
                 init_from=init_from,
                 init_from_label=(None if init_from is None else

@@ -161,10 +161,12 @@ def write_policy_video(
     """Render one episode of ``state``'s policy (a :class:`~ppo_jax.core.train.PPOState` of ONE
     run) to ``path``.
 
-    The episode is the evaluation training logs after the state's last batch (``key``
+    The episode is the one training evaluates after the state's last batch (``key``
     default: ``eval_episode_key(state.eval_key, batches_done - 1)``), up to ``max_steps``
     (default: the config's ``eval_max_steps``), ``mode`` as in
-    :func:`ppo_jax.eval.evaluate.trace_policy`.
+    :func:`ppo_jax.eval.evaluate.trace_policy`, simulated in MJX (a run that evaluates in
+    MuJoCo C, ``eval_sim`` ``mujoco``, logged that episode's MuJoCo C twin: the same start
+    state and policy).
 
     Returns the video's absolute path, or ``None`` when rendering is unavailable (no GL
     context, or the file cannot be written): it never raises for those. Then the one-line

@@ -50,6 +50,7 @@ class Choice:
     platform: str | None
     message: str | None = None
     forced: bool = False  # --device cpu|gpu (auto: False)
+    what: str = "--device"  # the choice's name in messages ("device" for fit)
 
 
 def _cuda_visible_entries() -> list[str] | None:
@@ -136,6 +137,15 @@ def gpus_asked(devices: int | str | None, processes: int = 1) -> int:
     return 1
 
 
+def gpus_asked_by(devices: int | str | None, processes: int = 1,
+                  flag: str = "--devices") -> str:
+    """Who asks for :func:`gpus_asked`'s GPUs, for a message: ``flag`` (``--devices``, or
+    ``devices=`` for ``fit``) where it is given, else the job's processes."""
+    if _count(devices) is not None or devices == "all":
+        return f"{flag} asks for"
+    return f"the job's {processes} processes hold"
+
+
 # The value of ``jax_platforms`` that :func:`apply` set (a choice of ours, not the user's).
 _SET_HERE: list[str] = []
 
@@ -173,11 +183,12 @@ def _started_backend() -> str | None:
 
 
 def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
-           what: str = "--device") -> Choice:
+           what: str = "--device", asked_by: str = "--devices asks for") -> Choice:
     """The platform for ``device`` (one of :data:`CHOICES`) and a job of ``envs_per_device``
-    vectorized envs per device (runs x envs / devices); ``gpus_asked``: the devices
-    ``--devices`` asks for (a job spread over several GPUs stays on them); ``what``: the
-    choice's name in messages (``--device``, or ``device`` for ``fit``)."""
+    vectorized envs per device (runs x envs / devices); ``gpus_asked``: the devices the job
+    asks for (a job spread over several GPUs stays on them), and ``asked_by`` who asks
+    (:func:`gpus_asked_by`); ``what``: the choice's name in messages (``--device``, or
+    ``device`` for ``fit``)."""
     if device not in CHOICES:
         raise DeviceError(f"{what} must be one of {', '.join(CHOICES)}, got {device!r}")
     gpu_visible, cuda = nvidia_gpu_present(), cuda_jax_installed()
@@ -190,30 +201,32 @@ def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
             raise DeviceError(f"{what} gpu: this JAX has no CUDA support; install it with "
                               f"{CUDA_EXTRA}")
         return Choice("cuda,cpu", f"training on the GPU ({what} gpu), {envs_per_device} "
-                                  f"env(s) per device", forced=True)
+                                  f"env(s) per device", forced=True, what=what)
     # auto
     if not gpu_visible:
         return Choice(None)
     given = given_platforms()
     if given is not None:
-        return Choice(None, f"{what} auto: JAX_PLATFORMS={given} chooses the platform")
+        return Choice(None, f"{what} auto: JAX_PLATFORMS={given} chooses the platform",
+                      what=what)
     if not cuda:
         if envs_per_device >= CROSSOVER_ENVS or gpus_asked > 1:
             return Choice("cpu", f"a GPU is present but this JAX has no CUDA support: "
-                                 f"training on the CPU; {CUDA_EXTRA} to use the GPU")
-        return Choice("cpu")
+                                 f"training on the CPU; {CUDA_EXTRA} to use the GPU", what=what)
+        return Choice("cpu", what=what)
     if envs_per_device < CROSSOVER_ENVS:
         if gpus_asked > 1:
             return Choice("cuda,cpu", f"{what} auto: training on the GPU, over the "
-                                      f"{gpus_asked} devices --devices asks for "
+                                      f"{gpus_asked} devices {asked_by} "
                                       f"({envs_per_device} env(s) per device: one device "
                                       f"would be latency-bound below ~{CROSSOVER_ENVS}, an "
-                                      f"estimate, and train on the CPU)")
+                                      f"estimate, and train on the CPU)", what=what)
         return Choice("cpu", f"{what} auto: training on the CPU: {envs_per_device} env(s) "
                              f"per device is latency-bound on a GPU (below ~{CROSSOVER_ENVS}, "
-                             f"an estimate); {what} gpu forces the GPU")
+                             f"an estimate); {what} gpu forces the GPU", what=what)
     return Choice("cuda,cpu", f"{what} auto: training on the GPU ({envs_per_device} envs per "
-                              f"device; below ~{CROSSOVER_ENVS} the CPU would be chosen)")
+                              f"device; below ~{CROSSOVER_ENVS} the CPU would be chosen)",
+                  what=what)
 
 
 def apply(choice: Choice) -> str | None:
@@ -234,6 +247,6 @@ def apply(choice: Choice) -> str | None:
             raise DeviceError(f"JAX already runs on {started}: a run on {wanted} must choose it "
                               f"before JAX starts (e.g. JAX_PLATFORMS={choice.platform} in "
                               f"the environment)")
-        return (f"--device auto: JAX already runs on {started}, so the run trains there "
+        return (f"{choice.what} auto: JAX already runs on {started}, so the run trains there "
                 f"(auto chooses only before JAX starts)")
     return choice.message

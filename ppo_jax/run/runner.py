@@ -483,7 +483,7 @@ def run_training(
     keep: int = checkpoint.DEFAULT_KEEP,
     save_final: bool = True,
     tensorboard: bool = True,
-    progress_factory: Callable[[int], Any] | None = None,
+    progress_factory: Callable[[Job], Any] | None = None,
     announce: Callable[[str], None] | None = None,
     init_from: tuple[Any, Any] | None = None,
     interrupted: Callable[[], bool] | None = None,
@@ -503,7 +503,8 @@ def run_training(
     ``checkpoint_every`` and ``save_final`` say, and everything else is written as at the end
     (``job.start < config.num_batches`` then tells). ``host_evaluator``: see
     :func:`train_batches` (an evaluation that lands late reaches the progress bar's
-    ``add_eval(i, eval)``, TensorBoard and metrics.json then). ``written_by``: what
+    ``add_eval(i, eval)``, TensorBoard and metrics.json then). ``progress_factory(job)``:
+    the progress bar, made once the job is prepared. ``written_by``: what
     metrics.json says wrote the run (``"scripts/train.py"``, ``"fit"``);
     ``init_from_label``: as :func:`prepare`'s."""
     host_eval.check_eval_sim(start.config, env, host_evaluator)
@@ -511,7 +512,7 @@ def run_training(
                   host_evaluator=host_evaluator, init_from_label=init_from_label)
     job.log.written_by = written_by
     ckpt_dir = checkpoint.run_checkpoints(out)
-    progress = progress_factory(job.start) if progress_factory else None
+    progress = progress_factory(job) if progress_factory else None
     events = None  # made at the first batch: a job stopped before it leaves no files
     first = job.start
 
@@ -726,7 +727,8 @@ def _choose_device(device: str, num_runs: int, num_envs: int, devices, announce)
     processes = device_choice.joined_processes()
     per_device = device_choice.envs_per_device(num_runs, num_envs, devices, processes)
     message = device_choice.apply(device_choice.choose(
-        device, per_device, device_choice.gpus_asked(devices, processes), what="device"))
+        device, per_device, device_choice.gpus_asked(devices, processes), what="device",
+        asked_by=device_choice.gpus_asked_by(devices, processes, flag="devices=")))
     if message and announce is not None:
         announce(message)
 
