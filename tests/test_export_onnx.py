@@ -190,6 +190,23 @@ def test_file_metadata(exported, restored):
     assert "ReduceSum" in {n.op_type for n in onnx.load(exported["mean"]).graph.node}
 
 
+def test_a_jobs_state_of_one_run_exports_as_that_run(ort, tiny_run, restored, tmp_path):
+    """``restore``'s (and ``fit``'s) states are ``[R, ...]``: one run's export as that run's
+    (the same graph as ``restore_run``'s state gives); several runs' are refused in one
+    line that says how to pick one."""
+    trainer, states, _ = checkpoint.restore(tiny_run, parts=checkpoint.POLICY_PARTS)
+    one, two = str(tmp_path / "one.onnx"), str(tmp_path / "run0.onnx")
+    onnx_export.export_onnx(trainer, states, one)
+    onnx_export.export_onnx(restored[0], restored[1], two)
+    with open(one, "rb") as a, open(two, "rb") as b:
+        assert a.read() == b.read()
+    both = jax.tree_util.tree_map(lambda x: jax.numpy.concatenate([x, x]), states)
+    with pytest.raises(ValueError, match=r"^this state holds 2 runs .*restore_run\(path, "
+                                         r"run_index=r\)$") as e:
+        onnx_export.export_onnx(trainer, both, str(tmp_path / "no.onnx"))
+    assert "\n" not in str(e.value) and not os.path.exists(tmp_path / "no.onnx")
+
+
 def test_default_mode_is_the_runs_eval_action(ort, tiny_run, restored, tmp_path, capsys):
     trainer, _, _ = restored
     out = str(tmp_path / "p.onnx")

@@ -116,15 +116,25 @@ def test_default_key_is_the_logged_evaluation(policy_state, tmp_path, monkeypatc
 
 
 def _no_gl(*args, **kwargs):
+    import warnings
+
+    # what GLFW says on its way to failing without a display, before MuJoCo raises
+    warnings.warn("GLFWError: (65544) b'X11: The DISPLAY environment variable is missing'")
     raise mujoco.FatalError("gladLoadGL error")
 
 
 def test_no_gl_returns_none_with_the_hint(policy_state, tmp_path, monkeypatch, capsys):
+    import warnings
+
     trainer, state = policy_state
     monkeypatch.setattr(mujoco, "Renderer", _no_gl)
     reasons = []
-    out = render.write_policy_video(trainer, state, str(tmp_path / "v.mp4"),
-                                    key=jax.random.PRNGKey(3), on_unavailable=reasons.append)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        out = render.write_policy_video(trainer, state, str(tmp_path / "v.mp4"),
+                                        key=jax.random.PRNGKey(3),
+                                        on_unavailable=reasons.append)
+    assert said == []  # the GL library's warnings stay behind the one line
     assert out is None and len(reasons) == 1 and render.GL_HINT in reasons[0]
     assert "\n" not in reasons[0]
     assert not os.path.exists(tmp_path / "v.mp4")
@@ -133,6 +143,25 @@ def test_no_gl_returns_none_with_the_hint(policy_state, tmp_path, monkeypatch, c
                                      key=jax.random.PRNGKey(3)) is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MUJOCO_GL=osmesa" in err[0]
+
+
+def test_a_jobs_state_of_one_run_renders_as_that_run(tiny_run, tmp_path, monkeypatch):
+    """``restore``'s states (``[R, ...]``) of one run render that run's logged episode, as
+    ``restore_run``'s state does; of two, one line says how to pick one."""
+    from ppo_jax.run import checkpoint
+
+    seen = []
+    monkeypatch.setattr(render, "render_episode",
+                        lambda m, q, v, dt, p, *camera: seen.append(np.asarray(q)) or p)
+    trainer, states, _ = checkpoint.restore(tiny_run, parts=checkpoint.POLICY_PARTS)
+    _, state, _ = checkpoint.restore_run(tiny_run)
+    for s in (states, state):
+        assert render.write_policy_video(trainer, s, str(tmp_path / "v.gif")) is not None
+    np.testing.assert_array_equal(seen[0], seen[1])
+    both = jax.tree_util.tree_map(lambda x: jax.numpy.concatenate([x, x]), states)
+    with pytest.raises(ValueError, match="^this state holds 2 runs") as e:
+        render.write_policy_video(trainer, both, str(tmp_path / "w.gif"))
+    assert "\n" not in str(e.value)
 
 
 def test_unwritable_video_returns_none(policy_state, tmp_path):

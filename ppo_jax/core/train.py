@@ -88,6 +88,25 @@ class PPOState:
     obs_moments: ObsMoments | None = None
 
 
+def one_run(state: PPOState) -> PPOState:
+    """``state`` as ONE run's :class:`PPOState`, which evaluation, rendering and export take:
+    a state of several runs (``[R, ...]``, as ``fit`` and ``checkpoint.restore`` return
+    them) that holds one run is taken as that run; one of R > 1 runs raises ValueError (one
+    line) that says how to pick one. Read from the observation statistics (``[obs]`` for
+    one run, ``[R, obs]`` for R), which every policy carries."""
+    stats = getattr(state, "obs_stats", None)
+    shape = np.shape(getattr(stats, "loc", None))
+    if len(shape) <= 1:
+        return state
+    if len(shape) == 2 and shape[0] == 1:
+        return jax.tree_util.tree_map(lambda x: x[0], state)
+    raise ValueError(
+        f"this state holds {shape[0]} runs (its observation statistics are "
+        f"{list(shape)}, as fit() and restore() return a job's runs): pass one run's, "
+        "e.g. jax.tree_util.tree_map(lambda x: x[r], states), or restore it with "
+        "ppo_jax.run.checkpoint.restore_run(path, run_index=r)")
+
+
 @struct.dataclass
 class Transition:
     """One batch of experience, time-major ``[T, N, ...]`` (T = steps_per_env, N = num_envs).

@@ -40,6 +40,7 @@ from ppo_jax.core.acting import (  # noqa: F401 (evaluation's vocabulary, re-exp
 )
 from ppo_jax.envs.mujoco_c import MujocoCEnv
 from ppo_jax.core.normalization import normalize
+from ppo_jax.core.train import one_run
 from ppo_jax.run.programs import module_name, program_key, storable
 
 
@@ -107,6 +108,7 @@ def mjx_episodes(trainer, state, keys: jax.Array, max_steps: int, mode: str,
     An episode's length does not depend on its chunk; its return may, in float32 rounding
     (a chunk's width changes how XLA vectorizes the step). ``progress(n)`` is called as each
     chunk's ``n`` episodes land."""
+    state = one_run(state)
     total = int(keys.shape[0])
     width = int(width or episode_width(trainer.env, total,
                                        jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype)))
@@ -158,6 +160,7 @@ def trace_policy(trainer, state, key, max_steps: int, mode: str | None = None) -
     """:class:`EpisodeTrace` of ``state``'s policy (ONE run) from ``key``, one jitted
     ``lax.scan``, as host arrays. ``mode``: ``"mean"``/``"tanh_loc"``/``"sample"`` (default:
     the config's ``eval_action``)."""
+    state = one_run(state)
     fn = _jitted_trace(trainer, int(max_steps), mode or trainer.config.eval_action)
     return jax.device_get(fn(state.params.actor, state.obs_stats, key))
 
@@ -277,6 +280,7 @@ def mujoco_episodes(
     the episodes beyond their results. ``keep_states``: how many of the first episodes keep
     their states and rewards (for rendering; None: all); the others' ``qpos``, ``qvel`` and
     ``reward`` are empty. ``progress(1)`` is called after each episode."""
+    state = one_run(state)
     env = env or MujocoCEnv(trainer.env, max_episode_steps=trainer.env.max_episode_steps)
     total = int(keys.shape[0])
     width = episode_width(trainer.env, total, jax.ShapeDtypeStruct(keys.shape[1:], keys.dtype))

@@ -66,11 +66,18 @@ def camera(config: dict | None = None, model: mujoco.MjModel | None = None) -> m
 
 
 def make_renderer(model: mujoco.MjModel, height: int = HEIGHT, width: int = WIDTH):
-    """``mujoco.Renderer`` for ``model``; :class:`RenderUnavailable` when GL is missing."""
-    try:
-        return mujoco.Renderer(model, height, width)
-    except Exception as e:  # no backend / library: ImportError, RuntimeError, FatalError...
-        raise RenderUnavailable(f"{GL_HINT} ({type(e).__name__})") from None
+    """``mujoco.Renderer`` for ``model``; :class:`RenderUnavailable` when GL is missing (the
+    GL library's own warnings on the way, GLFW's "DISPLAY ... is missing", are left out:
+    the hint says what to do)."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        try:
+            renderer = mujoco.Renderer(model, height, width)
+        except Exception as e:  # no backend / library: ImportError, RuntimeError, FatalError...
+            raise RenderUnavailable(f"{GL_HINT} ({type(e).__name__})") from None
+    for w in said:  # a renderer was made: what the GL library said, as it said it
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return renderer
 
 
 def render_frames(
@@ -174,7 +181,9 @@ def write_policy_video(
     printed to stderr as ``video: <reason>``).
     """
     from ppo_jax.core.acting import eval_episode_key
+    from ppo_jax.core.train import one_run
 
+    state = one_run(state)  # (a job's state of one run: that run's)
     report = on_unavailable or (lambda msg: print(f"video: {msg}", file=sys.stderr))
     if key is None:
         key = eval_episode_key(state.eval_key, max(int(state.batches_done) - 1, 0))

@@ -95,7 +95,9 @@ def policy_function(trainer, state, mode: str = "mean") -> Callable[[jax.Array],
     deterministic action of ``state`` (ONE run's :class:`~ppo_jax.core.train.PPOState`)."""
     from ppo_jax.core.distributions import deterministic_action
     from ppo_jax.core.normalization import ObsNormStats, normalize
+    from ppo_jax.core.train import one_run
 
+    state = one_run(state)
     if mode not in MODES:
         raise OnnxExportError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     actor_params = jax.tree_util.tree_map(jnp.asarray, state.params.actor)
@@ -545,7 +547,12 @@ def export_onnx(
 
     With ``check``, onnxruntime runs the graph on :func:`probe_observations` first and the
     file is written only if its actions are within :data:`CHECK_ATOL` of the JAX function's.
+    A job's state (``[R, ...]``, from ``fit`` or ``restore``) of one run is taken as that
+    run's; of several, ValueError (one line).
     """
+    from ppo_jax.core.train import one_run
+
+    state = one_run(state)
     model = policy_model(trainer, state, mode, opset, metadata)
     if check:
         obs = probe_observations(state)
