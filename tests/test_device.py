@@ -131,7 +131,7 @@ def test_visible_gpus_are_those_cuda_visible_devices_leaves(monkeypatch, value, 
     assert device.nvidia_gpu_present() == (gpus > 0)
 
 
-def test_auto_keeps_a_job_spread_over_several_gpus_on_them(machine):
+def test_auto_keeps_a_job_spread_over_several_gpus_on_them(machine, monkeypatch):
     """``--devices 4`` over 64 envs is 16 per device, below the crossover, but the CPU has
     one device: ``auto`` keeps the GPUs the job asks for, and says why."""
     machine(gpu=True, cuda=True)
@@ -139,13 +139,20 @@ def test_auto_keeps_a_job_spread_over_several_gpus_on_them(machine):
     assert choice.platform == "cuda,cpu" and not choice.forced
     assert "--devices asks for" in choice.message and "\n" not in choice.message
     assert device.choose("auto", 16, gpus_asked=1).platform == "cpu"
-    # who asks: the flag (fit's argument), or a multi-process job's processes
-    assert device.gpus_asked_by(4) == device.gpus_asked_by("all") == "--devices asks for"
-    assert device.gpus_asked_by(None, 2) == "the job's 2 processes hold"
-    assert device.gpus_asked_by(2, 2, flag="devices=") == "devices= asks for"
+    # who asks: the flag (fit's argument), or a multi-process job's processes, where the
+    # cluster has said how many (else: every GPU they hold, and at most so many envs each)
+    monkeypatch.setattr(device, "visible_gpus", lambda: 1)  # one GPU per process
+    assert device.gpus_asked_by(4) == "the 4 devices --devices asks for"
+    assert device.gpus_asked_by(2, 2, flag="devices=") == "the 2 devices devices= asks for"
+    assert device.gpus_asked_by(None, 2) == "the 2 devices of the job's 2 processes"
+    assert device.gpus_asked_by(None, 2, processes_known=False) == (
+        "every GPU of the job's processes")
     choice = device.choose("auto", 4, gpus_asked=2, asked_by=device.gpus_asked_by(None, 2))
-    assert "over the 2 devices the job's 2 processes hold (4 env(s)" in choice.message
+    assert "over the 2 devices of the job's 2 processes (4 env(s)" in choice.message
     assert "--devices" not in choice.message
+    choice = device.choose("auto", 4, gpus_asked=2, envs_at_most=True,
+                           asked_by=device.gpus_asked_by(None, 2, processes_known=False))
+    assert "over every GPU of the job's processes (at most 4 env(s)" in choice.message
     machine(gpu=True, cuda=False)  # the CPU it must be: the line names the extra
     assert device.CUDA_EXTRA in device.choose("auto", 16, gpus_asked=4).message
 
@@ -196,6 +203,9 @@ def test_the_train_command_counts_a_multi_process_job_over_every_gpu(machine, mo
                                                     "200", *flags])
         train_cmd._choose_device(args, {"num_envs": 4, "frames_per_batch": 200}, None)
     assert [c.platform for c in chosen] == ["cuda,cpu", "cuda,cpu", "cpu"]
+    # the line says what it knows: the cluster's count is not known yet, the flag's is
+    assert "over every GPU of the job's processes (at most 2 env(s)" in chosen[0].message
+    assert "over the 2 devices of the job's 2 processes (2 env(s)" in chosen[1].message
 
 
 @pytest.mark.parametrize("meta", ['{"num_runs": null, "config": {"num_envs": 4}}',

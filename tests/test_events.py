@@ -64,6 +64,23 @@ def test_points_that_read_alike_at_six_digits_get_their_own_names(tiny_config):
     assert [line.split(" | ")[1:3] for line in _ranking_table(rows, 1).splitlines()[1:]] == [
         ["0.0001", "0.99"], ["0.0001000001", "0.99"]]
     assert labels([{"lr": 0.1}, {"lr": 0.1 + 2 ** -56}]) == ["lr=0.1", "lr=0.10000000000000002"]
+    # points another field tells apart: each field's own values still read apart
+    assert labels([{"lr": 1e-4, "gamma": 0.9}, {"lr": 1.000001e-4, "gamma": 0.99}]) == [
+        "lr=0.0001 gamma=0.9", "lr=0.0001000001 gamma=0.99"]
+
+
+def test_the_ranking_table_of_points_that_set_different_fields(tiny_config):
+    """``fit(sweep=[{"lr": ...}, {"gamma": ...}])``: a column per field any point sets, the
+    job's config's value where a point leaves the field to it."""
+    from ppo_jax.cli.train import _ranking_table
+
+    rows = [{"rank": i + 1, "point": i, **p, "final_eval_return": 1.0,
+             "final_eval_return_std": 0.0, "best_eval_return": 1.0, "seeds": 1,
+             "failed_seeds": 0} for i, p in enumerate([{"lr": 1e-4}, {"gamma": 0.9}])]
+    table = _ranking_table(rows, 1, tiny_config).splitlines()
+    assert table[0].startswith("rank | lr | gamma | ")
+    assert [line.split(" | ")[1:3] for line in table[1:]] == [
+        ["0.0001", f"{tiny_config.gamma:g}"], [f"{tiny_config.lr:g}", "0.9"]]
 
 
 def test_no_tensorboard(tmp_path, tiny_flags, compile_cache_dir):

@@ -283,30 +283,34 @@ def test_progress_bar_shows_an_evaluation_when_it_lands(tiny_config, capsys):
 
 
 def test_progress_bar_leaves_out_the_runs_that_stopped(tiny_config):
-    """With the job's log, the bar's numbers are the mean over the runs still training, as
-    metrics.json's: a run stopped at NaN/Inf drops out from the batch it failed at (its
-    frozen state's numbers and evaluations are not the run's), and an evaluation that lands
+    """With the job's log, the bar's numbers are the mean over the runs metrics.json records
+    them for: a run stopped at NaN/Inf counts in the batch it failed at (as metrics.json
+    keeps that batch's numbers) and drops out after it (its frozen state's numbers are not
+    the run's); its evaluations drop out from that batch on, and an evaluation that lands
     late counts the runs its batch left training."""
     from ppo_jax.core.train import EvalMetrics
 
+    m = type("M", (), {"reward": np.float32([1.5, 8.0, 2.5]), "step_count": np.int32([7, 99, 5]),
+                       "lr": np.float32([3e-4, 5e-4, 1e-4])})()
+    ev = EvalMetrics(eval_return=np.float32([10.0, 500.0, 20.0]), eval_steps=np.int32([3, 9, 4]))
     log = type("Log", (), {"failed": [None, 0, None]})()  # run 1 failed at batch 0
     bar = train_cmd.Progress(tiny_config, 0, enabled=True, log=log)
-    m = type("M", (), {"reward": np.float32([1.5, 8.0, 2.5]), "step_count": np.int32([7, 99, 5]),
-                       "lr": np.float32([3e-4, 1e30, 1e-4])})()
-    ev = EvalMetrics(eval_return=np.float32([10.0, 500.0, 20.0]), eval_steps=np.int32([3, 9, 4]))
     bar(0, m, ev)
-    assert "average reward= 2.0000 (init= 2.0000)" in bar.bar.desc
-    assert "step count (max): 7" in bar.bar.desc and "lr policy:  0.0002" in bar.bar.desc
+    assert "average reward= 4.0000 (init= 4.0000)" in bar.bar.desc  # run 1 counts at batch 0
+    assert "step count (max): 99" in bar.bar.desc and "lr policy:  0.0003" in bar.bar.desc
     assert "eval cumulative reward:  15.0000 (init:  15.0000), eval step-count: 4" in bar.bar.desc
+    bar(1, m, None)  # ... and not after it
+    assert "average reward= 2.0000 (init= 4.0000)" in bar.bar.desc
+    assert "step count (max): 7" in bar.bar.desc and "lr policy:  0.0002" in bar.bar.desc
     log.failed = [None, 0, 2]  # run 2 failed at batch 2, after batch 1's evaluation ran
     bar.add_eval(1, ev)
     assert "eval cumulative reward:  15.0000" in bar.bar.desc
     bar.add_eval(2, ev)  # batch 2's: run 0's alone
     assert "eval cumulative reward:  10.0000 (init:  15.0000)" in bar.bar.desc
-    log.failed = [3, 0, 2]  # the last run fails: the bar keeps its numbers, the frames go on
-    bar(3, m, None)
+    log.failed = [4, 0, 2]  # no run left after batch 4: the bar keeps its numbers
+    bar(5, m, None)
     assert "average reward= 2.0000" in bar.bar.desc
-    assert bar.bar.n == 2 * tiny_config.frames_per_batch
+    assert bar.bar.n == 3 * tiny_config.frames_per_batch
     bar.close()
 
 

@@ -99,9 +99,10 @@ def build_parser() -> cli.ArgumentParser:
 
 class Progress:
     """tqdm bar over frames, described like the tutorial's; updated between batches. Its
-    numbers are the mean over the runs still training: with the job's ``log``
-    (:class:`~ppo_jax.run.runner.RunLog`), a run stopped at NaN/Inf is left out from the
-    batch it failed at, as ``metrics.json`` leaves it out."""
+    numbers are the mean over the runs ``metrics.json`` records them for: with the job's
+    ``log`` (:class:`~ppo_jax.run.runner.RunLog`), a run stopped at NaN/Inf counts in the
+    batch it failed at (its numbers there are what went non-finite) and is left out after
+    it, and its evaluations from that batch on."""
 
     def __init__(self, config: PPOConfig, start_batch: int, enabled: bool, log=None):
         self.config = config
@@ -121,13 +122,15 @@ class Progress:
         """After batch ``i``: metrics ``m`` ``[K]``, evaluation ``ev`` ``[K]`` or None."""
         if self.bar is None:
             return
-        live = self._live(i, len(np.asarray(m.reward)), after=False)
-        if live.any():  # (none: the last runs failed at this batch, and training stops)
+        live = self._live(i, len(np.asarray(m.reward)), at_batch=True)
+        if ev is not None:
+            evaluated = self._live(i, len(np.asarray(ev.eval_return)))
+            if evaluated.any():  # (none: the last runs failed at this batch)
+                self._eval(ev, evaluated)
+        if live.any():
             r = float(np.nanmean(np.asarray(m.reward)[live]))
             if self.init_reward is None:
                 self.init_reward = r
-            if ev is not None:
-                self._eval(ev, live)
             self.batch_str = ", ".join((
                 f"average reward={r: 4.4f} (init={self.init_reward: 4.4f})",
                 f"step count (max): {int(np.max(np.asarray(m.step_count)[live]))}",
@@ -141,18 +144,19 @@ class Progress:
         mujoco``): shown from now on."""
         if self.bar is None:
             return
-        live = self._live(i, len(np.asarray(ev.eval_return)), after=True)
+        live = self._live(i, len(np.asarray(ev.eval_return)))
         if live.any():
             self._eval(ev, live)
             self.bar.set_description(self._desc())
 
-    def _live(self, i: int, runs: int, after: bool) -> np.ndarray:
-        """``[runs]``: which runs batch ``i`` left training (``after``: an evaluation that
-        landed once later batches were recorded; a run that failed after batch ``i`` was
-        still training at it)."""
+    def _live(self, i: int, runs: int, at_batch: bool = False) -> np.ndarray:
+        """``[runs]``: the runs ``metrics.json`` records batch ``i``'s evaluation for (those
+        that batch left training), or (``at_batch``) its metrics for (also a run that failed
+        at it)."""
         if self.log is None:
             return np.ones(runs, bool)
-        return np.array([f is None or (after and f > i) for f in self.log.failed], bool)
+        return np.array([f is None or f > i or (at_batch and f == i)
+                         for f in self.log.failed], bool)
 
     def _eval(self, ev, live):
         er = float(np.mean(np.asarray(ev.eval_return)[live]))
@@ -395,12 +399,14 @@ def _choose_device(args: argparse.Namespace, overrides: dict[str, Any],
     # a multi-process job: --num-processes, or at least two where --distributed auto leaves
     # the count to the cluster
     processes = args.num_processes or (2 if distributed.requested(args) else 1)
+    known = bool(args.num_processes) or not distributed.requested(args)  # (2: at least)
     with cli.user_errors(device.DeviceError):
         per_device = device.envs_per_device(max(1, num_runs), max(1, num_envs), devices,
                                             processes)
         message = device.apply(device.choose(
             args.device, per_device, device.gpus_asked(devices, processes),
-            asked_by=device.gpus_asked_by(devices, processes)))
+            asked_by=device.gpus_asked_by(devices, processes, processes_known=known),
+            envs_at_most=not known and devices is None))
     if message:
         print(message, flush=True)
 
@@ -602,7 +608,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> 
                                       "run_seconds", "frames_per_second", "last_eval_return")}
     print(json.dumps(summary))
     if "sweep_ranking" in result:
-        print(_ranking_table(result["sweep_ranking"], job.runs.num_seeds))
+        print(_ranking_table(result["sweep_ranking"], job.runs.num_seeds, job.runs.config))
     print(f"wrote {os.path.join(out, 'metrics.json')} and {os.path.join(out, 'curves.png')}")
     if args.video and result["failed_batch_per_run"][0] is None and jax.process_count() == 1:
         from ppo_jax.eval import render
@@ -623,13 +629,17 @@ def _report(args: argparse.Namespace, result: dict[str, Any], job, out: str) -> 
             f"good state in {out}", code=1)
 
 
-def _ranking_table(rows: list[dict], num_seeds: int) -> str:
-    """The sweep's points ranked (``metrics.json``'s ``sweep_ranking``) as a text table."""
+def _ranking_table(rows: list[dict], num_seeds: int, base: PPOConfig | None = None) -> str:
+    """The sweep's points ranked (``metrics.json``'s ``sweep_ranking``) as a text table: a
+    column per field any point sets; a point that leaves a field to the job's config shows
+    ``base``'s value there (without ``base``: ``-``)."""
     from ppo_jax.core.hyper import SWEEPABLE
     from ppo_jax.run.runs import label_digits, value_texts
 
-    fields = [k for k in rows[0] if k in SWEEPABLE]
-    digits = label_digits([{f: r[f] for f in fields} for r in rows])
+    fields = list(dict.fromkeys(k for r in rows for k in r if k in SWEEPABLE))
+    points = [{f: r[f] if f in r else getattr(base, f) for f in fields
+               if f in r or base is not None} for r in rows]
+    digits = label_digits(points)
 
     def fmt(v):
         return "-" if v is None else f"{v:.1f}"
@@ -638,12 +648,12 @@ def _ranking_table(rows: list[dict], num_seeds: int) -> str:
     head = ["rank", *fields, f"final eval return (mean of {num_seeds})", "std", "best",
             *(["failed seeds"] if failures else [])]
     lines = [" | ".join(head)]
-    for r in rows:
+    for r, point in zip(rows, points):
         # a point some of whose seeds failed: the mean of the others
         mean = fmt(r["final_eval_return"]) + (
             f" (of {r['seeds']})" if r.get("failed_seeds") and r["seeds"] else "")
-        values = value_texts({f: r[f] for f in fields}, digits).values()
-        lines.append(" | ".join([str(r["rank"]), *values, mean,
+        texts = value_texts(point, digits)
+        lines.append(" | ".join([str(r["rank"]), *(texts.get(f, "-") for f in fields), mean,
                                  fmt(r["final_eval_return_std"]), fmt(r["best_eval_return"]),
                                  *([str(r.get("failed_seeds", 0))] if failures else [])]))
     return "\n".join(lines)

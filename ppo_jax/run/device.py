@@ -137,13 +137,17 @@ def gpus_asked(devices: int | str | None, processes: int = 1) -> int:
     return 1
 
 
-def gpus_asked_by(devices: int | str | None, processes: int = 1,
-                  flag: str = "--devices") -> str:
-    """Who asks for :func:`gpus_asked`'s GPUs, for a message: ``flag`` (``--devices``, or
-    ``devices=`` for ``fit``) where it is given, else the job's processes."""
-    if _count(devices) is not None or devices == "all":
-        return f"{flag} asks for"
-    return f"the job's {processes} processes hold"
+def gpus_asked_by(devices: int | str | None, processes: int = 1, flag: str = "--devices",
+                  processes_known: bool = True) -> str:
+    """:func:`gpus_asked`'s GPUs and who asks for them, for a message: ``flag``
+    (``--devices``, or ``devices=`` for ``fit``) where it is given, else the job's processes
+    (``processes_known`` False: a cluster that has not said how many yet)."""
+    if _count(devices) is not None or devices == "all" or processes_known:
+        n = gpus_asked(devices, processes)
+        if _count(devices) is not None or devices == "all":
+            return f"the {n} devices {flag} asks for"
+        return f"the {n} devices of the job's {processes} processes"
+    return "every GPU of the job's processes"
 
 
 # The value of ``jax_platforms`` that :func:`apply` set (a choice of ours, not the user's).
@@ -183,12 +187,16 @@ def _started_backend() -> str | None:
 
 
 def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
-           what: str = "--device", asked_by: str = "--devices asks for") -> Choice:
+           what: str = "--device", asked_by: str | None = None, envs_at_most: bool = False
+           ) -> Choice:
     """The platform for ``device`` (one of :data:`CHOICES`) and a job of ``envs_per_device``
-    vectorized envs per device (runs x envs / devices); ``gpus_asked``: the devices the job
-    asks for (a job spread over several GPUs stays on them), and ``asked_by`` who asks
-    (:func:`gpus_asked_by`); ``what``: the choice's name in messages (``--device``, or
-    ``device`` for ``fit``)."""
+    vectorized envs per device (runs x envs / devices; ``envs_at_most``: a bound, where the
+    devices are not known yet); ``gpus_asked``: the devices the job asks for (a job spread
+    over several GPUs stays on them), and ``asked_by`` those devices and who asks for them
+    (:func:`gpus_asked_by`; default: ``--devices``); ``what``: the choice's name in
+    messages (``--device``, or ``device`` for ``fit``)."""
+    asked_by = asked_by or f"the {gpus_asked} devices --devices asks for"
+    envs = f"{'at most ' if envs_at_most else ''}{envs_per_device}"
     if device not in CHOICES:
         raise DeviceError(f"{what} must be one of {', '.join(CHOICES)}, got {device!r}")
     gpu_visible, cuda = nvidia_gpu_present(), cuda_jax_installed()
@@ -200,8 +208,8 @@ def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
         if not cuda:
             raise DeviceError(f"{what} gpu: this JAX has no CUDA support; install it with "
                               f"{CUDA_EXTRA}")
-        return Choice("cuda,cpu", f"training on the GPU ({what} gpu), {envs_per_device} "
-                                  f"env(s) per device", forced=True, what=what)
+        return Choice("cuda,cpu", f"training on the GPU ({what} gpu), {envs} env(s) per "
+                                  f"device", forced=True, what=what)
     # auto
     if not gpu_visible:
         return Choice(None)
@@ -216,15 +224,14 @@ def choose(device: str, envs_per_device: int, gpus_asked: int = 1,
         return Choice("cpu", what=what)
     if envs_per_device < CROSSOVER_ENVS:
         if gpus_asked > 1:
-            return Choice("cuda,cpu", f"{what} auto: training on the GPU, over the "
-                                      f"{gpus_asked} devices {asked_by} "
-                                      f"({envs_per_device} env(s) per device: one device "
+            return Choice("cuda,cpu", f"{what} auto: training on the GPU, over {asked_by} "
+                                      f"({envs} env(s) per device: one device "
                                       f"would be latency-bound below ~{CROSSOVER_ENVS}, an "
                                       f"estimate, and train on the CPU)", what=what)
         return Choice("cpu", f"{what} auto: training on the CPU: {envs_per_device} env(s) "
                              f"per device is latency-bound on a GPU (below ~{CROSSOVER_ENVS}, "
                              f"an estimate); {what} gpu forces the GPU", what=what)
-    return Choice("cuda,cpu", f"{what} auto: training on the GPU ({envs_per_device} envs per "
+    return Choice("cuda,cpu", f"{what} auto: training on the GPU ({envs} envs per "
                               f"device; below ~{CROSSOVER_ENVS} the CPU would be chosen)",
                   what=what)
 

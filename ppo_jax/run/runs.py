@@ -144,34 +144,42 @@ def run_configs(base: PPOConfig, sweep: list[dict[str, Any]]) -> list[PPOConfig]
     return [base.replace(**overrides) for overrides in sweep]
 
 
-def label(overrides: dict[str, Any], digits: int | None = 6) -> str:
+def label(overrides: dict[str, Any], digits: int | None | dict[str, int | None] = 6) -> str:
     """``{"lr": 1e-4, "clip_epsilon": 0.1}`` -> ``"lr=0.0001 clip_epsilon=0.1"`` (each value
-    to ``digits`` significant digits)."""
+    to ``digits`` significant digits: see :func:`value_texts`)."""
     return " ".join(f"{k}={t}" for k, t in value_texts(overrides, digits).items()) or "base config"
 
 
 def labels(points: list[dict[str, Any]]) -> list[str]:
-    """Each point's :func:`label`, with the fewest significant digits (6 at least) that tell
-    distinct points apart (``lr=0.0001`` and ``lr=0.000100001``, not two ``lr=0.0001``)."""
+    """Each point's :func:`label`, each field's values with the fewest significant digits (6
+    at least) that tell them apart (``lr=0.0001`` and ``lr=0.000100001``, not two
+    ``lr=0.0001``)."""
     digits = label_digits(points)
     return [label(p, digits) for p in points]
 
 
-def value_texts(overrides: dict[str, Any], digits: int | None = 6) -> dict[str, str]:
-    """A point's values as text, to ``digits`` significant digits (None: the shortest text
-    that reads back as the same float)."""
-    return {k: repr(float(v)) if digits is None else f"{v:.{digits}g}"
-            for k, v in overrides.items()}
+def value_texts(overrides: dict[str, Any], digits: int | None | dict[str, int | None] = 6
+                ) -> dict[str, str]:
+    """A point's values as text, to ``digits`` significant digits: one count for every field,
+    or a count per field (:func:`label_digits`; a field it lacks: 6). None: the shortest
+    text that reads back as the same float."""
+    def text(name, value):
+        d = digits.get(name, 6) if isinstance(digits, dict) else digits
+        return repr(float(value)) if d is None else f"{value:.{d}g}"
+
+    return {k: text(k, v) for k, v in overrides.items()}
 
 
-def label_digits(points: list[dict[str, Any]]) -> int | None:
-    """The fewest significant digits, 6 at least, at which distinct points' values read apart
-    (None: as many as each value needs to read back, which tells any two floats apart)."""
-    distinct = {tuple(sorted(p.items())) for p in points}
-    for digits in range(6, 17):
-        if len({tuple(sorted(value_texts(p, digits).items())) for p in points}) == len(distinct):
-            return digits
-    return None
+def label_digits(points: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Per field of ``points``, the fewest significant digits, 6 at least, at which its
+    distinct values read apart (None: as many as each value needs to read back, which tells
+    any two floats apart). Each field's values then read apart, so distinct points do too."""
+    out: dict[str, int | None] = {}
+    for name in dict.fromkeys(k for p in points for k in p):
+        values = {p[name] for p in points if name in p}
+        out[name] = next((d for d in range(6, 17)
+                          if len({f"{v:.{d}g}" for v in values}) == len(values)), None)
+    return out
 
 
 class Runs:
