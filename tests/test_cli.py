@@ -274,6 +274,13 @@ def test_evaluate_replays_logged_eval(runs, capsys, compile_cache_dir):
     out = json.loads(evaluate(capsys, runs["a"], "--episodes", "2", "--max-steps", "3",
                               "--sim", "mujoco", "--json", cache=compile_cache_dir))
     assert not out["replays_logged_eval"] and max(out["steps"]) <= 3
+    # a longer limit, where the episode ended before training's (50): the same episode
+    steps = json.load(open(os.path.join(runs["a"], "metrics.json")))["eval_steps"][-1]
+    assert steps + 1 < 50  # (the tiny run's untrained pendulum falls within a few steps)
+    out = json.loads(evaluate(capsys, runs["a"], "--episodes", "1", "--max-steps", "1000",
+                              "--json", cache=compile_cache_dir))
+    assert out["replays_logged_eval"] and out["replayed_in"] == "mjx"
+    np.testing.assert_allclose(out["returns"][0], logged, rtol=1e-4)
     # step 2's last batch (1) was not evaluated: nothing to replay, and it says so
     out = json.loads(evaluate(capsys, runs["a"], "--step", "2", "--episodes", "2", "--json",
                               cache=compile_cache_dir))
@@ -1178,6 +1185,7 @@ def test_evaluate_seed_and_steps_beyond_their_types(runs, capsys):
     ("last_eval_frames", [], "'last_eval_frames' is not a list of 1 entries, each a count or"),
     ("last_eval_frames", 5, "'last_eval_frames' is not a list of 1 entries"),
     ("last_eval_return", ["x"], "'last_eval_return' is not a list of 1 entries, each a number"),
+    ("last_eval_return", [1e40], "'last_eval_return' is not a list of 1 entries, each a number"),
     ("batches_done_per_run", ["a"], "'batches_done_per_run' is not a list of 1 entries"),
     ("frames_per_run", [None], "'frames_per_run' is not a list of 1 entries, each a count"),
     ("failed_batch", ["x"], "'failed_batch' is not a list of 1 entries"),

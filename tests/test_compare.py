@@ -59,6 +59,8 @@ def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(compare.metrics, "plot_panels", plot_panels)
     compare.compare([str(run)], [], str(tmp_path / "a.png"))
+    # a run given as its metrics.json is named as its directory; "none": no reference
+    compare.compare([str(run / "metrics.json")], ["none"], str(tmp_path / "a.png"))
     ref.write_text(json.dumps({**_one_run(), "env": "Swimmer-v4"}))
     compare.compare([str(run)], [str(ref)], str(tmp_path / "a.png"))
     pendulum = tmp_path / "pendulum"
@@ -69,9 +71,10 @@ def test_a_reference_of_another_env_is_refused(tmp_path, capsys, monkeypatch):
     compare.compare([str(pendulum)], ["tutorial"], str(tmp_path / "a.png"))
     # a reference is labelled by what it is: the tutorial's runs, or the files given; the
     # title names it only where it is drawn
-    assert titles == ["ppo_jax, Swimmer-v4", "ppo_jax vs reference ref, Swimmer-v4",
-                      "ppo_jax, InvertedDoublePendulum-v4"]
-    assert legends == [["ppo_jax swimmer"], ["ppo_jax swimmer", "reference ref"],
+    assert titles == ["ppo_jax, Swimmer-v4", "ppo_jax, Swimmer-v4",
+                      "ppo_jax vs reference ref, Swimmer-v4", "ppo_jax, InvertedDoublePendulum-v4"]
+    assert legends == [["ppo_jax swimmer"], ["ppo_jax swimmer"],
+                       ["ppo_jax swimmer", "reference ref"],
                        ["ppo_jax pendulum", "TorchRL tutorial"]]
     assert "the reference is not drawn: the runs end at 600 frames" in capsys.readouterr().err
     long = tmp_path / "long"

@@ -249,6 +249,26 @@ def test_evaluate_script_video(tiny_run, root_dir, tmp_path, monkeypatch, capsys
         evaluate_script.main([tiny_run, "--video", str(tmp_path / "b.avi")])
 
 
+def test_evaluate_takes_back_the_video_folders_it_made(tiny_run, tmp_path, monkeypatch,
+                                                       rendering):
+    """The folders ``--video`` makes before the episodes run are removed again where the
+    command is interrupted (or fails) before the video is written; a folder that was there
+    stays."""
+    from ppo_jax.cli import evaluate as evaluate_script
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "mjx_episodes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_script.main([tiny_run, "--video", str(tmp_path / "new" / "deeper" / "x.gif")])
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_script.main([tiny_run, "--video", str(tmp_path / "kept" / "x.gif")])
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+
 @READ_MP4
 def test_train_writes_the_policy_video(tiny_run, rendering):
     """scripts/train.py ends with OUT/policy.mp4 of the final policy's evaluation episode."""

@@ -30,8 +30,8 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="compare.py", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories written by train.py")
     p.add_argument("--reference", nargs="*", default=["tutorial"], metavar="FILE",
-                   help="TorchRL runs in the reference format, or 'tutorial' (default) for the "
-                        "packaged tutorial runs; none: no reference")
+                   help="TorchRL runs in the reference format, 'tutorial' (default) for the "
+                        "packaged tutorial runs, 'none' (or no value) for no reference")
     p.add_argument("--labels", nargs="*", default=None, help="legend labels of the runs")
     p.add_argument("--out", default="compare.png", help="the PNG to write")
     return p

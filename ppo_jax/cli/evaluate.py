@@ -18,6 +18,7 @@ policy noise) in MuJoCo C (ppo_jax.envs.mujoco_c, through ppo_jax.eval.evaluate)
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from typing import Any
@@ -73,6 +74,16 @@ def _run_of(meta: dict[str, Any], run_index: int) -> dict[str, Any] | None:
 def main(argv=None) -> int:
     default_offscreen_backend()  # before anything imports mujoco
     args = build_parser().parse_args(argv)
+    if not args.video:
+        return _evaluate(args)
+    from ppo_jax.run.run_dir import taken_back_if_empty
+
+    # the folders --video makes are taken back where the command fails or is interrupted
+    with taken_back_if_empty(os.path.dirname(os.path.abspath(args.video))):
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     if not 1 <= args.episodes <= INT32_MAX:
         raise cli.CLIError(f"--episodes must be in [1, {INT32_MAX}], got {args.episodes}")
     if args.max_steps is not None and not 1 <= args.max_steps <= INT32_MAX:
@@ -153,10 +164,15 @@ def main(argv=None) -> int:
         if bar is not None:
             bar.close()  # its line cleared, also before an error's one line
     first, *rest = results  # "mjx" (when run) at the top level, "mujoco" beside it
-    # which of these episodes replays training's logged evaluation: one run as it ran
-    replayed_in = next((name for name in results if logged_sim in (None, _sim_label(name))),
-                       None) if (logged is not None and mode == cfg.eval_action
-                                 and max_steps == cfg.eval_max_steps) else None
+    # which of these episodes replays training's logged evaluation: one run as it ran (with
+    # another step limit too, where the episode ended before either limit)
+    def replays(name):
+        ended_before = int(results[name][1][0]) < min(max_steps, cfg.eval_max_steps)
+        return (logged is not None and mode == cfg.eval_action
+                and logged_sim in (None, _sim_label(name))
+                and (max_steps == cfg.eval_max_steps or ended_before))
+
+    replayed_in = next((name for name in results if replays(name)), None)
     out = {
         "checkpoint": os.path.abspath(checkpoint.locate_checkpoints(args.dir)),
         "checkpoint_step": int(meta["batches_done"]),

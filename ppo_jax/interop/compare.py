@@ -74,9 +74,12 @@ def run_series(run_dir: str, name: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def reference_paths(names: list[str]) -> list[str]:
-    """``--reference`` values: files, or ``tutorial`` for the packaged TorchRL runs."""
+    """``--reference`` values: files, ``tutorial`` for the packaged TorchRL runs, ``none``
+    for none (as no value)."""
     out = []
     for name in names:
+        if name == "none":
+            continue
         if name == TUTORIAL_REFERENCE:
             folder = resources.files("ppo_jax.data").joinpath("torchrl_reference")
             out += sorted(str(p) for p in folder.iterdir() if p.name.endswith(".json"))
@@ -154,7 +157,8 @@ def compare(run_dirs: list[str], references: list[str], out: str,
                                "an empty label and one that starts with '_'")
     series = []
     for i, d in enumerate(run_dirs):
-        name = os.path.basename(os.path.abspath(d))
+        path = os.path.abspath(d)  # a run directory, or its metrics.json: the run's name
+        name = os.path.basename(os.path.dirname(path) if os.path.isfile(path) else path)
         label = labels[i] if labels and i < len(labels) else f"ppo_jax {name}"
         series += run_series(d, label)
     longest = max((s[1]["frames"][-1] for s in series if s[1]["frames"]), default=None)

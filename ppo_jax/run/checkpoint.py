@@ -41,7 +41,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ppo_jax.config import PPOConfig
+from ppo_jax.config import FLOAT32_MAX, PPOConfig
 from ppo_jax.run.runs import Runs
 from ppo_jax.run.parallel import Layout, gather
 from ppo_jax.util import first_line, held_stderr, is_whole_number, versions
@@ -330,7 +330,9 @@ def _is_kind(x: Any, kind: str) -> bool:
         return is_whole_number(x) and x >= 0
     if kind.startswith("text"):
         return isinstance(x, str)
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    # a float32 value, as the programs log it (inf and NaN included; 1e40 is none)
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)
+            and not (np.isfinite(x) and abs(x) > FLOAT32_MAX))
 
 
 def _reason(e: BaseException) -> str:
