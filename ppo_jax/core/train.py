@@ -93,13 +93,19 @@ def one_run(state: PPOState) -> PPOState:
     a state of several runs (``[R, ...]``, as ``fit`` and ``checkpoint.restore`` return
     them) that holds one run is taken as that run; one of R > 1 runs raises ValueError (one
     line) that says how to pick one. Read from the observation statistics (``[obs]`` for
-    one run, ``[R, obs]`` for R), which every policy carries."""
+    one run, ``[R, obs]`` for R), which every policy carries. Abstract states
+    (``jax.ShapeDtypeStruct`` leaves, as ``programs.state_shapes`` gives) are sliced alike."""
     stats = getattr(state, "obs_stats", None)
     shape = np.shape(getattr(stats, "loc", None))
     if len(shape) <= 1:
         return state
     if len(shape) == 2 and shape[0] == 1:
-        return jax.tree_util.tree_map(lambda x: x[0], state)
+        def first(x):
+            if isinstance(x, jax.ShapeDtypeStruct):
+                return jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+            return x[0]
+
+        return jax.tree_util.tree_map(first, state)
     raise ValueError(
         f"this state holds {shape[0]} runs (its observation statistics are "
         f"{list(shape)}, as fit() and restore() return a job's runs): pass one run's, "
