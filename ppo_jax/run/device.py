@@ -142,11 +142,10 @@ def gpus_asked_by(devices: int | str | None, processes: int = 1, flag: str = "--
     """:func:`gpus_asked`'s GPUs and who asks for them, for a message: ``flag``
     (``--devices``, or ``devices=`` for ``fit``) where it is given, else the job's processes
     (``processes_known`` False: a cluster that has not said how many yet)."""
-    if _count(devices) is not None or devices == "all" or processes_known:
-        n = gpus_asked(devices, processes)
-        if _count(devices) is not None or devices == "all":
-            return f"the {n} devices {flag} asks for"
-        return f"the {n} devices of the job's {processes} processes"
+    if _count(devices) is not None or devices == "all":
+        return f"the {gpus_asked(devices, processes)} devices {flag} asks for"
+    if processes_known:
+        return f"the {gpus_asked(devices, processes)} devices of the job's {processes} processes"
     return "every GPU of the job's processes"
 
 

@@ -178,7 +178,8 @@ def label_digits(points: list[dict[str, Any]]) -> dict[str, int | None]:
     for name in dict.fromkeys(k for p in points for k in p):
         values = {p[name] for p in points if name in p}
         out[name] = next((d for d in range(6, 17)
-                          if len({f"{v:.{d}g}" for v in values}) == len(values)), None)
+                          if len({value_texts({name: v}, d)[name] for v in values})
+                          == len(values)), None)
     return out
 
 
